@@ -1,0 +1,782 @@
+//! Aggregate functions and their mergeable states.
+//!
+//! Every aggregate keeps a state that can be updated with one value, merged with another state of
+//! the same kind, encoded into the view table's `_state` column and decoded again. Merging is
+//! what makes a view correct under late events, restarts and re-grouping: the state of a day is
+//! the merge of the states of its hours, whatever order they arrive in.
+//!
+//! The kinds, in Materialize's terms (`reduce.rs`):
+//! - accumulable (count, sum, avg, variance moments): a few numbers, merged by adding;
+//! - min/max, first/last, bool_and/or: one value, merged by keeping the better one. Views are
+//!   append-only, so no retraction ever needs the second-best value;
+//! - sets (exact `count(DISTINCT)`): grow with the distinct values (about 40 bytes plus the value
+//!   per distinct value and group);
+//! - sketches (`percentile_*`, `approx_count_distinct`): bounded size, bounded error.
+//!
+//! The compiler resolves each aggregate to an [`AggKind`] for its input type once, and the hot
+//! loop only matches on it.
+
+use std::collections::BTreeSet;
+
+use datasketches::hll::{HllSketch, HllType, HllUnion};
+
+use crate::codec::{CodecError, Reader, Writer};
+use crate::decimal::{Decimal, I256};
+use crate::expr::EvalError;
+use crate::sketch::QuantileSketch;
+use crate::value::{Timestamp, Type, Value};
+
+/// `lg_k` of the HyperLogLog sketches: 4096 registers, relative standard error 1.6 %.
+pub const HLL_LG_K: u8 = 12;
+
+/// Variance and standard deviation flavours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Moment {
+    VarSamp,
+    VarPop,
+    StddevSamp,
+    StddevPop,
+}
+
+/// An aggregate resolved for its input type: what the hot loop dispatches on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AggKind {
+    CountStar,
+    Count,
+    SumInt,
+    /// Sum of decimals of this scale.
+    SumDecimal {
+        scale: u8,
+    },
+    SumDouble,
+    AvgInt,
+    /// Average of decimals of `scale`, reported at `out_scale`.
+    AvgDecimal {
+        scale: u8,
+        out_scale: u8,
+    },
+    AvgDouble,
+    Moment(Moment),
+    Min,
+    Max,
+    CountDistinct,
+    ApproxCountDistinct,
+    Percentile {
+        q: f64,
+        continuous: bool,
+    },
+    First,
+    Last,
+    BoolAnd,
+    BoolOr,
+}
+
+impl AggKind {
+    /// The class shown in plans.
+    pub fn class(self) -> &'static str {
+        match self {
+            AggKind::CountStar
+            | AggKind::Count
+            | AggKind::SumInt
+            | AggKind::SumDecimal { .. }
+            | AggKind::SumDouble
+            | AggKind::AvgInt
+            | AggKind::AvgDecimal { .. }
+            | AggKind::AvgDouble
+            | AggKind::Moment(_) => "accumulable",
+            AggKind::Min
+            | AggKind::Max
+            | AggKind::First
+            | AggKind::Last
+            | AggKind::BoolAnd
+            | AggKind::BoolOr => "extremum",
+            AggKind::CountDistinct => "exact set",
+            AggKind::ApproxCountDistinct => "hll sketch",
+            AggKind::Percentile { .. } => "quantile sketch",
+        }
+    }
+
+    /// Whether results are approximate.
+    pub fn is_approximate(self) -> bool {
+        matches!(
+            self,
+            AggKind::ApproxCountDistinct | AggKind::Percentile { .. }
+        )
+    }
+
+    /// A fresh state.
+    pub fn new_state(self) -> AggState {
+        match self {
+            AggKind::CountStar | AggKind::Count => AggState::Count(0),
+            AggKind::SumInt => AggState::SumInt(None),
+            AggKind::SumDecimal { .. } => AggState::SumWide(None),
+            AggKind::SumDouble => AggState::SumDouble(None),
+            AggKind::AvgInt => AggState::AvgInt { sum: 0, n: 0 },
+            AggKind::AvgDecimal { .. } => AggState::AvgWide {
+                sum: I256::ZERO,
+                n: 0,
+            },
+            AggKind::AvgDouble => AggState::AvgDouble { sum: 0.0, n: 0 },
+            AggKind::Moment(_) => AggState::Moments {
+                n: 0,
+                mean: 0.0,
+                m2: 0.0,
+            },
+            AggKind::Min | AggKind::Max => AggState::Extreme(None),
+            AggKind::CountDistinct => AggState::Distinct(BTreeSet::new()),
+            AggKind::ApproxCountDistinct => AggState::Hll(None),
+            AggKind::Percentile { .. } => AggState::Quantiles(Box::default()),
+            AggKind::First | AggKind::Last => AggState::Pick(None),
+            AggKind::BoolAnd | AggKind::BoolOr => AggState::Bool(None),
+        }
+    }
+
+    /// The output type for an input of type `input`.
+    pub fn output_type(self, input: Type) -> Type {
+        match self {
+            AggKind::CountStar
+            | AggKind::Count
+            | AggKind::CountDistinct
+            | AggKind::ApproxCountDistinct => Type::BigInt,
+            AggKind::SumInt => Type::BigInt,
+            AggKind::SumDecimal { scale } => Type::Decimal {
+                precision: 38,
+                scale,
+            },
+            AggKind::AvgDecimal { out_scale, .. } => Type::Decimal {
+                precision: 38,
+                scale: out_scale,
+            },
+            AggKind::SumDouble
+            | AggKind::AvgInt
+            | AggKind::AvgDouble
+            | AggKind::Moment(_)
+            | AggKind::Percentile { .. } => Type::Double,
+            AggKind::Min | AggKind::Max | AggKind::First | AggKind::Last => input,
+            AggKind::BoolAnd | AggKind::BoolOr => Type::Boolean,
+        }
+    }
+}
+
+/// The state of one aggregate in one group.
+#[derive(Clone, Debug)]
+pub enum AggState {
+    Count(i64),
+    SumInt(Option<i128>),
+    /// Decimal mantissas at the kind's scale.
+    SumWide(Option<I256>),
+    SumDouble(Option<f64>),
+    AvgInt {
+        sum: i128,
+        n: i64,
+    },
+    AvgWide {
+        sum: I256,
+        n: i64,
+    },
+    AvgDouble {
+        sum: f64,
+        n: i64,
+    },
+    /// Welford's running moments, merged with Chan et al.'s formula.
+    Moments {
+        n: i64,
+        mean: f64,
+        m2: f64,
+    },
+    Extreme(Option<Value>),
+    Distinct(BTreeSet<Value>),
+    /// Created on the first value: an empty group costs nothing.
+    Hll(Option<Box<HllUnion>>),
+    Quantiles(Box<QuantileSketch>),
+    /// `(time, sequence, value)` of the first or last event; the sequence breaks ties so that the
+    /// answer does not depend on batch boundaries.
+    Pick(Option<(Timestamp, u64, Value)>),
+    Bool(Option<bool>),
+}
+
+impl AggState {
+    /// Adds one input. `value` is the evaluated argument (ignored by `count(*)`); `time` is the
+    /// second argument of `first`/`last`; `seq` is the event's position in its stream.
+    pub fn update(&mut self, kind: AggKind, value: &Value, time: &Value, seq: u64) {
+        if value.is_null() && !matches!(kind, AggKind::CountStar | AggKind::First | AggKind::Last) {
+            return;
+        }
+        match (self, value) {
+            (AggState::Count(n), _) => *n += 1,
+            (AggState::SumInt(sum), Value::Int(i)) => {
+                *sum = Some(sum.unwrap_or(0) + i128::from(*i))
+            }
+            (AggState::SumWide(sum), Value::Decimal(d)) => {
+                let m = at_scale(*d, kind);
+                *sum = Some(sum.unwrap_or(I256::ZERO).add(I256::from(m)));
+            }
+            (AggState::SumDouble(sum), v) => {
+                *sum = Some(sum.unwrap_or(0.0) + v.as_f64().unwrap_or(0.0))
+            }
+            (AggState::AvgInt { sum, n }, Value::Int(i)) => {
+                *sum += i128::from(*i);
+                *n += 1;
+            }
+            (AggState::AvgWide { sum, n }, Value::Decimal(d)) => {
+                *sum = sum.add(I256::from(at_scale(*d, kind)));
+                *n += 1;
+            }
+            (AggState::AvgDouble { sum, n }, v) => {
+                *sum += v.as_f64().unwrap_or(0.0);
+                *n += 1;
+            }
+            (AggState::Moments { n, mean, m2 }, v) => {
+                let x = v.as_f64().unwrap_or(0.0);
+                *n += 1;
+                let delta = x - *mean;
+                *mean += delta / *n as f64;
+                *m2 += delta * (x - *mean);
+            }
+            (AggState::Extreme(best), v) => {
+                let better = match best {
+                    None => true,
+                    Some(b) => match kind {
+                        AggKind::Min => v < b,
+                        _ => v > b,
+                    },
+                };
+                if better {
+                    *best = Some(v.clone());
+                }
+            }
+            (AggState::Distinct(set), v) => {
+                if !set.contains(v) {
+                    set.insert(v.clone());
+                }
+            }
+            (AggState::Hll(hll), v) => {
+                let union = hll.get_or_insert_with(|| Box::new(new_hll()));
+                union.update_value(datasketches::hash::value::raw_bytes::from_slice(
+                    &hll_bytes(v),
+                ));
+            }
+            (AggState::Quantiles(sketch), v) => {
+                if let Some(x) = v.as_f64() {
+                    sketch.add(x);
+                }
+            }
+            (AggState::Pick(pick), v) => {
+                let Value::Timestamp(t) = time else { return };
+                let candidate = (*t, seq);
+                let better = match pick {
+                    None => true,
+                    Some((pt, ps, _)) => match kind {
+                        AggKind::First => candidate < (*pt, *ps),
+                        _ => candidate > (*pt, *ps),
+                    },
+                };
+                if better {
+                    *pick = Some((*t, seq, v.clone()));
+                }
+            }
+            (AggState::Bool(acc), Value::Bool(b)) => {
+                *acc = Some(match (kind, *acc) {
+                    (_, None) => *b,
+                    (AggKind::BoolAnd, Some(a)) => a && *b,
+                    (_, Some(a)) => a || *b,
+                });
+            }
+            // Values of other types cannot reach a state: the compiler checked the argument type.
+            _ => {}
+        }
+    }
+
+    /// Merges `other`, a state of the same kind, into `self`.
+    pub fn merge(&mut self, kind: AggKind, other: &AggState) {
+        match (self, other) {
+            (AggState::Count(a), AggState::Count(b)) => *a += b,
+            (AggState::SumInt(a), AggState::SumInt(b)) => {
+                if let Some(b) = b {
+                    *a = Some(a.unwrap_or(0) + b);
+                }
+            }
+            (AggState::SumWide(a), AggState::SumWide(b)) => {
+                if let Some(b) = b {
+                    *a = Some(a.unwrap_or(I256::ZERO).add(*b));
+                }
+            }
+            (AggState::SumDouble(a), AggState::SumDouble(b)) => {
+                if let Some(b) = b {
+                    *a = Some(a.unwrap_or(0.0) + b);
+                }
+            }
+            (AggState::AvgInt { sum, n }, AggState::AvgInt { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (AggState::AvgWide { sum, n }, AggState::AvgWide { sum: s2, n: n2 }) => {
+                *sum = sum.add(*s2);
+                *n += n2;
+            }
+            (AggState::AvgDouble { sum, n }, AggState::AvgDouble { sum: s2, n: n2 }) => {
+                *sum += s2;
+                *n += n2;
+            }
+            (
+                AggState::Moments { n, mean, m2 },
+                AggState::Moments {
+                    n: nb,
+                    mean: mb,
+                    m2: m2b,
+                },
+            ) => {
+                if *nb == 0 {
+                    return;
+                }
+                if *n == 0 {
+                    (*n, *mean, *m2) = (*nb, *mb, *m2b);
+                    return;
+                }
+                let total = *n + nb;
+                let delta = mb - *mean;
+                let new_mean = *mean + delta * (*nb as f64) / total as f64;
+                *m2 += m2b + delta * delta * (*n as f64) * (*nb as f64) / total as f64;
+                *mean = new_mean;
+                *n = total;
+            }
+            (me @ AggState::Extreme(_), AggState::Extreme(Some(v))) => {
+                me.update(kind, v, &Value::Null, 0)
+            }
+            (AggState::Extreme(_), AggState::Extreme(None)) => {}
+            (AggState::Distinct(a), AggState::Distinct(b)) => {
+                for v in b {
+                    if !a.contains(v) {
+                        a.insert(v.clone());
+                    }
+                }
+            }
+            (AggState::Hll(a), AggState::Hll(Some(b))) => {
+                let union = a.get_or_insert_with(|| Box::new(new_hll()));
+                union.update(&b.to_sketch(HllType::Hll8));
+            }
+            (AggState::Hll(_), AggState::Hll(None)) => {}
+            (AggState::Quantiles(a), AggState::Quantiles(b)) => a.merge(b),
+            (me @ AggState::Pick(_), AggState::Pick(Some((t, seq, v)))) => {
+                me.update(kind, v, &Value::Timestamp(*t), *seq)
+            }
+            (AggState::Pick(_), AggState::Pick(None)) => {}
+            (me @ AggState::Bool(_), AggState::Bool(Some(b))) => {
+                me.update(kind, &Value::Bool(*b), &Value::Null, 0)
+            }
+            (AggState::Bool(_), AggState::Bool(None)) => {}
+            // States of different kinds never meet: both come from the same plan.
+            _ => {}
+        }
+    }
+
+    /// The aggregate's result.
+    pub fn finalize(&self, kind: AggKind) -> Result<Value, EvalError> {
+        Ok(match self {
+            AggState::Count(n) => Value::Int(*n),
+            AggState::SumInt(None) | AggState::SumWide(None) | AggState::SumDouble(None) => {
+                Value::Null
+            }
+            AggState::SumInt(Some(s)) => {
+                Value::Int(i64::try_from(*s).map_err(|_| EvalError::Overflow(Type::BigInt))?)
+            }
+            AggState::SumWide(Some(s)) => {
+                let scale = match kind {
+                    AggKind::SumDecimal { scale } => scale,
+                    _ => 0,
+                };
+                let ty = Type::Decimal {
+                    precision: 38,
+                    scale,
+                };
+                Value::Decimal(Decimal::from_wide(*s, scale).map_err(|_| EvalError::Overflow(ty))?)
+            }
+            AggState::SumDouble(Some(s)) => Value::Double(*s),
+            AggState::AvgInt { n: 0, .. }
+            | AggState::AvgWide { n: 0, .. }
+            | AggState::AvgDouble { n: 0, .. } => Value::Null,
+            AggState::AvgInt { sum, n } => Value::Double(*sum as f64 / *n as f64),
+            AggState::AvgWide { sum, n } => {
+                let (scale, out_scale) = match kind {
+                    AggKind::AvgDecimal { scale, out_scale } => (scale, out_scale),
+                    _ => (0, 0),
+                };
+                let avg = sum
+                    .mul_pow10(out_scale - scale)
+                    .div_round_i128(i128::from(*n));
+                let ty = Type::Decimal {
+                    precision: 38,
+                    scale: out_scale,
+                };
+                Value::Decimal(
+                    Decimal::from_wide(avg, out_scale).map_err(|_| EvalError::Overflow(ty))?,
+                )
+            }
+            AggState::AvgDouble { sum, n } => Value::Double(sum / *n as f64),
+            AggState::Moments { n, m2, .. } => {
+                let moment = match kind {
+                    AggKind::Moment(m) => m,
+                    _ => Moment::VarPop,
+                };
+                let (divisor, root) = match moment {
+                    Moment::VarSamp => (*n - 1, false),
+                    Moment::VarPop => (*n, false),
+                    Moment::StddevSamp => (*n - 1, true),
+                    Moment::StddevPop => (*n, true),
+                };
+                if divisor <= 0 {
+                    Value::Null
+                } else {
+                    let var = (m2 / divisor as f64).max(0.0);
+                    Value::Double(if root { var.sqrt() } else { var })
+                }
+            }
+            AggState::Extreme(v) => v.clone().unwrap_or(Value::Null),
+            AggState::Distinct(set) => Value::Int(set.len() as i64),
+            AggState::Hll(None) => Value::Int(0),
+            AggState::Hll(Some(union)) => Value::Int(union.composite_estimate().round() as i64),
+            AggState::Quantiles(sketch) => {
+                let (q, continuous) = match kind {
+                    AggKind::Percentile { q, continuous } => (q, continuous),
+                    _ => (0.5, true),
+                };
+                let estimate = if continuous {
+                    sketch.percentile_cont(q)
+                } else {
+                    sketch.percentile_disc(q)
+                };
+                estimate.map(Value::Double).unwrap_or(Value::Null)
+            }
+            AggState::Pick(p) => p.as_ref().map(|(_, _, v)| v.clone()).unwrap_or(Value::Null),
+            AggState::Bool(b) => b.map(Value::Bool).unwrap_or(Value::Null),
+        })
+    }
+
+    /// Approximate bytes held in memory, for the memory budget.
+    pub fn memory(&self) -> usize {
+        let base = std::mem::size_of::<AggState>();
+        base + match self {
+            AggState::Distinct(set) => set.iter().map(|v| 40 + value_heap(v)).sum(),
+            AggState::Hll(Some(u)) => u.estimated_size(),
+            AggState::Quantiles(s) => s.memory(),
+            AggState::Extreme(Some(v)) | AggState::Pick(Some((_, _, v))) => value_heap(v),
+            _ => 0,
+        }
+    }
+
+    /// Appends the state's bytes.
+    pub fn encode(&self, w: &mut Writer) {
+        match self {
+            AggState::Count(n) => w.zigzag(*n),
+            AggState::SumInt(s) => option(w, s.as_ref(), |w, s| w.i128(*s)),
+            AggState::SumWide(s) => option(w, s.as_ref(), |w, s| wide(w, *s)),
+            AggState::SumDouble(s) => option(w, s.as_ref(), |w, s| w.f64(*s)),
+            AggState::AvgInt { sum, n } => {
+                w.i128(*sum);
+                w.zigzag(*n);
+            }
+            AggState::AvgWide { sum, n } => {
+                wide(w, *sum);
+                w.zigzag(*n);
+            }
+            AggState::AvgDouble { sum, n } => {
+                w.f64(*sum);
+                w.zigzag(*n);
+            }
+            AggState::Moments { n, mean, m2 } => {
+                w.zigzag(*n);
+                w.f64(*mean);
+                w.f64(*m2);
+            }
+            AggState::Extreme(v) => option(w, v.as_ref(), |w, v| w.value(v)),
+            AggState::Distinct(set) => {
+                w.varint(set.len() as u64);
+                for v in set {
+                    w.value(v);
+                }
+            }
+            AggState::Hll(u) => option(w, u.as_ref(), |w, u| {
+                w.bytes(&u.to_sketch(HllType::Hll8).serialize())
+            }),
+            AggState::Quantiles(s) => s.encode(w),
+            AggState::Pick(p) => option(w, p.as_ref(), |w, (t, seq, v)| {
+                w.zigzag(t.0);
+                w.varint(*seq);
+                w.value(v);
+            }),
+            AggState::Bool(b) => w.u8(match b {
+                None => 0,
+                Some(false) => 1,
+                Some(true) => 2,
+            }),
+        }
+    }
+
+    /// Reads a state of `kind` written by [`AggState::encode`].
+    pub fn decode(kind: AggKind, r: &mut Reader<'_>) -> Result<AggState, CodecError> {
+        Ok(match kind.new_state() {
+            AggState::Count(_) => AggState::Count(r.zigzag()?),
+            AggState::SumInt(_) => AggState::SumInt(read_option(r, |r| r.i128())?),
+            AggState::SumWide(_) => AggState::SumWide(read_option(r, read_wide)?),
+            AggState::SumDouble(_) => AggState::SumDouble(read_option(r, |r| r.f64())?),
+            AggState::AvgInt { .. } => AggState::AvgInt {
+                sum: r.i128()?,
+                n: r.zigzag()?,
+            },
+            AggState::AvgWide { .. } => AggState::AvgWide {
+                sum: read_wide(r)?,
+                n: r.zigzag()?,
+            },
+            AggState::AvgDouble { .. } => AggState::AvgDouble {
+                sum: r.f64()?,
+                n: r.zigzag()?,
+            },
+            AggState::Moments { .. } => AggState::Moments {
+                n: r.zigzag()?,
+                mean: r.f64()?,
+                m2: r.f64()?,
+            },
+            AggState::Extreme(_) => AggState::Extreme(read_option(r, |r| r.value())?),
+            AggState::Distinct(_) => {
+                let n = r.len()?;
+                let mut set = BTreeSet::new();
+                for _ in 0..n {
+                    set.insert(r.value()?);
+                }
+                AggState::Distinct(set)
+            }
+            AggState::Hll(_) => AggState::Hll(read_option(r, |r| {
+                let sketch = HllSketch::deserialize(r.bytes()?)
+                    .map_err(|e| CodecError(format!("hll: {e}")))?;
+                let mut union = new_hll();
+                union.update(&sketch);
+                Ok(Box::new(union))
+            })?),
+            AggState::Quantiles(_) => AggState::Quantiles(Box::new(QuantileSketch::decode(r)?)),
+            AggState::Pick(_) => AggState::Pick(read_option(r, |r| {
+                Ok((Timestamp(r.zigzag()?), r.varint()?, r.value()?))
+            })?),
+            AggState::Bool(_) => AggState::Bool(match r.u8()? {
+                0 => None,
+                1 => Some(false),
+                2 => Some(true),
+                b => return Err(CodecError(format!("bool state {b}"))),
+            }),
+        })
+    }
+}
+
+fn new_hll() -> HllUnion {
+    HllUnion::new(HLL_LG_K).expect("HLL_LG_K is inside the valid range [4, 21]")
+}
+
+/// The bytes hashed into a HyperLogLog for a value: its canonical encoding, never empty.
+fn hll_bytes(v: &Value) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.value(v);
+    w.finish()
+}
+
+fn at_scale(d: Decimal, kind: AggKind) -> i128 {
+    let scale = match kind {
+        AggKind::SumDecimal { scale } | AggKind::AvgDecimal { scale, .. } => scale,
+        _ => d.scale(),
+    };
+    // Values arrive at the argument's declared scale; rescaling is a no-op safeguard.
+    d.rescale(scale)
+        .map(Decimal::mantissa)
+        .unwrap_or(d.mantissa())
+}
+
+fn value_heap(v: &Value) -> usize {
+    match v {
+        Value::Text(s) | Value::Json(s) => s.len() + 16,
+        _ => 0,
+    }
+}
+
+fn option<T>(w: &mut Writer, v: Option<&T>, f: impl FnOnce(&mut Writer, &T)) {
+    match v {
+        None => w.u8(0),
+        Some(v) => {
+            w.u8(1);
+            f(w, v);
+        }
+    }
+}
+
+fn read_option<'a, T>(
+    r: &mut Reader<'a>,
+    f: impl FnOnce(&mut Reader<'a>) -> Result<T, CodecError>,
+) -> Result<Option<T>, CodecError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => f(r).map(Some),
+        b => Err(CodecError(format!("option tag {b}"))),
+    }
+}
+
+fn wide(w: &mut Writer, v: I256) {
+    for limb in v.to_limbs() {
+        w.varint(limb);
+    }
+}
+
+fn read_wide(r: &mut Reader<'_>) -> Result<I256, CodecError> {
+    Ok(I256::from_limbs([
+        r.varint()?,
+        r.varint()?,
+        r.varint()?,
+        r.varint()?,
+    ]))
+}
+
+/// Encodes the states of one group, in plan order, with a format version.
+pub fn encode_states(states: &[AggState]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(STATE_FORMAT);
+    for s in states {
+        s.encode(&mut w);
+    }
+    w.finish()
+}
+
+/// Decodes [`encode_states`] output for aggregates of the given kinds.
+pub fn decode_states(
+    kinds: impl IntoIterator<Item = AggKind>,
+    bytes: &[u8],
+) -> Result<Vec<AggState>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != STATE_FORMAT {
+        return Err(CodecError(format!(
+            "state format {version} is not {STATE_FORMAT}"
+        )));
+    }
+    let states = kinds
+        .into_iter()
+        .map(|k| AggState::decode(k, &mut r))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !r.is_empty() {
+        return Err(CodecError("trailing bytes after states".into()));
+    }
+    Ok(states)
+}
+
+/// The version byte of the `_state` column's format.
+const STATE_FORMAT: u8 = 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Value {
+        Value::Decimal(Decimal::parse(s).unwrap())
+    }
+
+    fn run(kind: AggKind, values: &[Value]) -> AggState {
+        let mut s = kind.new_state();
+        for (i, v) in values.iter().enumerate() {
+            s.update(kind, v, &Value::Timestamp(Timestamp(i as i64)), i as u64);
+        }
+        s
+    }
+
+    fn round_trip(kind: AggKind, s: &AggState) -> AggState {
+        let bytes = encode_states(std::slice::from_ref(s));
+        decode_states([kind], &bytes).unwrap().remove(0)
+    }
+
+    #[test]
+    fn every_kind_merges_and_round_trips() {
+        let ints: Vec<Value> = [3, 1, 4, 1, 5, 9, 2, 6]
+            .iter()
+            .map(|&i| Value::Int(i))
+            .collect();
+        let kinds = [
+            AggKind::CountStar,
+            AggKind::Count,
+            AggKind::SumInt,
+            AggKind::SumDouble,
+            AggKind::AvgInt,
+            AggKind::AvgDouble,
+            AggKind::Moment(Moment::VarSamp),
+            AggKind::Moment(Moment::StddevPop),
+            AggKind::Min,
+            AggKind::Max,
+            AggKind::CountDistinct,
+            AggKind::ApproxCountDistinct,
+            AggKind::Percentile {
+                q: 0.5,
+                continuous: true,
+            },
+            AggKind::Percentile {
+                q: 0.9,
+                continuous: false,
+            },
+            AggKind::First,
+            AggKind::Last,
+        ];
+        for kind in kinds {
+            let whole = run(kind, &ints);
+            let mut left = run(kind, &ints[..3]);
+            let mut right = kind.new_state();
+            for (i, v) in ints.iter().enumerate().skip(3) {
+                right.update(kind, v, &Value::Timestamp(Timestamp(i as i64)), i as u64);
+            }
+            left.merge(kind, &round_trip(kind, &right));
+            let a = whole.finalize(kind).unwrap();
+            let b = round_trip(kind, &left).finalize(kind).unwrap();
+            match (&a, &b) {
+                (Value::Double(x), Value::Double(y)) => {
+                    assert!((x - y).abs() < 1e-9, "{kind:?}: {a:?} vs {b:?}")
+                }
+                _ => assert_eq!(a, b, "{kind:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn decimal_sums_are_exact_and_overflow_is_an_error() {
+        let kind = AggKind::SumDecimal { scale: 18 };
+        let v = d("999999999999999999.999999999999999999");
+        let s = run(kind, &[v.clone(), v.clone()]);
+        assert_eq!(
+            s.finalize(kind).unwrap().to_string(),
+            "1999999999999999999.999999999999999998"
+        );
+        let many = vec![v; 1000];
+        let s = run(kind, &many);
+        assert!(matches!(s.finalize(kind), Err(EvalError::Overflow(_))));
+        let kind = AggKind::AvgDecimal {
+            scale: 2,
+            out_scale: 8,
+        };
+        let s = run(kind, &[d("1.00"), d("2.00"), d("2.00")]);
+        assert_eq!(s.finalize(kind).unwrap().to_string(), "1.66666667");
+    }
+
+    #[test]
+    fn nulls_are_skipped_and_empty_sums_are_null() {
+        let kind = AggKind::SumInt;
+        let s = run(kind, &[Value::Null, Value::Null]);
+        assert_eq!(s.finalize(kind).unwrap(), Value::Null);
+        let s = run(AggKind::Count, &[Value::Null, Value::Int(1)]);
+        assert_eq!(s.finalize(AggKind::Count).unwrap(), Value::Int(1));
+        let s = run(AggKind::CountStar, &[Value::Null, Value::Int(1)]);
+        assert_eq!(s.finalize(AggKind::CountStar).unwrap(), Value::Int(2));
+    }
+
+    #[test]
+    fn first_and_last_break_ties_by_sequence() {
+        let mut first = AggKind::First.new_state();
+        let mut last = AggKind::Last.new_state();
+        let t = Value::Timestamp(Timestamp(100));
+        for (seq, v) in [(5, "b"), (3, "a"), (9, "c")] {
+            first.update(AggKind::First, &Value::text(v), &t, seq);
+            last.update(AggKind::Last, &Value::text(v), &t, seq);
+        }
+        assert_eq!(first.finalize(AggKind::First).unwrap(), Value::text("a"));
+        assert_eq!(last.finalize(AggKind::Last).unwrap(), Value::text("c"));
+    }
+}

@@ -1,0 +1,262 @@
+//! The byte encodings that leave the engine: group keys and aggregate states.
+//!
+//! Both are stored in view tables (the `_key` and `_state` columns) and must decode the same way
+//! in every later version, so the format is written out here by hand rather than derived: a
+//! leading version byte, then LEB128 varints, zigzag for signed integers and little-endian IEEE
+//! bits for doubles. The group key encoding is also what makes a key hashable and comparable as
+//! bytes, so it is canonical: equal keys give equal bytes (decimals are trimmed of trailing
+//! zeros, `-0.0` is written as `0.0`).
+
+use std::sync::Arc;
+
+use crate::decimal::Decimal;
+use crate::value::{Timestamp, Value};
+
+/// A stored state or key that cannot be decoded: the store is damaged or was written by a newer
+/// version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodecError(pub String);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot decode stored state: {}", self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// Appends encoded values to a buffer.
+#[derive(Default)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new() -> Writer {
+        Writer { buf: Vec::new() }
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.buf
+    }
+
+    pub fn u8(&mut self, v: u8) {
+        self.buf.push(v);
+    }
+
+    pub fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+
+    pub fn zigzag(&mut self, v: i64) {
+        self.varint(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    pub fn i128(&mut self, v: i128) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn f64(&mut self, v: f64) {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn bytes(&mut self, b: &[u8]) {
+        self.varint(b.len() as u64);
+        self.buf.extend_from_slice(b);
+    }
+
+    /// A value with a type tag, in canonical form.
+    pub fn value(&mut self, v: &Value) {
+        match v {
+            Value::Null => self.u8(0),
+            Value::Bool(b) => {
+                self.u8(1);
+                self.u8(u8::from(*b));
+            }
+            Value::Int(i) => {
+                self.u8(2);
+                self.zigzag(*i);
+            }
+            Value::Double(d) => {
+                self.u8(3);
+                self.f64(if *d == 0.0 { 0.0 } else { *d });
+            }
+            Value::Decimal(d) => {
+                self.u8(4);
+                let (mut m, mut s) = (d.mantissa(), d.scale());
+                while s > 0 && m % 10 == 0 {
+                    m /= 10;
+                    s -= 1;
+                }
+                self.u8(s);
+                self.i128(m);
+            }
+            Value::Timestamp(t) => {
+                self.u8(5);
+                self.zigzag(t.0);
+            }
+            Value::Text(s) => {
+                self.u8(6);
+                self.bytes(s.as_bytes());
+            }
+            Value::Json(s) => {
+                self.u8(7);
+                self.bytes(s.as_bytes());
+            }
+        }
+    }
+}
+
+/// Reads values written by [`Writer`].
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| CodecError("truncated".into()))?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    pub fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn varint(&mut self) -> Result<u64, CodecError> {
+        let mut out = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            out |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(out);
+            }
+        }
+        Err(CodecError("varint too long".into()))
+    }
+
+    pub fn zigzag(&mut self) -> Result<i64, CodecError> {
+        let v = self.varint()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    pub fn i128(&mut self) -> Result<i128, CodecError> {
+        let b = self.take(16)?;
+        Ok(i128::from_le_bytes(b.try_into().unwrap_or([0; 16])))
+    }
+
+    pub fn f64(&mut self) -> Result<f64, CodecError> {
+        let b = self.take(8)?;
+        Ok(f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| CodecError("length".into()))?;
+        self.take(n)
+    }
+
+    pub fn len(&mut self) -> Result<usize, CodecError> {
+        let n = usize::try_from(self.varint()?).map_err(|_| CodecError("length".into()))?;
+        // A length can never exceed the remaining bytes: each element takes at least one.
+        if n > self.buf.len() - self.pos.min(self.buf.len()) {
+            return Err(CodecError("length beyond the end".into()));
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<Arc<str>, CodecError> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b)
+            .map(Arc::from)
+            .map_err(|_| CodecError("invalid utf-8".into()))
+    }
+
+    pub fn value(&mut self) -> Result<Value, CodecError> {
+        Ok(match self.u8()? {
+            0 => Value::Null,
+            1 => Value::Bool(self.u8()? != 0),
+            2 => Value::Int(self.zigzag()?),
+            3 => Value::Double(self.f64()?),
+            4 => {
+                let s = self.u8()?;
+                if s > crate::decimal::MAX_PRECISION {
+                    return Err(CodecError("decimal scale".into()));
+                }
+                Value::Decimal(Decimal::new(self.i128()?, s))
+            }
+            5 => Value::Timestamp(Timestamp(self.zigzag()?)),
+            6 => Value::Text(self.str()?),
+            7 => Value::Json(self.str()?),
+            tag => return Err(CodecError(format!("unknown value tag {tag}"))),
+        })
+    }
+}
+
+/// The canonical bytes of a group key, stored in the `_key` column of view tables.
+pub fn encode_key(values: &[Value]) -> Vec<u8> {
+    let mut w = Writer::new();
+    for v in values {
+        w.value(v);
+    }
+    w.finish()
+}
+
+/// Decodes [`encode_key`] output of `n` values.
+pub fn decode_key(bytes: &[u8], n: usize) -> Result<Vec<Value>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let values = (0..n).map(|_| r.value()).collect::<Result<Vec<_>, _>>()?;
+    if !r.is_empty() {
+        return Err(CodecError("trailing bytes after key".into()));
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_canonically() {
+        let key = vec![
+            Value::Null,
+            Value::Bool(true),
+            Value::Int(-42),
+            Value::Double(-0.0),
+            Value::Decimal(Decimal::parse("12.500").unwrap()),
+            Value::Timestamp(Timestamp(1_700_000_000_000_000)),
+            Value::text("vault-1"),
+            Value::Json(Arc::from("{\"a\":1}")),
+        ];
+        let bytes = encode_key(&key);
+        assert_eq!(decode_key(&bytes, key.len()).unwrap(), key);
+        // Equal values, equal bytes.
+        assert_eq!(
+            encode_key(&[Value::Decimal(Decimal::parse("12.5").unwrap())]),
+            encode_key(&[Value::Decimal(Decimal::parse("12.50").unwrap())])
+        );
+        assert_eq!(
+            encode_key(&[Value::Double(0.0)]),
+            encode_key(&[Value::Double(-0.0)])
+        );
+        assert!(decode_key(&bytes[..bytes.len() - 1], key.len()).is_err());
+        assert!(decode_key(&[99], 1).is_err());
+    }
+}

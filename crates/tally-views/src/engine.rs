@@ -1,0 +1,284 @@
+//! The engine: applies batches of events to the views of their stream.
+//!
+//! `Engine::apply` is the hot loop. For each view of the batch's stream and each event past the
+//! view's position it evaluates the `WHERE`, the group key and the aggregate arguments, looks the
+//! group up in the view's pending delta and updates each aggregate state. The plan made every
+//! choice beforehand, so the loop is straight-line code over precomputed indexes and kinds.
+//!
+//! `apply` is synchronous and infallible. Events reach it only after ingest checked them
+//! ([`Engine::check`]) against every expression that can fail; should one fail anyway (an event
+//! stored before the view existed), the event is skipped for that view and counted in
+//! [`ViewDelta::skipped`], never a panic.
+//!
+//! A [`Delta`] is what the engine has applied but the store has not yet flushed: per view, the
+//! position of the last applied event and the states of the groups touched since the last flush.
+//! The flusher merges those into the stored rows and stores the position in one transaction;
+//! after a crash, replaying the events after the stored position rebuilds the same delta.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+
+use crate::agg::AggState;
+use crate::expr::{EvalCtx, EvalError};
+use crate::plan::{Catalog, ViewPlan};
+use crate::value::Value;
+
+/// A stored event: its position in its stream and its row, in the stream's column order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    pub row: Vec<Value>,
+}
+
+/// Applies events to views. One engine serves one tenant: buckets use its time zone.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    tz: TimeZone,
+    views: Vec<Arc<ViewPlan>>,
+    /// For each stream, the indexes of its views.
+    by_stream: HashMap<String, Vec<usize>>,
+}
+
+/// What a view has applied and not yet flushed.
+#[derive(Debug, Default)]
+pub struct ViewDelta {
+    /// The sequence number of the last event applied.
+    pub position: u64,
+    pub groups: HashMap<Box<[Value]>, Vec<AggState>>,
+    /// Events that could not be evaluated and were left out of this view.
+    pub skipped: u64,
+}
+
+/// The unflushed work of every view of an engine, in the engine's view order.
+#[derive(Debug, Default)]
+pub struct Delta {
+    pub views: Vec<ViewDelta>,
+}
+
+impl Delta {
+    /// Whether no view has unflushed groups.
+    pub fn is_empty(&self) -> bool {
+        self.views.iter().all(|v| v.groups.is_empty())
+    }
+
+    /// Number of unflushed groups.
+    pub fn group_count(&self) -> usize {
+        self.views.iter().map(|v| v.groups.len()).sum()
+    }
+}
+
+/// An event that fails an expression of a view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckError {
+    pub view: String,
+    /// What failed: `WHERE`, a group column or an aggregate.
+    pub part: String,
+    pub error: EvalError,
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "view {}: {} in {}", self.view, self.error, self.part)
+    }
+}
+
+impl std::error::Error for CheckError {}
+
+/// Scratch buffers for evaluating one event, reused across events.
+#[derive(Default)]
+struct Scratch {
+    key: Vec<Value>,
+    /// Per aggregate: `None` when its FILTER rejected the event, else (argument, time).
+    args: Vec<Option<(Value, Value)>>,
+}
+
+impl Engine {
+    /// An engine for the views of `catalog`, with buckets in `tz`.
+    pub fn new(catalog: &Catalog, tz: TimeZone) -> Engine {
+        let views: Vec<Arc<ViewPlan>> = catalog.views().cloned().collect();
+        let mut by_stream: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, v) in views.iter().enumerate() {
+            by_stream.entry(v.stream.clone()).or_default().push(i);
+        }
+        Engine {
+            tz,
+            views,
+            by_stream,
+        }
+    }
+
+    /// The time zone buckets are aligned in.
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
+
+    /// The views, in the order of [`Delta::views`].
+    pub fn views(&self) -> &[Arc<ViewPlan>] {
+        &self.views
+    }
+
+    /// The index of the view called `name`.
+    pub fn view_index(&self, name: &str) -> Option<usize> {
+        self.views.iter().position(|v| v.name == name)
+    }
+
+    /// An empty delta with each view at the position `position(view name)`.
+    pub fn delta(&self, position: impl Fn(&str) -> u64) -> Delta {
+        Delta {
+            views: self
+                .views
+                .iter()
+                .map(|v| ViewDelta {
+                    position: position(&v.name),
+                    ..ViewDelta::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// The lowest position among the views of `stream`: replay starts after it.
+    pub fn min_position(&self, stream: &str, delta: &Delta) -> Option<u64> {
+        self.by_stream
+            .get(stream)
+            .and_then(|idx| idx.iter().map(|&i| delta.views[i].position).min())
+    }
+
+    /// Applies events of `stream`, in sequence order, to every view of the stream that has not
+    /// applied them yet.
+    pub fn apply(&self, stream: &str, events: &[Event], delta: &mut Delta) {
+        let Some(indexes) = self.by_stream.get(stream) else {
+            return;
+        };
+        let mut scratch = Scratch::default();
+        for &vi in indexes {
+            let plan = &self.views[vi];
+            let view = &mut delta.views[vi];
+            for event in events {
+                if event.seq <= view.position {
+                    continue;
+                }
+                view.position = event.seq;
+                match evaluate(plan, &event.row, &self.tz, &mut scratch) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(_) => {
+                        view.skipped += 1;
+                        continue;
+                    }
+                }
+                let states = match view.groups.get_mut(scratch.key.as_slice()) {
+                    Some(states) => states,
+                    None => {
+                        let fresh = plan.aggs.iter().map(|a| a.kind.new_state()).collect();
+                        view.groups
+                            .entry(scratch.key.clone().into_boxed_slice())
+                            .or_insert(fresh)
+                    }
+                };
+                for ((state, agg), arg) in states.iter_mut().zip(&plan.aggs).zip(&scratch.args) {
+                    if let Some((value, time)) = arg {
+                        state.update(agg.kind, value, time, event.seq);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evaluates every expression of the views of `stream` that can fail, so that ingest can
+    /// reject an event before acknowledging it.
+    pub fn check(&self, stream: &str, row: &[Value]) -> Result<(), CheckError> {
+        let Some(indexes) = self.by_stream.get(stream) else {
+            return Ok(());
+        };
+        let mut scratch = Scratch::default();
+        for &vi in indexes {
+            let plan = &self.views[vi];
+            if plan.can_fail {
+                evaluate_explained(plan, row, &self.tz, &mut scratch)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Evaluates the filter, key and aggregate inputs of one event into `scratch`. Returns whether
+/// the event passes the view's `WHERE`.
+fn evaluate(
+    plan: &ViewPlan,
+    row: &[Value],
+    tz: &TimeZone,
+    scratch: &mut Scratch,
+) -> Result<bool, EvalError> {
+    let ctx = EvalCtx::row(row, tz);
+    if let Some(filter) = &plan.filter
+        && filter.eval(&ctx)?.as_bool() != Some(true)
+    {
+        return Ok(false);
+    }
+    scratch.key.clear();
+    for k in &plan.keys {
+        scratch.key.push(k.expr.eval(&ctx)?);
+    }
+    scratch.args.clear();
+    for a in &plan.aggs {
+        if let Some(f) = &a.filter
+            && f.eval(&ctx)?.as_bool() != Some(true)
+        {
+            scratch.args.push(None);
+            continue;
+        }
+        let value = match &a.arg {
+            Some(e) => e.eval(&ctx)?,
+            None => Value::Null,
+        };
+        let time = match &a.time {
+            Some(e) => e.eval(&ctx)?,
+            None => Value::Null,
+        };
+        scratch.args.push(Some((value, time)));
+    }
+    Ok(true)
+}
+
+/// Like [`evaluate`], but an error names the part of the view that failed.
+fn evaluate_explained(
+    plan: &ViewPlan,
+    row: &[Value],
+    tz: &TimeZone,
+    scratch: &mut Scratch,
+) -> Result<bool, CheckError> {
+    match evaluate(plan, row, tz, scratch) {
+        Ok(pass) => Ok(pass),
+        Err(error) => {
+            // Find the failing part by evaluating the parts one at a time.
+            let ctx = EvalCtx::row(row, tz);
+            let fail = |part: String| CheckError {
+                view: plan.name.clone(),
+                part,
+                error: error.clone(),
+            };
+            if let Some(f) = &plan.filter
+                && f.eval(&ctx).is_err()
+            {
+                return Err(fail(format!("WHERE {f}")));
+            }
+            for k in &plan.keys {
+                if k.expr.eval(&ctx).is_err() {
+                    return Err(fail(format!("group column {} = {}", k.name, k.expr)));
+                }
+            }
+            for a in &plan.aggs {
+                let fails = [&a.filter, &a.arg, &a.time]
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e.eval(&ctx).is_err());
+                if fails {
+                    return Err(fail(a.display.clone()));
+                }
+            }
+            Err(fail("the view".into()))
+        }
+    }
+}

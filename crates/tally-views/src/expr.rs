@@ -1,0 +1,935 @@
+//! Compiled scalar expressions and their evaluation.
+//!
+//! The compiler ([`crate::sql`]) resolves every name to an index and every operator to the
+//! operation for its operand types, inserting casts where types differ, so evaluation here is a
+//! plain recursive match with no lookups. SQL's three-valued logic applies: comparisons with NULL
+//! are NULL, `AND`/`OR` follow Kleene logic, and only `TRUE` passes a `WHERE` or `FILTER`.
+//!
+//! Evaluation can fail only where SQL fails (division by zero, overflow, an invalid cast). The
+//! plan knows which expressions can fail ([`Expr::can_fail`]), and ingest evaluates those before
+//! it acknowledges an event, so that `Engine::apply` never meets an error.
+
+use std::fmt;
+use std::sync::Arc;
+
+use jiff::tz::TimeZone;
+
+use crate::decimal::{Decimal, FitError};
+use crate::time::Interval;
+use crate::value::{Timestamp, Type, Value};
+
+/// Why an expression could not be evaluated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EvalError {
+    DivisionByZero,
+    Overflow(Type),
+    InvalidCast { value: String, to: Type },
+}
+
+impl fmt::Display for EvalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EvalError::DivisionByZero => f.write_str("division by zero"),
+            EvalError::Overflow(ty) => write!(f, "result overflows {ty}"),
+            EvalError::InvalidCast { value, to } => {
+                let shown: String = value.chars().take(40).collect();
+                write!(f, "cannot cast '{shown}' to {to}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EvalError {}
+
+/// Arithmetic operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Mod,
+}
+
+/// The number representation an arithmetic operation works in, decided by the compiler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NumKind {
+    Int,
+    Double,
+    /// Both operands are decimals; the result has this scale.
+    Decimal {
+        scale: u8,
+    },
+}
+
+/// Comparison operators.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+/// Built-in scalar functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func {
+    Lower,
+    Upper,
+    Length,
+    Abs,
+}
+
+/// A key of a JSON access: an object field or an array index.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JsonKey {
+    Field(String),
+    Index(i64),
+}
+
+/// A compiled `LIKE` pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LikePattern {
+    source: String,
+    parts: Vec<LikePart>,
+    case_insensitive: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum LikePart {
+    Literal(char),
+    AnyOne,
+    AnyMany,
+}
+
+impl LikePattern {
+    /// Compiles a pattern where `%` matches any run, `_` any one character and `\` escapes.
+    pub fn new(source: &str, case_insensitive: bool) -> LikePattern {
+        let mut parts = Vec::new();
+        let mut chars = source.chars();
+        while let Some(c) = chars.next() {
+            parts.push(match c {
+                '%' => LikePart::AnyMany,
+                '_' => LikePart::AnyOne,
+                '\\' => LikePart::Literal(chars.next().unwrap_or('\\')),
+                c => LikePart::Literal(if case_insensitive { fold(c) } else { c }),
+            });
+        }
+        LikePattern {
+            source: source.to_owned(),
+            parts,
+            case_insensitive,
+        }
+    }
+
+    /// Whether `text` matches the whole pattern.
+    pub fn matches(&self, text: &str) -> bool {
+        let chars: Vec<char> = if self.case_insensitive {
+            text.chars().map(fold).collect()
+        } else {
+            text.chars().collect()
+        };
+        // Classic two-pointer wildcard matching with backtracking to the last `%`.
+        let (mut p, mut t) = (0, 0);
+        let mut star: Option<(usize, usize)> = None;
+        while t < chars.len() {
+            match self.parts.get(p) {
+                Some(LikePart::AnyMany) => {
+                    star = Some((p, t));
+                    p += 1;
+                }
+                Some(LikePart::AnyOne) => {
+                    p += 1;
+                    t += 1;
+                }
+                Some(LikePart::Literal(c)) if *c == chars[t] => {
+                    p += 1;
+                    t += 1;
+                }
+                _ => match star {
+                    Some((sp, st)) => {
+                        p = sp + 1;
+                        t = st + 1;
+                        star = Some((sp, st + 1));
+                    }
+                    None => return false,
+                },
+            }
+        }
+        self.parts[p..]
+            .iter()
+            .all(|part| *part == LikePart::AnyMany)
+    }
+}
+
+fn fold(c: char) -> char {
+    c.to_lowercase().next().unwrap_or(c)
+}
+
+/// A compiled expression. `Column` reads the input row (an event for row-level expressions, the
+/// group key for query filters); `Key` and `Agg` appear only in output expressions over a group.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Column {
+        index: usize,
+        name: String,
+    },
+    Key {
+        index: usize,
+        name: String,
+    },
+    Agg {
+        index: usize,
+        display: String,
+    },
+    Literal(Value),
+    Neg(Box<Expr>, NumKind),
+    Arith {
+        op: ArithOp,
+        kind: NumKind,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    Compare {
+        op: CmpOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
+    And(Box<Expr>, Box<Expr>),
+    Or(Box<Expr>, Box<Expr>),
+    Not(Box<Expr>),
+    IsNull {
+        expr: Box<Expr>,
+        negated: bool,
+    },
+    InList {
+        expr: Box<Expr>,
+        list: Vec<Expr>,
+        negated: bool,
+    },
+    Like {
+        expr: Box<Expr>,
+        pattern: LikePattern,
+        negated: bool,
+    },
+    Case {
+        operand: Option<Box<Expr>>,
+        branches: Vec<(Expr, Expr)>,
+        otherwise: Option<Box<Expr>>,
+    },
+    Coalesce(Vec<Expr>),
+    NullIf(Box<Expr>, Box<Expr>),
+    Cast {
+        expr: Box<Expr>,
+        from: Type,
+        to: Type,
+    },
+    Concat(Box<Expr>, Box<Expr>),
+    Func(Func, Box<Expr>),
+    JsonGet {
+        expr: Box<Expr>,
+        key: JsonKey,
+        as_text: bool,
+    },
+    Bucket {
+        interval: Interval,
+        expr: Box<Expr>,
+        display: String,
+    },
+}
+
+/// What an expression is evaluated against.
+pub struct EvalCtx<'a> {
+    pub row: &'a [Value],
+    pub keys: &'a [Value],
+    pub aggs: &'a [Value],
+    pub tz: &'a TimeZone,
+}
+
+impl<'a> EvalCtx<'a> {
+    /// A context for row-level expressions.
+    pub fn row(row: &'a [Value], tz: &'a TimeZone) -> EvalCtx<'a> {
+        EvalCtx {
+            row,
+            keys: &[],
+            aggs: &[],
+            tz,
+        }
+    }
+}
+
+impl Expr {
+    /// Whether evaluating this expression can return an error for some input.
+    pub fn can_fail(&self) -> bool {
+        let mut fails = false;
+        self.walk(&mut |e| {
+            fails |= match e {
+                // Every operation can overflow its type, and division can divide by zero.
+                Expr::Arith { .. } => true,
+                Expr::Neg(_, NumKind::Int | NumKind::Decimal { .. }) => true,
+                Expr::Cast { from, to, .. } => cast_can_fail(*from, *to),
+                Expr::Func(Func::Abs, _) => true,
+                _ => false,
+            };
+        });
+        fails
+    }
+
+    /// Calls `f` on this expression and every sub-expression.
+    pub fn walk(&self, f: &mut impl FnMut(&Expr)) {
+        f(self);
+        match self {
+            Expr::Column { .. } | Expr::Key { .. } | Expr::Agg { .. } | Expr::Literal(_) => {}
+            Expr::Neg(e, _) | Expr::Not(e) | Expr::Func(_, e) => e.walk(f),
+            Expr::IsNull { expr, .. }
+            | Expr::Like { expr, .. }
+            | Expr::Cast { expr, .. }
+            | Expr::JsonGet { expr, .. }
+            | Expr::Bucket { expr, .. } => expr.walk(f),
+            Expr::Arith { left, right, .. } | Expr::Compare { left, right, .. } => {
+                left.walk(f);
+                right.walk(f);
+            }
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::NullIf(a, b) | Expr::Concat(a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::InList { expr, list, .. } => {
+                expr.walk(f);
+                list.iter().for_each(|e| e.walk(f));
+            }
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    o.walk(f);
+                }
+                for (w, t) in branches {
+                    w.walk(f);
+                    t.walk(f);
+                }
+                if let Some(o) = otherwise {
+                    o.walk(f);
+                }
+            }
+            Expr::Coalesce(list) => list.iter().for_each(|e| e.walk(f)),
+        }
+    }
+
+    /// Evaluates the expression.
+    pub fn eval(&self, ctx: &EvalCtx<'_>) -> Result<Value, EvalError> {
+        Ok(match self {
+            Expr::Column { index, .. } => ctx.row[*index].clone(),
+            Expr::Key { index, .. } => ctx.keys[*index].clone(),
+            Expr::Agg { index, .. } => ctx.aggs[*index].clone(),
+            Expr::Literal(v) => v.clone(),
+            Expr::Neg(e, kind) => match e.eval(ctx)? {
+                Value::Null => Value::Null,
+                v => arith(ArithOp::Sub, *kind, zero_of(*kind), v)?,
+            },
+            Expr::Arith {
+                op,
+                kind,
+                left,
+                right,
+            } => {
+                let l = left.eval(ctx)?;
+                if l.is_null() {
+                    return Ok(Value::Null);
+                }
+                let r = right.eval(ctx)?;
+                if r.is_null() {
+                    return Ok(Value::Null);
+                }
+                arith(*op, *kind, l, r)?
+            }
+            Expr::Compare { op, left, right } => {
+                let l = left.eval(ctx)?;
+                let r = right.eval(ctx)?;
+                if l.is_null() || r.is_null() {
+                    return Ok(Value::Null);
+                }
+                let ord = l.cmp(&r);
+                Value::Bool(match op {
+                    CmpOp::Eq => ord.is_eq(),
+                    CmpOp::NotEq => ord.is_ne(),
+                    CmpOp::Lt => ord.is_lt(),
+                    CmpOp::LtEq => ord.is_le(),
+                    CmpOp::Gt => ord.is_gt(),
+                    CmpOp::GtEq => ord.is_ge(),
+                })
+            }
+            Expr::And(a, b) => match a.eval(ctx)?.as_bool() {
+                Some(false) => Value::Bool(false),
+                left => match (left, b.eval(ctx)?.as_bool()) {
+                    (_, Some(false)) => Value::Bool(false),
+                    (Some(true), Some(true)) => Value::Bool(true),
+                    _ => Value::Null,
+                },
+            },
+            Expr::Or(a, b) => match a.eval(ctx)?.as_bool() {
+                Some(true) => Value::Bool(true),
+                left => match (left, b.eval(ctx)?.as_bool()) {
+                    (_, Some(true)) => Value::Bool(true),
+                    (Some(false), Some(false)) => Value::Bool(false),
+                    _ => Value::Null,
+                },
+            },
+            Expr::Not(e) => match e.eval(ctx)?.as_bool() {
+                Some(b) => Value::Bool(!b),
+                None => Value::Null,
+            },
+            Expr::IsNull { expr, negated } => Value::Bool(expr.eval(ctx)?.is_null() != *negated),
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                let v = expr.eval(ctx)?;
+                if v.is_null() {
+                    return Ok(Value::Null);
+                }
+                let mut saw_null = false;
+                for item in list {
+                    let candidate = item.eval(ctx)?;
+                    if candidate.is_null() {
+                        saw_null = true;
+                    } else if candidate == v {
+                        return Ok(Value::Bool(!negated));
+                    }
+                }
+                if saw_null {
+                    Value::Null
+                } else {
+                    Value::Bool(*negated)
+                }
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+            } => match expr.eval(ctx)? {
+                Value::Text(s) => Value::Bool(pattern.matches(&s) != *negated),
+                _ => Value::Null,
+            },
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+            } => {
+                let subject = match operand {
+                    Some(o) => Some(o.eval(ctx)?),
+                    None => None,
+                };
+                for (when, then) in branches {
+                    let hit = match &subject {
+                        Some(s) => {
+                            let w = when.eval(ctx)?;
+                            !s.is_null() && !w.is_null() && *s == w
+                        }
+                        None => when.eval(ctx)?.as_bool() == Some(true),
+                    };
+                    if hit {
+                        return then.eval(ctx);
+                    }
+                }
+                match otherwise {
+                    Some(e) => e.eval(ctx)?,
+                    None => Value::Null,
+                }
+            }
+            Expr::Coalesce(list) => {
+                for e in list {
+                    let v = e.eval(ctx)?;
+                    if !v.is_null() {
+                        return Ok(v);
+                    }
+                }
+                Value::Null
+            }
+            Expr::NullIf(a, b) => {
+                let va = a.eval(ctx)?;
+                let vb = b.eval(ctx)?;
+                if !va.is_null() && !vb.is_null() && va == vb {
+                    Value::Null
+                } else {
+                    va
+                }
+            }
+            Expr::Cast { expr, from, to } => cast(expr.eval(ctx)?, *from, *to)?,
+            Expr::Concat(a, b) => {
+                let va = a.eval(ctx)?;
+                let vb = b.eval(ctx)?;
+                if va.is_null() || vb.is_null() {
+                    return Ok(Value::Null);
+                }
+                Value::Text(Arc::from(format!("{va}{vb}")))
+            }
+            Expr::Func(func, e) => match (func, e.eval(ctx)?) {
+                (_, Value::Null) => Value::Null,
+                (Func::Lower, Value::Text(s)) => Value::Text(Arc::from(s.to_lowercase())),
+                (Func::Upper, Value::Text(s)) => Value::Text(Arc::from(s.to_uppercase())),
+                (Func::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
+                (Func::Abs, Value::Int(i)) => {
+                    Value::Int(i.checked_abs().ok_or(EvalError::Overflow(Type::BigInt))?)
+                }
+                (Func::Abs, Value::Double(d)) => Value::Double(d.abs()),
+                (Func::Abs, Value::Decimal(d)) => {
+                    Value::Decimal(if d.mantissa() < 0 { d.neg() } else { d })
+                }
+                (_, v) => v,
+            },
+            Expr::JsonGet { expr, key, as_text } => match expr.eval(ctx)? {
+                Value::Json(doc) => json_get(&doc, key, *as_text),
+                _ => Value::Null,
+            },
+            Expr::Bucket { interval, expr, .. } => match expr.eval(ctx)? {
+                Value::Timestamp(ts) => Value::Timestamp(interval.floor(ts, ctx.tz)),
+                _ => Value::Null,
+            },
+        })
+    }
+}
+
+fn zero_of(kind: NumKind) -> Value {
+    match kind {
+        NumKind::Int => Value::Int(0),
+        NumKind::Double => Value::Double(0.0),
+        NumKind::Decimal { scale } => Value::Decimal(Decimal::new(0, scale)),
+    }
+}
+
+fn arith(op: ArithOp, kind: NumKind, l: Value, r: Value) -> Result<Value, EvalError> {
+    match (kind, l, r) {
+        (NumKind::Int, Value::Int(a), Value::Int(b)) => {
+            let out = match op {
+                ArithOp::Add => a.checked_add(b),
+                ArithOp::Sub => a.checked_sub(b),
+                ArithOp::Mul => a.checked_mul(b),
+                ArithOp::Div | ArithOp::Mod if b == 0 => return Err(EvalError::DivisionByZero),
+                ArithOp::Div => a.checked_div(b),
+                ArithOp::Mod => a.checked_rem(b),
+            };
+            out.map(Value::Int).ok_or(EvalError::Overflow(Type::BigInt))
+        }
+        (NumKind::Double, Value::Double(a), Value::Double(b)) => {
+            let out = match op {
+                ArithOp::Add => a + b,
+                ArithOp::Sub => a - b,
+                ArithOp::Mul => a * b,
+                ArithOp::Div | ArithOp::Mod if b == 0.0 => return Err(EvalError::DivisionByZero),
+                ArithOp::Div => a / b,
+                ArithOp::Mod => a % b,
+            };
+            if out.is_finite() {
+                Ok(Value::Double(out))
+            } else {
+                Err(EvalError::Overflow(Type::Double))
+            }
+        }
+        (NumKind::Decimal { scale }, Value::Decimal(a), Value::Decimal(b)) => {
+            let overflow = |_| {
+                EvalError::Overflow(Type::Decimal {
+                    precision: 38,
+                    scale,
+                })
+            };
+            let out = match op {
+                ArithOp::Add => a.checked_add(b).and_then(|d| d.rescale(scale)),
+                ArithOp::Sub => a.checked_sub(b).and_then(|d| d.rescale(scale)),
+                ArithOp::Mul => a.checked_mul(b, scale),
+                ArithOp::Div | ArithOp::Mod => match a.checked_div(b, scale) {
+                    None => return Err(EvalError::DivisionByZero),
+                    Some(q) => q,
+                },
+            };
+            out.map(Value::Decimal).map_err(overflow)
+        }
+        // The compiler coerces both operands to `kind`, so other combinations cannot occur.
+        _ => Ok(Value::Null),
+    }
+}
+
+/// Whether a cast between these types can fail at run time.
+pub fn cast_can_fail(from: Type, to: Type) -> bool {
+    !matches!(
+        (from, to),
+        (_, Type::Text)
+            | (Type::BigInt, Type::Double)
+            | (Type::Boolean, Type::BigInt)
+            | (Type::Timestamp, Type::Timestamp)
+            | (Type::Boolean, Type::Boolean)
+            | (Type::BigInt, Type::BigInt)
+            | (Type::Double, Type::Double)
+    ) && from != to
+}
+
+/// Whether a cast between these types exists at all.
+pub fn cast_exists(from: Type, to: Type) -> bool {
+    use Type::*;
+    if from == to || to == Text || from == Text || from == Json {
+        return true;
+    }
+    matches!(
+        (from, to),
+        (
+            BigInt | Double | Decimal { .. },
+            BigInt | Double | Decimal { .. }
+        ) | (Boolean, BigInt)
+            | (BigInt, Boolean)
+    )
+}
+
+/// Casts a value, following PostgreSQL: numbers round half away from zero to integers and to
+/// the target decimal scale; text is parsed.
+pub fn cast(v: Value, from: Type, to: Type) -> Result<Value, EvalError> {
+    if v.is_null() || from == to {
+        return Ok(v);
+    }
+    let invalid = |v: &Value| EvalError::InvalidCast {
+        value: v.to_string(),
+        to,
+    };
+    Ok(match (v, to) {
+        (Value::Json(doc), _) => {
+            // A JSON scalar casts like its text: a string by its content, others by their JSON.
+            let scalar = json_get_scalar(&doc);
+            match scalar {
+                Value::Null => Value::Null,
+                Value::Text(_) if to == Type::Json => Value::Json(doc),
+                s => cast(s, Type::Text, to)?,
+            }
+        }
+        (v, Type::Text) => Value::Text(Arc::from(v.to_string())),
+        (Value::Text(s), to) => {
+            parse_text(&s, to).ok_or_else(|| invalid(&Value::Text(s.clone())))?
+        }
+        (Value::Int(i), Type::Double) => Value::Double(i as f64),
+        (Value::Int(i), Type::Decimal { precision, scale }) => {
+            fit_decimal(Decimal::new(i128::from(i), 0), precision, scale)?
+        }
+        (Value::Int(i), Type::Boolean) => Value::Bool(i != 0),
+        (Value::Bool(b), Type::BigInt) => Value::Int(i64::from(b)),
+        (Value::Double(d), Type::BigInt) => {
+            let r = d.round();
+            if r >= -9.223_372_036_854_776e18 && r < 9.223_372_036_854_776e18 {
+                Value::Int(r as i64)
+            } else {
+                return Err(EvalError::Overflow(Type::BigInt));
+            }
+        }
+        (Value::Double(d), Type::Decimal { precision, scale }) => {
+            let exact = Decimal::parse(&format!("{d}")).map_err(|_| EvalError::Overflow(to))?;
+            fit_decimal(exact, precision, scale)?
+        }
+        (Value::Decimal(d), Type::BigInt) => {
+            let r = d.rescale(0).map_err(|_| EvalError::Overflow(to))?;
+            Value::Int(i64::try_from(r.mantissa()).map_err(|_| EvalError::Overflow(to))?)
+        }
+        (Value::Decimal(d), Type::Double) => Value::Double(d.to_f64()),
+        (Value::Decimal(d), Type::Decimal { precision, scale }) => {
+            fit_decimal(d, precision, scale)?
+        }
+        (v, _) => return Err(invalid(&v)),
+    })
+}
+
+/// Rounds to `scale` and checks the precision, as a cast to `DECIMAL(p,s)` does.
+fn fit_decimal(d: Decimal, precision: u8, scale: u8) -> Result<Value, EvalError> {
+    let overflow = EvalError::Overflow(Type::Decimal { precision, scale });
+    let rounded = d.rescale(scale).map_err(|_| overflow.clone())?;
+    match rounded.fit(precision, scale) {
+        Ok(v) => Ok(Value::Decimal(v)),
+        Err(FitError::Overflow | FitError::TooManyDecimals { .. }) => Err(overflow),
+    }
+}
+
+/// Parses text as a value of type `to`, the way casts and CSV ingest read text.
+pub fn parse_text(s: &str, to: Type) -> Option<Value> {
+    let t = s.trim();
+    Some(match to {
+        Type::Text => Value::Text(Arc::from(s)),
+        Type::BigInt => Value::Int(t.parse().ok()?),
+        Type::Double => {
+            let d: f64 = t.parse().ok()?;
+            if !d.is_finite() {
+                return None;
+            }
+            Value::Double(d)
+        }
+        Type::Decimal { precision, scale } => {
+            let d = Decimal::parse(t).ok()?;
+            fit_decimal(d, precision, scale).ok()?
+        }
+        Type::Boolean => Value::Bool(match t.to_ascii_lowercase().as_str() {
+            "true" | "t" | "1" | "yes" | "y" | "on" => true,
+            "false" | "f" | "0" | "no" | "n" | "off" => false,
+            _ => return None,
+        }),
+        Type::Timestamp => Value::Timestamp(Timestamp::parse(t)?),
+        Type::Json => {
+            let parsed: serde_json::Value = serde_json::from_str(t).ok()?;
+            Value::Json(Arc::from(parsed.to_string()))
+        }
+    })
+}
+
+fn json_get(doc: &str, key: &JsonKey, as_text: bool) -> Value {
+    let Ok(parsed) = serde_json::from_str::<serde_json::Value>(doc) else {
+        return Value::Null;
+    };
+    let found = match (key, &parsed) {
+        (JsonKey::Field(name), serde_json::Value::Object(map)) => map.get(name),
+        (JsonKey::Index(i), serde_json::Value::Array(items)) => {
+            let idx = if *i < 0 { items.len() as i64 + i } else { *i };
+            usize::try_from(idx).ok().and_then(|i| items.get(i))
+        }
+        _ => None,
+    };
+    match found {
+        None | Some(serde_json::Value::Null) => Value::Null,
+        Some(serde_json::Value::String(s)) if as_text => Value::Text(Arc::from(s.as_str())),
+        Some(other) if as_text => Value::Text(Arc::from(other.to_string())),
+        Some(other) => Value::Json(Arc::from(other.to_string())),
+    }
+}
+
+/// A JSON document's scalar as text: strings by content, other scalars by their JSON text.
+fn json_get_scalar(doc: &str) -> Value {
+    match serde_json::from_str::<serde_json::Value>(doc) {
+        Ok(serde_json::Value::Null) | Err(_) => Value::Null,
+        Ok(serde_json::Value::String(s)) => Value::Text(Arc::from(s.as_str())),
+        Ok(other) => Value::Text(Arc::from(other.to_string())),
+    }
+}
+
+impl fmt::Display for Expr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Expr::Column { name, .. } | Expr::Key { name, .. } => f.write_str(name),
+            Expr::Agg { display, .. } => f.write_str(display),
+            Expr::Literal(v) => match v {
+                Value::Null => f.write_str("NULL"),
+                Value::Text(s) => write!(f, "'{}'", s.replace('\'', "''")),
+                Value::Timestamp(t) => write!(f, "TIMESTAMP '{t}'"),
+                Value::Json(s) => write!(f, "JSON '{s}'"),
+                v => write!(f, "{v}"),
+            },
+            Expr::Neg(e, _) => write!(f, "-{}", Paren(e)),
+            Expr::Arith {
+                op, left, right, ..
+            } => {
+                let sym = match op {
+                    ArithOp::Add => "+",
+                    ArithOp::Sub => "-",
+                    ArithOp::Mul => "*",
+                    ArithOp::Div => "/",
+                    ArithOp::Mod => "%",
+                };
+                write!(f, "{} {sym} {}", Paren(left), Paren(right))
+            }
+            Expr::Compare { op, left, right } => {
+                let sym = match op {
+                    CmpOp::Eq => "=",
+                    CmpOp::NotEq => "<>",
+                    CmpOp::Lt => "<",
+                    CmpOp::LtEq => "<=",
+                    CmpOp::Gt => ">",
+                    CmpOp::GtEq => ">=",
+                };
+                write!(f, "{} {sym} {}", Paren(left), Paren(right))
+            }
+            Expr::And(a, b) => write!(f, "{} AND {}", Paren(a), Paren(b)),
+            Expr::Or(a, b) => write!(f, "{} OR {}", Paren(a), Paren(b)),
+            Expr::Not(e) => write!(f, "NOT {}", Paren(e)),
+            Expr::IsNull { expr, negated } => {
+                write!(
+                    f,
+                    "{} IS {}NULL",
+                    Paren(expr),
+                    if *negated { "NOT " } else { "" }
+                )
+            }
+            Expr::InList {
+                expr,
+                list,
+                negated,
+            } => {
+                write!(
+                    f,
+                    "{} {}IN (",
+                    Paren(expr),
+                    if *negated { "NOT " } else { "" }
+                )?;
+                for (i, e) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                f.write_str(")")
+            }
+            Expr::Like {
+                expr,
+                pattern,
+                negated,
+            } => write!(
+                f,
+                "{} {}{} '{}'",
+                Paren(expr),
+                if *negated { "NOT " } else { "" },
+                if pattern.case_insensitive {
+                    "ILIKE"
+                } else {
+                    "LIKE"
+                },
+                pattern.source.replace('\'', "''")
+            ),
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+            } => {
+                f.write_str("CASE")?;
+                if let Some(o) = operand {
+                    write!(f, " {o}")?;
+                }
+                for (w, t) in branches {
+                    write!(f, " WHEN {w} THEN {t}")?;
+                }
+                if let Some(o) = otherwise {
+                    write!(f, " ELSE {o}")?;
+                }
+                f.write_str(" END")
+            }
+            Expr::Coalesce(list) => {
+                f.write_str("coalesce(")?;
+                for (i, e) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                f.write_str(")")
+            }
+            Expr::NullIf(a, b) => write!(f, "nullif({a}, {b})"),
+            Expr::Cast { expr, to, .. } => write!(f, "CAST({expr} AS {to})"),
+            Expr::Concat(a, b) => write!(f, "{} || {}", Paren(a), Paren(b)),
+            Expr::Func(func, e) => {
+                let name = match func {
+                    Func::Lower => "lower",
+                    Func::Upper => "upper",
+                    Func::Length => "length",
+                    Func::Abs => "abs",
+                };
+                write!(f, "{name}({e})")
+            }
+            Expr::JsonGet { expr, key, as_text } => {
+                let op = if *as_text { "->>" } else { "->" };
+                match key {
+                    JsonKey::Field(name) => {
+                        write!(f, "{}{op}'{}'", Paren(expr), name.replace('\'', "''"))
+                    }
+                    JsonKey::Index(i) => write!(f, "{}{op}{i}", Paren(expr)),
+                }
+            }
+            Expr::Bucket { display, .. } => f.write_str(display),
+        }
+    }
+}
+
+/// Displays an operand, in parentheses when it is itself an operator expression.
+struct Paren<'a>(&'a Expr);
+
+impl fmt::Display for Paren<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Expr::Arith { .. }
+            | Expr::Compare { .. }
+            | Expr::And(..)
+            | Expr::Or(..)
+            | Expr::Not(_)
+            | Expr::IsNull { .. }
+            | Expr::InList { .. }
+            | Expr::Like { .. }
+            | Expr::Concat(..)
+            | Expr::Neg(..) => write!(f, "({})", self.0),
+            e => write!(f, "{e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns() {
+        let p = LikePattern::new("/blog/%", false);
+        assert!(p.matches("/blog/"));
+        assert!(p.matches("/blog/a/b"));
+        assert!(!p.matches("/Blog/a"));
+        assert!(LikePattern::new("/BLOG/%", true).matches("/blog/x"));
+        assert!(LikePattern::new("a_c", false).matches("abc"));
+        assert!(!LikePattern::new("a_c", false).matches("abbc"));
+        assert!(LikePattern::new("%b%b%", false).matches("abcbd"));
+        assert!(LikePattern::new("100\\%", false).matches("100%"));
+        assert!(!LikePattern::new("100\\%", false).matches("1000"));
+    }
+
+    #[test]
+    fn casts_follow_postgres() {
+        let dec = Type::Decimal {
+            precision: 10,
+            scale: 2,
+        };
+        assert_eq!(
+            cast(Value::text("1.005"), Type::Text, dec)
+                .unwrap()
+                .to_string(),
+            "1.01"
+        );
+        assert_eq!(
+            cast(Value::Double(2.5), Type::Double, Type::BigInt).unwrap(),
+            Value::Int(3)
+        );
+        assert!(matches!(
+            cast(Value::text("x1"), Type::Text, Type::BigInt),
+            Err(EvalError::InvalidCast { .. })
+        ));
+        assert!(matches!(
+            cast(Value::Int(10_000_000_000), Type::BigInt, dec),
+            Err(EvalError::Overflow(_))
+        ));
+        assert_eq!(
+            cast(Value::Json(Arc::from("\"42\"")), Type::Json, Type::BigInt).unwrap(),
+            Value::Int(42)
+        );
+        assert_eq!(
+            cast(Value::Json(Arc::from("7.5")), Type::Json, Type::Double).unwrap(),
+            Value::Double(7.5)
+        );
+    }
+
+    #[test]
+    fn json_access() {
+        let doc = r#"{"plan":"pro","n":3,"tags":["a","b"],"nested":{"x":true},"none":null}"#;
+        let field = |k: &str, t| json_get(doc, &JsonKey::Field(k.into()), t);
+        assert_eq!(field("plan", true), Value::text("pro"));
+        assert_eq!(field("n", true), Value::text("3"));
+        assert_eq!(
+            field("nested", false),
+            Value::Json(Arc::from("{\"x\":true}"))
+        );
+        assert_eq!(field("none", true), Value::Null);
+        assert_eq!(field("missing", true), Value::Null);
+        assert_eq!(
+            json_get("[1,2]", &JsonKey::Index(-1), true),
+            Value::text("2")
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The catalog of streams and views, and [`ViewPlan`], the compiled form of a live view.
+//!
+//! A plan holds every decision the engine needs: which events pass the `WHERE`, how the group
+//! key is computed (with the time bucket it contains), which aggregate states each group keeps
+//! (each resolved to an [`AggKind`] for its input type, shared when the `SELECT` repeats an
+//! aggregate), and how output columns are computed from those states. `Display` renders the plan
+//! as text; the compiler tests compare that text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::agg::AggKind;
+use crate::expr::Expr;
+use crate::time::Interval;
+use crate::value::Type;
+
+/// How ingest fills a column that the event leaves out (built-in streams only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnDefault {
+    /// A new random UUID (a Segment `messageId` when the client sent none).
+    Uuid,
+    /// The time the event was received.
+    ReceivedAt,
+    /// A constant text.
+    Text(&'static str),
+}
+
+/// A column of a stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnDef {
+    pub name: String,
+    pub ty: Type,
+    pub not_null: bool,
+    pub default: Option<ColumnDefault>,
+    /// The only values ingest accepts, when restricted (built-in streams only).
+    pub allowed: Option<&'static [&'static str]>,
+}
+
+/// A stream: a named, typed, append-only event log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamDef {
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Index of the event-time column.
+    pub event_time: usize,
+    /// Index of the dedupe-key column.
+    pub dedupe_key: Option<usize>,
+    /// Raw events older than this are deleted and late events older than this are rejected.
+    pub retention: Option<Interval>,
+    pub builtin: bool,
+}
+
+impl StreamDef {
+    /// The index of the column called `name`.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// The definition as canonical SQL: equal definitions give equal text.
+    pub fn sql(&self) -> String {
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} {}{}",
+                    c.name,
+                    c.ty,
+                    if c.not_null { " NOT NULL" } else { "" }
+                )
+            })
+            .collect();
+        let mut options = vec![format!(
+            "event_time = '{}'",
+            self.columns[self.event_time].name
+        )];
+        if let Some(d) = self.dedupe_key {
+            options.push(format!("dedupe_key = '{}'", self.columns[d].name));
+        }
+        if let Some(r) = self.retention {
+            options.push(format!("retention = '{r}'"));
+        }
+        format!(
+            "CREATE STREAM {} ({}) WITH ({})",
+            self.name,
+            cols.join(", "),
+            options.join(", ")
+        )
+    }
+}
+
+/// A group-by column of a view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyColumn {
+    pub name: String,
+    pub expr: Expr,
+    pub ty: Type,
+    /// The bucket width when the key is `time_bucket` or `date_trunc`.
+    pub bucket: Option<Interval>,
+}
+
+/// One aggregate state kept per group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AggPlan {
+    pub kind: AggKind,
+    /// The argument (`None` for `count(*)`).
+    pub arg: Option<Expr>,
+    /// The time argument of `first`/`last`.
+    pub time: Option<Expr>,
+    pub filter: Option<Expr>,
+    pub input: Type,
+    pub output: Type,
+    /// SQL-like text, e.g. `sum(amount) FILTER (WHERE flow_type = 'deposit')`.
+    pub display: String,
+}
+
+/// A computed output column: an expression over group keys and aggregates.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputColumn {
+    pub name: String,
+    pub expr: Expr,
+    pub ty: Type,
+}
+
+/// Where a view column's value comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnSource {
+    Key(usize),
+    Output(usize),
+}
+
+/// A column of a view, in `SELECT` order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewColumn {
+    pub name: String,
+    pub ty: Type,
+    pub source: ColumnSource,
+}
+
+/// A compiled live view.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewPlan {
+    pub name: String,
+    pub stream: String,
+    /// View rows whose time bucket is older than this are deleted.
+    pub retention: Option<Interval>,
+    pub filter: Option<Expr>,
+    pub keys: Vec<KeyColumn>,
+    pub aggs: Vec<AggPlan>,
+    pub outputs: Vec<OutputColumn>,
+    pub columns: Vec<ViewColumn>,
+    /// The key that is the view's time bucket, used by `--from/--to/--grain`.
+    pub bucket: Option<usize>,
+    /// Whether some row-level expression can fail, so ingest must check events against it.
+    pub can_fail: bool,
+    /// The definition as SQL, as parsed: applying it again gives the same plan.
+    pub sql: String,
+}
+
+impl ViewPlan {
+    /// The kinds of the aggregate states, in order.
+    pub fn agg_kinds(&self) -> impl Iterator<Item = AggKind> + '_ {
+        self.aggs.iter().map(|a| a.kind)
+    }
+
+    /// What identifies the view's behaviour: two definitions with the same fingerprint compute
+    /// the same rows, whatever their spelling (case, whitespace, aliases of the stream).
+    pub fn fingerprint(&self) -> String {
+        self.to_string()
+    }
+
+    /// The column called `name`.
+    pub fn column(&self, name: &str) -> Option<&ViewColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+impl fmt::Display for ViewPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "view {} on {}", self.name, self.stream)?;
+        if let Some(r) = self.retention {
+            writeln!(f, "  retention: {r}")?;
+        }
+        if let Some(filter) = &self.filter {
+            writeln!(f, "  where: {filter}")?;
+        }
+        if !self.keys.is_empty() {
+            writeln!(f, "  group by:")?;
+            for (i, k) in self.keys.iter().enumerate() {
+                let bucket = match (k.bucket, self.bucket == Some(i)) {
+                    (Some(b), true) => format!(", time bucket {b}"),
+                    (Some(b), false) => format!(", bucket {b}"),
+                    _ => String::new(),
+                };
+                writeln!(f, "    {} = {}  [{}{bucket}]", k.name, k.expr, k.ty)?;
+            }
+        }
+        if !self.aggs.is_empty() {
+            writeln!(f, "  aggregates:")?;
+            for (i, a) in self.aggs.iter().enumerate() {
+                writeln!(
+                    f,
+                    "    #{i} {}  [{}, {}]",
+                    a.display,
+                    a.kind.class(),
+                    a.output
+                )?;
+            }
+        }
+        if !self.outputs.is_empty() {
+            writeln!(f, "  outputs:")?;
+            for o in &self.outputs {
+                writeln!(f, "    {} = {}  [{}]", o.name, o.expr, o.ty)?;
+            }
+        }
+        let names: Vec<&str> = self.columns.iter().map(|c| c.name.as_str()).collect();
+        writeln!(f, "  columns: {}", names.join(", "))?;
+        if self.can_fail {
+            writeln!(f, "  checked at ingest: yes")?;
+        }
+        Ok(())
+    }
+}
+
+/// The streams and views of the schema. Every tenant has the same catalog, each with its own
+/// data. The built-in streams `events` and `metrics` are always present.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    streams: BTreeMap<String, Arc<StreamDef>>,
+    views: BTreeMap<String, Arc<ViewPlan>>,
+    /// User definitions in the order they were created, as canonical SQL: what the store keeps.
+    order: Vec<String>,
+}
+
+impl Default for Catalog {
+    fn default() -> Catalog {
+        Catalog::new()
+    }
+}
+
+impl Catalog {
+    /// A catalog with only the built-in streams.
+    pub fn new() -> Catalog {
+        let mut streams = BTreeMap::new();
+        for s in crate::builtin::streams() {
+            streams.insert(s.name.clone(), Arc::new(s));
+        }
+        Catalog {
+            streams,
+            views: BTreeMap::new(),
+            order: Vec::new(),
+        }
+    }
+
+    pub fn stream(&self, name: &str) -> Option<&Arc<StreamDef>> {
+        self.streams.get(name)
+    }
+
+    pub fn view(&self, name: &str) -> Option<&Arc<ViewPlan>> {
+        self.views.get(name)
+    }
+
+    pub fn streams(&self) -> impl Iterator<Item = &Arc<StreamDef>> {
+        self.streams.values()
+    }
+
+    pub fn views(&self) -> impl Iterator<Item = &Arc<ViewPlan>> {
+        self.views.values()
+    }
+
+    /// The views that read `stream`.
+    pub fn views_of<'a>(&'a self, stream: &'a str) -> impl Iterator<Item = &'a Arc<ViewPlan>> + 'a {
+        self.views.values().filter(move |v| v.stream == stream)
+    }
+
+    /// The names of user-defined objects in creation order.
+    pub fn order(&self) -> &[String] {
+        &self.order
+    }
+
+    pub(crate) fn put_stream(&mut self, def: StreamDef) {
+        if !self.order.contains(&def.name) {
+            self.order.push(def.name.clone());
+        }
+        self.streams.insert(def.name.clone(), Arc::new(def));
+    }
+
+    pub(crate) fn put_view(&mut self, plan: ViewPlan) {
+        if !self.order.contains(&plan.name) {
+            self.order.push(plan.name.clone());
+        }
+        self.views.insert(plan.name.clone(), Arc::new(plan));
+    }
+
+    pub(crate) fn remove(&mut self, name: &str) {
+        self.order.retain(|n| n != name);
+        self.streams.remove(name);
+        self.views.remove(name);
+    }
+
+    /// The canonical SQL of every user definition, in creation order: applying it to a new
+    /// catalog rebuilds this one.
+    pub fn definitions(&self) -> Vec<(String, String)> {
+        self.order
+            .iter()
+            .filter_map(|name| {
+                if let Some(v) = self.views.get(name) {
+                    Some((name.clone(), v.sql.clone()))
+                } else {
+                    self.streams.get(name).map(|s| (name.clone(), s.sql()))
+                }
+            })
+            .collect()
+    }
+}

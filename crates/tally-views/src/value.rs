@@ -1,0 +1,240 @@
+//! Column types and the values of events, group keys and results.
+//!
+//! A [`Value`] is 32 bytes: text is an `Arc<str>` so that copying a group key out of an event is a
+//! reference-count increment, not an allocation. Timestamps are UTC microseconds. Values of one
+//! type are totally ordered (doubles by `total_cmp`, which is safe because NaN and infinities
+//! never get past ingest), which is what `min`, `max`, exact distinct sets and result ordering use.
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::decimal::Decimal;
+
+/// The type of a stream column, an expression or a view column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Type {
+    Text,
+    Boolean,
+    BigInt,
+    Double,
+    Decimal { precision: u8, scale: u8 },
+    Timestamp,
+    Json,
+}
+
+impl Type {
+    /// Whether arithmetic and numeric aggregates accept the type.
+    pub fn is_numeric(self) -> bool {
+        matches!(self, Type::BigInt | Type::Double | Type::Decimal { .. })
+    }
+}
+
+impl fmt::Display for Type {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Type::Text => f.write_str("TEXT"),
+            Type::Boolean => f.write_str("BOOLEAN"),
+            Type::BigInt => f.write_str("BIGINT"),
+            Type::Double => f.write_str("DOUBLE"),
+            Type::Decimal { precision, scale } => write!(f, "DECIMAL({precision},{scale})"),
+            Type::Timestamp => f.write_str("TIMESTAMP"),
+            Type::Json => f.write_str("JSON"),
+        }
+    }
+}
+
+/// A UTC instant in microseconds since the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The instant as a `jiff` timestamp.
+    pub fn to_jiff(self) -> jiff::Timestamp {
+        // Every stored timestamp passed `from_jiff` or parsing, so it is in jiff's range.
+        jiff::Timestamp::from_microsecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+
+    /// The instant of a `jiff` timestamp, truncated to microseconds.
+    pub fn from_jiff(ts: jiff::Timestamp) -> Timestamp {
+        Timestamp(ts.as_microsecond())
+    }
+
+    /// Parses RFC 3339 (`2026-03-29T22:00:00Z`, any offset) or, without an offset, a civil
+    /// date-time or date taken as UTC (`2026-03-29 22:00:00`, `2026-03-29`).
+    pub fn parse(text: &str) -> Option<Timestamp> {
+        let text = text.trim();
+        if let Ok(ts) = text.parse::<jiff::Timestamp>() {
+            return Some(Timestamp::from_jiff(ts));
+        }
+        if let Ok(dt) = text.parse::<jiff::civil::DateTime>() {
+            return dt
+                .to_zoned(jiff::tz::TimeZone::UTC)
+                .ok()
+                .map(|z| Timestamp::from_jiff(z.timestamp()));
+        }
+        None
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // jiff prints `2026-03-29T22:00:00Z`, with fractional seconds only when there are some.
+        write!(f, "{}", self.to_jiff())
+    }
+}
+
+/// One value of a row.
+#[derive(Clone, Debug)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Decimal(Decimal),
+    Timestamp(Timestamp),
+    Text(Arc<str>),
+    /// A JSON document in compact text form.
+    Json(Arc<str>),
+}
+
+impl Value {
+    /// A text value.
+    pub fn text(s: &str) -> Value {
+        Value::Text(Arc::from(s))
+    }
+
+    /// Whether this is `NULL`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// The boolean, or `None` for NULL and non-booleans.
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    /// The value as a double, for numeric values.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Double(d) => Some(*d),
+            Value::Decimal(d) => Some(d.to_f64()),
+            _ => None,
+        }
+    }
+
+    fn rank(&self) -> u8 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Int(_) => 2,
+            Value::Double(_) => 3,
+            Value::Decimal(_) => 4,
+            Value::Timestamp(_) => 5,
+            Value::Text(_) => 6,
+            Value::Json(_) => 7,
+        }
+    }
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Value) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for Value {}
+
+impl PartialOrd for Value {
+    fn partial_cmp(&self, other: &Value) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Value {
+    /// A total order: values of one type by their natural order, NULL before everything, and
+    /// values of different types by a fixed type rank (they never meet in one column).
+    fn cmp(&self, other: &Value) -> Ordering {
+        match (self, other) {
+            (Value::Null, Value::Null) => Ordering::Equal,
+            (Value::Bool(a), Value::Bool(b)) => a.cmp(b),
+            (Value::Int(a), Value::Int(b)) => a.cmp(b),
+            (Value::Double(a), Value::Double(b)) => {
+                normalize_zero(*a).total_cmp(&normalize_zero(*b))
+            }
+            (Value::Decimal(a), Value::Decimal(b)) => a.cmp(b),
+            (Value::Timestamp(a), Value::Timestamp(b)) => a.cmp(b),
+            (Value::Text(a), Value::Text(b)) => a.cmp(b),
+            (Value::Json(a), Value::Json(b)) => a.cmp(b),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+fn normalize_zero(d: f64) -> f64 {
+    if d == 0.0 { 0.0 } else { d }
+}
+
+impl Hash for Value {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+        match self {
+            Value::Null => {}
+            Value::Bool(b) => b.hash(state),
+            Value::Int(i) => i.hash(state),
+            Value::Double(d) => normalize_zero(*d).to_bits().hash(state),
+            Value::Decimal(d) => d.hash(state),
+            Value::Timestamp(t) => t.hash(state),
+            Value::Text(s) | Value::Json(s) => s.hash(state),
+        }
+    }
+}
+
+impl fmt::Display for Value {
+    /// The output form of DESIGN.md: RFC 3339 UTC timestamps, exact decimals, `NULL` as empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Null => Ok(()),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Double(d) => write!(f, "{d}"),
+            Value::Decimal(d) => write!(f, "{d}"),
+            Value::Timestamp(t) => write!(f, "{t}"),
+            Value::Text(s) | Value::Json(s) => f.write_str(s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_parse_and_print_in_utc() {
+        let t = Timestamp::parse("2026-03-29T22:00:00Z").unwrap();
+        assert_eq!(t.to_string(), "2026-03-29T22:00:00Z");
+        let t = Timestamp::parse("2026-03-30T00:00:00+02:00").unwrap();
+        assert_eq!(t.to_string(), "2026-03-29T22:00:00Z");
+        let t = Timestamp::parse("2026-03-29 22:00:00.5").unwrap();
+        assert_eq!(t.to_string(), "2026-03-29T22:00:00.5Z");
+        assert_eq!(
+            Timestamp::parse("2026-03-29").unwrap().to_string(),
+            "2026-03-29T00:00:00Z"
+        );
+        assert!(Timestamp::parse("yesterday").is_none());
+        assert!(Timestamp::parse("1711749600").is_none());
+    }
+
+    #[test]
+    fn values_order_within_a_type() {
+        assert!(Value::Int(-1) < Value::Int(2));
+        assert!(Value::Null < Value::Int(i64::MIN));
+        assert!(Value::text("a") < Value::text("b"));
+        assert_eq!(Value::Double(0.0), Value::Double(-0.0));
+    }
+}
