@@ -1,1 +1,429 @@
-//! placeholder
+//! `tally-store` is persistence: the only crate that speaks a database's SQL.
+//!
+//! A [`Store`] holds the catalog (tenants, keys, the applied schema, the migrations of its own
+//! tables); a [`TenantStore`] holds one tenant's data: a raw event table per stream and a view
+//! table per view, plus the position each view has applied up to. Backends are a closed enum,
+//! dispatched once per operation: SQLite (one database file per tenant plus `catalog.db`) and
+//! an in-memory store for tests.
+//!
+//! The operations are narrow on purpose, so every backend can pass one test suite
+//! (`tests/store.rs`): append events (deduplicated), read events after a position, load view
+//! states by key, commit view rows together with the view's position in one transaction, scan a
+//! view, delete expired rows, and the catalog.
+//!
+//! Invariant: a view's rows and its position change only together, in one transaction
+//! ([`TenantStore::flush`]); so after a crash the rows hold exactly the events up to the
+//! position, and replaying the events after it restores the rest.
+
+use std::path::Path;
+
+use tally_views::codec::{CodecError, decode_key, encode_key};
+use tally_views::{AggState, Event, StreamDef, Timestamp, Value, ViewPlan};
+
+mod memory;
+mod migrations;
+mod sqlite;
+
+pub use migrations::{MigrationStatus, Migrations};
+
+/// A failure of the store. Messages say what failed and, where the user can act, how to fix it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot use data directory {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Corrupt(#[from] CodecError),
+    #[error("tenant {0} already exists")]
+    TenantExists(String),
+    #[error("there is no tenant {0}")]
+    NoTenant(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error(
+        "the store's schema is at migration {found}, newer than this version of Tally knows ({known}); upgrade Tally"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("the catalog is not migrated: run `tally migrate up`")]
+    NotMigrated,
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A tenant of the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantInfo {
+    pub name: String,
+    pub time_zone: String,
+    pub created_at: Timestamp,
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Read,
+    Write,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Read => "read",
+            KeyKind::Write => "write",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyKind> {
+        match s {
+            "read" => Some(KeyKind::Read),
+            "write" => Some(KeyKind::Write),
+            _ => None,
+        }
+    }
+}
+
+/// A stored API key: only its hash is kept, with a short prefix to recognise it by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub tenant: String,
+    pub kind: KeyKind,
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub revoked: bool,
+}
+
+/// A view as a tenant has materialized it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaterializedView {
+    pub name: String,
+    /// The plan fingerprint the table was built for: when it differs, the view is rebuilt.
+    pub fingerprint: String,
+    /// The sequence number of the last event of its stream folded into the table.
+    pub position: u64,
+}
+
+/// What a tenant has materialized: its stream tables (with their definitions) and view tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Materialized {
+    pub streams: Vec<(String, String)>,
+    pub views: Vec<MaterializedView>,
+}
+
+/// A group row to write: its key, the value of every view column (in view order) and the
+/// aggregate states.
+#[derive(Clone, Debug)]
+pub struct RowWrite {
+    pub key: Vec<Value>,
+    pub cells: Vec<Value>,
+    pub states: Vec<AggState>,
+}
+
+/// The rows of one view to commit together with its new position.
+#[derive(Debug)]
+pub struct ViewFlush<'a> {
+    pub plan: &'a ViewPlan,
+    pub rows: Vec<RowWrite>,
+    pub position: u64,
+}
+
+/// A stored group: its key and its aggregate states.
+pub type StoredGroup = (Vec<Value>, Vec<AggState>);
+
+/// The catalog and the tenants' data.
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Memory(memory::MemoryStore),
+}
+
+/// One tenant's data.
+pub enum TenantStore {
+    Sqlite(sqlite::SqliteTenant),
+    Memory(memory::MemoryTenant),
+}
+
+impl Store {
+    /// Opens (creating when missing) the SQLite store in `dir`.
+    pub fn open_sqlite(dir: &Path) -> Result<Store> {
+        Ok(Store::Sqlite(sqlite::SqliteStore::open(dir)?))
+    }
+
+    /// A new, empty in-memory store.
+    pub fn memory() -> Store {
+        Store::Memory(memory::MemoryStore::default())
+    }
+
+    /// The catalog's migrations.
+    pub fn migrations(&self) -> Migrations<'_> {
+        Migrations { store: self }
+    }
+
+    /// The applied schema: `(name, definition)` in creation order.
+    pub fn schema(&self) -> Result<Vec<(String, String)>> {
+        match self {
+            Store::Sqlite(s) => s.schema(),
+            Store::Memory(m) => Ok(m.schema()),
+        }
+    }
+
+    /// Replaces the applied schema.
+    pub fn save_schema(&self, definitions: &[(String, String)]) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.save_schema(definitions),
+            Store::Memory(m) => {
+                m.save_schema(definitions);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn create_tenant(&self, name: &str, time_zone: &str, now: Timestamp) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.create_tenant(name, time_zone, now),
+            Store::Memory(m) => m.create_tenant(name, time_zone, now),
+        }
+    }
+
+    pub fn tenants(&self) -> Result<Vec<TenantInfo>> {
+        match self {
+            Store::Sqlite(s) => s.tenants(),
+            Store::Memory(m) => Ok(m.tenants()),
+        }
+    }
+
+    pub fn tenant_info(&self, name: &str) -> Result<Option<TenantInfo>> {
+        Ok(self.tenants()?.into_iter().find(|t| t.name == name))
+    }
+
+    /// Stores a key by its hash.
+    pub fn create_key(&self, hash: &[u8], record: &KeyRecord) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.create_key(hash, record),
+            Store::Memory(m) => m.create_key(hash, record),
+        }
+    }
+
+    /// The key with this hash.
+    pub fn find_key(&self, hash: &[u8]) -> Result<Option<KeyRecord>> {
+        match self {
+            Store::Sqlite(s) => s.find_key(hash),
+            Store::Memory(m) => Ok(m.find_key(hash)),
+        }
+    }
+
+    /// Marks the keys with this prefix of `tenant` revoked; returns how many were.
+    pub fn revoke_key(&self, tenant: &str, prefix: &str) -> Result<usize> {
+        match self {
+            Store::Sqlite(s) => s.revoke_key(tenant, prefix),
+            Store::Memory(m) => Ok(m.revoke_key(tenant, prefix)),
+        }
+    }
+
+    /// Opens a tenant's data.
+    pub fn tenant(&self, name: &str) -> Result<TenantStore> {
+        if self.tenant_info(name)?.is_none() {
+            return Err(StoreError::NoTenant(name.to_owned()));
+        }
+        Ok(match self {
+            Store::Sqlite(s) => TenantStore::Sqlite(s.tenant(name)?),
+            Store::Memory(m) => TenantStore::Memory(m.tenant(name)),
+        })
+    }
+}
+
+impl TenantStore {
+    /// The stream and view tables this tenant has.
+    pub fn materialized(&self) -> Result<Materialized> {
+        match self {
+            TenantStore::Sqlite(s) => s.materialized(),
+            TenantStore::Memory(m) => Ok(m.materialized()),
+        }
+    }
+
+    /// Creates the raw event table of a stream.
+    pub fn create_stream(&mut self, def: &StreamDef) -> Result<()> {
+        match self {
+            TenantStore::Sqlite(s) => s.create_stream(def),
+            TenantStore::Memory(m) => {
+                m.create_stream(def);
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends the columns `new` adds to `old` and records the new definition.
+    pub fn alter_stream(&mut self, old: &StreamDef, new: &StreamDef) -> Result<()> {
+        match self {
+            TenantStore::Sqlite(s) => s.alter_stream(old, new),
+            TenantStore::Memory(m) => {
+                m.alter_stream(new);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a stream's table and events.
+    pub fn drop_stream(&mut self, name: &str) -> Result<()> {
+        match self {
+            TenantStore::Sqlite(s) => s.drop_stream(name),
+            TenantStore::Memory(m) => {
+                m.drop_stream(name);
+                Ok(())
+            }
+        }
+    }
+
+    /// Creates a view's table empty, at position 0, replacing any previous table of that name.
+    pub fn reset_view(&mut self, plan: &ViewPlan) -> Result<()> {
+        match self {
+            TenantStore::Sqlite(s) => s.reset_view(plan),
+            TenantStore::Memory(m) => {
+                m.reset_view(plan);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes a view's table.
+    pub fn drop_view(&mut self, name: &str) -> Result<()> {
+        match self {
+            TenantStore::Sqlite(s) => s.drop_view(name),
+            TenantStore::Memory(m) => {
+                m.drop_view(name);
+                Ok(())
+            }
+        }
+    }
+
+    /// Appends events in one durable transaction. For each row, the sequence number it was
+    /// stored at, or `None` when its dedupe key was already stored (a duplicate, counted once).
+    pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
+        match self {
+            TenantStore::Sqlite(s) => s.append(stream, rows),
+            TenantStore::Memory(m) => Ok(m.append(stream, rows)),
+        }
+    }
+
+    /// Up to `limit` events of `stream` with sequence numbers above `after`, in order.
+    pub fn read_events(&self, stream: &StreamDef, after: u64, limit: usize) -> Result<Vec<Event>> {
+        match self {
+            TenantStore::Sqlite(s) => s.read_events(stream, after, limit),
+            TenantStore::Memory(m) => Ok(m.read_events(&stream.name, after, limit)),
+        }
+    }
+
+    /// The stored states of the given groups (`None` for groups not stored yet).
+    pub fn load_states(
+        &self,
+        plan: &ViewPlan,
+        keys: &[&[Value]],
+    ) -> Result<Vec<Option<Vec<AggState>>>> {
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
+        let raw = match self {
+            TenantStore::Sqlite(s) => s.load_states(&plan.name, &encoded)?,
+            TenantStore::Memory(m) => m.load_states(&plan.name, &encoded),
+        };
+        raw.into_iter()
+            .map(|bytes| match bytes {
+                None => Ok(None),
+                Some(b) => Ok(Some(tally_views::agg::decode_states(plan.agg_kinds(), &b)?)),
+            })
+            .collect()
+    }
+
+    /// Writes the rows of each view and its position, all in one transaction.
+    pub fn flush(&mut self, flushes: &[ViewFlush<'_>]) -> Result<()> {
+        let encoded: Vec<EncodedFlush<'_>> = flushes
+            .iter()
+            .map(|f| EncodedFlush {
+                plan: f.plan,
+                position: f.position,
+                rows: f
+                    .rows
+                    .iter()
+                    .map(|r| EncodedRow {
+                        key: encode_key(&r.key),
+                        cells: &r.cells,
+                        state: tally_views::agg::encode_states(&r.states),
+                    })
+                    .collect(),
+            })
+            .collect();
+        match self {
+            TenantStore::Sqlite(s) => s.flush(&encoded),
+            TenantStore::Memory(m) => {
+                m.flush(&encoded);
+                Ok(())
+            }
+        }
+    }
+
+    /// The stored groups of a view whose time bucket lies in `[from, to)` when given.
+    pub fn scan_view(
+        &self,
+        plan: &ViewPlan,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<StoredGroup>> {
+        let raw = match self {
+            TenantStore::Sqlite(s) => s.scan_view(plan, from, to)?,
+            TenantStore::Memory(m) => m.scan_view(plan, from, to),
+        };
+        raw.into_iter()
+            .map(|(key, state)| {
+                Ok((
+                    decode_key(&key, plan.keys.len())?,
+                    tally_views::agg::decode_states(plan.agg_kinds(), &state)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes events older than `before` among those at or below `max_seq` (the lowest position
+    /// of the stream's views, so no unapplied event is lost). Returns how many were deleted.
+    pub fn delete_events_before(
+        &mut self,
+        stream: &StreamDef,
+        before: Timestamp,
+        max_seq: u64,
+    ) -> Result<u64> {
+        match self {
+            TenantStore::Sqlite(s) => s.delete_events_before(stream, before, max_seq),
+            TenantStore::Memory(m) => Ok(m.delete_events_before(stream, before, max_seq)),
+        }
+    }
+
+    /// Deletes the view rows whose time bucket starts before `before`.
+    pub fn delete_view_rows_before(&mut self, plan: &ViewPlan, before: Timestamp) -> Result<u64> {
+        match self {
+            TenantStore::Sqlite(s) => s.delete_view_rows_before(plan, before),
+            TenantStore::Memory(m) => Ok(m.delete_view_rows_before(plan, before)),
+        }
+    }
+}
+
+/// A row with its key and states encoded, as backends store it.
+pub(crate) struct EncodedRow<'a> {
+    pub(crate) key: Vec<u8>,
+    pub(crate) cells: &'a [Value],
+    pub(crate) state: Vec<u8>,
+}
+
+pub(crate) struct EncodedFlush<'a> {
+    pub(crate) plan: &'a ViewPlan,
+    pub(crate) position: u64,
+    pub(crate) rows: Vec<EncodedRow<'a>>,
+}
+
+/// The value of the bucket column of a stored key, for range filters.
+pub(crate) fn bucket_of(plan: &ViewPlan, key: &[u8]) -> Option<Timestamp> {
+    let b = plan.bucket?;
+    match decode_key(key, plan.keys.len()).ok()?.get(b)? {
+        Value::Timestamp(t) => Some(*t),
+        _ => None,
+    }
+}

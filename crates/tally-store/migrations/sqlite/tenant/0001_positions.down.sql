@@ -1,0 +1,2 @@
+DROP TABLE tally_views;
+DROP TABLE tally_streams;

@@ -1,0 +1,617 @@
+//! The embedded SQLite backend: `catalog.db` plus one database file per tenant.
+//!
+//! One file per tenant makes isolation physical: a tenant's connection cannot name another
+//! tenant's tables. Every database runs in WAL mode with `synchronous=FULL`, so a committed
+//! transaction survives power loss, and an ingest is acknowledged only after its commit.
+//!
+//! Raw event tables keep typed columns (timestamps as integer microseconds, decimals as exact
+//! text) after an `AUTOINCREMENT` sequence column, so sequence numbers are never reused even after
+//! retention deletes the newest rows. View tables keep the encoded group key, every view column
+//! in readable form (timestamps as RFC 3339 text) and the encoded states, so `sqlite3` and BI
+//! tools can read them directly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
+
+use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
+use crate::{
+    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, Result, StoreError,
+    TenantInfo,
+};
+
+/// The SQLite catalog of a data directory.
+pub struct SqliteStore {
+    dir: PathBuf,
+    /// The catalog connection; catalog operations are short and never overlap an `.await`.
+    catalog: Mutex<Connection>,
+}
+
+/// One tenant's SQLite database.
+pub struct SqliteTenant {
+    conn: Connection,
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Migration(format!(
+            "{} cannot use WAL mode (got {mode})",
+            path.display()
+        )));
+    }
+    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+    Ok(conn)
+}
+
+/// Maps "no such table" on the catalog to the actionable error.
+fn catalog_error(e: rusqlite::Error) -> StoreError {
+    if e.to_string().contains("no such table") {
+        StoreError::NotMigrated
+    } else {
+        StoreError::Sqlite(e)
+    }
+}
+
+fn now_text() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+impl SqliteStore {
+    pub(crate) fn open(dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir.join("tenants")).map_err(|e| io_error(dir, e))?;
+        let conn = open_connection(&dir.join("catalog.db"))?;
+        conn.execute_batch(MIGRATIONS_TABLE)?;
+        Ok(SqliteStore {
+            dir: dir.to_owned(),
+            catalog: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave the connection inconsistent: SQLite rolls
+        // back any open transaction, so a poisoned lock is safe to reuse.
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn applied_migrations(&self) -> Result<Vec<i64>> {
+        applied_migrations(&self.conn())
+    }
+
+    pub(crate) fn run_migration(&self, m: &Migration, up: bool) -> Result<()> {
+        run_migration(&mut self.conn(), m, up)
+    }
+
+    pub(crate) fn schema(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, definition FROM schema_objects ORDER BY position")
+            .map_err(catalog_error)?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(crate) fn save_schema(&self, definitions: &[(String, String)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM schema_objects", [])
+            .map_err(catalog_error)?;
+        for (i, (name, def)) in definitions.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO schema_objects (position, name, definition) VALUES (?, ?, ?)",
+                params![i as i64, name, def],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn create_tenant(&self, name: &str, time_zone: &str, now: Timestamp) -> Result<()> {
+        let conn = self.conn();
+        let inserted = conn
+            .execute(
+                "INSERT INTO tenants (name, time_zone, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                params![name, time_zone, now.to_string()],
+            )
+            .map_err(catalog_error)?;
+        if inserted == 0 {
+            return Err(StoreError::TenantExists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn tenants(&self) -> Result<Vec<TenantInfo>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT name, time_zone, created_at FROM tenants ORDER BY name")
+            .map_err(catalog_error)?;
+        let rows = stmt.query_map([], |r| {
+            let created: String = r.get(2)?;
+            Ok(TenantInfo {
+                name: r.get(0)?,
+                time_zone: r.get(1)?,
+                created_at: Timestamp::parse(&created).unwrap_or(Timestamp(0)),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(crate) fn create_key(&self, hash: &[u8], record: &KeyRecord) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO api_keys (hash, tenant, kind, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
+                params![hash, record.tenant, record.kind.as_str(), record.prefix, record.created_at.to_string()],
+            )
+            .map_err(catalog_error)?;
+        Ok(())
+    }
+
+    pub(crate) fn find_key(&self, hash: &[u8]) -> Result<Option<KeyRecord>> {
+        let conn = self.conn();
+        conn.query_row(
+            "SELECT tenant, kind, prefix, created_at, revoked_at IS NOT NULL FROM api_keys WHERE hash = ?",
+            [hash],
+            |r| {
+                let kind: String = r.get(1)?;
+                let created: String = r.get(3)?;
+                Ok(KeyRecord {
+                    tenant: r.get(0)?,
+                    kind: KeyKind::parse(&kind).unwrap_or(KeyKind::Read),
+                    prefix: r.get(2)?,
+                    created_at: Timestamp::parse(&created).unwrap_or(Timestamp(0)),
+                    revoked: r.get(4)?,
+                })
+            },
+        )
+        .optional()
+        .map_err(catalog_error)
+    }
+
+    pub(crate) fn revoke_key(&self, tenant: &str, prefix: &str) -> Result<usize> {
+        Ok(self
+            .conn()
+            .execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND prefix = ? AND revoked_at IS NULL",
+                params![now_text(), tenant, prefix],
+            )
+            .map_err(catalog_error)?)
+    }
+
+    pub(crate) fn tenant(&self, name: &str) -> Result<SqliteTenant> {
+        let path = self.dir.join("tenants").join(format!("{name}.db"));
+        let mut conn = open_connection(&path)?;
+        conn.execute_batch(MIGRATIONS_TABLE)?;
+        let applied = applied_migrations(&conn)?;
+        let known = TENANT.last().map_or(0, |m| m.version);
+        if let Some(&newest) = applied.iter().max()
+            && newest > known
+        {
+            return Err(StoreError::TooNew {
+                found: newest,
+                known,
+            });
+        }
+        for m in TENANT {
+            if !applied.contains(&m.version) {
+                run_migration(&mut conn, m, true)?;
+            }
+        }
+        Ok(SqliteTenant { conn })
+    }
+}
+
+fn applied_migrations(conn: &Connection) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare("SELECT version FROM tally_migrations ORDER BY version")?;
+    let rows = stmt.query_map([], |r| r.get(0))?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+fn run_migration(conn: &mut Connection, m: &Migration, up: bool) -> Result<()> {
+    let tx = conn.transaction()?;
+    let sql = if up { m.up } else { m.down };
+    tx.execute_batch(sql).map_err(|e| {
+        StoreError::Migration(format!(
+            "{} {}: {e}",
+            if up { "applying" } else { "reverting" },
+            m.name
+        ))
+    })?;
+    if up {
+        tx.execute(
+            "INSERT INTO tally_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            params![m.version, m.name, now_text()],
+        )?;
+    } else {
+        tx.execute(
+            "DELETE FROM tally_migrations WHERE version = ?",
+            [m.version],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn ident(name: &str) -> String {
+    // Names are validated by the compiler ([a-z][a-z0-9_]*), so quoting cannot be escaped.
+    format!("\"{name}\"")
+}
+
+fn column_type(ty: Type) -> &'static str {
+    match ty {
+        Type::Text | Type::Decimal { .. } | Type::Json => "TEXT",
+        Type::Boolean | Type::BigInt => "INTEGER",
+        Type::Double => "REAL",
+        Type::Timestamp => "INTEGER",
+    }
+}
+
+/// A value as stored in a raw event table.
+fn raw_sql(v: &Value) -> ToSqlOutput<'_> {
+    use rusqlite::types::Value as S;
+    match v {
+        Value::Null => ToSqlOutput::Owned(S::Null),
+        Value::Bool(b) => ToSqlOutput::Owned(S::Integer(i64::from(*b))),
+        Value::Int(i) => ToSqlOutput::Owned(S::Integer(*i)),
+        Value::Double(d) => ToSqlOutput::Owned(S::Real(*d)),
+        Value::Decimal(d) => ToSqlOutput::Owned(S::Text(d.to_string())),
+        Value::Timestamp(t) => ToSqlOutput::Owned(S::Integer(t.0)),
+        Value::Text(s) | Value::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+    }
+}
+
+/// A value as shown in a view table: like raw, but timestamps as RFC 3339 text.
+fn view_sql(v: &Value) -> ToSqlOutput<'_> {
+    match v {
+        Value::Timestamp(t) => ToSqlOutput::Owned(rusqlite::types::Value::Text(t.to_string())),
+        other => raw_sql(other),
+    }
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(tally_views::codec::CodecError(what.to_owned()))
+}
+
+/// Reads a raw event table cell of type `ty`.
+fn raw_value(v: ValueRef<'_>, ty: Type) -> Result<Value> {
+    use std::sync::Arc;
+    Ok(match (v, ty) {
+        (ValueRef::Null, _) => Value::Null,
+        (ValueRef::Integer(i), Type::Boolean) => Value::Bool(i != 0),
+        (ValueRef::Integer(i), Type::BigInt) => Value::Int(i),
+        (ValueRef::Integer(i), Type::Timestamp) => Value::Timestamp(Timestamp(i)),
+        (ValueRef::Real(d), Type::Double) => Value::Double(d),
+        (ValueRef::Integer(i), Type::Double) => Value::Double(i as f64),
+        (ValueRef::Text(t), Type::Decimal { .. }) => {
+            let s = std::str::from_utf8(t).map_err(|_| corrupt("decimal text"))?;
+            Value::Decimal(tally_views::decimal::Decimal::parse(s).map_err(|_| corrupt("decimal"))?)
+        }
+        (ValueRef::Text(t), Type::Text) => Value::Text(Arc::from(
+            std::str::from_utf8(t).map_err(|_| corrupt("text"))?,
+        )),
+        (ValueRef::Text(t), Type::Json) => Value::Json(Arc::from(
+            std::str::from_utf8(t).map_err(|_| corrupt("json"))?,
+        )),
+        (other, ty) => {
+            return Err(corrupt(&format!(
+                "a {ty} column holds {:?}",
+                other.data_type()
+            )));
+        }
+    })
+}
+
+/// A conservative text bound for a timestamp column of a view table: whole seconds, shifted one
+/// second outward, so that the text comparison never excludes a row inside the exact bounds.
+fn text_bound(t: Timestamp, lower: bool) -> String {
+    const SECOND: i64 = 1_000_000;
+    let seconds = if lower {
+        t.0.div_euclid(SECOND) - 1
+    } else {
+        t.0.div_euclid(SECOND) + 2
+    };
+    Timestamp(seconds * SECOND).to_string()
+}
+
+impl SqliteTenant {
+    pub(crate) fn materialized(&self) -> Result<Materialized> {
+        let mut streams = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, definition FROM tally_streams ORDER BY name")?;
+        for row in stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            streams.push(row?);
+        }
+        let mut views = Vec::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, fingerprint, position FROM tally_views ORDER BY name")?;
+        for row in stmt.query_map([], |r| {
+            Ok(MaterializedView {
+                name: r.get(0)?,
+                fingerprint: r.get(1)?,
+                position: r.get::<_, i64>(2)? as u64,
+            })
+        })? {
+            views.push(row?);
+        }
+        Ok(Materialized { streams, views })
+    }
+
+    pub(crate) fn create_stream(&mut self, def: &StreamDef) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let table = ident(&def.name);
+        let mut cols = vec!["\"_seq\" INTEGER PRIMARY KEY AUTOINCREMENT".to_owned()];
+        for c in &def.columns {
+            cols.push(format!(
+                "{} {}{}",
+                ident(&c.name),
+                column_type(c.ty),
+                if c.not_null { " NOT NULL" } else { "" }
+            ));
+        }
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({})",
+            cols.join(", ")
+        ))?;
+        if let Some(d) = def.dedupe_key {
+            tx.execute_batch(&format!(
+                "CREATE UNIQUE INDEX {} ON {table} ({})",
+                ident(&format!("{}__dedupe", def.name)),
+                ident(&def.columns[d].name)
+            ))?;
+        }
+        tx.execute_batch(&format!(
+            "CREATE INDEX {} ON {table} ({})",
+            ident(&format!("{}__time", def.name)),
+            ident(&def.columns[def.event_time].name)
+        ))?;
+        tx.execute(
+            "INSERT OR REPLACE INTO tally_streams (name, definition) VALUES (?, ?)",
+            params![def.name, def.sql()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn alter_stream(&mut self, old: &StreamDef, new: &StreamDef) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for c in &new.columns[old.columns.len()..] {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {} ADD COLUMN {} {}",
+                ident(&new.name),
+                ident(&c.name),
+                column_type(c.ty)
+            ))?;
+        }
+        tx.execute(
+            "UPDATE tally_streams SET definition = ? WHERE name = ?",
+            params![new.sql(), new.name],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn drop_stream(&mut self, name: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(name)))?;
+        tx.execute("DELETE FROM tally_streams WHERE name = ?", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn reset_view(&mut self, plan: &ViewPlan) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let table = ident(&plan.name);
+        let mut cols = vec!["\"_key\" BLOB PRIMARY KEY".to_owned()];
+        for c in &plan.columns {
+            let ty = match c.ty {
+                Type::Timestamp => "TEXT",
+                other => column_type(other),
+            };
+            cols.push(format!("{} {ty}", ident(&c.name)));
+        }
+        cols.push("\"_state\" BLOB NOT NULL".to_owned());
+        tx.execute_batch(&format!(
+            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({}) WITHOUT ROWID",
+            cols.join(", ")
+        ))?;
+        if let Some(b) = plan.bucket {
+            tx.execute_batch(&format!(
+                "CREATE INDEX {} ON {table} ({})",
+                ident(&format!("{}__bucket", plan.name)),
+                ident(&plan.keys[b].name)
+            ))?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO tally_views (name, fingerprint, position) VALUES (?, ?, 0)",
+            params![plan.name, plan.fingerprint()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn drop_view(&mut self, name: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(name)))?;
+        tx.execute("DELETE FROM tally_views WHERE name = ?", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn append(
+        &mut self,
+        stream: &StreamDef,
+        rows: &[Vec<Value>],
+    ) -> Result<Vec<Option<u64>>> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::with_capacity(rows.len());
+        {
+            let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
+            let marks = vec!["?"; cols.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                ident(&stream.name),
+                cols.join(", ")
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for row in rows {
+                let values: Vec<ToSqlOutput<'_>> = row.iter().map(raw_sql).collect();
+                let changed = stmt.execute(rusqlite::params_from_iter(values.iter()))?;
+                out.push(if changed == 0 {
+                    None
+                } else {
+                    Some(tx.last_insert_rowid() as u64)
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(crate) fn read_events(
+        &self,
+        stream: &StreamDef,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
+        let sql = format!(
+            "SELECT \"_seq\", {} FROM {} WHERE \"_seq\" > ? ORDER BY \"_seq\" LIMIT ?",
+            cols.join(", "),
+            ident(&stream.name)
+        );
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![after as i64, limit as i64])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let mut row = Vec::with_capacity(stream.columns.len());
+            for (i, c) in stream.columns.iter().enumerate() {
+                row.push(raw_value(r.get_ref(i + 1)?, c.ty)?);
+            }
+            out.push(Event {
+                seq: seq as u64,
+                row,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn load_states(&self, view: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT \"_state\" FROM {} WHERE \"_key\" = ?",
+            ident(view)
+        ))?;
+        keys.iter()
+            .map(|k| Ok(stmt.query_row([k], |r| r.get(0)).optional()?))
+            .collect()
+    }
+
+    pub(crate) fn flush(&mut self, flushes: &[EncodedFlush<'_>]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for f in flushes {
+            let plan = f.plan;
+            let cols: Vec<String> = plan.columns.iter().map(|c| ident(&c.name)).collect();
+            let marks = vec!["?"; cols.len() + 2].join(", ");
+            let updates: Vec<String> = cols
+                .iter()
+                .chain(std::iter::once(&"\"_state\"".to_owned()))
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect();
+            let sql = format!(
+                "INSERT INTO {} (\"_key\", {}, \"_state\") VALUES ({marks}) ON CONFLICT (\"_key\") DO UPDATE SET {}",
+                ident(&plan.name),
+                cols.join(", "),
+                updates.join(", ")
+            );
+            let mut stmt = tx.prepare_cached(&sql)?;
+            for row in &f.rows {
+                let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(row.cells.len() + 2);
+                values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&row.key)));
+                values.extend(row.cells.iter().map(view_sql));
+                values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&row.state)));
+                stmt.execute(rusqlite::params_from_iter(values.iter()))?;
+            }
+            tx.execute(
+                "UPDATE tally_views SET position = ? WHERE name = ?",
+                params![f.position as i64, plan.name],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn scan_view(
+        &self,
+        plan: &ViewPlan,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let table = ident(&plan.name);
+        let mut sql = format!("SELECT \"_key\", \"_state\" FROM {table}");
+        let mut bounds: Vec<String> = Vec::new();
+        if let Some(b) = plan.bucket {
+            let col = ident(&plan.keys[b].name);
+            let mut conds = Vec::new();
+            if let Some(from) = from {
+                conds.push(format!("{col} >= ?"));
+                bounds.push(text_bound(from, true));
+            }
+            if let Some(to) = to {
+                conds.push(format!("{col} < ?"));
+                bounds.push(text_bound(to, false));
+            }
+            if !conds.is_empty() {
+                sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
+            }
+        }
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(bounds.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(crate) fn delete_events_before(
+        &mut self,
+        stream: &StreamDef,
+        before: Timestamp,
+        max_seq: u64,
+    ) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM {} WHERE {} < ? AND \"_seq\" <= ?",
+            ident(&stream.name),
+            ident(&stream.columns[stream.event_time].name)
+        );
+        Ok(self.conn.execute(&sql, params![before.0, max_seq as i64])? as u64)
+    }
+
+    pub(crate) fn delete_view_rows_before(
+        &mut self,
+        plan: &ViewPlan,
+        before: Timestamp,
+    ) -> Result<u64> {
+        let Some(b) = plan.bucket else { return Ok(0) };
+        // Only whole seconds strictly before the cutoff: deleting too little is safe.
+        let bound = text_bound(before, true);
+        let sql = format!(
+            "DELETE FROM {} WHERE {} < ?",
+            ident(&plan.name),
+            ident(&plan.keys[b].name)
+        );
+        Ok(self.conn.execute(&sql, [bound])? as u64)
+    }
+}

@@ -1,0 +1,410 @@
+//! The store suite: every backend must pass every test here.
+//!
+//! Each test is written once against `Store` and run by `backends!` on the in-memory store and
+//! on SQLite in a temporary directory.
+
+use tally_store::{KeyKind, KeyRecord, RowWrite, Store, StoreError, ViewFlush};
+use tally_views::sql::apply;
+use tally_views::{Catalog, Timestamp, Value, ViewPlan};
+
+const SCHEMA: &str = "
+CREATE STREAM pay (id TEXT NOT NULL, who TEXT, amount DECIMAL(10,2) NOT NULL, at TIMESTAMP NOT NULL)
+  WITH (event_time = 'at', dedupe_key = 'id');
+CREATE MATERIALIZED VIEW daily AS
+  SELECT time_bucket('1 day', at) AS day, who, sum(amount) AS total, count(*) AS n FROM pay GROUP BY 1, 2;
+";
+
+struct Fixture {
+    store: Store,
+    catalog: Catalog,
+    _dir: Option<tempfile::TempDir>,
+}
+
+fn memory() -> Fixture {
+    fixture(Store::memory(), None)
+}
+
+fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    fixture(store, Some(dir))
+}
+
+fn fixture(store: Store, dir: Option<tempfile::TempDir>) -> Fixture {
+    store.migrations().up().unwrap();
+    let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+    store
+        .create_tenant("acme", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    Fixture {
+        store,
+        catalog,
+        _dir: dir,
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+fn dec(s: &str) -> Value {
+    Value::Decimal(tally_views::decimal::Decimal::parse(s).unwrap())
+}
+
+fn row(id: &str, who: Option<&str>, amount: &str, at: &str) -> Vec<Value> {
+    vec![
+        Value::text(id),
+        who.map(Value::text).unwrap_or(Value::Null),
+        dec(amount),
+        Value::Timestamp(ts(at)),
+    ]
+}
+
+macro_rules! backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory { $( #[test] fn $name() { super::$name(super::memory()); } )* }
+        mod on_sqlite { $( #[test] fn $name() { super::$name(super::sqlite()); } )* }
+    };
+}
+
+backends!(
+    catalog_round_trips,
+    tenants_and_keys,
+    append_deduplicates_and_reads_in_order,
+    flush_commits_rows_with_position,
+    scan_filters_by_bucket_range,
+    retention_deletes_only_applied_old_events,
+    reset_and_drop,
+    sequence_numbers_are_never_reused,
+    migrations_go_down_and_up,
+);
+
+fn catalog_round_trips(f: Fixture) {
+    let defs = f.catalog.definitions();
+    f.store.save_schema(&defs).unwrap();
+    assert_eq!(f.store.schema().unwrap(), defs);
+    // Re-applying the stored definitions rebuilds the same catalog.
+    let sql: Vec<String> = defs.iter().map(|(_, s)| format!("{s};")).collect();
+    let again = apply(&Catalog::new(), &sql.join("\n")).unwrap().catalog;
+    assert_eq!(
+        again.view("daily").unwrap().fingerprint(),
+        f.catalog.view("daily").unwrap().fingerprint()
+    );
+}
+
+fn tenants_and_keys(f: Fixture) {
+    assert!(matches!(
+        f.store
+            .create_tenant("acme", "UTC", ts("2026-01-01T00:00:00Z")),
+        Err(StoreError::TenantExists(_))
+    ));
+    f.store
+        .create_tenant("beta", "Europe/Berlin", ts("2026-01-02T00:00:00Z"))
+        .unwrap();
+    let names: Vec<String> = f
+        .store
+        .tenants()
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["acme", "beta"]);
+    assert_eq!(
+        f.store.tenant_info("beta").unwrap().unwrap().time_zone,
+        "Europe/Berlin"
+    );
+    assert!(matches!(
+        f.store.tenant("nobody"),
+        Err(StoreError::NoTenant(_))
+    ));
+
+    let record = KeyRecord {
+        tenant: "beta".into(),
+        kind: KeyKind::Write,
+        prefix: "tly_w_abcd".into(),
+        created_at: ts("2026-01-02T00:00:00Z"),
+        revoked: false,
+    };
+    f.store.create_key(&[1, 2, 3], &record).unwrap();
+    assert_eq!(f.store.find_key(&[1, 2, 3]).unwrap(), Some(record));
+    assert_eq!(f.store.find_key(&[9]).unwrap(), None);
+    assert_eq!(f.store.revoke_key("acme", "tly_w_abcd").unwrap(), 0);
+    assert_eq!(f.store.revoke_key("beta", "tly_w_abcd").unwrap(), 1);
+    assert!(f.store.find_key(&[1, 2, 3]).unwrap().unwrap().revoked);
+}
+
+fn append_deduplicates_and_reads_in_order(f: Fixture) {
+    let stream = f.catalog.stream("pay").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let seqs = t
+        .append(
+            stream,
+            &[
+                row("a", Some("x"), "1.50", "2026-03-01T10:00:00Z"),
+                row("b", None, "2.00", "2026-03-01T11:00:00Z"),
+                row("a", Some("y"), "9.99", "2026-03-01T12:00:00Z"),
+            ],
+        )
+        .unwrap();
+    // Sequence numbers increase; a backend may leave gaps (SQLite does after a duplicate).
+    let (a, b) = (seqs[0].unwrap(), seqs[1].unwrap());
+    assert!(a < b);
+    assert_eq!(seqs[2], None);
+    let again = t
+        .append(
+            stream,
+            &[
+                row("b", None, "2.00", "2026-03-01T11:00:00Z"),
+                row("c", None, "3", "2026-03-02T00:00:00Z"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(again[0], None);
+    let c = again[1].unwrap();
+    assert!(c > b);
+    let events = t.read_events(stream, 0, 10).unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [a, b, c]);
+    assert_eq!(
+        events[0].row,
+        row("a", Some("x"), "1.50", "2026-03-01T10:00:00Z")
+    );
+    assert_eq!(
+        events[2].row[2].to_string(),
+        "3",
+        "decimals come back with their text scale"
+    );
+    assert_eq!(t.read_events(stream, a, 1).unwrap()[0].seq, b);
+    assert!(t.read_events(stream, c, 10).unwrap().is_empty());
+
+    // Dedupe is per tenant: another tenant stores the same key.
+    f.store
+        .create_tenant("beta", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    let mut other = f.store.tenant("beta").unwrap();
+    other.create_stream(stream).unwrap();
+    assert!(
+        other
+            .append(stream, &[row("a", None, "1", "2026-03-01T00:00:00Z")])
+            .unwrap()[0]
+            .is_some()
+    );
+}
+
+fn daily(f: &Fixture) -> &ViewPlan {
+    f.catalog.view("daily").unwrap()
+}
+
+fn group_write(plan: &ViewPlan, day: &str, who: &str, total: &str, n: i64) -> RowWrite {
+    use tally_views::AggState;
+    let key = vec![Value::Timestamp(ts(day)), Value::text(who)];
+    let mut states: Vec<AggState> = plan.aggs.iter().map(|a| a.kind.new_state()).collect();
+    for _ in 0..n {
+        states[1].update(plan.aggs[1].kind, &Value::Null, &Value::Null, 0);
+    }
+    states[0].update(plan.aggs[0].kind, &dec(total), &Value::Null, 0);
+    RowWrite {
+        cells: vec![key[0].clone(), key[1].clone(), dec(total), Value::Int(n)],
+        key,
+        states,
+    }
+}
+
+fn flush_commits_rows_with_position(f: Fixture) {
+    let plan = daily(&f);
+    let mut t = f.store.tenant("acme").unwrap();
+    t.reset_view(plan).unwrap();
+    let m = t.materialized().unwrap();
+    assert_eq!(m.views[0].position, 0);
+    assert_eq!(m.views[0].fingerprint, plan.fingerprint());
+
+    t.flush(&[ViewFlush {
+        plan,
+        rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "1.50", 2)],
+        position: 7,
+    }])
+    .unwrap();
+    assert_eq!(t.materialized().unwrap().views[0].position, 7);
+    let key = [
+        Value::Timestamp(ts("2026-03-01T00:00:00Z")),
+        Value::text("x"),
+    ];
+    let missing = [
+        Value::Timestamp(ts("2026-03-01T00:00:00Z")),
+        Value::text("nobody"),
+    ];
+    let loaded = t.load_states(plan, &[&key, &missing]).unwrap();
+    assert_eq!(
+        loaded[0].as_ref().unwrap()[1]
+            .finalize(plan.aggs[1].kind)
+            .unwrap(),
+        Value::Int(2)
+    );
+    assert!(loaded[1].is_none());
+
+    // An upsert replaces the row.
+    t.flush(&[ViewFlush {
+        plan,
+        rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "4.00", 5)],
+        position: 9,
+    }])
+    .unwrap();
+    let rows = t.scan_view(plan, None, None).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].1[0]
+            .finalize(plan.aggs[0].kind)
+            .unwrap()
+            .to_string(),
+        "4.00"
+    );
+    assert_eq!(t.materialized().unwrap().views[0].position, 9);
+
+    // A new handle sees the committed state.
+    let reopened = f.store.tenant("acme").unwrap();
+    assert_eq!(reopened.materialized().unwrap().views[0].position, 9);
+}
+
+fn scan_filters_by_bucket_range(f: Fixture) {
+    let plan = daily(&f);
+    let mut t = f.store.tenant("acme").unwrap();
+    t.reset_view(plan).unwrap();
+    let rows = [
+        "2026-03-01T00:00:00Z",
+        "2026-03-02T00:00:00Z",
+        "2026-03-03T00:00:00Z",
+    ]
+    .iter()
+    .map(|d| group_write(plan, d, "x", "1", 1))
+    .collect();
+    t.flush(&[ViewFlush {
+        plan,
+        rows,
+        position: 3,
+    }])
+    .unwrap();
+    let days = |from: Option<&str>, to: Option<&str>| -> Vec<String> {
+        // The store may return extra rows at the edges (a conservative push-down); the query
+        // filters exactly. It must never miss a row inside the range.
+        let mut got: Vec<String> = t
+            .scan_view(plan, from.map(ts), to.map(ts))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k[0].to_string())
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(days(None, None).len(), 3);
+    let inner = days(Some("2026-03-02T00:00:00Z"), Some("2026-03-03T00:00:00Z"));
+    assert!(inner.contains(&"2026-03-02T00:00:00Z".to_owned()));
+    assert!(!inner.contains(&"2026-03-01T00:00:00Z".to_owned()));
+    assert!(days(Some("2026-03-04T00:00:00Z"), None).is_empty());
+}
+
+fn retention_deletes_only_applied_old_events(f: Fixture) {
+    let stream = f.catalog.stream("pay").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.append(
+        stream,
+        &[
+            row("old1", None, "1", "2026-01-01T00:00:00Z"),
+            row("new", None, "1", "2026-03-01T00:00:00Z"),
+            row("old2", None, "1", "2026-01-02T00:00:00Z"),
+        ],
+    )
+    .unwrap();
+    // Only events up to seq 2 are applied: the late old2 (seq 3) must stay.
+    let deleted = t
+        .delete_events_before(stream, ts("2026-02-01T00:00:00Z"), 2)
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let left: Vec<u64> = t
+        .read_events(stream, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(left, [2, 3]);
+    // A deleted event's dedupe key is free again (dedupe holds for the raw retention).
+    assert!(
+        t.append(stream, &[row("old1", None, "1", "2026-03-05T00:00:00Z")])
+            .unwrap()[0]
+            .is_some()
+    );
+
+    let plan = daily(&f);
+    t.reset_view(plan).unwrap();
+    let rows = vec![
+        group_write(plan, "2026-01-01T00:00:00Z", "x", "1", 1),
+        group_write(plan, "2026-03-01T00:00:00Z", "x", "1", 1),
+    ];
+    t.flush(&[ViewFlush {
+        plan,
+        rows,
+        position: 4,
+    }])
+    .unwrap();
+    assert_eq!(
+        t.delete_view_rows_before(plan, ts("2026-02-01T00:00:00Z"))
+            .unwrap(),
+        1
+    );
+    assert_eq!(t.scan_view(plan, None, None).unwrap().len(), 1);
+}
+
+fn reset_and_drop(f: Fixture) {
+    let plan = daily(&f);
+    let stream = f.catalog.stream("pay").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.reset_view(plan).unwrap();
+    t.flush(&[ViewFlush {
+        plan,
+        rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "1", 1)],
+        position: 5,
+    }])
+    .unwrap();
+    t.reset_view(plan).unwrap();
+    assert!(t.scan_view(plan, None, None).unwrap().is_empty());
+    assert_eq!(t.materialized().unwrap().views[0].position, 0);
+    t.drop_view("daily").unwrap();
+    t.drop_stream("pay").unwrap();
+    let m = t.materialized().unwrap();
+    assert!(m.views.is_empty() && m.streams.is_empty());
+}
+
+fn sequence_numbers_are_never_reused(f: Fixture) {
+    let stream = f.catalog.stream("pay").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.append(
+        stream,
+        &[
+            row("a", None, "1", "2026-01-01T00:00:00Z"),
+            row("b", None, "1", "2026-01-01T00:00:00Z"),
+        ],
+    )
+    .unwrap();
+    // Retention deletes every event, the newest included.
+    t.delete_events_before(stream, ts("2026-02-01T00:00:00Z"), 2)
+        .unwrap();
+    assert!(
+        t.append(stream, &[row("c", None, "1", "2026-03-01T00:00:00Z")])
+            .unwrap()[0]
+            .unwrap()
+            > 2
+    );
+}
+
+fn migrations_go_down_and_up(f: Fixture) {
+    let m = f.store.migrations();
+    assert!(m.is_current().unwrap());
+    let reverted = m.down().unwrap().unwrap();
+    assert_eq!(reverted.version, 2);
+    assert!(!m.is_current().unwrap());
+    let applied = m.up().unwrap();
+    assert_eq!(applied.len(), 1);
+    assert!(m.is_current().unwrap());
+}
