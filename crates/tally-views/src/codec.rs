@@ -3,9 +3,9 @@
 //! Both are stored in view tables (the `_key` and `_state` columns) and must decode the same way
 //! in every later version, so the format is written out here by hand rather than derived: a
 //! leading version byte, then LEB128 varints, zigzag for signed integers and little-endian IEEE
-//! bits for doubles. The group key encoding is also what makes a key hashable and comparable as
-//! bytes, so it is canonical: equal keys give equal bytes (decimals are trimmed of trailing
-//! zeros, `-0.0` is written as `0.0`).
+//! bits for doubles. The group key encoding is the primary key of view tables, so equal keys
+//! must give equal bytes: `-0.0` is written as `0.0`, and a decimal keeps its scale, which is
+//! the same for every value of a column (values always carry their type's scale).
 
 use std::sync::Arc;
 
@@ -87,13 +87,8 @@ impl Writer {
             }
             Value::Decimal(d) => {
                 self.u8(4);
-                let (mut m, mut s) = (d.mantissa(), d.scale());
-                while s > 0 && m % 10 == 0 {
-                    m /= 10;
-                    s -= 1;
-                }
-                self.u8(s);
-                self.i128(m);
+                self.u8(d.scale());
+                self.i128(d.mantissa());
             }
             Value::Timestamp(t) => {
                 self.u8(5);
@@ -234,7 +229,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_round_trip_canonically() {
+    fn keys_round_trip() {
         let key = vec![
             Value::Null,
             Value::Bool(true),
@@ -247,11 +242,13 @@ mod tests {
         ];
         let bytes = encode_key(&key);
         assert_eq!(decode_key(&bytes, key.len()).unwrap(), key);
-        // Equal values, equal bytes.
-        assert_eq!(
-            encode_key(&[Value::Decimal(Decimal::parse("12.5").unwrap())]),
-            encode_key(&[Value::Decimal(Decimal::parse("12.50").unwrap())])
-        );
+        // Decimals keep their scale, so they print as they came in.
+        let back = decode_key(
+            &encode_key(&[Value::Decimal(Decimal::parse("12.50").unwrap())]),
+            1,
+        )
+        .unwrap();
+        assert_eq!(back[0].to_string(), "12.50");
         assert_eq!(
             encode_key(&[Value::Double(0.0)]),
             encode_key(&[Value::Double(-0.0)])

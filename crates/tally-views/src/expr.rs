@@ -556,16 +556,27 @@ fn arith(op: ArithOp, kind: NumKind, l: Value, r: Value) -> Result<Value, EvalEr
 
 /// Whether a cast between these types can fail at run time.
 pub fn cast_can_fail(from: Type, to: Type) -> bool {
-    !matches!(
-        (from, to),
+    match (from, to) {
+        _ if from == to => false,
         (_, Type::Text)
-            | (Type::BigInt, Type::Double)
-            | (Type::Boolean, Type::BigInt)
-            | (Type::Timestamp, Type::Timestamp)
-            | (Type::Boolean, Type::Boolean)
-            | (Type::BigInt, Type::BigInt)
-            | (Type::Double, Type::Double)
-    ) && from != to
+        | (Type::BigInt, Type::Double)
+        | (Type::Boolean, Type::BigInt)
+        | (Type::BigInt, Type::Boolean) => false,
+        // Widening keeps every digit; a smaller scale rounds, which can carry into a new digit.
+        (
+            Type::Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            Type::Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) => !(s2 >= s1 && p2 - s2 >= p1 - s1),
+        (Type::BigInt, Type::Decimal { precision, scale }) => precision - scale < 19,
+        (Type::Decimal { .. }, Type::Double) => false,
+        _ => true,
+    }
 }
 
 /// Whether a cast between these types exists at all.

@@ -253,6 +253,15 @@ impl Catalog {
         }
     }
 
+    /// A catalog without even the built-in streams.
+    pub(crate) fn empty() -> Catalog {
+        Catalog {
+            streams: BTreeMap::new(),
+            views: BTreeMap::new(),
+            order: Vec::new(),
+        }
+    }
+
     pub fn stream(&self, name: &str) -> Option<&Arc<StreamDef>> {
         self.streams.get(name)
     }

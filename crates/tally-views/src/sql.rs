@@ -196,6 +196,28 @@ pub fn apply(catalog: &Catalog, sql: &str) -> Result<Applied> {
     })
 }
 
+/// Parses one stream definition as [`StreamDef::sql`] writes it, whatever its name (built-in
+/// names included): what a tenant's store recorded when it created the stream's table.
+pub fn parse_stream(sql: &str) -> Result<StreamDef> {
+    let dialect = PostgreSqlDialect {};
+    let at = Location { line: 1, column: 1 };
+    let mut parser = Parser::new(&dialect)
+        .with_recursion_limit(RECURSION_LIMIT)
+        .try_with_sql(sql)
+        .map_err(|e| parse_error(e, at))?;
+    parser
+        .expect_keyword(Keyword::CREATE)
+        .map_err(|e| parse_error(e, at))?;
+    let word = parser.next_token();
+    if !matches!(&word.token, Token::Word(w) if w.value.eq_ignore_ascii_case("stream")) {
+        return Err(error_at(word.span.start, "expected CREATE STREAM", None));
+    }
+    match create_stream(&mut parser, &Catalog::empty(), at)? {
+        Compiled::Stream(def, _) => Ok(def),
+        _ => Err(error_at(at, "expected CREATE STREAM", None)),
+    }
+}
+
 /// A parsed and compiled statement, not yet applied.
 enum Compiled {
     Stream(StreamDef, Location),
@@ -1730,15 +1752,11 @@ impl<'s> Binder<'s> {
         if from == to || is_null_literal(&expr) {
             return Ok(expr);
         }
-        if let (Type::Decimal { .. }, Type::Decimal { .. }) = (from, to) {
-            // Decimals compare and combine across scales; only arithmetic results are rescaled.
-            if !matches!(expr, Expr::Literal(_)) {
-                return Ok(Expr::Cast {
-                    expr: Box::new(expr),
-                    from,
-                    to,
-                });
-            }
+        if let (Type::Decimal { scale: s1, .. }, Type::Decimal { scale: s2, .. }) = (from, to)
+            && s1 == s2
+        {
+            // Same scale: the value is already right; a wider precision needs no conversion.
+            return Ok(expr);
         }
         if let Expr::Literal(v) = &expr {
             let converted = match v {
@@ -1857,7 +1875,7 @@ impl<'s> Binder<'s> {
                         },
                     ));
                 }
-                let (kind, result, operand) = arith_types(arith, lt, rt);
+                let (kind, result) = arith_types(arith, lt, rt);
                 if arith == ArithOp::Mod && matches!(kind, NumKind::Decimal { .. }) {
                     return Err(error_at(
                         at,
@@ -1865,8 +1883,18 @@ impl<'s> Binder<'s> {
                         Some("cast the operands"),
                     ));
                 }
-                let l = self.coerce(l, lt, operand, left)?;
-                let r = self.coerce(r, rt, operand, right)?;
+                // Decimal arithmetic takes operands of any scale; other operands are converted.
+                let operand = |ty: Type| match (kind, ty) {
+                    (NumKind::Decimal { .. }, Type::Decimal { .. }) => ty,
+                    (NumKind::Decimal { .. }, _) => Type::Decimal {
+                        precision: 19,
+                        scale: 0,
+                    },
+                    (NumKind::Double, _) => Type::Double,
+                    (NumKind::Int, _) => Type::BigInt,
+                };
+                let l = self.coerce(l, lt, operand(lt), left)?;
+                let r = self.coerce(r, rt, operand(rt), right)?;
                 Ok((
                     Expr::Arith {
                         op: arith,
@@ -2616,11 +2644,11 @@ fn as_decimal(ty: Type) -> (u8, u8) {
     }
 }
 
-/// The operation, result type and operand type of arithmetic on two numeric types.
-fn arith_types(op: ArithOp, l: Type, r: Type) -> (NumKind, Type, Type) {
+/// The operation and result type of arithmetic on two numeric types.
+fn arith_types(op: ArithOp, l: Type, r: Type) -> (NumKind, Type) {
     match (l, r) {
-        (Type::BigInt, Type::BigInt) => (NumKind::Int, Type::BigInt, Type::BigInt),
-        (Type::Double, _) | (_, Type::Double) => (NumKind::Double, Type::Double, Type::Double),
+        (Type::BigInt, Type::BigInt) => (NumKind::Int, Type::BigInt),
+        (Type::Double, _) | (_, Type::Double) => (NumKind::Double, Type::Double),
         _ => {
             let (p1, s1) = as_decimal(l);
             let (p2, s2) = as_decimal(r);
@@ -2637,13 +2665,10 @@ fn arith_types(op: ArithOp, l: Type, r: Type) -> (NumKind, Type, Type) {
                 }
                 ArithOp::Div => (MAX_PRECISION, s1.max(s2).max(6)),
             };
-            let result = Type::Decimal { precision, scale };
-            // Operands are decimals at their own scale; the result scale is the kind's.
-            let operand = Type::Decimal {
-                precision: MAX_PRECISION,
-                scale: s1.max(s2),
-            };
-            (NumKind::Decimal { scale }, result, operand)
+            (
+                NumKind::Decimal { scale },
+                Type::Decimal { precision, scale },
+            )
         }
     }
 }

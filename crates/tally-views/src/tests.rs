@@ -103,7 +103,7 @@ fn output_expressions_share_aggregates() {
                 #2 count(*) FILTER (WHERE flow_type = 'deposit')  [accumulable, BIGINT]
               outputs:
                 n = #0  [BIGINT]
-                avg_amount = #1 / CAST(nullif(#0, 0) AS DECIMAL(38,18))  [DECIMAL(38,18)]
+                avg_amount = #1 / CAST(nullif(#0, 0) AS DECIMAL(19,0))  [DECIMAL(38,18)]
                 deposit_pct = (#2 * 100) / nullif(#0, 0)  [BIGINT]
               columns: vault_id, n, avg_amount, deposit_pct
         "#]],

@@ -157,6 +157,23 @@ impl Interval {
         }
     }
 
+    /// `ts + self`, with calendar units counted in UTC.
+    pub fn after(self, ts: Timestamp) -> Timestamp {
+        match self {
+            Interval::Micros(us) => Timestamp(ts.0.saturating_add(us)),
+            Interval::Days(days) => {
+                Timestamp(ts.0.saturating_add(days.saturating_mul(MICROS_PER_DAY)))
+            }
+            Interval::Months(months) => {
+                let zoned = ts.to_jiff().to_zoned(TimeZone::UTC);
+                zoned
+                    .checked_add(jiff::Span::new().months(months))
+                    .map(|z| Timestamp::from_jiff(z.timestamp()))
+                    .unwrap_or(Timestamp(i64::MAX / 2))
+            }
+        }
+    }
+
     /// `ts - self`, with calendar units counted in UTC.
     pub fn before(self, ts: Timestamp) -> Timestamp {
         match self {

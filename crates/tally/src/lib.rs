@@ -1,1 +1,23 @@
-//! placeholder
+//! `tally` is the app: the glue between the engine (`tally-views`), the store (`tally-store`)
+//! and the outside world.
+//!
+//! - [`app::Tally`]: the catalog-level service (schema, tenants, keys);
+//! - [`runtime::TenantRuntime`]: one tenant's ingest, flush, query and retention;
+//! - [`decode`] and [`ingest`]: the ingest edge, where bad events are stopped with a reason;
+//! - [`output`]: the result forms shared by the CLI and the HTTP API;
+//! - `main.rs` and [`cli`]: the `tally` command.
+//!
+//! Invariant: only this crate knows about users' input formats and output forms; the engine
+//! and the store see typed rows and values only.
+
+pub mod app;
+pub mod cli;
+pub mod decode;
+pub mod error;
+pub mod ingest;
+pub mod output;
+pub mod runtime;
+
+pub use app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
+pub use error::{Error, Result};
+pub use runtime::TenantRuntime;

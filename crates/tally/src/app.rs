@@ -1,0 +1,357 @@
+//! `Tally`: the catalog-level service every command and route goes through.
+//!
+//! It owns the [`Store`] and the compiled [`Catalog`], applies schema changes to every tenant,
+//! creates tenants and keys, and opens [`TenantRuntime`]s. Opening a data directory migrates the
+//! catalog and creates the `default` tenant, so every command works on a fresh machine.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+use tally_store::{KeyKind, KeyRecord, Store, TenantInfo};
+use tally_views::{Catalog, Change, Interval, StreamDef, TimeZone, Timestamp, Value};
+
+use crate::error::{Error, Result};
+use crate::runtime::TenantRuntime;
+
+/// The name of the tenant every command uses unless told otherwise.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Where "now" comes from: the system clock, or a settable instant for tests.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    #[default]
+    System,
+    Fixed(Arc<Mutex<Timestamp>>),
+}
+
+impl Clock {
+    /// A clock stopped at `t`.
+    pub fn fixed(t: Timestamp) -> Clock {
+        Clock::Fixed(Arc::new(Mutex::new(t)))
+    }
+
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::from_jiff(jiff::Timestamp::now()),
+            Clock::Fixed(t) => *t.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Moves a fixed clock; no effect on the system clock.
+    pub fn set(&self, t: Timestamp) {
+        if let Clock::Fixed(cell) = self {
+            *cell.lock().unwrap_or_else(|p| p.into_inner()) = t;
+        }
+    }
+}
+
+/// Settings shared by every command.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How far in the future an event time may be.
+    pub max_future: Interval,
+    pub clock: Clock,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            max_future: Interval::Days(1),
+            clock: Clock::System,
+        }
+    }
+}
+
+/// Where the data lives.
+#[derive(Clone, Debug)]
+pub enum Location {
+    /// A directory holding `catalog.db` and `tenants/*.db`.
+    Directory(PathBuf),
+    /// Nothing on disk (tests).
+    Memory,
+}
+
+/// What applying a schema did to one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeReport {
+    pub change: Change,
+    /// For created and replaced views: the events replayed into it, over all tenants.
+    pub backfilled: Option<u64>,
+}
+
+impl fmt::Display for ChangeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.change)?;
+        if let Some(n) = self.backfilled {
+            write!(
+                f,
+                " (backfilled {n} event{})",
+                if n == 1 { "" } else { "s" }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The service: store, catalog and configuration.
+pub struct Tally {
+    store: Store,
+    catalog: Catalog,
+    config: Config,
+}
+
+impl Tally {
+    /// Opens (creating when missing) the data at `location`, migrates the catalog, ensures the
+    /// `default` tenant and loads the schema.
+    pub fn open(location: &Location, config: Config) -> Result<Tally> {
+        let store = match location {
+            Location::Directory(dir) => Store::open_sqlite(dir)?,
+            Location::Memory => Store::memory(),
+        };
+        Tally::with_store(store, config)
+    }
+
+    /// Like [`Tally::open`], over an already opened store.
+    pub fn with_store(store: Store, config: Config) -> Result<Tally> {
+        store.migrations().up()?;
+        let catalog = load_catalog(&store)?;
+        let tally = Tally {
+            store,
+            catalog,
+            config,
+        };
+        if tally.store.tenant_info(DEFAULT_TENANT)?.is_none() {
+            match tally
+                .store
+                .create_tenant(DEFAULT_TENANT, "UTC", tally.now())
+            {
+                // Another process created it first.
+                Ok(()) | Err(tally_store::StoreError::TenantExists(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(tally)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.config.clock.now()
+    }
+
+    /// The stream called `name`.
+    pub fn stream(&self, name: &str) -> Result<Arc<StreamDef>> {
+        self.catalog.stream(name).cloned().ok_or_else(|| {
+            let names: Vec<&str> = self.catalog.streams().map(|s| s.name.as_str()).collect();
+            Error::NotFound(format!(
+                "there is no stream {name}; the streams are {}",
+                names.join(", ")
+            ))
+        })
+    }
+
+    /// Applies schema text: compiles it against the current catalog, checks new views against
+    /// the retained events, stores the new schema and brings every tenant up to it (creating
+    /// tables, backfilling new views and rebuilding changed ones).
+    pub fn apply_schema(&mut self, sql: &str) -> Result<Vec<ChangeReport>> {
+        let applied = tally_views::sql::apply(&self.catalog, sql)?;
+        let new_views: Vec<String> = applied
+            .changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::CreatedView(n) | Change::ReplacedView(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        if applied.changes.iter().any(Change::is_change) {
+            self.check_retained_events(&applied.catalog, &new_views)?;
+            self.store.save_schema(&applied.catalog.definitions())?;
+            self.catalog = applied.catalog;
+        }
+        let mut backfilled: std::collections::HashMap<String, u64> =
+            new_views.iter().map(|v| (v.clone(), 0)).collect();
+        for info in self.store.tenants()? {
+            let runtime = TenantRuntime::open(&self.store, &self.catalog, info)?;
+            for (view, count) in backfilled.iter_mut() {
+                *count += runtime.replayed(view);
+            }
+        }
+        Ok(applied
+            .changes
+            .into_iter()
+            .map(|change| {
+                let backfilled = match &change {
+                    Change::CreatedView(n) | Change::ReplacedView(n) => backfilled.get(n).copied(),
+                    _ => None,
+                };
+                ChangeReport { change, backfilled }
+            })
+            .collect())
+    }
+
+    /// Every retained event must evaluate under the views about to be created, as every new
+    /// event must at ingest; otherwise the schema is refused with the first failing event.
+    fn check_retained_events(&self, catalog: &Catalog, views: &[String]) -> Result<()> {
+        let streams: std::collections::BTreeSet<&str> = views
+            .iter()
+            .filter_map(|v| catalog.view(v))
+            .filter(|p| p.can_fail)
+            .map(|p| p.stream.as_str())
+            .collect();
+        if streams.is_empty() {
+            return Ok(());
+        }
+        for info in self.store.tenants()? {
+            let tz = TimeZone::get(&info.time_zone).unwrap_or(TimeZone::UTC);
+            let engine = tally_views::Engine::new(catalog, tz);
+            let tenant = self.store.tenant(&info.name)?;
+            for &stream in &streams {
+                // Read with the definition the tenant's table has now; added columns are NULL.
+                let Some(old) = self.catalog.stream(stream) else {
+                    continue;
+                };
+                let Some(new) = catalog.stream(stream) else {
+                    continue;
+                };
+                let mut after = 0;
+                loop {
+                    let events = match tenant.read_events(old, after, 10_000) {
+                        Ok(events) => events,
+                        // The tenant has no table for this stream yet: nothing to check.
+                        Err(_) => break,
+                    };
+                    let Some(last) = events.last() else { break };
+                    after = last.seq;
+                    for e in events {
+                        let mut row = e.row;
+                        row.resize(new.columns.len(), Value::Null);
+                        if let Err(err) = engine.check(stream, &row) {
+                            return Err(Error::Invalid(format!(
+                                "{err} for the stored event {} of stream {stream} (tenant {}); fix the view, or delete the event's stream data first",
+                                e.seq, info.name
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a tenant with its time zone.
+    pub fn create_tenant(&self, name: &str, time_zone: &str) -> Result<TenantInfo> {
+        validate_tenant_name(name)?;
+        let tz = TimeZone::get(time_zone).map_err(|_| {
+            Error::Invalid(format!("unknown time zone {time_zone}; use an IANA name such as Europe/Berlin or America/New_York"))
+        })?;
+        let canonical = tz.iana_name().unwrap_or(time_zone).to_owned();
+        match self.store.create_tenant(name, &canonical, self.now()) {
+            Ok(()) => {}
+            Err(tally_store::StoreError::TenantExists(_)) => {
+                return Err(Error::Conflict(format!("tenant {name} already exists")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let info = self.tenant_info(name)?;
+        // Create its tables now, so the tenant is complete even before its first event.
+        TenantRuntime::open(&self.store, &self.catalog, info.clone())?;
+        Ok(info)
+    }
+
+    pub fn tenants(&self) -> Result<Vec<TenantInfo>> {
+        Ok(self.store.tenants()?)
+    }
+
+    pub fn tenant_info(&self, name: &str) -> Result<TenantInfo> {
+        self.store.tenant_info(name)?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "there is no tenant {name}; create it with `tally tenant create {name}`"
+            ))
+        })
+    }
+
+    /// Opens a tenant for ingest and queries.
+    pub fn open_tenant(&self, name: &str) -> Result<TenantRuntime> {
+        let info = self.tenant_info(name)?;
+        TenantRuntime::open(&self.store, &self.catalog, info)
+    }
+
+    /// Creates a key for a tenant and returns it; only its hash is stored.
+    pub fn create_key(&self, tenant: &str, kind: KeyKind) -> Result<String> {
+        self.tenant_info(tenant)?;
+        let key = new_key(kind);
+        let record = KeyRecord {
+            tenant: tenant.to_owned(),
+            kind,
+            prefix: key[..14].to_owned(),
+            created_at: self.now(),
+            revoked: false,
+        };
+        self.store.create_key(&hash_key(&key), &record)?;
+        Ok(key)
+    }
+}
+
+/// Loads and compiles the stored schema.
+fn load_catalog(store: &Store) -> Result<Catalog> {
+    let definitions = store.schema()?;
+    let mut catalog = Catalog::new();
+    for (name, sql) in definitions {
+        catalog = tally_views::sql::apply(&catalog, &sql)
+            .map_err(|e| {
+                Error::Invalid(format!(
+                    "the stored definition of {name} no longer compiles: {e}"
+                ))
+            })?
+            .catalog;
+    }
+    Ok(catalog)
+}
+
+fn validate_tenant_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        return Err(Error::Invalid(format!(
+            "'{name}' is not a valid tenant name; use lower-case letters, digits, - and _, at most 63 characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A new random key: a kind prefix and 256 random bits in hex.
+fn new_key(kind: KeyKind) -> String {
+    use rand::Rng;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let prefix = match kind {
+        KeyKind::Read => "tly_r_",
+        KeyKind::Write => "tly_w_",
+    };
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+/// The stored form of a key: its SHA-256.
+pub fn hash_key(key: &str) -> Vec<u8> {
+    Sha256::digest(key.as_bytes()).to_vec()
+}

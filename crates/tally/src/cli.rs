@@ -1,0 +1,452 @@
+//! The command line of DESIGN.md: flags in, one `Tally` operation, text out.
+//!
+//! Output goes to stdout; errors come back as [`Error`] for `main` to print on one line. A
+//! closed stdout (`tally query … | head`) ends the command quietly instead of panicking.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tally_store::{KeyKind, Store};
+use tally_views::{Interval, QueryRequest, Timestamp};
+
+use crate::app::{Config, Location, Tally};
+use crate::error::{Error, Result};
+use crate::ingest::{Format, IngestReport, ingest};
+use crate::output::{OutputFormat, render};
+
+/// Tally: SQL-defined live analytics views, kept correct on every event.
+#[derive(Parser, Debug)]
+#[command(name = "tally", version, about)]
+pub struct Cli {
+    /// The data directory (embedded SQLite).
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_DATA",
+        default_value = "./tally-data"
+    )]
+    pub data: PathBuf,
+    /// A PostgreSQL URL, to use PostgreSQL instead of the data directory.
+    #[arg(long, global = true, env = "TALLY_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The tenant to work on.
+    #[arg(long, global = true, default_value = crate::app::DEFAULT_TENANT)]
+    pub tenant: String,
+    /// How far in the future an event time may be (e.g. '1 day', '2 hours').
+    #[arg(long, global = true, env = "TALLY_MAX_FUTURE", default_value = "1 day")]
+    pub max_future: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or change streams and views from a SQL file; prints what changed.
+    Apply {
+        /// The .sql file.
+        file: PathBuf,
+    },
+    /// Load events from a file (NDJSON, CSV or a JSON array).
+    Ingest(IngestArgs),
+    /// Read a view, optionally re-grouped to a coarser grain or fewer group columns.
+    Query(QueryArgs),
+    /// Create and list tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Create API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Show, apply or revert the migrations of Tally's catalog.
+    Migrate {
+        #[arg(value_enum)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// The stream to load into.
+    #[arg(long)]
+    pub stream: String,
+    /// The input file.
+    pub file: PathBuf,
+    /// The input format; by default from the file name (.csv, .json, else NDJSON).
+    #[arg(long, value_enum)]
+    pub format: Option<InputFormat>,
+    /// Print the summary as JSON.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: SummaryFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    /// The view to read.
+    pub view: String,
+    /// Only buckets starting at or after this time (RFC 3339 or a date).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Only buckets starting before this time.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Re-group the time bucket to a coarser grain.
+    #[arg(long, value_enum)]
+    pub grain: Option<Grain>,
+    /// Keep only these group columns (comma separated), merging the others.
+    #[arg(long, value_delimiter = ',')]
+    pub group_by: Option<Vec<String>>,
+    /// A condition on group columns, e.g. "vault_id = 'v1'".
+    #[arg(long = "where")]
+    pub filter: Option<String>,
+    /// Order by a column, "COL" or "COL desc".
+    #[arg(long)]
+    pub order_by: Option<String>,
+    /// At most this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TableFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant.
+    Create {
+        name: String,
+        /// The tenant's IANA time zone: daily, weekly and monthly buckets follow it.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+    },
+    /// List tenants.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Create a key for --tenant; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, value_enum)]
+        kind: KeyKindArg,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum MigrateAction {
+    Status,
+    Up,
+    Down,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum InputFormat {
+    Ndjson,
+    Csv,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SummaryFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum TableFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum Grain {
+    Minute,
+    Hour,
+    Day,
+    Week,
+    Month,
+    Quarter,
+    Year,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum KeyKindArg {
+    Read,
+    Write,
+}
+
+/// Writes to stdout, ignoring a closed pipe.
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+}
+
+fn location(cli: &Cli) -> Result<Location> {
+    if cli.database_url.is_some() {
+        return Err(Error::Invalid(
+            "PostgreSQL is not supported by this build yet; leave --database-url and TALLY_DATABASE_URL unset to use the data directory".into(),
+        ));
+    }
+    Ok(Location::Directory(cli.data.clone()))
+}
+
+fn config(cli: &Cli) -> Result<Config> {
+    let max_future = Interval::parse(&cli.max_future)
+        .map_err(|e| Error::Invalid(format!("--max-future: {e}")))?;
+    Ok(Config {
+        max_future,
+        ..Config::default()
+    })
+}
+
+fn read_file(path: &PathBuf) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Input {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let location = location(&cli)?;
+    let config = config(&cli)?;
+    if let Command::Migrate { action } = &cli.command {
+        return migrate(&location, *action);
+    }
+    let mut tally = Tally::open(&location, config)?;
+    match &cli.command {
+        Command::Apply { file } => {
+            let sql = read_file(file)?;
+            let changes = tally.apply_schema(&sql).map_err(|e| match e {
+                Error::Compile(c) => Error::Invalid(format!(
+                    "{}:{}:{}: {}",
+                    file.display(),
+                    c.line,
+                    c.column,
+                    strip_position(&c)
+                )),
+                other => other,
+            })?;
+            let mut text = String::new();
+            for c in &changes {
+                text.push_str(&format!("{c}\n"));
+            }
+            if changes.is_empty() {
+                text.push_str("no statements\n");
+            }
+            out(&text);
+        }
+        Command::Ingest(args) => {
+            let stream = tally.stream(&args.stream)?;
+            let format = match args.format {
+                Some(InputFormat::Ndjson) => Format::Ndjson,
+                Some(InputFormat::Csv) => Format::Csv,
+                Some(InputFormat::Json) => Format::Json,
+                None => Format::from_path(&args.file),
+            };
+            let file = std::fs::File::open(&args.file).map_err(|source| Error::Input {
+                path: args.file.display().to_string(),
+                source,
+            })?;
+            let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+            let bar = progress_bar(size);
+            let mut runtime = tally.open_tenant(&cli.tenant)?;
+            let report = ingest(
+                &mut runtime,
+                &stream,
+                tally.config(),
+                format,
+                std::io::BufReader::with_capacity(1 << 16, file),
+                &|bytes| {
+                    if let Some(bar) = &bar {
+                        bar.set_position(bytes);
+                    }
+                },
+            )?;
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            out(&summary(&report, args.output));
+        }
+        Command::Query(args) => {
+            let req = query_request(args)?;
+            let runtime = tally.open_tenant(&cli.tenant)?;
+            let result = runtime.query(&args.view, &req)?;
+            let format = match args.format {
+                TableFormat::Table => OutputFormat::Table,
+                TableFormat::Csv => OutputFormat::Csv,
+                TableFormat::Json => OutputFormat::Json,
+            };
+            out(&render(&result, format));
+        }
+        Command::Tenant(TenantCommand::Create { name, time_zone }) => {
+            let info = tally.create_tenant(name, time_zone)?;
+            out(&format!(
+                "created tenant {} ({})\n",
+                info.name, info.time_zone
+            ));
+        }
+        Command::Tenant(TenantCommand::List) => {
+            let mut text = String::new();
+            for t in tally.tenants()? {
+                text.push_str(&format!("{}\t{}\t{}\n", t.name, t.time_zone, t.created_at));
+            }
+            out(&text);
+        }
+        Command::Key(KeyCommand::Create { kind }) => {
+            let kind = match kind {
+                KeyKindArg::Read => KeyKind::Read,
+                KeyKindArg::Write => KeyKind::Write,
+            };
+            let key = tally.create_key(&cli.tenant, kind)?;
+            out(&format!("{key}\n"));
+        }
+        Command::Migrate { .. } => {}
+    }
+    // Nothing else to do with the service; keep it alive until here for clarity.
+    let _ = &mut tally;
+    Ok(())
+}
+
+/// The message of a compile error without its "line L, column C: " prefix.
+fn strip_position(e: &tally_views::CompileError) -> String {
+    let full = e.to_string();
+    match full.split_once(": ") {
+        Some((_, rest)) => rest.to_owned(),
+        None => full,
+    }
+}
+
+fn migrate(location: &Location, action: MigrateAction) -> Result<()> {
+    let store = match location {
+        Location::Directory(dir) => Store::open_sqlite(dir)?,
+        Location::Memory => Store::memory(),
+    };
+    let migrations = store.migrations();
+    let mut text = String::new();
+    match action {
+        MigrateAction::Status => {
+            for s in migrations.status()? {
+                text.push_str(&format!(
+                    "{:04} {}  {}\n",
+                    s.version,
+                    s.name,
+                    if s.applied { "applied" } else { "pending" }
+                ));
+            }
+        }
+        MigrateAction::Up => {
+            let applied = migrations.up()?;
+            if applied.is_empty() {
+                text.push_str("the catalog is up to date\n");
+            }
+            for s in applied {
+                text.push_str(&format!("applied {:04} {}\n", s.version, s.name));
+            }
+        }
+        MigrateAction::Down => match migrations.down()? {
+            Some(s) => text.push_str(&format!("reverted {:04} {}\n", s.version, s.name)),
+            None => text.push_str("no migration is applied\n"),
+        },
+    }
+    out(&text);
+    Ok(())
+}
+
+fn progress_bar(size: u64) -> Option<indicatif::ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({eta})")
+    {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+fn summary(report: &IngestReport, format: SummaryFormat) -> String {
+    match format {
+        SummaryFormat::Json => {
+            let mut s = serde_json::to_string(report).unwrap_or_default();
+            s.push('\n');
+            s
+        }
+        SummaryFormat::Text => {
+            let mut s = format!(
+                "accepted {}, duplicates {}, rejected {}\n",
+                report.accepted, report.duplicates, report.rejected
+            );
+            for e in &report.errors {
+                s.push_str(&format!("line {}: {}\n", e.line, e.error));
+            }
+            let unlisted = report.rejected - report.errors.len() as u64;
+            if unlisted > 0 {
+                s.push_str(&format!("… and {unlisted} more rejected\n"));
+            }
+            s
+        }
+    }
+}
+
+fn parse_time(flag: &str, text: &str) -> Result<Timestamp> {
+    Timestamp::parse(text).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{flag} '{text}' is not a time; use RFC 3339 such as 2026-03-29T22:00:00Z, or a date"
+        ))
+    })
+}
+
+/// Builds the query request from the flags.
+pub fn query_request(args: &QueryArgs) -> Result<QueryRequest> {
+    let grain = args.grain.map(|g| match g {
+        Grain::Minute => Interval::Micros(60_000_000),
+        Grain::Hour => Interval::Micros(3_600_000_000),
+        Grain::Day => Interval::Days(1),
+        Grain::Week => Interval::Days(7),
+        Grain::Month => Interval::Months(1),
+        Grain::Quarter => Interval::Months(3),
+        Grain::Year => Interval::Months(12),
+    });
+    let order_by = match &args.order_by {
+        None => None,
+        Some(text) => {
+            let mut parts = text.split_whitespace();
+            let column = parts.next().unwrap_or_default().to_owned();
+            let desc = match parts.next().map(str::to_ascii_lowercase).as_deref() {
+                None | Some("asc") => false,
+                Some("desc") => true,
+                Some(other) => {
+                    return Err(Error::Invalid(format!(
+                        "--order-by '{text}': expected COL, COL asc or COL desc, not '{other}'"
+                    )));
+                }
+            };
+            if column.is_empty() || parts.next().is_some() {
+                return Err(Error::Invalid(format!(
+                    "--order-by '{text}': expected COL, COL asc or COL desc"
+                )));
+            }
+            Some((column, desc))
+        }
+    };
+    Ok(QueryRequest {
+        from: args
+            .from
+            .as_deref()
+            .map(|t| parse_time("--from", t))
+            .transpose()?,
+        to: args
+            .to
+            .as_deref()
+            .map(|t| parse_time("--to", t))
+            .transpose()?,
+        grain,
+        group_by: args.group_by.clone(),
+        filter: args.filter.clone(),
+        order_by,
+        limit: args.limit,
+    })
+}

@@ -1,0 +1,583 @@
+//! The ingest edge: turning one input record into a row of a stream, or a reason to reject it.
+//!
+//! Everything that can be wrong with an event is caught here, before the event is stored: size
+//! (32 KB), JSON depth (64), NUL characters, unknown and missing fields, types, `DECIMAL`
+//! precision, event times too far in the future or older than the stream's retention, and every
+//! view expression that could fail on it (`Engine::check`). A rejected event never reaches the
+//! store or the engine, so `Engine::apply` can be infallible. Messages name the field and say
+//! what to send instead.
+//!
+//! JSON objects are read field by field as raw text (`serde_json::value::RawValue`) and each
+//! field is parsed for its column's type, so numbers reach `DECIMAL` columns with every digit.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use tally_views::decimal::{Decimal, FitError, ParseDecimalError};
+use tally_views::expr::parse_text;
+use tally_views::{ColumnDef, ColumnDefault, Engine, Interval, StreamDef, Timestamp, Type, Value};
+
+/// The largest event accepted, in bytes of its JSON or CSV text.
+pub const MAX_EVENT_BYTES: usize = 32 * 1024;
+/// The deepest JSON nesting accepted.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Decodes and validates records for one stream.
+pub struct RowDecoder<'a> {
+    stream: &'a StreamDef,
+    engine: &'a Engine,
+    now: Timestamp,
+    max_future: Interval,
+}
+
+/// One cell as read from the input, before defaults.
+enum Cell {
+    Absent,
+    Null,
+    Value(Value),
+}
+
+impl<'a> RowDecoder<'a> {
+    pub fn new(
+        stream: &'a StreamDef,
+        engine: &'a Engine,
+        now: Timestamp,
+        max_future: Interval,
+    ) -> RowDecoder<'a> {
+        RowDecoder {
+            stream,
+            engine,
+            now,
+            max_future,
+        }
+    }
+
+    /// Moves the decoder's notion of now (for long imports).
+    pub fn set_now(&mut self, now: Timestamp) {
+        self.now = now;
+    }
+
+    /// Decodes one JSON object.
+    pub fn json(&self, text: &str) -> Result<Vec<Value>, String> {
+        if text.len() > MAX_EVENT_BYTES {
+            return Err(format!(
+                "the event is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                text.len()
+            ));
+        }
+        let depth = nesting_depth(text.as_bytes());
+        if depth > MAX_JSON_DEPTH {
+            return Err(format!(
+                "the event nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"
+            ));
+        }
+        let kind = match text.trim_start().as_bytes().first() {
+            Some(b'{') => None,
+            Some(b'[') => Some("an array"),
+            Some(b'"') => Some("a string"),
+            Some(b'n') => Some("null"),
+            Some(b't' | b'f') => Some("a boolean"),
+            Some(b'-' | b'0'..=b'9') => Some("a number"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            return Err(format!("an event must be a JSON object, not {kind}"));
+        }
+        let mut de = serde_json::Deserializer::from_str(text);
+        let fields = match de.deserialize_map(FieldsVisitor) {
+            Ok(fields) => fields,
+            Err(e) => return Err(json_error(&e, text)),
+        };
+        if let Err(e) = de.end() {
+            return Err(json_error(&e, text));
+        }
+        let mut cells: Vec<Cell> = (0..self.stream.columns.len())
+            .map(|_| Cell::Absent)
+            .collect();
+        for (key, raw) in fields {
+            let Some(index) = self.stream.column(&key) else {
+                return Err(self.unknown_field(&key));
+            };
+            if !matches!(cells[index], Cell::Absent) {
+                return Err(format!("field '{key}' appears twice"));
+            }
+            let column = &self.stream.columns[index];
+            cells[index] = json_cell(column, raw).map_err(|e| format!("field '{key}': {e}"))?;
+        }
+        self.finish(cells)
+    }
+
+    /// Maps a CSV header to column indexes.
+    pub fn csv_header(&self, header: &[&str]) -> Result<Vec<usize>, String> {
+        let mut seen = Vec::new();
+        for name in header {
+            let name = name.trim();
+            let Some(index) = self.stream.column(name) else {
+                return Err(format!(
+                    "the CSV header names column '{name}', {}",
+                    self.columns_hint()
+                ));
+            };
+            if seen.contains(&index) {
+                return Err(format!("the CSV header names column '{name}' twice"));
+            }
+            seen.push(index);
+        }
+        Ok(seen)
+    }
+
+    /// Decodes one CSV record whose fields are in the order of `columns`. An empty field is NULL.
+    pub fn csv(&self, columns: &[usize], fields: &[&str]) -> Result<Vec<Value>, String> {
+        let size: usize = fields.iter().map(|f| f.len() + 1).sum();
+        if size > MAX_EVENT_BYTES {
+            return Err(format!(
+                "the record is {size} bytes; the limit is {MAX_EVENT_BYTES}"
+            ));
+        }
+        if fields.len() != columns.len() {
+            return Err(format!(
+                "the record has {} fields, the header has {}",
+                fields.len(),
+                columns.len()
+            ));
+        }
+        let mut cells: Vec<Cell> = (0..self.stream.columns.len())
+            .map(|_| Cell::Absent)
+            .collect();
+        for (&index, field) in columns.iter().zip(fields) {
+            let column = &self.stream.columns[index];
+            cells[index] = if field.is_empty() {
+                Cell::Null
+            } else {
+                Cell::Value(
+                    text_cell(column.ty, field)
+                        .map_err(|e| format!("field '{}': {e}", column.name))?,
+                )
+            };
+        }
+        self.finish(cells)
+    }
+
+    fn columns_hint(&self) -> String {
+        let names: Vec<&str> = self
+            .stream
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        format!(
+            "which stream {} does not have; its columns are {}",
+            self.stream.name,
+            names.join(", ")
+        )
+    }
+
+    fn unknown_field(&self, key: &str) -> String {
+        format!("unknown field '{key}', {}", self.columns_hint())
+    }
+
+    /// Applies defaults and NOT NULL, checks allowed values and the event time, and evaluates
+    /// the views' fallible expressions.
+    fn finish(&self, cells: Vec<Cell>) -> Result<Vec<Value>, String> {
+        let mut row = Vec::with_capacity(cells.len());
+        for (cell, column) in cells.into_iter().zip(&self.stream.columns) {
+            let value = match cell {
+                Cell::Value(v) => v,
+                Cell::Absent | Cell::Null if column.default.is_some() => self.default(column),
+                Cell::Absent if column.not_null => {
+                    return Err(format!("missing required field '{}'", column.name));
+                }
+                Cell::Null if column.not_null => {
+                    return Err(format!("field '{}' must not be null", column.name));
+                }
+                Cell::Absent | Cell::Null => Value::Null,
+            };
+            if let (Some(allowed), Value::Text(s)) = (column.allowed, &value)
+                && !allowed.contains(&s.as_ref())
+            {
+                return Err(format!(
+                    "field '{}' is '{s}'; it must be one of {}",
+                    column.name,
+                    allowed.join(", ")
+                ));
+            }
+            row.push(value);
+        }
+        let time_column = &self.stream.columns[self.stream.event_time];
+        if let Value::Timestamp(t) = row[self.stream.event_time] {
+            let newest = self.max_future.after(self.now);
+            if t > newest {
+                return Err(format!(
+                    "field '{}': {t} is more than {} in the future (now is {})",
+                    time_column.name, self.max_future, self.now
+                ));
+            }
+            if let Some(retention) = self.stream.retention
+                && t < retention.before(self.now)
+            {
+                return Err(format!(
+                    "field '{}': {t} is older than the stream's retention of {retention}",
+                    time_column.name
+                ));
+            }
+        }
+        if let Err(e) = self.engine.check(&self.stream.name, &row) {
+            return Err(e.to_string());
+        }
+        Ok(row)
+    }
+
+    fn default(&self, column: &ColumnDef) -> Value {
+        match column.default {
+            Some(ColumnDefault::Uuid) => Value::text(&uuid::Uuid::now_v7().to_string()),
+            Some(ColumnDefault::ReceivedAt) => Value::Timestamp(self.now),
+            Some(ColumnDefault::Text(s)) => Value::text(s),
+            None => Value::Null,
+        }
+    }
+}
+
+/// Converts a JSON field for a column.
+fn json_cell(column: &ColumnDef, raw: &RawValue) -> Result<Cell, String> {
+    let text = raw.get();
+    let ty = column.ty;
+    let kind = match text.as_bytes().first() {
+        Some(b'n') => return Ok(Cell::Null),
+        Some(b'"') => {
+            let s: Cow<'_, str> =
+                serde_json::from_str(text).map_err(|e| format!("invalid string: {e}"))?;
+            if s.contains('\0') {
+                return Err("NUL characters are not allowed".into());
+            }
+            return Ok(Cell::Value(match ty {
+                Type::Text => Value::text(&s),
+                Type::Json => Value::Json(text.into()),
+                _ => text_cell(ty, &s)?,
+            }));
+        }
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
+    };
+    if ty == Type::Json {
+        if text.contains("\\u0000") {
+            return Err("NUL characters are not allowed".into());
+        }
+        return Ok(Cell::Value(Value::Json(text.into())));
+    }
+    Ok(Cell::Value(match (kind, ty) {
+        ("a boolean", Type::Boolean) => Value::Bool(text == "true"),
+        ("a number", Type::Text) | ("a boolean", Type::Text) => Value::text(text),
+        ("a number", Type::Timestamp) => {
+            return Err(format!(
+                "{text} is a number; send the time as RFC 3339 text such as \"2026-03-29T22:00:00Z\""
+            ));
+        }
+        ("a number", _) => text_cell(ty, text)?,
+        (kind, ty) => return Err(format!("expected {}, got {kind}", describe(ty))),
+    }))
+}
+
+fn describe(ty: Type) -> String {
+    match ty {
+        Type::Text => "text".into(),
+        Type::Boolean => "true or false".into(),
+        Type::BigInt => "a whole number".into(),
+        Type::Double => "a number".into(),
+        Type::Decimal { precision, scale } => format!("a DECIMAL({precision},{scale}) number"),
+        Type::Timestamp => "an RFC 3339 timestamp".into(),
+        Type::Json => "JSON".into(),
+    }
+}
+
+/// Parses text (a CSV field, a JSON string or number) for a column type, explaining failures.
+pub fn text_cell(ty: Type, text: &str) -> Result<Value, String> {
+    if text.contains('\0') {
+        return Err("NUL characters are not allowed".into());
+    }
+    let shown = || -> String { text.chars().take(60).collect() };
+    match ty {
+        Type::Decimal { precision, scale } => {
+            let d = Decimal::parse(text.trim()).map_err(|e| match e {
+                ParseDecimalError::Invalid => format!("'{}' is not a decimal number", shown()),
+                ParseDecimalError::TooManyDigits => format!("{} has more than 38 digits", shown()),
+            })?;
+            d.fit(precision, scale).map(Value::Decimal).map_err(|e| match e {
+                FitError::TooManyDecimals { decimals } => {
+                    format!("{} has {decimals} decimal places; DECIMAL({precision},{scale}) keeps {scale}", shown())
+                }
+                FitError::Overflow => format!(
+                    "{} overflows DECIMAL({precision},{scale}), which holds at most {} digits before the point",
+                    shown(),
+                    precision - scale
+                ),
+            })
+        }
+        Type::BigInt => parse_text(text, ty).ok_or_else(|| {
+            if text.trim().parse::<f64>().is_ok_and(f64::is_finite)
+                && !text.contains(['.', 'e', 'E'])
+            {
+                format!("{} is outside the BIGINT range", shown())
+            } else {
+                format!("'{}' is not a whole number", shown())
+            }
+        }),
+        Type::Double => {
+            parse_text(text, ty).ok_or_else(|| format!("'{}' is not a finite number", shown()))
+        }
+        Type::Boolean => parse_text(text, ty)
+            .ok_or_else(|| format!("'{}' is not a boolean; use true or false", shown())),
+        Type::Timestamp => parse_text(text, ty).ok_or_else(|| {
+            format!(
+                "'{}' is not a timestamp; use RFC 3339 such as 2026-03-29T22:00:00Z",
+                shown()
+            )
+        }),
+        Type::Json => {
+            if nesting_depth(text.as_bytes()) > MAX_JSON_DEPTH {
+                return Err(format!(
+                    "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
+                ));
+            }
+            parse_text(text, ty).ok_or_else(|| format!("'{}' is not valid JSON", shown()))
+        }
+        Type::Text => Ok(Value::text(text)),
+    }
+}
+
+/// The deepest nesting of arrays and objects in JSON text, outside strings.
+pub fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// A serde error as a reason, with the column where it happened.
+pub fn json_error(e: &serde_json::Error, text: &str) -> String {
+    let message = e.to_string();
+    let message = match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message,
+    };
+    if e.line() <= 1 && e.column() > 0 && text.len() > 1 {
+        format!("invalid JSON at column {}: {message}", e.column())
+    } else if e.line() > 1 {
+        format!(
+            "invalid JSON at line {} column {}: {message}",
+            e.line(),
+            e.column()
+        )
+    } else {
+        format!("invalid JSON: {message}")
+    }
+}
+
+/// The fields of a JSON object as raw JSON text, borrowed from the input where possible.
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object (an event)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Vec::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let value: &'de RawValue = map.next_value()?;
+            fields.push((key, value));
+        }
+        Ok(fields)
+    }
+}
+
+/// Reads an object key without allocating when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_views::Catalog;
+    use tally_views::sql::apply;
+
+    fn with_decoder(f: impl FnOnce(&RowDecoder<'_>)) {
+        let catalog = apply(
+            &Catalog::new(),
+            "CREATE STREAM pay (id TEXT NOT NULL, amount DECIMAL(10,2) NOT NULL, n BIGINT, ok BOOLEAN, meta JSON,
+                                at TIMESTAMP NOT NULL) WITH (event_time = 'at', retention = '30 days');
+             CREATE MATERIALIZED VIEW per AS SELECT id, sum(amount / n) AS r FROM pay GROUP BY id;",
+        )
+        .unwrap()
+        .catalog;
+        let engine = Engine::new(&catalog, tally_views::TimeZone::UTC);
+        let stream = catalog.stream("pay").unwrap();
+        let now = Timestamp::parse("2026-03-30T00:00:00Z").unwrap();
+        f(&RowDecoder::new(stream, &engine, now, Interval::Days(1)));
+    }
+
+    #[track_caller]
+    fn reject(line: &str, reason: &str) {
+        with_decoder(|d| assert_eq!(d.json(line).unwrap_err(), reason));
+    }
+
+    #[test]
+    fn accepts_good_events_exactly() {
+        with_decoder(|d| {
+            let row = d
+                .json(r#"{"id":"a","amount":12.50,"n":2,"ok":true,"meta":{"k":[1,2]},"at":"2026-03-29T10:00:00+02:00"}"#)
+                .unwrap();
+            assert_eq!(row[1].to_string(), "12.50");
+            assert_eq!(row[4], Value::Json("{\"k\":[1,2]}".into()));
+            assert_eq!(row[5].to_string(), "2026-03-29T08:00:00Z");
+            let row = d
+                .json(r#"{"id":"b","amount":"0.1","at":"2026-03-29T00:00:00Z","n":null}"#)
+                .unwrap();
+            assert_eq!(row[2], Value::Null);
+        });
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        reject(
+            r#"{"id":"a","at":"2026-03-29T00:00:00Z"}"#,
+            "missing required field 'amount'",
+        );
+        reject(
+            r#"{"id":"a","amount":null,"at":"2026-03-29T00:00:00Z"}"#,
+            "field 'amount' must not be null",
+        );
+        reject(
+            r#"{"id":"a","amount":1.234,"at":"2026-03-29T00:00:00Z"}"#,
+            "field 'amount': 1.234 has 3 decimal places; DECIMAL(10,2) keeps 2",
+        );
+        reject(
+            r#"{"id":"a","amount":123456789,"at":"2026-03-29T00:00:00Z"}"#,
+            "field 'amount': 123456789 overflows DECIMAL(10,2), which holds at most 8 digits before the point",
+        );
+        reject(
+            r#"{"id":"a","amount":1,"n":"x","at":"2026-03-29T00:00:00Z"}"#,
+            "field 'n': 'x' is not a whole number",
+        );
+        reject(
+            r#"{"id":"a","amount":1,"n":1.5,"at":"2026-03-29T00:00:00Z"}"#,
+            "field 'n': '1.5' is not a whole number",
+        );
+        reject(
+            r#"{"id":7,"amount":1,"ok":"maybe","at":"2026-03-29T00:00:00Z"}"#,
+            "field 'ok': 'maybe' is not a boolean; use true or false",
+        );
+        reject(
+            r#"{"id":"a","amount":1,"at":1711749600}"#,
+            "field 'at': 1711749600 is a number; send the time as RFC 3339 text such as \"2026-03-29T22:00:00Z\"",
+        );
+        reject(
+            r#"{"id":"a","amount":1,"at":"2026-03-31T12:00:00Z"}"#,
+            "field 'at': 2026-03-31T12:00:00Z is more than 1 day in the future (now is 2026-03-30T00:00:00Z)",
+        );
+        reject(
+            r#"{"id":"a","amount":1,"at":"2026-01-01T00:00:00Z"}"#,
+            "field 'at': 2026-01-01T00:00:00Z is older than the stream's retention of 30 days",
+        );
+        reject(
+            r#"{"id":"a\u0000","amount":1,"at":"2026-03-29T00:00:00Z"}"#,
+            "field 'id': NUL characters are not allowed",
+        );
+        reject(
+            r#"{"id":"a","amount":1,"at":"2026-03-29T00:00:00Z","Amount":2}"#,
+            "unknown field 'Amount', which stream pay does not have; its columns are id, amount, n, ok, meta, at",
+        );
+        reject(r#"{"id":"a","id":"b"}"#, "field 'id' appears twice");
+        reject(
+            r#"["not","an","object"]"#,
+            "an event must be a JSON object, not an array",
+        );
+        reject(
+            "{not json",
+            "invalid JSON at column 2: key must be a string",
+        );
+        reject(
+            r#"{"id":"a","amount":1,}"#,
+            "invalid JSON at column 22: trailing comma",
+        );
+        reject(
+            r#"{"id":"a","amount":2,"n":0,"at":"2026-03-29T00:00:00Z"}"#,
+            "view per: division by zero in sum(amount / CAST(n AS DECIMAL(19,0)))",
+        );
+        let deep = format!(
+            r#"{{"id":"a","meta":{}1{}}}"#,
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        reject(&deep, "the event nests 71 levels deep; the limit is 64");
+        let big = format!(r#"{{"id":"{}"}}"#, "x".repeat(40_000));
+        reject(&big, "the event is 40009 bytes; the limit is 32768");
+    }
+
+    #[test]
+    fn csv_records() {
+        with_decoder(|d| {
+            let cols = d.csv_header(&["id", "amount", "at", "n"]).unwrap();
+            let row = d
+                .csv(&cols, &["a", "3.10", "2026-03-29 12:00:00", ""])
+                .unwrap();
+            assert_eq!(row[1].to_string(), "3.10");
+            assert_eq!(row[2], Value::Null);
+            assert_eq!(
+                d.csv(&cols, &["a", "3.10"]).unwrap_err(),
+                "the record has 2 fields, the header has 4"
+            );
+            assert_eq!(
+                d.csv_header(&["id", "amt"]).unwrap_err(),
+                "the CSV header names column 'amt', which stream pay does not have; its columns are id, amount, n, ok, meta, at"
+            );
+        });
+    }
+}

@@ -1,0 +1,367 @@
+//! One tenant at work: its store, the engine for its time zone and the unflushed delta.
+//!
+//! Opening a runtime reconciles the tenant's tables with the catalog (creates missing stream
+//! and view tables, rebuilds views whose definition changed, drops what the catalog dropped) and
+//! then replays every event after each view's stored position. That one step serves a fresh
+//! view (backfilled from the retained raw events), a changed view (rebuilt) and a crash
+//! (finishing what was acknowledged but not yet flushed).
+//!
+//! The ingest path is: [`TenantRuntime::append`] commits the rows (the acknowledgement point),
+//! applies them to the delta, and [`TenantRuntime::flush`] merges the delta into the view tables
+//! and advances the positions in one transaction. Queries read stored rows ⊕ the delta, so they
+//! see every acknowledged event at once.
+
+use std::collections::HashMap;
+
+use tally_store::{Store, TenantInfo, TenantStore, ViewFlush};
+use tally_views::expr::EvalCtx;
+use tally_views::{
+    Catalog, ColumnSource, Delta, Engine, QueryPlan, QueryRequest, ResultSet, StreamDef, TimeZone,
+    Timestamp, Value, ViewPlan,
+};
+
+use crate::error::{Error, Result};
+
+/// How many events replay reads at a time.
+const REPLAY_BATCH: usize = 10_000;
+/// Flush when the delta holds this many groups, to bound memory.
+const FLUSH_GROUPS: usize = 100_000;
+
+/// A tenant's store, engine and pending delta.
+pub struct TenantRuntime {
+    info: TenantInfo,
+    store: TenantStore,
+    catalog: Catalog,
+    engine: Engine,
+    delta: Delta,
+    /// The positions last committed to the store, in engine view order.
+    stored: Vec<u64>,
+    /// Set when a write to the store failed: the runtime must be reopened (and replay).
+    poisoned: bool,
+    /// Events applied by replay when the runtime opened, per view.
+    replayed: HashMap<String, u64>,
+}
+
+impl TenantRuntime {
+    /// Opens a tenant: reconcile its tables with `catalog`, then replay.
+    pub(crate) fn open(
+        store: &Store,
+        catalog: &Catalog,
+        info: TenantInfo,
+    ) -> Result<TenantRuntime> {
+        let tz = TimeZone::get(&info.time_zone).map_err(|e| {
+            Error::Invalid(format!(
+                "tenant {} has time zone {}: {e}",
+                info.name, info.time_zone
+            ))
+        })?;
+        let mut tenant = store.tenant(&info.name)?;
+        let positions = reconcile(&mut tenant, catalog)?;
+        let engine = Engine::new(catalog, tz);
+        let delta = engine.delta(|name| positions.get(name).copied().unwrap_or(0));
+        let stored = delta.views.iter().map(|v| v.position).collect();
+        let mut runtime = TenantRuntime {
+            info,
+            store: tenant,
+            catalog: catalog.clone(),
+            engine,
+            delta,
+            stored,
+            poisoned: false,
+            replayed: HashMap::new(),
+        };
+        runtime.replay()?;
+        Ok(runtime)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub fn info(&self) -> &TenantInfo {
+        &self.info
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// How many events replay applied to `view` when the runtime opened.
+    pub fn replayed(&self, view: &str) -> u64 {
+        self.replayed.get(view).copied().unwrap_or(0)
+    }
+
+    /// Direct access to the tenant's store, for reading raw events.
+    pub fn store(&self) -> &TenantStore {
+        &self.store
+    }
+
+    fn check_usable(&self) -> Result<()> {
+        if self.poisoned {
+            return Err(Error::Invalid(format!(
+                "tenant {} hit a storage error earlier; reopen it to recover from its log",
+                self.info.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn replay(&mut self) -> Result<()> {
+        let streams: Vec<std::sync::Arc<StreamDef>> = self.catalog.streams().cloned().collect();
+        for stream in streams {
+            let Some(mut after) = self.engine.min_position(&stream.name, &self.delta) else {
+                continue;
+            };
+            loop {
+                let events = self.store.read_events(&stream, after, REPLAY_BATCH)?;
+                let Some(last) = events.last() else { break };
+                after = last.seq;
+                for (i, view) in self.engine.views().iter().enumerate() {
+                    if view.stream == stream.name {
+                        let fresh = events
+                            .iter()
+                            .filter(|e| e.seq > self.delta.views[i].position)
+                            .count();
+                        *self.replayed.entry(view.name.clone()).or_default() += fresh as u64;
+                    }
+                }
+                self.engine.apply(&stream.name, &events, &mut self.delta);
+                if self.delta.group_count() >= FLUSH_GROUPS {
+                    self.flush()?;
+                }
+            }
+        }
+        self.flush()
+    }
+
+    /// Commits rows durably, then applies them. For each row, its sequence number, or `None` for
+    /// a duplicate. Rows must have passed ingest validation.
+    pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
+        self.check_usable()?;
+        let seqs = match self.store.append(stream, rows) {
+            Ok(seqs) => seqs,
+            Err(e) => {
+                // A failed commit (an fsync error, a full disk) is never retried silently.
+                self.poisoned = true;
+                return Err(e.into());
+            }
+        };
+        let events: Vec<tally_views::Event> = seqs
+            .iter()
+            .zip(rows)
+            .filter_map(|(seq, row)| {
+                seq.map(|seq| tally_views::Event {
+                    seq,
+                    row: row.clone(),
+                })
+            })
+            .collect();
+        self.engine.apply(&stream.name, &events, &mut self.delta);
+        if self.delta.group_count() >= FLUSH_GROUPS {
+            self.flush()?;
+        }
+        Ok(seqs)
+    }
+
+    /// Merges the delta into the view tables and stores the positions, in one transaction.
+    pub fn flush(&mut self) -> Result<()> {
+        self.check_usable()?;
+        let result = self.flush_inner();
+        if result.is_err() {
+            // The delta's groups are gone; the stored positions still mark where replay must
+            // start, so reopening the tenant restores them.
+            self.poisoned = true;
+        }
+        result
+    }
+
+    fn flush_inner(&mut self) -> Result<()> {
+        let mut flushes = Vec::new();
+        for (i, plan) in self.engine.views().iter().enumerate() {
+            let view = &mut self.delta.views[i];
+            if view.groups.is_empty() && view.position == self.stored[i] {
+                continue;
+            }
+            let groups = std::mem::take(&mut view.groups);
+            let keys: Vec<&[Value]> = groups.keys().map(|k| &k[..]).collect();
+            let stored = self.store.load_states(plan, &keys)?;
+            let mut rows = Vec::with_capacity(groups.len());
+            for ((key, mut states), old) in groups.into_iter().zip(stored) {
+                if let Some(old) = old {
+                    for ((state, old), agg) in states.iter_mut().zip(&old).zip(&plan.aggs) {
+                        state.merge(agg.kind, old);
+                    }
+                }
+                let cells = cells(plan, &key, &states, self.engine.tz());
+                rows.push(tally_store::RowWrite {
+                    key: key.into_vec(),
+                    cells,
+                    states,
+                });
+            }
+            flushes.push(ViewFlush {
+                plan,
+                rows,
+                position: view.position,
+            });
+        }
+        if flushes.is_empty() {
+            return Ok(());
+        }
+        self.store.flush(&flushes)?;
+        for (i, v) in self.delta.views.iter().enumerate() {
+            self.stored[i] = v.position;
+        }
+        Ok(())
+    }
+
+    /// Reads a view: stored rows merged with the unflushed delta.
+    pub fn query(&self, view: &str, req: &QueryRequest) -> Result<ResultSet> {
+        let (index, plan) = self.view(view)?;
+        let qp = QueryPlan::new(plan, req)?;
+        let (from, to) = match qp.time_range() {
+            Some((_, from, to)) => (from, to),
+            None => (None, None),
+        };
+        let mut rows = self.store.scan_view(plan, from, to)?;
+        for (key, states) in &self.delta.views[index].groups {
+            rows.push((key.to_vec(), states.clone()));
+        }
+        Ok(qp.run(rows, self.engine.tz())?)
+    }
+
+    /// The view called `name` and its index in the engine.
+    pub fn view(&self, name: &str) -> Result<(usize, &ViewPlan)> {
+        match self.engine.view_index(name) {
+            Some(i) => Ok((i, &self.engine.views()[i])),
+            None => {
+                let names: Vec<&str> = self
+                    .engine
+                    .views()
+                    .iter()
+                    .map(|v| v.name.as_str())
+                    .collect();
+                let known = if names.is_empty() {
+                    "no views are defined yet".to_owned()
+                } else {
+                    format!("the views are {}", names.join(", "))
+                };
+                Err(Error::NotFound(format!("there is no view {name}; {known}")))
+            }
+        }
+    }
+
+    /// Deletes raw events older than their stream's retention (only events every view has
+    /// applied) and view rows older than their view's retention. Flushes first.
+    pub fn enforce_retention(&mut self, now: Timestamp) -> Result<(u64, u64)> {
+        self.flush()?;
+        let mut events = 0;
+        let mut rows = 0;
+        let streams: Vec<std::sync::Arc<StreamDef>> = self.catalog.streams().cloned().collect();
+        for stream in streams {
+            let Some(retention) = stream.retention else {
+                continue;
+            };
+            let applied = self
+                .engine
+                .min_position(&stream.name, &self.delta)
+                .unwrap_or(u64::MAX);
+            events += self
+                .store
+                .delete_events_before(&stream, retention.before(now), applied)?;
+        }
+        for plan in self.engine.views() {
+            if let Some(retention) = plan.retention {
+                rows += self
+                    .store
+                    .delete_view_rows_before(plan, retention.before(now))?;
+            }
+        }
+        Ok((events, rows))
+    }
+
+    /// Whether any view holds unflushed groups.
+    pub fn has_pending(&self) -> bool {
+        !self.delta.is_empty()
+    }
+}
+
+/// The view columns of a group: keys as they are, outputs finalized. A cell whose computation
+/// fails (an overflowing sum) is stored as NULL; queries report the error instead.
+fn cells(
+    plan: &ViewPlan,
+    key: &[Value],
+    states: &[tally_views::AggState],
+    tz: &TimeZone,
+) -> Vec<Value> {
+    let aggs: Vec<Value> = states
+        .iter()
+        .zip(&plan.aggs)
+        .map(|(s, a)| s.finalize(a.kind).unwrap_or(Value::Null))
+        .collect();
+    let ctx = EvalCtx {
+        row: &[],
+        keys: key,
+        aggs: &aggs,
+        tz,
+    };
+    plan.columns
+        .iter()
+        .map(|c| match c.source {
+            ColumnSource::Key(k) => key[k].clone(),
+            ColumnSource::Output(o) => plan.outputs[o].expr.eval(&ctx).unwrap_or(Value::Null),
+        })
+        .collect()
+}
+
+/// Brings a tenant's tables in line with the catalog; returns the stored position of each view.
+fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<String, u64>> {
+    let materialized = tenant.materialized()?;
+    let stored_streams: HashMap<&str, &str> = materialized
+        .streams
+        .iter()
+        .map(|(n, d)| (n.as_str(), d.as_str()))
+        .collect();
+    for stream in catalog.streams() {
+        match stored_streams.get(stream.name.as_str()) {
+            None => tenant.create_stream(stream)?,
+            Some(&old) if old == stream.sql() => {}
+            Some(&old) => {
+                let old = tally_views::sql::parse_stream(old)?;
+                tenant.alter_stream(&old, stream)?;
+            }
+        }
+    }
+    let mut positions = HashMap::new();
+    let stored_views: HashMap<&str, &tally_store::MaterializedView> = materialized
+        .views
+        .iter()
+        .map(|v| (v.name.as_str(), v))
+        .collect();
+    for view in catalog.views() {
+        match stored_views.get(view.name.as_str()) {
+            Some(m) if m.fingerprint == view.fingerprint() => {
+                positions.insert(view.name.clone(), m.position);
+            }
+            _ => {
+                tenant.reset_view(view)?;
+                positions.insert(view.name.clone(), 0);
+            }
+        }
+    }
+    for m in &materialized.views {
+        if catalog.view(&m.name).is_none() {
+            tenant.drop_view(&m.name)?;
+        }
+    }
+    for (name, _) in &materialized.streams {
+        if catalog.stream(name).is_none() {
+            tenant.drop_stream(name)?;
+        }
+    }
+    Ok(positions)
+}
