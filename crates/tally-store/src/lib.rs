@@ -157,6 +157,15 @@ impl Store {
         Store::Memory(memory::MemoryStore::default())
     }
 
+    /// Another handle on the same data: a new connection on SQLite, shared maps in memory. What a
+    /// restarted process would see.
+    pub fn reopen(&self) -> Result<Store> {
+        Ok(match self {
+            Store::Sqlite(s) => Store::Sqlite(sqlite::SqliteStore::open(s.dir())?),
+            Store::Memory(m) => Store::Memory(m.clone()),
+        })
+    }
+
     /// The catalog's migrations.
     pub fn migrations(&self) -> Migrations<'_> {
         Migrations { store: self }

@@ -81,6 +81,10 @@ impl SqliteStore {
         })
     }
 
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave the connection inconsistent: SQLite rolls
         // back any open transaction, so a poisoned lock is safe to reuse.

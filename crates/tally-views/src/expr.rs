@@ -80,6 +80,8 @@ pub enum Func {
     Upper,
     Length,
     Abs,
+    /// Rounds half away from zero to this many decimal places.
+    Round(u8),
 }
 
 /// A key of a JSON access: an object field or an array index.
@@ -270,7 +272,7 @@ impl Expr {
                 Expr::Arith { .. } => true,
                 Expr::Neg(_, NumKind::Int | NumKind::Decimal { .. }) => true,
                 Expr::Cast { from, to, .. } => cast_can_fail(*from, *to),
-                Expr::Func(Func::Abs, _) => true,
+                Expr::Func(Func::Abs | Func::Round(_), _) => true,
                 _ => false,
             };
         });
@@ -478,6 +480,15 @@ impl Expr {
                     Value::Int(i.checked_abs().ok_or(EvalError::Overflow(Type::BigInt))?)
                 }
                 (Func::Abs, Value::Double(d)) => Value::Double(d.abs()),
+                (Func::Round(n), Value::Double(d)) => {
+                    let factor = 10f64.powi(i32::from(*n));
+                    let r = (d * factor).round() / factor;
+                    if r.is_finite() { Value::Double(r) } else { Value::Double(d) }
+                }
+                (Func::Round(n), Value::Decimal(d)) => Value::Decimal(
+                    d.rescale(*n)
+                        .map_err(|_| EvalError::Overflow(Type::Decimal { precision: 38, scale: *n }))?,
+                ),
                 (Func::Abs, Value::Decimal(d)) => {
                     Value::Decimal(if d.mantissa() < 0 { d.neg() } else { d })
                 }
@@ -836,6 +847,7 @@ impl fmt::Display for Expr {
                     Func::Upper => "upper",
                     Func::Length => "length",
                     Func::Abs => "abs",
+                    Func::Round(n) => return write!(f, "round({e}, {n})"),
                 };
                 write!(f, "{name}({e})")
             }

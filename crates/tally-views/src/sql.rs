@@ -2148,6 +2148,43 @@ impl<'s> Binder<'s> {
                 }
                 Ok((Expr::Func(Func::Abs, Box::new(x)), ty))
             }
+            "round" => {
+                if args.is_empty() || args.len() > 2 {
+                    return Err(error_at(at, "round takes 1 or 2 arguments: round(x) or round(x, digits)", None));
+                }
+                let digits = match args.get(1) {
+                    None => 0,
+                    Some(a) => match self.expr(a)?.0 {
+                        Expr::Literal(Value::Int(n)) if (0..=18).contains(&n) => n as u8,
+                        _ => {
+                            return Err(error_at(
+                                self.loc(a),
+                                "the digits of round must be a whole number literal from 0 to 18",
+                                None,
+                            ));
+                        }
+                    },
+                };
+                let (x, ty) = self.expr(args[0])?;
+                let out = match ty {
+                    Type::Double | Type::BigInt => ty,
+                    Type::Decimal { precision, scale } => Type::Decimal {
+                        precision: (precision - scale + digits).min(MAX_PRECISION),
+                        scale: digits,
+                    },
+                    _ => {
+                        return Err(error_at(
+                            self.loc(args[0]),
+                            format!("round needs a number, but {} is {ty}", args[0]),
+                            None,
+                        ));
+                    }
+                };
+                if ty == Type::BigInt {
+                    return Ok((x, ty));
+                }
+                Ok((Expr::Func(Func::Round(digits), Box::new(x)), out))
+            }
             "coalesce" => {
                 if args.is_empty() {
                     return Err(error_at(at, "coalesce needs arguments", None));
@@ -2267,7 +2304,7 @@ impl<'s> Binder<'s> {
                 at,
                 format!("unknown function {name}"),
                 Some(
-                    "functions are lower, upper, length, abs, coalesce, nullif, time_bucket, date_trunc and the aggregates in docs/sql.md",
+                    "functions are lower, upper, length, abs, round, coalesce, nullif, time_bucket, date_trunc and the aggregates in docs/sql.md",
                 ),
             )),
         }

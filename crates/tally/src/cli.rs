@@ -444,7 +444,11 @@ pub fn query_request(args: &QueryArgs) -> Result<QueryRequest> {
             .map(|t| parse_time("--to", t))
             .transpose()?,
         grain,
-        group_by: args.group_by.clone(),
+        // `--group-by ""` keeps no group column: everything merges into one row.
+        group_by: args
+            .group_by
+            .as_ref()
+            .map(|names| names.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()),
         filter: args.filter.clone(),
         order_by,
         limit: args.limit,
