@@ -5,8 +5,9 @@
 //! transaction survives power loss, and an ingest is acknowledged only after its commit.
 //!
 //! Raw event tables keep typed columns (timestamps as integer microseconds, decimals as exact
-//! text) after an `AUTOINCREMENT` sequence column, so sequence numbers are never reused even after
-//! retention deletes the newest rows. View tables keep the encoded group key, every view column
+//! text) after a sequence column. Sequence numbers are handed out from `tally_streams.last_seq`
+//! inside the appending transaction: dense (a duplicate costs no number), never reused (retention
+//! may delete the newest rows), and correct with several processes writing one tenant. View tables keep the encoded group key, every view column
 //! in readable form (timestamps as RFC 3339 text) and the encoded states, so `sqlite3` and BI
 //! tools can read them directly.
 
@@ -185,13 +186,12 @@ impl SqliteStore {
     }
 
     pub(crate) fn revoke_key(&self, tenant: &str, prefix: &str) -> Result<usize> {
-        Ok(self
-            .conn()
+        self.conn()
             .execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE tenant = ? AND prefix = ? AND revoked_at IS NULL",
                 params![now_text(), tenant, prefix],
             )
-            .map_err(catalog_error)?)
+            .map_err(catalog_error)
     }
 
     pub(crate) fn tenant(&self, name: &str) -> Result<SqliteTenant> {
@@ -357,7 +357,7 @@ impl SqliteTenant {
     pub(crate) fn create_stream(&mut self, def: &StreamDef) -> Result<()> {
         let tx = self.conn.transaction()?;
         let table = ident(&def.name);
-        let mut cols = vec!["\"_seq\" INTEGER PRIMARY KEY AUTOINCREMENT".to_owned()];
+        let mut cols = vec!["\"_seq\" INTEGER PRIMARY KEY".to_owned()];
         for c in &def.columns {
             cols.push(format!(
                 "{} {}{}",
@@ -383,7 +383,7 @@ impl SqliteTenant {
             ident(&def.columns[def.event_time].name)
         ))?;
         tx.execute(
-            "INSERT OR REPLACE INTO tally_streams (name, definition) VALUES (?, ?)",
+            "INSERT OR REPLACE INTO tally_streams (name, definition, last_seq) VALUES (?, ?, 0)",
             params![def.name, def.sql()],
         )?;
         tx.commit()?;
@@ -460,27 +460,42 @@ impl SqliteTenant {
         stream: &StreamDef,
         rows: &[Vec<Value>],
     ) -> Result<Vec<Option<u64>>> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut last: i64 = tx.query_row(
+            "SELECT last_seq FROM tally_streams WHERE name = ?",
+            [&stream.name],
+            |r| r.get(0),
+        )?;
         let mut out = Vec::with_capacity(rows.len());
         {
             let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
-            let marks = vec!["?"; cols.len()].join(", ");
+            let marks = vec!["?"; cols.len() + 1].join(", ");
             let sql = format!(
-                "INSERT INTO {} ({}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                "INSERT INTO {} (\"_seq\", {}) VALUES ({marks}) ON CONFLICT DO NOTHING",
                 ident(&stream.name),
                 cols.join(", ")
             );
             let mut stmt = tx.prepare_cached(&sql)?;
             for row in rows {
-                let values: Vec<ToSqlOutput<'_>> = row.iter().map(raw_sql).collect();
+                let seq = last + 1;
+                let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(row.len() + 1);
+                values.push(ToSqlOutput::Owned(rusqlite::types::Value::Integer(seq)));
+                values.extend(row.iter().map(raw_sql));
                 let changed = stmt.execute(rusqlite::params_from_iter(values.iter()))?;
-                out.push(if changed == 0 {
-                    None
+                if changed == 0 {
+                    out.push(None);
                 } else {
-                    Some(tx.last_insert_rowid() as u64)
-                });
+                    last = seq;
+                    out.push(Some(seq as u64));
+                }
             }
         }
+        tx.execute(
+            "UPDATE tally_streams SET last_seq = ? WHERE name = ?",
+            params![last, stream.name],
+        )?;
         tx.commit()?;
         Ok(out)
     }

@@ -209,7 +209,7 @@ impl AggState {
             }
             (AggState::SumWide(sum), Value::Decimal(d)) => {
                 let m = at_scale(*d, kind);
-                *sum = Some(sum.unwrap_or(I256::ZERO).add(I256::from(m)));
+                *sum = Some(sum.unwrap_or(I256::ZERO) + I256::from(m));
             }
             (AggState::SumDouble(sum), v) => {
                 *sum = Some(sum.unwrap_or(0.0) + v.as_f64().unwrap_or(0.0))
@@ -219,7 +219,7 @@ impl AggState {
                 *n += 1;
             }
             (AggState::AvgWide { sum, n }, Value::Decimal(d)) => {
-                *sum = sum.add(I256::from(at_scale(*d, kind)));
+                *sum = *sum + I256::from(at_scale(*d, kind));
                 *n += 1;
             }
             (AggState::AvgDouble { sum, n }, v) => {
@@ -245,11 +245,10 @@ impl AggState {
                     *best = Some(v.clone());
                 }
             }
-            (AggState::Distinct(set), v) => {
-                if !set.contains(v) {
-                    set.insert(v.clone());
-                }
+            (AggState::Distinct(set), v) if !set.contains(v) => {
+                set.insert(v.clone());
             }
+            (AggState::Distinct(_), _) => {}
             (AggState::Hll(hll), v) => {
                 let union = hll.get_or_insert_with(|| Box::new(new_hll()));
                 union.update_value(datasketches::hash::value::raw_bytes::from_slice(
@@ -291,27 +290,22 @@ impl AggState {
     pub fn merge(&mut self, kind: AggKind, other: &AggState) {
         match (self, other) {
             (AggState::Count(a), AggState::Count(b)) => *a += b,
-            (AggState::SumInt(a), AggState::SumInt(b)) => {
-                if let Some(b) = b {
-                    *a = Some(a.unwrap_or(0) + b);
-                }
+            (AggState::SumInt(a), AggState::SumInt(Some(b))) => *a = Some(a.unwrap_or(0) + b),
+            (AggState::SumWide(a), AggState::SumWide(Some(b))) => {
+                *a = Some(a.unwrap_or(I256::ZERO) + *b)
             }
-            (AggState::SumWide(a), AggState::SumWide(b)) => {
-                if let Some(b) = b {
-                    *a = Some(a.unwrap_or(I256::ZERO).add(*b));
-                }
+            (AggState::SumDouble(a), AggState::SumDouble(Some(b))) => {
+                *a = Some(a.unwrap_or(0.0) + b)
             }
-            (AggState::SumDouble(a), AggState::SumDouble(b)) => {
-                if let Some(b) = b {
-                    *a = Some(a.unwrap_or(0.0) + b);
-                }
-            }
+            (AggState::SumInt(_), AggState::SumInt(None))
+            | (AggState::SumWide(_), AggState::SumWide(None))
+            | (AggState::SumDouble(_), AggState::SumDouble(None)) => {}
             (AggState::AvgInt { sum, n }, AggState::AvgInt { sum: s2, n: n2 }) => {
                 *sum += s2;
                 *n += n2;
             }
             (AggState::AvgWide { sum, n }, AggState::AvgWide { sum: s2, n: n2 }) => {
-                *sum = sum.add(*s2);
+                *sum = *sum + *s2;
                 *n += n2;
             }
             (AggState::AvgDouble { sum, n }, AggState::AvgDouble { sum: s2, n: n2 }) => {

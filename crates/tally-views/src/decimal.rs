@@ -204,12 +204,12 @@ impl Decimal {
         let scale = self.scale.max(other.scale);
         let a = I256::from(self.mantissa).mul_pow10(scale - self.scale);
         let b = I256::from(other.mantissa).mul_pow10(scale - other.scale);
-        Decimal::from_wide(a.add(b), scale)
+        Decimal::from_wide(a + b, scale)
     }
 
     /// `self - other` at scale `max(s1, s2)`.
     pub fn checked_sub(self, other: Decimal) -> Result<Decimal, Overflow> {
-        self.checked_add(other.neg())
+        self.checked_add(-other)
     }
 
     /// `self · other`, rounded to `scale`.
@@ -248,11 +248,6 @@ impl Decimal {
         Decimal::checked(mantissa, scale)
     }
 
-    /// The negated value.
-    pub fn neg(self) -> Decimal {
-        Decimal::new(-self.mantissa, self.scale)
-    }
-
     /// The nearest `f64`.
     pub fn to_f64(self) -> f64 {
         // Parsing the exact text gives the correctly rounded double.
@@ -272,6 +267,14 @@ pub enum FitError {
     TooManyDecimals { decimals: u8 },
     /// More integer digits than `p - s`.
     Overflow,
+}
+
+impl std::ops::Neg for Decimal {
+    type Output = Decimal;
+
+    fn neg(self) -> Decimal {
+        Decimal::new(-self.mantissa, self.scale)
+    }
 }
 
 impl PartialEq for Decimal {
@@ -390,7 +393,7 @@ impl I256 {
 
     /// `self + other`. Wrapping cannot happen for the sums this type accumulates: each addend is
     /// below 2^127 in magnitude and there are fewer than 2^64 of them.
-    pub fn add(self, other: I256) -> I256 {
+    fn wrapping_add(self, other: I256) -> I256 {
         let mut out = [0u64; 4];
         let mut carry = 0u64;
         for (i, slot) in out.iter_mut().enumerate() {
@@ -403,17 +406,16 @@ impl I256 {
     }
 
     /// `-self`.
-    pub fn neg(self) -> I256 {
-        let mut inverted = I256 {
+    fn negate(self) -> I256 {
+        I256 {
             limbs: self.limbs.map(|l| !l),
-        };
-        inverted = inverted.add(I256::from(1));
-        inverted
+        }
+        .wrapping_add(I256::from(1))
     }
 
     fn magnitude(self) -> [u64; 4] {
         if self.is_negative() {
-            self.neg().limbs
+            self.negate().limbs
         } else {
             self.limbs
         }
@@ -421,7 +423,7 @@ impl I256 {
 
     fn from_magnitude(negative: bool, limbs: [u64; 4]) -> I256 {
         let v = I256 { limbs };
-        if negative { v.neg() } else { v }
+        if negative { v.negate() } else { v }
     }
 
     /// `self · m` for `m ≥ 0`.
@@ -448,8 +450,8 @@ impl I256 {
         let shifted = I256 {
             limbs: [0, hi.limbs[0], hi.limbs[1], hi.limbs[2]],
         };
-        let sum = lo.add(shifted);
-        if negative { sum.neg() } else { sum }
+        let sum = lo + shifted;
+        if negative { -sum } else { sum }
     }
 
     /// `self · 10^k`.
@@ -514,9 +516,9 @@ impl I256 {
         };
         let mut result = I256 { limbs: q };
         if rem_twice_ge {
-            result = result.add(I256::from(1));
+            result = result + I256::from(1);
         }
-        if negative { result.neg() } else { result }
+        if negative { -result } else { result }
     }
 
     /// The little-endian limbs, for serialization.
@@ -527,6 +529,22 @@ impl I256 {
     /// Rebuilds a value from [`I256::to_limbs`].
     pub fn from_limbs(limbs: [u64; 4]) -> I256 {
         I256 { limbs }
+    }
+}
+
+impl std::ops::Add for I256 {
+    type Output = I256;
+
+    fn add(self, other: I256) -> I256 {
+        self.wrapping_add(other)
+    }
+}
+
+impl std::ops::Neg for I256 {
+    type Output = I256;
+
+    fn neg(self) -> I256 {
+        self.negate()
     }
 }
 
@@ -694,12 +712,12 @@ mod tests {
         let max = i128::MAX;
         let mut sum = I256::ZERO;
         for _ in 0..1000 {
-            sum = sum.add(I256::from(max));
+            sum = sum + I256::from(max);
         }
         assert_eq!(sum.to_i128(), None);
         let back = sum.div_round_i128(1000);
         assert_eq!(back.to_i128(), Some(max));
-        let neg = I256::from(-5).add(I256::from(2));
+        let neg = I256::from(-5) + I256::from(2);
         assert_eq!(neg.to_i128(), Some(-3));
         assert_eq!(I256::from(-7).div_round_i128(2).to_i128(), Some(-4));
         assert_eq!(I256::from(7).div_round_i128(-2).to_i128(), Some(-4));

@@ -483,14 +483,22 @@ impl Expr {
                 (Func::Round(n), Value::Double(d)) => {
                     let factor = 10f64.powi(i32::from(*n));
                     let r = (d * factor).round() / factor;
-                    if r.is_finite() { Value::Double(r) } else { Value::Double(d) }
+                    if r.is_finite() {
+                        Value::Double(r)
+                    } else {
+                        Value::Double(d)
+                    }
                 }
-                (Func::Round(n), Value::Decimal(d)) => Value::Decimal(
-                    d.rescale(*n)
-                        .map_err(|_| EvalError::Overflow(Type::Decimal { precision: 38, scale: *n }))?,
-                ),
+                (Func::Round(n), Value::Decimal(d)) => {
+                    Value::Decimal(d.rescale(*n).map_err(|_| {
+                        EvalError::Overflow(Type::Decimal {
+                            precision: 38,
+                            scale: *n,
+                        })
+                    })?)
+                }
                 (Func::Abs, Value::Decimal(d)) => {
-                    Value::Decimal(if d.mantissa() < 0 { d.neg() } else { d })
+                    Value::Decimal(if d.mantissa() < 0 { -d } else { d })
                 }
                 (_, v) => v,
             },
@@ -638,7 +646,7 @@ pub fn cast(v: Value, from: Type, to: Type) -> Result<Value, EvalError> {
         (Value::Bool(b), Type::BigInt) => Value::Int(i64::from(b)),
         (Value::Double(d), Type::BigInt) => {
             let r = d.round();
-            if r >= -9.223_372_036_854_776e18 && r < 9.223_372_036_854_776e18 {
+            if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&r) {
                 Value::Int(r as i64)
             } else {
                 return Err(EvalError::Overflow(Type::BigInt));

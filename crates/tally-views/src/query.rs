@@ -180,10 +180,9 @@ impl<'a> QueryPlan<'a> {
     pub fn accepts(&self, key: &[Value], tz: &TimeZone) -> Result<bool, QueryError> {
         if let Some(b) = self.view.bucket
             && let Value::Timestamp(t) = &key[b]
+            && (self.from.is_some_and(|from| *t < from) || self.to.is_some_and(|to| *t >= to))
         {
-            if self.from.is_some_and(|from| *t < from) || self.to.is_some_and(|to| *t >= to) {
-                return Ok(false);
-            }
+            return Ok(false);
         }
         if let Some(filter) = &self.filter {
             let ctx = EvalCtx::row(key, tz);

@@ -239,9 +239,7 @@ fn exact(kind: AggKind, inputs: &[Input]) -> Expected {
             let mut sum = I256::ZERO;
             for v in &values {
                 if let Value::Decimal(d) = v {
-                    sum = sum.add(I256::from(
-                        d.rescale(scale).map(Decimal::mantissa).unwrap_or(0),
-                    ));
+                    sum = sum + I256::from(d.rescale(scale).map(Decimal::mantissa).unwrap_or(0));
                 }
             }
             if values.is_empty() {

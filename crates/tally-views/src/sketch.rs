@@ -431,7 +431,12 @@ mod tests {
         more.push(1000.0);
         let s = sketch_of(&more);
         assert!(s.exact.is_none());
-        assert!(within_guarantee(&more, 0.5, s.percentile_disc(0.5).unwrap(), false));
+        assert!(within_guarantee(
+            &more,
+            0.5,
+            s.percentile_disc(0.5).unwrap(),
+            false
+        ));
     }
 
     #[test]

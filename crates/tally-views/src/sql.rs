@@ -1465,7 +1465,7 @@ impl<'s> Binder<'s> {
                             return Ok((Expr::Literal(Value::Int(-i)), ty));
                         }
                         if let Expr::Literal(Value::Decimal(d)) = inner {
-                            return Ok((Expr::Literal(Value::Decimal(d.neg())), ty));
+                            return Ok((Expr::Literal(Value::Decimal(-d)), ty));
                         }
                         let kind = num_kind(ty)
                             .ok_or_else(|| error_at(at, format!("cannot negate {ty}"), None))?;
@@ -2150,7 +2150,11 @@ impl<'s> Binder<'s> {
             }
             "round" => {
                 if args.is_empty() || args.len() > 2 {
-                    return Err(error_at(at, "round takes 1 or 2 arguments: round(x) or round(x, digits)", None));
+                    return Err(error_at(
+                        at,
+                        "round takes 1 or 2 arguments: round(x) or round(x, digits)",
+                        None,
+                    ));
                 }
                 let digits = match args.get(1) {
                     None => 0,

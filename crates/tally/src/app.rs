@@ -52,6 +52,8 @@ impl Clock {
 pub struct Config {
     /// How far in the future an event time may be.
     pub max_future: Interval,
+    /// Rows per durable commit of a bulk ingest.
+    pub batch_rows: usize,
     pub clock: Clock,
 }
 
@@ -59,6 +61,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_future: Interval::Days(1),
+            batch_rows: crate::ingest::BATCH_ROWS,
             clock: Clock::System,
         }
     }

@@ -77,6 +77,9 @@ pub struct IngestArgs {
     /// Print the summary as JSON.
     #[arg(long, value_enum, default_value = "text")]
     pub output: SummaryFormat,
+    /// Events per durable commit: larger batches are faster, smaller ones acknowledge sooner.
+    #[arg(long, default_value_t = crate::ingest::BATCH_ROWS)]
+    pub batch_size: usize,
 }
 
 #[derive(Args, Debug)]
@@ -210,9 +213,12 @@ fn read_file(path: &PathBuf) -> Result<String> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let location = location(&cli)?;
-    let config = config(&cli)?;
+    let mut config = config(&cli)?;
     if let Command::Migrate { action } = &cli.command {
         return migrate(&location, *action);
+    }
+    if let Command::Ingest(args) = &cli.command {
+        config.batch_rows = args.batch_size;
     }
     let mut tally = Tally::open(&location, config)?;
     match &cli.command {
@@ -445,10 +451,13 @@ pub fn query_request(args: &QueryArgs) -> Result<QueryRequest> {
             .transpose()?,
         grain,
         // `--group-by ""` keeps no group column: everything merges into one row.
-        group_by: args
-            .group_by
-            .as_ref()
-            .map(|names| names.iter().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()).collect()),
+        group_by: args.group_by.as_ref().map(|names| {
+            names
+                .iter()
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect()
+        }),
         filter: args.filter.clone(),
         order_by,
         limit: args.limit,

@@ -16,7 +16,7 @@ use crate::decode::{MAX_EVENT_BYTES, RowDecoder, json_error};
 use crate::error::{Error, Result};
 use crate::runtime::TenantRuntime;
 
-/// Rows per durable commit.
+/// Rows per durable commit, by default.
 pub const BATCH_ROWS: usize = 10_000;
 /// How many rejected records a report lists.
 pub const MAX_REPORTED_ERRORS: usize = 100;
@@ -74,6 +74,7 @@ impl IngestReport {
 /// Collects valid rows and commits them in batches.
 struct Batcher<'r> {
     runtime: &'r mut TenantRuntime,
+    batch_rows: usize,
     stream: &'r StreamDef,
     rows: Vec<Vec<tally_views::Value>>,
     report: IngestReport,
@@ -88,7 +89,7 @@ impl Batcher<'_> {
         match row {
             Ok(row) => {
                 self.rows.push(row);
-                if self.rows.len() >= BATCH_ROWS {
+                if self.rows.len() >= self.batch_rows {
                     self.commit()?;
                 }
             }
@@ -126,10 +127,12 @@ pub fn ingest(
     // The engine is cloned so the decoder can check rows while the batcher appends them.
     let engine = runtime.engine().clone();
     let mut decoder = RowDecoder::new(stream, &engine, config.clock.now(), config.max_future);
+    let batch_rows = config.batch_rows.max(1);
     let mut batcher = Batcher {
         runtime,
+        batch_rows,
         stream,
-        rows: Vec::with_capacity(BATCH_ROWS),
+        rows: Vec::with_capacity(batch_rows.min(BATCH_ROWS)),
         report: IngestReport::default(),
     };
     let read_error = |e: std::io::Error| Error::Input {
@@ -146,7 +149,7 @@ pub fn ingest(
             {
                 line_no += 1;
                 consumed += line.bytes as u64;
-                if line_no % 1024 == 0 {
+                if line_no.is_multiple_of(1024) {
                     progress(consumed);
                     decoder.set_now(config.clock.now());
                 }
@@ -203,7 +206,7 @@ pub fn ingest(
                 }
                 let line = record.position().map_or(0, |p| p.line());
                 n += 1;
-                if n % 1024 == 0 {
+                if n.is_multiple_of(1024) {
                     progress(record.position().map_or(0, |p| p.byte()));
                     decoder.set_now(config.clock.now());
                 }

@@ -84,7 +84,10 @@ struct Spec {
 impl Spec {
     fn json(&self) -> String {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "null".into());
-        let at = Timestamp(Timestamp::parse("2026-03-27T00:00:00Z").unwrap().0 + i64::from(self.slot) * 600_000_000);
+        let at = Timestamp(
+            Timestamp::parse("2026-03-27T00:00:00Z").unwrap().0
+                + i64::from(self.slot) * 600_000_000,
+        );
         format!(
             r#"{{"id":"e{}","k":{},"n":{},"x":{},"amt":"{}","flag":{},"at":"{}"}}"#,
             self.id,
@@ -189,8 +192,15 @@ fn run_case(store: Store, case: &Case) -> Result<(), TestCaseError> {
         let text: String = batch.iter().map(|s| s.json() + "\n").collect();
         let stream = tally.stream("ev").unwrap();
         let config = tally.config().clone();
-        let report = tally::ingest::ingest(&mut runtime, &stream, &config, tally::ingest::Format::Ndjson, text.as_bytes(), &|_| {})
-            .unwrap();
+        let report = tally::ingest::ingest(
+            &mut runtime,
+            &stream,
+            &config,
+            tally::ingest::Format::Ndjson,
+            text.as_bytes(),
+            &|_| {},
+        )
+        .unwrap();
         prop_assert_eq!(report.rejected, 0, "{:?}", report.errors);
         let fresh = batch.iter().filter(|s| seen_ids.insert(s.id)).count() as u64;
         prop_assert_eq!(report.accepted, fresh);
@@ -220,7 +230,11 @@ fn run_case(store: Store, case: &Case) -> Result<(), TestCaseError> {
     check_views(&tally, &runtime, &accepted)
 }
 
-fn check_views(tally: &Tally, runtime: &TenantRuntime, accepted: &[Event]) -> Result<(), TestCaseError> {
+fn check_views(
+    tally: &Tally,
+    runtime: &TenantRuntime,
+    accepted: &[Event],
+) -> Result<(), TestCaseError> {
     for plan in tally.catalog().views() {
         let expected = recompute(plan, accepted, runtime.engine().tz());
         let actual = runtime.query(&plan.name, &QueryRequest::default()).unwrap();
@@ -243,17 +257,28 @@ fn check_views(tally: &Tally, runtime: &TenantRuntime, accepted: &[Event]) -> Re
     for (a, b) in regrouped.rows.iter().zip(&daily.rows) {
         for (i, (va, vb)) in a.iter().zip(b).enumerate() {
             let same = match (va, vb) {
-                (Value::Double(x), Value::Double(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + 1e-9,
+                (Value::Double(x), Value::Double(y)) => {
+                    (x - y).abs() <= 1e-9 * x.abs().max(y.abs()) + 1e-9
+                }
                 _ => va == vb,
             };
-            prop_assert!(same, "column {} differs: {:?} vs {:?}", regrouped.columns[i].0, va, vb);
+            prop_assert!(
+                same,
+                "column {} differs: {:?} vs {:?}",
+                regrouped.columns[i].0,
+                va,
+                vb
+            );
         }
     }
     Ok(())
 }
 
 fn cases(default: u32) -> u32 {
-    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 proptest! {

@@ -69,7 +69,10 @@ impl TallyDb {
             Backend::Memory => (Store::memory(), None),
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
-                (Store::open_sqlite(dir.path()).expect("sqlite store"), Some(dir))
+                (
+                    Store::open_sqlite(dir.path()).expect("sqlite store"),
+                    Some(dir),
+                )
             }
         };
         let clock = Clock::fixed(Timestamp::parse("2026-12-31T00:00:00Z").expect("time"));
@@ -115,9 +118,15 @@ impl TallyDb {
         }
     }
 
-    fn ingest(&mut self, header: &str, body: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+    fn ingest(
+        &mut self,
+        header: &str,
+        body: &str,
+    ) -> Result<DBOutput<DefaultColumnType>, SltError> {
         let mut words = header.split_whitespace().skip(1);
-        let stream_name = words.next().ok_or_else(|| SltError("INGEST needs a stream".into()))?;
+        let stream_name = words
+            .next()
+            .ok_or_else(|| SltError("INGEST needs a stream".into()))?;
         let format = match words.next() {
             None | Some("ndjson") => Format::Ndjson,
             Some("csv") => Format::Csv,
@@ -126,12 +135,24 @@ impl TallyDb {
         };
         let stream = self.tally().stream(stream_name)?;
         let config = self.tally().config().clone();
-        let report = ingest(self.runtime(), &stream, &config, format, body.as_bytes(), &|_| {})?;
+        let report = ingest(
+            self.runtime(),
+            &stream,
+            &config,
+            format,
+            body.as_bytes(),
+            &|_| {},
+        )?;
         let mut rows = vec![vec![format!(
             "accepted={} duplicates={} rejected={}",
             report.accepted, report.duplicates, report.rejected
         )]];
-        rows.extend(report.errors.iter().map(|e| vec![format!("line {}: {}", e.line, e.error)]));
+        rows.extend(
+            report
+                .errors
+                .iter()
+                .map(|e| vec![format!("line {}: {}", e.line, e.error)]),
+        );
         Ok(Self::rows(rows))
     }
 
@@ -172,9 +193,18 @@ impl sqllogictest::DB for TallyDb {
             "QUERY" => self.query(sql),
             "TENANT" => {
                 let mut words = first.split_whitespace().skip(1);
-                let name = words.next().ok_or_else(|| SltError("TENANT needs a name".into()))?.to_owned();
+                let name = words
+                    .next()
+                    .ok_or_else(|| SltError("TENANT needs a name".into()))?
+                    .to_owned();
                 let tz = words.next().unwrap_or("UTC");
-                if self.tally().store().tenant_info(&name).map_err(|e| SltError(e.to_string()))?.is_none() {
+                if self
+                    .tally()
+                    .store()
+                    .tenant_info(&name)
+                    .map_err(|e| SltError(e.to_string()))?
+                    .is_none()
+                {
                     self.tally().create_tenant(&name, tz)?;
                 }
                 self.tenant = name.clone();
@@ -195,7 +225,9 @@ impl sqllogictest::DB for TallyDb {
             "RETENTION" => {
                 let now = self.clock.now();
                 let (events, rows) = self.runtime().enforce_retention(now)?;
-                Ok(Self::rows(vec![vec![format!("events={events} rows={rows}")]]))
+                Ok(Self::rows(vec![vec![format!(
+                    "events={events} rows={rows}"
+                )]]))
             }
             "RESTART" => {
                 self.restart()?;
@@ -207,7 +239,9 @@ impl sqllogictest::DB for TallyDb {
                 let changes = self.tally().apply_schema(sql)?;
                 let tenant = self.tenant.clone();
                 self.runtime = Some(self.tally().open_tenant(&tenant)?);
-                Ok(Self::rows(changes.iter().map(|c| vec![c.to_string()]).collect()))
+                Ok(Self::rows(
+                    changes.iter().map(|c| vec![c.to_string()]).collect(),
+                ))
             }
         }
     }
@@ -274,7 +308,9 @@ fn run_file(path: &Path, backend: Backend, update: bool) -> Result<(), String> {
         ))
         .map_err(|e| e.to_string())
     } else {
-        runner.run_file(path).map_err(|e| e.display(true).to_string())
+        runner
+            .run_file(path)
+            .map_err(|e| e.display(true).to_string())
     }
 }
 
@@ -290,9 +326,16 @@ fn main() {
     let update = std::env::var_os("UPDATE_SLT").is_some();
     let mut trials = Vec::new();
     for file in files {
-        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // Expectations are written once (from memory); every backend must then match them.
-        let backends: &[Backend] = if update { &[Backend::Memory] } else { &[Backend::Memory, Backend::Sqlite] };
+        let backends: &[Backend] = if update {
+            &[Backend::Memory]
+        } else {
+            &[Backend::Memory, Backend::Sqlite]
+        };
         for &backend in backends {
             let file = file.clone();
             let label = format!("{name}::{backend:?}").to_lowercase();

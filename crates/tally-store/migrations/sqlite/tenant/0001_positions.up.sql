@@ -1,8 +1,10 @@
--- What this tenant's database has materialized: the definition of each stream table, and for
--- each view table the plan it was built for and the last event it has folded in.
+-- What this tenant's database has materialized: the definition of each stream table with the
+-- last sequence number it handed out (never reused, even when retention deletes the newest
+-- events), and for each view table the plan it was built for and the last event it folded in.
 CREATE TABLE tally_streams (
     name       TEXT PRIMARY KEY,
-    definition TEXT NOT NULL
+    definition TEXT NOT NULL,
+    last_seq   INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE tally_views (
