@@ -16,7 +16,8 @@
 //! The compiler resolves each aggregate to an [`AggKind`] for its input type once, and the hot
 //! loop only matches on it.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 
 use datasketches::hll::{HllSketch, HllType, HllUnion};
 
@@ -123,7 +124,7 @@ impl AggKind {
                 m2: 0.0,
             },
             AggKind::Min | AggKind::Max => AggState::Extreme(None),
-            AggKind::CountDistinct => AggState::Distinct(BTreeSet::new()),
+            AggKind::CountDistinct => AggState::Distinct(HashSet::default()),
             AggKind::ApproxCountDistinct => AggState::Hll(None),
             AggKind::Percentile { .. } => AggState::Quantiles(Box::default()),
             AggKind::First | AggKind::Last => AggState::Pick(None),
@@ -185,7 +186,8 @@ pub enum AggState {
         m2: f64,
     },
     Extreme(Option<Value>),
-    Distinct(BTreeSet<Value>),
+    /// Encoded in sorted order, so equal sets give equal bytes.
+    Distinct(HashSet<Value, foldhash::fast::RandomState>),
     /// Created on the first value: an empty group costs nothing.
     Hll(Option<Box<HllUnion>>),
     Quantiles(Box<QuantileSketch>),
@@ -251,9 +253,7 @@ impl AggState {
             (AggState::Distinct(_), _) => {}
             (AggState::Hll(hll), v) => {
                 let union = hll.get_or_insert_with(|| Box::new(new_hll()));
-                union.update_value(datasketches::hash::value::raw_bytes::from_slice(
-                    &hll_bytes(v),
-                ));
+                union.update_value(HllKey(v));
             }
             (AggState::Quantiles(sketch), v) => {
                 if let Some(x) = v.as_f64() {
@@ -484,8 +484,10 @@ impl AggState {
             }
             AggState::Extreme(v) => option(w, v.as_ref(), |w, v| w.value(v)),
             AggState::Distinct(set) => {
-                w.varint(set.len() as u64);
-                for v in set {
+                let mut sorted: Vec<&Value> = set.iter().collect();
+                sorted.sort_unstable();
+                w.varint(sorted.len() as u64);
+                for v in sorted {
                     w.value(v);
                 }
             }
@@ -533,7 +535,8 @@ impl AggState {
             AggState::Extreme(_) => AggState::Extreme(read_option(r, |r| r.value())?),
             AggState::Distinct(_) => {
                 let n = r.len()?;
-                let mut set = BTreeSet::new();
+                let mut set =
+                    HashSet::with_capacity_and_hasher(n, foldhash::fast::RandomState::default());
                 for _ in 0..n {
                     set.insert(r.value()?);
                 }
@@ -564,11 +567,38 @@ fn new_hll() -> HllUnion {
     HllUnion::new(HLL_LG_K).expect("HLL_LG_K is inside the valid range [4, 21]")
 }
 
-/// The bytes hashed into a HyperLogLog for a value: its canonical encoding, never empty.
-fn hll_bytes(v: &Value) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.value(v);
-    w.finish()
+/// A value as hashed into a HyperLogLog: a type tag and the value's bytes, fed to the sketch's
+/// own (fixed, portable) MurmurHash3, without allocating. The bytes must never change, or stored
+/// sketches would stop matching new values.
+struct HllKey<'a>(&'a Value);
+
+impl Hash for HllKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        match self.0 {
+            Value::Null => state.write(&[0]),
+            Value::Bool(b) => state.write(&[1, u8::from(*b)]),
+            Value::Int(i) => {
+                state.write(&[2]);
+                state.write(&i.to_le_bytes());
+            }
+            Value::Double(d) => {
+                state.write(&[3]);
+                state.write(&(if *d == 0.0 { 0.0f64 } else { *d }).to_le_bytes());
+            }
+            Value::Decimal(d) => {
+                state.write(&[4, d.scale()]);
+                state.write(&d.mantissa().to_le_bytes());
+            }
+            Value::Timestamp(t) => {
+                state.write(&[5]);
+                state.write(&t.0.to_le_bytes());
+            }
+            Value::Text(s) | Value::Json(s) => {
+                state.write(&[6]);
+                state.write(s.as_bytes());
+            }
+        }
+    }
 }
 
 fn at_scale(d: Decimal, kind: AggKind) -> i128 {

@@ -15,10 +15,14 @@
 //! The flusher merges those into the stored rows and stores the position in one transaction;
 //! after a crash, replaying the events after the stored position rebuilds the same delta.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use jiff::tz::TimeZone;
+use smallvec::SmallVec;
 
 use crate::agg::AggState;
 use crate::expr::{EvalCtx, EvalError};
@@ -41,12 +45,76 @@ pub struct Engine {
     by_stream: HashMap<String, Vec<usize>>,
 }
 
+/// The values of a group's key, in the order of the view's group columns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupKey(Box<[Value]>);
+
+impl GroupKey {
+    pub fn new(values: Vec<Value>) -> GroupKey {
+        GroupKey(values.into_boxed_slice())
+    }
+
+    pub fn into_vec(self) -> Vec<Value> {
+        self.0.into_vec()
+    }
+}
+
+impl std::ops::Deref for GroupKey {
+    type Target = [Value];
+
+    fn deref(&self) -> &[Value] {
+        &self.0
+    }
+}
+
+impl Hash for GroupKey {
+    /// The values only, without a length: every key of one map has the same length, and
+    /// [`KeyRef`] must hash the same way.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for v in self.0.iter() {
+            v.hash(state);
+        }
+    }
+}
+
+/// A key being looked up, made of values borrowed from the event where possible: a group that
+/// exists is found without copying anything.
+struct KeyRef<'k, 'v>(&'k [Cow<'v, Value>]);
+
+impl Hash for KeyRef<'_, '_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        for v in self.0 {
+            v.as_ref().hash(state);
+        }
+    }
+}
+
+impl hashbrown::Equivalent<GroupKey> for KeyRef<'_, '_> {
+    fn equivalent(&self, key: &GroupKey) -> bool {
+        self.0.len() == key.0.len()
+            && self
+                .0
+                .iter()
+                .zip(key.0.iter())
+                .all(|(a, b)| a.as_ref() == b)
+    }
+}
+
+/// Groups by key. foldhash: fast, and seeded per process, so keys from events cannot be chosen
+/// to collide.
+pub type GroupMap = hashbrown::HashMap<GroupKey, Vec<AggState>, foldhash::fast::RandomState>;
+
+/// The evaluated key of one event.
+type KeyValues<'r> = SmallVec<[Cow<'r, Value>; 6]>;
+/// Per aggregate: `None` when its FILTER rejected the event, else (argument, time).
+type ArgValues<'r> = SmallVec<[Option<(Cow<'r, Value>, Cow<'r, Value>)>; 8]>;
+
 /// What a view has applied and not yet flushed.
 #[derive(Debug, Default)]
 pub struct ViewDelta {
     /// The sequence number of the last event applied.
     pub position: u64,
-    pub groups: HashMap<Box<[Value]>, Vec<AggState>>,
+    pub groups: GroupMap,
     /// Events that could not be evaluated and were left out of this view.
     pub skipped: u64,
 }
@@ -85,14 +153,6 @@ impl std::fmt::Display for CheckError {
 }
 
 impl std::error::Error for CheckError {}
-
-/// Scratch buffers for evaluating one event, reused across events.
-#[derive(Default)]
-struct Scratch {
-    key: Vec<Value>,
-    /// Per aggregate: `None` when its FILTER rejected the event, else (argument, time).
-    args: Vec<Option<(Value, Value)>>,
-}
 
 impl Engine {
     /// An engine for the views of `catalog`, with buckets in `tz`.
@@ -151,16 +211,22 @@ impl Engine {
         let Some(indexes) = self.by_stream.get(stream) else {
             return;
         };
-        let mut scratch = Scratch::default();
         for &vi in indexes {
             let plan = &self.views[vi];
             let view = &mut delta.views[vi];
+            let buckets = vec![Cell::new((0, 0)); plan.bucket_slots];
             for event in events {
                 if event.seq <= view.position {
                     continue;
                 }
                 view.position = event.seq;
-                match evaluate(plan, &event.row, &self.tz, &mut scratch) {
+                let ctx = EvalCtx {
+                    buckets: &buckets,
+                    ..EvalCtx::row(&event.row, &self.tz)
+                };
+                let mut key = KeyValues::new();
+                let mut args = ArgValues::new();
+                match evaluate(plan, &ctx, &mut key, &mut args) {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(_) => {
@@ -168,16 +234,15 @@ impl Engine {
                         continue;
                     }
                 }
-                let states = match view.groups.get_mut(scratch.key.as_slice()) {
+                let states = match view.groups.get_mut(&KeyRef(&key)) {
                     Some(states) => states,
                     None => {
+                        let owned = GroupKey(key.iter().map(|v| v.as_ref().clone()).collect());
                         let fresh = plan.aggs.iter().map(|a| a.kind.new_state()).collect();
-                        view.groups
-                            .entry(scratch.key.clone().into_boxed_slice())
-                            .or_insert(fresh)
+                        view.groups.entry(owned).or_insert(fresh)
                     }
                 };
-                for ((state, agg), arg) in states.iter_mut().zip(&plan.aggs).zip(&scratch.args) {
+                for ((state, agg), arg) in states.iter_mut().zip(&plan.aggs).zip(&args) {
                     if let Some((value, time)) = arg {
                         state.update(agg.kind, value, time, event.seq);
                     }
@@ -192,68 +257,60 @@ impl Engine {
         let Some(indexes) = self.by_stream.get(stream) else {
             return Ok(());
         };
-        let mut scratch = Scratch::default();
         for &vi in indexes {
             let plan = &self.views[vi];
             if plan.can_fail {
-                evaluate_explained(plan, row, &self.tz, &mut scratch)?;
+                evaluate_explained(plan, row, &self.tz)?;
             }
         }
         Ok(())
     }
 }
 
-/// Evaluates the filter, key and aggregate inputs of one event into `scratch`. Returns whether
-/// the event passes the view's `WHERE`.
-fn evaluate(
-    plan: &ViewPlan,
-    row: &[Value],
-    tz: &TimeZone,
-    scratch: &mut Scratch,
+/// Evaluates the filter, key and aggregate inputs of one event. Returns whether the event
+/// passes the view's `WHERE`. Everything is evaluated before any state changes, so an event that
+/// fails changes nothing.
+fn evaluate<'r>(
+    plan: &'r ViewPlan,
+    ctx: &EvalCtx<'r>,
+    key: &mut KeyValues<'r>,
+    args: &mut ArgValues<'r>,
 ) -> Result<bool, EvalError> {
-    let ctx = EvalCtx::row(row, tz);
     if let Some(filter) = &plan.filter
-        && filter.eval(&ctx)?.as_bool() != Some(true)
+        && filter.eval_cow(ctx)?.as_bool() != Some(true)
     {
         return Ok(false);
     }
-    scratch.key.clear();
     for k in &plan.keys {
-        scratch.key.push(k.expr.eval(&ctx)?);
+        key.push(k.expr.eval_cow(ctx)?);
     }
-    scratch.args.clear();
     for a in &plan.aggs {
         if let Some(f) = &a.filter
-            && f.eval(&ctx)?.as_bool() != Some(true)
+            && f.eval_cow(ctx)?.as_bool() != Some(true)
         {
-            scratch.args.push(None);
+            args.push(None);
             continue;
         }
         let value = match &a.arg {
-            Some(e) => e.eval(&ctx)?,
-            None => Value::Null,
+            Some(e) => e.eval_cow(ctx)?,
+            None => Cow::Owned(Value::Null),
         };
         let time = match &a.time {
-            Some(e) => e.eval(&ctx)?,
-            None => Value::Null,
+            Some(e) => e.eval_cow(ctx)?,
+            None => Cow::Owned(Value::Null),
         };
-        scratch.args.push(Some((value, time)));
+        args.push(Some((value, time)));
     }
     Ok(true)
 }
 
 /// Like [`evaluate`], but an error names the part of the view that failed.
-fn evaluate_explained(
-    plan: &ViewPlan,
-    row: &[Value],
-    tz: &TimeZone,
-    scratch: &mut Scratch,
-) -> Result<bool, CheckError> {
-    match evaluate(plan, row, tz, scratch) {
+fn evaluate_explained(plan: &ViewPlan, row: &[Value], tz: &TimeZone) -> Result<bool, CheckError> {
+    let ctx = EvalCtx::row(row, tz);
+    match evaluate(plan, &ctx, &mut KeyValues::new(), &mut ArgValues::new()) {
         Ok(pass) => Ok(pass),
         Err(error) => {
             // Find the failing part by evaluating the parts one at a time.
-            let ctx = EvalCtx::row(row, tz);
             let fail = |part: String| CheckError {
                 view: plan.name.clone(),
                 part,

@@ -9,6 +9,8 @@
 //! plan knows which expressions can fail ([`Expr::can_fail`]), and ingest evaluates those before
 //! it acknowledges an event, so that `Engine::apply` never meets an error.
 
+use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
 
@@ -235,10 +237,12 @@ pub enum Expr {
         key: JsonKey,
         as_text: bool,
     },
+    /// `slot` indexes the evaluation's bucket cache ([`EvalCtx::buckets`]).
     Bucket {
         interval: Interval,
         expr: Box<Expr>,
         display: String,
+        slot: usize,
     },
 }
 
@@ -248,6 +252,10 @@ pub struct EvalCtx<'a> {
     pub keys: &'a [Value],
     pub aggs: &'a [Value],
     pub tz: &'a TimeZone,
+    /// The last bucket range computed by each `Bucket` expression, as `(start, end)`
+    /// microseconds: events mostly arrive in time order, so most floors are two comparisons.
+    /// Empty when nothing is cached.
+    pub buckets: &'a [Cell<(i64, i64)>],
 }
 
 impl<'a> EvalCtx<'a> {
@@ -258,6 +266,7 @@ impl<'a> EvalCtx<'a> {
             keys: &[],
             aggs: &[],
             tz,
+            buckets: &[],
         }
     }
 }
@@ -322,6 +331,60 @@ impl Expr {
         }
     }
 
+    /// Calls `f` on each direct sub-expression.
+    pub fn for_each_child_mut(&mut self, f: &mut impl FnMut(&mut Expr)) {
+        match self {
+            Expr::Column { .. } | Expr::Key { .. } | Expr::Agg { .. } | Expr::Literal(_) => {}
+            Expr::Neg(e, _) | Expr::Not(e) | Expr::Func(_, e) => f(e),
+            Expr::IsNull { expr, .. }
+            | Expr::Like { expr, .. }
+            | Expr::Cast { expr, .. }
+            | Expr::JsonGet { expr, .. }
+            | Expr::Bucket { expr, .. } => f(expr),
+            Expr::Arith { left, right, .. } | Expr::Compare { left, right, .. } => {
+                f(left);
+                f(right);
+            }
+            Expr::And(a, b) | Expr::Or(a, b) | Expr::NullIf(a, b) | Expr::Concat(a, b) => {
+                f(a);
+                f(b);
+            }
+            Expr::InList { expr, list, .. } => {
+                f(expr);
+                list.iter_mut().for_each(f);
+            }
+            Expr::Case {
+                operand,
+                branches,
+                otherwise,
+            } => {
+                if let Some(o) = operand {
+                    f(o);
+                }
+                for (w, t) in branches {
+                    f(w);
+                    f(t);
+                }
+                if let Some(o) = otherwise {
+                    f(o);
+                }
+            }
+            Expr::Coalesce(list) => list.iter_mut().for_each(f),
+        }
+    }
+
+    /// Evaluates the expression, borrowing column values and literals instead of copying them:
+    /// the hot loop reads most values without touching a reference count.
+    pub fn eval_cow<'c>(&'c self, ctx: &EvalCtx<'c>) -> Result<Cow<'c, Value>, EvalError> {
+        Ok(match self {
+            Expr::Column { index, .. } => Cow::Borrowed(&ctx.row[*index]),
+            Expr::Key { index, .. } => Cow::Borrowed(&ctx.keys[*index]),
+            Expr::Agg { index, .. } => Cow::Borrowed(&ctx.aggs[*index]),
+            Expr::Literal(v) => Cow::Borrowed(v),
+            _ => Cow::Owned(self.eval(ctx)?),
+        })
+    }
+
     /// Evaluates the expression.
     pub fn eval(&self, ctx: &EvalCtx<'_>) -> Result<Value, EvalError> {
         Ok(match self {
@@ -350,12 +413,12 @@ impl Expr {
                 arith(*op, *kind, l, r)?
             }
             Expr::Compare { op, left, right } => {
-                let l = left.eval(ctx)?;
-                let r = right.eval(ctx)?;
+                let l = left.eval_cow(ctx)?;
+                let r = right.eval_cow(ctx)?;
                 if l.is_null() || r.is_null() {
                     return Ok(Value::Null);
                 }
-                let ord = l.cmp(&r);
+                let ord = l.as_ref().cmp(r.as_ref());
                 Value::Bool(match op {
                     CmpOp::Eq => ord.is_eq(),
                     CmpOp::NotEq => ord.is_ne(),
@@ -365,39 +428,41 @@ impl Expr {
                     CmpOp::GtEq => ord.is_ge(),
                 })
             }
-            Expr::And(a, b) => match a.eval(ctx)?.as_bool() {
+            Expr::And(a, b) => match a.eval_cow(ctx)?.as_bool() {
                 Some(false) => Value::Bool(false),
-                left => match (left, b.eval(ctx)?.as_bool()) {
+                left => match (left, b.eval_cow(ctx)?.as_bool()) {
                     (_, Some(false)) => Value::Bool(false),
                     (Some(true), Some(true)) => Value::Bool(true),
                     _ => Value::Null,
                 },
             },
-            Expr::Or(a, b) => match a.eval(ctx)?.as_bool() {
+            Expr::Or(a, b) => match a.eval_cow(ctx)?.as_bool() {
                 Some(true) => Value::Bool(true),
-                left => match (left, b.eval(ctx)?.as_bool()) {
+                left => match (left, b.eval_cow(ctx)?.as_bool()) {
                     (_, Some(true)) => Value::Bool(true),
                     (Some(false), Some(false)) => Value::Bool(false),
                     _ => Value::Null,
                 },
             },
-            Expr::Not(e) => match e.eval(ctx)?.as_bool() {
+            Expr::Not(e) => match e.eval_cow(ctx)?.as_bool() {
                 Some(b) => Value::Bool(!b),
                 None => Value::Null,
             },
-            Expr::IsNull { expr, negated } => Value::Bool(expr.eval(ctx)?.is_null() != *negated),
+            Expr::IsNull { expr, negated } => {
+                Value::Bool(expr.eval_cow(ctx)?.is_null() != *negated)
+            }
             Expr::InList {
                 expr,
                 list,
                 negated,
             } => {
-                let v = expr.eval(ctx)?;
+                let v = expr.eval_cow(ctx)?;
                 if v.is_null() {
                     return Ok(Value::Null);
                 }
                 let mut saw_null = false;
                 for item in list {
-                    let candidate = item.eval(ctx)?;
+                    let candidate = item.eval_cow(ctx)?;
                     if candidate.is_null() {
                         saw_null = true;
                     } else if candidate == v {
@@ -414,8 +479,8 @@ impl Expr {
                 expr,
                 pattern,
                 negated,
-            } => match expr.eval(ctx)? {
-                Value::Text(s) => Value::Bool(pattern.matches(&s) != *negated),
+            } => match expr.eval_cow(ctx)?.as_ref() {
+                Value::Text(s) => Value::Bool(pattern.matches(s) != *negated),
                 _ => Value::Null,
             },
             Expr::Case {
@@ -424,16 +489,16 @@ impl Expr {
                 otherwise,
             } => {
                 let subject = match operand {
-                    Some(o) => Some(o.eval(ctx)?),
+                    Some(o) => Some(o.eval_cow(ctx)?),
                     None => None,
                 };
                 for (when, then) in branches {
                     let hit = match &subject {
                         Some(s) => {
-                            let w = when.eval(ctx)?;
+                            let w = when.eval_cow(ctx)?;
                             !s.is_null() && !w.is_null() && *s == w
                         }
-                        None => when.eval(ctx)?.as_bool() == Some(true),
+                        None => when.eval_cow(ctx)?.as_bool() == Some(true),
                     };
                     if hit {
                         return then.eval(ctx);
@@ -455,8 +520,8 @@ impl Expr {
             }
             Expr::NullIf(a, b) => {
                 let va = a.eval(ctx)?;
-                let vb = b.eval(ctx)?;
-                if !va.is_null() && !vb.is_null() && va == vb {
+                let vb = b.eval_cow(ctx)?;
+                if !va.is_null() && !vb.is_null() && va == *vb {
                     Value::Null
                 } else {
                     va
@@ -464,18 +529,23 @@ impl Expr {
             }
             Expr::Cast { expr, from, to } => cast(expr.eval(ctx)?, *from, *to)?,
             Expr::Concat(a, b) => {
-                let va = a.eval(ctx)?;
-                let vb = b.eval(ctx)?;
+                let va = a.eval_cow(ctx)?;
+                let vb = b.eval_cow(ctx)?;
                 if va.is_null() || vb.is_null() {
                     return Ok(Value::Null);
                 }
                 Value::Text(Arc::from(format!("{va}{vb}")))
             }
+            Expr::Func(func @ (Func::Lower | Func::Upper | Func::Length), e) => {
+                match (func, e.eval_cow(ctx)?.as_ref()) {
+                    (Func::Lower, Value::Text(s)) => Value::Text(Arc::from(s.to_lowercase())),
+                    (Func::Upper, Value::Text(s)) => Value::Text(Arc::from(s.to_uppercase())),
+                    (Func::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
+                    _ => Value::Null,
+                }
+            }
             Expr::Func(func, e) => match (func, e.eval(ctx)?) {
                 (_, Value::Null) => Value::Null,
-                (Func::Lower, Value::Text(s)) => Value::Text(Arc::from(s.to_lowercase())),
-                (Func::Upper, Value::Text(s)) => Value::Text(Arc::from(s.to_uppercase())),
-                (Func::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
                 (Func::Abs, Value::Int(i)) => {
                     Value::Int(i.checked_abs().ok_or(EvalError::Overflow(Type::BigInt))?)
                 }
@@ -502,12 +572,29 @@ impl Expr {
                 }
                 (_, v) => v,
             },
-            Expr::JsonGet { expr, key, as_text } => match expr.eval(ctx)? {
-                Value::Json(doc) => json_get(&doc, key, *as_text),
+            Expr::JsonGet { expr, key, as_text } => match expr.eval_cow(ctx)?.as_ref() {
+                Value::Json(doc) => json_get(doc, key, *as_text),
                 _ => Value::Null,
             },
-            Expr::Bucket { interval, expr, .. } => match expr.eval(ctx)? {
-                Value::Timestamp(ts) => Value::Timestamp(interval.floor(ts, ctx.tz)),
+            Expr::Bucket {
+                interval,
+                expr,
+                slot,
+                ..
+            } => match *expr.eval_cow(ctx)? {
+                Value::Timestamp(ts) => match ctx.buckets.get(*slot) {
+                    Some(cache) => {
+                        let (start, end) = cache.get();
+                        if start <= ts.0 && ts.0 < end {
+                            Value::Timestamp(crate::value::Timestamp(start))
+                        } else {
+                            let (start, end) = interval.bucket(ts, ctx.tz);
+                            cache.set((start.0, end.0));
+                            Value::Timestamp(start)
+                        }
+                    }
+                    None => Value::Timestamp(interval.floor(ts, ctx.tz)),
+                },
                 _ => Value::Null,
             },
         })

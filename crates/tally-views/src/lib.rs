@@ -27,7 +27,7 @@ pub mod time;
 pub mod value;
 
 pub use agg::{AggKind, AggState};
-pub use engine::{CheckError, Delta, Engine, Event, ViewDelta};
+pub use engine::{CheckError, Delta, Engine, Event, GroupKey, ViewDelta};
 pub use plan::{Catalog, ColumnDef, ColumnDefault, ColumnSource, StreamDef, ViewColumn, ViewPlan};
 pub use query::{QueryError, QueryPlan, QueryRequest, ResultSet};
 pub use sql::{Applied, Change, CompileError};

@@ -152,6 +152,8 @@ pub struct ViewPlan {
     pub columns: Vec<ViewColumn>,
     /// The key that is the view's time bucket, used by `--from/--to/--grain`.
     pub bucket: Option<usize>,
+    /// How many time bucket expressions the view evaluates per event (cache slots).
+    pub bucket_slots: usize,
     /// Whether some row-level expression can fail, so ingest must check events against it.
     pub can_fail: bool,
     /// The definition as SQL, as parsed: applying it again gives the same plan.

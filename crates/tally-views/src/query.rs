@@ -202,7 +202,8 @@ impl<'a> QueryPlan<'a> {
         tz: &TimeZone,
     ) -> Result<ResultSet, QueryError> {
         let view = self.view;
-        let mut groups: HashMap<Vec<Value>, Vec<AggState>> = HashMap::new();
+        let mut groups: HashMap<Vec<Value>, Vec<AggState>, foldhash::fast::RandomState> =
+            HashMap::default();
         for (key, states) in rows {
             if !self.accepts(&key, tz)? {
                 continue;
@@ -244,6 +245,7 @@ impl<'a> QueryPlan<'a> {
                 keys: &key,
                 aggs: &aggs,
                 tz,
+                buckets: &[],
             };
             let mut row = Vec::with_capacity(self.columns.len());
             for &ci in &self.columns {

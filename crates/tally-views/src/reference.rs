@@ -192,6 +192,7 @@ fn output_cell(expr: &Expr, ty: Type, key: &[Value], aggs: &[Expected], tz: &Tim
         keys: key,
         aggs: &values,
         tz,
+        buckets: &[],
     };
     match expr.eval(&ctx) {
         Err(e) => Expected::Error(e),

@@ -1194,7 +1194,23 @@ fn compile_view(
             Some("group by time_bucket(…) or date_trunc(…), or drop the retention option"),
         ));
     }
-    let aggs = binder.aggs;
+    let mut aggs = binder.aggs;
+    let mut filter = filter;
+    let mut slots = 0;
+    for e in filter
+        .iter_mut()
+        .chain(key_columns.iter_mut().map(|k| &mut k.expr))
+    {
+        number_buckets(e, &mut slots);
+    }
+    for a in &mut aggs {
+        for e in [&mut a.arg, &mut a.time, &mut a.filter]
+            .into_iter()
+            .flatten()
+        {
+            number_buckets(e, &mut slots);
+        }
+    }
     let mut can_fail = filter.as_ref().is_some_and(Expr::can_fail)
         || key_columns.iter().any(|k| k.expr.can_fail());
     for a in &aggs {
@@ -1217,9 +1233,19 @@ fn compile_view(
         outputs,
         columns,
         bucket,
+        bucket_slots: slots,
         can_fail,
         sql,
     })
+}
+
+/// Gives every time bucket expression its own cache slot.
+fn number_buckets(e: &mut Expr, next: &mut usize) {
+    if let Expr::Bucket { slot, .. } = e {
+        *slot = *next;
+        *next += 1;
+    }
+    e.for_each_child_mut(&mut |c| number_buckets(c, next));
 }
 
 fn derived_name(e: &ast::Expr) -> Option<String> {
@@ -2283,10 +2309,12 @@ impl<'s> Binder<'s> {
                 }
                 let display = format!("{name}('{width_text}', {ts})");
                 Ok((
+                    // Slots are numbered once the whole view is bound ([`number_buckets`]).
                     Expr::Bucket {
                         interval,
                         expr: Box::new(ts),
                         display,
+                        slot: 0,
                     },
                     Type::Timestamp,
                 ))

@@ -141,6 +141,39 @@ impl Interval {
         }
     }
 
+    /// The bucket of `ts` as `(start, end)`, where every instant in `[start, end)` has the same
+    /// bucket, so callers may cache it. When an offset change of the time zone falls inside the
+    /// bucket, `end` is `start`: such a bucket is never cached, and each instant is floored anew.
+    pub fn bucket(self, ts: Timestamp, tz: &TimeZone) -> (Timestamp, Timestamp) {
+        let start = self.floor(ts, tz);
+        let next = match self {
+            Interval::Micros(width) => Some(Timestamp(start.0.saturating_add(width))),
+            Interval::Days(days) => {
+                let date = tz.to_datetime(start.to_jiff()).date();
+                date.checked_add(jiff::Span::new().days(days))
+                    .ok()
+                    .and_then(|d| start_of_day(d, tz))
+            }
+            Interval::Months(months) => {
+                let date = tz.to_datetime(start.to_jiff()).date();
+                date.checked_add(jiff::Span::new().months(months))
+                    .ok()
+                    .and_then(|d| start_of_day(d, tz))
+            }
+        };
+        let Some(next) = next.filter(|n| *n > start) else {
+            return (start, start);
+        };
+        let transition = tz
+            .following(start.to_jiff())
+            .next()
+            .map(|t| Timestamp::from_jiff(t.timestamp()));
+        match transition {
+            Some(t) if t < next => (start, start),
+            _ => (start, next),
+        }
+    }
+
     /// Whether every bucket of this width lies inside one bucket of width `coarser`, so that
     /// states can be re-grouped from this width to `coarser` by merging.
     pub fn nests_in(self, coarser: Interval) -> bool {
@@ -331,6 +364,32 @@ mod tests {
             floor("1 year", "1999-05-15T00:00:00Z", "UTC"),
             "1999-01-01T00:00:00Z"
         );
+    }
+
+    #[test]
+    fn bucket_ranges_are_cacheable_only_without_offset_changes() {
+        let berlin = TimeZone::get("Europe/Berlin").unwrap();
+        let day = Interval::Days(1);
+        let (s, e) = day.bucket(ts("2026-03-20T12:00:00Z"), &berlin);
+        assert_eq!(
+            (s.to_string(), e.to_string()),
+            ("2026-03-19T23:00:00Z".into(), "2026-03-20T23:00:00Z".into())
+        );
+        // The DST day holds an offset change: its range is empty, never cached.
+        let (s, e) = day.bucket(ts("2026-03-29T12:00:00Z"), &berlin);
+        assert_eq!(s, e);
+        // Every instant of a cacheable range floors to its start.
+        let (s, e) = Interval::parse("1 hour")
+            .unwrap()
+            .bucket(ts("2026-10-25T00:10:00Z"), &berlin);
+        for probe in [s.0, s.0 + 1, e.0 - 1] {
+            assert_eq!(
+                Interval::parse("1 hour")
+                    .unwrap()
+                    .floor(Timestamp(probe), &berlin),
+                s
+            );
+        }
     }
 
     #[test]

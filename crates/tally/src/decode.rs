@@ -11,9 +11,11 @@
 //! field is parsed for its column's type, so numbers reach `DECIMAL` columns with every digit.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::fmt;
+use std::sync::Arc;
 
-use serde::de::{DeserializeSeed, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use tally_views::decimal::{Decimal, FitError, ParseDecimalError};
 use tally_views::expr::parse_text;
@@ -30,6 +32,67 @@ pub struct RowDecoder<'a> {
     engine: &'a Engine,
     now: Timestamp,
     max_future: Interval,
+    /// Event times after this are too far in the future.
+    newest: Timestamp,
+    /// Event times before this are past the stream's retention.
+    oldest: Option<Timestamp>,
+    /// Whether a view of the stream has an expression that can fail on an event.
+    check: bool,
+    /// Shares the text of values that repeat (event names, countries, paths).
+    interner: RefCell<Interner>,
+}
+
+/// Text values seen recently, per column, so repeated values share one allocation instead of
+/// one each. A column whose values rarely repeat (ids) stops being interned.
+#[derive(Default)]
+struct Interner {
+    columns: Vec<ColumnInterner>,
+}
+
+#[derive(Default)]
+struct ColumnInterner {
+    seen: hashbrown::HashSet<Arc<str>, foldhash::fast::RandomState>,
+    hits: u32,
+    misses: u32,
+    off: bool,
+}
+
+impl Interner {
+    /// Strings longer than this are not interned.
+    const MAX_LEN: usize = 64;
+    /// How many values a column keeps.
+    const CAPACITY: usize = 4096;
+
+    fn text(&mut self, column: usize, s: &str) -> Value {
+        if s.len() > Interner::MAX_LEN {
+            return Value::text(s);
+        }
+        if self.columns.len() <= column {
+            self.columns
+                .resize_with(column + 1, ColumnInterner::default);
+        }
+        let c = &mut self.columns[column];
+        if c.off {
+            return Value::text(s);
+        }
+        if let Some(shared) = c.seen.get(s) {
+            c.hits = c.hits.saturating_add(1);
+            return Value::Text(shared.clone());
+        }
+        c.misses += 1;
+        if c.misses > 2 * Interner::CAPACITY as u32 && c.hits < c.misses {
+            // Mostly unique values: interning only costs here.
+            c.off = true;
+            c.seen = Default::default();
+            return Value::text(s);
+        }
+        if c.seen.len() >= Interner::CAPACITY {
+            c.seen.clear();
+        }
+        let shared: Arc<str> = Arc::from(s);
+        c.seen.insert(shared.clone());
+        Value::Text(shared)
+    }
 }
 
 /// One cell as read from the input, before defaults.
@@ -46,17 +109,28 @@ impl<'a> RowDecoder<'a> {
         now: Timestamp,
         max_future: Interval,
     ) -> RowDecoder<'a> {
-        RowDecoder {
+        let mut decoder = RowDecoder {
             stream,
             engine,
             now,
             max_future,
-        }
+            newest: now,
+            oldest: None,
+            check: engine
+                .views()
+                .iter()
+                .any(|v| v.stream == stream.name && v.can_fail),
+            interner: RefCell::default(),
+        };
+        decoder.set_now(now);
+        decoder
     }
 
     /// Moves the decoder's notion of now (for long imports).
     pub fn set_now(&mut self, now: Timestamp) {
         self.now = now;
+        self.newest = self.max_future.after(now);
+        self.oldest = self.stream.retention.map(|r| r.before(now));
     }
 
     /// Decodes one JSON object.
@@ -67,8 +141,7 @@ impl<'a> RowDecoder<'a> {
                 text.len()
             ));
         }
-        let depth = nesting_depth(text.as_bytes());
-        if depth > MAX_JSON_DEPTH {
+        if let Some(depth) = too_deep(text.as_bytes()) {
             return Err(format!(
                 "the event nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"
             ));
@@ -86,25 +159,13 @@ impl<'a> RowDecoder<'a> {
             return Err(format!("an event must be a JSON object, not {kind}"));
         }
         let mut de = serde_json::Deserializer::from_str(text);
-        let fields = match de.deserialize_map(FieldsVisitor) {
-            Ok(fields) => fields,
+        let cells = match de.deserialize_map(RowVisitor { decoder: self }) {
+            Ok(Ok(cells)) => cells,
+            Ok(Err(reason)) => return Err(reason),
             Err(e) => return Err(json_error(&e, text)),
         };
         if let Err(e) = de.end() {
             return Err(json_error(&e, text));
-        }
-        let mut cells: Vec<Cell> = (0..self.stream.columns.len())
-            .map(|_| Cell::Absent)
-            .collect();
-        for (key, raw) in fields {
-            let Some(index) = self.stream.column(&key) else {
-                return Err(self.unknown_field(&key));
-            };
-            if !matches!(cells[index], Cell::Absent) {
-                return Err(format!("field '{key}' appears twice"));
-            }
-            let column = &self.stream.columns[index];
-            cells[index] = json_cell(column, raw).map_err(|e| format!("field '{key}': {e}"))?;
         }
         self.finish(cells)
     }
@@ -207,15 +268,14 @@ impl<'a> RowDecoder<'a> {
         }
         let time_column = &self.stream.columns[self.stream.event_time];
         if let Value::Timestamp(t) = row[self.stream.event_time] {
-            let newest = self.max_future.after(self.now);
-            if t > newest {
+            if t > self.newest {
                 return Err(format!(
                     "field '{}': {t} is more than {} in the future (now is {})",
                     time_column.name, self.max_future, self.now
                 ));
             }
-            if let Some(retention) = self.stream.retention
-                && t < retention.before(self.now)
+            if let (Some(retention), Some(oldest)) = (self.stream.retention, self.oldest)
+                && t < oldest
             {
                 return Err(format!(
                     "field '{}': {t} is older than the stream's retention of {retention}",
@@ -223,7 +283,9 @@ impl<'a> RowDecoder<'a> {
                 ));
             }
         }
-        if let Err(e) = self.engine.check(&self.stream.name, &row) {
+        if self.check
+            && let Err(e) = self.engine.check(&self.stream.name, &row)
+        {
             return Err(e.to_string());
         }
         Ok(row)
@@ -337,7 +399,7 @@ pub fn text_cell(ty: Type, text: &str) -> Result<Value, String> {
             )
         }),
         Type::Json => {
-            if nesting_depth(text.as_bytes()) > MAX_JSON_DEPTH {
+            if too_deep(text.as_bytes()).is_some() {
                 return Err(format!(
                     "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
                 ));
@@ -348,8 +410,20 @@ pub fn text_cell(ty: Type, text: &str) -> Result<Value, String> {
     }
 }
 
+/// The nesting depth of JSON text when it is deeper than [`MAX_JSON_DEPTH`].
+pub fn too_deep(bytes: &[u8]) -> Option<usize> {
+    // Nesting can be no deeper than the number of opening brackets; counting them vectorizes,
+    // so typical events skip the exact scan.
+    let opens = bytes.iter().filter(|&&b| b == b'{' || b == b'[').count();
+    if opens <= MAX_JSON_DEPTH {
+        return None;
+    }
+    let depth = nesting_depth(bytes);
+    (depth > MAX_JSON_DEPTH).then_some(depth)
+}
+
 /// The deepest nesting of arrays and objects in JSON text, outside strings.
-pub fn nesting_depth(bytes: &[u8]) -> usize {
+fn nesting_depth(bytes: &[u8]) -> usize {
     let (mut depth, mut max) = (0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
     for &b in bytes {
@@ -395,23 +469,188 @@ pub fn json_error(e: &serde_json::Error, text: &str) -> String {
     }
 }
 
-/// The fields of a JSON object as raw JSON text, borrowed from the input where possible.
-struct FieldsVisitor;
+/// Reads an event object into cells, each field parsed for its column's type. A field that is
+/// wrong for its column is not a JSON error: the visitor keeps reading (the JSON must still be
+/// valid) and returns the first reason.
+struct RowVisitor<'d, 'a> {
+    decoder: &'d RowDecoder<'a>,
+}
 
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
+impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
+    type Value = Result<Vec<Cell>, String>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object (an event)")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::new();
+        let stream = self.decoder.stream;
+        let mut cells: Vec<Cell> = (0..stream.columns.len()).map(|_| Cell::Absent).collect();
+        let mut error: Option<String> = None;
+        // Fields usually come in the stream's column order: try the next column first.
+        let mut expected = 0;
         while let Some(key) = map.next_key_seed(KeySeed)? {
-            let value: &'de RawValue = map.next_value()?;
-            fields.push((key, value));
+            let index = match stream.columns.get(expected) {
+                Some(c) if c.name == key => Some(expected),
+                _ => stream.column(&key),
+            };
+            if let Some(i) = index {
+                expected = i + 1;
+            }
+            match index {
+                Some(i) if error.is_none() && matches!(cells[i], Cell::Absent) => {
+                    let seed = CellSeed {
+                        column: &stream.columns[i],
+                        index: i,
+                        interner: &self.decoder.interner,
+                    };
+                    match map.next_value_seed(seed)? {
+                        Ok(cell) => cells[i] = cell,
+                        Err(reason) => error = Some(format!("field '{key}': {reason}")),
+                    }
+                }
+                Some(_) => {
+                    map.next_value::<IgnoredAny>()?;
+                    error.get_or_insert_with(|| format!("field '{key}' appears twice"));
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                    error.get_or_insert_with(|| self.decoder.unknown_field(&key));
+                }
+            }
         }
-        Ok(fields)
+        Ok(match error {
+            Some(reason) => Err(reason),
+            None => Ok(cells),
+        })
+    }
+}
+
+/// Parses one field for its column.
+struct CellSeed<'a> {
+    column: &'a ColumnDef,
+    index: usize,
+    interner: &'a RefCell<Interner>,
+}
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = Result<Cell, String>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match self.column.ty {
+            // Decimals need every digit of a number, and JSON keeps its text: read both raw.
+            Type::Decimal { .. } | Type::Json => {
+                let raw: &'de RawValue = serde::Deserialize::deserialize(d)?;
+                Ok(json_cell(self.column, raw))
+            }
+            ty => d.deserialize_any(CellVisitor {
+                ty,
+                index: self.index,
+                interner: self.interner,
+            }),
+        }
+    }
+}
+
+struct CellVisitor<'a> {
+    ty: Type,
+    index: usize,
+    interner: &'a RefCell<Interner>,
+}
+
+impl CellVisitor<'_> {
+    fn wrong(&self, got: &str) -> Result<Cell, String> {
+        Err(format!("expected {}, got {got}", describe(self.ty)))
+    }
+
+    fn number(&self, text: String) -> Result<Cell, String> {
+        match self.ty {
+            Type::Text => Ok(Cell::Value(Value::text(&text))),
+            Type::Timestamp => Err(format!(
+                "{text} is a number; send the time as RFC 3339 text such as \"2026-03-29T22:00:00Z\""
+            )),
+            Type::Boolean => self.wrong("a number"),
+            ty => text_cell(ty, &text).map(Cell::Value),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for CellVisitor<'_> {
+    type Value = Result<Cell, String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Ok(Cell::Null))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Ok(Cell::Null))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<Self::Value, E> {
+        Ok(match self.ty {
+            Type::Boolean => Ok(Cell::Value(Value::Bool(b))),
+            Type::Text => Ok(Cell::Value(Value::text(if b { "true" } else { "false" }))),
+            _ => self.wrong("a boolean"),
+        })
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, i: i64) -> Result<Self::Value, E> {
+        Ok(match self.ty {
+            Type::BigInt => Ok(Cell::Value(Value::Int(i))),
+            Type::Double => Ok(Cell::Value(Value::Double(i as f64))),
+            _ => self.number(i.to_string()),
+        })
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, u: u64) -> Result<Self::Value, E> {
+        Ok(match self.ty {
+            Type::BigInt => match i64::try_from(u) {
+                Ok(i) => Ok(Cell::Value(Value::Int(i))),
+                Err(_) => Err(format!("{u} is outside the BIGINT range")),
+            },
+            Type::Double => Ok(Cell::Value(Value::Double(u as f64))),
+            _ => self.number(u.to_string()),
+        })
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, f: f64) -> Result<Self::Value, E> {
+        Ok(match self.ty {
+            Type::Double if f.is_finite() => Ok(Cell::Value(Value::Double(f))),
+            Type::Double => Err("the number is out of the DOUBLE range".into()),
+            Type::BigInt if f.fract() == 0.0 && f.abs() >= 9.2e18 => {
+                Err(format!("{f} is outside the BIGINT range"))
+            }
+            Type::BigInt => Err(format!("'{f}' is not a whole number")),
+            _ => self.number(f.to_string()),
+        })
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
+        self.visit_str(s)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Self::Value, E> {
+        if s.contains('\0') {
+            return Ok(Err("NUL characters are not allowed".into()));
+        }
+        Ok(match self.ty {
+            Type::Text => Ok(Cell::Value(self.interner.borrow_mut().text(self.index, s))),
+            ty => text_cell(ty, s).map(Cell::Value),
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(self.wrong("an array"))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(self.wrong("an object"))
     }
 }
 

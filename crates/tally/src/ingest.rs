@@ -6,15 +6,16 @@
 //! is kept. Lines are read with a bound, so a gigantic line costs neither memory nor a panic.
 
 use std::io::BufRead;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tally_views::StreamDef;
+use tally_views::{Event, StreamDef, Value};
 
 use crate::app::Config;
 use crate::decode::{MAX_EVENT_BYTES, RowDecoder, json_error};
 use crate::error::{Error, Result};
-use crate::runtime::TenantRuntime;
+use crate::runtime::{ApplySide, FlushJob, TenantRuntime, committed};
 
 /// Rows per durable commit, by default.
 pub const BATCH_ROWS: usize = 10_000;
@@ -71,70 +72,204 @@ impl IngestReport {
     }
 }
 
-/// Collects valid rows and commits them in batches.
-struct Batcher<'r> {
-    runtime: &'r mut TenantRuntime,
-    batch_rows: usize,
-    stream: &'r StreamDef,
-    rows: Vec<Vec<tally_views::Value>>,
-    report: IngestReport,
+/// Decoded records on their way from the decoding thread to the committing one.
+struct Batch {
+    rows: Vec<Vec<Value>>,
+    rejected: Vec<(u64, String)>,
+    /// Input bytes consumed so far, for progress.
+    bytes: u64,
 }
 
-impl Batcher<'_> {
+/// Work for the committing thread.
+enum Work {
+    Batch(Batch),
+    Flush(FlushJob),
+    Failed(Error),
+}
+
+/// The decoding thread's side: collects records into batches, hands them over for committing,
+/// and applies what comes back committed.
+struct Handoff<'r> {
+    work: SyncSender<Work>,
+    committed: Receiver<Vec<Event>>,
+    apply: ApplySide<'r>,
+    stream: &'r str,
+    batch: Batch,
+    batch_rows: usize,
+    /// Batches handed over whose committed events have not come back yet.
+    pending: usize,
+}
+
+impl Handoff<'_> {
+    /// Adds a decoded record; `false` once the committing side has stopped.
     fn push(
         &mut self,
         line: u64,
-        row: std::result::Result<Vec<tally_views::Value>, String>,
-    ) -> Result<()> {
+        row: std::result::Result<Vec<Value>, String>,
+        bytes: u64,
+    ) -> bool {
         match row {
-            Ok(row) => {
-                self.rows.push(row);
-                if self.rows.len() >= self.batch_rows {
-                    self.commit()?;
-                }
-            }
-            Err(reason) => self.report.reject(line, reason),
+            Ok(row) => self.batch.rows.push(row),
+            Err(reason) => self.batch.rejected.push((line, reason)),
         }
-        Ok(())
+        self.batch.bytes = bytes;
+        if self.batch.rows.len() + self.batch.rejected.len() >= self.batch_rows {
+            return self.send();
+        }
+        true
     }
 
-    fn commit(&mut self) -> Result<()> {
-        if self.rows.is_empty() {
-            return Ok(());
+    fn send(&mut self) -> bool {
+        let bytes = self.batch.bytes;
+        let full = std::mem::replace(
+            &mut self.batch,
+            Batch {
+                rows: Vec::with_capacity(self.batch_rows.min(BATCH_ROWS)),
+                rejected: Vec::new(),
+                bytes,
+            },
+        );
+        if self.work.send(Work::Batch(full)).is_err() {
+            return false;
         }
-        let seqs = self.runtime.append(self.stream, &self.rows)?;
-        for s in seqs {
-            if s.is_some() {
-                self.report.accepted += 1;
+        self.pending += 1;
+        self.apply_committed(false)
+    }
+
+    /// Applies batches that came back committed; with `wait`, until none is pending.
+    fn apply_committed(&mut self, wait: bool) -> bool {
+        while self.pending > 0 {
+            let events = if wait {
+                match self.committed.recv() {
+                    Ok(events) => events,
+                    Err(_) => return false,
+                }
             } else {
-                self.report.duplicates += 1;
+                match self.committed.try_recv() {
+                    Ok(events) => events,
+                    Err(TryRecvError::Empty) => return true,
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+            };
+            self.pending -= 1;
+            self.apply.apply(self.stream, &events);
+            if self.apply.needs_flush()
+                && self
+                    .work
+                    .send(Work::Flush(self.apply.take_flush()))
+                    .is_err()
+            {
+                return false;
             }
         }
-        self.rows.clear();
-        Ok(())
+        true
+    }
+
+    /// Hands over the last batch, applies everything, and asks for the final flush.
+    fn finish(mut self) {
+        if self.send() && self.apply_committed(true) {
+            let _ = self.work.send(Work::Flush(self.apply.take_flush()));
+        }
     }
 }
 
 /// Ingests `input` into `stream` of the tenant. `progress` is told the bytes read so far.
+///
+/// Two threads share the work: one reads and decodes records (checking them against the views)
+/// and applies committed events to the views; the other commits each batch to the store (the
+/// durable acknowledgement) and writes flushes. A channel of two batches between them bounds
+/// memory. Rejections keep their input order.
 pub fn ingest(
     runtime: &mut TenantRuntime,
     stream: &StreamDef,
     config: &Config,
     format: Format,
-    mut input: impl BufRead,
+    input: impl BufRead + Send,
     progress: &dyn Fn(u64),
 ) -> Result<IngestReport> {
-    // The engine is cloned so the decoder can check rows while the batcher appends them.
     let engine = runtime.engine().clone();
-    let mut decoder = RowDecoder::new(stream, &engine, config.clock.now(), config.max_future);
     let batch_rows = config.batch_rows.max(1);
-    let mut batcher = Batcher {
-        runtime,
-        batch_rows,
-        stream,
-        rows: Vec::with_capacity(batch_rows.min(BATCH_ROWS)),
-        report: IngestReport::default(),
+    let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
+    let (committed_tx, committed_rx) = std::sync::mpsc::channel::<Vec<Event>>();
+    let report = {
+        let (mut store, apply) = runtime.split();
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut decoder =
+                    RowDecoder::new(stream, &engine, config.clock.now(), config.max_future);
+                let mut handoff = Handoff {
+                    work: work_tx,
+                    committed: committed_rx,
+                    apply,
+                    stream: &stream.name,
+                    batch: Batch {
+                        rows: Vec::with_capacity(batch_rows.min(BATCH_ROWS)),
+                        rejected: Vec::new(),
+                        bytes: 0,
+                    },
+                    batch_rows,
+                    pending: 0,
+                };
+                match decode(format, input, &mut decoder, config, &mut handoff) {
+                    Ok(()) => handoff.finish(),
+                    Err(e) => {
+                        let _ = handoff.work.send(Work::Failed(e));
+                    }
+                }
+            });
+            let mut report = IngestReport::default();
+            let mut outcome = Ok(());
+            for work in work_rx {
+                let step = match work {
+                    Work::Batch(batch) => {
+                        for (line, reason) in batch.rejected {
+                            report.reject(line, reason);
+                        }
+                        // Every batch comes back, even one of rejections only: the decoding
+                        // thread counts them.
+                        let appended = if batch.rows.is_empty() {
+                            Ok(Vec::new())
+                        } else {
+                            store.append(stream, &batch.rows)
+                        };
+                        appended.map(|seqs| {
+                            for seq in &seqs {
+                                if seq.is_some() {
+                                    report.accepted += 1;
+                                } else {
+                                    report.duplicates += 1;
+                                }
+                            }
+                            let _ = committed_tx.send(committed(&seqs, &batch.rows));
+                            progress(batch.bytes);
+                        })
+                    }
+                    Work::Flush(job) => store.write(job),
+                    Work::Failed(e) => Err(e),
+                };
+                if step.is_err() {
+                    outcome = step;
+                    break;
+                }
+            }
+            // Closing the channel stops the decoding thread if it still waits for a batch.
+            drop(committed_tx);
+            outcome.map(|()| report)
+        })?
     };
+    runtime_finish(runtime, config)?;
+    Ok(report)
+}
+
+/// Reads and decodes every record of the input, handing them over; stops early when the
+/// committing side has.
+fn decode(
+    format: Format,
+    mut input: impl BufRead,
+    decoder: &mut RowDecoder<'_>,
+    config: &Config,
+    out: &mut Handoff<'_>,
+) -> Result<()> {
     let read_error = |e: std::io::Error| Error::Input {
         path: "the input".into(),
         source: e,
@@ -150,28 +285,21 @@ pub fn ingest(
                 line_no += 1;
                 consumed += line.bytes as u64;
                 if line_no.is_multiple_of(1024) {
-                    progress(consumed);
                     decoder.set_now(config.clock.now());
                 }
-                if line.too_long {
-                    batcher.report.reject(
-                        line_no,
-                        format!("the line is longer than {MAX_EVENT_BYTES} bytes"),
-                    );
-                    continue;
-                }
-                let Ok(text) = std::str::from_utf8(&buf) else {
-                    batcher
-                        .report
-                        .reject(line_no, "the line is not valid UTF-8".into());
-                    continue;
+                let row = if line.too_long {
+                    Err(format!("the line is longer than {MAX_EVENT_BYTES} bytes"))
+                } else {
+                    match std::str::from_utf8(&buf) {
+                        Err(_) => Err("the line is not valid UTF-8".into()),
+                        Ok(text) if text.trim().is_empty() => continue,
+                        Ok(text) => decoder.json(text.trim()),
+                    }
                 };
-                if text.trim().is_empty() {
-                    continue;
+                if !out.push(line_no, row, consumed) {
+                    return Ok(());
                 }
-                batcher.push(line_no, decoder.json(text.trim()))?;
             }
-            progress(consumed);
         }
         Format::Csv => {
             let mut reader = csv::ReaderBuilder::new()
@@ -190,42 +318,42 @@ pub fn ingest(
             let mut record = csv::ByteRecord::new();
             let mut n = 0u64;
             loop {
-                match reader.read_byte_record(&mut record) {
+                let row = match reader.read_byte_record(&mut record) {
                     Ok(false) => break,
-                    Ok(true) => {}
+                    Ok(true) => {
+                        n += 1;
+                        if n.is_multiple_of(1024) {
+                            decoder.set_now(config.clock.now());
+                        }
+                        let fields: std::result::Result<Vec<&str>, _> =
+                            record.iter().map(std::str::from_utf8).collect();
+                        match fields {
+                            Ok(fields) => decoder.csv(&columns, &fields),
+                            Err(_) => Err("the record is not valid UTF-8".into()),
+                        }
+                    }
                     Err(e) => {
-                        let line = e.position().map_or(0, |p| p.line());
                         if matches!(e.kind(), csv::ErrorKind::Io(_)) {
+                            let line = e.position().map_or(0, |p| p.line());
                             return Err(Error::Invalid(format!(
                                 "cannot read the CSV input at line {line}: {e}"
                             )));
                         }
-                        batcher.report.reject(line, format!("invalid CSV: {e}"));
-                        continue;
+                        Err(format!("invalid CSV: {e}"))
                     }
-                }
-                let line = record.position().map_or(0, |p| p.line());
-                n += 1;
-                if n.is_multiple_of(1024) {
-                    progress(record.position().map_or(0, |p| p.byte()));
-                    decoder.set_now(config.clock.now());
-                }
-                let fields: std::result::Result<Vec<&str>, _> =
-                    record.iter().map(std::str::from_utf8).collect();
-                let row = match fields {
-                    Ok(fields) => decoder.csv(&columns, &fields),
-                    Err(_) => Err("the record is not valid UTF-8".into()),
                 };
-                batcher.push(line, row)?;
+                let position = record.position().map_or((0, 0), |p| (p.line(), p.byte()));
+                if !out.push(position.0, row, position.1) {
+                    return Ok(());
+                }
             }
-            progress(reader.position().byte());
+            out.batch.bytes = reader.position().byte();
         }
         Format::Json => {
             let mut text = String::new();
             input
                 .read_to_string(&mut text)
                 .map_err(|e| Error::Invalid(format!("the input is not UTF-8 text: {e}")))?;
-            progress(text.len() as u64);
             let elements: Vec<&RawValue> = serde_json::from_str(&text).map_err(|e| {
                 Error::Invalid(format!(
                     "the input is not a JSON array of events: {} (at line {} column {})",
@@ -234,20 +362,23 @@ pub fn ingest(
                     e.column()
                 ))
             })?;
+            let mut line = 1u64;
+            let mut scanned = 0usize;
             for element in elements {
                 let offset = element.get().as_ptr() as usize - text.as_ptr() as usize;
-                let line = 1 + text.as_bytes()[..offset]
+                line += text.as_bytes()[scanned..offset]
                     .iter()
                     .filter(|&&b| b == b'\n')
                     .count() as u64;
-                batcher.push(line, decoder.json(element.get()))?;
+                scanned = offset;
+                if !out.push(line, decoder.json(element.get()), offset as u64) {
+                    return Ok(());
+                }
             }
+            out.batch.bytes = text.len() as u64;
         }
     }
-    batcher.commit()?;
-    let report = std::mem::take(&mut batcher.report);
-    runtime_finish(batcher.runtime, config)?;
-    Ok(report)
+    Ok(())
 }
 
 fn runtime_finish(runtime: &mut TenantRuntime, config: &Config) -> Result<()> {

@@ -24,8 +24,10 @@ use crate::error::{Error, Result};
 
 /// How many events replay reads at a time.
 const REPLAY_BATCH: usize = 10_000;
-/// Flush when the delta holds this many groups, to bound memory.
-const FLUSH_GROUPS: usize = 100_000;
+/// Flush when the delta holds this many groups, to bound memory (a few hundred bytes per group
+/// for plain aggregates; sketches and exact sets more). Fewer flushes mean fewer rewrites of
+/// the same group rows during a bulk load.
+const FLUSH_GROUPS: usize = 250_000;
 
 /// A tenant's store, engine and pending delta.
 pub struct TenantRuntime {
@@ -100,16 +102,6 @@ impl TenantRuntime {
         &self.store
     }
 
-    fn check_usable(&self) -> Result<()> {
-        if self.poisoned {
-            return Err(Error::Invalid(format!(
-                "tenant {} hit a storage error earlier; reopen it to recover from its log",
-                self.info.name
-            )));
-        }
-        Ok(())
-    }
-
     fn replay(&mut self) -> Result<()> {
         let streams: Vec<std::sync::Arc<StreamDef>> = self.catalog.streams().cloned().collect();
         for stream in streams {
@@ -141,82 +133,39 @@ impl TenantRuntime {
     /// Commits rows durably, then applies them. For each row, its sequence number, or `None` for
     /// a duplicate. Rows must have passed ingest validation.
     pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
-        self.check_usable()?;
-        let seqs = match self.store.append(stream, rows) {
-            Ok(seqs) => seqs,
-            Err(e) => {
-                // A failed commit (an fsync error, a full disk) is never retried silently.
-                self.poisoned = true;
-                return Err(e.into());
-            }
-        };
-        let events: Vec<tally_views::Event> = seqs
-            .iter()
-            .zip(rows)
-            .filter_map(|(seq, row)| {
-                seq.map(|seq| tally_views::Event {
-                    seq,
-                    row: row.clone(),
-                })
-            })
-            .collect();
-        self.engine.apply(&stream.name, &events, &mut self.delta);
-        if self.delta.group_count() >= FLUSH_GROUPS {
-            self.flush()?;
+        let (mut store, mut apply) = self.split();
+        let seqs = store.append(stream, rows)?;
+        apply.apply(&stream.name, &committed(&seqs, rows));
+        if apply.needs_flush() {
+            let job = apply.take_flush();
+            store.write(job)?;
         }
         Ok(seqs)
     }
 
     /// Merges the delta into the view tables and stores the positions, in one transaction.
     pub fn flush(&mut self) -> Result<()> {
-        self.check_usable()?;
-        let result = self.flush_inner();
-        if result.is_err() {
-            // The delta's groups are gone; the stored positions still mark where replay must
-            // start, so reopening the tenant restores them.
-            self.poisoned = true;
-        }
-        result
+        let (mut store, mut apply) = self.split();
+        let job = apply.take_flush();
+        store.write(job)
     }
 
-    fn flush_inner(&mut self) -> Result<()> {
-        let mut flushes = Vec::new();
-        for (i, plan) in self.engine.views().iter().enumerate() {
-            let view = &mut self.delta.views[i];
-            if view.groups.is_empty() && view.position == self.stored[i] {
-                continue;
-            }
-            let groups = std::mem::take(&mut view.groups);
-            let keys: Vec<&[Value]> = groups.keys().map(|k| &k[..]).collect();
-            let stored = self.store.load_states(plan, &keys)?;
-            let mut rows = Vec::with_capacity(groups.len());
-            for ((key, mut states), old) in groups.into_iter().zip(stored) {
-                if let Some(old) = old {
-                    for ((state, old), agg) in states.iter_mut().zip(&old).zip(&plan.aggs) {
-                        state.merge(agg.kind, old);
-                    }
-                }
-                let cells = cells(plan, &key, &states, self.engine.tz());
-                rows.push(tally_store::RowWrite {
-                    key: key.into_vec(),
-                    cells,
-                    states,
-                });
-            }
-            flushes.push(ViewFlush {
-                plan,
-                rows,
-                position: view.position,
-            });
-        }
-        if flushes.is_empty() {
-            return Ok(());
-        }
-        self.store.flush(&flushes)?;
-        for (i, v) in self.delta.views.iter().enumerate() {
-            self.stored[i] = v.position;
-        }
-        Ok(())
+    /// The two halves of the ingest path, so that two threads can share the work: one commits
+    /// rows and writes flushes, the other applies committed rows and prepares flushes.
+    pub fn split(&mut self) -> (StoreSide<'_>, ApplySide<'_>) {
+        (
+            StoreSide {
+                store: &mut self.store,
+                engine: &self.engine,
+                stored: &mut self.stored,
+                poisoned: &mut self.poisoned,
+                tenant: &self.info.name,
+            },
+            ApplySide {
+                engine: &self.engine,
+                delta: &mut self.delta,
+            },
+        )
     }
 
     /// Reads a view: stored rows merged with the unflushed delta.
@@ -290,6 +239,140 @@ impl TenantRuntime {
     }
 }
 
+/// The events among `rows` that were committed (not duplicates), with their sequence numbers.
+pub fn committed(seqs: &[Option<u64>], rows: &[Vec<Value>]) -> Vec<tally_views::Event> {
+    seqs.iter()
+        .zip(rows)
+        .filter_map(|(seq, row)| {
+            seq.map(|seq| tally_views::Event {
+                seq,
+                row: row.clone(),
+            })
+        })
+        .collect()
+}
+
+/// What a flush writes: per view, the groups applied since the last flush and the position.
+pub struct FlushJob {
+    views: Vec<(usize, tally_views::engine::GroupMap, u64)>,
+}
+
+/// The store half of a runtime: commits rows, writes flushes.
+pub struct StoreSide<'r> {
+    store: &'r mut TenantStore,
+    engine: &'r Engine,
+    stored: &'r mut Vec<u64>,
+    poisoned: &'r mut bool,
+    tenant: &'r str,
+}
+
+impl StoreSide<'_> {
+    fn check_usable(&self) -> Result<()> {
+        if *self.poisoned {
+            return Err(Error::Invalid(format!(
+                "tenant {} hit a storage error earlier; reopen it to recover from its log",
+                self.tenant
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends rows in one durable transaction: the acknowledgement point.
+    pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
+        self.check_usable()?;
+        self.store.append(stream, rows).map_err(|e| {
+            // A failed commit (an fsync error, a full disk) is never retried silently.
+            *self.poisoned = true;
+            e.into()
+        })
+    }
+
+    /// Merges the job's groups into the stored rows and stores the positions, in one
+    /// transaction. On failure the groups are lost from memory, but the stored positions still
+    /// mark where replay must start: reopening the tenant restores them.
+    pub fn write(&mut self, job: FlushJob) -> Result<()> {
+        self.check_usable()?;
+        let result = self.write_inner(job);
+        if result.is_err() {
+            *self.poisoned = true;
+        }
+        result
+    }
+
+    fn write_inner(&mut self, job: FlushJob) -> Result<()> {
+        let unchanged = job
+            .views
+            .iter()
+            .all(|(i, groups, position)| groups.is_empty() && *position == self.stored[*i]);
+        if unchanged {
+            return Ok(());
+        }
+        let views = self.engine.views();
+        let mut flushes = Vec::with_capacity(job.views.len());
+        let mut positions = Vec::with_capacity(job.views.len());
+        for (i, groups, position) in job.views {
+            let plan = &views[i];
+            let keys: Vec<&[Value]> = groups.keys().map(|k| &k[..]).collect();
+            let stored = self.store.load_states(plan, &keys)?;
+            let mut rows = Vec::with_capacity(groups.len());
+            for ((key, mut states), old) in groups.into_iter().zip(stored) {
+                if let Some(old) = old {
+                    for ((state, old), agg) in states.iter_mut().zip(&old).zip(&plan.aggs) {
+                        state.merge(agg.kind, old);
+                    }
+                }
+                let cells = cells(plan, &key, &states, self.engine.tz());
+                rows.push(tally_store::RowWrite {
+                    key: key.into_vec(),
+                    cells,
+                    states,
+                });
+            }
+            flushes.push(ViewFlush {
+                plan,
+                rows,
+                position,
+            });
+            positions.push((i, position));
+        }
+        self.store.flush(&flushes)?;
+        for (i, position) in positions {
+            self.stored[i] = position;
+        }
+        Ok(())
+    }
+}
+
+/// The engine half of a runtime: applies committed events to the delta.
+pub struct ApplySide<'r> {
+    engine: &'r Engine,
+    delta: &'r mut Delta,
+}
+
+impl ApplySide<'_> {
+    pub fn apply(&mut self, stream: &str, events: &[tally_views::Event]) {
+        self.engine.apply(stream, events, self.delta);
+    }
+
+    /// Whether the delta has grown enough to be flushed.
+    pub fn needs_flush(&self) -> bool {
+        self.delta.group_count() >= FLUSH_GROUPS
+    }
+
+    /// Takes the delta's groups, with the positions they reach, for a flush.
+    pub fn take_flush(&mut self) -> FlushJob {
+        FlushJob {
+            views: self
+                .delta
+                .views
+                .iter_mut()
+                .enumerate()
+                .map(|(i, v)| (i, std::mem::take(&mut v.groups), v.position))
+                .collect(),
+        }
+    }
+}
+
 /// The view columns of a group: keys as they are, outputs finalized. A cell whose computation
 /// fails (an overflowing sum) is stored as NULL; queries report the error instead.
 fn cells(
@@ -308,6 +391,7 @@ fn cells(
         keys: key,
         aggs: &aggs,
         tz,
+        buckets: &[],
     };
     plan.columns
         .iter()

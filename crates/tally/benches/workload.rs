@@ -1,0 +1,141 @@
+//! The benchmark workloads, shared by the engine and the end-to-end benchmarks: web analytics
+//! events of about 300 bytes, and two sets of five views over them.
+//!
+//! - `ROLLUPS`: time-bucketed rollups with a few thousand groups, among them a percentile, an
+//!   approximate and an exact distinct count: the workload of `performance_anchors.md` §8 that
+//!   DESIGN.md's budgets come from. Its events span one hour.
+//! - `ENTITIES`: heavier views over two days of events: per-minute rollups (~90k groups), a
+//!   summary per user (50k groups) and exact distinct users per day (sets of 50k values).
+
+#![allow(dead_code, unreachable_pub)]
+
+const STREAM: &str = "
+CREATE STREAM hits (id TEXT NOT NULL, event TEXT NOT NULL, user_id TEXT NOT NULL, country TEXT NOT NULL,
+                    path TEXT, duration_ms DOUBLE NOT NULL, revenue DECIMAL(12,2), at TIMESTAMP NOT NULL)
+  WITH (event_time = 'at', dedupe_key = 'id');
+";
+
+pub fn schema(workload: Workload) -> String {
+    match workload {
+        Workload::Rollups => format!("{STREAM}{ROLLUPS}"),
+        Workload::Entities => format!("{STREAM}{ENTITIES}"),
+    }
+}
+
+pub fn stream_only() -> &'static str {
+    STREAM
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Workload {
+    Rollups,
+    Entities,
+}
+
+impl Workload {
+    /// Seconds the events span.
+    fn span(self) -> u64 {
+        match self {
+            Workload::Rollups => 3_600,
+            Workload::Entities => 172_800,
+        }
+    }
+}
+
+const ROLLUPS: &str = "
+CREATE MATERIALIZED VIEW per_minute AS
+SELECT time_bucket('1 minute', at) AS minute, country, event,
+       count(*) AS n, sum(duration_ms) AS total_ms, min(duration_ms) AS min_ms, max(duration_ms) AS max_ms
+FROM hits GROUP BY 1, 2, 3;
+
+CREATE MATERIALIZED VIEW latency AS
+SELECT time_bucket('5 minutes', at) AS slot, event,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms,
+       approx_count_distinct(user_id) AS users
+FROM hits GROUP BY 1, 2;
+
+CREATE MATERIALIZED VIEW country_users AS
+SELECT time_bucket('15 minutes', at) AS slot, country, count(DISTINCT user_id) AS users
+FROM hits GROUP BY 1, 2;
+
+CREATE MATERIALIZED VIEW funnel AS
+SELECT time_bucket('1 minute', at) AS minute,
+       count(*) FILTER (WHERE event = 'signup') AS signups,
+       sum(revenue) FILTER (WHERE event = 'purchase') AS revenue
+FROM hits GROUP BY 1;
+
+CREATE MATERIALIZED VIEW pages AS
+SELECT date_trunc('hour', at) AS hour, country, count(*) AS views
+FROM hits WHERE event = 'page_view' GROUP BY 1, 2;
+";
+
+const ENTITIES: &str = "
+
+CREATE MATERIALIZED VIEW per_minute AS
+SELECT time_bucket('1 minute', at) AS minute, country, event,
+       count(*) AS n, sum(duration_ms) AS total_ms, min(duration_ms) AS min_ms, max(duration_ms) AS max_ms
+FROM hits GROUP BY 1, 2, 3;
+
+CREATE MATERIALIZED VIEW latency_hourly AS
+SELECT time_bucket('1 hour', at) AS hour, event,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_ms,
+       approx_count_distinct(user_id) AS users
+FROM hits GROUP BY 1, 2;
+
+CREATE MATERIALIZED VIEW daily_users AS
+SELECT time_bucket('1 day', at) AS day, country, count(DISTINCT user_id) AS users
+FROM hits GROUP BY 1, 2;
+
+CREATE MATERIALIZED VIEW user_summary AS
+SELECT user_id, count(*) AS events, last(event, at) AS last_event, max(at) AS last_seen
+FROM hits GROUP BY user_id;
+
+CREATE MATERIALIZED VIEW revenue_daily AS
+SELECT time_bucket('1 day', at) AS day, sum(revenue) FILTER (WHERE event = 'purchase') AS revenue
+FROM hits GROUP BY 1;
+";
+
+const EVENTS: [&str; 6] = [
+    "page_view",
+    "page_view",
+    "page_view",
+    "click",
+    "signup",
+    "purchase",
+];
+const COUNTRIES: [&str; 8] = ["DE", "FR", "US", "GB", "BR", "IN", "JP", "NL"];
+
+/// `n` NDJSON lines, deterministic, spread over the workload's span from 2026-06-01.
+pub fn ndjson(workload: Workload, n: usize, seed: u64) -> Vec<String> {
+    let span = workload.span();
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            let event = EVENTS[(r % 6) as usize];
+            let country = COUNTRIES[((r >> 8) % 8) as usize];
+            let user = (r >> 16) % 50_000;
+            let secs = (i as u64 * span) / n as u64;
+            let duration = ((r >> 32) % 100_000) as f64 / 37.0;
+            let revenue = if event == "purchase" {
+                format!("\"{}.{:02}\"", (r >> 40) % 500, (r >> 50) % 100)
+            } else {
+                "null".into()
+            };
+            format!(
+                r#"{{"id":"evt-{seed}-{i}","event":"{event}","user_id":"user-{user}","country":"{country}","path":"/products/item-{}/details","duration_ms":{duration},"revenue":{revenue},"at":"2026-06-{:02}T{:02}:{:02}:{:02}Z"}}"#,
+                r % 2000,
+                1 + secs / 86_400,
+                (secs / 3600) % 24,
+                (secs / 60) % 60,
+                secs % 60
+            )
+        })
+        .collect()
+}
