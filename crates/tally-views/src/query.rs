@@ -103,12 +103,9 @@ impl<'a> QueryPlan<'a> {
         let mut grain = None;
         if let (Some(g), Some(b)) = (req.grain, bucket) {
             let width = view.keys[b].bucket.unwrap_or(g);
-            if !keep[b] {
-                return err(format!(
-                    "--grain needs the time column {} in --group-by",
-                    view.keys[b].name
-                ));
-            }
+            // A grain asks for time buckets, so the time column stays even when --group-by
+            // leaves it out.
+            keep[b] = true;
             if !width.nests_in(g) {
                 return err(format!(
                     "view {} has {width} buckets, which do not fit in {g} buckets; ask for a grain that is a multiple of {width}",
