@@ -234,9 +234,11 @@ impl<'a> QueryPlan<'a> {
             let aggs = states
                 .iter()
                 .zip(&view.aggs)
-                .map(|(s, a)| s.finalize(a.kind))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| self.cell_error(&key, "an aggregate", e))?;
+                .map(|(s, a)| {
+                    s.finalize(a.kind)
+                        .map_err(|e| self.cell_error(&key, &a.display, e))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let ctx = EvalCtx {
                 row: &[],
                 keys: &key,

@@ -2729,8 +2729,17 @@ fn arith_types(op: ArithOp, l: Type, r: Type) -> (NumKind, Type) {
                     ((int1.max(int2) + s + 1).min(MAX_PRECISION), s)
                 }
                 ArithOp::Mul => {
-                    let s = s1.max(s2);
-                    ((int1 + int2 + s).min(MAX_PRECISION), s)
+                    // The exact product has s1 + s2 decimals; when that does not fit beside the
+                    // integer digits, keep as many decimals as fit, but never fewer than the
+                    // larger operand scale (rounding half away from zero).
+                    let exact = s1 + s2;
+                    let int = int1 + int2;
+                    if int + exact <= MAX_PRECISION {
+                        (int + exact, exact)
+                    } else {
+                        let s = MAX_PRECISION.saturating_sub(int).max(s1.max(s2)).min(exact);
+                        (MAX_PRECISION, s)
+                    }
                 }
                 ArithOp::Div => (MAX_PRECISION, s1.max(s2).max(6)),
             };
