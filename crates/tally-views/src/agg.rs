@@ -803,4 +803,35 @@ mod tests {
         assert_eq!(first.finalize(AggKind::First).unwrap(), Value::text("a"));
         assert_eq!(last.finalize(AggKind::Last).unwrap(), Value::text("c"));
     }
+
+    /// DESIGN.md's memory budget: a view group with one percentile and one
+    /// `approx_count_distinct` state holds at most 8 KB, however many events it absorbed. The
+    /// worst realistic case: latencies spread over five decades (0.1 ms to 10 s) and 100,000
+    /// distinct users. `docs/performance.md` quotes the figures this prints with `--nocapture`.
+    #[test]
+    fn a_group_with_a_percentile_and_a_distinct_sketch_fits_8_kb() {
+        let percentile = AggKind::Percentile {
+            q: 0.99,
+            continuous: true,
+        };
+        let mut p = percentile.new_state();
+        let mut h = AggKind::ApproxCountDistinct.new_state();
+        let at = Value::Timestamp(Timestamp(0));
+        for i in 0..100_000u64 {
+            // Log-uniform over [0.1, 10_000): every bin of five decades gets values.
+            let ms = 0.1 * 10f64.powf(5.0 * (i as f64) / 100_000.0);
+            p.update(percentile, &Value::Double(ms), &at, i);
+            h.update(
+                AggKind::ApproxCountDistinct,
+                &Value::text(&format!("user-{i}")),
+                &at,
+                i,
+            );
+        }
+        let memory = p.memory() + h.memory();
+        let stored = encode_states(&[p, h]).len();
+        println!("memory {memory} bytes, stored {stored} bytes");
+        assert!(memory <= 8 * 1024, "memory {memory} bytes");
+        assert!(stored <= 8 * 1024, "stored {stored} bytes");
+    }
 }

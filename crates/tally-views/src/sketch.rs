@@ -43,11 +43,137 @@ fn value_of(key: i32) -> f64 {
     2.0 * (f64::from(key) * ln_gamma()).exp() / (GAMMA + 1.0)
 }
 
+/// Bin counts, 4 bytes each until one bin passes `u32::MAX`, then 8: a group's sketch stays
+/// small (DESIGN.md's 8 KB per group) without ever saturating a count.
+#[derive(Clone, Debug)]
+enum Counts {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
+
+/// Equal when the counts are, whatever their width.
+impl PartialEq for Counts {
+    fn eq(&self, other: &Counts) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts::Narrow(Vec::new())
+    }
+}
+
+/// Grows `v` to `len` with zeros, reserving a quarter more rather than doubling.
+fn grow_back<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
+    if len > v.capacity() {
+        v.reserve_exact(len - v.len() + len / 4);
+    }
+    v.resize(len, T::default());
+}
+
+/// Puts `n` zeros in front of `v`, reserving a quarter more rather than doubling.
+fn grow_front<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
+    let len = v.len() + n;
+    let mut grown = Vec::with_capacity(len + len / 4);
+    grown.resize(n, T::default());
+    grown.extend_from_slice(v);
+    *v = grown;
+}
+
+impl Counts {
+    fn len(&self) -> usize {
+        match self {
+            Counts::Narrow(v) => v.len(),
+            Counts::Wide(v) => v.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            Counts::Narrow(v) => u64::from(v[i]),
+            Counts::Wide(v) => v[i],
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Counts::Narrow(v) => 4 * v.capacity(),
+            Counts::Wide(v) => 8 * v.capacity(),
+        }
+    }
+
+    fn widen(&mut self) {
+        if let Counts::Narrow(v) = self {
+            *self = Counts::Wide(v.iter().map(|&n| u64::from(n)).collect());
+        }
+    }
+
+    fn add(&mut self, i: usize, n: u64) {
+        if let Counts::Narrow(v) = self {
+            match u32::try_from(u64::from(v[i]) + n) {
+                Ok(sum) => {
+                    v[i] = sum;
+                    return;
+                }
+                Err(_) => self.widen(),
+            }
+        }
+        if let Counts::Wide(v) = self {
+            v[i] += n;
+        }
+    }
+
+    fn set(&mut self, i: usize, n: u64) {
+        if let Counts::Narrow(v) = self {
+            match u32::try_from(n) {
+                Ok(n) => {
+                    v[i] = n;
+                    return;
+                }
+                Err(_) => self.widen(),
+            }
+        }
+        if let Counts::Wide(v) = self {
+            v[i] = n;
+        }
+    }
+
+    fn grow_back(&mut self, len: usize) {
+        match self {
+            Counts::Narrow(v) => grow_back(v, len),
+            Counts::Wide(v) => grow_back(v, len),
+        }
+    }
+
+    fn grow_front(&mut self, n: usize) {
+        match self {
+            Counts::Narrow(v) => grow_front(v, n),
+            Counts::Wide(v) => grow_front(v, n),
+        }
+    }
+
+    fn drain_front(&mut self, n: usize) {
+        match self {
+            Counts::Narrow(v) => drop(v.drain(..n)),
+            Counts::Wide(v) => drop(v.drain(..n)),
+        }
+    }
+}
+
 /// Dense bin counts for keys `offset .. offset + counts.len()`.
 #[derive(Clone, Debug, Default, PartialEq)]
 struct Bins {
     offset: i32,
-    counts: Vec<u64>,
+    counts: Counts,
     total: u64,
 }
 
@@ -55,18 +181,15 @@ impl Bins {
     fn add(&mut self, key: i32, n: u64) {
         if self.counts.is_empty() {
             self.offset = key;
-            self.counts.push(0);
+            self.counts.grow_back(1);
         }
         if key < self.offset {
-            let grow = (self.offset - key) as usize;
-            let mut counts = vec![0; grow];
-            counts.extend_from_slice(&self.counts);
-            self.counts = counts;
+            self.counts.grow_front((self.offset - key) as usize);
             self.offset = key;
         } else if key >= self.offset + self.counts.len() as i32 {
-            self.counts.resize((key - self.offset) as usize + 1, 0);
+            self.counts.grow_back((key - self.offset) as usize + 1);
         }
-        self.counts[(key - self.offset) as usize] += n;
+        self.counts.add((key - self.offset) as usize, n);
         self.total += n;
         if self.counts.len() > MAX_BINS {
             self.collapse_lowest();
@@ -76,14 +199,14 @@ impl Bins {
     /// Folds the lowest bins into the lowest one kept, so that at most `MAX_BINS` remain.
     fn collapse_lowest(&mut self) {
         let excess = self.counts.len() - MAX_BINS;
-        let folded: u64 = self.counts[..=excess].iter().sum();
-        self.counts.drain(..excess);
-        self.counts[0] = folded;
+        let folded: u64 = self.counts.iter().take(excess + 1).sum();
+        self.counts.drain_front(excess);
+        self.counts.set(0, folded);
         self.offset += excess as i32;
     }
 
     fn merge(&mut self, other: &Bins) {
-        for (i, &n) in other.counts.iter().enumerate() {
+        for (i, n) in other.counts.iter().enumerate() {
             if n > 0 {
                 self.add(other.offset + i as i32, n);
             }
@@ -93,7 +216,7 @@ impl Bins {
     /// The key holding the `rank`-th smallest key (0-based), counting upward.
     fn key_at(&self, rank: u64) -> i32 {
         let mut seen = 0;
-        for (i, &n) in self.counts.iter().enumerate() {
+        for (i, n) in self.counts.iter().enumerate() {
             seen += n;
             if seen > rank {
                 return self.offset + i as i32;
@@ -105,7 +228,7 @@ impl Bins {
     fn encode(&self, w: &mut Writer) {
         w.zigzag(i64::from(self.offset));
         w.varint(self.counts.len() as u64);
-        for &n in &self.counts {
+        for n in self.counts.iter() {
             w.varint(n);
         }
     }
@@ -116,15 +239,18 @@ impl Bins {
         if len > MAX_BINS {
             return Err(CodecError("too many bins".into()));
         }
-        let counts = (0..len)
-            .map(|_| r.varint())
-            .collect::<Result<Vec<_>, _>>()?;
-        let total = counts.iter().sum();
-        Ok(Bins {
+        let mut bins = Bins {
             offset,
-            counts,
-            total,
-        })
+            counts: Counts::default(),
+            total: 0,
+        };
+        bins.counts.grow_back(len);
+        for i in 0..len {
+            let n = r.varint()?;
+            bins.counts.set(i, n);
+            bins.total += n;
+        }
+        Ok(bins)
     }
 }
 
@@ -295,7 +421,9 @@ impl QuantileSketch {
     pub fn memory(&self) -> usize {
         let exact = self.exact.as_ref().map_or(0, Vec::capacity);
         std::mem::size_of::<Self>()
-            + 8 * (exact + self.positive.counts.capacity() + self.negative.counts.capacity())
+            + 8 * exact
+            + self.positive.counts.bytes()
+            + self.negative.counts.bytes()
     }
 
     pub fn encode(&self, w: &mut Writer) {
@@ -408,6 +536,23 @@ mod tests {
             s.add(v);
         }
         s
+    }
+
+    #[test]
+    fn a_bin_past_u32_widens_instead_of_saturating() {
+        let mut bins = Bins::default();
+        bins.add(7, u64::from(u32::MAX));
+        bins.add(9, 1);
+        assert!(matches!(bins.counts, Counts::Narrow(_)));
+        bins.add(7, 2);
+        assert!(matches!(bins.counts, Counts::Wide(_)));
+        assert_eq!(bins.counts.get(0), u64::from(u32::MAX) + 2);
+        assert_eq!(bins.total, u64::from(u32::MAX) + 3);
+        assert_eq!(bins.key_at(u64::from(u32::MAX) + 2), 9);
+        let mut w = Writer::default();
+        bins.encode(&mut w);
+        let bytes = w.finish();
+        assert_eq!(Bins::decode(&mut Reader::new(&bytes)).unwrap(), bins);
     }
 
     #[test]
