@@ -8,12 +8,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tally_store::{KeyKind, Store};
-use tally_views::{Interval, QueryRequest, Timestamp};
+use tally_views::{Interval, QueryRequest};
 
 use crate::app::{Config, Location, Tally};
 use crate::error::{Error, Result};
 use crate::ingest::{Format, IngestReport, ingest};
 use crate::output::{OutputFormat, render};
+use crate::params::{QueryParams, Spelling};
 
 /// Tally: SQL-defined live analytics views, kept correct on every event.
 #[derive(Parser, Debug)]
@@ -42,6 +43,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the HTTP server (admin routes need TALLY_ADMIN_TOKEN).
+    Serve(ServeArgs),
     /// Create or change streams and views from a SQL file; prints what changed.
     Apply {
         /// The .sql file.
@@ -62,6 +65,22 @@ pub enum Command {
         #[arg(value_enum)]
         action: MigrateAction,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:8420")]
+    pub listen: std::net::SocketAddr,
+    /// How often view changes are written to the view tables (e.g. '1 second', '500 milliseconds').
+    #[arg(long, default_value = "1 second")]
+    pub flush_interval: String,
+    /// Requests per second allowed per key (the burst is twice that).
+    #[arg(long, env = "TALLY_RATE_LIMIT", default_value_t = 1000.0)]
+    pub rate_limit: f64,
+    /// Requests waiting per tenant before ingest answers 503.
+    #[arg(long, default_value_t = 256)]
+    pub queue_depth: usize,
 }
 
 #[derive(Args, Debug)]
@@ -131,6 +150,8 @@ pub enum KeyCommand {
         #[arg(long, value_enum)]
         kind: KeyKindArg,
     },
+    /// Revoke a key of --tenant by its prefix (its first 14 characters, e.g. tly_w_1a2b3c4d).
+    Revoke { prefix: String },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
@@ -308,11 +329,83 @@ pub fn run(cli: Cli) -> Result<()> {
             let key = tally.create_key(&cli.tenant, kind)?;
             out(&format!("{key}\n"));
         }
+        Command::Key(KeyCommand::Revoke { prefix }) => {
+            tally.tenant_info(&cli.tenant)?;
+            let prefix: String = prefix.chars().take(14).collect();
+            if tally.store().revoke_key(&cli.tenant, &prefix)? == 0 {
+                return Err(Error::NotFound(format!(
+                    "tenant {} has no key starting with {prefix}",
+                    cli.tenant
+                )));
+            }
+            out(&format!(
+                "revoked {prefix}… (servers stop accepting it within 5 seconds)\n"
+            ));
+        }
+        Command::Serve(args) => return serve(tally, args),
         Command::Migrate { .. } => {}
     }
     // Nothing else to do with the service; keep it alive until here for clarity.
     let _ = &mut tally;
     Ok(())
+}
+
+/// `tally serve`: runs until SIGTERM or Ctrl-C, then drains and flushes.
+fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
+    use crate::server::{Hub, ServerConfig};
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TALLY_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let flush_interval = match Interval::parse(&args.flush_interval) {
+        Ok(Interval::Micros(us)) if us > 0 => std::time::Duration::from_micros(us as u64),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "--flush-interval '{}' must be a duration under a day, such as '1 second'",
+                args.flush_interval
+            )));
+        }
+    };
+    if !(args.rate_limit > 0.0) {
+        return Err(Error::Invalid("--rate-limit must be above 0".into()));
+    }
+    let admin_token = std::env::var("TALLY_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    if admin_token.is_none() {
+        tracing::warn!(
+            "TALLY_ADMIN_TOKEN is not set: the admin routes (tenants, schema) answer 403"
+        );
+    }
+    let settings = ServerConfig {
+        listen: args.listen,
+        admin_token,
+        flush_interval,
+        queue_depth: args.queue_depth.max(1),
+        rate_limit: args.rate_limit,
+        rate_burst: args.rate_limit * 2.0,
+        ..ServerConfig::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", settings.listen)))?;
+        let local = listener.local_addr().map_or(settings.listen, |a| a);
+        let hub = std::sync::Arc::new(Hub::new(tally, settings));
+        tracing::info!("listening on http://{local}");
+        // A line on stdout for scripts that start the server and wait for it.
+        out(&format!("listening on http://{local}\n"));
+        crate::server::serve(hub, listener, crate::server::termination())
+            .await
+            .map_err(|e| Error::Invalid(format!("server failed: {e}")))
+    })
 }
 
 /// The message of a compile error without its "line L, column C: " prefix.
@@ -397,69 +490,29 @@ fn summary(report: &IngestReport, format: SummaryFormat) -> String {
     }
 }
 
-fn parse_time(flag: &str, text: &str) -> Result<Timestamp> {
-    Timestamp::parse(text).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{flag} '{text}' is not a time; use RFC 3339 such as 2026-03-29T22:00:00Z, or a date"
-        ))
-    })
-}
-
 /// Builds the query request from the flags.
 pub fn query_request(args: &QueryArgs) -> Result<QueryRequest> {
-    let grain = args.grain.map(|g| match g {
-        Grain::Minute => Interval::Micros(60_000_000),
-        Grain::Hour => Interval::Micros(3_600_000_000),
-        Grain::Day => Interval::Days(1),
-        Grain::Week => Interval::Days(7),
-        Grain::Month => Interval::Months(1),
-        Grain::Quarter => Interval::Months(3),
-        Grain::Year => Interval::Months(12),
-    });
-    let order_by = match &args.order_by {
-        None => None,
-        Some(text) => {
-            let mut parts = text.split_whitespace();
-            let column = parts.next().unwrap_or_default().to_owned();
-            let desc = match parts.next().map(str::to_ascii_lowercase).as_deref() {
-                None | Some("asc") => false,
-                Some("desc") => true,
-                Some(other) => {
-                    return Err(Error::Invalid(format!(
-                        "--order-by '{text}': expected COL, COL asc or COL desc, not '{other}'"
-                    )));
-                }
-            };
-            if column.is_empty() || parts.next().is_some() {
-                return Err(Error::Invalid(format!(
-                    "--order-by '{text}': expected COL, COL asc or COL desc"
-                )));
-            }
-            Some((column, desc))
+    let grain = args.grain.map(|g| {
+        match g {
+            Grain::Minute => "minute",
+            Grain::Hour => "hour",
+            Grain::Day => "day",
+            Grain::Week => "week",
+            Grain::Month => "month",
+            Grain::Quarter => "quarter",
+            Grain::Year => "year",
         }
-    };
-    Ok(QueryRequest {
-        from: args
-            .from
-            .as_deref()
-            .map(|t| parse_time("--from", t))
-            .transpose()?,
-        to: args
-            .to
-            .as_deref()
-            .map(|t| parse_time("--to", t))
-            .transpose()?,
+        .to_owned()
+    });
+    QueryParams {
+        from: args.from.clone(),
+        to: args.to.clone(),
         grain,
         // `--group-by ""` keeps no group column: everything merges into one row.
-        group_by: args.group_by.as_ref().map(|names| {
-            names
-                .iter()
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty())
-                .collect()
-        }),
+        group_by: args.group_by.clone(),
         filter: args.filter.clone(),
-        order_by,
+        order_by: args.order_by.clone(),
         limit: args.limit,
-    })
+    }
+    .to_request(Spelling::Flags)
 }

@@ -33,6 +33,9 @@ pub enum Error {
     },
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A failure of the store reported to several waiters (the original went to the log).
+    #[error("{0}")]
+    Failed(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -16,7 +16,9 @@ pub mod decode;
 pub mod error;
 pub mod ingest;
 pub mod output;
+pub mod params;
 pub mod runtime;
+pub mod server;
 
 pub use app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
 pub use error::{Error, Result};

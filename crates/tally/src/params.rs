@@ -1,0 +1,153 @@
+//! Query parameters as users write them (CLI flags, HTTP query strings) → [`QueryRequest`].
+//!
+//! The CLI and the HTTP API share one reading of `from`, `to`, `grain`, `group_by`, `where`,
+//! `order_by` and `limit`, so a view answers the same on both. Error messages name the parameter
+//! in the caller's spelling (`--from` on the command line, `from` in a URL).
+
+use tally_views::{Interval, QueryRequest, Timestamp};
+
+use crate::error::{Error, Result};
+
+/// The raw parameters of a view query.
+#[derive(Clone, Debug, Default)]
+pub struct QueryParams {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub grain: Option<String>,
+    /// Group columns to keep; `Some(vec![])` keeps none (one row).
+    pub group_by: Option<Vec<String>>,
+    pub filter: Option<String>,
+    pub order_by: Option<String>,
+    pub limit: Option<usize>,
+}
+
+/// How parameter names are spelled in messages.
+#[derive(Clone, Copy, Debug)]
+pub enum Spelling {
+    /// `--group-by`
+    Flags,
+    /// `group_by`
+    Url,
+}
+
+impl Spelling {
+    fn name(self, param: &str) -> String {
+        match self {
+            Spelling::Flags => format!("--{}", param.replace('_', "-")),
+            Spelling::Url => param.to_owned(),
+        }
+    }
+}
+
+/// The grains a query may ask for.
+pub const GRAINS: &str = "minute, hour, day, week, month, quarter, year";
+
+/// The bucket width of a grain name.
+pub fn grain(name: &str) -> Option<Interval> {
+    Some(match name.trim().to_ascii_lowercase().as_str() {
+        "minute" => Interval::Micros(60_000_000),
+        "hour" => Interval::Micros(3_600_000_000),
+        "day" => Interval::Days(1),
+        "week" => Interval::Days(7),
+        "month" => Interval::Months(1),
+        "quarter" => Interval::Months(3),
+        "year" => Interval::Months(12),
+        _ => return None,
+    })
+}
+
+impl QueryParams {
+    /// Checks and converts the parameters.
+    pub fn to_request(&self, spelling: Spelling) -> Result<QueryRequest> {
+        let time = |param: &str, text: &Option<String>| -> Result<Option<Timestamp>> {
+            text.as_deref()
+                .map(|t| {
+                    Timestamp::parse(t).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "{} '{t}' is not a time; use RFC 3339 such as 2026-03-29T22:00:00Z, or a date",
+                            spelling.name(param)
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let grain = match &self.grain {
+            None => None,
+            Some(g) => Some(grain(g).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} '{g}' is not a grain; use one of {GRAINS}",
+                    spelling.name("grain")
+                ))
+            })?),
+        };
+        let order_by = match &self.order_by {
+            None => None,
+            Some(text) => {
+                let name = spelling.name("order_by");
+                let mut parts = text.split_whitespace();
+                let column = parts.next().unwrap_or_default().to_owned();
+                let desc = match parts.next().map(str::to_ascii_lowercase).as_deref() {
+                    None | Some("asc") => false,
+                    Some("desc") => true,
+                    Some(other) => {
+                        return Err(Error::Invalid(format!(
+                            "{name} '{text}': expected COL, COL asc or COL desc, not '{other}'"
+                        )));
+                    }
+                };
+                if column.is_empty() || parts.next().is_some() {
+                    return Err(Error::Invalid(format!(
+                        "{name} '{text}': expected COL, COL asc or COL desc"
+                    )));
+                }
+                Some((column, desc))
+            }
+        };
+        Ok(QueryRequest {
+            from: time("from", &self.from)?,
+            to: time("to", &self.to)?,
+            grain,
+            group_by: self.group_by.as_ref().map(|names| {
+                names
+                    .iter()
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect()
+            }),
+            filter: self.filter.clone(),
+            order_by,
+            limit: self.limit,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_use_the_callers_spelling() {
+        let params = QueryParams {
+            order_by: Some("n sideways".into()),
+            ..QueryParams::default()
+        };
+        let flags = params.to_request(Spelling::Flags).unwrap_err().to_string();
+        let url = params.to_request(Spelling::Url).unwrap_err().to_string();
+        assert_eq!(
+            flags,
+            "--order-by 'n sideways': expected COL, COL asc or COL desc, not 'sideways'"
+        );
+        assert_eq!(
+            url,
+            "order_by 'n sideways': expected COL, COL asc or COL desc, not 'sideways'"
+        );
+        let bad_grain = QueryParams {
+            grain: Some("fortnight".into()),
+            ..QueryParams::default()
+        };
+        assert_eq!(
+            bad_grain.to_request(Spelling::Url).unwrap_err().to_string(),
+            "grain 'fortnight' is not a grain; use one of minute, hour, day, week, month, quarter, year"
+        );
+    }
+}

@@ -1,0 +1,390 @@
+//! The server's shared state: the catalog-level [`Tally`], the tenant workers, key lookup,
+//! rate limits and metrics.
+//!
+//! Tenant workers are started on a tenant's first request and stopped (after a final flush) on
+//! shutdown and around schema changes. The map of workers is behind an async lock that schema
+//! changes hold for their whole run, so no request reaches a tenant while its tables change.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use subtle::ConstantTimeEq;
+use tally_store::{KeyKind, KeyRecord};
+use tally_views::{Catalog, QueryRequest, ResultSet};
+use tokio::sync::oneshot;
+
+use crate::app::{ChangeReport, Tally, hash_key};
+use crate::error::Error;
+use crate::server::error::ApiError;
+use crate::server::metrics::Metrics;
+use crate::server::worker::{self, Job, Outcome, Record, Submission, WorkerConfig};
+
+/// How long a key lookup is remembered; a key revoked elsewhere stops working within this.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Settings of `tally serve`.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// `TALLY_ADMIN_TOKEN`; without it the admin routes answer 403.
+    pub admin_token: Option<String>,
+    /// How often unflushed view changes are written to the view tables.
+    pub flush_interval: Duration,
+    /// Requests waiting per tenant before ingest answers 503.
+    pub queue_depth: usize,
+    /// Requests per second per key, and the burst above it.
+    pub rate_limit: f64,
+    pub rate_burst: f64,
+    /// Time allowed for a client to send the request headers.
+    pub header_timeout: Duration,
+    /// Time allowed for a client to send the whole body.
+    pub body_timeout: Duration,
+    /// Time allowed to answer a request.
+    pub request_timeout: Duration,
+    /// How long shutdown waits for requests in flight.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+            admin_token: None,
+            flush_interval: Duration::from_secs(1),
+            queue_depth: 256,
+            rate_limit: 1000.0,
+            rate_burst: 2000.0,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Who a request is: a tenant's key of a kind.
+#[derive(Clone, Debug)]
+pub struct Principal {
+    pub tenant: String,
+    pub kind: KeyKind,
+    hash: [u8; 32],
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+pub struct Hub {
+    tally: Mutex<Tally>,
+    catalog: RwLock<Arc<Catalog>>,
+    workers: tokio::sync::Mutex<HashMap<String, SyncSender<Job>>>,
+    keys: Mutex<HashMap<[u8; 32], (Option<KeyRecord>, Instant)>>,
+    buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+    admin_hash: Option<[u8; 32]>,
+    pub metrics: Arc<Metrics>,
+    pub settings: ServerConfig,
+    worker: WorkerConfig,
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&hash_key(text));
+    out
+}
+
+impl Hub {
+    pub fn new(tally: Tally, settings: ServerConfig) -> Hub {
+        let metrics = Arc::new(Metrics::new());
+        let worker = WorkerConfig {
+            flush_interval: settings.flush_interval,
+            config: tally.config().clone(),
+            metrics: metrics.clone(),
+        };
+        Hub {
+            catalog: RwLock::new(Arc::new(tally.catalog().clone())),
+            tally: Mutex::new(tally),
+            workers: tokio::sync::Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(HashMap::new()),
+            admin_hash: settings
+                .admin_token
+                .as_deref()
+                .filter(|t| !t.is_empty())
+                .map(digest),
+            metrics,
+            settings,
+            worker,
+        }
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current schema.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn admin_enabled(&self) -> bool {
+        self.admin_hash.is_some()
+    }
+
+    /// Checks the admin token in constant time.
+    pub fn is_admin(&self, token: &str) -> bool {
+        match &self.admin_hash {
+            Some(expected) => bool::from(digest(token).ct_eq(expected)),
+            None => false,
+        }
+    }
+
+    /// Looks a key up by its hash (cached for a few seconds).
+    pub async fn principal(self: &Arc<Self>, key: &str) -> Result<Option<Principal>, ApiError> {
+        let hash = digest(key);
+        if let Some((record, at)) = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&hash)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(record.as_ref().filter(|r| !r.revoked).map(|r| Principal {
+                tenant: r.tenant.clone(),
+                kind: r.kind,
+                hash,
+            }));
+        }
+        let hub = self.clone();
+        let record = tokio::task::spawn_blocking(move || hub.tally().store().find_key(&hash))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(|e| ApiError::from(Error::from(e)))?;
+        // The lookup is by hash; confirm it in constant time all the same.
+        let record = record.filter(|_| bool::from(digest(key).ct_eq(&hash)));
+        self.keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(hash, (record.clone(), Instant::now()));
+        Ok(record.filter(|r| !r.revoked).map(|r| Principal {
+            tenant: r.tenant,
+            kind: r.kind,
+            hash,
+        }))
+    }
+
+    /// Takes a token from the key's bucket, or says how many seconds until one is there.
+    pub fn rate_limit(&self, principal: &Principal) -> Result<(), u64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let rate = self.settings.rate_limit;
+        let burst = self.settings.rate_burst.max(1.0);
+        let bucket = buckets.entry(principal.hash).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = if rate > 0.0 {
+                ((1.0 - bucket.tokens) / rate).ceil()
+            } else {
+                60.0
+            };
+            Err((wait as u64).max(1))
+        }
+    }
+
+    /// Hands a job to the tenant's worker, starting it when needed.
+    async fn submit(self: &Arc<Self>, tenant: &str, mut job: Job) -> Result<(), ApiError> {
+        let mut workers = self.workers.lock().await;
+        for _ in 0..2 {
+            let sender = match workers.get(tenant) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = self.spawn(tenant);
+                    workers.insert(tenant.to_owned(), s.clone());
+                    s
+                }
+            };
+            match sender.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(_)) => {
+                    self.metrics.count_refused("overloaded");
+                    return Err(ApiError::overloaded(format!(
+                        "tenant {tenant} has {} requests waiting; retry after a second",
+                        self.settings.queue_depth
+                    )));
+                }
+                Err(TrySendError::Disconnected(back)) => {
+                    // The worker ended (a store error); start a new one, which replays.
+                    workers.remove(tenant);
+                    job = back;
+                }
+            }
+        }
+        Err(ApiError::internal())
+    }
+
+    /// Starts a tenant's worker thread: it opens the tenant (reconcile and replay), then serves.
+    fn spawn(self: &Arc<Self>, tenant: &str) -> SyncSender<Job> {
+        let (tx, rx) = sync_channel(self.settings.queue_depth);
+        let hub = self.clone();
+        let name = tenant.to_owned();
+        let settings = self.worker.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tenant-{name}"))
+            .spawn(move || {
+                let opened = hub.tally().open_tenant(&name);
+                match opened {
+                    Ok(runtime) => worker::run(runtime, rx, settings),
+                    Err(e) => {
+                        tracing::error!(tenant = name, error = %e, "cannot open tenant");
+                        // Answer what is queued, then end; the next request tries again.
+                        let message = format!("cannot open tenant {name}: {e}");
+                        while let Ok(job) = rx.recv_timeout(Duration::from_millis(200)) {
+                            fail(job, &message);
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a tenant worker");
+        }
+        tx
+    }
+
+    /// Ingests records into a stream of a tenant and waits for the durable acknowledgement.
+    pub async fn ingest(
+        self: &Arc<Self>,
+        tenant: &str,
+        stream: &str,
+        records: Vec<Record>,
+    ) -> Result<Outcome, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(
+            tenant,
+            Job::Ingest(Submission {
+                stream: stream.to_owned(),
+                records,
+                reply,
+            }),
+        )
+        .await?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(ApiError::from)
+    }
+
+    /// Queries a view of a tenant: stored rows ⊕ what the worker has not flushed yet.
+    pub async fn query(
+        self: &Arc<Self>,
+        tenant: &str,
+        view: &str,
+        request: QueryRequest,
+    ) -> Result<ResultSet, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(
+            tenant,
+            Job::Query {
+                view: view.to_owned(),
+                request,
+                reply,
+            },
+        )
+        .await?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(ApiError::from)
+    }
+
+    /// Flushes and stops every worker (blocking; call off the async threads).
+    fn stop_workers(&self, workers: &mut HashMap<String, SyncSender<Job>>) {
+        let mut waiting = Vec::new();
+        for (tenant, sender) in workers.drain() {
+            let (reply, answer) = oneshot::channel();
+            if sender.send(Job::Stop { reply }).is_ok() {
+                waiting.push((tenant, answer));
+            }
+        }
+        for (tenant, answer) in waiting {
+            match answer.blocking_recv() {
+                Ok(Ok(())) | Err(_) => {}
+                Ok(Err(e)) => tracing::error!(tenant, error = %e, "final flush failed"),
+            }
+        }
+    }
+
+    /// Flushes every tenant and stops the workers: the end of a graceful shutdown.
+    pub async fn shutdown(self: &Arc<Self>) {
+        let hub = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut workers = hub.workers.blocking_lock();
+            hub.stop_workers(&mut workers);
+        })
+        .await;
+    }
+
+    /// Applies schema text: workers are stopped (flushed) first and restart on demand.
+    pub async fn apply_schema(
+        self: &Arc<Self>,
+        sql: String,
+    ) -> Result<Vec<ChangeReport>, ApiError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut workers = hub.workers.blocking_lock();
+            hub.stop_workers(&mut workers);
+            let mut tally = hub.tally();
+            let reports = tally.apply_schema(&sql)?;
+            *hub.catalog.write().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(tally.catalog().clone());
+            Ok::<_, Error>(reports)
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+    }
+
+    /// Runs a blocking catalog operation on the `Tally`.
+    pub async fn with_tally<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Tally) -> crate::Result<T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || f(&hub.tally()))
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(ApiError::from)
+    }
+
+    /// Forgets cached key lookups (after a revocation).
+    pub fn forget_keys(&self) {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+fn fail(job: Job, message: &str) {
+    match job {
+        Job::Ingest(s) => {
+            let _ = s.reply.send(Err(Error::Failed(message.to_owned())));
+        }
+        Job::Query { reply, .. } => {
+            let _ = reply.send(Err(Error::Failed(message.to_owned())));
+        }
+        Job::Stop { reply } => {
+            let _ = reply.send(Ok(()));
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The server's Prometheus metrics, served at `GET /metrics`.
+//!
+//! One registry per server (no global recorder, so tests can build many apps in one process):
+//! ingested events by stream and outcome, HTTP answers by status class, rejected requests by
+//! reason, flush lag per tenant and query latency.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    events: Family<Labels, Counter>,
+    responses: Family<Labels, Counter>,
+    refused: Family<Labels, Counter>,
+    flush_lag: Family<Labels, Gauge<f64, AtomicU64>>,
+    query_seconds: Histogram,
+    pub flushes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("tally");
+        let events = Family::<Labels, Counter>::default();
+        registry.register(
+            "ingest_events",
+            "Events received, by stream and outcome (accepted, duplicate, rejected)",
+            events.clone(),
+        );
+        let responses = Family::<Labels, Counter>::default();
+        registry.register(
+            "http_responses",
+            "HTTP responses, by route group and status code",
+            responses.clone(),
+        );
+        let refused = Family::<Labels, Counter>::default();
+        registry.register(
+            "refused_requests",
+            "Requests refused before any work, by reason (rate_limited, overloaded, unauthorized, too_large)",
+            refused.clone(),
+        );
+        let flush_lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "flush_lag_seconds",
+            "Age of the oldest applied but not yet flushed change, per tenant (view tables lag the API by this much)",
+            flush_lag.clone(),
+        );
+        let query_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "query_duration_seconds",
+            "Time to answer a view query inside the tenant worker",
+            query_seconds.clone(),
+        );
+        let flushes = Counter::default();
+        registry.register(
+            "flushes",
+            "Flushes of view deltas into view tables",
+            flushes.clone(),
+        );
+        Metrics {
+            registry,
+            events,
+            responses,
+            refused,
+            flush_lag,
+            query_seconds,
+            flushes,
+        }
+    }
+
+    pub fn count_ingest(&self, stream: &str, accepted: u64, duplicates: u64, rejected: u64) {
+        for (outcome, n) in [
+            ("accepted", accepted),
+            ("duplicate", duplicates),
+            ("rejected", rejected),
+        ] {
+            if n > 0 {
+                self.events
+                    .get_or_create(&vec![
+                        ("stream", stream.to_owned()),
+                        ("outcome", outcome.into()),
+                    ])
+                    .inc_by(n);
+            }
+        }
+    }
+
+    pub fn count_response(&self, route: &'static str, status: u16) {
+        self.responses
+            .get_or_create(&vec![
+                ("route", route.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
+    }
+
+    pub fn count_refused(&self, reason: &'static str) {
+        self.refused
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    pub fn set_flush_lag(&self, tenant: &str, seconds: f64) {
+        self.flush_lag
+            .get_or_create(&vec![("tenant", tenant.to_owned())])
+            .set(seconds);
+    }
+
+    pub fn observe_query(&self, elapsed: Duration) {
+        self.query_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// The Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

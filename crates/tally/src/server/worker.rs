@@ -1,0 +1,266 @@
+//! One thread per active tenant: it owns the tenant's [`TenantRuntime`] and does all of its
+//! ingest, queries and flushes, in the order requests arrive.
+//!
+//! Requests reach it through a bounded queue; a full queue is answered 503 by the caller rather
+//! than growing. Ingest requests waiting in the queue are committed together (group commit):
+//! one durable transaction acknowledges them all, so many small requests cost about as much as
+//! one large one. Queries go through the same queue, so a query sent after an acknowledged
+//! ingest sees it (read your writes). Between requests the worker flushes the views at the
+//! flush interval, and enforces retention now and then.
+//!
+//! A store error is fatal to the worker (an fsync failure must never be retried silently): it
+//! answers the requests at hand with the error and ends; the next request opens the tenant
+//! again, which replays whatever was committed but not yet flushed.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use tally_views::{QueryRequest, ResultSet, Value};
+use tokio::sync::oneshot;
+
+use crate::decode::RowDecoder;
+use crate::error::{Error, Result};
+use crate::runtime::TenantRuntime;
+use crate::server::metrics::Metrics;
+
+/// Most events committed in one group commit.
+const GROUP_COMMIT_ROWS: usize = 20_000;
+/// How often retention runs in a busy tenant.
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+/// One event of a request, as the edge left it.
+#[derive(Debug)]
+pub enum Record {
+    /// The JSON text of one event, to decode against the stream.
+    Json(String),
+    /// Rejected at the edge already (not JSON, too large), with the reason.
+    Rejected(String),
+}
+
+/// What an ingest request did: counts, and the rejected events by their index in the request.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: Vec<(usize, String)>,
+}
+
+pub struct Submission {
+    pub stream: String,
+    pub records: Vec<Record>,
+    pub reply: oneshot::Sender<Result<Outcome>>,
+}
+
+pub enum Job {
+    Ingest(Submission),
+    Query {
+        view: String,
+        request: QueryRequest,
+        reply: oneshot::Sender<Result<ResultSet>>,
+    },
+    /// Flush the views now and answer when done (graceful shutdown, schema changes).
+    Stop {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Settings of a worker.
+#[derive(Clone)]
+pub struct WorkerConfig {
+    pub flush_interval: Duration,
+    pub config: crate::Config,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Runs a tenant until its queue closes, a `Stop` arrives or a store error ends it.
+pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConfig) {
+    let tenant = runtime.name().to_owned();
+    let mut last_flush = Instant::now();
+    let mut last_retention = Instant::now();
+    let mut pending_since: Option<Instant> = None;
+    let mut carried: Option<Job> = None;
+    loop {
+        let wait = settings
+            .flush_interval
+            .saturating_sub(last_flush.elapsed())
+            .max(Duration::from_millis(1));
+        let job = match carried.take() {
+            Some(job) => Some(job),
+            None => match jobs.recv_timeout(wait) {
+                Ok(job) => Some(job),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let _ = runtime.flush();
+                    return;
+                }
+            },
+        };
+        let ok = match job {
+            None => true,
+            Some(Job::Ingest(first)) => {
+                let mut batch = vec![first];
+                let mut rows = batch[0].records.len();
+                while rows < GROUP_COMMIT_ROWS {
+                    match jobs.try_recv() {
+                        Ok(Job::Ingest(next)) => {
+                            rows += next.records.len();
+                            batch.push(next);
+                        }
+                        Ok(other) => {
+                            carried = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let ok = ingest(&mut runtime, batch, &settings);
+                if runtime.has_pending() && pending_since.is_none() {
+                    pending_since = Some(Instant::now());
+                }
+                ok
+            }
+            Some(Job::Query {
+                view,
+                request,
+                reply,
+            }) => {
+                let started = Instant::now();
+                let result = runtime.query(&view, &request);
+                settings.metrics.observe_query(started.elapsed());
+                let _ = reply.send(result);
+                true
+            }
+            Some(Job::Stop { reply }) => {
+                let _ = reply.send(runtime.flush());
+                settings.metrics.set_flush_lag(&tenant, 0.0);
+                return;
+            }
+        };
+        if !ok {
+            settings.metrics.set_flush_lag(&tenant, 0.0);
+            return;
+        }
+        if last_flush.elapsed() >= settings.flush_interval {
+            last_flush = Instant::now();
+            if runtime.has_pending() {
+                if let Err(e) = runtime.flush() {
+                    tracing::error!(tenant, error = %e, "flush failed; the tenant will be reopened");
+                    settings.metrics.set_flush_lag(&tenant, 0.0);
+                    return;
+                }
+                settings.metrics.flushes.inc();
+            }
+            pending_since = None;
+            if last_retention.elapsed() >= RETENTION_EVERY {
+                last_retention = Instant::now();
+                if let Err(e) = runtime.enforce_retention(settings.config.clock.now()) {
+                    tracing::error!(tenant, error = %e, "retention failed");
+                    return;
+                }
+            }
+        }
+        let lag = pending_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        settings.metrics.set_flush_lag(&tenant, lag);
+    }
+}
+
+/// Decodes, commits and applies a group of ingest requests; answers each. False when the store
+/// failed and the worker must end.
+fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &WorkerConfig) -> bool {
+    let now = settings.config.clock.now();
+    // Requests for the same stream share one commit; streams go one after the other.
+    let mut streams: Vec<String> = Vec::new();
+    for s in &batch {
+        if !streams.contains(&s.stream) {
+            streams.push(s.stream.clone());
+        }
+    }
+    let mut outcomes: Vec<Option<Result<Outcome>>> = batch.iter().map(|_| None).collect();
+    let mut failed = false;
+    for stream_name in &streams {
+        let members: Vec<usize> = (0..batch.len())
+            .filter(|&i| &batch[i].stream == stream_name)
+            .collect();
+        let Some(stream) = runtime.catalog().stream(stream_name).cloned() else {
+            let names: Vec<&str> = runtime
+                .catalog()
+                .streams()
+                .map(|s| s.name.as_str())
+                .collect();
+            for &i in &members {
+                outcomes[i] = Some(Err(Error::NotFound(format!(
+                    "there is no stream {stream_name}; the streams are {}",
+                    names.join(", ")
+                ))));
+            }
+            continue;
+        };
+        // Decode every record of every member; remember which rows belong to whom.
+        let mut rows: Vec<Vec<Value>> = Vec::new();
+        let mut owners: Vec<usize> = Vec::new();
+        {
+            let decoder =
+                RowDecoder::new(&stream, runtime.engine(), now, settings.config.max_future);
+            for &i in &members {
+                let mut outcome = Outcome::default();
+                for (index, record) in batch[i].records.iter().enumerate() {
+                    let decoded = match record {
+                        Record::Json(text) => decoder.json(text),
+                        Record::Rejected(reason) => Err(reason.clone()),
+                    };
+                    match decoded {
+                        Ok(row) => {
+                            rows.push(row);
+                            owners.push(i);
+                        }
+                        Err(reason) => outcome.rejected.push((index, reason)),
+                    }
+                }
+                outcomes[i] = Some(Ok(outcome));
+            }
+        }
+        if failed {
+            for &i in &members {
+                outcomes[i] = Some(Err(Error::Failed(
+                    "the store failed on an earlier part of this batch".into(),
+                )));
+            }
+            continue;
+        }
+        match runtime.append(&stream, &rows) {
+            Ok(seqs) => {
+                for (seq, &owner) in seqs.iter().zip(&owners) {
+                    if let Some(Ok(outcome)) = &mut outcomes[owner] {
+                        match seq {
+                            Some(_) => outcome.accepted += 1,
+                            None => outcome.duplicates += 1,
+                        }
+                    }
+                }
+                for &i in &members {
+                    if let Some(Ok(o)) = &outcomes[i] {
+                        settings.metrics.count_ingest(
+                            stream_name,
+                            o.accepted,
+                            o.duplicates,
+                            o.rejected.len() as u64,
+                        );
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(tenant = runtime.name(), error = %e, "commit failed; the tenant will be reopened");
+                failed = true;
+                for &i in &members {
+                    outcomes[i] = Some(Err(Error::Failed(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+    for (submission, outcome) in batch.into_iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
+        let _ = submission.reply.send(outcome);
+    }
+    !failed
+}
