@@ -125,6 +125,13 @@ impl Hub {
         self.tally.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Holds the catalog lock: while the guard lives, no tenant worker can start, no schema can
+    /// change and uncached keys cannot be looked up. For maintenance, and for tests that need a
+    /// busy server.
+    pub fn catalog_lock(&self) -> std::sync::MutexGuard<'_, Tally> {
+        self.tally()
+    }
+
     /// The current schema.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog

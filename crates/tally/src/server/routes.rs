@@ -621,14 +621,26 @@ pub async fn query_view(
         .query(&principal.tenant, &view, request)
         .await
         .map_err(|e| {
-            if e.status == StatusCode::UNPROCESSABLE_ENTITY {
-                // A bad `where` is a bad parameter of this request.
-                ApiError::bad_request(e.message)
+            if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::BAD_REQUEST {
+                // A bad parameter of this request, named as the URL names it.
+                ApiError::bad_request(url_spelling(&e.message))
             } else {
                 e
             }
         })?;
     Ok(Json(result_json(&result)).into_response())
+}
+
+/// The engine's query messages name `tally query`'s flags; the URL parameters are spelled
+/// `group_by`, `order_by`, `where`, `from`, `to` and `grain`.
+fn url_spelling(message: &str) -> String {
+    message
+        .replace("--group-by", "group_by")
+        .replace("--order-by", "order_by")
+        .replace("--where", "where")
+        .replace("--from", "from")
+        .replace("--to", "to")
+        .replace("--grain", "grain")
 }
 
 /// Apply SQL definitions (streams and views) to every tenant.
