@@ -1,0 +1,179 @@
+//! Segment compatibility with a real client: Segment's own Python library
+//! (`segment-analytics-python`, installed by this test into a virtual environment under the
+//! target directory, once) sends tracks, identify, page, screen, group and alias, gzipped, with
+//! Basic auth, to a running `tally serve`; then the views must count exactly those messages.
+//!
+//! Needs `python3` with `venv` and access to PyPI on the first run; it fails (never skips)
+//! without them.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value as Json, json};
+
+const ADMIN: &str = "segment-test-admin";
+
+const SCHEMA: &str = "
+CREATE MATERIALIZED VIEW by_type AS
+SELECT event_type, event_name, count(*) AS n, count(DISTINCT user_id) AS users,
+       count(page_url) AS with_url
+FROM events GROUP BY 1, 2;
+";
+
+/// A virtual environment with the Segment library, made once per target directory.
+fn venv() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("segment-venv");
+    let python = dir.join("bin/python");
+    let ready = dir.join(".installed");
+    if !ready.exists() {
+        let status = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&dir)
+            .status()
+            .expect("python3 runs");
+        assert!(status.success(), "python3 -m venv failed");
+        let status = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "segment-analytics-python==2.4.0",
+            ])
+            .status()
+            .expect("pip runs");
+        assert!(
+            status.success(),
+            "pip install segment-analytics-python failed (PyPI reachable?)"
+        );
+        std::fs::write(&ready, "").unwrap();
+    }
+    python
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(data: &Path) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .args(["--data"])
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TALLY_ADMIN_TOKEN", ADMIN)
+        .env("TALLY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    (Server(child), addr)
+}
+
+#[tokio::test]
+async fn segment_python_library_events_are_counted() {
+    let python = venv();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, base) = start(dir.path());
+    let http = reqwest::Client::new();
+    let admin = format!("Bearer {ADMIN}");
+    let r = http
+        .post(format!("{base}/v1/schema"))
+        .header("authorization", &admin)
+        .header("content-type", "application/sql")
+        .body(SCHEMA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let tenant: Json = http
+        .post(format!("{base}/v1/tenants"))
+        .header("authorization", &admin)
+        .body(r#"{"name":"shop"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let write = tenant["write_key"].as_str().unwrap();
+    let read = tenant["read_key"].as_str().unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/segment/send.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .arg(write)
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the Segment library failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let rows = loop {
+        let answer: Json = http
+            .get(format!("{base}/v1/views/by_type?order_by=event_type"))
+            .bearer_auth(read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rows = answer["rows"].clone();
+        let total: i64 = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r[2].as_i64().unwrap())
+            .sum();
+        if total >= 35 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        rows,
+        json!([
+            ["alias", "alias", 1, 1, 0],
+            ["group", "group", 1, 1, 0],
+            ["identify", "identify", 1, 1, 0],
+            ["page", "Pricing", 1, 1, 1],
+            ["screen", "Home", 1, 1, 0],
+            ["track", "Order Completed", 30, 7, 30],
+        ])
+    );
+    // The server's own count agrees: 35 accepted, nothing rejected.
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"tally_ingest_events_total{stream="events",outcome="accepted"} 35"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains(r#"outcome="rejected""#), "{metrics}");
+    drop(server);
+}
