@@ -14,7 +14,6 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params_from_iter};
 use tally::app::{Config, Location, Tally};
 use tally::ingest::{Format, ingest};
 use tally_views::{Timestamp, Value};
@@ -22,44 +21,6 @@ use workload::Workload;
 
 #[path = "workload.rs"]
 mod workload;
-
-fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
-    let path = dir.join("baseline.db");
-    let _ = std::fs::remove_file(&path);
-    let mut conn = Connection::open(&path).unwrap();
-    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
-        .unwrap();
-    conn.execute_batch("PRAGMA synchronous=FULL").unwrap();
-    conn.execute_batch(
-        "CREATE TABLE hits (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, event TEXT NOT NULL, user_id TEXT NOT NULL,
-           country TEXT NOT NULL, path TEXT, duration_ms REAL NOT NULL, revenue TEXT, at INTEGER NOT NULL)",
-    )
-    .unwrap();
-    let started = Instant::now();
-    for (chunk_no, chunk) in rows.chunks(10_000).enumerate() {
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO hits VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
-                .unwrap();
-            for (i, row) in chunk.iter().enumerate() {
-                let mut values: Vec<rusqlite::types::Value> =
-                    vec![((chunk_no * 10_000 + i) as i64).into()];
-                for v in row {
-                    values.push(match v {
-                        Value::Null => rusqlite::types::Value::Null,
-                        Value::Double(d) => (*d).into(),
-                        Value::Timestamp(t) => t.0.into(),
-                        other => other.to_string().into(),
-                    });
-                }
-                stmt.execute(params_from_iter(values.iter())).unwrap();
-            }
-        }
-        tx.commit().unwrap();
-    }
-    started.elapsed()
-}
 
 fn tally_ingest(dir: &std::path::Path, schema: &str, input: &std::path::Path) -> Duration {
     let data = dir.join("tally-data");
@@ -134,7 +95,7 @@ fn run(workload: Workload, n: usize, runs: usize) {
     let rows: Vec<Vec<Value>> = lines.iter().map(|l| decoder.json(l).unwrap()).collect();
 
     let best = |f: &dyn Fn() -> Duration| (0..runs).map(|_| f()).min().unwrap();
-    let base = best(&|| baseline(dir.path(), &rows));
+    let base = best(&|| workload::baseline(dir.path(), &rows));
     let append = best(&|| commit_only(dir.path(), workload::stream_only(), &rows));
     let commit = best(&|| commit_only(dir.path(), &schema, &rows));
     let ours = best(&|| tally_ingest(dir.path(), &schema, &input));

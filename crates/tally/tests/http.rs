@@ -1064,3 +1064,97 @@ async fn a_full_queue_answers_503_and_loses_nothing() {
     .await;
     assert_eq!(a.json()["rows"], json!([[2, "2.00"]]), "{}", a.text);
 }
+
+/// Random bodies, content types and encodings on every route: the answer is never a 5xx and
+/// always JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_body_makes_a_5xx() {
+    let hub = hub_with(ServerConfig {
+        rate_limit: 1e9,
+        rate_burst: 1e9,
+        ..ServerConfig::default()
+    });
+    let app = app(hub);
+    let keys = setup(&app, &["acme"]).await;
+    let w = bearer(&keys[0].write);
+    let r = bearer(&keys[0].read);
+    let admin = bearer(ADMIN);
+    let fragments: [&[u8]; 16] = [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"",
+        b":",
+        b",",
+        b"\"id\"",
+        b"\"batch\"",
+        b"1e999",
+        b"-0",
+        b"\\u0000",
+        b"null",
+        b"\n",
+        b"\xff",
+        b"\"amount\":\"9999999999999999999999.99\"",
+    ];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let routes: [(&str, &str, &str); 8] = [
+        ("POST", "/v1/streams/orders/events", w.as_str()),
+        ("POST", "/v1/streams/events/events", w.as_str()),
+        ("POST", "/v1/batch", w.as_str()),
+        ("POST", "/v1/track", w.as_str()),
+        ("POST", "/v1/schema", admin.as_str()),
+        ("POST", "/v1/tenants", admin.as_str()),
+        ("POST", "/v1/tenants/acme/keys", admin.as_str()),
+        ("GET", "/v1/views/sales?where=", r.as_str()),
+    ];
+    for round in 0..400 {
+        let mut body = Vec::new();
+        for _ in 0..next() % 12 {
+            body.extend_from_slice(fragments[(next() % 16) as usize]);
+        }
+        let (method, uri, key) = routes[round % routes.len()];
+        let mut uri = uri.to_owned();
+        if method == "GET" {
+            uri.push_str(
+                &String::from_utf8_lossy(&body)
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "%20"),
+            );
+        }
+        let content_type = [
+            "application/json",
+            "application/x-ndjson",
+            "text/plain",
+            "application/sql",
+        ][(next() % 4) as usize];
+        let body = if next() % 5 == 0 { gzip(&body) } else { body };
+        let encoding = if next() % 5 == 0 { "gzip" } else { "identity" };
+        let a = call(
+            &app,
+            method,
+            &uri,
+            &[
+                ("authorization", key),
+                ("content-type", content_type),
+                ("content-encoding", encoding),
+            ],
+            body,
+        )
+        .await;
+        assert!(
+            !a.status.is_server_error(),
+            "{method} {uri}: {} {}",
+            a.status,
+            a.text
+        );
+        if a.status.is_client_error() {
+            a.json();
+        }
+    }
+}

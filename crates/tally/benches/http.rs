@@ -1,0 +1,222 @@
+//! End-to-end HTTP benchmark of `tally serve` on SQLite, on loopback: durable ingest
+//! throughput, batched and one event per request, and view-query latency, with the bare SQLite
+//! insert of the same rows measured in the same run as the baseline.
+//!
+//! `cargo bench -p tally --bench http` (`TALLY_BENCH_EVENTS`, default 300,000 batched events).
+//!
+//! - batched: 4 clients send NDJSON batches of 1,000 events (the rollups workload, 5 views);
+//! - single: 32 clients send one event per request (group commit gathers them);
+//! - query: 2,000 view queries (`per_minute` re-grouped by country; `latency` by event, with
+//!   its percentile and HLL states merged), one client at a time; p50 and p99 wall clock.
+//!
+//! Client and server share the machine's two cores, so these are lower bounds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use tally::app::{Config, Location, Tally};
+use tally::server::{Hub, ServerConfig, serve};
+use tally_views::{Timestamp, Value};
+use workload::Workload;
+
+#[path = "workload.rs"]
+mod workload;
+
+const ADMIN: &str = "bench";
+
+fn main() {
+    let quick = std::env::args().all(|a| a != "--bench");
+    let n: usize = std::env::var("TALLY_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_000 } else { 300_000 });
+    let singles = if quick { 200 } else { 20_000 };
+    let queries = if quick { 50 } else { 2_000 };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(run(n, singles, queries));
+}
+
+async fn run(n: usize, singles: usize, queries: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = workload::schema(Workload::Rollups);
+    let lines = workload::ndjson(Workload::Rollups, n + singles, 5);
+
+    // Baseline: the same rows, decoded, inserted bare.
+    let catalog = tally_views::sql::apply(&tally_views::Catalog::new(), &schema)
+        .unwrap()
+        .catalog;
+    let engine = tally_views::Engine::new(&catalog, tally_views::TimeZone::UTC);
+    let stream = catalog.stream("hits").unwrap();
+    let decoder = tally::decode::RowDecoder::new(
+        stream,
+        &engine,
+        Timestamp::parse("2026-06-03T00:00:00Z").unwrap(),
+        tally_views::Interval::Days(3650),
+    );
+    let rows: Vec<Vec<Value>> = lines[..n]
+        .iter()
+        .map(|l| decoder.json(l).unwrap())
+        .collect();
+    let base = workload::baseline(dir.path(), &rows);
+
+    let tally = Tally::open(
+        &Location::Directory(dir.path().join("data")),
+        Config::default(),
+    )
+    .unwrap();
+    let hub = Arc::new(Hub::new(
+        tally,
+        ServerConfig {
+            admin_token: Some(ADMIN.into()),
+            rate_limit: 1e9,
+            rate_burst: 1e9,
+            ..ServerConfig::default()
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve(hub, listener, async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::new();
+    let admin = format!("Bearer {ADMIN}");
+    let ok = http
+        .post(format!("{base_url}/v1/schema"))
+        .header("authorization", &admin)
+        .header("content-type", "application/sql")
+        .body(schema)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let tenant: Json = http
+        .post(format!("{base_url}/v1/tenants"))
+        .header("authorization", &admin)
+        .body(r#"{"name":"bench"}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let write = tenant["write_key"].as_str().unwrap().to_owned();
+    let read = tenant["read_key"].as_str().unwrap().to_owned();
+
+    // Batched.
+    let url = format!("{base_url}/v1/streams/hits/events");
+    let batches: Vec<String> = lines[..n].chunks(1_000).map(|c| c.join("\n")).collect();
+    let started = Instant::now();
+    let batches = Arc::new(batches);
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let (http, url, write, batches) =
+            (http.clone(), url.clone(), write.clone(), batches.clone());
+        tasks.push(tokio::spawn(async move {
+            for body in batches.iter().skip(c).step_by(4) {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&write)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let batched = started.elapsed();
+
+    // Single events.
+    let singles_lines = Arc::new(lines[n..].to_vec());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..32 {
+        let (http, url, write, lines) = (
+            http.clone(),
+            url.clone(),
+            write.clone(),
+            singles_lines.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for line in lines.iter().skip(c).step_by(32) {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&write)
+                    .body(line.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let single = started.elapsed();
+
+    // Queries.
+    let mut latencies = Vec::with_capacity(queries);
+    let mut rows_seen = 0;
+    for q in 0..queries {
+        let path = if q % 2 == 0 {
+            "per_minute?group_by=minute,country"
+        } else {
+            "latency?group_by=event&grain=hour"
+        };
+        let started = Instant::now();
+        let r: Json = http
+            .get(format!("{base_url}/v1/views/{path}"))
+            .bearer_auth(&read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        latencies.push(started.elapsed());
+        rows_seen = rows_seen.max(r["rows"].as_array().map_or(0, Vec::len));
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+
+    let rate = |events: usize, d: Duration| events as f64 / d.as_secs_f64();
+    let base_rate = rate(n, base);
+    println!("events: {n} batched, {singles} single; {queries} queries");
+    println!("| path | events/s | ratio to baseline |");
+    println!("|---|---:|---:|");
+    println!(
+        "| bare SQLite insert (baseline) | {:.0} | 1.00 |",
+        base_rate
+    );
+    println!(
+        "| HTTP ingest, NDJSON batches of 1,000, 4 clients | {:.0} | {:.2} |",
+        rate(n, batched),
+        rate(n, batched) / base_rate
+    );
+    println!(
+        "| HTTP ingest, 1 event per request, 32 clients | {:.0} | {:.3} |",
+        rate(singles, single),
+        rate(singles, single) / base_rate
+    );
+    println!();
+    println!("| view query (largest answer {rows_seen} rows) | p50 | p99 |");
+    println!("|---|---:|---:|");
+    println!(
+        "| HTTP round trip | {:.2} ms | {:.2} ms |",
+        pct(0.5).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3
+    );
+}
