@@ -369,7 +369,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             )));
         }
     };
-    if !(args.rate_limit > 0.0) {
+    if args.rate_limit.is_nan() || args.rate_limit <= 0.0 {
         return Err(Error::Invalid("--rate-limit must be above 0".into()));
     }
     let admin_token = std::env::var("TALLY_ADMIN_TOKEN")

@@ -40,20 +40,11 @@ impl Spelling {
 }
 
 /// The grains a query may ask for.
-pub const GRAINS: &str = "minute, hour, day, week, month, quarter, year";
+pub const GRAINS: &str = "second, minute, hour, day, week, month, quarter, year";
 
-/// The bucket width of a grain name.
+/// The bucket width of a grain name: the units of `date_trunc`.
 pub fn grain(name: &str) -> Option<Interval> {
-    Some(match name.trim().to_ascii_lowercase().as_str() {
-        "minute" => Interval::Micros(60_000_000),
-        "hour" => Interval::Micros(3_600_000_000),
-        "day" => Interval::Days(1),
-        "week" => Interval::Days(7),
-        "month" => Interval::Months(1),
-        "quarter" => Interval::Months(3),
-        "year" => Interval::Months(12),
-        _ => return None,
-    })
+    Interval::of_unit(name.trim())
 }
 
 impl QueryParams {
@@ -147,7 +138,7 @@ mod tests {
         };
         assert_eq!(
             bad_grain.to_request(Spelling::Url).unwrap_err().to_string(),
-            "grain 'fortnight' is not a grain; use one of minute, hour, day, week, month, quarter, year"
+            "grain 'fortnight' is not a grain; use one of second, minute, hour, day, week, month, quarter, year"
         );
     }
 }

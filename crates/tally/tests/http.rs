@@ -1001,6 +1001,9 @@ async fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
 }
 
+// The lock is held across awaits on purpose: it keeps the worker from starting while the
+// requests queue up.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_503_and_loses_nothing() {
     let hub = hub_with(ServerConfig {

@@ -140,7 +140,7 @@ async fn concurrent_clients_then_every_view_equals_recomputation() {
         let write = write.clone();
         let read = read.clone();
         clients.push(tokio::spawn(async move {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c as u64 + 1) * 0x1234_5678);
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((c as u64 + 1) * 0x1234_5678));
             let mut acked: Vec<Json> = Vec::new();
             let mut tracks: Vec<String> = Vec::new();
             for n in 0..REQUESTS_PER_CLIENT {

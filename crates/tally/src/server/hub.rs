@@ -73,6 +73,9 @@ pub struct Principal {
     hash: [u8; 32],
 }
 
+/// A key lookup (`None`: no such key) and when it was made.
+type CachedKey = (Option<KeyRecord>, Instant);
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -82,7 +85,7 @@ pub struct Hub {
     tally: Mutex<Tally>,
     catalog: RwLock<Arc<Catalog>>,
     workers: tokio::sync::Mutex<HashMap<String, SyncSender<Job>>>,
-    keys: Mutex<HashMap<[u8; 32], (Option<KeyRecord>, Instant)>>,
+    keys: Mutex<HashMap<[u8; 32], CachedKey>>,
     buckets: Mutex<HashMap<[u8; 32], Bucket>>,
     admin_hash: Option<[u8; 32]>,
     pub metrics: Arc<Metrics>,
@@ -271,6 +274,20 @@ impl Hub {
         tx
     }
 
+    /// Hands the tenant's worker a job made around a reply channel, and waits for the answer.
+    async fn ask<T>(
+        self: &Arc<Self>,
+        tenant: &str,
+        job: impl FnOnce(oneshot::Sender<crate::Result<T>>) -> Job,
+    ) -> Result<T, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(tenant, job(reply)).await?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal())?
+            .map_err(ApiError::from)
+    }
+
     /// Ingests records into a stream of a tenant and waits for the durable acknowledgement.
     pub async fn ingest(
         self: &Arc<Self>,
@@ -278,20 +295,14 @@ impl Hub {
         stream: &str,
         records: Vec<Record>,
     ) -> Result<Outcome, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(
-            tenant,
+        self.ask(tenant, |reply| {
             Job::Ingest(Submission {
                 stream: stream.to_owned(),
                 records,
                 reply,
-            }),
-        )
-        .await?;
-        answer
-            .await
-            .map_err(|_| ApiError::internal())?
-            .map_err(ApiError::from)
+            })
+        })
+        .await
     }
 
     /// Queries a view of a tenant: stored rows ⊕ what the worker has not flushed yet.
@@ -301,20 +312,12 @@ impl Hub {
         view: &str,
         request: QueryRequest,
     ) -> Result<ResultSet, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(
-            tenant,
-            Job::Query {
-                view: view.to_owned(),
-                request,
-                reply,
-            },
-        )
-        .await?;
-        answer
-            .await
-            .map_err(|_| ApiError::internal())?
-            .map_err(ApiError::from)
+        self.ask(tenant, |reply| Job::Query {
+            view: view.to_owned(),
+            request,
+            reply,
+        })
+        .await
     }
 
     /// Flushes and stops every worker (blocking; call off the async threads).
