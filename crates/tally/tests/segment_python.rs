@@ -175,5 +175,20 @@ async fn segment_python_library_events_are_counted() {
         "{metrics}"
     );
     assert!(!metrics.contains(r#"outcome="rejected""#), "{metrics}");
-    drop(server);
+
+    // SIGTERM: the server drains, flushes the views and exits 0; the view tables then hold
+    // every event, readable without the server.
+    let mut server = server;
+    let status = Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = server.0.wait().unwrap();
+    assert!(exit.success(), "tally serve exited with {exit}");
+    let db = rusqlite::Connection::open(dir.path().join("tenants/shop.db")).unwrap();
+    let stored: i64 = db
+        .query_row("SELECT sum(n) FROM by_type", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 35);
 }
