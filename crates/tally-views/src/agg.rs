@@ -829,8 +829,13 @@ mod tests {
             );
         }
         let memory = p.memory() + h.memory();
+        println!(
+            "percentile {} + approx_count_distinct {} = memory {memory} bytes",
+            p.memory(),
+            h.memory()
+        );
         let stored = encode_states(&[p, h]).len();
-        println!("memory {memory} bytes, stored {stored} bytes");
+        println!("stored {stored} bytes");
         assert!(memory <= 8 * 1024, "memory {memory} bytes");
         assert!(stored <= 8 * 1024, "stored {stored} bytes");
     }

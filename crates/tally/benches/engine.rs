@@ -27,6 +27,18 @@ fn setup(workload: Workload) -> (Catalog, Engine, Vec<String>) {
     (catalog, engine, workload::ndjson(workload, BATCH, 7))
 }
 
+/// The lines decoded into events with sequence numbers from 1.
+fn decode_all(decoder: &RowDecoder<'_>, lines: &[String]) -> Vec<Event> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Event {
+            seq: i as u64 + 1,
+            row: decoder.json(l).unwrap(),
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     bench_workload(c, Workload::Rollups);
     bench_workload(c, Workload::Entities);
@@ -37,14 +49,7 @@ fn bench_workload(c: &mut Criterion, workload: Workload) {
     let stream = catalog.stream("hits").unwrap().clone();
     let now = Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
     let decoder = RowDecoder::new(&stream, &engine, now, Interval::Days(1));
-    let events: Vec<Event> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| Event {
-            seq: i as u64 + 1,
-            row: decoder.json(l).unwrap(),
-        })
-        .collect();
+    let events = decode_all(&decoder, &lines);
 
     let mut group = c.benchmark_group(format!("engine/{workload:?}").to_lowercase());
     group.throughput(Throughput::Elements(BATCH as u64));
@@ -63,14 +68,7 @@ fn bench_workload(c: &mut Criterion, workload: Workload) {
         b.iter_batched(
             || engine.delta(|_| 0),
             |mut delta| {
-                let rows: Vec<Event> = lines
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| Event {
-                        seq: i as u64 + 1,
-                        row: decoder.json(l).unwrap(),
-                    })
-                    .collect();
+                let rows = decode_all(&decoder, &lines);
                 engine.apply("hits", &rows, &mut delta);
                 delta
             },
@@ -110,16 +108,7 @@ fn once(step: &str) {
     let stream = catalog.stream("hits").unwrap().clone();
     let now = Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
     let decoder = RowDecoder::new(&stream, &engine, now, Interval::Days(1));
-    let decode = || -> Vec<Event> {
-        lines
-            .iter()
-            .enumerate()
-            .map(|(i, l)| Event {
-                seq: i as u64 + 1,
-                row: decoder.json(l).unwrap(),
-            })
-            .collect()
-    };
+    let decode = || decode_all(&decoder, &lines);
     let events = decode();
     match step {
         "apply" => {

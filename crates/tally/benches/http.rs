@@ -23,6 +23,9 @@ use workload::Workload;
 #[path = "workload.rs"]
 mod workload;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const ADMIN: &str = "bench";
 
 fn main() {
@@ -38,6 +41,40 @@ fn main() {
         .build()
         .unwrap();
     runtime.block_on(run(n, singles, queries));
+}
+
+/// Sends every body to `url` from `clients` concurrent clients (NDJSON); the wall-clock time.
+async fn send_all(
+    http: &reqwest::Client,
+    url: &str,
+    key: &str,
+    bodies: Vec<String>,
+    clients: usize,
+) -> Duration {
+    let bodies = Arc::new(bodies);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (http, url, key, bodies) =
+            (http.clone(), url.to_owned(), key.to_owned(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            for body in bodies.iter().skip(c).step_by(clients) {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
 }
 
 async fn run(n: usize, singles: usize, queries: usize) {
@@ -84,85 +121,15 @@ async fn run(n: usize, singles: usize, queries: usize) {
         let _ = stopped.await;
     }));
     let http = reqwest::Client::new();
-    let admin = format!("Bearer {ADMIN}");
-    let ok = http
-        .post(format!("{base_url}/v1/schema"))
-        .header("authorization", &admin)
-        .header("content-type", "application/sql")
-        .body(schema)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let tenant: Json = http
-        .post(format!("{base_url}/v1/tenants"))
-        .header("authorization", &admin)
-        .body(r#"{"name":"bench"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let write = tenant["write_key"].as_str().unwrap().to_owned();
-    let read = tenant["read_key"].as_str().unwrap().to_owned();
+    let common::Keys { write, read } =
+        common::schema_and_tenant(&http, &base_url, ADMIN, &schema, r#"{"name":"bench"}"#).await;
 
-    // Batched.
     let url = format!("{base_url}/v1/streams/hits/events");
+    // Batched: NDJSON bodies of 1,000 events, 4 clients.
     let batches: Vec<String> = lines[..n].chunks(1_000).map(|c| c.join("\n")).collect();
-    let started = Instant::now();
-    let batches = Arc::new(batches);
-    let mut tasks = Vec::new();
-    for c in 0..4 {
-        let (http, url, write, batches) =
-            (http.clone(), url.clone(), write.clone(), batches.clone());
-        tasks.push(tokio::spawn(async move {
-            for body in batches.iter().skip(c).step_by(4) {
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&write)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let batched = started.elapsed();
-
-    // Single events.
-    let singles_lines = Arc::new(lines[n..].to_vec());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..32 {
-        let (http, url, write, lines) = (
-            http.clone(),
-            url.clone(),
-            write.clone(),
-            singles_lines.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            for line in lines.iter().skip(c).step_by(32) {
-                let r = http
-                    .post(&url)
-                    .bearer_auth(&write)
-                    .body(line.clone())
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let single = started.elapsed();
+    let batched = send_all(&http, &url, &write, batches, 4).await;
+    // Single events, 32 clients.
+    let single = send_all(&http, &url, &write, lines[n..].to_vec(), 32).await;
 
     // Queries.
     let mut latencies = Vec::with_capacity(queries);

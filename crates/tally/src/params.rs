@@ -30,12 +30,27 @@ pub enum Spelling {
     Url,
 }
 
+/// The query parameters, as the URL spells them.
+const PARAMS: [&str; 7] = [
+    "group_by", "order_by", "where", "from", "to", "grain", "limit",
+];
+
 impl Spelling {
     fn name(self, param: &str) -> String {
         match self {
             Spelling::Flags => format!("--{}", param.replace('_', "-")),
             Spelling::Url => param.to_owned(),
         }
+    }
+
+    /// A message that names `tally query`'s flags (as the engine's query messages do), with
+    /// the parameters spelled this way.
+    pub fn respell(self, message: &str) -> String {
+        let mut out = message.to_owned();
+        for param in PARAMS {
+            out = out.replace(&Spelling::Flags.name(param), &self.name(param));
+        }
+        out
     }
 }
 

@@ -18,6 +18,9 @@ use tally::app::{Config, Location, Tally};
 use tally_views::QueryRequest;
 use tally_views::reference::{compare, recompute};
 
+mod common;
+use common::Rng;
+
 const KILLS: usize = 20;
 const EVENTS: usize = 30_000;
 
@@ -34,22 +37,6 @@ CREATE MATERIALIZED VIEW customers AS
 SELECT customer, count(*) AS orders, sum(amount) AS spent, first(shop, at) AS first_shop
 FROM orders GROUP BY customer;
 ";
-
-/// A small deterministic generator (xorshift), so a failure can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn tally(data: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));

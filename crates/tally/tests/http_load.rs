@@ -19,6 +19,9 @@ use tally_views::QueryRequest;
 use tally_views::reference::{compare, recompute};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod common;
+use common::{Keys, Rng, schema_and_tenant};
+
 const ADMIN: &str = "load-test-admin";
 const CLIENTS: usize = 12;
 const REQUESTS_PER_CLIENT: usize = 40;
@@ -38,20 +41,6 @@ CREATE MATERIALIZED VIEW tracks AS
 SELECT date_trunc('hour', timestamp) AS hour, event_name, count(*) AS n, count(DISTINCT user_id) AS users
 FROM events GROUP BY 1, 2;
 ";
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn hit(rng: &mut Rng) -> Json {
     // Ids from a shared space, so clients send each other's events too (duplicates).
@@ -109,28 +98,14 @@ async fn concurrent_clients_then_every_view_equals_recomputation() {
     let (_hub, addr, stop, server) = start(dir.path()).await;
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
-    let admin = format!("Bearer {ADMIN}");
-    let r = http
-        .post(format!("{base}/v1/schema"))
-        .header("authorization", &admin)
-        .header("content-type", "application/sql")
-        .body(SCHEMA)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let tenant: Json = http
-        .post(format!("{base}/v1/tenants"))
-        .header("authorization", &admin)
-        .body(json!({"name": "load", "time_zone": "America/New_York"}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let write = tenant["write_key"].as_str().unwrap().to_owned();
-    let read = tenant["read_key"].as_str().unwrap().to_owned();
+    let Keys { write, read } = schema_and_tenant(
+        &http,
+        &base,
+        ADMIN,
+        SCHEMA,
+        &json!({"name": "load", "time_zone": "America/New_York"}).to_string(),
+    )
+    .await;
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut clients = Vec::new();

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
+mod common;
+use common::schema_and_tenant;
+
 const ADMIN: &str = "segment-test-admin";
 
 const SCHEMA: &str = "
@@ -90,28 +93,8 @@ async fn segment_python_library_events_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (server, base) = start(dir.path());
     let http = reqwest::Client::new();
-    let admin = format!("Bearer {ADMIN}");
-    let r = http
-        .post(format!("{base}/v1/schema"))
-        .header("authorization", &admin)
-        .header("content-type", "application/sql")
-        .body(SCHEMA)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    let tenant: Json = http
-        .post(format!("{base}/v1/tenants"))
-        .header("authorization", &admin)
-        .body(r#"{"name":"shop"}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let write = tenant["write_key"].as_str().unwrap();
-    let read = tenant["read_key"].as_str().unwrap();
+    let keys = schema_and_tenant(&http, &base, ADMIN, SCHEMA, r#"{"name":"shop"}"#).await;
+    let (write, read) = (keys.write.as_str(), keys.read.as_str());
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/segment/send.py");
     let output = Command::new(&python)

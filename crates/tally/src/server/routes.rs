@@ -17,10 +17,9 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tally_store::KeyKind;
-use tally_views::{ColumnSource, Timestamp};
+use tally_views::ColumnSource;
 use utoipa::ToSchema;
 
-use crate::error::Error;
 use crate::output::result_json;
 use crate::params::{QueryParams, Spelling};
 use crate::server::error::{ApiError, ErrorBody};
@@ -371,7 +370,7 @@ async fn segment(
             .map(str::to_owned)
     });
     let principal = authorize(&hub, key, KeyKind::Write).await?;
-    let now = hub_now(&hub).await?;
+    let now = hub.now();
     let records = segment::records(&parsed, route_type, now).map_err(ApiError::bad_request)?;
     let outcome = hub.ingest(&principal.tenant, "events", records).await?;
     Ok(Json(SegmentResponse {
@@ -380,10 +379,6 @@ async fn segment(
         duplicates: outcome.duplicates,
         rejected: IngestResponse::from(outcome).rejected,
     }))
-}
-
-async fn hub_now(hub: &Arc<Hub>) -> ApiResult<Timestamp> {
-    hub.with_tally(|t| Ok(t.now())).await
 }
 
 /// Segment batch: `{"batch":[messages…],"sentAt":…,"context":…}` into `events`.
@@ -613,34 +608,22 @@ pub async fn query_view(
             "unknown parameter '{unknown}'; the parameters are from, to, grain, group_by, where, order_by and limit"
         )));
     }
-    let request = params.to_request(Spelling::Url).map_err(|e| match e {
-        Error::Invalid(m) => ApiError::bad_request(m),
-        other => ApiError::from(other),
-    })?;
+    // A parameter the query cannot use is a bad request, named as the URL names it.
+    let bad_parameter = |e: ApiError| {
+        if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::BAD_REQUEST {
+            ApiError::bad_request(Spelling::Url.respell(&e.message))
+        } else {
+            e
+        }
+    };
+    let request = params
+        .to_request(Spelling::Url)
+        .map_err(|e| bad_parameter(e.into()))?;
     let result = hub
         .query(&principal.tenant, &view, request)
         .await
-        .map_err(|e| {
-            if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::BAD_REQUEST {
-                // A bad parameter of this request, named as the URL names it.
-                ApiError::bad_request(url_spelling(&e.message))
-            } else {
-                e
-            }
-        })?;
+        .map_err(bad_parameter)?;
     Ok(Json(result_json(&result)).into_response())
-}
-
-/// The engine's query messages name `tally query`'s flags; the URL parameters are spelled
-/// `group_by`, `order_by`, `where`, `from`, `to` and `grain`.
-fn url_spelling(message: &str) -> String {
-    message
-        .replace("--group-by", "group_by")
-        .replace("--order-by", "order_by")
-        .replace("--where", "where")
-        .replace("--from", "from")
-        .replace("--to", "to")
-        .replace("--grain", "grain")
 }
 
 /// Apply SQL definitions (streams and views) to every tenant.
@@ -777,12 +760,12 @@ pub async fn create_key(
             request.kind
         )));
     };
-    let key = hub.with_tally(move |t| t.create_key(&tenant, kind)).await?;
-    let record = hub.principal(&key).await?.ok_or_else(ApiError::internal)?;
+    let owner = tenant.clone();
+    let key = hub.with_tally(move |t| t.create_key(&owner, kind)).await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedKey {
-            tenant: record.tenant,
+            tenant,
             kind: kind.as_str().to_owned(),
             prefix: key[..14].to_owned(),
             key,

@@ -196,6 +196,14 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
             }
             continue;
         };
+        if failed {
+            for &i in &members {
+                outcomes[i] = Some(Err(Error::Failed(
+                    "the store failed on an earlier part of this batch".into(),
+                )));
+            }
+            continue;
+        }
         // Decode every record of every member; remember which rows belong to whom.
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
@@ -219,14 +227,6 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
                 }
                 outcomes[i] = Some(Ok(outcome));
             }
-        }
-        if failed {
-            for &i in &members {
-                outcomes[i] = Some(Err(Error::Failed(
-                    "the store failed on an earlier part of this batch".into(),
-                )));
-            }
-            continue;
         }
         match runtime.append(&stream, &rows) {
             Ok(seqs) => {

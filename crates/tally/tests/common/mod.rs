@@ -1,0 +1,63 @@
+//! Helpers shared by the integration tests and the HTTP benchmark: a seeded random generator and
+//! the set-up of a running server (schema, tenant, keys) over HTTP.
+
+#![allow(dead_code, unreachable_pub)]
+
+use serde_json::Value as Json;
+
+/// A small deterministic generator (xorshift), so a failure can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A tenant's keys, as `POST /v1/tenants` shows them once.
+pub struct Keys {
+    pub write: String,
+    pub read: String,
+}
+
+/// Applies `schema` with the admin token, then creates a tenant from `tenant` (the JSON body of
+/// `POST /v1/tenants`) and returns its keys.
+pub async fn schema_and_tenant(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    schema: &str,
+    tenant: &str,
+) -> Keys {
+    let admin = format!("Bearer {admin_token}");
+    let r = http
+        .post(format!("{base}/v1/schema"))
+        .header("authorization", &admin)
+        .header("content-type", "application/sql")
+        .body(schema.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let created: Json = http
+        .post(format!("{base}/v1/tenants"))
+        .header("authorization", &admin)
+        .body(tenant.to_owned())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    Keys {
+        write: created["write_key"].as_str().unwrap().to_owned(),
+        read: created["read_key"].as_str().unwrap().to_owned(),
+    }
+}
