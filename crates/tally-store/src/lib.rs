@@ -3,8 +3,9 @@
 //! A [`Store`] holds the catalog (tenants, keys, the applied schema, the migrations of its own
 //! tables); a [`TenantStore`] holds one tenant's data: a raw event table per stream and a view
 //! table per view, plus the position each view has applied up to. Backends are a closed enum,
-//! dispatched once per operation: SQLite (one database file per tenant plus `catalog.db`) and
-//! an in-memory store for tests.
+//! dispatched once per operation: SQLite (one database file per tenant plus `catalog.db`),
+//! PostgreSQL (every tenant in shared tables under row-level security) and an in-memory store
+//! for tests.
 //!
 //! The operations are narrow on purpose, so every backend can pass one test suite
 //! (`tests/store.rs`): append events (deduplicated), read events after a position, load view
@@ -22,9 +23,12 @@ use tally_views::{AggState, Event, StreamDef, Timestamp, Value, ViewPlan};
 
 mod memory;
 mod migrations;
+mod postgres;
 mod sqlite;
+pub mod testing;
 
 pub use migrations::{MigrationStatus, Migrations};
+pub use postgres::PgConfig;
 
 /// A failure of the store. Messages say what failed and, where the user can act, how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +36,14 @@ pub use migrations::{MigrationStatus, Migrations};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {}", postgres::pg_message(.0))]
+    Postgres(#[from] ::postgres::Error),
+    /// The database would not keep tenants apart; the message says how to fix it.
+    #[error("{0}")]
+    Unsafe(String),
+    /// Another node is changing the tenant's tables; retrying shortly succeeds.
+    #[error("{0}")]
+    Busy(String),
     #[error("cannot use data directory {path}: {source}")]
     Io {
         path: String,
@@ -137,12 +149,14 @@ pub type StoredGroup = (Vec<Value>, Vec<AggState>);
 /// The catalog and the tenants' data.
 pub enum Store {
     Sqlite(sqlite::SqliteStore),
+    Postgres(Box<postgres::PgStore>),
     Memory(memory::MemoryStore),
 }
 
 /// One tenant's data.
 pub enum TenantStore {
     Sqlite(sqlite::SqliteTenant),
+    Postgres(Box<postgres::PgTenant>),
     Memory(memory::MemoryTenant),
 }
 
@@ -150,6 +164,26 @@ impl Store {
     /// Opens (creating when missing) the SQLite store in `dir`.
     pub fn open_sqlite(dir: &Path) -> Result<Store> {
         Ok(Store::Sqlite(sqlite::SqliteStore::open(dir)?))
+    }
+
+    /// Connects to PostgreSQL, creating the schema when missing. Refuses superusers and roles
+    /// with `BYPASSRLS`, which row-level security does not apply to.
+    pub fn open_postgres(config: PgConfig) -> Result<Store> {
+        Ok(Store::Postgres(Box::new(postgres::PgStore::open(config)?)))
+    }
+
+    /// Whether several processes may serve the same tenants at once (one database server).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
+    /// Checks, after migrating, that the tenant tables keep tenants apart (PostgreSQL: every
+    /// tenant table has row-level security enabled and forced).
+    pub fn check_isolation(&self) -> Result<()> {
+        match self {
+            Store::Postgres(p) => p.check_isolation(),
+            Store::Sqlite(_) | Store::Memory(_) => Ok(()),
+        }
     }
 
     /// A new, empty in-memory store.
@@ -162,6 +196,9 @@ impl Store {
     pub fn reopen(&self) -> Result<Store> {
         Ok(match self {
             Store::Sqlite(s) => Store::Sqlite(sqlite::SqliteStore::open(s.dir())?),
+            Store::Postgres(p) => {
+                Store::Postgres(Box::new(postgres::PgStore::open(p.config().clone())?))
+            }
             Store::Memory(m) => Store::Memory(m.clone()),
         })
     }
@@ -175,6 +212,7 @@ impl Store {
     pub fn schema(&self) -> Result<Vec<(String, String)>> {
         match self {
             Store::Sqlite(s) => s.schema(),
+            Store::Postgres(p) => p.schema(),
             Store::Memory(m) => Ok(m.schema()),
         }
     }
@@ -183,6 +221,7 @@ impl Store {
     pub fn save_schema(&self, definitions: &[(String, String)]) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.save_schema(definitions),
+            Store::Postgres(p) => p.save_schema(definitions),
             Store::Memory(m) => {
                 m.save_schema(definitions);
                 Ok(())
@@ -193,6 +232,7 @@ impl Store {
     pub fn create_tenant(&self, name: &str, time_zone: &str, now: Timestamp) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.create_tenant(name, time_zone, now),
+            Store::Postgres(p) => p.create_tenant(name, time_zone, now),
             Store::Memory(m) => m.create_tenant(name, time_zone, now),
         }
     }
@@ -200,6 +240,7 @@ impl Store {
     pub fn tenants(&self) -> Result<Vec<TenantInfo>> {
         match self {
             Store::Sqlite(s) => s.tenants(),
+            Store::Postgres(p) => p.tenants(),
             Store::Memory(m) => Ok(m.tenants()),
         }
     }
@@ -212,6 +253,7 @@ impl Store {
     pub fn create_key(&self, hash: &[u8], record: &KeyRecord) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.create_key(hash, record),
+            Store::Postgres(p) => p.create_key(hash, record),
             Store::Memory(m) => m.create_key(hash, record),
         }
     }
@@ -220,6 +262,7 @@ impl Store {
     pub fn find_key(&self, hash: &[u8]) -> Result<Option<KeyRecord>> {
         match self {
             Store::Sqlite(s) => s.find_key(hash),
+            Store::Postgres(p) => p.find_key(hash),
             Store::Memory(m) => Ok(m.find_key(hash)),
         }
     }
@@ -228,6 +271,7 @@ impl Store {
     pub fn revoke_key(&self, tenant: &str, prefix: &str) -> Result<usize> {
         match self {
             Store::Sqlite(s) => s.revoke_key(tenant, prefix),
+            Store::Postgres(p) => p.revoke_key(tenant, prefix),
             Store::Memory(m) => Ok(m.revoke_key(tenant, prefix)),
         }
     }
@@ -239,16 +283,28 @@ impl Store {
         }
         Ok(match self {
             Store::Sqlite(s) => TenantStore::Sqlite(s.tenant(name)?),
+            Store::Postgres(p) => TenantStore::Postgres(Box::new(p.tenant(name)?)),
             Store::Memory(m) => TenantStore::Memory(m.tenant(name)),
         })
     }
 }
 
 impl TenantStore {
+    /// Takes the right to write this tenant's view tables, if no other process holds it; held
+    /// until this handle is dropped. Only PostgreSQL has other processes to share with: the
+    /// other backends always grant it.
+    pub fn try_lead(&mut self) -> Result<bool> {
+        match self {
+            TenantStore::Postgres(p) => p.conn().try_lead(),
+            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(true),
+        }
+    }
+
     /// The stream and view tables this tenant has.
     pub fn materialized(&self) -> Result<Materialized> {
         match self {
             TenantStore::Sqlite(s) => s.materialized(),
+            TenantStore::Postgres(p) => p.conn().materialized(),
             TenantStore::Memory(m) => Ok(m.materialized()),
         }
     }
@@ -257,6 +313,7 @@ impl TenantStore {
     pub fn create_stream(&mut self, def: &StreamDef) -> Result<()> {
         match self {
             TenantStore::Sqlite(s) => s.create_stream(def),
+            TenantStore::Postgres(p) => p.conn().create_stream(def),
             TenantStore::Memory(m) => {
                 m.create_stream(def);
                 Ok(())
@@ -268,6 +325,7 @@ impl TenantStore {
     pub fn alter_stream(&mut self, old: &StreamDef, new: &StreamDef) -> Result<()> {
         match self {
             TenantStore::Sqlite(s) => s.alter_stream(old, new),
+            TenantStore::Postgres(p) => p.conn().alter_stream(old, new),
             TenantStore::Memory(m) => {
                 m.alter_stream(new);
                 Ok(())
@@ -279,6 +337,7 @@ impl TenantStore {
     pub fn drop_stream(&mut self, name: &str) -> Result<()> {
         match self {
             TenantStore::Sqlite(s) => s.drop_stream(name),
+            TenantStore::Postgres(p) => p.conn().drop_stream(name),
             TenantStore::Memory(m) => {
                 m.drop_stream(name);
                 Ok(())
@@ -290,6 +349,7 @@ impl TenantStore {
     pub fn reset_view(&mut self, plan: &ViewPlan) -> Result<()> {
         match self {
             TenantStore::Sqlite(s) => s.reset_view(plan),
+            TenantStore::Postgres(p) => p.conn().reset_view(plan),
             TenantStore::Memory(m) => {
                 m.reset_view(plan);
                 Ok(())
@@ -301,6 +361,7 @@ impl TenantStore {
     pub fn drop_view(&mut self, name: &str) -> Result<()> {
         match self {
             TenantStore::Sqlite(s) => s.drop_view(name),
+            TenantStore::Postgres(p) => p.conn().drop_view(name),
             TenantStore::Memory(m) => {
                 m.drop_view(name);
                 Ok(())
@@ -313,6 +374,7 @@ impl TenantStore {
     pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
         match self {
             TenantStore::Sqlite(s) => s.append(stream, rows),
+            TenantStore::Postgres(p) => p.conn().append(stream, rows),
             TenantStore::Memory(m) => Ok(m.append(stream, rows)),
         }
     }
@@ -321,6 +383,7 @@ impl TenantStore {
     pub fn read_events(&self, stream: &StreamDef, after: u64, limit: usize) -> Result<Vec<Event>> {
         match self {
             TenantStore::Sqlite(s) => s.read_events(stream, after, limit),
+            TenantStore::Postgres(p) => p.conn().read_events(stream, after, limit),
             TenantStore::Memory(m) => Ok(m.read_events(&stream.name, after, limit)),
         }
     }
@@ -334,6 +397,7 @@ impl TenantStore {
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
         let raw = match self {
             TenantStore::Sqlite(s) => s.load_states(&plan.name, &encoded)?,
+            TenantStore::Postgres(p) => p.conn().load_states(&plan.name, &encoded)?,
             TenantStore::Memory(m) => m.load_states(&plan.name, &encoded),
         };
         raw.into_iter()
@@ -364,6 +428,7 @@ impl TenantStore {
             .collect();
         match self {
             TenantStore::Sqlite(s) => s.flush(&encoded),
+            TenantStore::Postgres(p) => p.conn().flush(&encoded),
             TenantStore::Memory(m) => {
                 m.flush(&encoded);
                 Ok(())
@@ -378,18 +443,32 @@ impl TenantStore {
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> Result<Vec<StoredGroup>> {
-        let raw = match self {
+        Ok(self.scan_view_at(plan, from, to)?.1)
+    }
+
+    /// Like [`TenantStore::scan_view`], with the position the rows hold, read from the same
+    /// snapshot: what a process that does not write the view needs to add the events after it.
+    pub fn scan_view_at(
+        &self,
+        plan: &ViewPlan,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<(u64, Vec<StoredGroup>)> {
+        let (position, raw) = match self {
             TenantStore::Sqlite(s) => s.scan_view(plan, from, to)?,
+            TenantStore::Postgres(p) => p.conn().scan_view(plan, from, to)?,
             TenantStore::Memory(m) => m.scan_view(plan, from, to),
         };
-        raw.into_iter()
+        let groups = raw
+            .into_iter()
             .map(|(key, state)| {
                 Ok((
                     decode_key(&key, plan.keys.len())?,
                     tally_views::agg::decode_states(plan.agg_kinds(), &state)?,
                 ))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok((position, groups))
     }
 
     /// Deletes events older than `before` among those at or below `max_seq` (the lowest position
@@ -402,6 +481,7 @@ impl TenantStore {
     ) -> Result<u64> {
         match self {
             TenantStore::Sqlite(s) => s.delete_events_before(stream, before, max_seq),
+            TenantStore::Postgres(p) => p.conn().delete_events_before(stream, before, max_seq),
             TenantStore::Memory(m) => Ok(m.delete_events_before(stream, before, max_seq)),
         }
     }
@@ -410,10 +490,14 @@ impl TenantStore {
     pub fn delete_view_rows_before(&mut self, plan: &ViewPlan, before: Timestamp) -> Result<u64> {
         match self {
             TenantStore::Sqlite(s) => s.delete_view_rows_before(plan, before),
+            TenantStore::Postgres(p) => p.conn().delete_view_rows_before(plan, before),
             TenantStore::Memory(m) => Ok(m.delete_view_rows_before(plan, before)),
         }
     }
 }
+
+/// Stored rows of a view as backends return them: encoded key and encoded states.
+pub(crate) type RawRows = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A row with its key and states encoded, as backends store it.
 pub(crate) struct EncodedRow<'a> {

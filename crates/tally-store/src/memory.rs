@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tally_views::{Event, StreamDef, Timestamp, Value, ViewPlan};
 
 use crate::{
-    EncodedFlush, KeyRecord, Materialized, MaterializedView, Result, StoreError, TenantInfo,
-    bucket_of,
+    EncodedFlush, KeyRecord, Materialized, MaterializedView, RawRows, Result, StoreError,
+    TenantInfo, bucket_of,
 };
 
 #[derive(Default)]
@@ -257,19 +257,21 @@ impl MemoryTenant {
         plan: &ViewPlan,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-    ) -> Vec<(Vec<u8>, Vec<u8>)> {
+    ) -> (u64, RawRows) {
         let d = self.data();
         let Some(v) = d.views.get(&plan.name) else {
-            return Vec::new();
+            return (0, Vec::new());
         };
-        v.rows
+        let rows = v
+            .rows
             .iter()
             .filter(|(k, _)| match bucket_of(plan, k) {
                 Some(t) => from.is_none_or(|f| t >= f) && to.is_none_or(|e| t < e),
                 None => true,
             })
             .map(|(k, s)| (k.clone(), s.clone()))
-            .collect()
+            .collect();
+        (v.position, rows)
     }
 
     pub(crate) fn delete_events_before(

@@ -4,7 +4,9 @@
 //! (every other command applies pending ones first). A tenant database migrates itself when it
 //! is opened: its internal tables belong to its data. Each migration is a pair of SQL files under
 //! `migrations/<backend>/`, applied in one transaction together with its row in
-//! `tally_migrations`, so a crash leaves each migration either applied or not.
+//! `tally_migrations`, so a crash leaves each migration either applied or not. On PostgreSQL
+//! every table is in one database, so its catalog migrations also create the tenant tables, and
+//! nodes starting together take turns under an advisory lock.
 
 use crate::{Result, Store, StoreError};
 
@@ -21,32 +23,26 @@ macro_rules! migration {
         Migration {
             version: $version,
             name: $name,
-            up: include_str!(concat!(
-                "../migrations/sqlite/",
-                $dir,
-                "/",
-                $name,
-                ".up.sql"
-            )),
-            down: include_str!(concat!(
-                "../migrations/sqlite/",
-                $dir,
-                "/",
-                $name,
-                ".down.sql"
-            )),
+            up: include_str!(concat!("../migrations/", $dir, "/", $name, ".up.sql")),
+            down: include_str!(concat!("../migrations/", $dir, "/", $name, ".down.sql")),
         }
     };
 }
 
-/// The catalog's migrations, oldest first.
+/// The SQLite catalog's migrations, oldest first.
 pub(crate) const CATALOG: &[Migration] = &[
-    migration!(1, "catalog", "0001_tenants_and_keys"),
-    migration!(2, "catalog", "0002_schema_objects"),
+    migration!(1, "sqlite/catalog", "0001_tenants_and_keys"),
+    migration!(2, "sqlite/catalog", "0002_schema_objects"),
 ];
 
-/// A tenant database's migrations, oldest first.
-pub(crate) const TENANT: &[Migration] = &[migration!(1, "tenant", "0001_positions")];
+/// A SQLite tenant database's migrations, oldest first.
+pub(crate) const TENANT: &[Migration] = &[migration!(1, "sqlite/tenant", "0001_positions")];
+
+/// The PostgreSQL database's migrations, oldest first.
+pub(crate) const POSTGRES: &[Migration] = &[
+    migration!(1, "postgres/catalog", "0001_tenants_and_keys"),
+    migration!(2, "postgres/catalog", "0002_tenant_tables"),
+];
 
 /// The table every database records its applied migrations in.
 pub(crate) const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS tally_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)";
@@ -65,18 +61,28 @@ pub struct Migrations<'a> {
 }
 
 impl Migrations<'_> {
+    /// The migrations this store's backend knows.
+    fn known(&self) -> &'static [Migration] {
+        match self.store {
+            Store::Postgres(_) => POSTGRES,
+            Store::Sqlite(_) | Store::Memory(_) => CATALOG,
+        }
+    }
+
     /// Every known migration and whether it is applied.
     pub fn status(&self) -> Result<Vec<MigrationStatus>> {
         let applied = self.applied()?;
+        let known = self.known().last().map_or(0, |m| m.version);
         if let Some(&newest) = applied.iter().max()
-            && newest > CATALOG.last().map_or(0, |m| m.version)
+            && newest > known
         {
             return Err(StoreError::TooNew {
                 found: newest,
-                known: CATALOG.last().map_or(0, |m| m.version),
+                known,
             });
         }
-        Ok(CATALOG
+        Ok(self
+            .known()
             .iter()
             .map(|m| MigrationStatus {
                 version: m.version,
@@ -89,6 +95,7 @@ impl Migrations<'_> {
     fn applied(&self) -> Result<Vec<i64>> {
         match self.store {
             Store::Sqlite(s) => s.applied_migrations(),
+            Store::Postgres(p) => p.applied_migrations(),
             Store::Memory(m) => Ok(m.applied_migrations()),
         }
     }
@@ -100,11 +107,12 @@ impl Migrations<'_> {
             if status.applied {
                 continue;
             }
-            let Some(m) = CATALOG.iter().find(|m| m.version == status.version) else {
+            let Some(m) = self.known().iter().find(|m| m.version == status.version) else {
                 continue;
             };
             match self.store {
                 Store::Sqlite(s) => s.run_migration(m, true)?,
+                Store::Postgres(p) => p.run_migration(m, true)?,
                 Store::Memory(mem) => mem.set_migration(m.version, true),
             }
             done.push(MigrationStatus {
@@ -120,11 +128,12 @@ impl Migrations<'_> {
         let Some(status) = self.status()?.into_iter().rev().find(|s| s.applied) else {
             return Ok(None);
         };
-        let Some(m) = CATALOG.iter().find(|m| m.version == status.version) else {
+        let Some(m) = self.known().iter().find(|m| m.version == status.version) else {
             return Ok(None);
         };
         match self.store {
             Store::Sqlite(s) => s.run_migration(m, false)?,
+            Store::Postgres(p) => p.run_migration(m, false)?,
             Store::Memory(mem) => mem.set_migration(m.version, false),
         }
         Ok(Some(MigrationStatus {

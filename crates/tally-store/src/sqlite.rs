@@ -21,7 +21,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::{
-    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, Result, StoreError,
+    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawRows, Result, StoreError,
     TenantInfo,
 };
 
@@ -578,7 +578,7 @@ impl SqliteTenant {
         plan: &ViewPlan,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> Result<(u64, RawRows)> {
         let table = ident(&plan.name);
         let mut sql = format!("SELECT \"_key\", \"_state\" FROM {table}");
         let mut bounds: Vec<String> = Vec::new();
@@ -597,11 +597,25 @@ impl SqliteTenant {
                 sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
             }
         }
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(bounds.iter()), |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        // One read transaction: the position and the rows come from the same snapshot.
+        let tx = self.conn.unchecked_transaction()?;
+        let position: i64 = tx
+            .query_row(
+                "SELECT position FROM tally_views WHERE name = ?",
+                [&plan.name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        let rows = {
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(bounds.iter()), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok((position as u64, rows))
     }
 
     pub(crate) fn delete_events_before(

@@ -1,8 +1,10 @@
 //! The store suite: every backend must pass every test here.
 //!
-//! Each test is written once against `Store` and run by `backends!` on the in-memory store and
-//! on SQLite in a temporary directory.
+//! Each test is written once against `Store` and run by `backends!` on the in-memory store, on
+//! SQLite in a temporary directory and on PostgreSQL in a scratch schema (see
+//! `tally_store::testing`).
 
+use tally_store::testing::PgScratch;
 use tally_store::{KeyKind, KeyRecord, RowWrite, Store, StoreError, ViewFlush};
 use tally_views::sql::apply;
 use tally_views::{Catalog, Timestamp, Value, ViewPlan};
@@ -18,6 +20,7 @@ struct Fixture {
     store: Store,
     catalog: Catalog,
     _dir: Option<tempfile::TempDir>,
+    _pg: Option<PgScratch>,
 }
 
 fn memory() -> Fixture {
@@ -30,6 +33,14 @@ fn sqlite() -> Fixture {
     fixture(store, Some(dir))
 }
 
+fn postgres() -> Fixture {
+    let pg = PgScratch::new();
+    let store = Store::open_postgres(pg.config()).unwrap();
+    let mut f = fixture(store, None);
+    f._pg = Some(pg);
+    f
+}
+
 fn fixture(store: Store, dir: Option<tempfile::TempDir>) -> Fixture {
     store.migrations().up().unwrap();
     let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
@@ -40,6 +51,7 @@ fn fixture(store: Store, dir: Option<tempfile::TempDir>) -> Fixture {
         store,
         catalog,
         _dir: dir,
+        _pg: None,
     }
 }
 
@@ -64,6 +76,7 @@ macro_rules! backends {
     ($($name:ident),* $(,)?) => {
         mod on_memory { $( #[test] fn $name() { super::$name(super::memory()); } )* }
         mod on_sqlite { $( #[test] fn $name() { super::$name(super::sqlite()); } )* }
+        mod on_postgres { $( #[test] fn $name() { super::$name(super::postgres()); } )* }
     };
 }
 

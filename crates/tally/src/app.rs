@@ -72,8 +72,21 @@ impl Default for Config {
 pub enum Location {
     /// A directory holding `catalog.db` and `tenants/*.db`.
     Directory(PathBuf),
+    /// A PostgreSQL database: a URL and the schema Tally's tables live in.
+    Postgres(tally_store::PgConfig),
     /// Nothing on disk (tests).
     Memory,
+}
+
+impl Location {
+    /// Opens the store, without migrating it.
+    pub fn open_store(&self) -> Result<Store> {
+        Ok(match self {
+            Location::Directory(dir) => Store::open_sqlite(dir)?,
+            Location::Postgres(config) => Store::open_postgres(config.clone())?,
+            Location::Memory => Store::memory(),
+        })
+    }
 }
 
 /// What applying a schema did to one object.
@@ -109,16 +122,13 @@ impl Tally {
     /// Opens (creating when missing) the data at `location`, migrates the catalog, ensures the
     /// `default` tenant and loads the schema.
     pub fn open(location: &Location, config: Config) -> Result<Tally> {
-        let store = match location {
-            Location::Directory(dir) => Store::open_sqlite(dir)?,
-            Location::Memory => Store::memory(),
-        };
-        Tally::with_store(store, config)
+        Tally::with_store(location.open_store()?, config)
     }
 
     /// Like [`Tally::open`], over an already opened store.
     pub fn with_store(store: Store, config: Config) -> Result<Tally> {
         store.migrations().up()?;
+        store.check_isolation()?;
         let catalog = load_catalog(&store)?;
         let tally = Tally {
             store,

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use tally_store::{KeyKind, Store};
+use tally_store::KeyKind;
 use tally_views::{Interval, QueryRequest};
 
 use crate::app::{Config, Location, Tally};
@@ -31,6 +31,14 @@ pub struct Cli {
     /// A PostgreSQL URL, to use PostgreSQL instead of the data directory.
     #[arg(long, global = true, env = "TALLY_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The PostgreSQL schema Tally's tables live in.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_DATABASE_SCHEMA",
+        default_value = "tally"
+    )]
+    pub database_schema: String,
     /// The tenant to work on.
     #[arg(long, global = true, default_value = crate::app::DEFAULT_TENANT)]
     pub tenant: String,
@@ -207,12 +215,13 @@ fn out(text: &str) {
 }
 
 fn location(cli: &Cli) -> Result<Location> {
-    if cli.database_url.is_some() {
-        return Err(Error::Invalid(
-            "PostgreSQL is not supported by this build yet; leave --database-url and TALLY_DATABASE_URL unset to use the data directory".into(),
-        ));
+    match &cli.database_url {
+        Some(url) => Ok(Location::Postgres(tally_store::PgConfig {
+            url: url.clone(),
+            schema: cli.database_schema.clone(),
+        })),
+        None => Ok(Location::Directory(cli.data.clone())),
     }
-    Ok(Location::Directory(cli.data.clone()))
 }
 
 fn config(cli: &Cli) -> Result<Config> {
@@ -418,10 +427,7 @@ fn strip_position(e: &tally_views::CompileError) -> String {
 }
 
 fn migrate(location: &Location, action: MigrateAction) -> Result<()> {
-    let store = match location {
-        Location::Directory(dir) => Store::open_sqlite(dir)?,
-        Location::Memory => Store::memory(),
-    };
+    let store = location.open_store()?;
     let migrations = store.migrations();
     let mut text = String::new();
     match action {

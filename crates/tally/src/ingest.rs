@@ -15,7 +15,7 @@ use tally_views::{Event, StreamDef, Value};
 use crate::app::Config;
 use crate::decode::{MAX_EVENT_BYTES, RowDecoder, json_error};
 use crate::error::{Error, Result};
-use crate::runtime::{ApplySide, FlushJob, TenantRuntime, committed};
+use crate::runtime::{Appended, ApplySide, FlushJob, TenantRuntime};
 
 /// Rows per durable commit, by default.
 pub const BATCH_ROWS: usize = 10_000;
@@ -228,11 +228,14 @@ pub fn ingest(
                         // Every batch comes back, even one of rejections only: the decoding
                         // thread counts them.
                         let appended = if batch.rows.is_empty() {
-                            Ok(Vec::new())
+                            Ok(Appended {
+                                seqs: Vec::new(),
+                                events: Vec::new(),
+                            })
                         } else {
                             store.append(stream, &batch.rows)
                         };
-                        appended.map(|seqs| {
+                        appended.map(|Appended { seqs, events }| {
                             for seq in &seqs {
                                 if seq.is_some() {
                                     report.accepted += 1;
@@ -240,7 +243,7 @@ pub fn ingest(
                                     report.duplicates += 1;
                                 }
                             }
-                            let _ = committed_tx.send(committed(&seqs, &batch.rows));
+                            let _ = committed_tx.send(events);
                             progress(batch.bytes);
                         })
                     }

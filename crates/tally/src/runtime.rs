@@ -10,6 +10,16 @@
 //! applies them to the delta, and [`TenantRuntime::flush`] merges the delta into the view tables
 //! and advances the positions in one transaction. Queries read stored rows ⊕ the delta, so they
 //! see every acknowledged event at once.
+//!
+//! On a shared store (PostgreSQL) several processes may serve one tenant. One of them, the
+//! *leader* (it holds the tenant's lock, [`TenantStore::try_lead`]), reconciles tables, applies
+//! events and writes view tables, exactly as a lone process does, and also applies the events
+//! the others commit: the log orders every event, so it reads the gaps between its own commits
+//! and, at each tick, the log's tail. The others are *followers*: they only commit events, and
+//! answer queries from the stored rows plus the events after the position those rows hold, read
+//! from the same log. A follower tries to take the lead at every tick, so when a leader dies
+//! another one takes over and replays from the stored positions: no event is applied twice or
+//! lost.
 
 use std::collections::HashMap;
 
@@ -42,6 +52,12 @@ pub struct TenantRuntime {
     poisoned: bool,
     /// Events applied by replay when the runtime opened, per view.
     replayed: HashMap<String, u64>,
+    /// Whether this process writes the tenant's view tables (always, unless the store is shared).
+    leader: bool,
+    /// Whether other processes may commit events of this tenant (a shared store).
+    shared: bool,
+    /// On a shared store, the last sequence number handed to the delta, per stream with views.
+    heads: HashMap<String, u64>,
 }
 
 impl TenantRuntime {
@@ -57,23 +73,77 @@ impl TenantRuntime {
                 info.name, info.time_zone
             ))
         })?;
-        let mut tenant = store.tenant(&info.name)?;
-        let positions = reconcile(&mut tenant, catalog)?;
+        let tenant = store.tenant(&info.name)?;
         let engine = Engine::new(catalog, tz);
-        let delta = engine.delta(|name| positions.get(name).copied().unwrap_or(0));
-        let stored = delta.views.iter().map(|v| v.position).collect();
+        let delta = engine.delta(|_| 0);
         let mut runtime = TenantRuntime {
             info,
             store: tenant,
             catalog: catalog.clone(),
             engine,
             delta,
-            stored,
+            stored: Vec::new(),
             poisoned: false,
             replayed: HashMap::new(),
+            leader: false,
+            shared: store.is_shared(),
+            heads: HashMap::new(),
         };
-        runtime.replay()?;
+        if !runtime.lead()? {
+            runtime.check_followable()?;
+        }
         Ok(runtime)
+    }
+
+    /// Takes the lead when no other process holds it: reconciles the tables with the catalog and
+    /// replays every event after the stored positions. Returns whether this process leads.
+    pub fn lead(&mut self) -> Result<bool> {
+        if self.leader {
+            return Ok(true);
+        }
+        if !self.store.try_lead()? {
+            return Ok(false);
+        }
+        let positions = reconcile(&mut self.store, &self.catalog)?;
+        self.delta = self
+            .engine
+            .delta(|name| positions.get(name).copied().unwrap_or(0));
+        self.stored = self.delta.views.iter().map(|v| v.position).collect();
+        self.heads.clear();
+        self.leader = true;
+        self.replay()?;
+        Ok(true)
+    }
+
+    /// Whether this process writes the tenant's view tables.
+    pub fn is_leader(&self) -> bool {
+        self.leader
+    }
+
+    /// A follower reads the leader's tables: they must be built for this catalog.
+    fn check_followable(&self) -> Result<()> {
+        let materialized = self.store.materialized()?;
+        for view in self.catalog.views() {
+            let built = materialized
+                .views
+                .iter()
+                .any(|m| m.name == view.name && m.fingerprint == view.fingerprint());
+            if !built {
+                return Err(Error::Store(tally_store::StoreError::Busy(format!(
+                    "view {} of tenant {} is being built by another node; retry shortly",
+                    view.name, self.info.name
+                ))));
+            }
+        }
+        for stream in self.catalog.streams() {
+            if !materialized.streams.iter().any(|(n, _)| *n == stream.name) {
+                return Err(Error::Store(tally_store::StoreError::Busy(format!(
+                    "stream {} of tenant {} is being created by another node; retry shortly",
+                    stream.name, self.info.name
+                ))));
+            }
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &str {
@@ -110,7 +180,12 @@ impl TenantRuntime {
             };
             loop {
                 let events = self.store.read_events(&stream, after, REPLAY_BATCH)?;
-                let Some(last) = events.last() else { break };
+                let Some(last) = events.last() else {
+                    if self.shared {
+                        self.heads.insert(stream.name.clone(), after);
+                    }
+                    break;
+                };
                 after = last.seq;
                 for (i, view) in self.engine.views().iter().enumerate() {
                     if view.stream == stream.name {
@@ -134,13 +209,13 @@ impl TenantRuntime {
     /// a duplicate. Rows must have passed ingest validation.
     pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
         let (mut store, mut apply) = self.split();
-        let seqs = store.append(stream, rows)?;
-        apply.apply(&stream.name, &committed(&seqs, rows));
+        let appended = store.append(stream, rows)?;
+        apply.apply(&stream.name, &appended.events);
         if apply.needs_flush() {
             let job = apply.take_flush();
             store.write(job)?;
         }
-        Ok(seqs)
+        Ok(appended.seqs)
     }
 
     /// Merges the delta into the view tables and stores the positions, in one transaction.
@@ -148,6 +223,34 @@ impl TenantRuntime {
         let (mut store, mut apply) = self.split();
         let job = apply.take_flush();
         store.write(job)
+    }
+
+    /// The periodic work of a shared store: a follower tries to take the lead; the leader
+    /// applies the events other processes committed since its last look. Returns whether the
+    /// delta holds groups to flush.
+    pub fn tick(&mut self) -> Result<bool> {
+        if self.shared {
+            if !self.lead()? {
+                return Ok(false);
+            }
+            let streams: Vec<String> = self.heads.keys().cloned().collect();
+            for name in streams {
+                let Some(stream) = self.catalog.stream(&name).cloned() else {
+                    continue;
+                };
+                loop {
+                    let after = self.heads[&name];
+                    let events = self.store.read_events(&stream, after, REPLAY_BATCH)?;
+                    let Some(last) = events.last() else { break };
+                    self.heads.insert(name.clone(), last.seq);
+                    self.engine.apply(&name, &events, &mut self.delta);
+                    if self.delta.group_count() >= FLUSH_GROUPS {
+                        self.flush()?;
+                    }
+                }
+            }
+        }
+        Ok(self.has_pending())
     }
 
     /// The two halves of the ingest path, so that two threads can share the work: one commits
@@ -160,6 +263,8 @@ impl TenantRuntime {
                 stored: &mut self.stored,
                 poisoned: &mut self.poisoned,
                 tenant: &self.info.name,
+                leader: self.leader,
+                heads: &mut self.heads,
             },
             ApplySide {
                 engine: &self.engine,
@@ -168,7 +273,8 @@ impl TenantRuntime {
         )
     }
 
-    /// Reads a view: stored rows merged with the unflushed delta.
+    /// Reads a view: stored rows merged with the unflushed delta. On a shared store, also the
+    /// events other processes committed that the rows and the delta do not hold yet.
     pub fn query(&self, view: &str, req: &QueryRequest) -> Result<ResultSet> {
         let (index, plan) = self.view(view)?;
         let qp = QueryPlan::new(plan, req)?;
@@ -176,11 +282,41 @@ impl TenantRuntime {
             Some((_, from, to)) => (from, to),
             None => (None, None),
         };
-        let mut rows = self.store.scan_view(plan, from, to)?;
-        for (key, states) in &self.delta.views[index].groups {
-            rows.push((key.to_vec(), states.clone()));
+        let (stored_at, mut rows) = self.store.scan_view_at(plan, from, to)?;
+        let applied = if self.leader {
+            for (key, states) in &self.delta.views[index].groups {
+                rows.push((key.to_vec(), states.clone()));
+            }
+            self.delta.views[index].position
+        } else {
+            stored_at
+        };
+        if self.shared {
+            let tail = self.tail(index, applied)?;
+            for (key, states) in &tail.views[index].groups {
+                rows.push((key.to_vec(), states.clone()));
+            }
         }
         Ok(qp.run(rows, self.engine.tz())?)
+    }
+
+    /// The events of view `index`'s stream after `after`, applied to that view alone.
+    fn tail(&self, index: usize, after: u64) -> Result<Delta> {
+        let plan = &self.engine.views()[index];
+        let mut delta = self
+            .engine
+            .delta(|name| if name == plan.name { after } else { u64::MAX });
+        let Some(stream) = self.catalog.stream(&plan.stream) else {
+            return Ok(delta);
+        };
+        let mut after = after;
+        loop {
+            let events = self.store.read_events(stream, after, REPLAY_BATCH)?;
+            let Some(last) = events.last() else { break };
+            after = last.seq;
+            self.engine.apply(&stream.name, &events, &mut delta);
+        }
+        Ok(delta)
     }
 
     /// The view called `name` and its index in the engine.
@@ -207,6 +343,10 @@ impl TenantRuntime {
     /// Deletes raw events older than their stream's retention (only events every view has
     /// applied) and view rows older than their view's retention. Flushes first.
     pub fn enforce_retention(&mut self, now: Timestamp) -> Result<(u64, u64)> {
+        if !self.leader {
+            // The leader enforces it.
+            return Ok((0, 0));
+        }
         self.flush()?;
         let mut events = 0;
         let mut rows = 0;
@@ -252,6 +392,14 @@ pub fn committed(seqs: &[Option<u64>], rows: &[Vec<Value>]) -> Vec<tally_views::
         .collect()
 }
 
+/// Rows committed by [`StoreSide::append`]: each row's sequence number (`None` for a duplicate)
+/// and the events to apply, in order: on a shared store, first those other processes committed
+/// since this one's previous commit; none on a follower.
+pub struct Appended {
+    pub seqs: Vec<Option<u64>>,
+    pub events: Vec<tally_views::Event>,
+}
+
 /// What a flush writes: per view, the groups applied since the last flush and the position.
 pub struct FlushJob {
     views: Vec<(usize, tally_views::engine::GroupMap, u64)>,
@@ -264,6 +412,8 @@ pub struct StoreSide<'r> {
     stored: &'r mut Vec<u64>,
     poisoned: &'r mut bool,
     tenant: &'r str,
+    leader: bool,
+    heads: &'r mut HashMap<String, u64>,
 }
 
 impl StoreSide<'_> {
@@ -278,13 +428,37 @@ impl StoreSide<'_> {
     }
 
     /// Appends rows in one durable transaction: the acknowledgement point.
-    pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
+    pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Appended> {
         self.check_usable()?;
-        self.store.append(stream, rows).map_err(|e| {
+        let seqs = self.store.append(stream, rows).map_err(|e| {
             // A failed commit (an fsync error, a full disk) is never retried silently.
             *self.poisoned = true;
-            e.into()
-        })
+            Error::from(e)
+        })?;
+        if !self.leader {
+            return Ok(Appended {
+                seqs,
+                events: Vec::new(),
+            });
+        }
+        let mine = committed(&seqs, rows);
+        let mut events = Vec::new();
+        if let (Some(head), Some(first)) = (self.heads.get(&stream.name).copied(), mine.first()) {
+            // Appends of a stream commit in sequence order, so everything between this
+            // process's previous commit and this one is committed: read it.
+            let mut after = head;
+            while after + 1 < first.seq {
+                let gap = self.store.read_events(stream, after, REPLAY_BATCH)?;
+                let Some(last) = gap.last() else { break };
+                after = last.seq;
+                events.extend(gap.into_iter().filter(|e| e.seq < first.seq));
+            }
+        }
+        if let (Some(head), Some(last)) = (self.heads.get_mut(&stream.name), mine.last()) {
+            *head = last.seq;
+        }
+        events.extend(mine);
+        Ok(Appended { seqs, events })
     }
 
     /// Merges the job's groups into the stored rows and stores the positions, in one
@@ -292,6 +466,10 @@ impl StoreSide<'_> {
     /// mark where replay must start: reopening the tenant restores them.
     pub fn write(&mut self, job: FlushJob) -> Result<()> {
         self.check_usable()?;
+        if !self.leader {
+            // A follower's delta stays empty; the leader writes the views.
+            return Ok(());
+        }
         let result = self.write_inner(job);
         if result.is_err() {
             *self.poisoned = true;

@@ -8,13 +8,14 @@
 //! replays, between commits, inside a commit, during the final flush. Small batches
 //! (`--batch-size`) make for many commit points. At the end the whole file is sent once more,
 //! to completion. The schedule comes from a seed printed on failure (`TALLY_CRASH_SEED` replays
-//! it).
+//! it). It runs on SQLite and on PostgreSQL.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tally::app::{Config, Location, Tally};
+use tally_store::testing::PgScratch;
 use tally_views::QueryRequest;
 use tally_views::reference::{compare, recompute};
 
@@ -38,12 +39,30 @@ SELECT customer, count(*) AS orders, sum(amount) AS spent, first(shop, at) AS fi
 FROM orders GROUP BY customer;
 ";
 
-fn tally(data: &Path) -> Command {
+/// Where a run keeps its data.
+enum Target {
+    Directory(PathBuf),
+    Postgres(PgScratch),
+}
+
+impl Target {
+    fn location(&self) -> Location {
+        match self {
+            Target::Directory(dir) => Location::Directory(dir.clone()),
+            Target::Postgres(pg) => Location::Postgres(pg.config()),
+        }
+    }
+}
+
+fn tally(target: &Target) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tally"));
-    cmd.arg("--data")
-        .arg(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    match target {
+        Target::Directory(dir) => cmd.arg("--data").arg(dir),
+        Target::Postgres(pg) => cmd
+            .args(["--database-url", pg.url()])
+            .args(["--database-schema", pg.schema()]),
+    };
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     cmd
 }
 
@@ -84,7 +103,22 @@ fn write_lines(path: &Path, lines: &[String]) {
 }
 
 #[test]
-fn killed_ingests_lose_nothing_and_count_nothing_twice() {
+fn killed_ingests_lose_nothing_and_count_nothing_twice_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Target::Directory(dir.path().join("data"));
+    let scratch = Target::Directory(dir.path().join("scratch"));
+    killed_ingests(dir.path(), &data, &scratch);
+}
+
+#[test]
+fn killed_ingests_lose_nothing_and_count_nothing_twice_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = Target::Postgres(PgScratch::new());
+    let scratch = Target::Postgres(PgScratch::new());
+    killed_ingests(dir.path(), &data, &scratch);
+}
+
+fn killed_ingests(dir: &Path, data: &Target, scratch: &Target) {
     let seed = std::env::var("TALLY_CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -96,33 +130,30 @@ fn killed_ingests_lose_nothing_and_count_nothing_twice() {
                 | 1
         });
     let mut rng = Rng(seed);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let schema = dir.path().join("schema.sql");
+    let schema = dir.join("schema.sql");
     std::fs::write(&schema, SCHEMA).unwrap();
-    let status = tally(&data).arg("apply").arg(&schema).status().unwrap();
+    let status = tally(data).arg("apply").arg(&schema).status().unwrap();
     assert!(status.success());
-    let lines = events_file(dir.path(), &mut rng);
-    let input = dir.path().join("orders.ndjson");
+    let lines = events_file(dir, &mut rng);
+    let input = dir.join("orders.ndjson");
     write_lines(&input, &lines);
     // Window k covers two chunks: the chunk the killed run k-1 was sending, and a new one.
     let chunk = lines.len() / (KILLS + 1);
     let window = |k: usize| &lines[k.saturating_sub(1) * chunk..((k + 1) * chunk).min(lines.len())];
 
     // How long an uninterrupted window takes (on a scratch copy) bounds the kill delays.
-    let scratch = dir.path().join("scratch");
     assert!(
-        tally(&scratch)
+        tally(scratch)
             .arg("apply")
             .arg(&schema)
             .status()
             .unwrap()
             .success()
     );
-    let part = dir.path().join("window.ndjson");
+    let part = dir.join("window.ndjson");
     write_lines(&part, window(1));
     let started = Instant::now();
-    let timed = tally(&scratch)
+    let timed = tally(scratch)
         .args(["ingest", "--stream", "orders", "--batch-size", "200"])
         .arg(&part)
         .status()
@@ -139,7 +170,7 @@ fn killed_ingests_lose_nothing_and_count_nothing_twice() {
             "seed {seed}: runs keep finishing before the kill"
         );
         write_lines(&part, window(k.min(KILLS)));
-        let mut child = tally(&data)
+        let mut child = tally(data)
             .args(["ingest", "--stream", "orders", "--batch-size", "200"])
             .arg(&part)
             .spawn()
@@ -170,7 +201,7 @@ fn killed_ingests_lose_nothing_and_count_nothing_twice() {
     }
 
     // The retry that finally goes through.
-    let output = tally(&data)
+    let output = tally(data)
         .args(["ingest", "--stream", "orders", "--output", "json"])
         .arg(&input)
         .stdout(Stdio::piped())
@@ -187,7 +218,7 @@ fn killed_ingests_lose_nothing_and_count_nothing_twice() {
     // The oracle: every distinct event of the file, exactly once, with its content intact. The
     // order events were committed in depends on where the kills fell, so the sequence numbers
     // (which break first/last ties) are the store's.
-    let tally = Tally::open(&Location::Directory(data.clone()), Config::default()).unwrap();
+    let tally = Tally::open(&data.location(), Config::default()).unwrap();
     let runtime = tally.open_tenant("default").unwrap();
     let stream = tally.stream("orders").unwrap();
     let engine = runtime.engine().clone();

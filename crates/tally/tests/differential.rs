@@ -7,7 +7,7 @@
 //! floating-point ones to 1e-9, sketches within their stated error. And re-grouping the hourly
 //! view to days must give the daily view's answer.
 //!
-//! Runs on the in-memory store and on SQLite. `PROPTEST_CASES` scales the number of cases.
+//! Runs on the in-memory store, on SQLite and on PostgreSQL. `PROPTEST_CASES` scales the number of cases.
 
 use proptest::prelude::*;
 use tally::app::{Clock, Config, Tally};
@@ -297,5 +297,15 @@ proptest! {
     fn sqlite_views_equal_recomputation(case in case(300)) {
         let dir = tempfile::tempdir().unwrap();
         run_case(Store::open_sqlite(dir.path()).unwrap(), &case)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(48) / 6 + 1, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn postgres_views_equal_recomputation(case in case(300)) {
+        let pg = tally_store::testing::PgScratch::new();
+        run_case(Store::open_postgres(pg.config()).unwrap(), &case)?;
     }
 }

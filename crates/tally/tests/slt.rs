@@ -1,6 +1,6 @@
 //! Runs the executable specification in `tests/slt/*.slt` on every backend.
 //!
-//! Each file runs once per backend (in memory, SQLite; PostgreSQL joins when it exists) through
+//! Each file runs once per backend (in memory, SQLite and PostgreSQL) through
 //! the same library calls the CLI makes. Besides schema statements, the adapter understands:
 //!
 //! - `INGEST stream [ndjson|csv|json]` followed by the input lines: ingest through the real
@@ -44,12 +44,14 @@ impl From<tally::Error> for SltError {
 enum Backend {
     Memory,
     Sqlite,
+    Postgres,
 }
 
 struct TallyDb {
     /// The store a restart reopens.
     store: Store,
     _dir: Option<tempfile::TempDir>,
+    _pg: Option<tally_store::testing::PgScratch>,
     clock: Clock,
     tenant: String,
     tally: Option<Tally>,
@@ -65,20 +67,27 @@ struct QueryLine {
 
 impl TallyDb {
     fn new(backend: Backend) -> TallyDb {
-        let (store, dir) = match backend {
-            Backend::Memory => (Store::memory(), None),
+        let (store, dir, pg) = match backend {
+            Backend::Memory => (Store::memory(), None, None),
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 (
                     Store::open_sqlite(dir.path()).expect("sqlite store"),
                     Some(dir),
+                    None,
                 )
+            }
+            Backend::Postgres => {
+                let pg = tally_store::testing::PgScratch::new();
+                let store = Store::open_postgres(pg.config()).expect("postgres store");
+                (store, None, Some(pg))
             }
         };
         let clock = Clock::fixed(Timestamp::parse("2026-12-31T00:00:00Z").expect("time"));
         let mut db = TallyDb {
             store,
             _dir: dir,
+            _pg: pg,
             clock,
             tenant: DEFAULT_TENANT.into(),
             tally: None,
@@ -334,7 +343,7 @@ fn main() {
         let backends: &[Backend] = if update {
             &[Backend::Memory]
         } else {
-            &[Backend::Memory, Backend::Sqlite]
+            &[Backend::Memory, Backend::Sqlite, Backend::Postgres]
         };
         for &backend in backends {
             let file = file.clone();

@@ -89,6 +89,7 @@ impl From<Error> for ApiError {
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             Error::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             Error::Input { .. } => ApiError::bad_request(e.to_string()),
+            Error::Store(tally_store::StoreError::Busy(m)) => ApiError::overloaded(m),
             other => {
                 tracing::error!(error = %other, "request failed");
                 ApiError::internal()

@@ -6,7 +6,8 @@
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
-//! flush interval, and enforces retention now and then.
+//! flush interval, and enforces retention now and then. On a shared store (PostgreSQL) each tick
+//! also lets a follower take the lead, or the leader apply what other nodes committed.
 //!
 //! A store error is fatal to the worker (an fsync failure must never be retried silently): it
 //! answers the requests at hand with the error and ends; the next request opens the tenant
@@ -143,7 +144,16 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         }
         if last_flush.elapsed() >= settings.flush_interval {
             last_flush = Instant::now();
-            if runtime.has_pending() {
+            // On a shared store: take the lead if it is free, or apply other nodes' events.
+            let pending = match runtime.tick() {
+                Ok(pending) => pending,
+                Err(e) => {
+                    tracing::error!(tenant, error = %e, "tick failed; the tenant will be reopened");
+                    settings.metrics.set_flush_lag(&tenant, 0.0);
+                    return;
+                }
+            };
+            if pending {
                 if let Err(e) = runtime.flush() {
                     tracing::error!(tenant, error = %e, "flush failed; the tenant will be reopened");
                     settings.metrics.set_flush_lag(&tenant, 0.0);

@@ -1,0 +1,3 @@
+DROP TABLE schema_objects;
+DROP TABLE api_keys;
+DROP TABLE tenants;
