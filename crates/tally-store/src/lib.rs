@@ -300,6 +300,23 @@ impl TenantStore {
         }
     }
 
+    /// Gives up the lead taken by [`TenantStore::try_lead`].
+    pub fn release_lead(&mut self) -> Result<()> {
+        match self {
+            TenantStore::Postgres(p) => p.conn().release_lead(),
+            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(()),
+        }
+    }
+
+    /// On a shared store, the applied schema as stored now: another process may have changed
+    /// it. `None` where no other process can.
+    pub fn stored_schema(&self) -> Result<Option<Vec<(String, String)>>> {
+        match self {
+            TenantStore::Postgres(p) => p.conn().stored_schema().map(Some),
+            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(None),
+        }
+    }
+
     /// The stream and view tables this tenant has.
     pub fn materialized(&self) -> Result<Materialized> {
         match self {

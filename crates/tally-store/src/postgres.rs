@@ -54,7 +54,7 @@ pub struct PgConfig {
 /// The PostgreSQL catalog connection.
 pub struct PgStore {
     config: PgConfig,
-    catalog: Mutex<Client>,
+    catalog: Mutex<Conn>,
 }
 
 /// One tenant's view of the shared tables, on its own connection.
@@ -69,7 +69,7 @@ impl PgTenant {
 
 /// The connection of a [`PgTenant`] and what it has created.
 pub(crate) struct PgConn {
-    client: Client,
+    client: Conn,
     tenant: String,
     schema: String,
     /// Staging tables created on this connection, by name, with the definition they match.
@@ -84,7 +84,8 @@ impl Drop for PgConn {
     fn drop(&mut self) {
         // Release the lead at once: the server would only notice the closed connection a moment
         // later, and another handle of this process may want it now.
-        if self.leading {
+        // (Inside an async runtime the connection closes on another thread, which releases it.)
+        if self.leading && !in_async_runtime() {
             let _ = self.client.batch_execute("SELECT pg_advisory_unlock_all()");
         }
     }
@@ -98,7 +99,40 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn connect(config: &PgConfig) -> Result<Client> {
+/// A client that may be dropped anywhere. Closing a `postgres::Client` blocks on its own
+/// runtime, which panics inside an async runtime (the server's last handle on the store may go
+/// there): there, the client is closed on a thread of its own.
+pub(crate) struct Conn(Option<Client>);
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.0.as_ref().expect("a connection is open until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0.as_mut().expect("a connection is open until dropped")
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take()
+            && in_async_runtime()
+        {
+            std::thread::spawn(move || drop(client));
+        }
+    }
+}
+
+fn in_async_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+fn connect(config: &PgConfig) -> Result<Conn> {
     let mut client = Client::connect(&config.url, NoTls)?;
     let exists = client
         .query_opt(
@@ -113,7 +147,7 @@ fn connect(config: &PgConfig) -> Result<Client> {
         ))?;
     }
     client.batch_execute(&format!("SET search_path TO {}", quote(&config.schema)))?;
-    Ok(client)
+    Ok(Conn(Some(client)))
 }
 
 /// Maps "relation does not exist" on the catalog to the actionable error.
@@ -166,7 +200,7 @@ impl PgStore {
         &self.config
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Client> {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Conn> {
         // A panic while holding the lock leaves at most an open transaction, which the next
         // `transaction()` call cannot reuse; PostgreSQL rolls it back when the client drops it.
         self.catalog.lock().unwrap_or_else(|p| p.into_inner())
@@ -838,6 +872,25 @@ impl PgConn {
             }
         }
         Ok(())
+    }
+
+    /// Gives the lead up (before this connection closes).
+    pub(crate) fn release_lead(&mut self) -> Result<()> {
+        if self.leading {
+            self.client
+                .batch_execute("SELECT pg_advisory_unlock_all()")?;
+            self.leading = false;
+        }
+        Ok(())
+    }
+
+    /// The applied schema as stored now (another node may have changed it).
+    pub(crate) fn stored_schema(&mut self) -> Result<Vec<(String, String)>> {
+        let rows = self.client.query(
+            "SELECT name, definition FROM schema_objects ORDER BY position",
+            &[],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     fn existing_partitions(&mut self, stream: &str) -> Result<BTreeSet<i64>> {

@@ -196,7 +196,13 @@ impl Tally {
         let mut backfilled: std::collections::HashMap<String, u64> =
             new_views.iter().map(|v| (v.clone(), 0)).collect();
         for info in self.store.tenants()? {
-            let runtime = TenantRuntime::open(&self.store, &self.catalog, info)?;
+            let runtime = match TenantRuntime::open(&self.store, &self.catalog, info) {
+                Ok(runtime) => runtime,
+                // Another node leads this tenant: it rebuilds the tables when it loads the
+                // new schema (it checks for one every few seconds).
+                Err(Error::Store(tally_store::StoreError::Busy(_))) => continue,
+                Err(e) => return Err(e),
+            };
             for (view, count) in backfilled.iter_mut() {
                 *count += runtime.replayed(view);
             }
@@ -318,6 +324,23 @@ impl Tally {
 }
 
 /// Loads and compiles the stored schema.
+impl Tally {
+    /// Loads the schema again from the store, where another process may have changed it.
+    /// Returns whether it changed.
+    pub fn reload_catalog(&mut self) -> Result<bool> {
+        if self.store.schema()? == self.catalog.definitions() {
+            return Ok(false);
+        }
+        self.catalog = load_catalog(&self.store)?;
+        Ok(true)
+    }
+
+    /// Whether other processes may serve the same tenants (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.store.is_shared()
+    }
+}
+
 fn load_catalog(store: &Store) -> Result<Catalog> {
     let definitions = store.schema()?;
     let mut catalog = Catalog::new();

@@ -104,6 +104,17 @@ impl TenantRuntime {
         if !self.store.try_lead()? {
             return Ok(false);
         }
+        // A leader reconciles the tables with its catalog: it must not be an old one, or it
+        // would undo another node's schema change.
+        if let Some(stored) = self.store.stored_schema()?
+            && stored != self.catalog.definitions()
+        {
+            self.store.release_lead()?;
+            return Err(Error::Store(tally_store::StoreError::Busy(format!(
+                "the schema changed on another node; tenant {} reopens with it shortly",
+                self.info.name
+            ))));
+        }
         let positions = reconcile(&mut self.store, &self.catalog)?;
         self.delta = self
             .engine

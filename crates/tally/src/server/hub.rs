@@ -373,6 +373,32 @@ impl Hub {
         .map_err(ApiError::from)
     }
 
+    /// Picks up a schema another node applied: the workers stop (flushed) and restart on
+    /// demand with it. Returns whether the schema changed.
+    pub async fn refresh_catalog(self: &Arc<Self>) -> Result<bool, ApiError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut workers = hub.workers.blocking_lock();
+            let mut tally = hub.tally();
+            if !tally.reload_catalog()? {
+                return Ok(false);
+            }
+            *hub.catalog.write().unwrap_or_else(|p| p.into_inner()) =
+                Arc::new(tally.catalog().clone());
+            drop(tally);
+            hub.stop_workers(&mut workers);
+            Ok::<_, Error>(true)
+        })
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(ApiError::from)
+    }
+
+    /// Whether other nodes may serve the same tenants (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.tally().is_shared()
+    }
+
     /// Runs a blocking catalog operation on the `Tally`.
     pub async fn with_tally<T: Send + 'static>(
         self: &Arc<Self>,

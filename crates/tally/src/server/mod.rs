@@ -173,6 +173,9 @@ fn route_group(path: &str) -> &'static str {
     }
 }
 
+/// How often a node on a shared database checks whether another node changed the schema.
+const SCHEMA_POLL: Duration = Duration::from_secs(2);
+
 /// Serves `hub` until `shutdown` resolves, then drains: no new connections, requests in flight
 /// finish (up to the shutdown timeout), every tenant's views are flushed.
 pub async fn serve(
@@ -188,6 +191,20 @@ pub async fn serve(
         .header_read_timeout(hub.settings.header_timeout);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    // With other nodes on the same database, a schema any of them applies reaches this one.
+    let watcher = hub.is_shared().then(|| {
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SCHEMA_POLL).await;
+                match hub.refresh_catalog().await {
+                    Ok(true) => tracing::info!("schema changed on another node; reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(error = %e.message, "cannot check the schema"),
+                }
+            }
+        })
+    });
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -212,6 +229,9 @@ pub async fn serve(
         }
     }
     drop(listener);
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     tracing::info!("shutting down: finishing requests in flight");
     if tokio::time::timeout(hub.settings.shutdown_timeout, graceful.shutdown())
         .await

@@ -133,7 +133,8 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 true
             }
             Some(Job::Stop { reply }) => {
-                let _ = reply.send(runtime.flush());
+                // On a shared store, first take in what other nodes committed (or the lead).
+                let _ = reply.send(runtime.tick().and_then(|_| runtime.flush()));
                 settings.metrics.set_flush_lag(&tenant, 0.0);
                 return;
             }
