@@ -44,6 +44,9 @@ pub enum StoreError {
     /// Another node is changing the tenant's tables; retrying shortly succeeds.
     #[error("{0}")]
     Busy(String),
+    /// What this backend cannot do, and what to do instead.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("cannot use data directory {path}: {source}")]
     Io {
         path: String,
@@ -273,6 +276,23 @@ impl Store {
             Store::Sqlite(s) => s.revoke_key(tenant, prefix),
             Store::Postgres(p) => p.revoke_key(tenant, prefix),
             Store::Memory(m) => Ok(m.revoke_key(tenant, prefix)),
+        }
+    }
+
+    /// Gives a database role read-only access to one tenant's tables (PostgreSQL): views in a
+    /// schema of their own, filtered to the tenant, under row-level security. Returns the
+    /// schema's name.
+    pub fn grant_reader(&self, tenant: &str, role: &str) -> Result<String> {
+        if self.tenant_info(tenant)?.is_none() {
+            return Err(StoreError::NoTenant(tenant.to_owned()));
+        }
+        match self {
+            Store::Postgres(p) => p.grant_reader(tenant, role),
+            Store::Sqlite(_) | Store::Memory(_) => Err(StoreError::Unsupported(
+                "reader roles are a PostgreSQL feature; on SQLite, give a BI tool the tenant's \
+                 database file (tenants/<name>.db) read-only"
+                    .into(),
+            )),
         }
     }
 

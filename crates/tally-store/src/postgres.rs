@@ -134,6 +134,7 @@ fn in_async_runtime() -> bool {
 
 fn connect(config: &PgConfig) -> Result<Conn> {
     let mut client = Client::connect(&config.url, NoTls)?;
+    check_role(&mut client)?;
     let exists = client
         .query_opt(
             "SELECT 1 FROM pg_namespace WHERE nspname = $1",
@@ -147,6 +148,21 @@ fn connect(config: &PgConfig) -> Result<Conn> {
         ))?;
     }
     client.batch_execute(&format!("SET search_path TO {}", quote(&config.schema)))?;
+    let can_create: bool = client
+        .query_one(
+            "SELECT has_schema_privilege($1, 'CREATE') AND has_schema_privilege($1, 'USAGE')",
+            &[&config.schema],
+        )?
+        .get(0);
+    if !can_create {
+        let role: String = client.query_one("SELECT current_user::text", &[])?.get(0);
+        return Err(StoreError::Unsafe(format!(
+            "role {role} cannot create tables in schema {schema}; as the schema's owner run \
+             GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}, or choose another schema with \
+             --database-schema",
+            schema = quote(&config.schema)
+        )));
+    }
     Ok(Conn(Some(client)))
 }
 
@@ -186,7 +202,6 @@ impl PgStore {
     /// security.
     pub(crate) fn open(config: PgConfig) -> Result<PgStore> {
         let mut client = connect(&config)?;
-        check_role(&mut client)?;
         client.batch_execute(
             "CREATE TABLE IF NOT EXISTS tally_migrations (version bigint PRIMARY KEY, name text NOT NULL, applied_at text NOT NULL)",
         )?;
@@ -378,6 +393,40 @@ impl PgStore {
             )
             .map_err(catalog_error)?;
         Ok(n as usize)
+    }
+
+    /// Gives `role` read access to one tenant: a schema `<schema>_<tenant>` with a
+    /// security-barrier view of every tenant table, filtered to the tenant, and `SELECT` on them
+    /// (and nothing else). Row-level security still applies under the views, so the role also
+    /// needs `tally.tenant_id` set to the tenant (`ALTER ROLE … SET`); setting it to another
+    /// tenant shows nothing. Run again after a schema change. Returns the schema's name.
+    pub(crate) fn grant_reader(&self, tenant: &str, role: &str) -> Result<String> {
+        let reader = format!("{}_{}", self.config.schema, tenant.replace('-', "_"));
+        let mut conn = self.conn();
+        let mut tx = conn.transaction()?;
+        let mut tables: Vec<String> = tx
+            .query("SELECT name FROM tally_tables ORDER BY name", &[])
+            .map_err(catalog_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tables.extend(["tally_streams".to_owned(), "tally_views".to_owned()]);
+        let (schema, target) = (quote(&reader), quote(&self.config.schema));
+        let mut sql = format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};              GRANT USAGE ON SCHEMA {schema} TO {role};",
+            role = quote(role)
+        );
+        for t in &tables {
+            sql.push_str(&format!(
+                "CREATE VIEW {schema}.{t} WITH (security_barrier) AS                  SELECT * FROM {target}.{t} WHERE tenant_id = {tenant};                  GRANT SELECT ON {schema}.{t} TO {role};",
+                t = quote(t),
+                tenant = literal(tenant),
+                role = quote(role)
+            ));
+        }
+        tx.batch_execute(&sql)?;
+        tx.commit()?;
+        Ok(reader)
     }
 
     pub(crate) fn tenant(&self, name: &str) -> Result<PgTenant> {

@@ -149,6 +149,14 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List,
+    /// Give a PostgreSQL role read-only access to one tenant (for BI tools): a schema of views
+    /// filtered to the tenant. Re-run after schema changes; see docs/postgres.md.
+    GrantReader {
+        /// The tenant.
+        name: String,
+        /// The role (it must exist, with `tally.tenant_id` set to the tenant).
+        role: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -329,6 +337,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 text.push_str(&format!("{}\t{}\t{}\n", t.name, t.time_zone, t.created_at));
             }
             out(&text);
+        }
+        Command::Tenant(TenantCommand::GrantReader { name, role }) => {
+            let schema = tally.store().grant_reader(name, role)?;
+            out(&format!(
+                "role {role} can read tenant {name} in schema {schema}\n"
+            ));
         }
         Command::Key(KeyCommand::Create { kind }) => {
             let kind = match kind {

@@ -1,0 +1,296 @@
+//! What only PostgreSQL has: tenant isolation by row-level security (checked on the tables
+//! themselves, through Tally's role, a BI reader role and a transaction without the setting),
+//! the refusal of roles and tables that would bypass it, and retention by dropping partitions.
+
+use postgres::{Client, NoTls};
+use tally_store::testing::{PgScratch, admin, role_url};
+use tally_store::{RowWrite, Store, StoreError, ViewFlush};
+use tally_views::sql::apply;
+use tally_views::{AggState, Catalog, Timestamp, Value};
+
+const SCHEMA: &str = "
+CREATE STREAM pay (id TEXT NOT NULL, who TEXT, amount DECIMAL(10,2) NOT NULL, at TIMESTAMP NOT NULL)
+  WITH (event_time = 'at', dedupe_key = 'id');
+CREATE MATERIALIZED VIEW daily AS
+  SELECT time_bucket('1 day', at) AS day, who, sum(amount) AS total, count(*) AS n FROM pay GROUP BY 1, 2;
+";
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+fn pay(id: &str, who: &str, at: &str) -> Vec<Value> {
+    vec![
+        Value::text(id),
+        Value::text(who),
+        Value::Decimal(tally_views::decimal::Decimal::parse("1.50").unwrap()),
+        Value::Timestamp(ts(at)),
+    ]
+}
+
+/// Two tenants with events and view rows each.
+fn two_tenants(pg: &PgScratch) -> (Store, Catalog) {
+    let store = Store::open_postgres(pg.config()).unwrap();
+    store.migrations().up().unwrap();
+    store.check_isolation().unwrap();
+    let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+    let stream = catalog.stream("pay").unwrap();
+    let plan = catalog.view("daily").unwrap();
+    for tenant in ["acme", "beta"] {
+        store
+            .create_tenant(tenant, "UTC", ts("2026-01-01T00:00:00Z"))
+            .unwrap();
+        let mut t = store.tenant(tenant).unwrap();
+        t.create_stream(stream).unwrap();
+        t.reset_view(plan).unwrap();
+        t.append(
+            stream,
+            &[
+                pay(&format!("{tenant}-1"), tenant, "2026-03-01T10:00:00Z"),
+                pay(&format!("{tenant}-2"), tenant, "2026-03-09T10:00:00Z"),
+            ],
+        )
+        .unwrap();
+        let mut states: Vec<AggState> = plan.aggs.iter().map(|a| a.kind.new_state()).collect();
+        states[1].update(plan.aggs[1].kind, &Value::Null, &Value::Null, 0);
+        let key = vec![
+            Value::Timestamp(ts("2026-03-01T00:00:00Z")),
+            Value::text(tenant),
+        ];
+        t.flush(&[ViewFlush {
+            plan,
+            rows: vec![RowWrite {
+                cells: vec![key[0].clone(), key[1].clone(), Value::Null, Value::Int(1)],
+                key,
+                states,
+            }],
+            position: 2,
+        }])
+        .unwrap();
+    }
+    (store, catalog)
+}
+
+/// Every table of the scratch schema that holds tenant rows (partitions included).
+fn tenant_tables(pg: &PgScratch) -> Vec<String> {
+    admin()
+        .query(
+            "SELECT c.relname::text FROM pg_class c
+               JOIN pg_namespace n ON n.oid = c.relnamespace
+               JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id'
+              WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname NOT IN ('tenants', 'api_keys')
+              ORDER BY 1",
+            &[&pg.schema()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn tenants_seen(client: &mut Client, table: &str, setting: Option<&str>) -> Vec<String> {
+    let mut tx = client.transaction().unwrap();
+    if let Some(tenant) = setting {
+        tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[&tenant])
+            .unwrap();
+    }
+    let rows = tx
+        .query(
+            &format!("SELECT DISTINCT tenant_id FROM \"{table}\" ORDER BY 1"),
+            &[],
+        )
+        .unwrap();
+    tx.commit().unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[test]
+fn every_tenant_table_shows_only_the_tenant_set_and_nothing_without_it() {
+    let pg = PgScratch::new();
+    let (_store, _catalog) = two_tenants(&pg);
+    let tables = tenant_tables(&pg);
+    for expected in [
+        "pay",
+        "daily",
+        "tally_streams",
+        "tally_views",
+        "pay__p20260223",
+    ] {
+        assert!(
+            tables.iter().any(|t| t == expected),
+            "{expected} in {tables:?}"
+        );
+    }
+    // Tally's own role owns the tables; FORCE makes the policy apply to it too.
+    let mut tally = Client::connect(pg.url(), NoTls).unwrap();
+    tally
+        .batch_execute(&format!("SET search_path TO \"{}\"", pg.schema()))
+        .unwrap();
+    for table in &tables {
+        assert!(
+            tenants_seen(&mut tally, table, None).is_empty(),
+            "{table} shows rows to a transaction without the tenant setting"
+        );
+        let seen = tenants_seen(&mut tally, table, Some("acme"));
+        assert!(
+            seen.is_empty() || seen == ["acme"],
+            "{table} shows {seen:?} to acme"
+        );
+    }
+    assert_eq!(tenants_seen(&mut tally, "pay", Some("beta")), ["beta"]);
+    assert_eq!(tenants_seen(&mut tally, "daily", Some("beta")), ["beta"]);
+}
+
+#[test]
+fn a_reader_role_sees_one_tenant_in_every_table() {
+    let pg = PgScratch::new();
+    let (store, _catalog) = two_tenants(&pg);
+    let role = format!("bi_{}", pg.schema());
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role};
+             CREATE ROLE {role} LOGIN PASSWORD '{role}' NOSUPERUSER NOBYPASSRLS;
+             ALTER ROLE {role} SET tally.tenant_id = 'acme';"
+        ))
+        .unwrap();
+    let reader_schema = store.grant_reader("acme", &role).unwrap();
+    assert!(matches!(
+        store.grant_reader("nobody", &role),
+        Err(StoreError::NoTenant(_))
+    ));
+
+    let mut bi =
+        Client::connect(&role_url(&tally_store::testing::admin_url(), &role), NoTls).unwrap();
+    bi.batch_execute(&format!("SET search_path TO \"{reader_schema}\""))
+        .unwrap();
+    let views: Vec<String> = ["pay", "daily", "tally_streams", "tally_views"]
+        .map(String::from)
+        .to_vec();
+    for view in &views {
+        let mut tx = bi.transaction().unwrap();
+        let seen: Vec<String> = tx
+            .query(&format!("SELECT DISTINCT tenant_id FROM \"{view}\""), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        tx.commit().unwrap();
+        assert_eq!(seen, ["acme"], "{view}");
+        // Pointing the setting at another tenant shows nothing, not that tenant.
+        let mut tx = bi.transaction().unwrap();
+        tx.batch_execute("SET LOCAL tally.tenant_id = 'beta'")
+            .unwrap();
+        let n: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM \"{view}\""), &[])
+            .unwrap()
+            .get(0);
+        tx.commit().unwrap();
+        assert_eq!(n, 0, "{view} shows beta's rows");
+        // A transaction that clears the setting sees nothing.
+        let mut tx = bi.transaction().unwrap();
+        tx.batch_execute("SET LOCAL tally.tenant_id = ''").unwrap();
+        let n: i64 = tx
+            .query_one(&format!("SELECT count(*) FROM \"{view}\""), &[])
+            .unwrap()
+            .get(0);
+        tx.rollback().unwrap();
+        assert_eq!(n, 0, "{view} shows rows without the setting");
+    }
+    // The tables themselves are out of reach.
+    let direct = bi.query(
+        &format!("SELECT count(*) FROM \"{}\".pay", pg.schema()),
+        &[],
+    );
+    assert!(direct.is_err(), "the reader role reads the table directly");
+    drop(bi);
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{reader_schema}\" CASCADE; DROP OWNED BY {role}; DROP ROLE {role};"
+        ))
+        .unwrap();
+}
+
+#[test]
+fn superusers_and_bypassrls_roles_are_refused_with_the_fix() {
+    let pg = PgScratch::new();
+    let mut config = pg.config();
+    config.url = tally_store::testing::admin_url();
+    let Err(StoreError::Unsafe(message)) = Store::open_postgres(config.clone()) else {
+        panic!("a superuser was accepted");
+    };
+    assert!(message.contains("superuser"), "{message}");
+    assert!(message.contains("CREATE ROLE"), "{message}");
+
+    let role = format!("bypass_{}", pg.schema());
+    let mut admin = admin();
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD '{role}' BYPASSRLS"
+        ))
+        .unwrap();
+    config.url = role_url(&tally_store::testing::admin_url(), &role);
+    let Err(StoreError::Unsafe(message)) = Store::open_postgres(config) else {
+        panic!("a BYPASSRLS role was accepted");
+    };
+    assert!(message.contains("BYPASSRLS"), "{message}");
+    admin.batch_execute(&format!("DROP ROLE {role}")).unwrap();
+}
+
+#[test]
+fn a_tenant_table_without_forced_security_is_refused_with_the_fix() {
+    let pg = PgScratch::new();
+    let (store, _catalog) = two_tenants(&pg);
+    let mut tally = Client::connect(pg.url(), NoTls).unwrap();
+    tally
+        .batch_execute(&format!(
+            "ALTER TABLE \"{}\".daily NO FORCE ROW LEVEL SECURITY",
+            pg.schema()
+        ))
+        .unwrap();
+    let Err(StoreError::Unsafe(message)) = store.check_isolation() else {
+        panic!("an unforced table was accepted");
+    };
+    assert!(message.contains("daily"), "{message}");
+    assert!(message.contains("FORCE ROW LEVEL SECURITY"), "{message}");
+}
+
+#[test]
+fn retention_drops_whole_partitions_once_every_tenant_applied_them() {
+    let pg = PgScratch::new();
+    let (store, catalog) = two_tenants(&pg);
+    let stream = catalog.stream("pay").unwrap();
+    let partition_exists = |name: &str| {
+        admin()
+            .query_opt(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2",
+                &[&pg.schema(), &name],
+            )
+            .unwrap()
+            .is_some()
+    };
+    assert!(partition_exists("pay__p20260223"));
+    let mut acme = store.tenant("acme").unwrap();
+    // acme applied both its events; beta has not said so yet: the week stays, acme's old
+    // event goes row by row.
+    assert_eq!(
+        acme.delete_events_before(stream, ts("2026-03-05T00:00:00Z"), 2)
+            .unwrap(),
+        1
+    );
+    assert!(partition_exists("pay__p20260223"));
+    let mut beta = store.tenant("beta").unwrap();
+    assert_eq!(
+        beta.delete_events_before(stream, ts("2026-03-05T00:00:00Z"), 2)
+            .unwrap(),
+        1
+    );
+    assert!(
+        !partition_exists("pay__p20260223"),
+        "the week was not dropped"
+    );
+    // The newer week and its events stay.
+    assert!(partition_exists("pay__p20260309"));
+    assert_eq!(beta.read_events(stream, 0, 10).unwrap().len(), 1);
+}
