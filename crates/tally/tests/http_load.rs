@@ -1,5 +1,5 @@
-//! Load test on loopback: many concurrent clients ingest through a real `serve` on SQLite
-//! (native batches, single events, gzip, Segment batches, re-sent requests as retrying clients
+//! Load test on loopback: many concurrent clients ingest through a real `serve`, on SQLite and
+//! on PostgreSQL (native batches, single events, gzip, Segment batches, re-sent requests as retrying clients
 //! do), while others query. It is bounded in requests and in time and stops by itself. Then the
 //! server shuts down gracefully, and every view must equal the recomputation over the stored
 //! raw events, which must be exactly the distinct events sent.
@@ -57,14 +57,18 @@ fn hit(rng: &mut Rng) -> Json {
 }
 
 async fn start(
-    dir: &std::path::Path,
+    location: Location,
 ) -> (
     Arc<Hub>,
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<()>,
 ) {
-    let tally = Tally::open(&Location::Directory(dir.to_owned()), Config::default()).unwrap();
+    // Opening the store blocks (PostgreSQL's client too): not on the async runtime.
+    let tally = tokio::task::spawn_blocking(move || Tally::open(&location, Config::default()))
+        .await
+        .unwrap()
+        .unwrap();
     let hub = Arc::new(Hub::new(
         tally,
         ServerConfig {
@@ -93,9 +97,22 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_clients_then_every_view_equals_recomputation() {
+async fn concurrent_clients_then_every_view_equals_recomputation_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let (_hub, addr, stop, server) = start(dir.path()).await;
+    concurrent_clients(Location::Directory(dir.path().to_owned())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_then_every_view_equals_recomputation_on_postgres() {
+    let pg = tokio::task::spawn_blocking(tally_store::testing::PgScratch::new)
+        .await
+        .unwrap();
+    concurrent_clients(Location::Postgres(pg.config())).await;
+    tokio::task::spawn_blocking(move || drop(pg)).await.unwrap();
+}
+
+async fn concurrent_clients(location: Location) {
+    let (_hub, addr, stop, server) = start(location.clone()).await;
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     let Keys { write, read } = schema_and_tenant(
@@ -210,12 +227,18 @@ async fn concurrent_clients_then_every_view_equals_recomputation() {
         .unwrap()
         .unwrap();
 
-    // The oracle, on the store as the server left it.
-    let tally = Tally::open(
-        &Location::Directory(dir.path().to_owned()),
-        Config::default(),
-    )
-    .unwrap();
+    // The oracle, on the store as the server left it (blocking calls: off the async runtime).
+    tokio::task::spawn_blocking(move || check(&location, &sent, &track_ids))
+        .await
+        .unwrap();
+}
+
+fn check(
+    location: &Location,
+    sent: &HashMap<String, Json>,
+    track_ids: &std::collections::HashSet<String>,
+) {
+    let tally = Tally::open(location, Config::default()).unwrap();
     let runtime = tally.open_tenant("load").unwrap();
     for (stream_name, expected_count) in [("hits", sent.len()), ("events", track_ids.len())] {
         let stream = tally.stream(stream_name).unwrap();
@@ -245,7 +268,7 @@ async fn concurrent_clients_then_every_view_equals_recomputation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_are_cut_off_and_shutdown_finishes_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
-    let (_hub, addr, stop, server) = start(dir.path()).await;
+    let (_hub, addr, stop, server) = start(Location::Directory(dir.path().to_owned())).await;
 
     // Headers that never finish: the connection is closed after the header timeout (1 s).
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
