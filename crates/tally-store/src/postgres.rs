@@ -664,16 +664,16 @@ impl PgConn {
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
         let streams = tx
             .query(
-                "SELECT name, definition FROM tally_streams WHERE tenant_id = current_setting('tally.tenant_id') ORDER BY name",
-                &[],
+                "SELECT name, definition FROM tally_streams WHERE tenant_id = $1 ORDER BY name",
+                &[&self.tenant],
             )?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let views = tx
             .query(
-                "SELECT name, fingerprint, position FROM tally_views WHERE tenant_id = current_setting('tally.tenant_id') ORDER BY name",
-                &[],
+                "SELECT name, fingerprint, position FROM tally_views WHERE tenant_id = $1 ORDER BY name",
+                &[&self.tenant],
             )?
             .iter()
             .map(|r| MaterializedView {
