@@ -68,6 +68,25 @@ pub enum StoreError {
     NotMigrated,
 }
 
+impl StoreError {
+    /// Whether retrying later may succeed: the database was unreachable or another node was
+    /// busy with the tenant's tables, as opposed to a failure of the request itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Busy(_) => true,
+            StoreError::Postgres(e) => match e.code() {
+                // Connection exceptions, insufficient resources, operator intervention (a
+                // restart, a terminated backend), transaction rollbacks (serialization, deadlock).
+                Some(code) => ["08", "53", "57", "40"]
+                    .iter()
+                    .any(|class| code.code().starts_with(class)),
+                None => true,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// A tenant of the catalog.

@@ -133,7 +133,12 @@ fn in_async_runtime() -> bool {
 }
 
 fn connect(config: &PgConfig) -> Result<Conn> {
-    let mut client = Client::connect(&config.url, NoTls)?;
+    let mut settings: postgres::Config = config.url.parse()?;
+    if settings.get_application_name().is_none() {
+        // How Tally's connections show in pg_stat_activity.
+        settings.application_name("tally");
+    }
+    let mut client = settings.connect(NoTls)?;
     check_role(&mut client)?;
     let exists = client
         .query_opt(
@@ -218,7 +223,15 @@ impl PgStore {
     fn conn(&self) -> std::sync::MutexGuard<'_, Conn> {
         // A panic while holding the lock leaves at most an open transaction, which the next
         // `transaction()` call cannot reuse; PostgreSQL rolls it back when the client drops it.
-        self.catalog.lock().unwrap_or_else(|p| p.into_inner())
+        let mut conn = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_closed() {
+            // The server restarted or dropped the connection: the failed call reported it;
+            // this one connects again (or fails the same way, and the next one tries again).
+            if let Ok(fresh) = connect(&self.config) {
+                *conn = fresh;
+            }
+        }
+        conn
     }
 
     pub(crate) fn applied_migrations(&self) -> Result<Vec<i64>> {
@@ -1049,16 +1062,18 @@ impl PgConn {
             }
             Some(d) => {
                 let key = &names[d];
-                let key_cast = from_stage(&format!("s.{key}"), stream.columns[d].ty);
+                let staged_key = from_stage(&format!("s.{key}"), stream.columns[d].ty);
                 let sql = format!(
                     "WITH ranked AS (
                          SELECT s.*, row_number() OVER (PARTITION BY s.{key} ORDER BY s._ord) AS _dup
                            FROM {stage} s),
                      fresh AS (
                          SELECT s.*, $2 + row_number() OVER (ORDER BY s._ord) AS _seq FROM ranked s
-                          WHERE (s.{key} IS NULL OR s._dup = 1)
-                            AND NOT EXISTS (SELECT 1 FROM {table} t
-                                             WHERE t.tenant_id = $1 AND t.{key} = {key_cast})),
+                          -- One probe of the dedupe index per staged row, whatever the statistics
+                          -- say (a join could read every stored event of the tenant).
+                          LEFT JOIN LATERAL (SELECT true AS found FROM {table} t
+                                              WHERE t.tenant_id = $1 AND t.{key} = {staged_key} LIMIT 1) d ON true
+                          WHERE (s.{key} IS NULL OR s._dup = 1) AND d.found IS NULL),
                      ins AS (
                          INSERT INTO {table} (tenant_id, _seq, {cols})
                          SELECT $1, s._seq, {casts} FROM fresh s)

@@ -69,7 +69,8 @@ impl PgScratch {
         );
         PgScratch {
             config: PgConfig {
-                url: role_url(&admin_url(), ROLE),
+                // Named after the schema in pg_stat_activity, so a test can find its connections.
+                url: format!("{}?application_name={schema}", role_url(&admin_url(), ROLE)),
                 schema,
             },
         }
@@ -83,6 +84,16 @@ impl PgScratch {
     /// The URL Tally connects with.
     pub fn url(&self) -> &str {
         &self.config.url
+    }
+
+    /// Ends every connection Tally has open on this scratch schema, as a database restart would.
+    pub fn drop_connections(&self) -> usize {
+        admin()
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&self.config.schema],
+            )
+            .map_or(0, |rows| rows.len())
     }
 
     /// The scratch schema's name.

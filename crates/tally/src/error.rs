@@ -36,6 +36,40 @@ pub enum Error {
     /// A failure of the store reported to several waiters (the original went to the log).
     #[error("{0}")]
     Failed(String),
+    /// Like `Failed`, for a failure that retrying later may get past (the database was
+    /// unreachable, another node was rebuilding the tenant's tables).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Error {
+    /// Whether retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Store(e) => e.is_transient(),
+            Error::Unavailable(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The failure as reported to each of several waiters, keeping whether it is transient.
+    pub fn shared(&self, context: &str) -> Error {
+        let message = format!("{context}: {self}");
+        if self.is_transient() {
+            Error::Unavailable(message)
+        } else {
+            Error::Failed(message)
+        }
+    }
+
+    /// Another copy of a shared failure, for the next waiter.
+    pub fn copy(&self) -> Error {
+        match self {
+            Error::Unavailable(m) => Error::Unavailable(m.clone()),
+            other if other.is_transient() => Error::Unavailable(other.to_string()),
+            other => Error::Failed(other.to_string()),
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -426,3 +426,99 @@ fn a_schema_applied_on_one_node_reaches_the_other() {
             terminate(b);
         });
 }
+
+/// The database drops every connection, as a restart or a failover does: requests at that
+/// moment are answered 503 with Retry-After (never 500), nothing acknowledged is lost, and the
+/// node reconnects by itself.
+#[test]
+fn a_dropped_database_connection_gives_503_then_recovers() {
+    let pg = PgScratch::new();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.sql");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    assert!(
+        tally_cmd(&pg)
+            .arg("apply")
+            .arg(&schema)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pg = Arc::new(pg);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let scratch = pg.clone();
+    runtime.block_on(async move {
+        let node = start(&scratch);
+        let http = reqwest::Client::new();
+        let created: Json = http
+            .post(format!("{}/v1/tenants", node.base))
+            .bearer_auth(ADMIN)
+            .body(json!({"name": "north"}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let (write, read) = (
+            created["write_key"].as_str().unwrap().to_owned(),
+            created["read_key"].as_str().unwrap().to_owned(),
+        );
+        let mut rng = Rng(11);
+        let mut acked = HashSet::new();
+        let mut unavailable = 0;
+        for round in 0..40 {
+            if round == 10 {
+                let pg = scratch.clone();
+                let dropped = tokio::task::spawn_blocking(move || pg.drop_connections())
+                    .await
+                    .unwrap();
+                assert!(dropped > 0, "no connection of the node was found");
+            }
+            let events: Vec<Json> = (0..20).map(|_| hit(&mut rng)).collect();
+            let r = http
+                .post(format!("{}/v1/streams/hits/events", node.base))
+                .bearer_auth(&write)
+                .body(Json::Array(events.clone()).to_string())
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => acked.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_owned())),
+                503 => {
+                    assert!(r.headers().contains_key("retry-after"));
+                    unavailable += 1;
+                }
+                other => panic!("round {round}: {other} {}", r.text().await.unwrap()),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            unavailable < 10,
+            "the node did not recover: {unavailable} answers 503"
+        );
+        let answer: Json = http
+            .get(format!("{}/v1/views/per_user?group_by=", node.base))
+            .bearer_auth(&read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let counted = answer["rows"][0][0].as_u64().unwrap() as usize;
+        // Every acknowledged event is counted; a batch answered 503 may have committed before
+        // the connection went, so at most those come on top.
+        assert!(
+            counted >= acked.len(),
+            "{counted} < {}: acknowledged events lost",
+            acked.len()
+        );
+        assert!(counted <= acked.len() + unavailable * 20, "{answer}");
+        terminate(node);
+    });
+}

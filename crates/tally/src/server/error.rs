@@ -90,6 +90,14 @@ impl From<Error> for ApiError {
             Error::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             Error::Input { .. } => ApiError::bad_request(e.to_string()),
             Error::Store(tally_store::StoreError::Busy(m)) => ApiError::overloaded(m),
+            Error::Unavailable(m) => {
+                tracing::warn!(error = %m, "request failed; retryable");
+                ApiError::overloaded("the store is unavailable right now; retry shortly")
+            }
+            Error::Store(e) if e.is_transient() => {
+                tracing::error!(error = %e, "the database is unreachable");
+                ApiError::overloaded("the database is unreachable; retry shortly")
+            }
             other => {
                 tracing::error!(error = %other, "request failed");
                 ApiError::internal()

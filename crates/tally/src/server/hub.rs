@@ -267,9 +267,11 @@ impl Hub {
                     Err(e) => {
                         tracing::error!(tenant = name, error = %e, "cannot open tenant");
                         // Answer what is queued, then end; the next request tries again.
-                        let message = format!("cannot open tenant {name}: {e}");
-                        while let Ok(job) = rx.recv_timeout(Duration::from_millis(200)) {
-                            fail(job, &message);
+                        // What is queued now; a request sent after the channel closes starts a
+                        // new worker, which tries to open the tenant again.
+                        let shared = e.shared(&format!("cannot open tenant {name}"));
+                        while let Ok(job) = rx.try_recv() {
+                            fail(job, &shared);
                         }
                     }
                 }
@@ -290,7 +292,9 @@ impl Hub {
         self.submit(tenant, job(reply)).await?;
         answer
             .await
-            .map_err(|_| ApiError::internal())?
+            // The worker ended with the job still queued (its store failed): a new one starts
+            // with the next request.
+            .map_err(|_| ApiError::overloaded(format!("tenant {tenant} is reopening; retry")))?
             .map_err(ApiError::from)
     }
 
@@ -417,13 +421,13 @@ impl Hub {
     }
 }
 
-fn fail(job: Job, message: &str) {
+fn fail(job: Job, error: &Error) {
     match job {
         Job::Ingest(s) => {
-            let _ = s.reply.send(Err(Error::Failed(message.to_owned())));
+            let _ = s.reply.send(Err(error.copy()));
         }
         Job::Query { reply, .. } => {
-            let _ = reply.send(Err(Error::Failed(message.to_owned())));
+            let _ = reply.send(Err(error.copy()));
         }
         Job::Stop { reply } => {
             let _ = reply.send(Ok(()));

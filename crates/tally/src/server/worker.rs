@@ -264,7 +264,7 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
                 tracing::error!(tenant = runtime.name(), error = %e, "commit failed; the tenant will be reopened");
                 failed = true;
                 for &i in &members {
-                    outcomes[i] = Some(Err(Error::Failed(format!("commit failed: {e}"))));
+                    outcomes[i] = Some(Err(e.shared("commit failed")));
                 }
             }
         }
