@@ -9,6 +9,9 @@
 //! - baseline: the decoded rows inserted with multi-row `INSERT … VALUES (…), (…)` statements of
 //!   1,000 rows, 10,000 rows per transaction, into a table of the same columns with no index,
 //!   as the same role (`synchronous_commit` as the server has it: on by default);
+//! - the same with the indexes a deduplicating ingest needs (a unique `(tenant_id, id)` with
+//!   `ON CONFLICT DO NOTHING`, and `(tenant_id, seq)` to read events in order): what a
+//!   hand-written ingest of the same guarantees costs;
 //! - tally: the NDJSON file through `tally ingest`'s code path on PostgreSQL (decode, validate,
 //!   binary COPY into staging, dedupe, the partitioned raw table, the five views of the
 //!   workload applied and flushed at the end).
@@ -35,7 +38,7 @@ enum Cell {
     Micros(i64),
 }
 
-fn baseline(pg: &PgScratch, rows: &[Vec<Value>]) -> Duration {
+fn baseline(pg: &PgScratch, rows: &[Vec<Value>], indexed: bool) -> Duration {
     let mut client = Client::connect(pg.url(), NoTls).unwrap();
     client
         .batch_execute(&format!(
@@ -47,6 +50,13 @@ fn baseline(pg: &PgScratch, rows: &[Vec<Value>]) -> Duration {
             s = pg.schema()
         ))
         .unwrap();
+    if indexed {
+        client
+            .batch_execute(
+                "CREATE UNIQUE INDEX ON baseline (tenant_id, id); CREATE INDEX ON baseline (tenant_id, seq);",
+            )
+            .unwrap();
+    }
     let cells: Vec<Vec<Cell>> = rows
         .iter()
         .map(|row| {
@@ -96,6 +106,9 @@ fn baseline(pg: &PgScratch, rows: &[Vec<Value>]) -> Duration {
                     sql.push_str(", ");
                 }
                 sql.push_str(&format!("({})", marks.join(", ")));
+            }
+            if indexed {
+                sql.push_str(" ON CONFLICT DO NOTHING");
             }
             tx.execute(&sql, &params).unwrap();
         }
@@ -175,7 +188,8 @@ fn run(workload: Workload, n: usize, runs: usize) {
 
     let scratch = PgScratch::new();
     let best = |f: &dyn Fn() -> Duration| (0..runs).map(|_| f()).min().unwrap();
-    let base = best(&|| baseline(&scratch, &rows));
+    let base = best(&|| baseline(&scratch, &rows, false));
+    let indexed = best(&|| baseline(&scratch, &rows, true));
     let append = best(&|| commit_only(workload::stream_only(), &rows));
     let commit = best(&|| commit_only(&schema, &rows));
     let ours = best(&|| tally_ingest(&schema, &input));
@@ -188,8 +202,12 @@ fn run(workload: Workload, n: usize, runs: usize) {
     println!("| path | events/s | ratio to baseline |");
     println!("|---|---:|---:|");
     row(
-        "multi-row INSERT, 1,000 rows per statement (baseline)",
+        "multi-row INSERT, 1,000 rows per statement, no index (baseline)",
         base,
+    );
+    row(
+        "multi-row INSERT … ON CONFLICT DO NOTHING, unique (tenant_id, id) and (tenant_id, seq) indexes",
+        indexed,
     );
     row(
         "tally append only (decoded rows, COPY, dedupe, partitions, no views)",
