@@ -147,7 +147,12 @@ impl TenantRuntime {
             }
         }
         for stream in self.catalog.streams() {
-            if !materialized.streams.iter().any(|(n, _)| *n == stream.name) {
+            let sql = stream.sql();
+            if !materialized
+                .streams
+                .iter()
+                .any(|(n, d)| *n == stream.name && *d == sql)
+            {
                 return Err(Error::Store(tally_store::StoreError::Busy(format!(
                     "stream {} of tenant {} is being created by another node; retry shortly",
                     stream.name, self.info.name
