@@ -23,6 +23,7 @@ use tally_views::{AggState, Event, StreamDef, Timestamp, Value, ViewPlan};
 
 mod memory;
 mod migrations;
+mod pg_tls;
 mod postgres;
 mod sqlite;
 pub mod testing;

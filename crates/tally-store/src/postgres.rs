@@ -23,7 +23,7 @@ use std::sync::Mutex;
 use bytes::{BufMut, BytesMut};
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{FromSql, IsNull, ToSql, Type as PgType, to_sql_checked};
-use postgres::{Client, NoTls, Transaction};
+use postgres::{Client, Transaction};
 
 use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
@@ -133,12 +133,7 @@ fn in_async_runtime() -> bool {
 }
 
 fn connect(config: &PgConfig) -> Result<Conn> {
-    let mut settings: postgres::Config = config.url.parse()?;
-    if settings.get_application_name().is_none() {
-        // How Tally's connections show in pg_stat_activity.
-        settings.application_name("tally");
-    }
-    let mut client = settings.connect(NoTls)?;
+    let mut client = crate::pg_tls::connect(&config.url)?;
     check_role(&mut client)?;
     let exists = client
         .query_opt(

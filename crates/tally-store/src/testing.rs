@@ -69,8 +69,12 @@ impl PgScratch {
         );
         PgScratch {
             config: PgConfig {
-                // Named after the schema in pg_stat_activity, so a test can find its connections.
-                url: format!("{}?application_name={schema}", role_url(&admin_url(), ROLE)),
+                // Named after the schema in pg_stat_activity, so a test can find its connections;
+                // without TLS, like the benchmarks' baselines (tests/postgres.rs covers TLS).
+                url: format!(
+                    "{}?application_name={schema}&sslmode=disable",
+                    role_url(&admin_url(), ROLE)
+                ),
                 schema,
             },
         }

@@ -361,3 +361,51 @@ fn decimals_and_json_round_trip_exactly() {
         .collect();
     assert_eq!(texts, decimals);
 }
+
+#[test]
+fn connections_use_tls_as_sslmode_says() {
+    let pg = PgScratch::new();
+    let with_mode = |mode: &str| {
+        let mut config = pg.config();
+        config.url = config
+            .url
+            .replace("sslmode=disable", &format!("sslmode={mode}"));
+        config
+    };
+    let server_tls: String = admin().query_one("SHOW ssl", &[]).unwrap().get(0);
+    let tls_of_ours = || -> Vec<bool> {
+        admin()
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+                  WHERE a.application_name = $1",
+                &[&pg.schema()],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    if server_tls == "on" {
+        let store = Store::open_postgres(with_mode("require")).unwrap();
+        store.migrations().up().unwrap();
+        let ours = tls_of_ours();
+        assert!(!ours.is_empty() && ours.iter().all(|&ssl| ssl), "{ours:?}");
+        drop(store);
+        // The server's certificate is not signed by a public root (a test server's is
+        // self-signed): verify-full refuses it and says why.
+        let Err(e) = Store::open_postgres(with_mode("verify-full")) else {
+            panic!("verify-full accepted an untrusted certificate");
+        };
+        assert!(e.to_string().contains("certificate"), "{e}");
+    } else {
+        // A server without TLS: prefer connects in the clear, require refuses.
+        let store = Store::open_postgres(with_mode("prefer")).unwrap();
+        assert!(tls_of_ours().iter().all(|&ssl| !ssl));
+        drop(store);
+        assert!(Store::open_postgres(with_mode("require")).is_err());
+    }
+    let Err(e) = Store::open_postgres(with_mode("sometimes")) else {
+        panic!("a bad sslmode was accepted");
+    };
+    assert!(e.to_string().contains("sslmode=sometimes"), "{e}");
+}
