@@ -9,9 +9,11 @@
 //!
 //! Raw event tables are partitioned by event time, one partition per week (Monday to Monday,
 //! UTC), created on demand; retention drops whole partitions once every tenant's views have
-//! applied them. Appends COPY rows (binary) into a temporary staging table and insert them from
-//! there, skipping dedupe-key duplicates, with sequence numbers handed out under a row lock on the
-//! tenant's `tally_streams` row, so appends of one stream commit in sequence order on every node.
+//! applied them. An append looks its dedupe keys up, then COPYs (binary) the new rows into a
+//! temporary staging table and inserts them from there in one statement (PostgreSQL refuses COPY
+//! into a table under row-level security), with sequence numbers handed out under a row lock on
+//! the tenant's `tally_streams` row, so appends of one stream commit in sequence order on every
+//! node.
 //!
 //! Several nodes may serve one tenant: each holds its own connection per tenant, and the
 //! advisory lock [`PgConn::try_lead`] elects the one node that writes the tenant's view tables.
@@ -537,6 +539,65 @@ fn to_read(column: &str, ty: Type) -> String {
     }
 }
 
+/// Which of `rows` to store: not a duplicate of an earlier row of the batch, nor of a stored
+/// event of the tenant, by the dedupe column `d` (NULL keys are never duplicates, as in a unique
+/// index). Stored keys are looked up with one probe of the dedupe index per distinct key of the
+/// batch (`LATERAL … LIMIT 1`, so no plan reads the tenant's whole table), compared by
+/// PostgreSQL as the column's type.
+fn fresh_rows(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    d: usize,
+    rows: &[Vec<Value>],
+) -> Result<Vec<bool>> {
+    let mut seen: std::collections::HashSet<&Value> =
+        std::collections::HashSet::with_capacity(rows.len());
+    let mut fresh = vec![true; rows.len()];
+    let mut keys: Vec<(usize, String)> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let key = &row[d];
+        if key.is_null() {
+            continue;
+        }
+        if seen.insert(key) {
+            keys.push((i, key_text(key)));
+        } else {
+            fresh[i] = false;
+        }
+    }
+    if keys.is_empty() {
+        return Ok(fresh);
+    }
+    let column = &stream.columns[d];
+    let texts: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+    let probe = match column.ty {
+        Type::Text => "u.k".to_owned(),
+        other => format!("u.k::{}", raw_type(other)),
+    };
+    let sql = format!(
+        "SELECT u.i FROM unnest($2::text[]) WITH ORDINALITY AS u(k, i)
+           CROSS JOIN LATERAL (SELECT 1 FROM {} t WHERE t.tenant_id = $1 AND t.{} = {probe} LIMIT 1) stored",
+        quote(&stream.name),
+        quote(&column.name)
+    );
+    for row in tx.query(&sql, &[&tenant, &texts])? {
+        let ordinal: i64 = row.get(0);
+        if let Some(&(i, _)) = keys.get(ordinal as usize - 1) {
+            fresh[i] = false;
+        }
+    }
+    Ok(fresh)
+}
+
+/// A dedupe key as text, for PostgreSQL to read back as the column's type.
+fn key_text(v: &Value) -> String {
+    match v {
+        Value::Text(s) => s.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// A value on the wire: binary encodings of what the staging and view columns hold.
 #[derive(Debug)]
 struct Wire<'a>(&'a Value);
@@ -993,7 +1054,7 @@ impl PgConn {
         }
         self.ensure_partitions(stream, rows)?;
         let stage = format!("tally_stage_{}", stream.name);
-        let mut stage_cols = vec![("_ord".to_owned(), "bigint")];
+        let mut stage_cols = vec![("_seq".to_owned(), "bigint")];
         let mut types = vec![PgType::INT8];
         for c in &stream.columns {
             let (sql, ty) = stage_type(c.ty);
@@ -1011,78 +1072,55 @@ impl PgConn {
                 &[&tenant, &stream.name],
             )?
             .get(0);
-        {
+        let fresh = match stream.dedupe_key {
+            None => vec![true; rows.len()],
+            Some(d) => fresh_rows(&mut tx, &tenant, stream, d, rows)?,
+        };
+        // Sequence numbers in row order, for the rows to store only: dense, as on SQLite.
+        let mut out = vec![None; rows.len()];
+        let mut next = last;
+        for (slot, keep) in out.iter_mut().zip(&fresh) {
+            if *keep {
+                next += 1;
+                *slot = Some(next as u64);
+            }
+        }
+        if next > last {
             let writer = tx.copy_in(&format!(
                 "COPY {} FROM STDIN (FORMAT binary)",
                 quote(&stage)
             ))?;
             let mut writer = BinaryCopyInWriter::new(writer, &types);
-            let mut values: Vec<Wire<'_>> = Vec::with_capacity(stream.columns.len());
-            for (ord, row) in rows.iter().enumerate() {
-                let ord = ord as i64;
-                values.clear();
-                values.extend(row.iter().map(Wire));
+            for (row, seq) in rows.iter().zip(&out) {
+                let Some(seq) = seq.map(|s| s as i64) else {
+                    continue;
+                };
+                let cells: Vec<Wire<'_>> = row.iter().map(Wire).collect();
                 let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(row.len() + 1);
-                params.push(&ord);
-                params.extend(values.iter().map(|v| v as &(dyn ToSql + Sync)));
+                params.push(&seq);
+                params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
                 writer.write(&params)?;
             }
             writer.finish()?;
-        }
-        let table = quote(&stream.name);
-        let names: Vec<String> = stream.columns.iter().map(|c| quote(&c.name)).collect();
-        let casts: Vec<String> = stream
-            .columns
-            .iter()
-            .zip(&names)
-            .map(|(c, n)| from_stage(&format!("s.{n}"), c.ty))
-            .collect();
-        let mut out = vec![None; rows.len()];
-        let mut next = last;
-        match stream.dedupe_key {
-            None => {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {table} (tenant_id, _seq, {}) SELECT $1, $2 + s._ord + 1, {} FROM {} s",
-                        names.join(", "),
-                        casts.join(", "),
-                        quote(&stage)
-                    ),
-                    &[&tenant, &last],
-                )?;
-                for (i, slot) in out.iter_mut().enumerate() {
-                    *slot = Some((last + 1 + i as i64) as u64);
-                }
-                next = last + rows.len() as i64;
-            }
-            Some(d) => {
-                let key = &names[d];
-                let staged_key = from_stage(&format!("s.{key}"), stream.columns[d].ty);
-                let sql = format!(
-                    "WITH ranked AS (
-                         SELECT s.*, row_number() OVER (PARTITION BY s.{key} ORDER BY s._ord) AS _dup
-                           FROM {stage} s),
-                     fresh AS (
-                         SELECT s.*, $2 + row_number() OVER (ORDER BY s._ord) AS _seq FROM ranked s
-                          -- One probe of the dedupe index per staged row, whatever the statistics
-                          -- say (a join could read every stored event of the tenant).
-                          LEFT JOIN LATERAL (SELECT true AS found FROM {table} t
-                                              WHERE t.tenant_id = $1 AND t.{key} = {staged_key} LIMIT 1) d ON true
-                          WHERE (s.{key} IS NULL OR s._dup = 1) AND d.found IS NULL),
-                     ins AS (
-                         INSERT INTO {table} (tenant_id, _seq, {cols})
-                         SELECT $1, s._seq, {casts} FROM fresh s)
-                     SELECT _ord, _seq FROM fresh",
-                    stage = quote(&stage),
-                    cols = names.join(", "),
-                    casts = casts.join(", "),
-                );
-                for r in tx.query(&sql, &[&tenant, &last])? {
-                    let (ord, seq): (i64, i64) = (r.get(0), r.get(1));
-                    out[ord as usize] = Some(seq as u64);
-                    next = next.max(seq);
-                }
-            }
+            // COPY cannot write a table under row-level security: the staged rows go in with one
+            // INSERT, which the policy checks.
+            let names: Vec<String> = stream.columns.iter().map(|c| quote(&c.name)).collect();
+            let casts: Vec<String> = stream
+                .columns
+                .iter()
+                .zip(&names)
+                .map(|(c, n)| from_stage(&format!("s.{n}"), c.ty))
+                .collect();
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (tenant_id, _seq, {}) SELECT $1, s._seq, {} FROM {} s",
+                    quote(&stream.name),
+                    names.join(", "),
+                    casts.join(", "),
+                    quote(&stage)
+                ),
+                &[&tenant],
+            )?;
         }
         tx.execute(
             "UPDATE tally_streams SET last_seq = $3 WHERE tenant_id = $1 AND name = $2",
