@@ -6,8 +6,9 @@
 //! - `allow`, `prefer` (the default): TLS when the server offers it, without checking its
 //!   certificate (encryption against eavesdroppers, not against a man in the middle);
 //! - `require`: TLS or no connection, certificate not checked;
-//! - `verify-ca`, `verify-full`: TLS with the server's certificate checked against the Mozilla
-//!   roots and, when given, the PEM file `sslrootcert`, host name included (both modes check it).
+//! - `verify-ca`, `verify-full`: TLS with the server's certificate checked against the PEM file
+//!   `sslrootcert` when given, the Mozilla roots otherwise, host name included (both modes check
+//!   it).
 //!
 //! The parameters the `postgres` crate does not know (`verify-*` modes, `sslrootcert`) are taken
 //! out of the URL before it parses the rest.
@@ -46,6 +47,16 @@ pub(crate) fn connect(url: &str) -> Result<Client> {
         // How Tally's connections show in pg_stat_activity.
         settings.application_name("tally");
     }
+    if settings.get_connect_timeout().is_none() {
+        // An unreachable server fails a connection in seconds, not minutes.
+        settings.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    // A dead peer is noticed in about half a minute on both sides: here by keepalives, on the
+    // server by the session settings `connect` sends (so a dead node's lead lock is released).
+    settings.keepalives(true);
+    settings.keepalives_idle(std::time::Duration::from_secs(10));
+    settings.keepalives_interval(std::time::Duration::from_secs(5));
+    settings.keepalives_retries(3);
     Ok(match mode {
         Mode::Disable => {
             settings.ssl_mode(SslMode::Disable);
@@ -86,8 +97,11 @@ fn unverified() -> Result<rustls::ClientConfig> {
 }
 
 fn verified(root_cert: Option<&str>) -> Result<rustls::ClientConfig> {
+    // As libpq: the given root certificate alone when there is one, the public roots otherwise.
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if root_cert.is_none() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
     if let Some(path) = root_cert {
         let certs = CertificateDer::pem_file_iter(path)
             .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())

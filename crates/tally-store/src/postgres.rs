@@ -150,6 +150,11 @@ fn connect(config: &PgConfig) -> Result<Conn> {
         ))?;
     }
     client.batch_execute(&format!("SET search_path TO {}", quote(&config.schema)))?;
+    // The server drops this session about 25 s after this process dies or its host goes away,
+    // releasing the advisory locks it holds (a tenant's lead).
+    client.batch_execute(
+        "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
+    )?;
     let can_create: bool = client
         .query_one(
             "SELECT has_schema_privilege($1, 'CREATE') AND has_schema_privilege($1, 'USAGE')",
@@ -186,6 +191,41 @@ fn tenant_tx<'c>(client: &'c mut Client, tenant: &str) -> Result<Transaction<'c>
     let mut tx = client.transaction()?;
     tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[&tenant])?;
     Ok(tx)
+}
+
+/// Voids every other tenant's position in view `view`, whose table was just created or dropped
+/// for all: a tenant whose stored fingerprint no longer matches rebuilds the view when it
+/// reconciles. Row-level security hides other tenants' rows, so each is visited under its own
+/// setting, within this transaction; the setting returns to `tenant` at the end.
+fn forget_view_everywhere(tx: &mut Transaction<'_>, tenant: &str, view: &str) -> Result<()> {
+    let tenants: Vec<String> = tx
+        .query(
+            "SELECT tenant_id FROM tenants WHERE tenant_id <> $1",
+            &[&tenant],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for other in &tenants {
+        tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[other])?;
+        tx.execute(
+            "UPDATE tally_views SET fingerprint = '', position = 0 WHERE tenant_id = $1 AND name = $2",
+            &[other, &view],
+        )?;
+    }
+    tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[&tenant])?;
+    Ok(())
+}
+
+/// Whether the current schema has a relation called `name`.
+fn relation_exists(tx: &mut Transaction<'_>, name: &str) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = current_schema() AND c.relname = $1",
+            &[&name],
+        )?
+        .is_some())
 }
 
 /// The statements that put a table under the tenant policy.
@@ -411,7 +451,7 @@ impl PgStore {
     /// needs `tally.tenant_id` set to the tenant (`ALTER ROLE … SET`); setting it to another
     /// tenant shows nothing. Run again after a schema change. Returns the schema's name.
     pub(crate) fn grant_reader(&self, tenant: &str, role: &str) -> Result<String> {
-        let reader = format!("{}_{}", self.config.schema, tenant.replace('-', "_"));
+        let reader = format!("{}_{tenant}", self.config.schema);
         let mut conn = self.conn();
         let mut tx = conn.transaction()?;
         let mut tables: Vec<String> = tx
@@ -421,6 +461,18 @@ impl PgStore {
             .map(|r| r.get(0))
             .collect();
         tables.extend(["tally_streams".to_owned(), "tally_views".to_owned()]);
+        // Rebuild only a schema this role made: never drop someone else's.
+        let foreign = tx
+            .query_opt(
+                "SELECT 1 FROM pg_namespace WHERE nspname = $1 AND nspowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+                &[&reader],
+            )?
+            .is_some();
+        if foreign {
+            return Err(StoreError::Unsafe(format!(
+                "schema {reader} exists and belongs to another role; drop or rename it first"
+            )));
+        }
         let (schema, target) = (quote(&reader), quote(&self.config.schema));
         let mut sql = format!(
             "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};              GRANT USAGE ON SCHEMA {schema} TO {role};",
@@ -687,24 +739,30 @@ fn week_of(t: Timestamp) -> i64 {
     FIRST_MONDAY + (t.0 - FIRST_MONDAY).div_euclid(WEEK_MICROS) * WEEK_MICROS
 }
 
-fn partition_name(stream: &str, week: i64) -> String {
-    let date = Timestamp(week).to_string();
-    format!("{stream}__p{}", date[..10].replace('-', ""))
+/// The name of a table or index Tally derives from a stream or view name: `name#suffix`. User
+/// names are `[a-z][a-z0-9_]*`, so a derived name can never be one; a name too long for
+/// PostgreSQL's 63 bytes is cut and told apart by a hash of the whole.
+fn derived(name: &str, suffix: &str) -> String {
+    if name.len() + 1 + suffix.len() <= 63 {
+        return format!("{name}#{suffix}");
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let keep = 63 - 1 - 8 - 1 - suffix.len();
+    format!("{}#{:08x}#{suffix}", &name[..keep], hash as u32)
 }
 
-/// The week start a partition name stands for, if it is one of ours.
+fn partition_name(stream: &str, week: i64) -> String {
+    let date = Timestamp(week).to_string();
+    derived(stream, &date[..10])
+}
+
+/// The week start a partition name stands for, if it is one of `stream`'s.
 fn partition_week(stream: &str, name: &str) -> Option<i64> {
-    let digits = name.strip_prefix(stream)?.strip_prefix("__p")?;
-    if digits.len() != 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let text = format!(
-        "{}-{}-{}T00:00:00Z",
-        &digits[..4],
-        &digits[4..6],
-        &digits[6..]
-    );
-    Timestamp::parse(&text).map(|t| t.0)
+    let date = name.get(name.len().checked_sub(10)?..)?;
+    let week = Timestamp::parse(&format!("{date}T00:00:00Z"))?.0;
+    (partition_name(stream, week) == name).then_some(week)
 }
 
 fn pg_time_literal(micros: i64) -> String {
@@ -772,6 +830,12 @@ impl PgConn {
         if stored.as_deref() == Some(definition) {
             return Ok(true);
         }
+        if stored.is_none() && relation_exists(tx, name)? {
+            return Err(StoreError::Unsafe(format!(
+                "the schema holds a table {name} that Tally did not create; Tally will not \
+                 replace it: rename it, or give Tally a schema of its own with --database-schema"
+            )));
+        }
         tx.batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", quote(name)))?;
         Ok(false)
     }
@@ -803,17 +867,17 @@ impl PgConn {
                 "CREATE TABLE {table} ({}) PARTITION BY RANGE ({time});\
                  CREATE INDEX {} ON {table} (tenant_id, _seq);",
                 cols.join(", "),
-                quote(&format!("{}__seq", def.name)),
+                quote(&derived(&def.name, "seq")),
             );
             if let Some(d) = def.dedupe_key {
                 ddl.push_str(&format!(
                     "CREATE INDEX {} ON {table} (tenant_id, {});",
-                    quote(&format!("{}__dedupe", def.name)),
+                    quote(&derived(&def.name, "dedupe")),
                     quote(&def.columns[d].name)
                 ));
             }
             // Rows without an event time land in the default partition.
-            let default = format!("{}__default", def.name);
+            let default = derived(&def.name, "default");
             ddl.push_str(&format!(
                 "CREATE TABLE {} PARTITION OF {table} DEFAULT;",
                 quote(&default)
@@ -844,13 +908,23 @@ impl PgConn {
             "SELECT pg_advisory_xact_lock(hashtextextended('tally-table/' || $1, 0))",
             &[&new.name],
         )?;
-        for c in &new.columns[old.columns.len()..] {
-            tx.batch_execute(&format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
-                quote(&new.name),
-                quote(&c.name),
-                raw_type(c.ty)
-            ))?;
+        // The table is shared: the first tenant to reconcile alters it, the others find it done
+        // (and take no exclusive lock on it).
+        let done = tx
+            .query_opt(
+                "SELECT 1 FROM tally_tables WHERE name = $1 AND definition = $2",
+                &[&new.name, &sql],
+            )?
+            .is_some();
+        if !done {
+            for c in &new.columns[old.columns.len()..] {
+                tx.batch_execute(&format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}",
+                    quote(&new.name),
+                    quote(&c.name),
+                    raw_type(c.ty)
+                ))?;
+            }
         }
         tx.execute(
             "UPDATE tally_tables SET definition = $2 WHERE name = $1",
@@ -881,7 +955,16 @@ impl PgConn {
             "SELECT pg_advisory_xact_lock(hashtextextended('tally-table/' || $1, 0))",
             &[&name],
         )?;
-        tx.batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", quote(name)))?;
+        // Only a table Tally created goes.
+        let kind: Option<String> = tx
+            .query_opt("SELECT kind FROM tally_tables WHERE name = $1", &[&name])?
+            .map(|r| r.get(0));
+        if let Some(kind) = kind {
+            tx.batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", quote(name)))?;
+            if kind == "view" {
+                forget_view_everywhere(&mut tx, &tenant, name)?;
+            }
+        }
         tx.execute("DELETE FROM tally_tables WHERE name = $1", &[&name])?;
         tx.execute(forget, &[&tenant, &name])?;
         tx.commit()?;
@@ -911,7 +994,7 @@ impl PgConn {
             if let Some(b) = plan.bucket {
                 ddl.push_str(&format!(
                     "CREATE INDEX {} ON {table} (tenant_id, {});",
-                    quote(&format!("{}__bucket", plan.name)),
+                    quote(&derived(&plan.name, "bucket")),
                     quote(&plan.keys[b].name)
                 ));
             }
@@ -922,6 +1005,8 @@ impl PgConn {
                  ON CONFLICT (name) DO UPDATE SET kind = 'view', definition = excluded.definition",
                 &[&plan.name, &fingerprint],
             )?;
+            // The table is new for every tenant: every other tenant's position in it is void.
+            forget_view_everywhere(&mut tx, &self.tenant, &plan.name)?;
         }
         tx.execute(
             "INSERT INTO tally_views (tenant_id, name, fingerprint, position) VALUES ($1, $2, $3, 0)
@@ -1256,10 +1341,18 @@ impl PgConn {
                 // The staging rows go at commit; clear them now for the next view of this flush.
                 tx.execute(&format!("DELETE FROM {stage}"), &[])?;
             }
-            tx.execute(
-                "UPDATE tally_views SET position = $3 WHERE tenant_id = $1 AND name = $2",
-                &[&tenant, &plan.name, &(f.position as i64)],
+            // Only into the table built for this plan: if another node rebuilt it meanwhile,
+            // nothing of this flush may land.
+            let moved = tx.execute(
+                "UPDATE tally_views SET position = $3 WHERE tenant_id = $1 AND name = $2 AND fingerprint = $4",
+                &[&tenant, &plan.name, &(f.position as i64), &plan.fingerprint()],
             )?;
+            if moved == 0 {
+                return Err(StoreError::Busy(format!(
+                    "view {} was rebuilt by another node; the tenant reopens with it",
+                    plan.name
+                )));
+            }
         }
         tx.commit()?;
         Ok(())
@@ -1427,9 +1520,17 @@ mod tests {
         let week = week_of(t);
         assert_eq!(Timestamp(week).to_string(), "2025-12-29T00:00:00Z");
         let name = partition_name("pay", week);
-        assert_eq!(name, "pay__p20251229");
+        assert_eq!(name, "pay#2025-12-29");
         assert_eq!(partition_week("pay", &name), Some(week));
-        assert_eq!(partition_week("pay", "pay__default"), None);
+        assert_eq!(partition_week("pay", "pay#default"), None);
+        assert_eq!(partition_week("pay_x", &name), None);
+        // Long names are cut and told apart by a hash; weeks stay apart.
+        let long = "a".repeat(60);
+        let a = partition_name(&long, week);
+        let b = partition_name(&long, week + WEEK_MICROS);
+        assert!(a.len() <= 63 && a != b, "{a} {b}");
+        assert_eq!(partition_week(&long, &a), Some(week));
+        assert_ne!(derived(&long, "seq"), derived(&format!("{long}b"), "seq"));
         let before = Timestamp::parse("1969-12-31T00:00:00Z").unwrap();
         assert_eq!(
             Timestamp(week_of(before)).to_string(),

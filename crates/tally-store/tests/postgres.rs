@@ -114,7 +114,7 @@ fn every_tenant_table_shows_only_the_tenant_set_and_nothing_without_it() {
         "daily",
         "tally_streams",
         "tally_views",
-        "pay__p20260223",
+        "pay#2026-02-23",
     ] {
         assert!(
             tables.iter().any(|t| t == expected),
@@ -270,7 +270,7 @@ fn retention_drops_whole_partitions_once_every_tenant_applied_them() {
             .unwrap()
             .is_some()
     };
-    assert!(partition_exists("pay__p20260223"));
+    assert!(partition_exists("pay#2026-02-23"));
     let mut acme = store.tenant("acme").unwrap();
     // acme applied both its events; beta has not said so yet: the week stays, acme's old
     // event goes row by row.
@@ -279,7 +279,7 @@ fn retention_drops_whole_partitions_once_every_tenant_applied_them() {
             .unwrap(),
         1
     );
-    assert!(partition_exists("pay__p20260223"));
+    assert!(partition_exists("pay#2026-02-23"));
     let mut beta = store.tenant("beta").unwrap();
     assert_eq!(
         beta.delete_events_before(stream, ts("2026-03-05T00:00:00Z"), 2)
@@ -287,11 +287,11 @@ fn retention_drops_whole_partitions_once_every_tenant_applied_them() {
         1
     );
     assert!(
-        !partition_exists("pay__p20260223"),
+        !partition_exists("pay#2026-02-23"),
         "the week was not dropped"
     );
     // The newer week and its events stay.
-    assert!(partition_exists("pay__p20260309"));
+    assert!(partition_exists("pay#2026-03-09"));
     assert_eq!(beta.read_events(stream, 0, 10).unwrap().len(), 1);
 }
 
@@ -408,4 +408,66 @@ fn connections_use_tls_as_sslmode_says() {
         panic!("a bad sslmode was accepted");
     };
     assert!(e.to_string().contains("sslmode=sometimes"), "{e}");
+}
+
+#[test]
+fn a_view_table_rebuilt_for_one_tenant_voids_the_others_positions() {
+    let pg = PgScratch::new();
+    let (store, catalog) = two_tenants(&pg);
+    let plan = catalog.view("daily").unwrap();
+    let mut acme = store.tenant("acme").unwrap();
+    let mut beta = store.tenant("beta").unwrap();
+    assert_eq!(beta.materialized().unwrap().views[0].position, 2);
+    // acme's node drops the view and creates it again: the shared table is new, beta's rows
+    // are gone with it, so beta's position must not survive.
+    acme.drop_view("daily").unwrap();
+    acme.reset_view(plan).unwrap();
+    let stale = &beta.materialized().unwrap().views[0];
+    assert_eq!(stale.position, 0);
+    assert_ne!(stale.fingerprint, plan.fingerprint(), "beta must rebuild");
+    // And a flush beta's node prepared before it noticed lands nothing.
+    let err = beta
+        .flush(&[ViewFlush {
+            plan,
+            rows: Vec::new(),
+            position: 3,
+        }])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Busy(_)), "{err}");
+    beta.reset_view(plan).unwrap();
+    assert_eq!(
+        beta.materialized().unwrap().views[0].fingerprint,
+        plan.fingerprint()
+    );
+}
+
+#[test]
+fn a_table_tally_did_not_create_is_never_replaced() {
+    let pg = PgScratch::new();
+    let store = Store::open_postgres(pg.config()).unwrap();
+    store.migrations().up().unwrap();
+    let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+    let mut own = Client::connect(pg.url(), NoTls).unwrap();
+    own.batch_execute(&format!(
+        "CREATE TABLE \"{}\".daily (precious text); INSERT INTO \"{}\".daily VALUES ('keep')",
+        pg.schema(),
+        pg.schema()
+    ))
+    .unwrap();
+    store
+        .create_tenant("acme", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    let Err(StoreError::Unsafe(message)) = t.reset_view(catalog.view("daily").unwrap()) else {
+        panic!("a foreign table was replaced");
+    };
+    assert!(message.contains("did not create"), "{message}");
+    let kept: String = own
+        .query_one(
+            &format!("SELECT precious FROM \"{}\".daily", pg.schema()),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, "keep");
 }

@@ -328,11 +328,16 @@ impl Tally {
     /// Loads the schema again from the store, where another process may have changed it.
     /// Returns whether it changed.
     pub fn reload_catalog(&mut self) -> Result<bool> {
-        if self.store.schema()? == self.catalog.definitions() {
+        if !self.schema_changed()? {
             return Ok(false);
         }
         self.catalog = load_catalog(&self.store)?;
         Ok(true)
+    }
+
+    /// Whether the stored schema differs from the loaded one (another process changed it).
+    pub fn schema_changed(&self) -> Result<bool> {
+        Ok(self.store.schema()? != self.catalog.definitions())
     }
 
     /// Whether other processes may serve the same tenants (PostgreSQL).

@@ -229,7 +229,11 @@ impl TenantRuntime {
         apply.apply(&stream.name, &appended.events);
         if apply.needs_flush() {
             let job = apply.take_flush();
-            store.write(job)?;
+            if let Err(e) = store.write(job) {
+                // The rows are committed: acknowledge them. The runtime is poisoned and must be
+                // reopened, which replays what the failed flush lost.
+                tracing::error!(tenant = %self.info.name, error = %e, "flush failed after a commit");
+            }
         }
         Ok(appended.seqs)
     }
@@ -389,6 +393,11 @@ impl TenantRuntime {
         Ok((events, rows))
     }
 
+    /// Whether a store failure left the runtime unusable: it must be reopened (which replays).
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// Whether any view holds unflushed groups.
     pub fn has_pending(&self) -> bool {
         !self.delta.is_empty()
@@ -464,7 +473,19 @@ impl StoreSide<'_> {
             // process's previous commit and this one is committed: read it.
             let mut after = head;
             while after + 1 < first.seq {
-                let gap = self.store.read_events(stream, after, REPLAY_BATCH)?;
+                let gap = match self.store.read_events(stream, after, REPLAY_BATCH) {
+                    Ok(gap) => gap,
+                    Err(e) => {
+                        // The rows are committed and must be acknowledged; the delta would now
+                        // miss the gap, so the runtime is poisoned: reopening replays it all.
+                        tracing::error!(tenant = %self.tenant, error = %e, "reading other nodes' events failed after a commit");
+                        *self.poisoned = true;
+                        return Ok(Appended {
+                            seqs,
+                            events: Vec::new(),
+                        });
+                    }
+                };
                 let Some(last) = gap.last() else { break };
                 after = last.seq;
                 events.extend(gap.into_iter().filter(|e| e.seq < first.seq));

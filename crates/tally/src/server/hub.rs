@@ -382,6 +382,10 @@ impl Hub {
     pub async fn refresh_catalog(self: &Arc<Self>) -> Result<bool, ApiError> {
         let hub = self.clone();
         tokio::task::spawn_blocking(move || {
+            // The common case (nothing changed) takes no lock the workers need.
+            if !hub.tally().schema_changed()? {
+                return Ok(false);
+            }
             let mut workers = hub.workers.blocking_lock();
             let mut tally = hub.tally();
             if !tally.reload_catalog()? {

@@ -139,7 +139,8 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 return;
             }
         };
-        if !ok {
+        if !ok || runtime.is_poisoned() {
+            // The next request opens the tenant again, which replays from the stored positions.
             settings.metrics.set_flush_lag(&tenant, 0.0);
             return;
         }
