@@ -500,23 +500,26 @@ impl TenantStore {
         from: Option<Timestamp>,
         to: Option<Timestamp>,
     ) -> Result<Vec<StoredGroup>> {
-        Ok(self.scan_view_at(plan, from, to)?.1)
+        Ok(self.snapshot_view(plan, from, to, None)?.groups)
     }
 
-    /// Like [`TenantStore::scan_view`], with the position the rows hold, read from the same
-    /// snapshot: what a process that does not write the view needs to add the events after it.
-    pub fn scan_view_at(
+    /// From one snapshot: a view's stored groups in `[from, to)`, the position and plan
+    /// fingerprint they hold, and, with `tail`, every event of that stream after the position.
+    /// What a process that does not write the view needs to answer a query exactly.
+    pub fn snapshot_view(
         &self,
         plan: &ViewPlan,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-    ) -> Result<(u64, Vec<StoredGroup>)> {
-        let (position, raw) = match self {
-            TenantStore::Sqlite(s) => s.scan_view(plan, from, to)?,
-            TenantStore::Postgres(p) => p.conn().scan_view(plan, from, to)?,
-            TenantStore::Memory(m) => m.scan_view(plan, from, to),
+        tail: Option<&StreamDef>,
+    ) -> Result<ViewSnapshot> {
+        let raw = match self {
+            TenantStore::Sqlite(s) => s.snapshot_view(plan, from, to, tail)?,
+            TenantStore::Postgres(p) => p.conn().snapshot_view(plan, from, to, tail)?,
+            TenantStore::Memory(m) => m.snapshot_view(plan, from, to, tail),
         };
         let groups = raw
+            .rows
             .into_iter()
             .map(|(key, state)| {
                 Ok((
@@ -525,7 +528,12 @@ impl TenantStore {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok((position, groups))
+        Ok(ViewSnapshot {
+            position: raw.position,
+            fingerprint: raw.fingerprint,
+            groups,
+            tail: raw.tail,
+        })
     }
 
     /// Deletes events older than `before` among those at or below `max_seq` (the lowest position
@@ -555,6 +563,26 @@ impl TenantStore {
 
 /// Stored rows of a view as backends return them: encoded key and encoded states.
 pub(crate) type RawRows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A view's stored state, read from one snapshot: see [`TenantStore::snapshot_view`].
+#[derive(Debug)]
+pub struct ViewSnapshot {
+    /// The position the rows hold (0 for a view not materialized).
+    pub position: u64,
+    /// The plan fingerprint the rows were built for (empty for a view not materialized).
+    pub fingerprint: String,
+    pub groups: Vec<StoredGroup>,
+    /// The events of the view's stream after `position`, when asked for.
+    pub tail: Vec<Event>,
+}
+
+/// [`ViewSnapshot`] as backends return it.
+pub(crate) struct RawSnapshot {
+    pub(crate) position: u64,
+    pub(crate) fingerprint: String,
+    pub(crate) rows: RawRows,
+    pub(crate) tail: Vec<Event>,
+}
 
 /// A row with its key and states encoded, as backends store it.
 pub(crate) struct EncodedRow<'a> {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tally_views::{Event, StreamDef, Timestamp, Value, ViewPlan};
 
 use crate::{
-    EncodedFlush, KeyRecord, Materialized, MaterializedView, RawRows, Result, StoreError,
+    EncodedFlush, KeyRecord, Materialized, MaterializedView, RawSnapshot, Result, StoreError,
     TenantInfo, bucket_of,
 };
 
@@ -252,15 +252,21 @@ impl MemoryTenant {
         }
     }
 
-    pub(crate) fn scan_view(
+    pub(crate) fn snapshot_view(
         &self,
         plan: &ViewPlan,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-    ) -> (u64, RawRows) {
+        tail: Option<&StreamDef>,
+    ) -> RawSnapshot {
         let d = self.data();
         let Some(v) = d.views.get(&plan.name) else {
-            return (0, Vec::new());
+            return RawSnapshot {
+                position: 0,
+                fingerprint: String::new(),
+                rows: Vec::new(),
+                tail: Vec::new(),
+            };
         };
         let rows = v
             .rows
@@ -271,7 +277,23 @@ impl MemoryTenant {
             })
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
-        (v.position, rows)
+        let tail = match tail.and_then(|s| d.streams.get(&s.name)) {
+            Some(s) => s
+                .events
+                .range(v.position + 1..)
+                .map(|(&seq, row)| Event {
+                    seq,
+                    row: row.clone(),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        RawSnapshot {
+            position: v.position,
+            fingerprint: v.fingerprint.clone(),
+            rows,
+            tail,
+        }
     }
 
     pub(crate) fn delete_events_before(

@@ -31,8 +31,8 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::migrations::Migration;
 use crate::{
-    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawRows, Result, StoreError,
-    TenantInfo,
+    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawSnapshot, Result,
+    StoreError, TenantInfo,
 };
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
@@ -734,6 +734,43 @@ fn read_cell(row: &postgres::Row, i: usize, ty: Type) -> Result<Value> {
     })
 }
 
+/// Up to `limit` events of `stream` after `after`, in order, within `tx`.
+fn read_events_in(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
+    let cols: Vec<String> = stream
+        .columns
+        .iter()
+        .map(|c| to_read(&quote(&c.name), c.ty))
+        .collect();
+    let sql = format!(
+        "SELECT _seq, {} FROM {} WHERE tenant_id = $1 AND _seq > $2 ORDER BY _seq LIMIT $3",
+        cols.join(", "),
+        quote(&stream.name)
+    );
+    let limit = limit.min(i64::MAX as usize) as i64;
+    let rows = tx.query(&sql, &[&tenant, &(after as i64), &limit])?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            let row = stream
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| read_cell(r, i + 1, c.ty))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Event {
+                seq: seq as u64,
+                row,
+            })
+        })
+        .collect()
+}
+
 /// The Monday 00:00 UTC that starts the week of `t`.
 fn week_of(t: Timestamp) -> i64 {
     FIRST_MONDAY + (t.0 - FIRST_MONDAY).div_euclid(WEEK_MICROS) * WEEK_MICROS
@@ -1221,42 +1258,11 @@ impl PgConn {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let cols: Vec<String> = stream
-            .columns
-            .iter()
-            .map(|c| to_read(&quote(&c.name), c.ty))
-            .collect();
-        let sql = format!(
-            "SELECT _seq, {} FROM {} WHERE tenant_id = $1 AND _seq > $2 ORDER BY _seq LIMIT $3",
-            cols.join(", "),
-            quote(&stream.name)
-        );
         let tenant = self.tenant.clone();
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
-        let rows = tx.query(
-            &sql,
-            &[
-                &tenant,
-                &(after as i64),
-                &(limit.min(i64::MAX as usize) as i64),
-            ],
-        )?;
+        let events = read_events_in(&mut tx, &tenant, stream, after, limit)?;
         tx.commit()?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.get(0);
-                let row = stream
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| read_cell(r, i + 1, c.ty))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Event {
-                    seq: seq as u64,
-                    row,
-                })
-            })
-            .collect()
+        Ok(events)
     }
 
     pub(crate) fn load_states(
@@ -1360,12 +1366,13 @@ impl PgConn {
 
     /// The stored rows of a view in `[from, to)` and the position they hold, read from one
     /// snapshot.
-    pub(crate) fn scan_view(
+    pub(crate) fn snapshot_view(
         &mut self,
         plan: &ViewPlan,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-    ) -> Result<(u64, RawRows)> {
+        tail: Option<&StreamDef>,
+    ) -> Result<RawSnapshot> {
         let mut sql = format!(
             "SELECT _key, _state FROM {} WHERE tenant_id = $1",
             quote(&plan.name)
@@ -1397,18 +1404,38 @@ impl PgConn {
             "SELECT set_config('tally.tenant_id', $1, true)",
             &[&self.tenant],
         )?;
-        let position = tx
+        let (position, fingerprint) = tx
             .query_opt(
-                "SELECT position FROM tally_views WHERE tenant_id = $1 AND name = $2",
+                "SELECT position, fingerprint FROM tally_views WHERE tenant_id = $1 AND name = $2",
                 &[&tenant, &plan.name],
             )?
-            .map_or(0, |r| r.get::<_, i64>(0) as u64);
-        let rows = tx.query(&sql, &params)?;
+            .map_or((0, String::new()), |r| {
+                (r.get::<_, i64>(0) as u64, r.get(1))
+            });
+        let fresh = fingerprint == plan.fingerprint();
+        let rows = if fresh {
+            tx.query(&sql, &params)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        } else {
+            // The table holds another plan's rows (or none): the caller finds out by the
+            // fingerprint, without decoding them.
+            Vec::new()
+        };
+        let tail = match tail {
+            Some(stream) if fresh => {
+                read_events_in(&mut tx, &tenant, stream, position, usize::MAX)?
+            }
+            _ => Vec::new(),
+        };
         tx.commit()?;
-        Ok((
+        Ok(RawSnapshot {
             position,
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
-        ))
+            fingerprint,
+            rows,
+            tail,
+        })
     }
 
     /// Retention on partitions: records how far this tenant's views applied the stream, then

@@ -21,8 +21,8 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::{
-    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawRows, Result, StoreError,
-    TenantInfo,
+    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawSnapshot, Result,
+    StoreError, TenantInfo,
 };
 
 /// The SQLite catalog of a data directory.
@@ -573,12 +573,13 @@ impl SqliteTenant {
         Ok(())
     }
 
-    pub(crate) fn scan_view(
+    pub(crate) fn snapshot_view(
         &self,
         plan: &ViewPlan,
         from: Option<Timestamp>,
         to: Option<Timestamp>,
-    ) -> Result<(u64, RawRows)> {
+        tail: Option<&StreamDef>,
+    ) -> Result<RawSnapshot> {
         let table = ident(&plan.name);
         let mut sql = format!("SELECT \"_key\", \"_state\" FROM {table}");
         let mut bounds: Vec<String> = Vec::new();
@@ -597,16 +598,16 @@ impl SqliteTenant {
                 sql.push_str(&format!(" WHERE {}", conds.join(" AND ")));
             }
         }
-        // One read transaction: the position and the rows come from the same snapshot.
+        // One read transaction: position, rows and tail come from the same snapshot.
         let tx = self.conn.unchecked_transaction()?;
-        let position: i64 = tx
+        let (position, fingerprint): (i64, String) = tx
             .query_row(
-                "SELECT position FROM tally_views WHERE name = ?",
+                "SELECT position, fingerprint FROM tally_views WHERE name = ?",
                 [&plan.name],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?
-            .unwrap_or(0);
+            .unwrap_or((0, String::new()));
         let rows = {
             let mut stmt = tx.prepare_cached(&sql)?;
             let rows = stmt.query_map(rusqlite::params_from_iter(bounds.iter()), |r| {
@@ -614,8 +615,17 @@ impl SqliteTenant {
             })?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
+        let tail = match tail {
+            Some(stream) => self.read_events(stream, position as u64, usize::MAX)?,
+            None => Vec::new(),
+        };
         tx.commit()?;
-        Ok((position as u64, rows))
+        Ok(RawSnapshot {
+            position: position as u64,
+            fingerprint,
+            rows,
+            tail,
+        })
     }
 
     pub(crate) fn delete_events_before(

@@ -90,6 +90,7 @@ backends!(
     reset_and_drop,
     sequence_numbers_are_never_reused,
     migrations_go_down_and_up,
+    snapshot_holds_rows_position_fingerprint_and_tail,
 );
 
 fn catalog_round_trips(f: Fixture) {
@@ -420,4 +421,46 @@ fn migrations_go_down_and_up(f: Fixture) {
     let applied = m.up().unwrap();
     assert_eq!(applied.len(), 1);
     assert!(m.is_current().unwrap());
+}
+
+fn snapshot_holds_rows_position_fingerprint_and_tail(f: Fixture) {
+    let plan = daily(&f);
+    let stream = f.catalog.stream("pay").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.reset_view(plan).unwrap();
+    let seqs = t
+        .append(
+            stream,
+            &[
+                row("a", Some("x"), "1", "2026-03-01T10:00:00Z"),
+                row("b", Some("x"), "2", "2026-03-01T11:00:00Z"),
+                row("c", Some("y"), "3", "2026-03-02T11:00:00Z"),
+            ],
+        )
+        .unwrap();
+    let first = seqs[0].unwrap();
+    t.flush(&[ViewFlush {
+        plan,
+        rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "1", 1)],
+        position: first,
+    }])
+    .unwrap();
+    let snap = t.snapshot_view(plan, None, None, Some(stream)).unwrap();
+    assert_eq!(snap.position, first);
+    assert_eq!(snap.fingerprint, plan.fingerprint());
+    assert_eq!(snap.groups.len(), 1);
+    let tail: Vec<u64> = snap.tail.iter().map(|e| e.seq).collect();
+    assert_eq!(tail, [seqs[1].unwrap(), seqs[2].unwrap()]);
+    assert_eq!(
+        snap.tail[1].row,
+        row("c", Some("y"), "3", "2026-03-02T11:00:00Z")
+    );
+    // Without a stream, no tail is read.
+    assert!(
+        t.snapshot_view(plan, None, None, None)
+            .unwrap()
+            .tail
+            .is_empty()
+    );
 }

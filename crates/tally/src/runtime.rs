@@ -302,41 +302,66 @@ impl TenantRuntime {
             Some((_, from, to)) => (from, to),
             None => (None, None),
         };
-        let (stored_at, mut rows) = self.store.scan_view_at(plan, from, to)?;
-        let applied = if self.leader {
+        let stream = self.catalog.stream(&plan.stream);
+        let rows = if self.leader {
+            // The only writer: the stored rows hold exactly `stored`, the delta the rest of
+            // what this process applied, and the log what other processes committed since.
+            let mut rows = self.store.scan_view(plan, from, to)?;
             for (key, states) in &self.delta.views[index].groups {
                 rows.push((key.to_vec(), states.clone()));
             }
-            self.delta.views[index].position
-        } else {
-            stored_at
-        };
-        if self.shared {
-            let tail = self.tail(index, applied)?;
-            for (key, states) in &tail.views[index].groups {
-                rows.push((key.to_vec(), states.clone()));
+            if let (true, Some(stream)) = (self.shared, stream) {
+                let mut after = self.delta.views[index].position;
+                let mut tail = Vec::new();
+                loop {
+                    let events = self.store.read_events(stream, after, REPLAY_BATCH)?;
+                    let Some(last) = events.last() else { break };
+                    after = last.seq;
+                    tail.extend(events);
+                }
+                self.add_tail(index, &tail, &mut rows);
             }
-        }
+            rows
+        } else {
+            // Rows, their position and the events after it, from one snapshot: the leader may
+            // flush (and retention delete what it flushed) at any moment.
+            let snapshot = self
+                .store
+                .snapshot_view(plan, from, to, stream.map(|s| &**s))?;
+            if snapshot.fingerprint != plan.fingerprint() {
+                return Err(Error::Store(tally_store::StoreError::Busy(format!(
+                    "view {} of tenant {} is being rebuilt; retry shortly",
+                    plan.name, self.info.name
+                ))));
+            }
+            let mut rows = snapshot.groups;
+            self.add_tail(index, &snapshot.tail, &mut rows);
+            rows
+        };
         Ok(qp.run(rows, self.engine.tz())?)
     }
 
-    /// The events of view `index`'s stream after `after`, applied to that view alone.
-    fn tail(&self, index: usize, after: u64) -> Result<Delta> {
+    /// Applies `events` (of view `index`'s stream, after what `rows` hold) to that view alone,
+    /// and adds the groups they touch to `rows`.
+    fn add_tail(
+        &self,
+        index: usize,
+        events: &[tally_views::Event],
+        rows: &mut Vec<tally_store::StoredGroup>,
+    ) {
+        let Some(first) = events.first() else { return };
         let plan = &self.engine.views()[index];
-        let mut delta = self
-            .engine
-            .delta(|name| if name == plan.name { after } else { u64::MAX });
-        let Some(stream) = self.catalog.stream(&plan.stream) else {
-            return Ok(delta);
-        };
-        let mut after = after;
-        loop {
-            let events = self.store.read_events(stream, after, REPLAY_BATCH)?;
-            let Some(last) = events.last() else { break };
-            after = last.seq;
-            self.engine.apply(&stream.name, &events, &mut delta);
+        let mut delta = self.engine.delta(|name| {
+            if name == plan.name {
+                first.seq - 1
+            } else {
+                u64::MAX
+            }
+        });
+        self.engine.apply(&plan.stream, events, &mut delta);
+        for (key, states) in &delta.views[index].groups {
+            rows.push((key.to_vec(), states.clone()));
         }
-        Ok(delta)
     }
 
     /// The view called `name` and its index in the engine.
