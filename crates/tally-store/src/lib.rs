@@ -45,6 +45,9 @@ pub enum StoreError {
     /// Another node is changing the tenant's tables; retrying shortly succeeds.
     #[error("{0}")]
     Busy(String),
+    /// The stored schema is not the one a change was made against.
+    #[error("the schema changed in another process while this change was prepared; apply it again")]
+    SchemaChanged,
     /// What this backend cannot do, and what to do instead.
     #[error("{0}")]
     Unsupported(String),
@@ -252,6 +255,24 @@ impl Store {
         }
     }
 
+    /// Replaces the applied schema if it is still `expected`; otherwise
+    /// [`StoreError::SchemaChanged`] (another process changed it meanwhile).
+    pub fn replace_schema(
+        &self,
+        expected: &[(String, String)],
+        definitions: &[(String, String)],
+    ) -> Result<()> {
+        match self {
+            Store::Postgres(p) => p.replace_schema(expected, definitions),
+            Store::Sqlite(_) | Store::Memory(_) => {
+                if self.schema()? != expected {
+                    return Err(StoreError::SchemaChanged);
+                }
+                self.save_schema(definitions)
+            }
+        }
+    }
+
     pub fn create_tenant(&self, name: &str, time_zone: &str, now: Timestamp) -> Result<()> {
         match self {
             Store::Sqlite(s) => s.create_tenant(name, time_zone, now),
@@ -337,6 +358,15 @@ impl TenantStore {
         match self {
             TenantStore::Postgres(p) => p.conn().try_lead(),
             TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(true),
+        }
+    }
+
+    /// Holds (`true`) or releases the schema lock shared (PostgreSQL): while held, no schema
+    /// change commits, so a leader's check of the schema and its reconcile see the same one.
+    pub fn hold_schema(&mut self, hold: bool) -> Result<()> {
+        match self {
+            TenantStore::Postgres(p) => p.conn().hold_schema(hold),
+            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(()),
         }
     }
 

@@ -43,6 +43,8 @@ const WEEK_MICROS: i64 = 7 * DAY_MICROS;
 const FIRST_MONDAY: i64 = 4 * DAY_MICROS;
 /// The advisory lock key that serializes migrations across nodes.
 const MIGRATION_LOCK: i64 = 0x7461_6c6c_796d_6967;
+/// The advisory lock key that orders schema changes against tenants' reconciles.
+const SCHEMA_LOCK: i64 = 0x7461_6c6c_7973_6368;
 /// How many keys one `load_states` query looks up.
 const LOAD_CHUNK: usize = 5_000;
 
@@ -365,6 +367,39 @@ impl PgStore {
         let mut tx = conn.transaction()?;
         tx.execute("DELETE FROM schema_objects", &[])
             .map_err(catalog_error)?;
+        for (i, (name, def)) in definitions.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO schema_objects (position, name, definition) VALUES ($1, $2, $3)",
+                &[&(i as i64), name, def],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces the stored schema if it still is `expected`, under the schema lock: a node
+    /// taking a tenant's lead holds it shared while it checks its schema and reconciles.
+    pub(crate) fn replace_schema(
+        &self,
+        expected: &[(String, String)],
+        definitions: &[(String, String)],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let mut tx = conn.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+        let current: Vec<(String, String)> = tx
+            .query(
+                "SELECT name, definition FROM schema_objects ORDER BY position",
+                &[],
+            )
+            .map_err(catalog_error)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        if current != expected {
+            return Err(StoreError::SchemaChanged);
+        }
+        tx.execute("DELETE FROM schema_objects", &[])?;
         for (i, (name, def)) in definitions.iter().enumerate() {
             tx.execute(
                 "INSERT INTO schema_objects (position, name, definition) VALUES ($1, $2, $3)",
@@ -1111,6 +1146,17 @@ impl PgConn {
                 known.insert(week);
             }
         }
+        Ok(())
+    }
+
+    /// Holds (or releases) the schema lock shared: no schema change commits meanwhile.
+    pub(crate) fn hold_schema(&mut self, hold: bool) -> Result<()> {
+        let sql = if hold {
+            "SELECT pg_advisory_lock_shared($1)"
+        } else {
+            "SELECT pg_advisory_unlock_shared($1)"
+        };
+        self.client.execute(sql, &[&SCHEMA_LOCK])?;
         Ok(())
     }
 

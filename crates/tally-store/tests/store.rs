@@ -91,6 +91,7 @@ backends!(
     sequence_numbers_are_never_reused,
     migrations_go_down_and_up,
     snapshot_holds_rows_position_fingerprint_and_tail,
+    a_schema_replaced_meanwhile_is_not_overwritten,
 );
 
 fn catalog_round_trips(f: Fixture) {
@@ -463,4 +464,18 @@ fn snapshot_holds_rows_position_fingerprint_and_tail(f: Fixture) {
             .tail
             .is_empty()
     );
+}
+
+fn a_schema_replaced_meanwhile_is_not_overwritten(f: Fixture) {
+    let defs = f.catalog.definitions();
+    f.store.replace_schema(&[], &defs).unwrap();
+    // Another process changed it: a change prepared against the old schema is refused.
+    let stale: Vec<(String, String)> = Vec::new();
+    assert!(matches!(
+        f.store.replace_schema(&stale, &[]),
+        Err(StoreError::SchemaChanged)
+    ));
+    assert_eq!(f.store.schema().unwrap(), defs);
+    f.store.replace_schema(&defs, &[]).unwrap();
+    assert!(f.store.schema().unwrap().is_empty());
 }

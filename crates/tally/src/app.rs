@@ -179,6 +179,10 @@ impl Tally {
     /// the retained events, stores the new schema and brings every tenant up to it (creating
     /// tables, backfilling new views and rebuilding changed ones).
     pub fn apply_schema(&mut self, sql: &str) -> Result<Vec<ChangeReport>> {
+        if self.store.is_shared() {
+            // Another node may have changed the schema since this one loaded it.
+            self.reload_catalog()?;
+        }
         let applied = tally_views::sql::apply(&self.catalog, sql)?;
         let new_views: Vec<String> = applied
             .changes
@@ -190,7 +194,18 @@ impl Tally {
             .collect();
         if applied.changes.iter().any(Change::is_change) {
             self.check_retained_events(&applied.catalog, &new_views)?;
-            self.store.save_schema(&applied.catalog.definitions())?;
+            match self
+                .store
+                .replace_schema(&self.catalog.definitions(), &applied.catalog.definitions())
+            {
+                Ok(()) => {}
+                Err(tally_store::StoreError::SchemaChanged) => {
+                    return Err(Error::Conflict(
+                        "the schema changed on another node while this change was applied; apply it again".into(),
+                    ));
+                }
+                Err(e) => return Err(e.into()),
+            }
             self.catalog = applied.catalog;
         }
         let mut backfilled: std::collections::HashMap<String, u64> =

@@ -105,17 +105,18 @@ impl TenantRuntime {
             return Ok(false);
         }
         // A leader reconciles the tables with its catalog: it must not be an old one, or it
-        // would undo another node's schema change.
-        if let Some(stored) = self.store.stored_schema()?
-            && stored != self.catalog.definitions()
-        {
-            self.store.release_lead()?;
-            return Err(Error::Store(tally_store::StoreError::Busy(format!(
-                "the schema changed on another node; tenant {} reopens with it shortly",
-                self.info.name
-            ))));
-        }
-        let positions = reconcile(&mut self.store, &self.catalog)?;
+        // would undo another node's schema change. The schema lock, held shared from the check
+        // to the end of the reconcile, keeps a change from committing in between.
+        self.store.hold_schema(true)?;
+        let reconciled = self.reconcile_current();
+        self.store.hold_schema(false)?;
+        let positions = match reconciled {
+            Ok(positions) => positions,
+            Err(e) => {
+                self.store.release_lead()?;
+                return Err(e);
+            }
+        };
         self.delta = self
             .engine
             .delta(|name| positions.get(name).copied().unwrap_or(0));
@@ -124,6 +125,19 @@ impl TenantRuntime {
         self.leader = true;
         self.replay()?;
         Ok(true)
+    }
+
+    /// Reconciles the tables with the catalog, if the catalog is the stored schema.
+    fn reconcile_current(&mut self) -> Result<HashMap<String, u64>> {
+        if let Some(stored) = self.store.stored_schema()?
+            && stored != self.catalog.definitions()
+        {
+            return Err(Error::Store(tally_store::StoreError::Busy(format!(
+                "the schema changed on another node; tenant {} reopens with it shortly",
+                self.info.name
+            ))));
+        }
+        reconcile(&mut self.store, &self.catalog)
     }
 
     /// Whether this process writes the tenant's view tables.
