@@ -628,9 +628,9 @@ fn to_read(column: &str, ty: Type) -> String {
 
 /// Which of `rows` to store: not a duplicate of an earlier row of the batch, nor of a stored
 /// event of the tenant, by the dedupe column `d` (NULL keys are never duplicates, as in a unique
-/// index). Stored keys are looked up with one probe of the dedupe index per distinct key of the
-/// batch (`LATERAL … LIMIT 1`, so no plan reads the tenant's whole table), compared by
-/// PostgreSQL as the column's type.
+/// index). Stored keys are looked up in the stream's key table, one primary-key probe per
+/// distinct key of the batch (`LATERAL … LIMIT 1`, so no plan reads the tenant's whole table),
+/// compared by PostgreSQL as the column's type.
 fn fresh_rows(
     tx: &mut Transaction<'_>,
     tenant: &str,
@@ -664,9 +664,8 @@ fn fresh_rows(
     };
     let sql = format!(
         "SELECT u.i FROM unnest($2::text[]) WITH ORDINALITY AS u(k, i)
-           CROSS JOIN LATERAL (SELECT 1 FROM {} t WHERE t.tenant_id = $1 AND t.{} = {probe} LIMIT 1) stored",
-        quote(&stream.name),
-        quote(&column.name)
+           CROSS JOIN LATERAL (SELECT 1 FROM {} t WHERE t.tenant_id = $1 AND t.key = {probe} LIMIT 1) stored",
+        quote(&derived(&stream.name, "keys")),
     );
     for row in tx.query(&sql, &[&tenant, &texts])? {
         let ordinal: i64 = row.get(0);
@@ -916,11 +915,18 @@ impl PgConn {
         let sql = def.sql();
         let table = quote(&def.name);
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        let keys = quote(&derived(&def.name, "keys"));
         if Self::table_matches(&mut tx, &def.name, &sql)? {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE tenant_id = $1"),
                 &[&self.tenant],
             )?;
+            if def.dedupe_key.is_some() {
+                tx.execute(
+                    &format!("DELETE FROM {keys} WHERE tenant_id = $1"),
+                    &[&self.tenant],
+                )?;
+            }
         } else {
             let mut cols = vec![
                 "tenant_id text NOT NULL".to_owned(),
@@ -941,12 +947,19 @@ impl PgConn {
                 cols.join(", "),
                 quote(&derived(&def.name, "seq")),
             );
+            // The dedupe keys live in a table of their own, not partitioned: one probe finds a
+            // key whatever its week (a partitioned index would cost one probe per week). Its
+            // rows go when retention removes their events.
+            ddl.push_str(&format!("DROP TABLE IF EXISTS {keys};"));
             if let Some(d) = def.dedupe_key {
                 ddl.push_str(&format!(
-                    "CREATE INDEX {} ON {table} (tenant_id, {});",
-                    quote(&derived(&def.name, "dedupe")),
-                    quote(&def.columns[d].name)
+                    "CREATE TABLE {keys} (tenant_id text NOT NULL, key {} NOT NULL, _seq bigint NOT NULL, \
+                     at timestamptz, PRIMARY KEY (tenant_id, key));\
+                     CREATE INDEX {} ON {keys} USING brin (at);",
+                    raw_type(def.columns[d].ty),
+                    quote(&derived(&def.name, "keys_at")),
                 ));
+                ddl.push_str(&isolate(&derived(&def.name, "keys")));
             }
             // Rows without an event time land in the default partition.
             let default = derived(&def.name, "default");
@@ -1035,6 +1048,11 @@ impl PgConn {
             tx.batch_execute(&format!("DROP TABLE IF EXISTS {} CASCADE", quote(name)))?;
             if kind == "view" {
                 forget_view_everywhere(&mut tx, &tenant, name)?;
+            } else {
+                tx.batch_execute(&format!(
+                    "DROP TABLE IF EXISTS {}",
+                    quote(&derived(name, "keys"))
+                ))?;
             }
         }
         tx.execute("DELETE FROM tally_tables WHERE name = $1", &[&name])?;
@@ -1289,6 +1307,19 @@ impl PgConn {
                 ),
                 &[&tenant],
             )?;
+            if let Some(d) = stream.dedupe_key {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (tenant_id, key, _seq, at) SELECT $1, {}, s._seq, s.{} FROM {} s WHERE s.{} IS NOT NULL",
+                        quote(&derived(&stream.name, "keys")),
+                        casts[d],
+                        names[stream.event_time],
+                        quote(&stage),
+                        names[d]
+                    ),
+                    &[&tenant],
+                )?;
+            }
         }
         tx.execute(
             "UPDATE tally_streams SET last_seq = $3 WHERE tenant_id = $1 AND name = $2",
@@ -1508,6 +1539,7 @@ impl PgConn {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let keys = quote(&derived(&stream.name, "keys"));
         let mut deleted = 0;
         for week in weeks {
             if week + WEEK_MICROS > before.0 {
@@ -1539,6 +1571,10 @@ impl PgConn {
                     droppable = false;
                 }
             }
+            let (from, until) = (
+                Value::Timestamp(Timestamp(week)),
+                Value::Timestamp(Timestamp(week + WEEK_MICROS)),
+            );
             if droppable {
                 let mut tx = self.client.transaction()?;
                 tx.execute(
@@ -1546,6 +1582,18 @@ impl PgConn {
                     &[&stream.name],
                 )?;
                 tx.batch_execute(&format!("DROP TABLE IF EXISTS {part}"))?;
+                // The week's dedupe keys go with its events, every tenant's.
+                if stream.dedupe_key.is_some() {
+                    for t in &tenants {
+                        tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[t])?;
+                        tx.execute(
+                            &format!(
+                                "DELETE FROM {keys} WHERE tenant_id = $1 AND at >= $2 AND at < $3"
+                            ),
+                            &[t, &Wire(&from), &Wire(&until)],
+                        )?;
+                    }
+                }
                 tx.commit()?;
                 if let Some(known) = self.partitions.get_mut(&stream.name) {
                     known.remove(&week);
@@ -1557,6 +1605,14 @@ impl PgConn {
                     &format!("DELETE FROM {part} WHERE tenant_id = $1 AND _seq <= $2"),
                     &[&tenant, &(max_seq as i64)],
                 )?;
+                if stream.dedupe_key.is_some() {
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {keys} WHERE tenant_id = $1 AND at >= $2 AND at < $3 AND _seq <= $4"
+                        ),
+                        &[&tenant, &Wire(&from), &Wire(&until), &(max_seq as i64)],
+                    )?;
+                }
                 tx.commit()?;
             }
         }

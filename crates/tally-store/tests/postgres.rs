@@ -293,6 +293,22 @@ fn retention_drops_whole_partitions_once_every_tenant_applied_them() {
     // The newer week and its events stay.
     assert!(partition_exists("pay#2026-03-09"));
     assert_eq!(beta.read_events(stream, 0, 10).unwrap().len(), 1);
+    // The dropped week's dedupe keys went with it; the kept week's still count.
+    let again = beta
+        .append(
+            stream,
+            &[
+                pay("beta-1", "beta", "2026-03-10T10:00:00Z"),
+                // Sent again with a time in another week: still the same event.
+                pay("beta-2", "beta", "2026-03-03T10:00:00Z"),
+            ],
+        )
+        .unwrap();
+    assert!(again[0].is_some(), "an expired event's key is free again");
+    assert_eq!(
+        again[1], None,
+        "a retained event's key is a duplicate in any week"
+    );
 }
 
 #[test]
