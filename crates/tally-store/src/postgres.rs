@@ -618,6 +618,20 @@ fn from_stage(column: &str, ty: Type) -> String {
     }
 }
 
+/// For an `INSERT … SELECT` from a staging table `s`: the quoted target columns, and the staged
+/// values cast to their types.
+fn insert_columns<'a>(
+    columns: impl Iterator<Item = (&'a str, Type)>,
+) -> (Vec<String>, Vec<String>) {
+    columns
+        .map(|(name, ty)| {
+            let name = quote(name);
+            let cast = from_stage(&format!("s.{name}"), ty);
+            (name, cast)
+        })
+        .unzip()
+}
+
 /// A column read back in a form [`read_cell`] understands.
 fn to_read(column: &str, ty: Type) -> String {
     match ty {
@@ -1290,13 +1304,8 @@ impl PgConn {
             writer.finish()?;
             // COPY cannot write a table under row-level security: the staged rows go in with one
             // INSERT, which the policy checks.
-            let names: Vec<String> = stream.columns.iter().map(|c| quote(&c.name)).collect();
-            let casts: Vec<String> = stream
-                .columns
-                .iter()
-                .zip(&names)
-                .map(|(c, n)| from_stage(&format!("s.{n}"), c.ty))
-                .collect();
+            let (names, casts) =
+                insert_columns(stream.columns.iter().map(|c| (c.name.as_str(), c.ty)));
             tx.execute(
                 &format!(
                     "INSERT INTO {} (tenant_id, _seq, {}) SELECT $1, s._seq, {} FROM {} s",
@@ -1398,13 +1407,8 @@ impl PgConn {
                     writer.write(&params)?;
                 }
                 writer.finish()?;
-                let names: Vec<String> = plan.columns.iter().map(|c| quote(&c.name)).collect();
-                let casts: Vec<String> = plan
-                    .columns
-                    .iter()
-                    .zip(&names)
-                    .map(|(c, n)| from_stage(&format!("s.{n}"), c.ty))
-                    .collect();
+                let (names, casts) =
+                    insert_columns(plan.columns.iter().map(|c| (c.name.as_str(), c.ty)));
                 let updates: Vec<String> = names
                     .iter()
                     .chain(std::iter::once(&"_state".to_owned()))

@@ -52,10 +52,7 @@ impl PgScratch {
             ));
             match done {
                 Ok(()) => break,
-                Err(e) if attempt < 20 => {
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
+                Err(_) if attempt < 20 => std::thread::sleep(std::time::Duration::from_millis(50)),
                 Err(e) => panic!("cannot create the test role: {e}"),
             }
         }

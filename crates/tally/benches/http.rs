@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use tally::app::{Config, Location, Tally};
 use tally::server::{Hub, ServerConfig, serve};
-use tally_views::{Timestamp, Value};
 use workload::Workload;
 
 #[path = "workload.rs"]
@@ -83,21 +82,7 @@ async fn run(n: usize, singles: usize, queries: usize) {
     let lines = workload::ndjson(Workload::Rollups, n + singles, 5);
 
     // Baseline: the same rows, decoded, inserted bare.
-    let catalog = tally_views::sql::apply(&tally_views::Catalog::new(), &schema)
-        .unwrap()
-        .catalog;
-    let engine = tally_views::Engine::new(&catalog, tally_views::TimeZone::UTC);
-    let stream = catalog.stream("hits").unwrap();
-    let decoder = tally::decode::RowDecoder::new(
-        stream,
-        &engine,
-        Timestamp::parse("2026-06-03T00:00:00Z").unwrap(),
-        tally_views::Interval::Days(3650),
-    );
-    let rows: Vec<Vec<Value>> = lines[..n]
-        .iter()
-        .map(|l| decoder.json(l).unwrap())
-        .collect();
+    let rows = workload::decode(&schema, &lines[..n]);
     let base = workload::baseline(dir.path(), &rows);
 
     let tally = Tally::open(

@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
-use tally::app::{Config, Location, Tally};
-use tally::ingest::{Format, ingest};
+use tally::app::Location;
 use tally_store::testing::PgScratch;
-use tally_views::{Timestamp, Value};
+use tally_views::Value;
 use workload::Workload;
 
 #[path = "workload.rs"]
@@ -117,52 +116,8 @@ fn baseline(pg: &PgScratch, rows: &[Vec<Value>], indexed: bool) -> Duration {
     started.elapsed()
 }
 
-fn tally_ingest(schema: &str, input: &std::path::Path) -> Duration {
-    let pg = PgScratch::new();
-    let mut tally = Tally::open(&Location::Postgres(pg.config()), Config::default()).unwrap();
-    tally.apply_schema(schema).unwrap();
-    let stream = tally.stream("hits").unwrap();
-    let started = Instant::now();
-    let mut runtime = tally.open_tenant("default").unwrap();
-    let file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(input).unwrap());
-    let report = ingest(
-        &mut runtime,
-        &stream,
-        tally.config(),
-        Format::Ndjson,
-        file,
-        &|_| {},
-    )
-    .unwrap();
-    let elapsed = started.elapsed();
-    assert_eq!(report.rejected, 0, "{:?}", report.errors.first());
-    elapsed
-}
-
-/// The commit side alone: decoded rows appended (and applied to the views of `schema`) in
-/// batches of 10,000, then flushed.
-fn commit_only(schema: &str, rows: &[Vec<Value>]) -> Duration {
-    let pg = PgScratch::new();
-    let mut tally = Tally::open(&Location::Postgres(pg.config()), Config::default()).unwrap();
-    tally.apply_schema(schema).unwrap();
-    let stream = tally.stream("hits").unwrap();
-    let started = Instant::now();
-    let mut runtime = tally.open_tenant("default").unwrap();
-    for chunk in rows.chunks(10_000) {
-        runtime.append(&stream, chunk).unwrap();
-    }
-    runtime.flush().unwrap();
-    started.elapsed()
-}
-
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --benches` would run this too: stay quick there.
-    let quick = std::env::args().all(|a| a != "--bench");
-    let n: usize = std::env::var("TALLY_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 2_000 } else { 200_000 });
-    let runs = if quick { 1 } else { 3 };
+    let (n, runs) = workload::events_and_runs(200_000);
     println!("events: {n}, best of {runs}, wall clock, PostgreSQL on this machine");
     for workload in [Workload::Rollups, Workload::Entities] {
         run(workload, n, runs);
@@ -175,50 +130,45 @@ fn run(workload: Workload, n: usize, runs: usize) {
     let input = dir.path().join("hits.ndjson");
     std::fs::write(&input, lines.join("\n") + "\n").unwrap();
     let schema = workload::schema(workload);
-
-    let catalog = tally_views::sql::apply(&tally_views::Catalog::new(), &schema)
-        .unwrap()
-        .catalog;
-    let engine = tally_views::Engine::new(&catalog, tally_views::TimeZone::UTC);
-    let stream = catalog.stream("hits").unwrap();
-    let now = Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
-    let decoder =
-        tally::decode::RowDecoder::new(stream, &engine, now, tally_views::Interval::Days(3650));
-    let rows: Vec<Vec<Value>> = lines.iter().map(|l| decoder.json(l).unwrap()).collect();
+    let rows = workload::decode(&schema, &lines);
 
     let scratch = PgScratch::new();
+    // Each Tally run in a fresh scratch schema, dropped afterwards.
+    let on_fresh = |f: &dyn Fn(&Location) -> Duration| {
+        let pg = PgScratch::new();
+        f(&Location::Postgres(pg.config()))
+    };
     let best = |f: &dyn Fn() -> Duration| (0..runs).map(|_| f()).min().unwrap();
     let base = best(&|| baseline(&scratch, &rows, false));
     let indexed = best(&|| baseline(&scratch, &rows, true));
-    let append = best(&|| commit_only(workload::stream_only(), &rows));
-    let commit = best(&|| commit_only(&schema, &rows));
-    let ours = best(&|| tally_ingest(&schema, &input));
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let row = |what: &str, d: Duration| {
-        println!("| {what} | {:.0} | {:.2} |", rate(d), rate(d) / rate(base))
-    };
-    println!();
-    println!("workload: {}", format!("{workload:?}").to_lowercase());
-    println!("| path | events/s | ratio to baseline |");
-    println!("|---|---:|---:|");
-    row(
-        "multi-row INSERT, 1,000 rows per statement, no index (baseline)",
-        base,
-    );
-    row(
-        "multi-row INSERT … ON CONFLICT DO NOTHING, unique (tenant_id, id) and (tenant_id, seq) indexes",
-        indexed,
-    );
-    row(
-        "tally append only (decoded rows, COPY, dedupe, partitions, no views)",
-        append,
-    );
-    row(
-        "tally append + apply + flush, 5 views (decoded rows)",
-        commit,
-    );
-    row(
-        "tally ingest, 5 views (decode, validate, append, apply, flush)",
-        ours,
+    let append =
+        best(&|| on_fresh(&|at| workload::commit_only(at, workload::stream_only(), &rows)));
+    let commit = best(&|| on_fresh(&|at| workload::commit_only(at, &schema, &rows)));
+    let ours = best(&|| on_fresh(&|at| workload::tally_ingest(at, &schema, &input)));
+    workload::print_table(
+        workload,
+        n,
+        &[
+            (
+                "multi-row INSERT, 1,000 rows per statement, no index (baseline)",
+                base,
+            ),
+            (
+                "multi-row INSERT … ON CONFLICT DO NOTHING, unique (tenant_id, id) and (tenant_id, seq) indexes",
+                indexed,
+            ),
+            (
+                "tally append only (decoded rows, COPY, dedupe, partitions, no views)",
+                append,
+            ),
+            (
+                "tally append + apply + flush, 5 views (decoded rows)",
+                commit,
+            ),
+            (
+                "tally ingest, 5 views (decode, validate, append, apply, flush)",
+                ours,
+            ),
+        ],
     );
 }

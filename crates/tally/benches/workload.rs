@@ -11,6 +11,7 @@
 
 use std::time::{Duration, Instant};
 
+use tally::app::{Config, Location, Tally};
 use tally_views::Value;
 
 const STREAM: &str = "
@@ -184,4 +185,86 @@ pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
         tx.commit().unwrap();
     }
     started.elapsed()
+}
+
+/// `lines` decoded as `tally ingest` decodes them (for the baselines, which insert decoded rows).
+pub fn decode(schema: &str, lines: &[String]) -> Vec<Vec<Value>> {
+    let catalog = tally_views::sql::apply(&tally_views::Catalog::new(), schema)
+        .unwrap()
+        .catalog;
+    let engine = tally_views::Engine::new(&catalog, tally_views::TimeZone::UTC);
+    let stream = catalog.stream("hits").unwrap();
+    let now = tally_views::Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
+    let decoder =
+        tally::decode::RowDecoder::new(stream, &engine, now, tally_views::Interval::Days(3650));
+    lines.iter().map(|l| decoder.json(l).unwrap()).collect()
+}
+
+/// A fresh Tally at `location` with `schema` applied.
+fn fresh(location: &Location, schema: &str) -> Tally {
+    let mut tally = Tally::open(location, Config::default()).unwrap();
+    tally.apply_schema(schema).unwrap();
+    tally
+}
+
+/// The NDJSON file through `tally ingest`'s code path (decode, validate, append, apply, flush)
+/// into a fresh Tally at `location`.
+pub fn tally_ingest(location: &Location, schema: &str, input: &std::path::Path) -> Duration {
+    let tally = fresh(location, schema);
+    let stream = tally.stream("hits").unwrap();
+    let started = Instant::now();
+    let mut runtime = tally.open_tenant("default").unwrap();
+    let file = std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(input).unwrap());
+    let report = tally::ingest::ingest(
+        &mut runtime,
+        &stream,
+        tally.config(),
+        tally::ingest::Format::Ndjson,
+        file,
+        &|_| {},
+    )
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(report.rejected, 0, "{:?}", report.errors.first());
+    elapsed
+}
+
+/// The commit side alone, into a fresh Tally at `location`: decoded rows appended (and applied
+/// to the views of `schema`) in batches of 10,000, then flushed.
+pub fn commit_only(location: &Location, schema: &str, rows: &[Vec<Value>]) -> Duration {
+    let tally = fresh(location, schema);
+    let stream = tally.stream("hits").unwrap();
+    let started = Instant::now();
+    let mut runtime = tally.open_tenant("default").unwrap();
+    for chunk in rows.chunks(10_000) {
+        runtime.append(&stream, chunk).unwrap();
+    }
+    runtime.flush().unwrap();
+    started.elapsed()
+}
+
+/// The events and runs of an end-to-end benchmark: `TALLY_BENCH_EVENTS` or `full` events, best
+/// of three, under `cargo bench`; 2,000 events once under `cargo test --benches`.
+pub fn events_and_runs(full: usize) -> (usize, usize) {
+    // `cargo bench` passes --bench; `cargo test --benches` runs the binary too: stay quick there.
+    let quick = std::env::args().all(|a| a != "--bench");
+    let n = std::env::var("TALLY_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_000 } else { full });
+    (n, if quick { 1 } else { 3 })
+}
+
+/// Prints one workload's results as a Markdown table: events/s and the ratio to the first row,
+/// the baseline.
+pub fn print_table(workload: Workload, n: usize, rows: &[(&str, Duration)]) {
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let base = rate(rows[0].1);
+    println!();
+    println!("workload: {}", format!("{workload:?}").to_lowercase());
+    println!("| path | events/s | ratio to baseline |");
+    println!("|---|---:|---:|");
+    for (what, d) in rows {
+        println!("| {what} | {:.0} | {:.2} |", rate(*d), rate(*d) / base);
+    }
 }

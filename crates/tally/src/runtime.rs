@@ -140,11 +140,6 @@ impl TenantRuntime {
         reconcile(&mut self.store, &self.catalog)
     }
 
-    /// Whether this process writes the tenant's view tables.
-    pub fn is_leader(&self) -> bool {
-        self.leader
-    }
-
     /// A follower reads the leader's tables: they must be built for this catalog.
     fn check_followable(&self) -> Result<()> {
         let materialized = self.store.materialized()?;
@@ -444,7 +439,7 @@ impl TenantRuntime {
 }
 
 /// The events among `rows` that were committed (not duplicates), with their sequence numbers.
-pub fn committed(seqs: &[Option<u64>], rows: &[Vec<Value>]) -> Vec<tally_views::Event> {
+fn committed(seqs: &[Option<u64>], rows: &[Vec<Value>]) -> Vec<tally_views::Event> {
     seqs.iter()
         .zip(rows)
         .filter_map(|(seq, row)| {

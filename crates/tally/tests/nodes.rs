@@ -20,7 +20,7 @@ use tally_views::QueryRequest;
 use tally_views::reference::{compare, recompute};
 
 mod common;
-use common::Rng;
+use common::{Keys, Rng, create_tenant};
 
 const ADMIN: &str = "nodes-test-admin";
 const CLIENTS: usize = 6;
@@ -85,6 +85,31 @@ fn start(pg: &PgScratch) -> Node {
     Node { child, base: addr }
 }
 
+/// A scratch schema with `SCHEMA` applied through the CLI, as an operator would before starting
+/// nodes.
+fn scratch_with_schema() -> PgScratch {
+    let pg = PgScratch::new();
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.sql");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let applied = tally_cmd(&pg).arg("apply").arg(&schema).output().unwrap();
+    assert!(
+        applied.status.success(),
+        "{}",
+        String::from_utf8_lossy(&applied.stderr)
+    );
+    pg
+}
+
+/// The clients' runtime: the PostgreSQL calls of the tests themselves stay outside it.
+fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn terminate(mut node: Node) {
     let status = Command::new("kill")
         .args(["-TERM", &node.child.id().to_string()])
@@ -111,22 +136,8 @@ type Sent = HashMap<&'static str, HashMap<String, Json>>;
 
 #[test]
 fn two_nodes_one_killed_every_view_equals_recomputation() {
-    let pg = PgScratch::new();
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.sql");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    let applied = tally_cmd(&pg).arg("apply").arg(&schema).output().unwrap();
-    assert!(
-        applied.status.success(),
-        "{}",
-        String::from_utf8_lossy(&applied.stderr)
-    );
-    let sent = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(drive(&pg));
+    let pg = scratch_with_schema();
+    let sent = client_runtime().block_on(drive(&pg));
     check(&pg, &sent);
 }
 
@@ -137,26 +148,12 @@ async fn drive(pg: &PgScratch) -> Sent {
     let base =
         |i: usize| -> Option<String> { nodes.lock().unwrap()[i].as_ref().map(|n| n.base.clone()) };
     let http = reqwest::Client::new();
-    let mut keys: HashMap<&'static str, (String, String)> = HashMap::new();
+    let mut keys: HashMap<&'static str, Keys> = HashMap::new();
     for (i, tenant) in TENANTS.into_iter().enumerate() {
         // Tenants are created on either node; both see them.
-        let created: Json = http
-            .post(format!("{}/v1/tenants", base(i).unwrap()))
-            .bearer_auth(ADMIN)
-            .body(json!({ "name": tenant }).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        keys.insert(
-            tenant,
-            (
-                created["write_key"].as_str().unwrap().to_owned(),
-                created["read_key"].as_str().unwrap().to_owned(),
-            ),
-        );
+        let body = json!({ "name": tenant }).to_string();
+        let created = create_tenant(&http, &base(i).unwrap(), ADMIN, &body).await;
+        keys.insert(tenant, created);
     }
     // Node 0 takes both tenants' events first, so it leads them (it writes their views) when
     // it is killed: node 1 must take over.
@@ -165,7 +162,7 @@ async fn drive(pg: &PgScratch) -> Sent {
         let event = json!({"id": "first", "page": "/", "user_id": "u0", "ms": 1.0, "at": "2026-06-01T08:00:00Z"});
         let r = http
             .post(format!("{}/v1/streams/hits/events", base(0).unwrap()))
-            .bearer_auth(&keys[tenant].0)
+            .bearer_auth(&keys[tenant].write)
             .body(event.to_string())
             .send()
             .await
@@ -202,7 +199,7 @@ async fn drive(pg: &PgScratch) -> Sent {
                     let url = format!("{}/v1/streams/hits/events", bases.lock().unwrap()[node]);
                     let sent = http
                         .post(url)
-                        .bearer_auth(&keys[tenant].0)
+                        .bearer_auth(&keys[tenant].write)
                         .body(body.clone())
                         .timeout(Duration::from_secs(20))
                         .send()
@@ -285,7 +282,7 @@ async fn drive(pg: &PgScratch) -> Sent {
         for i in 0..2 {
             let answer: Json = http
                 .get(format!("{}/v1/views/per_user?group_by=", base(i).unwrap()))
-                .bearer_auth(&keys[tenant].1)
+                .bearer_auth(&keys[tenant].read)
                 .send()
                 .await
                 .unwrap()
@@ -344,40 +341,12 @@ fn check(pg: &PgScratch, sent: &Sent) {
 /// is built from the stored events and both nodes answer it.
 #[test]
 fn a_schema_applied_on_one_node_reaches_the_other() {
-    let pg = PgScratch::new();
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.sql");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    assert!(
-        tally_cmd(&pg)
-            .arg("apply")
-            .arg(&schema)
-            .status()
-            .unwrap()
-            .success()
-    );
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
+    let pg = scratch_with_schema();
+    client_runtime().block_on(async {
             let (a, b) = (start(&pg), start(&pg));
             let http = reqwest::Client::new();
-            let created: Json = http
-                .post(format!("{}/v1/tenants", a.base))
-                .bearer_auth(ADMIN)
-                .body(json!({"name": "north"}).to_string())
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let (write, read) = (
-                created["write_key"].as_str().unwrap(),
-                created["read_key"].as_str().unwrap(),
-            );
+            let keys = create_tenant(&http, &a.base, ADMIN, r#"{"name":"north"}"#).await;
+            let (write, read) = (keys.write.as_str(), keys.read.as_str());
             let mut rng = Rng(7);
             let events: Vec<Json> = (0..300).map(|_| hit(&mut rng)).collect();
             let distinct: HashSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
@@ -432,42 +401,13 @@ fn a_schema_applied_on_one_node_reaches_the_other() {
 /// node reconnects by itself.
 #[test]
 fn a_dropped_database_connection_gives_503_then_recovers() {
-    let pg = PgScratch::new();
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.sql");
-    std::fs::write(&schema, SCHEMA).unwrap();
-    assert!(
-        tally_cmd(&pg)
-            .arg("apply")
-            .arg(&schema)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let pg = Arc::new(pg);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let pg = Arc::new(scratch_with_schema());
     let scratch = pg.clone();
-    runtime.block_on(async move {
+    client_runtime().block_on(async move {
         let node = start(&scratch);
         let http = reqwest::Client::new();
-        let created: Json = http
-            .post(format!("{}/v1/tenants", node.base))
-            .bearer_auth(ADMIN)
-            .body(json!({"name": "north"}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let (write, read) = (
-            created["write_key"].as_str().unwrap().to_owned(),
-            created["read_key"].as_str().unwrap().to_owned(),
-        );
+        let Keys { write, read } =
+            create_tenant(&http, &node.base, ADMIN, r#"{"name":"north"}"#).await;
         let mut rng = Rng(11);
         let mut acked = HashSet::new();
         let mut unavailable = 0;

@@ -46,9 +46,20 @@ pub async fn schema_and_tenant(
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    create_tenant(http, base, admin_token, tenant).await
+}
+
+/// Creates a tenant from `tenant` (the JSON body of `POST /v1/tenants`) with the admin token and
+/// returns its keys.
+pub async fn create_tenant(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    tenant: &str,
+) -> Keys {
     let created: Json = http
         .post(format!("{base}/v1/tenants"))
-        .header("authorization", &admin)
+        .bearer_auth(admin_token)
         .body(tenant.to_owned())
         .send()
         .await
