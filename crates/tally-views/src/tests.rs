@@ -230,25 +230,25 @@ fn unsupported_sql_names_the_construct_and_position() {
     check(
         "CREATE MATERIALIZED VIEW v AS SELECT vault_id, count(*) AS n FROM capital_flow GROUP BY 1\nHAVING count(*) > 5",
         expect![
-            "error: line 2, column 8: HAVING is not supported in a live view; hint: filter results when you read the view: tally query --where on group columns"
+            "error: line 2, column 8: HAVING is not supported in a live view; hint: filter the rows when you read the view; a view query takes a condition on group columns"
         ],
     );
     check(
         "CREATE MATERIALIZED VIEW v AS SELECT vault_id, count(*) AS n FROM capital_flow GROUP BY 1 ORDER BY n",
         expect![
-            "error: line 1, column 100: ORDER BY is not supported in a live view; hint: order results when you read the view: tally query --order-by"
+            "error: line 1, column 100: ORDER BY is not supported in a live view; hint: order the rows when you read the view; a view query takes an order column"
         ],
     );
     check(
         "CREATE MATERIALIZED VIEW v AS SELECT vault_id, count(*) AS n FROM capital_flow GROUP BY 1 LIMIT 10",
         expect![
-            "error: line 1, column 97: LIMIT is not supported in a live view; hint: limit results when you read the view: tally query --limit"
+            "error: line 1, column 97: LIMIT is not supported in a live view; hint: limit the rows when you read the view; a view query takes a row limit"
         ],
     );
     check(
         "CREATE MATERIALIZED VIEW v AS SELECT vault_id, sum(amount) OVER (PARTITION BY vault_id) AS s FROM capital_flow GROUP BY 1",
         expect![
-            "error: line 1, column 48: a window function (OVER) is not supported in a live view; hint: group by a time bucket instead; re-group at query time with --grain"
+            "error: line 1, column 48: a window function (OVER) is not supported in a live view; hint: group by a time bucket instead; a view query re-groups to a coarser grain"
         ],
     );
     check(
@@ -298,7 +298,7 @@ fn binding_errors() {
     check(
         "CREATE MATERIALIZED VIEW v AS SELECT vault_id, count(*) AS n FROM capital_flow WHERE count(*) > 1 GROUP BY 1",
         expect![
-            "error: line 1, column 86: aggregate functions are not allowed in WHERE; hint: use FILTER (WHERE …) on the aggregate, or --where on group columns at query time"
+            "error: line 1, column 86: aggregate functions are not allowed in WHERE; hint: use FILTER (WHERE …) on the aggregate, or a view query's condition on group columns"
         ],
     );
     check(
