@@ -269,6 +269,17 @@ impl<'a> EvalCtx<'a> {
             buckets: &[],
         }
     }
+
+    /// A context for output expressions: a group's key and its finalized aggregates.
+    pub fn outputs(keys: &'a [Value], aggs: &'a [Value], tz: &'a TimeZone) -> EvalCtx<'a> {
+        EvalCtx {
+            row: &[],
+            keys,
+            aggs,
+            tz,
+            buckets: &[],
+        }
+    }
 }
 
 impl Expr {

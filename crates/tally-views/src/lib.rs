@@ -28,8 +28,10 @@ pub mod value;
 
 pub use agg::{AggKind, AggState};
 pub use engine::{CheckError, Delta, Engine, Event, GroupKey, ViewDelta};
-pub use plan::{Catalog, ColumnDef, ColumnDefault, ColumnSource, StreamDef, ViewColumn, ViewPlan};
-pub use query::{QueryError, QueryPlan, QueryRequest, ResultSet};
+pub use plan::{
+    Catalog, CellError, ColumnDef, ColumnDefault, ColumnSource, StreamDef, ViewColumn, ViewPlan,
+};
+pub use query::{Param, QueryError, QueryPlan, QueryRequest, ResultSet};
 pub use sql::{Applied, Change, CompileError};
 pub use time::Interval;
 pub use value::{Timestamp, Type, Value};

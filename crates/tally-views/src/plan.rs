@@ -5,15 +5,21 @@
 //! (each resolved to an [`AggKind`] for its input type, shared when the `SELECT` repeats an
 //! aggregate), and how output columns are computed from those states. `Display` renders the plan
 //! as text; the compiler tests compare that text.
+//!
+//! The pure logic of a view row lives here too, written once for every user (the flush, the
+//! query, the oracle): [`ViewPlan::merge_row`] merges one group's states into another's, and
+//! [`ViewPlan::finalize_row`] finalizes the states and evaluates every column.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::agg::AggKind;
-use crate::expr::Expr;
+use jiff::tz::TimeZone;
+
+use crate::agg::{AggKind, AggState};
+use crate::expr::{EvalCtx, EvalError, Expr};
 use crate::time::Interval;
-use crate::value::Type;
+use crate::value::{Type, Value};
 
 /// How ingest fills a column that the event leaves out (built-in streams only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +182,90 @@ impl ViewPlan {
     pub fn column(&self, name: &str) -> Option<&ViewColumn> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    /// Merges a group's states `from` into `into` (a delta into a stored row, or rows that
+    /// re-grouping brings together). Merges are associative and commutative.
+    pub fn merge_row(&self, into: &mut [AggState], from: &[AggState]) {
+        for ((into, from), agg) in into.iter_mut().zip(from).zip(&self.aggs) {
+            into.merge(agg.kind, from);
+        }
+    }
+
+    /// Every column of a group, in view order: keys as they are, outputs computed from the
+    /// finalized states. The first cell that cannot be computed (an overflowing sum, a division
+    /// by zero) is the error.
+    pub fn finalize_row(
+        &self,
+        key: &[Value],
+        states: &[AggState],
+        tz: &TimeZone,
+    ) -> Result<Vec<Value>, CellError> {
+        let aggs = states
+            .iter()
+            .zip(&self.aggs)
+            .map(|(s, a)| {
+                s.finalize(a.kind).map_err(|error| CellError {
+                    column: a.display.clone(),
+                    error,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.columns
+            .iter()
+            .map(|c| {
+                self.cell(c, key, &aggs, tz).map_err(|error| CellError {
+                    column: c.name.clone(),
+                    error,
+                })
+            })
+            .collect()
+    }
+
+    /// [`ViewPlan::finalize_row`] as view tables store it: a cell that cannot be computed is
+    /// NULL (a query reads the states and reports the error instead).
+    pub fn stored_row(&self, key: &[Value], states: &[AggState], tz: &TimeZone) -> Vec<Value> {
+        let aggs: Vec<Value> = states
+            .iter()
+            .zip(&self.aggs)
+            .map(|(s, a)| s.finalize(a.kind).unwrap_or(Value::Null))
+            .collect();
+        self.columns
+            .iter()
+            .map(|c| self.cell(c, key, &aggs, tz).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Output `o` of a group, from its key and its finalized aggregate values.
+    pub fn output_value(
+        &self,
+        o: usize,
+        key: &[Value],
+        aggs: &[Value],
+        tz: &TimeZone,
+    ) -> Result<Value, EvalError> {
+        self.outputs[o].expr.eval(&EvalCtx::outputs(key, aggs, tz))
+    }
+
+    fn cell(
+        &self,
+        column: &ViewColumn,
+        key: &[Value],
+        aggs: &[Value],
+        tz: &TimeZone,
+    ) -> Result<Value, EvalError> {
+        match column.source {
+            ColumnSource::Key(k) => Ok(key[k].clone()),
+            ColumnSource::Output(o) => self.output_value(o, key, aggs, tz),
+        }
+    }
+}
+
+/// A cell of a view row that cannot be computed: the column (or aggregate) and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CellError {
+    /// The view column, or the aggregate as written when its state cannot be finalized.
+    pub column: String,
+    pub error: EvalError,
 }
 
 impl fmt::Display for ViewPlan {

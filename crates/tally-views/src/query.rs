@@ -15,7 +15,7 @@ use jiff::tz::TimeZone;
 use crate::agg::AggState;
 use crate::expr::{EvalCtx, EvalError, Expr};
 use crate::plan::{ColumnSource, ViewPlan};
-use crate::sql::compile_key_filter;
+use crate::sql::{CompileError, compile_key_filter};
 use crate::time::Interval;
 use crate::value::{Timestamp, Type, Value};
 
@@ -37,13 +37,141 @@ pub struct QueryRequest {
     pub limit: Option<usize>,
 }
 
-/// A query that cannot run, with a message for the user.
+/// A parameter of a view query. Its concept lives here; each edge spells it its own way
+/// (`--group-by` on the command line, `group_by` in a URL).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Param {
+    From,
+    To,
+    Grain,
+    GroupBy,
+    Where,
+    OrderBy,
+    Limit,
+}
+
+impl Param {
+    /// The parameter's name: `from`, `to`, `grain`, `group_by`, `where`, `order_by`, `limit`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Param::From => "from",
+            Param::To => "to",
+            Param::Grain => "grain",
+            Param::GroupBy => "group_by",
+            Param::Where => "where",
+            Param::OrderBy => "order_by",
+            Param::Limit => "limit",
+        }
+    }
+}
+
+/// A query that cannot run: what is wrong, and with which parameter. [`QueryError::message`]
+/// words it with the parameters spelled as the caller spells them; `Display` uses
+/// [`Param::name`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct QueryError(pub String);
+pub enum QueryError {
+    /// A parameter's text cannot be read (not a time, not a grain, not a number): `message`
+    /// follows the parameter's name, e.g. `'fortnight' is not a grain; use one of …`.
+    Invalid { param: Param, message: String },
+    /// `from`, `to` or `grain` on a view without a time bucket column.
+    NoTimeBucket { view: String },
+    /// `group_by` names a column that is not a group column.
+    UnknownGroupColumn {
+        view: String,
+        column: String,
+        group_columns: Vec<String>,
+    },
+    /// The view's buckets do not nest in the requested grain.
+    GrainTooFine {
+        view: String,
+        width: Interval,
+        grain: Interval,
+    },
+    /// An output column depends on a group column that `group_by` leaves out.
+    DroppedKey { column: String, key: String },
+    /// `order_by` names a column that is not in the result.
+    UnknownOrderColumn { column: String },
+    /// The `where` condition does not compile.
+    Filter(CompileError),
+    /// The `where` condition failed on a group.
+    FilterFailed(EvalError),
+    /// A cell of the result cannot be computed.
+    Cell {
+        view: String,
+        column: String,
+        /// The group, as `name=value, …`.
+        group: String,
+        error: EvalError,
+    },
+}
+
+impl QueryError {
+    /// The parameter at fault, when one is.
+    pub fn param(&self) -> Option<Param> {
+        match self {
+            QueryError::Invalid { param, .. } => Some(*param),
+            QueryError::NoTimeBucket { .. } | QueryError::GrainTooFine { .. } => Some(Param::Grain),
+            QueryError::UnknownGroupColumn { .. } | QueryError::DroppedKey { .. } => {
+                Some(Param::GroupBy)
+            }
+            QueryError::UnknownOrderColumn { .. } => Some(Param::OrderBy),
+            QueryError::Filter(_) | QueryError::FilterFailed(_) => Some(Param::Where),
+            QueryError::Cell { .. } => None,
+        }
+    }
+
+    /// The message for a user, with each parameter named by `name`.
+    pub fn message(&self, name: impl Fn(Param) -> String) -> String {
+        match self {
+            QueryError::Invalid { param, message } => format!("{} {message}", name(*param)),
+            QueryError::NoTimeBucket { view } => format!(
+                "view {view} has no time bucket column, so {}, {} and {} do not apply",
+                name(Param::From),
+                name(Param::To),
+                name(Param::Grain)
+            ),
+            QueryError::UnknownGroupColumn {
+                view,
+                column,
+                group_columns,
+            } => format!(
+                "{} {column} is not a group column of view {view}; its group columns are: {}",
+                name(Param::GroupBy),
+                group_columns.join(", ")
+            ),
+            QueryError::GrainTooFine { view, width, grain } => format!(
+                "view {view} has {width} buckets, which do not fit in {grain} buckets; ask for a grain that is a multiple of {width}"
+            ),
+            QueryError::DroppedKey { column, key } => format!(
+                "column {column} depends on group column {key}, which {} leaves out",
+                name(Param::GroupBy)
+            ),
+            QueryError::UnknownOrderColumn { column } => format!(
+                "{} {column} is not a column of the result",
+                name(Param::OrderBy)
+            ),
+            QueryError::Filter(e) => format!("{}: {e}", name(Param::Where)),
+            QueryError::FilterFailed(e) => format!("{}: {e}", name(Param::Where)),
+            QueryError::Cell {
+                view,
+                column,
+                group,
+                error,
+            } => {
+                let hint = match error {
+                    EvalError::Overflow(_) => "; cast the argument to a wider DECIMAL or to DOUBLE",
+                    EvalError::DivisionByZero => "; guard the divisor with nullif(x, 0)",
+                    EvalError::InvalidCast { .. } => "",
+                };
+                format!("view {view} column {column}: {error} in group ({group}){hint}")
+            }
+        }
+    }
+}
 
 impl std::fmt::Display for QueryError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message(|p| p.name().to_owned()))
     }
 }
 
@@ -75,13 +203,11 @@ pub struct QueryPlan<'a> {
 impl<'a> QueryPlan<'a> {
     /// Checks a request against the view.
     pub fn new(view: &'a ViewPlan, req: &QueryRequest) -> Result<QueryPlan<'a>, QueryError> {
-        let err = |m: String| Err(QueryError(m));
         let bucket = view.bucket;
         if (req.from.is_some() || req.to.is_some() || req.grain.is_some()) && bucket.is_none() {
-            return err(format!(
-                "view {} has no time bucket column, so --from, --to and --grain do not apply",
-                view.name
-            ));
+            return Err(QueryError::NoTimeBucket {
+                view: view.name.clone(),
+            });
         }
         let mut keep = vec![true; view.keys.len()];
         if let Some(names) = &req.group_by {
@@ -90,12 +216,11 @@ impl<'a> QueryPlan<'a> {
                 match view.keys.iter().position(|k| &k.name == name) {
                     Some(i) => keep[i] = true,
                     None => {
-                        let keys: Vec<&str> = view.keys.iter().map(|k| k.name.as_str()).collect();
-                        return err(format!(
-                            "--group-by {name} is not a group column of view {}; its group columns are: {}",
-                            view.name,
-                            keys.join(", ")
-                        ));
+                        return Err(QueryError::UnknownGroupColumn {
+                            view: view.name.clone(),
+                            column: name.clone(),
+                            group_columns: view.keys.iter().map(|k| k.name.clone()).collect(),
+                        });
                     }
                 }
             }
@@ -107,10 +232,11 @@ impl<'a> QueryPlan<'a> {
             // leaves it out.
             keep[b] = true;
             if !width.nests_in(g) {
-                return err(format!(
-                    "view {} has {width} buckets, which do not fit in {g} buckets; ask for a grain that is a multiple of {width}",
-                    view.name
-                ));
+                return Err(QueryError::GrainTooFine {
+                    view: view.name.clone(),
+                    width,
+                    grain: g,
+                });
             }
             if width != g {
                 grain = Some(g);
@@ -131,10 +257,10 @@ impl<'a> QueryPlan<'a> {
                         }
                     });
                     if let Some(key) = dropped {
-                        return err(format!(
-                            "column {} depends on group column {key}, which --group-by leaves out",
-                            c.name
-                        ));
+                        return Err(QueryError::DroppedKey {
+                            column: c.name.clone(),
+                            key,
+                        });
                     }
                 }
                 ColumnSource::Key(_) => {}
@@ -146,14 +272,16 @@ impl<'a> QueryPlan<'a> {
             Some((name, desc)) => match columns.iter().position(|&i| view.columns[i].name == *name)
             {
                 Some(pos) => Some((pos, *desc)),
-                None => return err(format!("--order-by {name} is not a column of the result")),
+                None => {
+                    return Err(QueryError::UnknownOrderColumn {
+                        column: name.clone(),
+                    });
+                }
             },
         };
         let filter = match &req.filter {
             None => None,
-            Some(text) => Some(
-                compile_key_filter(view, text).map_err(|e| QueryError(format!("--where: {e}")))?,
-            ),
+            Some(text) => Some(compile_key_filter(view, text).map_err(QueryError::Filter)?),
         };
         Ok(QueryPlan {
             view,
@@ -183,9 +311,7 @@ impl<'a> QueryPlan<'a> {
         }
         if let Some(filter) = &self.filter {
             let ctx = EvalCtx::row(key, tz);
-            let pass = filter
-                .eval(&ctx)
-                .map_err(|e| QueryError(format!("--where: {e}")))?;
+            let pass = filter.eval(&ctx).map_err(QueryError::FilterFailed)?;
             return Ok(pass.as_bool() == Some(true));
         }
         Ok(true)
@@ -219,11 +345,7 @@ impl<'a> QueryPlan<'a> {
                 })
                 .collect();
             match groups.get_mut(&new_key) {
-                Some(existing) => {
-                    for ((into, from), agg) in existing.iter_mut().zip(&states).zip(&view.aggs) {
-                        into.merge(agg.kind, from);
-                    }
-                }
+                Some(existing) => view.merge_row(existing, &states),
                 None => {
                     groups.insert(new_key, states);
                 }
@@ -231,32 +353,14 @@ impl<'a> QueryPlan<'a> {
         }
         let mut rows = Vec::with_capacity(groups.len());
         for (key, states) in groups {
-            let aggs = states
+            let mut full = view
+                .finalize_row(&key, &states, tz)
+                .map_err(|e| self.cell_error(&key, &e.column, e.error))?;
+            let row = self
+                .columns
                 .iter()
-                .zip(&view.aggs)
-                .map(|(s, a)| {
-                    s.finalize(a.kind)
-                        .map_err(|e| self.cell_error(&key, &a.display, e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let ctx = EvalCtx {
-                row: &[],
-                keys: &key,
-                aggs: &aggs,
-                tz,
-                buckets: &[],
-            };
-            let mut row = Vec::with_capacity(self.columns.len());
-            for &ci in &self.columns {
-                let column = &view.columns[ci];
-                row.push(match column.source {
-                    ColumnSource::Key(k) => key[k].clone(),
-                    ColumnSource::Output(o) => view.outputs[o]
-                        .expr
-                        .eval(&ctx)
-                        .map_err(|e| self.cell_error(&key, &column.name, e))?,
-                });
-            }
+                .map(|&ci| std::mem::replace(&mut full[ci], Value::Null))
+                .collect();
             rows.push(row);
         }
         self.sort(&mut rows);
@@ -273,7 +377,7 @@ impl<'a> QueryPlan<'a> {
         })
     }
 
-    fn cell_error(&self, key: &[Value], column: &str, e: EvalError) -> QueryError {
+    fn cell_error(&self, key: &[Value], column: &str, error: EvalError) -> QueryError {
         let group: Vec<String> = self
             .view
             .keys
@@ -282,16 +386,12 @@ impl<'a> QueryPlan<'a> {
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| format!("{}={v}", k.name))
             .collect();
-        let hint = match e {
-            EvalError::Overflow(_) => "; cast the argument to a wider DECIMAL or to DOUBLE",
-            EvalError::DivisionByZero => "; guard the divisor with nullif(x, 0)",
-            EvalError::InvalidCast { .. } => "",
-        };
-        QueryError(format!(
-            "view {} column {column}: {e} in group ({}){hint}",
-            self.view.name,
-            group.join(", ")
-        ))
+        QueryError::Cell {
+            view: self.view.name.clone(),
+            column: column.to_owned(),
+            group: group.join(", "),
+            error,
+        }
     }
 
     /// Orders by the requested column (then the group columns), or by the group columns. NULLs

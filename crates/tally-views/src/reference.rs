@@ -143,9 +143,7 @@ pub fn recompute(plan: &ViewPlan, events: &[Event], tz: &TimeZone) -> Vec<Expect
                 .iter()
                 .map(|c| match c.source {
                     ColumnSource::Key(k) => Expected::Exact(key[k].clone()),
-                    ColumnSource::Output(o) => {
-                        output_cell(&plan.outputs[o].expr, plan.outputs[o].ty, &key, &aggs, tz)
-                    }
+                    ColumnSource::Output(o) => output_cell(plan, o, &key, &aggs, tz),
                 })
                 .collect();
             ExpectedRow { key, cells }
@@ -153,7 +151,14 @@ pub fn recompute(plan: &ViewPlan, events: &[Event], tz: &TimeZone) -> Vec<Expect
         .collect()
 }
 
-fn output_cell(expr: &Expr, ty: Type, key: &[Value], aggs: &[Expected], tz: &TimeZone) -> Expected {
+fn output_cell(
+    plan: &ViewPlan,
+    o: usize,
+    key: &[Value],
+    aggs: &[Expected],
+    tz: &TimeZone,
+) -> Expected {
+    let (expr, ty) = (&plan.outputs[o].expr, plan.outputs[o].ty);
     if let Expr::Agg { index, .. } = expr {
         return aggs[*index].clone();
     }
@@ -187,14 +192,7 @@ fn output_cell(expr: &Expr, ty: Type, key: &[Value], aggs: &[Expected], tz: &Tim
             Expected::Error(e) => return Expected::Error(e.clone()),
         });
     }
-    let ctx = EvalCtx {
-        row: &[],
-        keys: key,
-        aggs: &values,
-        tz,
-        buckets: &[],
-    };
-    match expr.eval(&ctx) {
+    match plan.output_value(o, key, &values, tz) {
         Err(e) => Expected::Error(e),
         Ok(Value::Double(d)) => Expected::Near(d, if approximate { 0.07 } else { 1e-9 }),
         Ok(v) if approximate && ty != Type::Double => Expected::Exact(v),

@@ -14,7 +14,7 @@ use crate::app::{Config, Location, Tally};
 use crate::error::{Error, Result};
 use crate::ingest::{Format, IngestReport, ingest};
 use crate::output::{OutputFormat, render};
-use crate::params::{QueryParams, Spelling};
+use crate::params::QueryParams;
 
 /// Tally: SQL-defined live analytics views, kept correct on every event.
 #[derive(Parser, Debug)]
@@ -534,5 +534,6 @@ pub fn query_request(args: &QueryArgs) -> Result<QueryRequest> {
         order_by: args.order_by.clone(),
         limit: args.limit,
     }
-    .to_request(Spelling::Flags)
+    .to_request()
+    .map_err(Error::from)
 }

@@ -1,11 +1,14 @@
 //! The app's error type: what can go wrong in a command or a request, phrased for the user.
 //!
-//! Each variant says what was wrong and where; the CLI prints it on one line and the HTTP layer
-//! maps the variant to a status code. Store failures are the only ones a user cannot fix by
+//! Each variant says what was wrong and where; the CLI prints it on one line (`Display`, which
+//! spells query parameters as flags) and the HTTP layer maps the variant to a status code and
+//! spells them as URL parameters. Store failures are the only ones a user cannot fix by
 //! changing the request; they carry the store's own message.
 
 use tally_store::StoreError;
 use tally_views::{CompileError, QueryError};
+
+use crate::params::Spelling;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -14,7 +17,7 @@ pub enum Error {
     #[error("{0}")]
     Compile(#[from] CompileError),
     /// A query that does not fit its view.
-    #[error("{0}")]
+    #[error("{}", Spelling::Flags.message(.0))]
     Query(#[from] QueryError),
     /// A stream, view or tenant that does not exist.
     #[error("{0}")]

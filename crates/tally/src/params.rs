@@ -1,12 +1,11 @@
 //! Query parameters as users write them (CLI flags, HTTP query strings) → [`QueryRequest`].
 //!
 //! The CLI and the HTTP API share one reading of `from`, `to`, `grain`, `group_by`, `where`,
-//! `order_by` and `limit`, so a view answers the same on both. Error messages name the parameter
-//! in the caller's spelling (`--from` on the command line, `from` in a URL).
+//! `order_by` and `limit`, so a view answers the same on both. Errors are [`QueryError`]s, which
+//! know the parameter at fault; each edge words them with its own [`Spelling`] (`--from` on the
+//! command line, `from` in a URL).
 
-use tally_views::{Interval, QueryRequest, Timestamp};
-
-use crate::error::{Error, Result};
+use tally_views::{Interval, Param, QueryError, QueryRequest, Timestamp};
 
 /// The raw parameters of a view query.
 #[derive(Clone, Debug, Default)]
@@ -30,27 +29,18 @@ pub enum Spelling {
     Url,
 }
 
-/// The query parameters, as the URL spells them.
-const PARAMS: [&str; 7] = [
-    "group_by", "order_by", "where", "from", "to", "grain", "limit",
-];
-
 impl Spelling {
-    fn name(self, param: &str) -> String {
+    /// The parameter as this edge spells it.
+    pub fn name(self, param: Param) -> String {
         match self {
-            Spelling::Flags => format!("--{}", param.replace('_', "-")),
-            Spelling::Url => param.to_owned(),
+            Spelling::Flags => format!("--{}", param.name().replace('_', "-")),
+            Spelling::Url => param.name().to_owned(),
         }
     }
 
-    /// A message that names `tally query`'s flags (as the engine's query messages do), with
-    /// the parameters spelled this way.
-    pub fn respell(self, message: &str) -> String {
-        let mut out = message.to_owned();
-        for param in PARAMS {
-            out = out.replace(&Spelling::Flags.name(param), &self.name(param));
-        }
-        out
+    /// The error's message with the parameters spelled this way.
+    pub fn message(self, error: &QueryError) -> String {
+        error.message(|p| self.name(p))
     }
 }
 
@@ -64,15 +54,18 @@ pub fn grain(name: &str) -> Option<Interval> {
 
 impl QueryParams {
     /// Checks and converts the parameters.
-    pub fn to_request(&self, spelling: Spelling) -> Result<QueryRequest> {
-        let time = |param: &str, text: &Option<String>| -> Result<Option<Timestamp>> {
+    pub fn to_request(&self) -> Result<QueryRequest, QueryError> {
+        let invalid = |param, message| QueryError::Invalid { param, message };
+        let time = |param: Param, text: &Option<String>| -> Result<Option<Timestamp>, QueryError> {
             text.as_deref()
                 .map(|t| {
                     Timestamp::parse(t).ok_or_else(|| {
-                        Error::Invalid(format!(
-                            "{} '{t}' is not a time; use RFC 3339 such as 2026-03-29T22:00:00Z, or a date",
-                            spelling.name(param)
-                        ))
+                        invalid(
+                            param,
+                            format!(
+                                "'{t}' is not a time; use RFC 3339 such as 2026-03-29T22:00:00Z, or a date"
+                            ),
+                        )
                     })
                 })
                 .transpose()
@@ -80,38 +73,39 @@ impl QueryParams {
         let grain = match &self.grain {
             None => None,
             Some(g) => Some(grain(g).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{} '{g}' is not a grain; use one of {GRAINS}",
-                    spelling.name("grain")
-                ))
+                invalid(
+                    Param::Grain,
+                    format!("'{g}' is not a grain; use one of {GRAINS}"),
+                )
             })?),
         };
         let order_by = match &self.order_by {
             None => None,
             Some(text) => {
-                let name = spelling.name("order_by");
                 let mut parts = text.split_whitespace();
                 let column = parts.next().unwrap_or_default().to_owned();
                 let desc = match parts.next().map(str::to_ascii_lowercase).as_deref() {
                     None | Some("asc") => false,
                     Some("desc") => true,
                     Some(other) => {
-                        return Err(Error::Invalid(format!(
-                            "{name} '{text}': expected COL, COL asc or COL desc, not '{other}'"
-                        )));
+                        return Err(invalid(
+                            Param::OrderBy,
+                            format!("'{text}': expected COL, COL asc or COL desc, not '{other}'"),
+                        ));
                     }
                 };
                 if column.is_empty() || parts.next().is_some() {
-                    return Err(Error::Invalid(format!(
-                        "{name} '{text}': expected COL, COL asc or COL desc"
-                    )));
+                    return Err(invalid(
+                        Param::OrderBy,
+                        format!("'{text}': expected COL, COL asc or COL desc"),
+                    ));
                 }
                 Some((column, desc))
             }
         };
         Ok(QueryRequest {
-            from: time("from", &self.from)?,
-            to: time("to", &self.to)?,
+            from: time(Param::From, &self.from)?,
+            to: time(Param::To, &self.to)?,
             grain,
             group_by: self.group_by.as_ref().map(|names| {
                 names
@@ -137,8 +131,9 @@ mod tests {
             order_by: Some("n sideways".into()),
             ..QueryParams::default()
         };
-        let flags = params.to_request(Spelling::Flags).unwrap_err().to_string();
-        let url = params.to_request(Spelling::Url).unwrap_err().to_string();
+        let error = params.to_request().unwrap_err();
+        let flags = Spelling::Flags.message(&error);
+        let url = Spelling::Url.message(&error);
         assert_eq!(
             flags,
             "--order-by 'n sideways': expected COL, COL asc or COL desc, not 'sideways'"
@@ -152,7 +147,7 @@ mod tests {
             ..QueryParams::default()
         };
         assert_eq!(
-            bad_grain.to_request(Spelling::Url).unwrap_err().to_string(),
+            Spelling::Url.message(&bad_grain.to_request().unwrap_err()),
             "grain 'fortnight' is not a grain; use one of second, minute, hour, day, week, month, quarter, year"
         );
     }

@@ -24,10 +24,9 @@
 use std::collections::HashMap;
 
 use tally_store::{Store, TenantInfo, TenantStore, ViewFlush};
-use tally_views::expr::EvalCtx;
 use tally_views::{
-    Catalog, ColumnSource, Delta, Engine, QueryPlan, QueryRequest, ResultSet, StreamDef, TimeZone,
-    Timestamp, Value, ViewPlan,
+    Catalog, Delta, Engine, QueryPlan, QueryRequest, ResultSet, StreamDef, TimeZone, Timestamp,
+    Value, ViewPlan,
 };
 
 use crate::error::{Error, Result};
@@ -566,11 +565,9 @@ impl StoreSide<'_> {
             let mut rows = Vec::with_capacity(groups.len());
             for ((key, mut states), old) in groups.into_iter().zip(stored) {
                 if let Some(old) = old {
-                    for ((state, old), agg) in states.iter_mut().zip(&old).zip(&plan.aggs) {
-                        state.merge(agg.kind, old);
-                    }
+                    plan.merge_row(&mut states, &old);
                 }
-                let cells = cells(plan, &key, &states, self.engine.tz());
+                let cells = plan.stored_row(&key, &states, self.engine.tz());
                 rows.push(tally_store::RowWrite {
                     key: key.into_vec(),
                     cells,
@@ -620,35 +617,6 @@ impl ApplySide<'_> {
                 .collect(),
         }
     }
-}
-
-/// The view columns of a group: keys as they are, outputs finalized. A cell whose computation
-/// fails (an overflowing sum) is stored as NULL; queries report the error instead.
-fn cells(
-    plan: &ViewPlan,
-    key: &[Value],
-    states: &[tally_views::AggState],
-    tz: &TimeZone,
-) -> Vec<Value> {
-    let aggs: Vec<Value> = states
-        .iter()
-        .zip(&plan.aggs)
-        .map(|(s, a)| s.finalize(a.kind).unwrap_or(Value::Null))
-        .collect();
-    let ctx = EvalCtx {
-        row: &[],
-        keys: key,
-        aggs: &aggs,
-        tz,
-        buckets: &[],
-    };
-    plan.columns
-        .iter()
-        .map(|c| match c.source {
-            ColumnSource::Key(k) => key[k].clone(),
-            ColumnSource::Output(o) => plan.outputs[o].expr.eval(&ctx).unwrap_or(Value::Null),
-        })
-        .collect()
 }
 
 /// Brings a tenant's tables in line with the catalog; returns the stored position of each view.

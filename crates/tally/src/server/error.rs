@@ -11,6 +11,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::params::Spelling;
 
 /// An error answer: status, a stable machine-readable code and a message for people.
 #[derive(Debug)]
@@ -84,7 +85,8 @@ impl From<Error> for ApiError {
                 "invalid_sql",
                 e.to_string(),
             ),
-            Error::Query(e) => ApiError::bad_request(e.to_string()),
+            // Query errors name their parameter as the URL spells it.
+            Error::Query(e) => ApiError::bad_request(Spelling::Url.message(&e)),
             Error::NotFound(m) => ApiError::not_found(m),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             Error::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),

@@ -17,11 +17,12 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tally_store::KeyKind;
-use tally_views::ColumnSource;
+use tally_views::{ColumnSource, Param, QueryError};
 use utoipa::ToSchema;
 
+use crate::error::Error;
 use crate::output::result_json;
-use crate::params::{QueryParams, Spelling};
+use crate::params::QueryParams;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::hub::{Hub, Principal};
 use crate::server::segment;
@@ -585,13 +586,15 @@ pub async fn query_view(
 ) -> ApiResult<Response> {
     let principal = authorize(&hub, credentials(&headers), KeyKind::Read).await?;
     let Query(mut q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit =
-        match q.remove("limit") {
-            None => None,
-            Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!("limit '{l}' is not a whole number"))
-            })?),
-        };
+    let limit = match q.remove("limit") {
+        None => None,
+        Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
+            ApiError::from(Error::Query(QueryError::Invalid {
+                param: Param::Limit,
+                message: format!("'{l}' is not a whole number"),
+            }))
+        })?),
+    };
     let params = QueryParams {
         from: q.remove("from"),
         to: q.remove("to"),
@@ -608,21 +611,8 @@ pub async fn query_view(
             "unknown parameter '{unknown}'; the parameters are from, to, grain, group_by, where, order_by and limit"
         )));
     }
-    // A parameter the query cannot use is a bad request, named as the URL names it.
-    let bad_parameter = |e: ApiError| {
-        if e.status == StatusCode::UNPROCESSABLE_ENTITY || e.status == StatusCode::BAD_REQUEST {
-            ApiError::bad_request(Spelling::Url.respell(&e.message))
-        } else {
-            e
-        }
-    };
-    let request = params
-        .to_request(Spelling::Url)
-        .map_err(|e| bad_parameter(e.into()))?;
-    let result = hub
-        .query(&principal.tenant, &view, request)
-        .await
-        .map_err(bad_parameter)?;
+    let request = params.to_request().map_err(Error::Query)?;
+    let result = hub.query(&principal.tenant, &view, request).await?;
     Ok(Json(result_json(&result)).into_response())
 }
 
