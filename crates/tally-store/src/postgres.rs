@@ -29,10 +29,10 @@ use postgres::{Client, Transaction};
 
 use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
+use crate::error::{Result, StoreError};
 use crate::migrations::Migration;
-use crate::{
-    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawSnapshot, Result,
-    StoreError, TenantInfo,
+use crate::types::{
+    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawSnapshot, TenantInfo,
 };
 
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
