@@ -16,6 +16,12 @@
 //! ([`TenantStore::flush`]); so after a crash the rows hold exactly the events up to the
 //! position, and replaying the events after it restores the rest.
 //!
+//! On a store several processes share (PostgreSQL), one of them leads a tenant: it alone
+//! writes the tenant's view tables. Those operations are not part of the narrow surface above:
+//! [`TenantStore::shared`] hands them out as a [`Lease`] (take, hold or give up the lead, read
+//! the stored schema) on PostgreSQL only, and `None` on the other backends, where a process
+//! always leads and no other process changes the schema.
+//!
 //! This file is the dispatch only: [`Store`] and [`TenantStore`] and the match over backends.
 //! The types the operations take and return are in `types.rs`, [`StoreError`] in `error.rs`;
 //! the backends (`sqlite.rs`, `memory.rs`, `postgres/`) import from those, never from here.
@@ -36,7 +42,7 @@ mod types;
 
 pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
-pub use postgres::PgConfig;
+pub use postgres::{Lease, PgConfig};
 pub use types::{
     KeyKind, KeyRecord, Materialized, MaterializedView, RowWrite, StoredGroup, TenantInfo,
     ViewFlush, ViewSnapshot,
@@ -223,39 +229,13 @@ impl Store {
 }
 
 impl TenantStore {
-    /// Takes the right to write this tenant's view tables, if no other process holds it; held
-    /// until this handle is dropped. Only PostgreSQL has other processes to share with: the
-    /// other backends always grant it.
-    pub fn try_lead(&mut self) -> Result<bool> {
+    /// The leadership operations, on a store other processes share (PostgreSQL); `None`
+    /// elsewhere, where this process is the only one: it always leads, and the schema it holds
+    /// is the stored one.
+    pub fn shared(&mut self) -> Option<Lease<'_>> {
         match self {
-            TenantStore::Postgres(p) => p.conn().try_lead(),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(true),
-        }
-    }
-
-    /// Holds (`true`) or releases the schema lock shared (PostgreSQL): while held, no schema
-    /// change commits, so a leader's check of the schema and its reconcile see the same one.
-    pub fn hold_schema(&mut self, hold: bool) -> Result<()> {
-        match self {
-            TenantStore::Postgres(p) => p.conn().hold_schema(hold),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(()),
-        }
-    }
-
-    /// Gives up the lead taken by [`TenantStore::try_lead`].
-    pub fn release_lead(&mut self) -> Result<()> {
-        match self {
-            TenantStore::Postgres(p) => p.conn().release_lead(),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(()),
-        }
-    }
-
-    /// On a shared store, the applied schema as stored now: another process may have changed
-    /// it. `None` where no other process can.
-    pub fn stored_schema(&self) -> Result<Option<Vec<(String, String)>>> {
-        match self {
-            TenantStore::Postgres(p) => p.conn().stored_schema().map(Some),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(None),
+            TenantStore::Postgres(p) => Some(p.lease()),
+            TenantStore::Sqlite(_) | TenantStore::Memory(_) => None,
         }
     }
 

@@ -16,8 +16,8 @@
 //! node.
 //!
 //! Several nodes may serve one tenant: each holds its own connection per tenant, and the
-//! advisory lock taken by `try_lead` (`lead.rs`) elects the one node that writes the tenant's
-//! view tables.
+//! advisory lock taken by [`Lease::try_lead`] elects the one node that writes the tenant's view
+//! tables.
 //!
 //! The files of this module:
 //! - `mod.rs` — [`PgConfig`], [`PgStore`] (the catalog connection: migrations, the applied
@@ -28,7 +28,7 @@
 //!   types, cells read back;
 //! - `ddl.rs` — the tenant tables: derived names, stream and view DDL, week partitions;
 //! - `data.rs` — the data path: append (dedupe, COPY), read, load, flush, snapshot, retention;
-//! - `lead.rs` — leadership: the tenant's lead and the schema lock held shared.
+//! - `lead.rs` — leadership, behind [`Lease`]: the tenant's lead and the schema lock held shared.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -49,6 +49,7 @@ use conn::{Conn, catalog_error, connect};
 use wire::{literal, quote};
 
 pub(crate) use conn::pg_message;
+pub use lead::Lease;
 
 /// The advisory lock key that serializes migrations across nodes.
 const MIGRATION_LOCK: i64 = 0x7461_6c6c_796d_6967;
