@@ -15,162 +15,40 @@
 //! Invariant: a view's rows and its position change only together, in one transaction
 //! ([`TenantStore::flush`]); so after a crash the rows hold exactly the events up to the
 //! position, and replaying the events after it restores the rest.
+//!
+//! On a store several processes share (PostgreSQL), one of them leads a tenant: it alone
+//! writes the tenant's view tables. Those operations are not part of the narrow surface above:
+//! [`TenantStore::shared`] hands them out as a [`Lease`] (take, hold or give up the lead, read
+//! the stored schema) on PostgreSQL only, and `None` on the other backends, where a process
+//! always leads and no other process changes the schema.
+//!
+//! This file is the dispatch only: [`Store`] and [`TenantStore`] and the match over backends.
+//! The types the operations take and return are in `types.rs`, [`StoreError`] in `error.rs`;
+//! the backends (`sqlite.rs`, `memory.rs`, `postgres/`) import from those, never from here.
 
 use std::path::Path;
 
-use tally_views::codec::{CodecError, decode_key, encode_key};
+use tally_views::codec::{decode_key, encode_key};
 use tally_views::{AggState, Event, StreamDef, Timestamp, Value, ViewPlan};
 
+mod error;
 mod memory;
 mod migrations;
 mod pg_tls;
 mod postgres;
 mod sqlite;
 pub mod testing;
+mod types;
 
+pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
-pub use postgres::PgConfig;
+pub use postgres::{Lease, PgConfig};
+pub use types::{
+    KeyKind, KeyRecord, Materialized, MaterializedView, RowWrite, StoredGroup, TenantInfo,
+    ViewFlush, ViewSnapshot,
+};
 
-/// A failure of the store. Messages say what failed and, where the user can act, how to fix it.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("PostgreSQL: {}", postgres::pg_message(.0))]
-    Postgres(#[from] ::postgres::Error),
-    /// The database would not keep tenants apart; the message says how to fix it.
-    #[error("{0}")]
-    Unsafe(String),
-    /// Another node is changing the tenant's tables; retrying shortly succeeds.
-    #[error("{0}")]
-    Busy(String),
-    /// The stored schema is not the one a change was made against.
-    #[error("the schema changed in another process while this change was prepared; apply it again")]
-    SchemaChanged,
-    /// What this backend cannot do, and what to do instead.
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("cannot use data directory {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Corrupt(#[from] CodecError),
-    #[error("tenant {0} already exists")]
-    TenantExists(String),
-    #[error("there is no tenant {0}")]
-    NoTenant(String),
-    #[error("migration failed: {0}")]
-    Migration(String),
-    #[error(
-        "the store's schema is at migration {found}, newer than this version of Tally knows ({known}); upgrade Tally"
-    )]
-    TooNew { found: i64, known: i64 },
-    #[error("the catalog is not migrated: run `tally migrate up`")]
-    NotMigrated,
-}
-
-impl StoreError {
-    /// Whether retrying later may succeed: the database was unreachable or another node was
-    /// busy with the tenant's tables, as opposed to a failure of the request itself.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Busy(_) => true,
-            StoreError::Postgres(e) => match e.code() {
-                // Connection exceptions, insufficient resources, operator intervention (a
-                // restart, a terminated backend), transaction rollbacks (serialization, deadlock).
-                Some(code) => ["08", "53", "57", "40"]
-                    .iter()
-                    .any(|class| code.code().starts_with(class)),
-                None => true,
-            },
-            _ => false,
-        }
-    }
-}
-
-pub type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// A tenant of the catalog.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TenantInfo {
-    pub name: String,
-    pub time_zone: String,
-    pub created_at: Timestamp,
-}
-
-/// What a key may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyKind {
-    Read,
-    Write,
-}
-
-impl KeyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Read => "read",
-            KeyKind::Write => "write",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<KeyKind> {
-        match s {
-            "read" => Some(KeyKind::Read),
-            "write" => Some(KeyKind::Write),
-            _ => None,
-        }
-    }
-}
-
-/// A stored API key: only its hash is kept, with a short prefix to recognise it by.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub tenant: String,
-    pub kind: KeyKind,
-    pub prefix: String,
-    pub created_at: Timestamp,
-    pub revoked: bool,
-}
-
-/// A view as a tenant has materialized it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MaterializedView {
-    pub name: String,
-    /// The plan fingerprint the table was built for: when it differs, the view is rebuilt.
-    pub fingerprint: String,
-    /// The sequence number of the last event of its stream folded into the table.
-    pub position: u64,
-}
-
-/// What a tenant has materialized: its stream tables (with their definitions) and view tables.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Materialized {
-    pub streams: Vec<(String, String)>,
-    pub views: Vec<MaterializedView>,
-}
-
-/// A group row to write: its key, the value of every view column (in view order) and the
-/// aggregate states.
-#[derive(Clone, Debug)]
-pub struct RowWrite {
-    pub key: Vec<Value>,
-    pub cells: Vec<Value>,
-    pub states: Vec<AggState>,
-}
-
-/// The rows of one view to commit together with its new position.
-#[derive(Debug)]
-pub struct ViewFlush<'a> {
-    pub plan: &'a ViewPlan,
-    pub rows: Vec<RowWrite>,
-    pub position: u64,
-}
-
-/// A stored group: its key and its aggregate states.
-pub type StoredGroup = (Vec<Value>, Vec<AggState>);
+use types::{EncodedFlush, EncodedRow};
 
 /// The catalog and the tenants' data.
 pub enum Store {
@@ -351,39 +229,13 @@ impl Store {
 }
 
 impl TenantStore {
-    /// Takes the right to write this tenant's view tables, if no other process holds it; held
-    /// until this handle is dropped. Only PostgreSQL has other processes to share with: the
-    /// other backends always grant it.
-    pub fn try_lead(&mut self) -> Result<bool> {
+    /// The leadership operations, on a store other processes share (PostgreSQL); `None`
+    /// elsewhere, where this process is the only one: it always leads, and the schema it holds
+    /// is the stored one.
+    pub fn shared(&mut self) -> Option<Lease<'_>> {
         match self {
-            TenantStore::Postgres(p) => p.conn().try_lead(),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(true),
-        }
-    }
-
-    /// Holds (`true`) or releases the schema lock shared (PostgreSQL): while held, no schema
-    /// change commits, so a leader's check of the schema and its reconcile see the same one.
-    pub fn hold_schema(&mut self, hold: bool) -> Result<()> {
-        match self {
-            TenantStore::Postgres(p) => p.conn().hold_schema(hold),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(()),
-        }
-    }
-
-    /// Gives up the lead taken by [`TenantStore::try_lead`].
-    pub fn release_lead(&mut self) -> Result<()> {
-        match self {
-            TenantStore::Postgres(p) => p.conn().release_lead(),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(()),
-        }
-    }
-
-    /// On a shared store, the applied schema as stored now: another process may have changed
-    /// it. `None` where no other process can.
-    pub fn stored_schema(&self) -> Result<Option<Vec<(String, String)>>> {
-        match self {
-            TenantStore::Postgres(p) => p.conn().stored_schema().map(Some),
-            TenantStore::Sqlite(_) | TenantStore::Memory(_) => Ok(None),
+            TenantStore::Postgres(p) => Some(p.lease()),
+            TenantStore::Sqlite(_) | TenantStore::Memory(_) => None,
         }
     }
 
@@ -588,50 +440,5 @@ impl TenantStore {
             TenantStore::Postgres(p) => p.conn().delete_view_rows_before(plan, before),
             TenantStore::Memory(m) => Ok(m.delete_view_rows_before(plan, before)),
         }
-    }
-}
-
-/// Stored rows of a view as backends return them: encoded key and encoded states.
-pub(crate) type RawRows = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// A view's stored state, read from one snapshot: see [`TenantStore::snapshot_view`].
-#[derive(Debug)]
-pub struct ViewSnapshot {
-    /// The position the rows hold (0 for a view not materialized).
-    pub position: u64,
-    /// The plan fingerprint the rows were built for (empty for a view not materialized).
-    pub fingerprint: String,
-    pub groups: Vec<StoredGroup>,
-    /// The events of the view's stream after `position`, when asked for.
-    pub tail: Vec<Event>,
-}
-
-/// [`ViewSnapshot`] as backends return it.
-pub(crate) struct RawSnapshot {
-    pub(crate) position: u64,
-    pub(crate) fingerprint: String,
-    pub(crate) rows: RawRows,
-    pub(crate) tail: Vec<Event>,
-}
-
-/// A row with its key and states encoded, as backends store it.
-pub(crate) struct EncodedRow<'a> {
-    pub(crate) key: Vec<u8>,
-    pub(crate) cells: &'a [Value],
-    pub(crate) state: Vec<u8>,
-}
-
-pub(crate) struct EncodedFlush<'a> {
-    pub(crate) plan: &'a ViewPlan,
-    pub(crate) position: u64,
-    pub(crate) rows: Vec<EncodedRow<'a>>,
-}
-
-/// The value of the bucket column of a stored key, for range filters.
-pub(crate) fn bucket_of(plan: &ViewPlan, key: &[u8]) -> Option<Timestamp> {
-    let b = plan.bucket?;
-    match decode_key(key, plan.keys.len()).ok()?.get(b)? {
-        Value::Timestamp(t) => Some(*t),
-        _ => None,
     }
 }

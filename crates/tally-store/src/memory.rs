@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tally_views::{Event, StreamDef, Timestamp, Value, ViewPlan};
 
-use crate::{
-    EncodedFlush, KeyRecord, Materialized, MaterializedView, RawSnapshot, Result, StoreError,
-    TenantInfo, bucket_of,
+use crate::error::{Result, StoreError};
+use crate::types::{
+    EncodedFlush, KeyRecord, Materialized, MaterializedView, RawSnapshot, TenantInfo, bucket_of,
 };
 
 #[derive(Default)]

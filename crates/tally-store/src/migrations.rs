@@ -8,7 +8,8 @@
 //! every table is in one database, so its catalog migrations also create the tenant tables, and
 //! nodes starting together take turns under an advisory lock.
 
-use crate::{Result, Store, StoreError};
+use crate::Store;
+use crate::error::{Result, StoreError};
 
 /// One migration step.
 pub(crate) struct Migration {

@@ -24,7 +24,7 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::{Result, StoreError};
+use crate::error::{Result, StoreError};
 
 /// How to secure a connection.
 enum Mode {

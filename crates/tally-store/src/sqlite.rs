@@ -19,10 +19,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
+use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
-use crate::{
-    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawSnapshot, Result,
-    StoreError, TenantInfo,
+use crate::types::{
+    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawSnapshot, TenantInfo,
 };
 
 /// The SQLite catalog of a data directory.

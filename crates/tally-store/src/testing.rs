@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use postgres::{Client, NoTls};
 
-use crate::PgConfig;
+use crate::postgres::PgConfig;
 
 /// The administrator's URL of the test server.
 pub fn admin_url() -> String {

@@ -12,7 +12,7 @@
 //! see every acknowledged event at once.
 //!
 //! On a shared store (PostgreSQL) several processes may serve one tenant. One of them, the
-//! *leader* (it holds the tenant's lock, [`TenantStore::try_lead`]), reconciles tables, applies
+//! *leader* (it holds the tenant's lock, [`tally_store::Lease`]), reconciles tables, applies
 //! events and writes view tables, exactly as a lone process does, and also applies the events
 //! the others commit: the log orders every event, so it reads the gaps between its own commits
 //! and, at each tick, the log's tail. The others are *followers*: they only commit events, and
@@ -100,19 +100,27 @@ impl TenantRuntime {
         if self.leader {
             return Ok(true);
         }
-        if !self.store.try_lead()? {
+        if let Some(mut lease) = self.store.shared()
+            && !lease.try_lead()?
+        {
             return Ok(false);
         }
         // A leader reconciles the tables with its catalog: it must not be an old one, or it
         // would undo another node's schema change. The schema lock, held shared from the check
         // to the end of the reconcile, keeps a change from committing in between.
-        self.store.hold_schema(true)?;
+        if let Some(mut lease) = self.store.shared() {
+            lease.hold_schema(true)?;
+        }
         let reconciled = self.reconcile_current();
-        self.store.hold_schema(false)?;
+        if let Some(mut lease) = self.store.shared() {
+            lease.hold_schema(false)?;
+        }
         let positions = match reconciled {
             Ok(positions) => positions,
             Err(e) => {
-                self.store.release_lead()?;
+                if let Some(mut lease) = self.store.shared() {
+                    lease.release_lead()?;
+                }
                 return Err(e);
             }
         };
@@ -128,8 +136,8 @@ impl TenantRuntime {
 
     /// Reconciles the tables with the catalog, if the catalog is the stored schema.
     fn reconcile_current(&mut self) -> Result<HashMap<String, u64>> {
-        if let Some(stored) = self.store.stored_schema()?
-            && stored != self.catalog.definitions()
+        if let Some(mut lease) = self.store.shared()
+            && lease.stored_schema()? != self.catalog.definitions()
         {
             return Err(Error::Store(tally_store::StoreError::Busy(format!(
                 "the schema changed on another node; tenant {} reopens with it shortly",

@@ -1,0 +1,530 @@
+//! The data path of a tenant: append (dedupe against the key table, binary COPY into a staging
+//! table, one insert under the policy, sequence numbers under the stream's row lock), reading
+//! events after a position, loading view states, flushing view rows with their positions,
+//! snapshots for followers, and retention (dropping whole week partitions where every tenant
+//! allows it, deleting rows otherwise).
+
+use std::collections::HashMap;
+
+use postgres::Transaction;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type as PgType};
+
+use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
+
+use super::PgConn;
+use super::conn::tenant_tx;
+use super::ddl::{derived, partition_name};
+use super::wire::{
+    WEEK_MICROS, Wire, insert_columns, key_text, quote, raw_type, read_cell, stage_type, to_read,
+};
+use crate::error::{Result, StoreError};
+use crate::types::{EncodedFlush, RawSnapshot};
+
+/// How many keys one `load_states` query looks up.
+const LOAD_CHUNK: usize = 5_000;
+
+/// Which of `rows` to store: not a duplicate of an earlier row of the batch, nor of a stored
+/// event of the tenant, by the dedupe column `d` (NULL keys are never duplicates, as in a unique
+/// index). Stored keys are looked up in the stream's key table, one primary-key probe per
+/// distinct key of the batch (`LATERAL … LIMIT 1`, so no plan reads the tenant's whole table),
+/// compared by PostgreSQL as the column's type.
+fn fresh_rows(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    d: usize,
+    rows: &[Vec<Value>],
+) -> Result<Vec<bool>> {
+    let mut seen: std::collections::HashSet<&Value> =
+        std::collections::HashSet::with_capacity(rows.len());
+    let mut fresh = vec![true; rows.len()];
+    let mut keys: Vec<(usize, String)> = Vec::with_capacity(rows.len());
+    for (i, row) in rows.iter().enumerate() {
+        let key = &row[d];
+        if key.is_null() {
+            continue;
+        }
+        if seen.insert(key) {
+            keys.push((i, key_text(key)));
+        } else {
+            fresh[i] = false;
+        }
+    }
+    if keys.is_empty() {
+        return Ok(fresh);
+    }
+    let column = &stream.columns[d];
+    let texts: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
+    let probe = match column.ty {
+        Type::Text => "u.k".to_owned(),
+        other => format!("u.k::{}", raw_type(other)),
+    };
+    let sql = format!(
+        "SELECT u.i FROM unnest($2::text[]) WITH ORDINALITY AS u(k, i)
+           CROSS JOIN LATERAL (SELECT 1 FROM {} t WHERE t.tenant_id = $1 AND t.key = {probe} LIMIT 1) stored",
+        quote(&derived(&stream.name, "keys")),
+    );
+    for row in tx.query(&sql, &[&tenant, &texts])? {
+        let ordinal: i64 = row.get(0);
+        if let Some(&(i, _)) = keys.get(ordinal as usize - 1) {
+            fresh[i] = false;
+        }
+    }
+    Ok(fresh)
+}
+
+/// Up to `limit` events of `stream` after `after`, in order, within `tx`.
+fn read_events_in(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
+    let cols: Vec<String> = stream
+        .columns
+        .iter()
+        .map(|c| to_read(&quote(&c.name), c.ty))
+        .collect();
+    let sql = format!(
+        "SELECT _seq, {} FROM {} WHERE tenant_id = $1 AND _seq > $2 ORDER BY _seq LIMIT $3",
+        cols.join(", "),
+        quote(&stream.name)
+    );
+    let limit = limit.min(i64::MAX as usize) as i64;
+    let rows = tx.query(&sql, &[&tenant, &(after as i64), &limit])?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.get(0);
+            let row = stream
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| read_cell(r, i + 1, c.ty))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Event {
+                seq: seq as u64,
+                row,
+            })
+        })
+        .collect()
+}
+
+impl PgConn {
+    /// Creates (once per connection and definition) the temporary staging table `name`.
+    fn stage(&mut self, name: &str, columns: &[(String, &'static str)]) -> Result<()> {
+        let definition: Vec<String> = columns
+            .iter()
+            .map(|(c, ty)| format!("{} {ty}", quote(c)))
+            .collect();
+        let definition = definition.join(", ");
+        if self.stages.get(name) == Some(&definition) {
+            return Ok(());
+        }
+        self.client.batch_execute(&format!(
+            "DROP TABLE IF EXISTS pg_temp.{table}; CREATE TEMP TABLE {table} ({definition}) ON COMMIT DELETE ROWS",
+            table = quote(name)
+        ))?;
+        self.stages.insert(name.to_owned(), definition);
+        Ok(())
+    }
+
+    pub(crate) fn append(
+        &mut self,
+        stream: &StreamDef,
+        rows: &[Vec<Value>],
+    ) -> Result<Vec<Option<u64>>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure_partitions(stream, rows)?;
+        let stage = format!("tally_stage_{}", stream.name);
+        let mut stage_cols = vec![("_seq".to_owned(), "bigint")];
+        let mut types = vec![PgType::INT8];
+        for c in &stream.columns {
+            let (sql, ty) = stage_type(c.ty);
+            stage_cols.push((c.name.clone(), sql));
+            types.push(ty);
+        }
+        self.stage(&stage, &stage_cols)?;
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        // The row lock orders appends of this tenant's stream across nodes until commit, so
+        // sequence numbers commit in order and dedupe sees every earlier row.
+        let last: i64 = tx
+            .query_one(
+                "SELECT last_seq FROM tally_streams WHERE tenant_id = $1 AND name = $2 FOR UPDATE",
+                &[&tenant, &stream.name],
+            )?
+            .get(0);
+        let fresh = match stream.dedupe_key {
+            None => vec![true; rows.len()],
+            Some(d) => fresh_rows(&mut tx, &tenant, stream, d, rows)?,
+        };
+        // Sequence numbers in row order, for the rows to store only: dense, as on SQLite.
+        let mut out = vec![None; rows.len()];
+        let mut next = last;
+        for (slot, keep) in out.iter_mut().zip(&fresh) {
+            if *keep {
+                next += 1;
+                *slot = Some(next as u64);
+            }
+        }
+        if next > last {
+            let writer = tx.copy_in(&format!(
+                "COPY {} FROM STDIN (FORMAT binary)",
+                quote(&stage)
+            ))?;
+            let mut writer = BinaryCopyInWriter::new(writer, &types);
+            for (row, seq) in rows.iter().zip(&out) {
+                let Some(seq) = seq.map(|s| s as i64) else {
+                    continue;
+                };
+                let cells: Vec<Wire<'_>> = row.iter().map(Wire).collect();
+                let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(row.len() + 1);
+                params.push(&seq);
+                params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
+                writer.write(&params)?;
+            }
+            writer.finish()?;
+            // COPY cannot write a table under row-level security: the staged rows go in with one
+            // INSERT, which the policy checks.
+            let (names, casts) =
+                insert_columns(stream.columns.iter().map(|c| (c.name.as_str(), c.ty)));
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (tenant_id, _seq, {}) SELECT $1, s._seq, {} FROM {} s",
+                    quote(&stream.name),
+                    names.join(", "),
+                    casts.join(", "),
+                    quote(&stage)
+                ),
+                &[&tenant],
+            )?;
+            if let Some(d) = stream.dedupe_key {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (tenant_id, key, _seq, at) SELECT $1, {}, s._seq, s.{} FROM {} s WHERE s.{} IS NOT NULL",
+                        quote(&derived(&stream.name, "keys")),
+                        casts[d],
+                        names[stream.event_time],
+                        quote(&stage),
+                        names[d]
+                    ),
+                    &[&tenant],
+                )?;
+            }
+        }
+        tx.execute(
+            "UPDATE tally_streams SET last_seq = $3 WHERE tenant_id = $1 AND name = $2",
+            &[&tenant, &stream.name, &next],
+        )?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub(crate) fn read_events(
+        &mut self,
+        stream: &StreamDef,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        let events = read_events_in(&mut tx, &tenant, stream, after, limit)?;
+        tx.commit()?;
+        Ok(events)
+    }
+
+    pub(crate) fn load_states(
+        &mut self,
+        view: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let sql = format!(
+            "SELECT _key, _state FROM {} WHERE tenant_id = $1 AND _key = ANY($2)",
+            quote(view)
+        );
+        let tenant = self.tenant.clone();
+        let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        for chunk in keys.chunks(LOAD_CHUNK) {
+            let refs: Vec<&[u8]> = chunk.iter().map(|k| k.as_slice()).collect();
+            for r in tx.query(&sql, &[&tenant, &refs])? {
+                found.insert(r.get(0), r.get(1));
+            }
+        }
+        tx.commit()?;
+        Ok(keys.iter().map(|k| found.remove(k)).collect())
+    }
+
+    pub(crate) fn flush(&mut self, flushes: &[EncodedFlush<'_>]) -> Result<()> {
+        for f in flushes {
+            let mut cols = vec![("_key".to_owned(), "bytea")];
+            cols.extend(
+                f.plan
+                    .columns
+                    .iter()
+                    .map(|c| (c.name.clone(), stage_type(c.ty).0)),
+            );
+            cols.push(("_state".to_owned(), "bytea"));
+            self.stage(&format!("tally_stage_{}", f.plan.name), &cols)?;
+        }
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        for f in flushes {
+            let plan = f.plan;
+            let stage = quote(&format!("tally_stage_{}", plan.name));
+            if !f.rows.is_empty() {
+                let mut types = vec![PgType::BYTEA];
+                types.extend(plan.columns.iter().map(|c| stage_type(c.ty).1));
+                types.push(PgType::BYTEA);
+                let writer = tx.copy_in(&format!("COPY {stage} FROM STDIN (FORMAT binary)"))?;
+                let mut writer = BinaryCopyInWriter::new(writer, &types);
+                for row in &f.rows {
+                    let cells: Vec<Wire<'_>> = row.cells.iter().map(Wire).collect();
+                    let key = row.key.as_slice();
+                    let state = row.state.as_slice();
+                    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(cells.len() + 2);
+                    params.push(&key);
+                    params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
+                    params.push(&state);
+                    writer.write(&params)?;
+                }
+                writer.finish()?;
+                let (names, casts) =
+                    insert_columns(plan.columns.iter().map(|c| (c.name.as_str(), c.ty)));
+                let updates: Vec<String> = names
+                    .iter()
+                    .chain(std::iter::once(&"_state".to_owned()))
+                    .map(|c| format!("{c} = excluded.{c}"))
+                    .collect();
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (tenant_id, _key, {}, _state) SELECT $1, s._key, {}, s._state FROM {stage} s
+                         ON CONFLICT (tenant_id, _key) DO UPDATE SET {}",
+                        quote(&plan.name),
+                        names.join(", "),
+                        casts.join(", "),
+                        updates.join(", ")
+                    ),
+                    &[&tenant],
+                )?;
+                // The staging rows go at commit; clear them now for the next view of this flush.
+                tx.execute(&format!("DELETE FROM {stage}"), &[])?;
+            }
+            // Only into the table built for this plan: if another node rebuilt it meanwhile,
+            // nothing of this flush may land.
+            let moved = tx.execute(
+                "UPDATE tally_views SET position = $3 WHERE tenant_id = $1 AND name = $2 AND fingerprint = $4",
+                &[&tenant, &plan.name, &(f.position as i64), &plan.fingerprint()],
+            )?;
+            if moved == 0 {
+                return Err(StoreError::Busy(format!(
+                    "view {} was rebuilt by another node; the tenant reopens with it",
+                    plan.name
+                )));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored rows of a view in `[from, to)` and the position they hold, read from one
+    /// snapshot.
+    pub(crate) fn snapshot_view(
+        &mut self,
+        plan: &ViewPlan,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        tail: Option<&StreamDef>,
+    ) -> Result<RawSnapshot> {
+        let mut sql = format!(
+            "SELECT _key, _state FROM {} WHERE tenant_id = $1",
+            quote(&plan.name)
+        );
+        let from = from.map(Value::Timestamp);
+        let to = to.map(Value::Timestamp);
+        let tenant = self.tenant.clone();
+        let from_w = from.as_ref().map(Wire);
+        let to_w = to.as_ref().map(Wire);
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&tenant];
+        if let Some(b) = plan.bucket {
+            let col = quote(&plan.keys[b].name);
+            if let Some(from) = &from_w {
+                params.push(from);
+                sql.push_str(&format!(" AND {col} >= ${}", params.len()));
+            }
+            if let Some(to) = &to_w {
+                params.push(to);
+                sql.push_str(&format!(" AND {col} < ${}", params.len()));
+            }
+        }
+        let mut tx = self
+            .client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        tx.execute(
+            "SELECT set_config('tally.tenant_id', $1, true)",
+            &[&self.tenant],
+        )?;
+        let (position, fingerprint) = tx
+            .query_opt(
+                "SELECT position, fingerprint FROM tally_views WHERE tenant_id = $1 AND name = $2",
+                &[&tenant, &plan.name],
+            )?
+            .map_or((0, String::new()), |r| {
+                (r.get::<_, i64>(0) as u64, r.get(1))
+            });
+        let fresh = fingerprint == plan.fingerprint();
+        let rows = if fresh {
+            tx.query(&sql, &params)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect()
+        } else {
+            // The table holds another plan's rows (or none): the caller finds out by the
+            // fingerprint, without decoding them.
+            Vec::new()
+        };
+        let tail = match tail {
+            Some(stream) if fresh => {
+                read_events_in(&mut tx, &tenant, stream, position, usize::MAX)?
+            }
+            _ => Vec::new(),
+        };
+        tx.commit()?;
+        Ok(RawSnapshot {
+            position,
+            fingerprint,
+            rows,
+            tail,
+        })
+    }
+
+    /// Retention on partitions: records how far this tenant's views applied the stream, then
+    /// drops each week partition that ended before `before` once every tenant has applied all of
+    /// its events there. Where some tenant has not, this tenant's applied events in it are
+    /// deleted row by row. Returns how many of this tenant's events went.
+    pub(crate) fn delete_events_before(
+        &mut self,
+        stream: &StreamDef,
+        before: Timestamp,
+        max_seq: u64,
+    ) -> Result<u64> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        tx.execute(
+            "UPDATE tally_streams SET applied_seq = greatest(applied_seq, $3) WHERE tenant_id = $1 AND name = $2",
+            &[&tenant, &stream.name, &(max_seq as i64)],
+        )?;
+        tx.commit()?;
+        let weeks = self.existing_partitions(&stream.name)?;
+        let tenants: Vec<String> = self
+            .client
+            .query("SELECT tenant_id FROM tenants ORDER BY tenant_id", &[])?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let keys = quote(&derived(&stream.name, "keys"));
+        let mut deleted = 0;
+        for week in weeks {
+            if week + WEEK_MICROS > before.0 {
+                continue;
+            }
+            let part = quote(&partition_name(&stream.name, week));
+            let mut droppable = true;
+            let mut mine = 0;
+            for t in &tenants {
+                let mut tx = tenant_tx(&mut self.client, t)?;
+                let row = tx.query_one(
+                    &format!(
+                        "SELECT coalesce(max(_seq), 0), count(*) FROM {part} WHERE tenant_id = $1"
+                    ),
+                    &[t],
+                )?;
+                let (newest, count): (i64, i64) = (row.get(0), row.get(1));
+                let applied: i64 = tx
+                    .query_opt(
+                        "SELECT applied_seq FROM tally_streams WHERE tenant_id = $1 AND name = $2",
+                        &[t, &stream.name],
+                    )?
+                    .map_or(0, |r| r.get(0));
+                tx.commit()?;
+                if *t == tenant {
+                    mine = count as u64;
+                }
+                if newest > applied {
+                    droppable = false;
+                }
+            }
+            let (from, until) = (
+                Value::Timestamp(Timestamp(week)),
+                Value::Timestamp(Timestamp(week + WEEK_MICROS)),
+            );
+            if droppable {
+                let mut tx = self.client.transaction()?;
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('tally-table/' || $1, 0))",
+                    &[&stream.name],
+                )?;
+                tx.batch_execute(&format!("DROP TABLE IF EXISTS {part}"))?;
+                // The week's dedupe keys go with its events, every tenant's.
+                if stream.dedupe_key.is_some() {
+                    for t in &tenants {
+                        tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[t])?;
+                        tx.execute(
+                            &format!(
+                                "DELETE FROM {keys} WHERE tenant_id = $1 AND at >= $2 AND at < $3"
+                            ),
+                            &[t, &Wire(&from), &Wire(&until)],
+                        )?;
+                    }
+                }
+                tx.commit()?;
+                if let Some(known) = self.partitions.get_mut(&stream.name) {
+                    known.remove(&week);
+                }
+                deleted += mine;
+            } else {
+                let mut tx = tenant_tx(&mut self.client, &tenant)?;
+                deleted += tx.execute(
+                    &format!("DELETE FROM {part} WHERE tenant_id = $1 AND _seq <= $2"),
+                    &[&tenant, &(max_seq as i64)],
+                )?;
+                if stream.dedupe_key.is_some() {
+                    tx.execute(
+                        &format!(
+                            "DELETE FROM {keys} WHERE tenant_id = $1 AND at >= $2 AND at < $3 AND _seq <= $4"
+                        ),
+                        &[&tenant, &Wire(&from), &Wire(&until), &(max_seq as i64)],
+                    )?;
+                }
+                tx.commit()?;
+            }
+        }
+        Ok(deleted)
+    }
+
+    pub(crate) fn delete_view_rows_before(
+        &mut self,
+        plan: &ViewPlan,
+        before: Timestamp,
+    ) -> Result<u64> {
+        let Some(b) = plan.bucket else { return Ok(0) };
+        let sql = format!(
+            "DELETE FROM {} WHERE tenant_id = $1 AND {} < $2",
+            quote(&plan.name),
+            quote(&plan.keys[b].name)
+        );
+        let tenant = self.tenant.clone();
+        let before = Value::Timestamp(before);
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        let n = tx.execute(&sql, &[&tenant, &Wire(&before)])?;
+        tx.commit()?;
+        Ok(n)
+    }
+}

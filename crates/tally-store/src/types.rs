@@ -1,0 +1,132 @@
+//! The types the store's operations take and return, shared by [`Store`](crate::Store),
+//! [`TenantStore`](crate::TenantStore) and every backend: tenants, keys, what a tenant has
+//! materialized, view rows to write and view rows read back (decoded for callers, encoded as
+//! the backends store them).
+
+use tally_views::codec::decode_key;
+use tally_views::{AggState, Event, Timestamp, Value, ViewPlan};
+
+/// A tenant of the catalog.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantInfo {
+    pub name: String,
+    pub time_zone: String,
+    pub created_at: Timestamp,
+}
+
+/// What a key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    Read,
+    Write,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Read => "read",
+            KeyKind::Write => "write",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<KeyKind> {
+        match s {
+            "read" => Some(KeyKind::Read),
+            "write" => Some(KeyKind::Write),
+            _ => None,
+        }
+    }
+}
+
+/// A stored API key: only its hash is kept, with a short prefix to recognise it by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRecord {
+    pub tenant: String,
+    pub kind: KeyKind,
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub revoked: bool,
+}
+
+/// A view as a tenant has materialized it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaterializedView {
+    pub name: String,
+    /// The plan fingerprint the table was built for: when it differs, the view is rebuilt.
+    pub fingerprint: String,
+    /// The sequence number of the last event of its stream folded into the table.
+    pub position: u64,
+}
+
+/// What a tenant has materialized: its stream tables (with their definitions) and view tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Materialized {
+    pub streams: Vec<(String, String)>,
+    pub views: Vec<MaterializedView>,
+}
+
+/// A group row to write: its key, the value of every view column (in view order) and the
+/// aggregate states.
+#[derive(Clone, Debug)]
+pub struct RowWrite {
+    pub key: Vec<Value>,
+    pub cells: Vec<Value>,
+    pub states: Vec<AggState>,
+}
+
+/// The rows of one view to commit together with its new position.
+#[derive(Debug)]
+pub struct ViewFlush<'a> {
+    pub plan: &'a ViewPlan,
+    pub rows: Vec<RowWrite>,
+    pub position: u64,
+}
+
+/// A stored group: its key and its aggregate states.
+pub type StoredGroup = (Vec<Value>, Vec<AggState>);
+
+/// Stored rows of a view as backends return them: encoded key and encoded states.
+pub(crate) type RawRows = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A view's stored state, read from one snapshot: see
+/// [`TenantStore::snapshot_view`](crate::TenantStore::snapshot_view).
+#[derive(Debug)]
+pub struct ViewSnapshot {
+    /// The position the rows hold (0 for a view not materialized).
+    pub position: u64,
+    /// The plan fingerprint the rows were built for (empty for a view not materialized).
+    pub fingerprint: String,
+    pub groups: Vec<StoredGroup>,
+    /// The events of the view's stream after `position`, when asked for.
+    pub tail: Vec<Event>,
+}
+
+/// [`ViewSnapshot`] as backends return it.
+pub(crate) struct RawSnapshot {
+    pub(crate) position: u64,
+    pub(crate) fingerprint: String,
+    pub(crate) rows: RawRows,
+    pub(crate) tail: Vec<Event>,
+}
+
+/// A row with its key and states encoded, as backends store it.
+pub(crate) struct EncodedRow<'a> {
+    pub(crate) key: Vec<u8>,
+    pub(crate) cells: &'a [Value],
+    pub(crate) state: Vec<u8>,
+}
+
+pub(crate) struct EncodedFlush<'a> {
+    pub(crate) plan: &'a ViewPlan,
+    pub(crate) position: u64,
+    pub(crate) rows: Vec<EncodedRow<'a>>,
+}
+
+/// The value of the bucket column of a stored key, for range filters.
+pub(crate) fn bucket_of(plan: &ViewPlan, key: &[u8]) -> Option<Timestamp> {
+    let b = plan.bucket?;
+    match decode_key(key, plan.keys.len()).ok()?.get(b)? {
+        Value::Timestamp(t) => Some(*t),
+        _ => None,
+    }
+}
