@@ -285,7 +285,7 @@ fn view_sql(v: &Value) -> ToSqlOutput<'_> {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(tally_views::codec::CodecError(what.to_owned()))
+    StoreError::Corrupt(tally_views::codec::CodecError::Cell(what.to_owned()))
 }
 
 /// Reads a raw event table cell of type `ty`.

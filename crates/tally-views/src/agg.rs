@@ -544,7 +544,7 @@ impl AggState {
             }
             AggState::Hll(_) => AggState::Hll(read_option(r, |r| {
                 let sketch = HllSketch::deserialize(r.bytes()?)
-                    .map_err(|e| CodecError(format!("hll: {e}")))?;
+                    .map_err(|e| CodecError::Hll(e.to_string()))?;
                 let mut union = new_hll();
                 union.update(&sketch);
                 Ok(Box::new(union))
@@ -557,7 +557,12 @@ impl AggState {
                 0 => None,
                 1 => Some(false),
                 2 => Some(true),
-                b => return Err(CodecError(format!("bool state {b}"))),
+                b => {
+                    return Err(CodecError::UnknownTag {
+                        what: "bool state",
+                        tag: b,
+                    });
+                }
             }),
         })
     }
@@ -636,7 +641,10 @@ fn read_option<'a, T>(
     match r.u8()? {
         0 => Ok(None),
         1 => f(r).map(Some),
-        b => Err(CodecError(format!("option tag {b}"))),
+        b => Err(CodecError::UnknownTag {
+            what: "option tag",
+            tag: b,
+        }),
     }
 }
 
@@ -673,16 +681,17 @@ pub fn decode_states(
     let mut r = Reader::new(bytes);
     let version = r.u8()?;
     if version != STATE_FORMAT {
-        return Err(CodecError(format!(
-            "state format {version} is not {STATE_FORMAT}"
-        )));
+        return Err(CodecError::Format {
+            found: version,
+            expected: STATE_FORMAT,
+        });
     }
     let states = kinds
         .into_iter()
         .map(|k| AggState::decode(k, &mut r))
         .collect::<Result<Vec<_>, _>>()?;
     if !r.is_empty() {
-        return Err(CodecError("trailing bytes after states".into()));
+        return Err(CodecError::TrailingBytes("states"));
     }
     Ok(states)
 }

@@ -2,9 +2,10 @@
 //!
 //! Their fields follow the Segment spec and the seed `003` schema. Unlike user streams they fill
 //! some columns when an event leaves them out (a UUID `id`, the receive time), because clients
-//! of a tracking API expect that.
+//! of a tracking API expect that. [`Catalog::new`], the catalog every schema starts from, is
+//! built here.
 
-use crate::plan::{ColumnDef, ColumnDefault, StreamDef};
+use crate::plan::{Catalog, ColumnDef, ColumnDefault, StreamDef};
 use crate::value::Type;
 
 /// The metric types `metrics.metric_type` accepts (the StatsD types).
@@ -64,4 +65,15 @@ pub fn streams() -> Vec<StreamDef> {
         builtin: true,
     };
     vec![events, metrics]
+}
+
+impl Catalog {
+    /// A catalog with only the built-in streams.
+    pub fn new() -> Catalog {
+        let mut catalog = Catalog::empty();
+        for s in streams() {
+            catalog.put_builtin(s);
+        }
+        catalog
+    }
 }

@@ -12,18 +12,42 @@ use std::sync::Arc;
 use crate::decimal::Decimal;
 use crate::value::{Timestamp, Value};
 
-/// A stored state or key that cannot be decoded: the store is damaged or was written by a newer
-/// version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CodecError(pub String);
-
-impl std::fmt::Display for CodecError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "cannot decode stored state: {}", self.0)
-    }
+/// A stored state, key or cell that cannot be decoded: the store is damaged or was written by
+/// a newer version. Each variant names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    #[error("cannot decode stored state: truncated")]
+    Truncated,
+    #[error("cannot decode stored state: varint too long")]
+    VarintTooLong,
+    /// A length that does not fit in memory.
+    #[error("cannot decode stored state: length")]
+    Length,
+    #[error("cannot decode stored state: length beyond the end")]
+    LengthBeyondEnd,
+    #[error("cannot decode stored state: invalid utf-8")]
+    InvalidUtf8,
+    #[error("cannot decode stored state: decimal scale")]
+    DecimalScale,
+    /// A tag byte (of a value, an option, a boolean state) that no version wrote.
+    #[error("cannot decode stored state: unknown {what} {tag}")]
+    UnknownTag { what: &'static str, tag: u8 },
+    /// Bytes left over after the whole key or state was read.
+    #[error("cannot decode stored state: trailing bytes after {0}")]
+    TrailingBytes(&'static str),
+    /// The state format byte is not the one this version writes.
+    #[error("cannot decode stored state: state format {found} is not {expected}")]
+    Format { found: u8, expected: u8 },
+    /// A sketch whose parts contradict each other.
+    #[error("cannot decode stored state: {0}")]
+    Sketch(&'static str),
+    /// A HyperLogLog state the sketch library refuses.
+    #[error("cannot decode stored state: hll: {0}")]
+    Hll(String),
+    /// A view table cell that is not of its column's type.
+    #[error("cannot decode stored state: {0}")]
+    Cell(String),
 }
-
-impl std::error::Error for CodecError {}
 
 /// Appends encoded values to a buffer.
 #[derive(Default)]
@@ -126,7 +150,7 @@ impl<'a> Reader<'a> {
             .pos
             .checked_add(n)
             .filter(|&e| e <= self.buf.len())
-            .ok_or_else(|| CodecError("truncated".into()))?;
+            .ok_or(CodecError::Truncated)?;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -145,7 +169,7 @@ impl<'a> Reader<'a> {
                 return Ok(out);
             }
         }
-        Err(CodecError("varint too long".into()))
+        Err(CodecError::VarintTooLong)
     }
 
     pub fn zigzag(&mut self) -> Result<i64, CodecError> {
@@ -164,15 +188,15 @@ impl<'a> Reader<'a> {
     }
 
     pub fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
-        let n = usize::try_from(self.varint()?).map_err(|_| CodecError("length".into()))?;
+        let n = usize::try_from(self.varint()?).map_err(|_| CodecError::Length)?;
         self.take(n)
     }
 
     pub fn len(&mut self) -> Result<usize, CodecError> {
-        let n = usize::try_from(self.varint()?).map_err(|_| CodecError("length".into()))?;
+        let n = usize::try_from(self.varint()?).map_err(|_| CodecError::Length)?;
         // A length can never exceed the remaining bytes: each element takes at least one.
         if n > self.buf.len() - self.pos.min(self.buf.len()) {
-            return Err(CodecError("length beyond the end".into()));
+            return Err(CodecError::LengthBeyondEnd);
         }
         Ok(n)
     }
@@ -181,7 +205,7 @@ impl<'a> Reader<'a> {
         let b = self.bytes()?;
         std::str::from_utf8(b)
             .map(Arc::from)
-            .map_err(|_| CodecError("invalid utf-8".into()))
+            .map_err(|_| CodecError::InvalidUtf8)
     }
 
     pub fn value(&mut self) -> Result<Value, CodecError> {
@@ -193,14 +217,19 @@ impl<'a> Reader<'a> {
             4 => {
                 let s = self.u8()?;
                 if s > crate::decimal::MAX_PRECISION {
-                    return Err(CodecError("decimal scale".into()));
+                    return Err(CodecError::DecimalScale);
                 }
                 Value::Decimal(Decimal::new(self.i128()?, s))
             }
             5 => Value::Timestamp(Timestamp(self.zigzag()?)),
             6 => Value::Text(self.str()?),
             7 => Value::Json(self.str()?),
-            tag => return Err(CodecError(format!("unknown value tag {tag}"))),
+            tag => {
+                return Err(CodecError::UnknownTag {
+                    what: "value tag",
+                    tag,
+                });
+            }
         })
     }
 }
@@ -219,7 +248,7 @@ pub fn decode_key(bytes: &[u8], n: usize) -> Result<Vec<Value>, CodecError> {
     let mut r = Reader::new(bytes);
     let values = (0..n).map(|_| r.value()).collect::<Result<Vec<_>, _>>()?;
     if !r.is_empty() {
-        return Err(CodecError("trailing bytes after key".into()));
+        return Err(CodecError::TrailingBytes("key"));
     }
     Ok(values)
 }

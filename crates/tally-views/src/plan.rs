@@ -332,20 +332,7 @@ impl Default for Catalog {
 }
 
 impl Catalog {
-    /// A catalog with only the built-in streams.
-    pub fn new() -> Catalog {
-        let mut streams = BTreeMap::new();
-        for s in crate::builtin::streams() {
-            streams.insert(s.name.clone(), Arc::new(s));
-        }
-        Catalog {
-            streams,
-            views: BTreeMap::new(),
-            order: Vec::new(),
-        }
-    }
-
-    /// A catalog without even the built-in streams.
+    /// A catalog without even the built-in streams ([`Catalog::new`] adds them).
     pub(crate) fn empty() -> Catalog {
         Catalog {
             streams: BTreeMap::new(),
@@ -378,6 +365,11 @@ impl Catalog {
     /// The names of user-defined objects in creation order.
     pub fn order(&self) -> &[String] {
         &self.order
+    }
+
+    /// Adds a built-in stream: present in every catalog, never among the user definitions.
+    pub(crate) fn put_builtin(&mut self, def: StreamDef) {
+        self.streams.insert(def.name.clone(), Arc::new(def));
     }
 
     pub(crate) fn put_stream(&mut self, def: StreamDef) {

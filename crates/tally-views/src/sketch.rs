@@ -234,10 +234,10 @@ impl Bins {
     }
 
     fn decode(r: &mut Reader<'_>) -> Result<Bins, CodecError> {
-        let offset = i32::try_from(r.zigzag()?).map_err(|_| CodecError("bin offset".into()))?;
+        let offset = i32::try_from(r.zigzag()?).map_err(|_| CodecError::Sketch("bin offset"))?;
         let len = r.len()?;
         if len > MAX_BINS {
-            return Err(CodecError("too many bins".into()));
+            return Err(CodecError::Sketch("too many bins"));
         }
         let mut bins = Bins {
             offset,
@@ -453,11 +453,11 @@ impl QuantileSketch {
         }
         if r.u8()? == 1 {
             if count > EXACT_LIMIT as u64 {
-                return Err(CodecError("too many exact values".into()));
+                return Err(CodecError::Sketch("too many exact values"));
             }
             let values = (0..count).map(|_| r.f64()).collect::<Result<Vec<_>, _>>()?;
             if values.windows(2).any(|w| w[0].total_cmp(&w[1]).is_gt()) {
-                return Err(CodecError("exact values out of order".into()));
+                return Err(CodecError::Sketch("exact values out of order"));
             }
             return Ok(QuantileSketch {
                 min: values[0],
@@ -473,7 +473,7 @@ impl QuantileSketch {
         let positive = Bins::decode(r)?;
         let negative = Bins::decode(r)?;
         if zeros + positive.total + negative.total != count {
-            return Err(CodecError("sketch counts disagree".into()));
+            return Err(CodecError::Sketch("sketch counts disagree"));
         }
         Ok(QuantileSketch {
             exact: None,

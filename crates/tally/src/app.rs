@@ -47,6 +47,9 @@ impl Clock {
     }
 }
 
+/// Rows per durable commit of a bulk ingest, by default.
+pub const BATCH_ROWS: usize = 10_000;
+
 /// Settings shared by every command.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -61,7 +64,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_future: Interval::Days(1),
-            batch_rows: crate::ingest::BATCH_ROWS,
+            batch_rows: BATCH_ROWS,
             clock: Clock::System,
         }
     }

@@ -105,7 +105,7 @@ pub struct IngestArgs {
     #[arg(long, value_enum, default_value = "text")]
     pub output: SummaryFormat,
     /// Events per durable commit: larger batches are faster, smaller ones acknowledge sooner.
-    #[arg(long, default_value_t = crate::ingest::BATCH_ROWS)]
+    #[arg(long, default_value_t = crate::app::BATCH_ROWS)]
     pub batch_size: usize,
 }
 

@@ -1,7 +1,7 @@
 //! Bulk ingest of a file: NDJSON, CSV or a JSON array, in durable batches.
 //!
 //! Records are decoded and validated one by one ([`crate::decode`]); valid rows are committed in
-//! batches of [`BATCH_ROWS`] (the durable acknowledgement), applied to the views, and the views
+//! batches of [`Config::batch_rows`] (the durable acknowledgement), applied to the views, and the views
 //! flushed at the end. A bad record is reported with its line and reason and the rest of the file
 //! is kept. Lines are read with a bound, so a gigantic line costs neither memory nor a panic.
 
@@ -12,13 +12,11 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tally_views::{Event, StreamDef, Value};
 
-use crate::app::Config;
+use crate::app::{BATCH_ROWS, Config};
 use crate::decode::{MAX_EVENT_BYTES, RowDecoder, json_error};
 use crate::error::{Error, Result};
 use crate::runtime::{Appended, ApplySide, FlushJob, TenantRuntime};
 
-/// Rows per durable commit, by default.
-pub const BATCH_ROWS: usize = 10_000;
 /// How many rejected records a report lists.
 pub const MAX_REPORTED_ERRORS: usize = 100;
 

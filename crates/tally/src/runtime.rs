@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use tally_store::{Store, TenantInfo, TenantStore, ViewFlush};
+use tally_store::{Lease, Store, TenantInfo, TenantStore, ViewFlush};
 use tally_views::{
     Catalog, Delta, Engine, QueryPlan, QueryRequest, ResultSet, StreamDef, TimeZone, Timestamp,
     Value, ViewPlan,
@@ -100,27 +100,19 @@ impl TenantRuntime {
         if self.leader {
             return Ok(true);
         }
-        if let Some(mut lease) = self.store.shared()
-            && !lease.try_lead()?
-        {
+        if self.on_lease(|l| l.try_lead())? == Some(false) {
             return Ok(false);
         }
         // A leader reconciles the tables with its catalog: it must not be an old one, or it
         // would undo another node's schema change. The schema lock, held shared from the check
         // to the end of the reconcile, keeps a change from committing in between.
-        if let Some(mut lease) = self.store.shared() {
-            lease.hold_schema(true)?;
-        }
+        self.on_lease(|l| l.hold_schema(true))?;
         let reconciled = self.reconcile_current();
-        if let Some(mut lease) = self.store.shared() {
-            lease.hold_schema(false)?;
-        }
+        self.on_lease(|l| l.hold_schema(false))?;
         let positions = match reconciled {
             Ok(positions) => positions,
             Err(e) => {
-                if let Some(mut lease) = self.store.shared() {
-                    lease.release_lead()?;
-                }
+                self.on_lease(|l| l.release_lead())?;
                 return Err(e);
             }
         };
@@ -134,10 +126,22 @@ impl TenantRuntime {
         Ok(true)
     }
 
+    /// Runs `f` on the store's lease when other processes share the store (PostgreSQL);
+    /// `None` when this process is the store's only user.
+    fn on_lease<T>(
+        &mut self,
+        f: impl FnOnce(&mut Lease<'_>) -> tally_store::Result<T>,
+    ) -> Result<Option<T>> {
+        Ok(match self.store.shared() {
+            Some(mut lease) => Some(f(&mut lease)?),
+            None => None,
+        })
+    }
+
     /// Reconciles the tables with the catalog, if the catalog is the stored schema.
     fn reconcile_current(&mut self) -> Result<HashMap<String, u64>> {
-        if let Some(mut lease) = self.store.shared()
-            && lease.stored_schema()? != self.catalog.definitions()
+        if let Some(stored) = self.on_lease(|l| l.stored_schema())?
+            && stored != self.catalog.definitions()
         {
             return Err(Error::Store(tally_store::StoreError::Busy(format!(
                 "the schema changed on another node; tenant {} reopens with it shortly",
@@ -434,6 +438,21 @@ impl TenantRuntime {
         Ok((events, rows))
     }
 
+    /// Per view, the events left out since the last call because an expression failed on them
+    /// (events stored before a view that cannot evaluate them existed): the engine skips them
+    /// rather than fail, and the server counts them in `/metrics`.
+    pub fn take_skipped(&mut self) -> Vec<(String, u64)> {
+        self.delta
+            .views
+            .iter_mut()
+            .zip(self.engine.views())
+            .filter_map(|(delta, plan)| {
+                let n = std::mem::take(&mut delta.skipped);
+                (n > 0).then(|| (plan.name.clone(), n))
+            })
+            .collect()
+    }
+
     /// Whether a store failure left the runtime unusable: it must be reopened (which replays).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
@@ -673,4 +692,39 @@ fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<Stri
         }
     }
     Ok(positions)
+}
+
+#[cfg(test)]
+mod tests {
+    use tally_views::{Timestamp, Value};
+
+    use crate::app::{Config, DEFAULT_TENANT, Location, Tally};
+
+    /// Rows that reach the engine unchecked (an event committed under an older schema on another
+    /// node) and fail a view's expression are left out of that view and counted, once.
+    #[test]
+    fn events_a_view_cannot_evaluate_are_counted() {
+        let mut tally = Tally::open(&Location::Memory, Config::default()).unwrap();
+        tally
+            .apply_schema(
+                "CREATE STREAM readings (raw TEXT, at TIMESTAMP NOT NULL) WITH (event_time = 'at');
+                 CREATE MATERIALIZED VIEW parsed AS
+                 SELECT count(*) AS n, sum(CAST(raw AS BIGINT)) AS total FROM readings;",
+            )
+            .unwrap();
+        let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
+        let stream = runtime.catalog().stream("readings").unwrap().clone();
+        let at = Value::Timestamp(Timestamp::parse("2026-03-30T10:00:00Z").unwrap());
+        let rows = vec![
+            vec![Value::text("5s"), at.clone()],
+            vec![Value::text("7"), at],
+        ];
+        runtime.append(&stream, &rows).unwrap();
+        assert_eq!(runtime.take_skipped(), vec![("parsed".to_owned(), 1)]);
+        assert_eq!(runtime.take_skipped(), vec![]);
+        let result = runtime
+            .query("parsed", &tally_views::QueryRequest::default())
+            .unwrap();
+        assert_eq!(result.rows, vec![vec![Value::Int(1), Value::Int(7)]]);
+    }
 }

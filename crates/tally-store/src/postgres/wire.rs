@@ -147,7 +147,7 @@ impl<'a> FromSql<'a> for PgTime {
 }
 
 fn corrupt(what: &str) -> StoreError {
-    StoreError::Corrupt(tally_views::codec::CodecError(what.to_owned()))
+    StoreError::Corrupt(tally_views::codec::CodecError::Cell(what.to_owned()))
 }
 
 /// Reads cell `i` of a row written by [`to_read`] as a value of type `ty`.

@@ -2,7 +2,7 @@
 //!
 //! One registry per server (no global recorder, so tests can build many apps in one process):
 //! ingested events by stream and outcome, HTTP answers by status class, rejected requests by
-//! reason, flush lag per tenant and query latency.
+//! reason, flush lag per tenant, query latency and events views left out.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -22,6 +22,7 @@ pub struct Metrics {
     responses: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
     flush_lag: Family<Labels, Gauge<f64, AtomicU64>>,
+    skipped: Family<Labels, Counter>,
     query_seconds: Histogram,
     pub flushes: Counter,
 }
@@ -59,6 +60,12 @@ impl Metrics {
             "Age of the oldest applied but not yet flushed change, per tenant (view tables lag the API by this much)",
             flush_lag.clone(),
         );
+        let skipped = Family::<Labels, Counter>::default();
+        registry.register(
+            "view_events_skipped",
+            "Events a view left out because one of its expressions failed on them, per tenant and view",
+            skipped.clone(),
+        );
         let query_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "query_duration_seconds",
@@ -77,6 +84,7 @@ impl Metrics {
             responses,
             refused,
             flush_lag,
+            skipped,
             query_seconds,
             flushes,
         }
@@ -118,6 +126,15 @@ impl Metrics {
         self.flush_lag
             .get_or_create(&vec![("tenant", tenant.to_owned())])
             .set(seconds);
+    }
+
+    pub fn count_skipped(&self, tenant: &str, view: &str, n: u64) {
+        self.skipped
+            .get_or_create(&vec![
+                ("tenant", tenant.to_owned()),
+                ("view", view.to_owned()),
+            ])
+            .inc_by(n);
     }
 
     pub fn observe_query(&self, elapsed: Duration) {

@@ -172,6 +172,9 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 }
             }
         }
+        for (view, n) in runtime.take_skipped() {
+            settings.metrics.count_skipped(&tenant, &view, n);
+        }
         let lag = pending_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
         settings.metrics.set_flush_lag(&tenant, lag);
     }
