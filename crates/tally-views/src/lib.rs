@@ -3,14 +3,15 @@
 //!
 //! - [`sql`] compiles schema text (`CREATE STREAM`, `CREATE MATERIALIZED VIEW`) into a
 //!   [`Catalog`] of [`StreamDef`]s and [`ViewPlan`]s; it is the only module that uses
-//!   `sqlparser`.
+//!   `sqlparser`. [`ViewPlan`] also merges and finalizes view rows.
 //! - [`engine`] applies batches of events to the plans, producing a [`Delta`] of mergeable
 //!   aggregate states ([`agg`]) per group.
 //! - [`query`] reads stored and pending states of a view, re-groups them and finalizes results.
 //! - [`reference`] recomputes a view from raw events: the oracle of the differential tests.
 //!
 //! Invariant: this crate does no IO, spawns nothing, blocks on nothing and knows nothing of
-//! HTTP, JSON APIs or databases. `Engine::apply` is synchronous and cannot fail on data.
+//! HTTP, JSON APIs or databases. `Engine::apply` is synchronous and has no error path: an
+//! event whose expressions fail is left out of that view and counted.
 
 pub mod agg;
 pub mod builtin;

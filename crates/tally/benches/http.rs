@@ -126,15 +126,7 @@ async fn run(n: usize, singles: usize, queries: usize) {
             "latency?group_by=event&grain=hour"
         };
         let started = Instant::now();
-        let r: Json = http
-            .get(format!("{base_url}/v1/views/{path}"))
-            .bearer_auth(&read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let r: Json = common::get_json(&http, &format!("{base_url}/v1/views/{path}"), &read).await;
         latencies.push(started.elapsed());
         rows_seen = rows_seen.max(r["rows"].as_array().map_or(0, Vec::len));
     }

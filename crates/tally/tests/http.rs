@@ -4,6 +4,9 @@
 //! Also here: tenant isolation (every route tried with the other tenant's keys), the rate limit
 //! (429 with `Retry-After`), the bounded queue (503), gzip bodies and gzip bombs, and the JSON
 //! error body on everything that fails.
+//!
+//! Over 1,000 lines on purpose: each test walks one route group's whole contract against the
+//! same in-process app and helpers; later route groups get files of their own.
 
 use std::io::Write;
 use std::sync::Arc;

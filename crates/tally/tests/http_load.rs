@@ -210,15 +210,8 @@ async fn concurrent_clients(location: Location) {
     assert!(sent.len() > 500, "only {} distinct events", sent.len());
 
     // Read your writes over HTTP, before the shutdown flush: the count is every distinct event.
-    let r: Json = http
-        .get(format!("{base}/v1/views/per_user?group_by="))
-        .bearer_auth(&read)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r: Json =
+        common::get_json(&http, &format!("{base}/v1/views/per_user?group_by="), &read).await;
     assert_eq!(r["rows"][0][0], json!(sent.len()), "{r}");
 
     stop.send(()).unwrap();

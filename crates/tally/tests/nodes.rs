@@ -280,15 +280,12 @@ async fn drive(pg: &PgScratch) -> Sent {
     // Either node answers with every acknowledged event, whichever node took it.
     for tenant in TENANTS {
         for i in 0..2 {
-            let answer: Json = http
-                .get(format!("{}/v1/views/per_user?group_by=", base(i).unwrap()))
-                .bearer_auth(&keys[tenant].read)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let answer: Json = common::get_json(
+                &http,
+                &format!("{}/v1/views/per_user?group_by=", base(i).unwrap()),
+                &keys[tenant].read,
+            )
+            .await;
             assert_eq!(
                 answer["rows"][0][0],
                 json!(sent[tenant].len()),
@@ -441,15 +438,12 @@ fn a_dropped_database_connection_gives_503_then_recovers() {
             unavailable < 10,
             "the node did not recover: {unavailable} answers 503"
         );
-        let answer: Json = http
-            .get(format!("{}/v1/views/per_user?group_by=", node.base))
-            .bearer_auth(&read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer: Json = common::get_json(
+            &http,
+            &format!("{}/v1/views/per_user?group_by=", node.base),
+            &read,
+        )
+        .await;
         let counted = answer["rows"][0][0].as_u64().unwrap() as usize;
         // Every acknowledged event is counted; a batch answered 503 may have committed before
         // the connection went, so at most those come on top.

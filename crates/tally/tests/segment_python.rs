@@ -112,15 +112,12 @@ async fn segment_python_library_events_are_counted() {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let rows = loop {
-        let answer: Json = http
-            .get(format!("{base}/v1/views/by_type?order_by=event_type"))
-            .bearer_auth(read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let answer: Json = common::get_json(
+            &http,
+            &format!("{base}/v1/views/by_type?order_by=event_type"),
+            read,
+        )
+        .await;
         let rows = answer["rows"].clone();
         let total: i64 = rows
             .as_array()

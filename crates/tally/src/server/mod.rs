@@ -92,23 +92,26 @@ pub fn app(hub: Arc<Hub>) -> Router {
 /// The routes that make up the OpenAPI document.
 fn api_router() -> OpenApiRouter<Arc<Hub>> {
     OpenApiRouter::new()
-        .routes(routes!(routes::ingest_stream))
-        .routes(routes!(routes::segment_batch))
-        .routes(routes!(routes::segment_track))
-        .routes(routes!(routes::segment_identify))
-        .routes(routes!(routes::segment_page))
-        .routes(routes!(routes::segment_screen))
-        .routes(routes!(routes::segment_group))
-        .routes(routes!(routes::segment_alias))
-        .routes(routes!(routes::list_streams))
-        .routes(routes!(routes::list_views))
-        .routes(routes!(routes::query_view))
-        .routes(routes!(routes::apply_schema))
-        .routes(routes!(routes::create_tenant, routes::list_tenants))
-        .routes(routes!(routes::create_key))
-        .routes(routes!(routes::revoke_key))
-        .routes(routes!(routes::healthz))
-        .routes(routes!(routes::metrics))
+        .routes(routes!(routes::ingest::ingest_stream))
+        .routes(routes!(segment::routes::segment_batch))
+        .routes(routes!(segment::routes::segment_track))
+        .routes(routes!(segment::routes::segment_identify))
+        .routes(routes!(segment::routes::segment_page))
+        .routes(routes!(segment::routes::segment_screen))
+        .routes(routes!(segment::routes::segment_group))
+        .routes(routes!(segment::routes::segment_alias))
+        .routes(routes!(routes::catalog::list_streams))
+        .routes(routes!(routes::catalog::list_views))
+        .routes(routes!(routes::query::query_view))
+        .routes(routes!(routes::admin::apply_schema))
+        .routes(routes!(
+            routes::admin::create_tenant,
+            routes::admin::list_tenants
+        ))
+        .routes(routes!(routes::admin::create_key))
+        .routes(routes!(routes::admin::revoke_key))
+        .routes(routes!(routes::operations::healthz))
+        .routes(routes!(routes::operations::metrics))
 }
 
 /// The OpenAPI document, with the security schemes and the document's own route.

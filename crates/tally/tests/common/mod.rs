@@ -49,6 +49,18 @@ pub async fn schema_and_tenant(
     create_tenant(http, base, admin_token, tenant).await
 }
 
+/// `GET url` with a Bearer key, read as JSON.
+pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> Json {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Creates a tenant from `tenant` (the JSON body of `POST /v1/tenants`) with the admin token and
 /// returns its keys.
 pub async fn create_tenant(

@@ -22,6 +22,8 @@ use tally_views::Timestamp;
 
 use crate::server::worker::Record;
 
+pub mod routes;
+
 /// Segment's own limit per message.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 

@@ -1,0 +1,101 @@
+//! `GET /v1/views/{view}`: a view query, with the parameters of `tally query`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tally_store::KeyKind;
+use tally_views::{Param, QueryError};
+use utoipa::ToSchema;
+
+use crate::error::Error;
+use crate::output::result_json;
+use crate::params::QueryParams;
+use crate::server::error::{ApiError, ErrorBody};
+use crate::server::hub::Hub;
+use crate::server::routes::catalog::ColumnInfo;
+use crate::server::routes::{ApiResult, authorize, credentials};
+
+/// A view query's answer.
+#[derive(Serialize, ToSchema)]
+pub struct QueryResponse {
+    pub columns: Vec<ColumnInfo>,
+    /// One array per row, values in column order: RFC 3339 timestamps, decimals as strings.
+    #[schema(value_type = Vec<Vec<Object>>)]
+    pub rows: Vec<Vec<serde_json::Value>>,
+}
+
+/// Query parameters of a view query; the same as `tally query`'s flags.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ViewQuery {
+    /// Buckets starting at or after this time (RFC 3339 or a date).
+    pub from: Option<String>,
+    /// Buckets starting before this time.
+    pub to: Option<String>,
+    /// Re-group the time bucket: minute, hour, day, week, month, quarter or year.
+    pub grain: Option<String>,
+    /// Group columns to keep, comma separated; the others are merged away.
+    pub group_by: Option<String>,
+    /// A condition on group columns, e.g. `country = 'DE'`.
+    #[serde(rename = "where")]
+    #[param(rename = "where")]
+    pub filter: Option<String>,
+    /// `COL` or `COL desc`.
+    pub order_by: Option<String>,
+    pub limit: Option<String>,
+}
+
+/// Read a view: stored rows and every acknowledged event, re-grouped as asked.
+#[utoipa::path(get, path = "/v1/views/{view}", tag = "query",
+    params(("view" = String, Path, description = "The view"), ViewQuery),
+    responses(
+        (status = 200, body = QueryResponse),
+        (status = 400, description = "A parameter does not fit the view", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, description = "A write key", body = ErrorBody),
+        (status = 404, description = "No such view", body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody),
+    ),
+    security(("key" = [])))]
+pub async fn query_view(
+    State(hub): State<Arc<Hub>>,
+    Path(view): Path<String>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let principal = authorize(&hub, credentials(&headers), KeyKind::Read).await?;
+    let Query(mut q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = match q.remove("limit") {
+        None => None,
+        Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
+            ApiError::from(Error::Query(QueryError::Invalid {
+                param: Param::Limit,
+                message: format!("'{l}' is not a whole number"),
+            }))
+        })?),
+    };
+    let params = QueryParams {
+        from: q.remove("from"),
+        to: q.remove("to"),
+        grain: q.remove("grain"),
+        group_by: q
+            .remove("group_by")
+            .map(|g| g.split(',').map(str::to_owned).collect()),
+        filter: q.remove("where"),
+        order_by: q.remove("order_by"),
+        limit,
+    };
+    if let Some(unknown) = q.keys().next() {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter '{unknown}'; the parameters are from, to, grain, group_by, where, order_by and limit"
+        )));
+    }
+    let request = params.to_request().map_err(Error::Query)?;
+    let result = hub.query(&principal.tenant, &view, request).await?;
+    Ok(Json(result_json(&result)).into_response())
+}
