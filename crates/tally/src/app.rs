@@ -4,6 +4,7 @@
 //! creates tenants and keys, and opens [`TenantRuntime`]s. Opening a data directory migrates the
 //! catalog and creates the `default` tenant, so every command works on a fresh machine.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,12 @@ impl Clock {
         }
     }
 }
+
+/// The stack of every thread that compiles SQL or evaluates expressions (tenant workers, the
+/// server's threads): SQL text is bounded ([`tally_views::sql::MAX_DEPTH`],
+/// [`tally_views::sql::MAX_TOKENS`]) so that its recursive walks fit in 2 MiB even unoptimized;
+/// this leaves four times that.
+pub const THREAD_STACK: usize = 8 * 1024 * 1024;
 
 /// Rows per durable commit of a bulk ingest, by default.
 pub const BATCH_ROWS: usize = 10_000;
@@ -209,21 +216,30 @@ impl Tally {
                 }
                 Err(e) => return Err(e.into()),
             }
-            self.catalog = applied.catalog;
         }
-        let mut backfilled: std::collections::HashMap<String, u64> =
+        // An unchanged schema keeps the definitions as stored (the new text may spell them
+        // differently).
+        let previous = if applied.changes.iter().any(Change::is_change) {
+            std::mem::replace(&mut self.catalog, applied.catalog)
+        } else {
+            self.catalog.clone()
+        };
+        let mut backfilled: HashMap<String, u64> =
             new_views.iter().map(|v| (v.clone(), 0)).collect();
-        for info in self.store.tenants()? {
-            let runtime = match TenantRuntime::open(&self.store, &self.catalog, info) {
-                Ok(runtime) => runtime,
-                // Another node leads this tenant: it rebuilds the tables when it loads the
-                // new schema (it checks for one every few seconds).
-                Err(Error::Store(tally_store::StoreError::Busy(_))) => continue,
-                Err(e) => return Err(e),
-            };
-            for (view, count) in backfilled.iter_mut() {
-                *count += runtime.replayed(view);
+        if let Err(e) = self.reconcile_tenants(&mut backfilled) {
+            // A change that fails half-way leaves the stored schema as it was, and the tenants'
+            // tables with it (best effort: the store failed once already).
+            tracing::error!(error = %e, "the schema change failed; restoring the previous schema");
+            let failed = std::mem::replace(&mut self.catalog, previous);
+            let restored = self
+                .store
+                .replace_schema(&failed.definitions(), &self.catalog.definitions())
+                .map_err(Error::from)
+                .and_then(|()| self.reconcile_tenants(&mut HashMap::new()));
+            if let Err(again) = restored {
+                tracing::error!(error = %again, "restoring the previous schema failed too");
             }
+            return Err(e);
         }
         Ok(applied
             .changes
@@ -236,6 +252,24 @@ impl Tally {
                 ChangeReport { change, backfilled }
             })
             .collect())
+    }
+
+    /// Opens every tenant with the current catalog, which reconciles its tables and replays
+    /// (backfills) its views; adds what each view replayed to `backfilled`.
+    fn reconcile_tenants(&self, backfilled: &mut HashMap<String, u64>) -> Result<()> {
+        for info in self.store.tenants()? {
+            let runtime = match TenantRuntime::open(&self.store, &self.catalog, info) {
+                Ok(runtime) => runtime,
+                // Another node leads this tenant: it rebuilds the tables when it loads the
+                // new schema (it checks for one every few seconds).
+                Err(Error::Store(tally_store::StoreError::Busy(_))) => continue,
+                Err(e) => return Err(e),
+            };
+            for (view, count) in backfilled.iter_mut() {
+                *count += runtime.replayed(view);
+            }
+        }
+        Ok(())
     }
 
     /// Every retained event must evaluate under the views about to be created, as every new

@@ -114,101 +114,19 @@ impl<'s> Binder<'s> {
                 _ => Err(error_at(at, format!("{e} is not a column"), None)),
             },
             E::Value(v) => literal(&v.value, at),
-            E::TypedString(ts) => {
-                let ty = data_type(&ts.data_type, at)?;
-                let text = match &ts.value.value {
-                    ast::Value::SingleQuotedString(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                let v = parse_text(&text, ty)
-                    .ok_or_else(|| error_at(at, format!("'{text}' is not a valid {ty}"), None))?;
-                Ok((Expr::Literal(v), ty))
-            }
+            E::TypedString(ts) => self.typed_string(ts, at),
             E::Nested(inner) => self.expr(inner),
-            E::UnaryOp { op, expr } => {
-                let (inner, ty) = self.expr(expr)?;
-                match op {
-                    ast::UnaryOperator::Not => {
-                        self.require_bool(&inner, ty, expr, "NOT")?;
-                        Ok((Expr::Not(Box::new(inner)), Type::Boolean))
-                    }
-                    ast::UnaryOperator::Minus => {
-                        if let Expr::Literal(Value::Int(i)) = inner {
-                            return Ok((Expr::Literal(Value::Int(-i)), ty));
-                        }
-                        if let Expr::Literal(Value::Decimal(d)) = inner {
-                            return Ok((Expr::Literal(Value::Decimal(-d)), ty));
-                        }
-                        let kind = num_kind(ty)
-                            .ok_or_else(|| error_at(at, format!("cannot negate {ty}"), None))?;
-                        Ok((Expr::Neg(Box::new(inner), kind), ty))
-                    }
-                    ast::UnaryOperator::Plus if ty.is_numeric() => Ok((inner, ty)),
-                    other => Err(unsupported(
-                        at,
-                        &format!("operator {other}"),
-                        "use + - * / %, comparisons, AND, OR, NOT",
-                    )),
-                }
-            }
+            E::UnaryOp { op, expr } => self.unary(op, expr, at),
             E::BinaryOp { left, op, right } => self.binary(left, op, right, at),
-            E::IsNull(inner) | E::IsNotNull(inner) => {
-                let (expr, _) = self.expr(inner)?;
-                Ok((
-                    Expr::IsNull {
-                        expr: Box::new(expr),
-                        negated: matches!(e, E::IsNotNull(_)),
-                    },
-                    Type::Boolean,
-                ))
-            }
+            E::IsNull(inner) | E::IsNotNull(inner) => self.is_null(e, inner),
             E::IsTrue(inner) | E::IsNotTrue(inner) | E::IsFalse(inner) | E::IsNotFalse(inner) => {
-                let (expr, ty) = self.expr(inner)?;
-                self.require_bool(&expr, ty, inner, "IS TRUE/FALSE")?;
-                let t = |b| Expr::Literal(Value::Bool(b));
-                let out = match e {
-                    E::IsTrue(_) => Expr::Coalesce(vec![expr, t(false)]),
-                    E::IsNotTrue(_) => Expr::Not(Box::new(Expr::Coalesce(vec![expr, t(false)]))),
-                    E::IsFalse(_) => Expr::Coalesce(vec![Expr::Not(Box::new(expr)), t(false)]),
-                    _ => Expr::Coalesce(vec![expr, t(true)]),
-                };
-                Ok((out, Type::Boolean))
+                self.is_truth(e, inner)
             }
             E::InList {
                 expr,
                 list,
                 negated,
-            } => {
-                let (subject, ty) = self.expr(expr)?;
-                let mut items = Vec::new();
-                let mut common = ty;
-                let mut bound = Vec::new();
-                for item in list {
-                    let b = self.expr(item)?;
-                    if !is_null_literal(&b.0) && !is_text_literal(&b.0) {
-                        common = unify(common, b.1).ok_or_else(|| {
-                            error_at(
-                                self.loc(item),
-                                format!("{item} ({}) cannot be compared with {expr} ({ty})", b.1),
-                                None,
-                            )
-                        })?;
-                    }
-                    bound.push((b, item));
-                }
-                let subject = self.coerce(subject, ty, common, expr)?;
-                for ((item, item_ty), ast_item) in bound {
-                    items.push(self.coerce(item, item_ty, common, ast_item)?);
-                }
-                Ok((
-                    Expr::InList {
-                        expr: Box::new(subject),
-                        list: items,
-                        negated: *negated,
-                    },
-                    Type::Boolean,
-                ))
-            }
+            } => self.in_list(expr, list, *negated),
             E::InSubquery { .. } | E::Subquery(_) | E::Exists { .. } => Err(unsupported(
                 at,
                 "a subquery",
@@ -219,26 +137,7 @@ impl<'s> Binder<'s> {
                 negated,
                 low,
                 high,
-            } => {
-                let l = self.comparison(
-                    expr,
-                    if *negated { CmpOp::Lt } else { CmpOp::GtEq },
-                    low,
-                    at,
-                )?;
-                let h = self.comparison(
-                    expr,
-                    if *negated { CmpOp::Gt } else { CmpOp::LtEq },
-                    high,
-                    at,
-                )?;
-                let out = if *negated {
-                    Expr::Or(Box::new(l), Box::new(h))
-                } else {
-                    Expr::And(Box::new(l), Box::new(h))
-                };
-                Ok((out, Type::Boolean))
-            }
+            } => self.between(expr, *negated, low, high, at),
             E::Like {
                 negated,
                 expr,
@@ -260,42 +159,7 @@ impl<'s> Binder<'s> {
                         "escape % and _ with a backslash",
                     ));
                 }
-                let (subject, ty) = self.expr(expr)?;
-                if ty != Type::Text {
-                    return Err(error_at(
-                        self.loc(expr),
-                        format!("LIKE needs TEXT, but {expr} is {ty}"),
-                        None,
-                    ));
-                }
-                let source = match pattern.as_ref() {
-                    E::Value(v) => match &v.value {
-                        ast::Value::SingleQuotedString(s) => s.clone(),
-                        _ => {
-                            return Err(error_at(
-                                self.loc(pattern),
-                                "the LIKE pattern must be a text literal",
-                                None,
-                            ));
-                        }
-                    },
-                    _ => {
-                        return Err(error_at(
-                            self.loc(pattern),
-                            "the LIKE pattern must be a text literal",
-                            None,
-                        ));
-                    }
-                };
-                let case_insensitive = matches!(e, E::ILike { .. });
-                Ok((
-                    Expr::Like {
-                        expr: Box::new(subject),
-                        pattern: LikePattern::new(&source, case_insensitive),
-                        negated: *negated,
-                    },
-                    Type::Boolean,
-                ))
+                self.like(e, *negated, expr, pattern)
             }
             E::Case {
                 operand,
@@ -308,39 +172,7 @@ impl<'s> Binder<'s> {
                 expr,
                 data_type: dt,
                 format,
-            } => {
-                if !matches!(kind, ast::CastKind::Cast | ast::CastKind::DoubleColon)
-                    || format.is_some()
-                {
-                    return Err(unsupported(
-                        at,
-                        &format!("{kind:?}"),
-                        "use CAST(x AS type) or x::type",
-                    ));
-                }
-                let to = data_type(dt, at)?;
-                let (inner, from) = self.expr(expr)?;
-                if !cast_exists(from, to) {
-                    return Err(error_at(at, format!("cannot cast {from} to {to}"), None));
-                }
-                if let Expr::Literal(v) = &inner {
-                    // Fold casts of literals, so that errors show at compile time.
-                    let folded = crate::expr::cast(v.clone(), from, to)
-                        .map_err(|err| error_at(at, err.to_string(), None))?;
-                    return Ok((Expr::Literal(folded), to));
-                }
-                if from == to {
-                    return Ok((inner, to));
-                }
-                Ok((
-                    Expr::Cast {
-                        expr: Box::new(inner),
-                        from,
-                        to,
-                    },
-                    to,
-                ))
-            }
+            } => self.cast(kind, expr, dt, format, at),
             E::Function(f) => self.function(f, e),
             E::Interval(_) => Err(error_at(
                 at,
@@ -370,6 +202,218 @@ impl<'s> Binder<'s> {
                 "see docs/sql.md for the supported expressions",
             )),
         }
+    }
+
+    #[inline(never)]
+    fn typed_string(&mut self, ts: &ast::TypedString, at: Location) -> Result<Bound> {
+        let ty = data_type(&ts.data_type, at)?;
+        let text = match &ts.value.value {
+            ast::Value::SingleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let v = parse_text(&text, ty)
+            .ok_or_else(|| error_at(at, format!("'{text}' is not a valid {ty}"), None))?;
+        Ok((Expr::Literal(v), ty))
+    }
+
+    #[inline(never)]
+    fn unary(&mut self, op: &ast::UnaryOperator, expr: &ast::Expr, at: Location) -> Result<Bound> {
+        let (inner, ty) = self.expr(expr)?;
+        match op {
+            ast::UnaryOperator::Not => {
+                self.require_bool(&inner, ty, expr, "NOT")?;
+                Ok((Expr::Not(Box::new(inner)), Type::Boolean))
+            }
+            ast::UnaryOperator::Minus => {
+                if let Expr::Literal(Value::Int(i)) = inner {
+                    return Ok((Expr::Literal(Value::Int(-i)), ty));
+                }
+                if let Expr::Literal(Value::Decimal(d)) = inner {
+                    return Ok((Expr::Literal(Value::Decimal(-d)), ty));
+                }
+                let kind = num_kind(ty)
+                    .ok_or_else(|| error_at(at, format!("cannot negate {ty}"), None))?;
+                Ok((Expr::Neg(Box::new(inner), kind), ty))
+            }
+            ast::UnaryOperator::Plus if ty.is_numeric() => Ok((inner, ty)),
+            other => Err(unsupported(
+                at,
+                &format!("operator {other}"),
+                "use + - * / %, comparisons, AND, OR, NOT",
+            )),
+        }
+    }
+
+    #[inline(never)]
+    fn is_null(&mut self, e: &ast::Expr, inner: &ast::Expr) -> Result<Bound> {
+        use ast::Expr as E;
+        let (expr, _) = self.expr(inner)?;
+        Ok((
+            Expr::IsNull {
+                expr: Box::new(expr),
+                negated: matches!(e, E::IsNotNull(_)),
+            },
+            Type::Boolean,
+        ))
+    }
+
+    #[inline(never)]
+    fn is_truth(&mut self, e: &ast::Expr, inner: &ast::Expr) -> Result<Bound> {
+        use ast::Expr as E;
+        let (expr, ty) = self.expr(inner)?;
+        self.require_bool(&expr, ty, inner, "IS TRUE/FALSE")?;
+        let t = |b| Expr::Literal(Value::Bool(b));
+        let out = match e {
+            E::IsTrue(_) => Expr::Coalesce(vec![expr, t(false)]),
+            E::IsNotTrue(_) => Expr::Not(Box::new(Expr::Coalesce(vec![expr, t(false)]))),
+            E::IsFalse(_) => Expr::Coalesce(vec![Expr::Not(Box::new(expr)), t(false)]),
+            _ => Expr::Coalesce(vec![expr, t(true)]),
+        };
+        Ok((out, Type::Boolean))
+    }
+
+    #[inline(never)]
+    fn in_list(&mut self, expr: &ast::Expr, list: &[ast::Expr], negated: bool) -> Result<Bound> {
+        let (subject, ty) = self.expr(expr)?;
+        let mut items = Vec::new();
+        let mut common = ty;
+        let mut bound = Vec::new();
+        for item in list {
+            let b = self.expr(item)?;
+            if !is_null_literal(&b.0) && !is_text_literal(&b.0) {
+                common = unify(common, b.1).ok_or_else(|| {
+                    error_at(
+                        self.loc(item),
+                        format!("{item} ({}) cannot be compared with {expr} ({ty})", b.1),
+                        None,
+                    )
+                })?;
+            }
+            bound.push((b, item));
+        }
+        let subject = self.coerce(subject, ty, common, expr)?;
+        for ((item, item_ty), ast_item) in bound {
+            items.push(self.coerce(item, item_ty, common, ast_item)?);
+        }
+        Ok((
+            Expr::InList {
+                expr: Box::new(subject),
+                list: items,
+                negated,
+            },
+            Type::Boolean,
+        ))
+    }
+
+    #[inline(never)]
+    fn between(
+        &mut self,
+        expr: &ast::Expr,
+        negated: bool,
+        low: &ast::Expr,
+        high: &ast::Expr,
+        at: Location,
+    ) -> Result<Bound> {
+        let l = self.comparison(expr, if negated { CmpOp::Lt } else { CmpOp::GtEq }, low, at)?;
+        let h = self.comparison(
+            expr,
+            if negated { CmpOp::Gt } else { CmpOp::LtEq },
+            high,
+            at,
+        )?;
+        let out = if negated {
+            Expr::Or(Box::new(l), Box::new(h))
+        } else {
+            Expr::And(Box::new(l), Box::new(h))
+        };
+        Ok((out, Type::Boolean))
+    }
+
+    #[inline(never)]
+    fn like(
+        &mut self,
+        e: &ast::Expr,
+        negated: bool,
+        expr: &ast::Expr,
+        pattern: &ast::Expr,
+    ) -> Result<Bound> {
+        use ast::Expr as E;
+        let (subject, ty) = self.expr(expr)?;
+        if ty != Type::Text {
+            return Err(error_at(
+                self.loc(expr),
+                format!("LIKE needs TEXT, but {expr} is {ty}"),
+                None,
+            ));
+        }
+        let source = match pattern {
+            E::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => s.clone(),
+                _ => {
+                    return Err(error_at(
+                        self.loc(pattern),
+                        "the LIKE pattern must be a text literal",
+                        None,
+                    ));
+                }
+            },
+            _ => {
+                return Err(error_at(
+                    self.loc(pattern),
+                    "the LIKE pattern must be a text literal",
+                    None,
+                ));
+            }
+        };
+        let case_insensitive = matches!(e, E::ILike { .. });
+        Ok((
+            Expr::Like {
+                expr: Box::new(subject),
+                pattern: LikePattern::new(&source, case_insensitive),
+                negated,
+            },
+            Type::Boolean,
+        ))
+    }
+
+    #[inline(never)]
+    fn cast(
+        &mut self,
+        kind: &ast::CastKind,
+        expr: &ast::Expr,
+        dt: &ast::DataType,
+        format: &Option<ast::CastFormat>,
+        at: Location,
+    ) -> Result<Bound> {
+        if !matches!(kind, ast::CastKind::Cast | ast::CastKind::DoubleColon) || format.is_some() {
+            return Err(unsupported(
+                at,
+                &format!("{kind:?}"),
+                "use CAST(x AS type) or x::type",
+            ));
+        }
+        let to = data_type(dt, at)?;
+        let (inner, from) = self.expr(expr)?;
+        if !cast_exists(from, to) {
+            return Err(error_at(at, format!("cannot cast {from} to {to}"), None));
+        }
+        if let Expr::Literal(v) = &inner {
+            // Fold casts of literals, so that errors show at compile time.
+            let folded = crate::expr::cast(v.clone(), from, to)
+                .map_err(|err| error_at(at, err.to_string(), None))?;
+            return Ok((Expr::Literal(folded), to));
+        }
+        if from == to {
+            return Ok((inner, to));
+        }
+        Ok((
+            Expr::Cast {
+                expr: Box::new(inner),
+                from,
+                to,
+            },
+            to,
+        ))
     }
 
     fn column(&mut self, ident: &ast::Ident, qualifier: Option<&ast::Ident>) -> Result<Bound> {
@@ -518,123 +562,153 @@ impl<'s> Binder<'s> {
             return Ok((self.comparison(left, cmp, right, at)?, Type::Boolean));
         }
         match op {
-            B::And | B::Or => {
-                let (l, lt) = self.expr(left)?;
-                self.require_bool(&l, lt, left, &op.to_string())?;
-                let (r, rt) = self.expr(right)?;
-                self.require_bool(&r, rt, right, &op.to_string())?;
-                let out = if matches!(op, B::And) {
-                    Expr::And(Box::new(l), Box::new(r))
-                } else {
-                    Expr::Or(Box::new(l), Box::new(r))
-                };
-                Ok((out, Type::Boolean))
-            }
+            B::And | B::Or => self.logical(left, op, right),
             B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo => {
-                let arith = match op {
-                    B::Plus => ArithOp::Add,
-                    B::Minus => ArithOp::Sub,
-                    B::Multiply => ArithOp::Mul,
-                    B::Divide => ArithOp::Div,
-                    _ => ArithOp::Mod,
-                };
-                let (l, lt) = self.expr(left)?;
-                let (r, rt) = self.expr(right)?;
-                let lt = if is_null_literal(&l) { rt } else { lt };
-                let rt = if is_null_literal(&r) { lt } else { rt };
-                if !lt.is_numeric() || !rt.is_numeric() {
-                    return Err(error_at(
-                        at,
-                        format!("{op} needs numbers, but {left} is {lt} and {right} is {rt}"),
-                        if lt == Type::Text || rt == Type::Text {
-                            Some("join text with ||")
-                        } else {
-                            None
-                        },
-                    ));
-                }
-                let (kind, result) = arith_types(arith, lt, rt);
-                if arith == ArithOp::Mod && matches!(kind, NumKind::Decimal { .. }) {
-                    return Err(error_at(
-                        at,
-                        "% needs BIGINT or DOUBLE operands",
-                        Some("cast the operands"),
-                    ));
-                }
-                // Decimal arithmetic takes operands of any scale; other operands are converted.
-                let operand = |ty: Type| match (kind, ty) {
-                    (NumKind::Decimal { .. }, Type::Decimal { .. }) => ty,
-                    (NumKind::Decimal { .. }, _) => Type::Decimal {
-                        precision: 19,
-                        scale: 0,
-                    },
-                    (NumKind::Double, _) => Type::Double,
-                    (NumKind::Int, _) => Type::BigInt,
-                };
-                let l = self.coerce(l, lt, operand(lt), left)?;
-                let r = self.coerce(r, rt, operand(rt), right)?;
-                Ok((
-                    Expr::Arith {
-                        op: arith,
-                        kind,
-                        left: Box::new(l),
-                        right: Box::new(r),
-                    },
-                    result,
-                ))
+                self.arithmetic(left, op, right, at)
             }
             B::StringConcat => {
                 let (l, _) = self.expr(left)?;
                 let (r, _) = self.expr(right)?;
                 Ok((Expr::Concat(Box::new(l), Box::new(r)), Type::Text))
             }
-            B::Arrow | B::LongArrow => {
-                let (doc, ty) = self.expr(left)?;
-                if ty != Type::Json {
-                    return Err(error_at(
-                        self.loc(left),
-                        format!("{op} needs a JSON value, but {left} is {ty}"),
-                        None,
-                    ));
-                }
-                let key = match right {
-                    ast::Expr::Value(v) => match &v.value {
-                        ast::Value::SingleQuotedString(s) => JsonKey::Field(s.clone()),
-                        ast::Value::Number(n, _) => JsonKey::Index(n.parse().map_err(|_| {
-                            error_at(self.loc(right), "JSON index must be an integer", None)
-                        })?),
-                        _ => {
-                            return Err(error_at(
-                                self.loc(right),
-                                "JSON key must be a text or integer literal",
-                                None,
-                            ));
-                        }
-                    },
-                    _ => {
-                        return Err(error_at(
-                            self.loc(right),
-                            "JSON key must be a text or integer literal",
-                            None,
-                        ));
-                    }
-                };
-                let as_text = matches!(op, B::LongArrow);
-                Ok((
-                    Expr::JsonGet {
-                        expr: Box::new(doc),
-                        key,
-                        as_text,
-                    },
-                    if as_text { Type::Text } else { Type::Json },
-                ))
-            }
+            B::Arrow | B::LongArrow => self.json_access(left, op, right),
             other => Err(unsupported(
                 at,
                 &format!("operator {other}"),
                 "see docs/sql.md for the supported operators",
             )),
         }
+    }
+
+    #[inline(never)]
+    fn logical(
+        &mut self,
+        left: &ast::Expr,
+        op: &ast::BinaryOperator,
+        right: &ast::Expr,
+    ) -> Result<Bound> {
+        use ast::BinaryOperator as B;
+        let (l, lt) = self.expr(left)?;
+        self.require_bool(&l, lt, left, &op.to_string())?;
+        let (r, rt) = self.expr(right)?;
+        self.require_bool(&r, rt, right, &op.to_string())?;
+        let out = if matches!(op, B::And) {
+            Expr::And(Box::new(l), Box::new(r))
+        } else {
+            Expr::Or(Box::new(l), Box::new(r))
+        };
+        Ok((out, Type::Boolean))
+    }
+
+    #[inline(never)]
+    fn arithmetic(
+        &mut self,
+        left: &ast::Expr,
+        op: &ast::BinaryOperator,
+        right: &ast::Expr,
+        at: Location,
+    ) -> Result<Bound> {
+        use ast::BinaryOperator as B;
+        let arith = match op {
+            B::Plus => ArithOp::Add,
+            B::Minus => ArithOp::Sub,
+            B::Multiply => ArithOp::Mul,
+            B::Divide => ArithOp::Div,
+            _ => ArithOp::Mod,
+        };
+        let (l, lt) = self.expr(left)?;
+        let (r, rt) = self.expr(right)?;
+        let lt = if is_null_literal(&l) { rt } else { lt };
+        let rt = if is_null_literal(&r) { lt } else { rt };
+        if !lt.is_numeric() || !rt.is_numeric() {
+            return Err(error_at(
+                at,
+                format!("{op} needs numbers, but {left} is {lt} and {right} is {rt}"),
+                if lt == Type::Text || rt == Type::Text {
+                    Some("join text with ||")
+                } else {
+                    None
+                },
+            ));
+        }
+        let (kind, result) = arith_types(arith, lt, rt);
+        if arith == ArithOp::Mod && matches!(kind, NumKind::Decimal { .. }) {
+            return Err(error_at(
+                at,
+                "% needs BIGINT or DOUBLE operands",
+                Some("cast the operands"),
+            ));
+        }
+        // Decimal arithmetic takes operands of any scale; other operands are converted.
+        let operand = |ty: Type| match (kind, ty) {
+            (NumKind::Decimal { .. }, Type::Decimal { .. }) => ty,
+            (NumKind::Decimal { .. }, _) => Type::Decimal {
+                precision: 19,
+                scale: 0,
+            },
+            (NumKind::Double, _) => Type::Double,
+            (NumKind::Int, _) => Type::BigInt,
+        };
+        let l = self.coerce(l, lt, operand(lt), left)?;
+        let r = self.coerce(r, rt, operand(rt), right)?;
+        Ok((
+            Expr::Arith {
+                op: arith,
+                kind,
+                left: Box::new(l),
+                right: Box::new(r),
+            },
+            result,
+        ))
+    }
+
+    #[inline(never)]
+    fn json_access(
+        &mut self,
+        left: &ast::Expr,
+        op: &ast::BinaryOperator,
+        right: &ast::Expr,
+    ) -> Result<Bound> {
+        use ast::BinaryOperator as B;
+        let (doc, ty) = self.expr(left)?;
+        if ty != Type::Json {
+            return Err(error_at(
+                self.loc(left),
+                format!("{op} needs a JSON value, but {left} is {ty}"),
+                None,
+            ));
+        }
+        let key = match right {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::SingleQuotedString(s) => JsonKey::Field(s.clone()),
+                ast::Value::Number(n, _) => JsonKey::Index(n.parse().map_err(|_| {
+                    error_at(self.loc(right), "JSON index must be an integer", None)
+                })?),
+                _ => {
+                    return Err(error_at(
+                        self.loc(right),
+                        "JSON key must be a text or integer literal",
+                        None,
+                    ));
+                }
+            },
+            _ => {
+                return Err(error_at(
+                    self.loc(right),
+                    "JSON key must be a text or integer literal",
+                    None,
+                ));
+            }
+        };
+        let as_text = matches!(op, B::LongArrow);
+        Ok((
+            Expr::JsonGet {
+                expr: Box::new(doc),
+                key,
+                as_text,
+            },
+            if as_text { Type::Text } else { Type::Json },
+        ))
     }
 
     fn case(

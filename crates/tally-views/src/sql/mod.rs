@@ -35,8 +35,11 @@ use crate::value::Type;
 mod aggregate;
 mod bind;
 mod function;
+mod limits;
 mod stream;
 mod view;
+
+pub use limits::{MAX_DEPTH, MAX_TOKENS};
 
 use bind::{Binder, Scope, ScopeTarget};
 
@@ -171,11 +174,7 @@ pub struct Applied {
 /// `DROP STREAM` statements to a copy of `catalog`, in order.
 pub fn apply(catalog: &Catalog, sql: &str) -> Result<Applied> {
     let dialect = PostgreSqlDialect {};
-    let start = Location { line: 1, column: 1 };
-    let mut parser = Parser::new(&dialect)
-        .with_recursion_limit(RECURSION_LIMIT)
-        .try_with_sql(sql)
-        .map_err(|e| parse_error(e, start))?;
+    let mut parser = limits::parser(&dialect, sql)?;
     let mut working = catalog.clone();
     let mut changes = Vec::new();
     loop {
@@ -211,10 +210,7 @@ pub fn apply(catalog: &Catalog, sql: &str) -> Result<Applied> {
 pub fn parse_stream(sql: &str) -> Result<StreamDef> {
     let dialect = PostgreSqlDialect {};
     let at = Location { line: 1, column: 1 };
-    let mut parser = Parser::new(&dialect)
-        .with_recursion_limit(RECURSION_LIMIT)
-        .try_with_sql(sql)
-        .map_err(|e| parse_error(e, at))?;
+    let mut parser = limits::parser(&dialect, sql)?;
     parser
         .expect_keyword(Keyword::CREATE)
         .map_err(|e| parse_error(e, at))?;
@@ -452,6 +448,27 @@ fn object_name(name: &ast::ObjectName, at: Location) -> Result<String> {
     }
 }
 
+/// Tables the stores keep for themselves (the catalog's, on PostgreSQL in the same schema as
+/// the streams and views), and prefixes of the databases' own tables (`sqlite_master`,
+/// PostgreSQL's `pg_catalog`, which is searched before Tally's schema).
+const STORE_TABLES: &[&str] = &["tenants", "api_keys", "schema_objects"];
+const STORE_PREFIXES: &[&str] = &["sqlite_", "pg_"];
+
+/// The name of a new stream or view: a plain name that no store uses for its own tables.
+fn new_object_name(name: &ast::ObjectName, at: Location) -> Result<String> {
+    let text = object_name(name, at)?;
+    if STORE_TABLES.contains(&text.as_str()) || STORE_PREFIXES.iter().any(|p| text.starts_with(p)) {
+        return Err(error_at(
+            at,
+            format!("'{text}' is reserved: the stores use it for their own tables"),
+            Some(
+                "choose another name; tenants, api_keys, schema_objects and names starting with tally_, sqlite_ or pg_ are reserved",
+            ),
+        ));
+    }
+    Ok(text)
+}
+
 fn ident_name(ident: &ast::Ident) -> Result<String> {
     let name = if ident.quote_style.is_some() {
         ident.value.clone()
@@ -599,11 +616,9 @@ fn data_type(dt: &ast::DataType, at: Location) -> Result<Type> {
 pub fn compile_key_filter(plan: &ViewPlan, text: &str) -> Result<Expr> {
     let dialect = PostgreSqlDialect {};
     let start = Location { line: 1, column: 1 };
-    let mut parser = Parser::new(&dialect)
-        .with_recursion_limit(RECURSION_LIMIT)
-        .try_with_sql(text)
-        .map_err(|e| parse_error(e, start))?;
+    let mut parser = limits::parser(&dialect, text)?;
     let ast = parser.parse_expr().map_err(|e| parse_error(e, start))?;
+    limits::check_depth(&ast, "the condition", start)?;
     let trailing = parser.peek_token();
     if trailing.token != Token::EOF {
         return Err(error_at(

@@ -7,7 +7,7 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Location;
 
 use super::{
-    Compiled, LocationExt, Result, data_type, error_at, ident_name, key_values, object_name,
+    Compiled, LocationExt, Result, data_type, error_at, ident_name, key_values, new_object_name,
     parse_error, unsupported,
 };
 use crate::plan::{Catalog, ColumnDef, StreamDef};
@@ -21,7 +21,7 @@ pub(super) fn create_stream(
 ) -> Result<Compiled> {
     let perr = |e| parse_error(e, at);
     let name_at = parser.peek_token().span.start;
-    let name = object_name(&parser.parse_object_name(false).map_err(perr)?, name_at)?;
+    let name = new_object_name(&parser.parse_object_name(false).map_err(perr)?, name_at)?;
     if catalog.stream(&name).is_some_and(|s| s.builtin) {
         return Err(error_at(
             name_at,

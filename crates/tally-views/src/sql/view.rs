@@ -14,9 +14,10 @@ use sqlparser::tokenizer::{Location, Token};
 
 use super::aggregate::contains_aggregate;
 use super::bind::{Binder, Scope, ScopeTarget, function_name};
+use super::limits::check_depth;
 use super::{
-    Compiled, LocationExt, Result, error_at, ident_name, key_values, object_name, parse_error,
-    unsupported,
+    Compiled, LocationExt, Result, error_at, ident_name, key_values, new_object_name, object_name,
+    parse_error, unsupported,
 };
 use crate::expr::Expr;
 use crate::plan::{
@@ -39,7 +40,7 @@ pub(super) fn create_view(
         ));
     }
     let name_at = parser.peek_token().span.start;
-    let name = object_name(&parser.parse_object_name(false).map_err(perr)?, name_at)?;
+    let name = new_object_name(&parser.parse_object_name(false).map_err(perr)?, name_at)?;
     if catalog.stream(&name).is_some() {
         return Err(error_at(
             name_at,
@@ -89,6 +90,7 @@ fn compile_view(
 ) -> Result<ViewPlan> {
     let select = live_select(query, at)?;
     let select_at = select.select_token.0.span.start.max_or(at);
+    check_depths(select, select_at)?;
     let (stream, qualifiers) = from_stream(catalog, select, at)?;
     let scope = Scope {
         columns: stream
@@ -154,6 +156,27 @@ fn compile_view(
     };
     plan.sql = format!("CREATE MATERIALIZED VIEW {}{options} AS {query}", plan.name);
     Ok(plan)
+}
+
+/// Checks every expression the compiler walks against [`MAX_DEPTH`](super::MAX_DEPTH), before
+/// anything walks them recursively.
+fn check_depths(select: &ast::Select, select_at: Location) -> Result<()> {
+    if let Some(e) = &select.selection {
+        check_depth(e, "WHERE", select_at)?;
+    }
+    for item in &select.projection {
+        if let ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } =
+            item
+        {
+            check_depth(e, "the SELECT", select_at)?;
+        }
+    }
+    if let ast::GroupByExpr::Expressions(exprs, _) = &select.group_by {
+        for e in exprs {
+            check_depth(e, "GROUP BY", select_at)?;
+        }
+    }
+    Ok(())
 }
 
 /// The one `SELECT` of a live view, after refusing every clause a live view cannot have.

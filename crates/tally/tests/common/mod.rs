@@ -5,6 +5,8 @@
 
 use serde_json::Value as Json;
 
+pub mod app;
+
 /// A small deterministic generator (xorshift), so a failure can be replayed from its seed.
 pub struct Rng(pub u64);
 
