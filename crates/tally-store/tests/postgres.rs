@@ -487,3 +487,48 @@ fn a_table_tally_did_not_create_is_never_replaced() {
         .get(0);
     assert_eq!(kept, "keep");
 }
+
+/// Tenant names may be 63 characters long; the reader schemas of two long names that share
+/// their start are distinct, fit PostgreSQL's 63 bytes and work.
+#[test]
+fn reader_schemas_of_long_tenant_names() {
+    let pg = PgScratch::new();
+    let (store, _catalog) = two_tenants(&pg);
+    let role = format!("bi_{}", pg.schema());
+    admin()
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role};
+             CREATE ROLE {role} LOGIN PASSWORD '{role}' NOSUPERUSER NOBYPASSRLS;"
+        ))
+        .unwrap();
+    let long = |last: char| format!("{}{last}", "t".repeat(62));
+    let mut schemas = Vec::new();
+    for name in [long('a'), long('b')] {
+        store
+            .create_tenant(&name, "UTC", ts("2026-01-01T00:00:00Z"))
+            .unwrap();
+        let schema = store.grant_reader(&name, &role).unwrap();
+        assert!(schema.len() <= 63, "{schema}");
+        let mut bi =
+            Client::connect(&role_url(&tally_store::testing::admin_url(), &role), NoTls).unwrap();
+        let mut tx = bi.transaction().unwrap();
+        tx.batch_execute(&format!("SET LOCAL tally.tenant_id = '{name}'"))
+            .unwrap();
+        let n: i64 = tx
+            .query_one(
+                &format!("SELECT count(*) FROM \"{schema}\".tally_streams"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0);
+        schemas.push(schema);
+    }
+    assert_ne!(schemas[0], schemas[1]);
+    admin()
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS \"{}\" CASCADE; DROP SCHEMA IF EXISTS \"{}\" CASCADE; DROP OWNED BY {role}; DROP ROLE IF EXISTS {role};",
+            schemas[0], schemas[1]
+        ))
+        .unwrap();
+}

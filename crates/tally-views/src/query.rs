@@ -351,6 +351,14 @@ impl<'a> QueryPlan<'a> {
                 }
             }
         }
+        if groups.is_empty() && self.keep.iter().all(|keep| !keep) {
+            // Without group columns the answer is one row, as SQL's aggregates over no rows
+            // are: counts 0, other aggregates NULL.
+            groups.insert(
+                vec![Value::Null; view.keys.len()],
+                view.aggs.iter().map(|a| a.kind.new_state()).collect(),
+            );
+        }
         let mut rows = Vec::with_capacity(groups.len());
         for (key, states) in groups {
             let mut full = view

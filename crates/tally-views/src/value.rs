@@ -56,6 +56,18 @@ impl Timestamp {
         jiff::Timestamp::from_microsecond(self.0).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
 
+    /// The earliest instant every store keeps: 0001-01-01T00:00:00Z.
+    pub const MIN_STORED: Timestamp = Timestamp(-62_135_596_800_000_000);
+    /// The latest instant every store keeps, and every time computation handles (the time zone
+    /// library stops a day later): 9999-12-30T00:00:00Z.
+    pub const MAX_STORED: Timestamp = Timestamp(253_402_128_000_000_000);
+
+    /// Whether every store keeps this instant: from 0001-01-01T00:00:00Z to
+    /// 9999-12-30T00:00:00Z.
+    pub fn is_storable(self) -> bool {
+        (Timestamp::MIN_STORED..=Timestamp::MAX_STORED).contains(&self)
+    }
+
     /// The instant of a `jiff` timestamp, truncated to microseconds.
     pub fn from_jiff(ts: jiff::Timestamp) -> Timestamp {
         Timestamp(ts.as_microsecond())

@@ -89,6 +89,10 @@ pub struct ServeArgs {
     /// Requests waiting per tenant before ingest answers 503.
     #[arg(long, default_value_t = 256)]
     pub queue_depth: usize,
+    /// Connections open at once; at the limit new ones wait until one closes. Capped by the
+    /// process's open-file limit (raised to its hard limit at start).
+    #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
 }
 
 #[derive(Args, Debug)]
@@ -403,9 +407,24 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             "TALLY_ADMIN_TOKEN is not set: the admin routes (tenants, schema) answer 403"
         );
     }
+    // Connections and tenant databases share the process's file descriptors: keep room for the
+    // tenants' files (three per open SQLite tenant) beside the connections.
+    let mut max_connections = args.max_connections.max(1);
+    if let Some(files) = crate::server::raise_open_files_limit() {
+        let room = usize::try_from(files / 2).unwrap_or(usize::MAX).max(64);
+        if max_connections > room {
+            tracing::warn!(
+                max_connections,
+                open_files = files,
+                "--max-connections lowered to half the open-file limit"
+            );
+            max_connections = room;
+        }
+    }
     let settings = ServerConfig {
         listen: args.listen,
         admin_token,
+        max_connections,
         flush_interval,
         queue_depth: args.queue_depth.max(1),
         rate_limit: args.rate_limit,
@@ -414,6 +433,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::app::THREAD_STACK)
         .build()
         .map_err(|e| Error::Invalid(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {

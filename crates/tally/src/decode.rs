@@ -392,12 +392,25 @@ pub fn text_cell(ty: Type, text: &str) -> Result<Value, String> {
         }
         Type::Boolean => parse_text(text, ty)
             .ok_or_else(|| format!("'{}' is not a boolean; use true or false", shown())),
-        Type::Timestamp => parse_text(text, ty).ok_or_else(|| {
-            format!(
-                "'{}' is not a timestamp; use RFC 3339 such as 2026-03-29T22:00:00Z",
-                shown()
-            )
-        }),
+        Type::Timestamp => {
+            let value = parse_text(text, ty).ok_or_else(|| {
+                format!(
+                    "'{}' is not a timestamp; use RFC 3339 such as 2026-03-29T22:00:00Z",
+                    shown()
+                )
+            })?;
+            if let Value::Timestamp(t) = value
+                && !t.is_storable()
+            {
+                return Err(format!(
+                    "'{}' is outside the supported time range, {} to {}",
+                    shown(),
+                    Timestamp::MIN_STORED,
+                    Timestamp::MAX_STORED
+                ));
+            }
+            Ok(value)
+        }
         Type::Json => {
             if too_deep(text.as_bytes()).is_some() {
                 return Err(format!(

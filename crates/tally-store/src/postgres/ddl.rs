@@ -16,6 +16,26 @@ use super::wire::{FIRST_MONDAY, WEEK_MICROS, pg_time_literal, quote, raw_type};
 use crate::error::{Result, StoreError};
 use crate::types::{Materialized, MaterializedView};
 
+/// The lower bound of a week's partition: `MINVALUE` for the first week of the supported time
+/// range (it starts before year 1, which PostgreSQL cannot write).
+fn week_start(week: i64) -> String {
+    if week <= Timestamp::MIN_STORED.0 {
+        "MINVALUE".into()
+    } else {
+        pg_time_literal(week)
+    }
+}
+
+/// The upper bound of a week's partition: `MAXVALUE` for the last week of the supported range.
+fn week_end(week: i64) -> String {
+    let end = week + WEEK_MICROS;
+    if end > Timestamp::MAX_STORED.0 {
+        "MAXVALUE".into()
+    } else {
+        pg_time_literal(end)
+    }
+}
+
 /// The Monday 00:00 UTC that starts the week of `t`.
 fn week_of(t: Timestamp) -> i64 {
     FIRST_MONDAY + (t.0 - FIRST_MONDAY).div_euclid(WEEK_MICROS) * WEEK_MICROS
@@ -401,8 +421,8 @@ impl PgConn {
                 &name,
                 &format!(
                     "FOR VALUES FROM ({}) TO ({})",
-                    pg_time_literal(week),
-                    pg_time_literal(week + WEEK_MICROS)
+                    week_start(week),
+                    week_end(week)
                 ),
             );
             let created = (|| -> Result<()> {

@@ -342,7 +342,7 @@ impl PgStore {
     /// needs `tally.tenant_id` set to the tenant (`ALTER ROLE … SET`); setting it to another
     /// tenant shows nothing. Run again after a schema change. Returns the schema's name.
     pub(crate) fn grant_reader(&self, tenant: &str, role: &str) -> Result<String> {
-        let reader = format!("{}_{tenant}", self.config.schema);
+        let reader = reader_schema(&self.config.schema, tenant);
         let mut conn = self.conn();
         let mut tx = conn.transaction()?;
         let mut tables: Vec<String> = tx
@@ -392,4 +392,21 @@ impl PgStore {
             leading: false,
         })))
     }
+}
+
+/// The schema of a tenant's reader views: `<schema>_<tenant>`, or, when that is longer than
+/// PostgreSQL's 63 bytes, cut and told apart by a hash of the whole name.
+fn reader_schema(schema: &str, tenant: &str) -> String {
+    let name = format!("{schema}_{tenant}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut keep = 63 - 9;
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}_{:08x}", &name[..keep], hash as u32)
 }

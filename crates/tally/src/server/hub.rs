@@ -6,7 +6,7 @@
 //! changes hold for their whole run, so no request reaches a tenant while its tables change.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -24,6 +24,14 @@ use crate::server::worker::{self, Job, Outcome, Record, Submission, WorkerConfig
 
 /// How long a key lookup is remembered; a key revoked elsewhere stops working within this.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
+/// The most key lookups remembered: past it, expired ones go, then unknown keys.
+const KEY_CACHE_MAX: usize = 10_000;
+/// Failed authentications allowed per client address: a burst, then this many per second.
+const AUTH_FAILURE_BURST: f64 = 100.0;
+const AUTH_FAILURES_PER_SECOND: f64 = 10.0;
+/// The most client addresses whose failures are tracked; past it, those back at a full
+/// burst are forgotten.
+const AUTH_FAILURE_ADDRESSES: usize = 100_000;
 
 /// Settings of `tally serve`.
 #[derive(Clone, Debug)]
@@ -46,6 +54,10 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// How long shutdown waits for requests in flight.
     pub shutdown_timeout: Duration,
+    /// Connections open at once; at the limit new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// A connection that moves no byte for this long is closed (after its request in flight).
+    pub idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +73,8 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -87,6 +101,8 @@ pub struct Hub {
     workers: tokio::sync::Mutex<HashMap<String, SyncSender<Job>>>,
     keys: Mutex<HashMap<[u8; 32], CachedKey>>,
     buckets: Mutex<HashMap<[u8; 32], Bucket>>,
+    /// Failed authentications per client address.
+    failures: Mutex<HashMap<IpAddr, Bucket>>,
     admin_hash: Option<[u8; 32]>,
     pub metrics: Arc<Metrics>,
     pub settings: ServerConfig,
@@ -113,6 +129,7 @@ impl Hub {
             workers: tokio::sync::Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
             admin_hash: settings
                 .admin_token
                 .as_deref()
@@ -176,10 +193,17 @@ impl Hub {
                         .await
                         .map_err(|_| ApiError::internal())?
                         .map_err(|e| ApiError::from(Error::from(e)))?;
-                self.keys
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(hash, (record.clone(), Instant::now()));
+                let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+                if keys.len() >= KEY_CACHE_MAX {
+                    keys.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
+                }
+                if keys.len() >= KEY_CACHE_MAX {
+                    keys.retain(|_, (record, _)| record.is_some());
+                }
+                if keys.len() >= KEY_CACHE_MAX {
+                    keys.clear();
+                }
+                keys.insert(hash, (record.clone(), Instant::now()));
                 record
             }
         };
@@ -195,6 +219,43 @@ impl Hub {
         self.worker.config.clock.now()
     }
 
+    /// Whether a client address may try to authenticate, or how many seconds until it may:
+    /// each address has a budget of failed authentications that refills over time.
+    pub fn may_authenticate(&self, addr: IpAddr) -> Result<(), u64> {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(bucket) = failures.get_mut(&addr) else {
+            return Ok(());
+        };
+        refill(bucket, AUTH_FAILURES_PER_SECOND, AUTH_FAILURE_BURST);
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.tokens) / AUTH_FAILURES_PER_SECOND)
+                .ceil()
+                .max(1.0) as u64)
+        }
+    }
+
+    /// Counts a failed authentication from a client address.
+    pub fn failed_authentication(&self, addr: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= AUTH_FAILURE_ADDRESSES && !failures.contains_key(&addr) {
+            failures.retain(|_, b| {
+                refill(b, AUTH_FAILURES_PER_SECOND, AUTH_FAILURE_BURST);
+                b.tokens < AUTH_FAILURE_BURST
+            });
+            if failures.len() >= AUTH_FAILURE_ADDRESSES {
+                failures.clear();
+            }
+        }
+        let bucket = failures.entry(addr).or_insert(Bucket {
+            tokens: AUTH_FAILURE_BURST,
+            at: Instant::now(),
+        });
+        refill(bucket, AUTH_FAILURES_PER_SECOND, AUTH_FAILURE_BURST);
+        bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+    }
+
     /// Takes a token from the key's bucket, or says how many seconds until one is there.
     pub fn rate_limit(&self, principal: &Principal) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,9 +266,7 @@ impl Hub {
             tokens: burst,
             at: now,
         });
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
-        bucket.at = now;
+        refill(bucket, rate, burst);
         if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
@@ -260,6 +319,7 @@ impl Hub {
         let settings = self.worker.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("tenant-{name}"))
+            .stack_size(crate::app::THREAD_STACK)
             .spawn(move || {
                 let opened = hub.tally().open_tenant(&name);
                 match opened {
@@ -419,10 +479,22 @@ impl Hub {
             .map_err(ApiError::from)
     }
 
+    /// How many key lookups are remembered (bounded by a constant; for tests and metrics).
+    pub fn cached_keys(&self) -> usize {
+        self.keys.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// Forgets cached key lookups (after a revocation).
     pub fn forget_keys(&self) {
         self.keys.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
+}
+
+/// Adds what a token bucket earned since it was last looked at.
+fn refill(bucket: &mut Bucket, rate: f64, burst: f64) {
+    let now = Instant::now();
+    bucket.tokens = (bucket.tokens + now.duration_since(bucket.at).as_secs_f64() * rate).min(burst);
+    bucket.at = now;
 }
 
 fn fail(job: Job, error: &Error) {

@@ -25,6 +25,8 @@ pub struct Metrics {
     skipped: Family<Labels, Counter>,
     query_seconds: Histogram,
     pub flushes: Counter,
+    /// Connections open now.
+    pub connections: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,7 +80,14 @@ impl Metrics {
             "Flushes of view deltas into view tables",
             flushes.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "HTTP connections open now",
+            connections.clone(),
+        );
         Metrics {
+            connections,
             registry,
             events,
             responses,

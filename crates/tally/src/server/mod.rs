@@ -1,8 +1,9 @@
 //! `tally serve`: the HTTP API of DESIGN.md.
 //!
 //! - [`app`] builds the axum router over a [`Hub`] (tests drive it with `oneshot`);
-//! - [`serve`] binds, accepts with header-read timeouts, and shuts down gracefully on SIGTERM or
-//!   Ctrl-C: stop accepting, finish requests in flight, flush every tenant's views, return.
+//! - [`serve`] accepts up to the connection limit, with first-byte, header-read and idle
+//!   timeouts (`conn.rs`), and shuts down gracefully on SIGTERM or Ctrl-C: stop accepting,
+//!   finish requests in flight, flush every tenant's views, return.
 //!
 //! The edges are hardened in layers, outermost first: panics become a JSON 500; non-JSON error
 //! answers become the JSON error body; `Authorization` is marked sensitive (never logged); a
@@ -10,6 +11,7 @@
 //! deadline (slow clients cannot hold a connection); gzip bodies are decompressed *before* the
 //! 512 KB limit applies, so a gzip bomb stops at 512 KB.
 
+mod conn;
 pub mod error;
 pub mod hub;
 pub mod metrics;
@@ -17,18 +19,15 @@ pub mod routes;
 pub mod segment;
 pub mod worker;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -40,6 +39,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use conn::Connections;
+pub(crate) use conn::raise_open_files_limit;
 pub use error::ApiError;
 pub use hub::{Hub, ServerConfig};
 
@@ -65,7 +66,12 @@ pub fn app(hub: Arc<Hub>) -> Router {
             }),
         )
         .fallback(|| async { ApiError::not_found("there is no such route; see /v1/openapi.json") })
+        .layer(axum::middleware::from_fn_with_state(
+            hub.clone(),
+            limit_failed_authentication,
+        ))
         .layer(axum::middleware::from_fn_with_state(hub, count_responses))
+        .layer(axum::middleware::from_fn(refuse_ambiguous_length))
         .layer(DefaultBodyLimit::disable())
         .layer(
             ServiceBuilder::new()
@@ -148,6 +154,56 @@ fn openapi_json(mut api: utoipa::openapi::OpenApi) -> String {
     doc.to_string()
 }
 
+/// Refuses, before any handler, a client address that failed to authenticate too often (429
+/// with `Retry-After`), and counts the failures (401 answers) of each address. The address is
+/// the connection's peer; behind a proxy, that is the proxy.
+async fn limit_failed_authentication(
+    State(hub): State<Arc<Hub>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let addr = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(addr) = addr
+        && let Err(wait) = hub.may_authenticate(addr)
+    {
+        hub.metrics.count_refused("authentication_failures");
+        return ApiError {
+            retry_after: Some(wait),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed authentications from this address; check the key and retry later",
+            )
+        }
+        .into_response();
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED
+        && let Some(addr) = addr
+    {
+        hub.failed_authentication(addr);
+    }
+    response
+}
+
+/// Refuses a request that carries both `Content-Length` and `Transfer-Encoding`: a proxy in
+/// front may read its body differently (request smuggling).
+async fn refuse_ambiguous_length(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    if headers.contains_key(header::CONTENT_LENGTH)
+        && headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return ApiError::bad_request(
+            "the request has both Content-Length and Transfer-Encoding; send one of them",
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
 /// Counts responses by route and status for `/metrics`.
 async fn count_responses(State(hub): State<Arc<Hub>>, request: Request, next: Next) -> Response {
     let route = request
@@ -186,13 +242,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let router = app(hub.clone());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(hub.settings.header_timeout);
-    let graceful = GracefulShutdown::new();
+    let connections = Connections::new(app(hub.clone()), &hub.settings, hub.metrics.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     // With other nodes on the same database, a schema any of them applies reaches this one.
     let watcher = hub.is_shared().then(|| {
@@ -209,25 +259,20 @@ pub async fn serve(
         })
     });
     loop {
+        // At the connection limit, wait for one to close; the listen backlog holds new ones.
+        let permit = tokio::select! {
+            permit = connections.room() => permit,
+            () = &mut shutdown => break,
+        };
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(conn) => conn,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let service = TowerToHyperService::new(router.clone());
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => connections.serve(stream, peer, permit),
+                Err(e) => {
+                    // Out of file descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
             () = &mut shutdown => break,
         }
     }
@@ -236,10 +281,7 @@ pub async fn serve(
         watcher.abort();
     }
     tracing::info!("shutting down: finishing requests in flight");
-    if tokio::time::timeout(hub.settings.shutdown_timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !connections.drain(hub.settings.shutdown_timeout).await {
         tracing::warn!("requests still running after the shutdown timeout; closing them");
     }
     hub.shutdown().await;

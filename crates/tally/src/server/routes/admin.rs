@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +13,7 @@ use utoipa::ToSchema;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::hub::Hub;
 use crate::server::routes::catalog::Catalog;
-use crate::server::routes::{ApiResult, admin, utf8};
+use crate::server::routes::{ApiResult, Body, admin, utf8};
 
 #[derive(Deserialize, ToSchema)]
 pub struct TenantRequest {
@@ -86,7 +85,7 @@ pub struct SchemaResponse {
 pub async fn apply_schema(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SchemaResponse>> {
     admin(&hub, &headers)?;
     if let Some(ct) = headers
@@ -132,7 +131,7 @@ pub async fn apply_schema(
 pub async fn create_tenant(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     admin(&hub, &headers)?;
     let request: TenantRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -190,7 +189,7 @@ pub async fn create_key(
     State(hub): State<Arc<Hub>>,
     Path(tenant): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     admin(&hub, &headers)?;
     let request: KeyRequest = serde_json::from_slice(&body).map_err(|e| {

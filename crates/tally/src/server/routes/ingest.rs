@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::hub::Hub;
-use crate::server::routes::{ApiResult, authorize, credentials, utf8};
+use crate::server::routes::{ApiResult, Body, authorize, credentials, utf8};
 use crate::server::worker::{Outcome, Record};
 
 fn is_ndjson(headers: &HeaderMap) -> bool {
@@ -61,6 +61,11 @@ fn native_records(headers: &HeaderMap, body: &Bytes) -> ApiResult<Vec<Record>> {
     let mut stream = serde_json::Deserializer::from_str(trimmed).into_iter::<&RawValue>();
     match (stream.next(), stream.next()) {
         (Some(Ok(_)), None) => Ok(vec![Record::Json(trimmed.to_owned())]),
+        // Not even its first value is JSON: the body as a whole is refused, as Segment does.
+        (Some(Err(e)), _) => Err(ApiError::bad_request(format!(
+            "the body is not valid JSON: {e}; send a JSON array, a JSON object or NDJSON (Content-Type: application/x-ndjson)"
+        ))),
+        // Several values: NDJSON sent without its content type; a bad line rejects that event.
         _ => Ok(lines(text)),
     }
 }
@@ -119,7 +124,7 @@ pub async fn ingest_stream(
     State(hub): State<Arc<Hub>>,
     Path(stream): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<IngestResponse>> {
     let principal = authorize(&hub, credentials(&headers), KeyKind::Write).await?;
     let records = native_records(&headers, &body)?;

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine as _;
 use tally_store::KeyKind;
@@ -113,4 +114,41 @@ pub(crate) fn utf8(body: &Bytes) -> ApiResult<&str> {
             e.valid_up_to()
         ))
     })
+}
+
+/// A request body, read whole. A body not received within the body deadline answers 408, one
+/// over the size limit 413, and any other failure to read it (a broken gzip stream) 400.
+pub struct Body(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Body, ApiError> {
+        match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+            Ok(bytes) => Ok(Body(bytes)),
+            Err(e) => Err(body_error(e.into_inner())),
+        }
+    }
+}
+
+fn body_error(error: axum::BoxError) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*error);
+    while let Some(e) = cause {
+        if e.is::<tower_http::timeout::TimeoutError>() {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request body was not received in time; send it faster or in smaller parts",
+            );
+        }
+        if e.is::<http_body_util::LengthLimitError>() {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "the request body is over 512 KB (after decompression); send smaller batches",
+            );
+        }
+        cause = e.source();
+    }
+    ApiError::bad_request(format!("the request body cannot be read: {error}"))
 }

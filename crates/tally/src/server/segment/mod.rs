@@ -106,7 +106,24 @@ pub fn message_to_event(
         },
     };
     let timestamp = match (stated, sent_at) {
-        (Some(t), Some(sent)) => Timestamp(t.0.saturating_add(received_at.0 - sent.0)),
+        (Some(t), Some(sent)) => {
+            // The correction is bounded by the range every store keeps: a result outside it
+            // (a client clock centuries off) rejects the message rather than store nonsense.
+            let corrected = (received_at.0 - sent.0)
+                .checked_add(t.0)
+                .map(Timestamp)
+                .filter(|c| c.is_storable() && t.is_storable() && sent.is_storable());
+            match corrected {
+                Some(c) => c,
+                None => {
+                    return Err(format!(
+                        "timestamp {t} corrected for the client's clock (sentAt {sent}, received {received_at}) falls outside the supported time range, {} to {}",
+                        Timestamp::MIN_STORED,
+                        Timestamp::MAX_STORED
+                    ));
+                }
+            }
+        }
         (Some(t), None) => t,
         (None, _) => received_at,
     };

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::hub::Hub;
 use crate::server::routes::ingest::{IngestResponse, Rejection};
-use crate::server::routes::{ApiResult, authorize, credentials, utf8};
+use crate::server::routes::{ApiResult, Body, authorize, credentials, utf8};
 use crate::server::segment;
 
 /// Segment's answer, with Tally's counts.
@@ -71,7 +71,7 @@ async fn segment(
 pub async fn segment_batch(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SegmentResponse>> {
     segment(hub, headers, body, None).await
 }
@@ -83,7 +83,7 @@ pub async fn segment_batch(
 pub async fn segment_track(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SegmentResponse>> {
     segment(hub, headers, body, Some("track")).await
 }
@@ -95,7 +95,7 @@ pub async fn segment_track(
 pub async fn segment_identify(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SegmentResponse>> {
     segment(hub, headers, body, Some("identify")).await
 }
@@ -107,7 +107,7 @@ pub async fn segment_identify(
 pub async fn segment_page(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SegmentResponse>> {
     segment(hub, headers, body, Some("page")).await
 }
@@ -119,7 +119,7 @@ pub async fn segment_page(
 pub async fn segment_screen(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SegmentResponse>> {
     segment(hub, headers, body, Some("screen")).await
 }
@@ -131,7 +131,7 @@ pub async fn segment_screen(
 pub async fn segment_group(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SegmentResponse>> {
     segment(hub, headers, body, Some("group")).await
 }
@@ -143,7 +143,7 @@ pub async fn segment_group(
 pub async fn segment_alias(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Json<SegmentResponse>> {
     segment(hub, headers, body, Some("alias")).await
 }
