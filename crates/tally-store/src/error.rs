@@ -60,6 +60,26 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// The resource the database ran out of, when that is what failed: a message for users.
+    pub fn exhausted(&self) -> Option<&'static str> {
+        match self {
+            StoreError::Postgres(e) => match e.code().map(|c| c.code()) {
+                Some("53300") => Some(
+                    "the database accepts no more connections (its max_connections): lower --max-open-tenants or raise max_connections",
+                ),
+                Some("53100") => Some("the database server's disk is full"),
+                Some("53200") => Some("the database server is out of memory"),
+                _ => None,
+            },
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                Some("the disk holding the data directory is full")
+            }
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -44,8 +44,8 @@ pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
 pub use postgres::{Lease, PgConfig};
 pub use types::{
-    KeyKind, KeyRecord, Materialized, MaterializedView, RowWrite, StoredGroup, TenantInfo,
-    ViewFlush, ViewSnapshot,
+    KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, Rejected, RowWrite,
+    StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
 };
 
 use types::{EncodedFlush, EncodedRow};
@@ -156,6 +156,19 @@ impl Store {
             Store::Sqlite(s) => s.create_tenant(name, time_zone, now),
             Store::Postgres(p) => p.create_tenant(name, time_zone, now),
             Store::Memory(m) => m.create_tenant(name, time_zone, now),
+        }
+    }
+
+    /// Undoes a tenant's creation that did not complete (its tables or keys failed): the
+    /// catalog row, its keys and whatever of its data exists go, so creating it again works.
+    pub fn forget_tenant(&self, name: &str) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.forget_tenant(name),
+            Store::Postgres(p) => p.forget_tenant(name),
+            Store::Memory(m) => {
+                m.forget_tenant(name);
+                Ok(())
+            }
         }
     }
 
@@ -416,6 +429,40 @@ impl TenantStore {
             groups,
             tail: raw.tail,
         })
+    }
+
+    /// Adds rejected events to the tenant's rejection log.
+    pub fn log_rejections(&mut self, rejected: &[Rejected]) -> Result<()> {
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        match self {
+            TenantStore::Sqlite(s) => s.log_rejections(rejected),
+            TenantStore::Postgres(p) => p.conn().log_rejections(rejected),
+            TenantStore::Memory(m) => {
+                m.log_rejections(rejected);
+                Ok(())
+            }
+        }
+    }
+
+    /// Up to `limit` logged rejections with ids above `after`, oldest first.
+    pub fn rejections(&self, after: u64, limit: usize) -> Result<Vec<LoggedRejection>> {
+        match self {
+            TenantStore::Sqlite(s) => s.rejections(after, limit),
+            TenantStore::Postgres(p) => p.conn().rejections(after, limit),
+            TenantStore::Memory(m) => Ok(m.rejections(after, limit)),
+        }
+    }
+
+    /// Deletes logged rejections older than `before`, and the oldest beyond the newest `keep`.
+    /// Returns how many were deleted.
+    pub fn trim_rejections(&mut self, before: Timestamp, keep: usize) -> Result<u64> {
+        match self {
+            TenantStore::Sqlite(s) => s.trim_rejections(before, keep),
+            TenantStore::Postgres(p) => p.conn().trim_rejections(before, keep),
+            TenantStore::Memory(m) => Ok(m.trim_rejections(before, keep)),
+        }
     }
 
     /// Deletes events older than `before` among those at or below `max_seq` (the lowest position

@@ -10,7 +10,8 @@ use tally_views::{Event, StreamDef, Timestamp, Value, ViewPlan};
 
 use crate::error::{Result, StoreError};
 use crate::types::{
-    EncodedFlush, KeyRecord, Materialized, MaterializedView, RawSnapshot, TenantInfo, bucket_of,
+    EncodedFlush, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
+    Rejected, TenantInfo, bucket_of,
 };
 
 #[derive(Default)]
@@ -37,6 +38,8 @@ pub struct MemoryTenant {
 struct TenantData {
     streams: BTreeMap<String, MemStream>,
     views: BTreeMap<String, MemView>,
+    rejections: Vec<LoggedRejection>,
+    last_rejection: u64,
 }
 
 #[derive(Default)]
@@ -95,6 +98,13 @@ impl MemoryStore {
         Ok(())
     }
 
+    pub(crate) fn forget_tenant(&self, name: &str) {
+        let mut c = lock(&self.catalog);
+        c.tenants.retain(|t| t.name != name);
+        c.keys.retain(|_, k| k.tenant != name);
+        c.data.remove(name);
+    }
+
     pub(crate) fn tenants(&self) -> Vec<TenantInfo> {
         lock(&self.catalog).tenants.clone()
     }
@@ -130,6 +140,37 @@ impl MemoryStore {
 }
 
 impl MemoryTenant {
+    pub(crate) fn log_rejections(&self, rejected: &[Rejected]) {
+        let mut d = self.data();
+        for r in rejected {
+            d.last_rejection += 1;
+            let id = d.last_rejection;
+            d.rejections.push(LoggedRejection {
+                id,
+                rejected: r.clone(),
+            });
+        }
+    }
+
+    pub(crate) fn rejections(&self, after: u64, limit: usize) -> Vec<LoggedRejection> {
+        self.data()
+            .rejections
+            .iter()
+            .filter(|r| r.id > after)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn trim_rejections(&self, before: Timestamp, keep: usize) -> u64 {
+        let mut d = self.data();
+        let n = d.rejections.len();
+        d.rejections.retain(|r| r.rejected.at >= before);
+        let over = d.rejections.len().saturating_sub(keep);
+        d.rejections.drain(..over);
+        (n - d.rejections.len()) as u64
+    }
+
     fn data(&self) -> MutexGuard<'_, TenantData> {
         lock(&self.data)
     }

@@ -37,12 +37,16 @@ pub(crate) const CATALOG: &[Migration] = &[
 ];
 
 /// A SQLite tenant database's migrations, oldest first.
-pub(crate) const TENANT: &[Migration] = &[migration!(1, "sqlite/tenant", "0001_positions")];
+pub(crate) const TENANT: &[Migration] = &[
+    migration!(1, "sqlite/tenant", "0001_positions"),
+    migration!(2, "sqlite/tenant", "0002_rejections"),
+];
 
 /// The PostgreSQL database's migrations, oldest first.
 pub(crate) const POSTGRES: &[Migration] = &[
     migration!(1, "postgres/catalog", "0001_tenants_and_keys"),
     migration!(2, "postgres/catalog", "0002_tenant_tables"),
+    migration!(3, "postgres/catalog", "0003_rejections"),
 ];
 
 /// The table every database records its applied migrations in.

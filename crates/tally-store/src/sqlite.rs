@@ -22,7 +22,8 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::types::{
-    EncodedFlush, KeyKind, KeyRecord, Materialized, MaterializedView, RawSnapshot, TenantInfo,
+    EncodedFlush, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
+    Rejected, TenantInfo,
 };
 
 /// The SQLite catalog of a data directory.
@@ -134,6 +135,32 @@ impl SqliteStore {
             .map_err(catalog_error)?;
         if inserted == 0 {
             return Err(StoreError::TenantExists(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn forget_tenant(&self, name: &str) -> Result<()> {
+        {
+            let conn = self.conn();
+            conn.execute("DELETE FROM api_keys WHERE tenant = ?", params![name])
+                .map_err(catalog_error)?;
+            conn.execute("DELETE FROM tenants WHERE name = ?", params![name])
+                .map_err(catalog_error)?;
+        }
+        let base = self.dir.join("tenants").join(format!("{name}.db"));
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut path = base.clone().into_os_string();
+            path.push(suffix);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: std::path::PathBuf::from(path).display().to_string(),
+                        source,
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -656,5 +683,62 @@ impl SqliteTenant {
             ident(&plan.keys[b].name)
         );
         Ok(self.conn.execute(&sql, [bound])? as u64)
+    }
+
+    pub(crate) fn log_rejections(&mut self, rejected: &[Rejected]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO tally_rejections (at, stream, route, reason, message, payload) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )?;
+            for r in rejected {
+                stmt.execute(params![
+                    r.at.0, r.stream, r.route, r.reason, r.message, r.payload
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn rejections(&self, after: u64, limit: usize) -> Result<Vec<LoggedRejection>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, stream, route, reason, message, payload FROM tally_rejections \
+             WHERE id > ? ORDER BY id LIMIT ?",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                i64::try_from(after).unwrap_or(i64::MAX),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(LoggedRejection {
+                    id: r.get::<_, i64>(0)? as u64,
+                    rejected: Rejected {
+                        at: Timestamp(r.get(1)?),
+                        stream: r.get(2)?,
+                        route: r.get(3)?,
+                        reason: r.get(4)?,
+                        message: r.get(5)?,
+                        payload: r.get(6)?,
+                    },
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(crate) fn trim_rejections(&mut self, before: Timestamp, keep: usize) -> Result<u64> {
+        let old = self.conn.execute(
+            "DELETE FROM tally_rejections WHERE at < ?",
+            params![before.0],
+        )?;
+        let over = self.conn.execute(
+            "DELETE FROM tally_rejections WHERE id <= \
+             (SELECT id FROM tally_rejections ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            params![i64::try_from(keep).unwrap_or(i64::MAX)],
+        )?;
+        Ok((old + over) as u64)
     }
 }

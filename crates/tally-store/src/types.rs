@@ -130,3 +130,26 @@ pub(crate) fn bucket_of(plan: &ViewPlan, key: &[u8]) -> Option<Timestamp> {
         _ => None,
     }
 }
+
+/// A rejected event for the rejection log: when, where it was sent, why, and what was sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejected {
+    pub at: Timestamp,
+    /// The stream it was sent to.
+    pub stream: String,
+    /// The route or command it came through (`streams`, `segment`, …).
+    pub route: String,
+    /// The kind of problem (`invalid_value`, `unknown_field`, …).
+    pub reason: String,
+    /// What was wrong, for people.
+    pub message: String,
+    /// What was sent, cut at 32 KB.
+    pub payload: String,
+}
+
+/// A logged rejection with its id (increasing; pages start after one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedRejection {
+    pub id: u64,
+    pub rejected: Rejected,
+}

@@ -335,10 +335,42 @@ impl Tally {
             }
             Err(e) => return Err(e.into()),
         }
-        let info = self.tenant_info(name)?;
-        // Create its tables now, so the tenant is complete even before its first event.
-        TenantRuntime::open(&self.store, &self.catalog, info.clone())?;
-        Ok(info)
+        // Create its tables now, so the tenant is complete even before its first event. A
+        // creation that fails half-way is undone, so that trying again works.
+        let created = self.tenant_info(name).and_then(|info| {
+            TenantRuntime::open(&self.store, &self.catalog, info.clone())
+                .map(|_| info)
+                .map_err(Error::naming_exhaustion)
+        });
+        self.undo_on_error(name, created)
+    }
+
+    /// Creates a tenant with a key of each kind given, all or nothing: keys are shown once, so
+    /// a tenant whose keys could not be made is not left behind.
+    pub fn create_tenant_with_keys(
+        &self,
+        name: &str,
+        time_zone: &str,
+        kinds: &[KeyKind],
+    ) -> Result<(TenantInfo, Vec<String>)> {
+        let info = self.create_tenant(name, time_zone)?;
+        let keys = kinds
+            .iter()
+            .map(|&kind| self.create_key(name, kind))
+            .collect::<Result<Vec<_>>>();
+        let keys = self.undo_on_error(name, keys)?;
+        Ok((info, keys))
+    }
+
+    /// Forgets tenant `name` when `result` is an error (its creation did not complete).
+    fn undo_on_error<T>(&self, name: &str, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            tracing::error!(tenant = name, error = %e, "creating the tenant failed; undoing it");
+            if let Err(undo) = self.store.forget_tenant(name) {
+                tracing::error!(tenant = name, error = %undo, "undoing the tenant failed");
+            }
+        }
+        result
     }
 
     pub fn tenants(&self) -> Result<Vec<TenantInfo>> {
@@ -356,7 +388,7 @@ impl Tally {
     /// Opens a tenant for ingest and queries.
     pub fn open_tenant(&self, name: &str) -> Result<TenantRuntime> {
         let info = self.tenant_info(name)?;
-        TenantRuntime::open(&self.store, &self.catalog, info)
+        TenantRuntime::open(&self.store, &self.catalog, info).map_err(Error::naming_exhaustion)
     }
 
     /// Creates a key for a tenant and returns it; only its hash is stored.

@@ -62,6 +62,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Read a view, optionally re-grouped to a coarser grain or fewer group columns.
     Query(QueryArgs),
+    /// Show the tenant's rejection log: rejected events with why and what was sent.
+    Rejections(RejectionsArgs),
     /// Create and list tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -93,6 +95,28 @@ pub struct ServeArgs {
     /// process's open-file limit (raised to its hard limit at start).
     #[arg(long, env = "TALLY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Tenants open at once (each holds a thread, its database files or connection); past it
+    /// the least recently used closes first. Capped by the open-file limit.
+    #[arg(long, env = "TALLY_MAX_OPEN_TENANTS", default_value_t = 1_000)]
+    pub max_open_tenants: usize,
+    /// A tenant no request reached for this long closes until its next request (e.g. '5 minutes').
+    #[arg(long, env = "TALLY_TENANT_IDLE", default_value = "5 minutes")]
+    pub tenant_idle: String,
+    /// How long the rejection log keeps a rejected event (e.g. '7 days').
+    #[arg(long, env = "TALLY_REJECTION_RETENTION", default_value = "7 days")]
+    pub rejection_retention: String,
+}
+
+#[derive(Args, Debug)]
+pub struct RejectionsArgs {
+    /// Only entries with a larger id (the last id of the previous page).
+    #[arg(long, default_value_t = 0)]
+    pub after: u64,
+    /// How many entries to show.
+    #[arg(long, default_value_t = 100)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TableFormat,
 }
 
 #[derive(Args, Debug)]
@@ -321,12 +345,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let req = query_request(args)?;
             let runtime = tally.open_tenant(&cli.tenant)?;
             let result = runtime.query(&args.view, &req)?;
-            let format = match args.format {
-                TableFormat::Table => OutputFormat::Table,
-                TableFormat::Csv => OutputFormat::Csv,
-                TableFormat::Json => OutputFormat::Json,
-            };
-            out(&render(&result, format));
+            out(&render(&result, table_format(args.format)));
+        }
+        Command::Rejections(args) => {
+            let runtime = tally.open_tenant(&cli.tenant)?;
+            let page = runtime.rejections(args.after, args.limit)?;
+            out(&render(&rejections_table(page), table_format(args.format)));
         }
         Command::Tenant(TenantCommand::Create { name, time_zone }) => {
             let info = tally.create_tenant(name, time_zone)?;
@@ -407,24 +431,52 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             "TALLY_ADMIN_TOKEN is not set: the admin routes (tenants, schema) answer 403"
         );
     }
-    // Connections and tenant databases share the process's file descriptors: keep room for the
-    // tenants' files (three per open SQLite tenant) beside the connections.
+    // Connections and tenant databases share the process's file descriptors: half for the
+    // connections, the rest for the tenants' files (up to four per open SQLite tenant).
     let mut max_connections = args.max_connections.max(1);
+    let mut max_open_tenants = args.max_open_tenants.max(1);
     if let Some(files) = crate::server::raise_open_files_limit() {
-        let room = usize::try_from(files / 2).unwrap_or(usize::MAX).max(64);
-        if max_connections > room {
+        let half = usize::try_from(files / 2).unwrap_or(usize::MAX).max(64);
+        if max_connections > half {
             tracing::warn!(
                 max_connections,
                 open_files = files,
                 "--max-connections lowered to half the open-file limit"
             );
-            max_connections = room;
+            max_connections = half;
+        }
+        let tenants = (half / 4).max(16);
+        if max_open_tenants > tenants {
+            tracing::warn!(
+                max_open_tenants,
+                open_files = files,
+                "--max-open-tenants lowered to fit the open-file limit"
+            );
+            max_open_tenants = tenants;
         }
     }
+    let tenant_idle = match Interval::parse(&args.tenant_idle) {
+        Ok(Interval::Micros(us)) if us > 0 => std::time::Duration::from_micros(us as u64),
+        _ => {
+            return Err(Error::Invalid(format!(
+                "--tenant-idle '{}' must be a duration under a day, such as '5 minutes'",
+                args.tenant_idle
+            )));
+        }
+    };
+    let rejection_retention = Interval::parse(&args.rejection_retention).map_err(|e| {
+        Error::Invalid(format!(
+            "--rejection-retention '{}': {e}",
+            args.rejection_retention
+        ))
+    })?;
     let settings = ServerConfig {
         listen: args.listen,
+        rejection_retention,
         admin_token,
         max_connections,
+        max_open_tenants,
+        tenant_idle,
         flush_interval,
         queue_depth: args.queue_depth.max(1),
         rate_limit: args.rate_limit,
@@ -449,6 +501,47 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             .await
             .map_err(|e| Error::Invalid(format!("server failed: {e}")))
     })
+}
+
+fn table_format(format: TableFormat) -> OutputFormat {
+    match format {
+        TableFormat::Table => OutputFormat::Table,
+        TableFormat::Csv => OutputFormat::Csv,
+        TableFormat::Json => OutputFormat::Json,
+    }
+}
+
+/// The rejection log as a result table.
+fn rejections_table(page: Vec<tally_store::LoggedRejection>) -> tally_views::ResultSet {
+    use tally_views::{Type, Value};
+    let text = |s: String| Value::Text(s.into());
+    tally_views::ResultSet {
+        columns: [
+            ("id", Type::BigInt),
+            ("at", Type::Timestamp),
+            ("stream", Type::Text),
+            ("route", Type::Text),
+            ("reason", Type::Text),
+            ("message", Type::Text),
+            ("payload", Type::Text),
+        ]
+        .map(|(name, ty)| (name.to_owned(), ty))
+        .to_vec(),
+        rows: page
+            .into_iter()
+            .map(|r| {
+                vec![
+                    Value::Int(i64::try_from(r.id).unwrap_or(i64::MAX)),
+                    Value::Timestamp(r.rejected.at),
+                    text(r.rejected.stream),
+                    text(r.rejected.route),
+                    text(r.rejected.reason),
+                    text(r.rejected.message),
+                    text(r.rejected.payload),
+                ]
+            })
+            .collect(),
+    }
 }
 
 /// The message of a compile error without its "line L, column C: " prefix.

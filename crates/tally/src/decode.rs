@@ -26,6 +26,70 @@ pub const MAX_EVENT_BYTES: usize = 32 * 1024;
 /// The deepest JSON nesting accepted.
 pub const MAX_JSON_DEPTH: usize = 64;
 
+/// What kind of problem rejected an event: the `reason` label of the rejection metric and log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Not valid JSON, not an object, nested too deeply; a CSV record of the wrong shape.
+    Malformed,
+    /// Over the per-event size limit.
+    TooLarge,
+    /// A field the stream has no column for.
+    UnknownField,
+    /// A required field missing or null.
+    MissingField,
+    /// A field whose value does not fit its column (type, precision, range, NUL characters).
+    InvalidValue,
+    /// An event time too far in the future or older than the stream's retention.
+    TimeOutOfRange,
+    /// A view's expression fails on the event.
+    ViewExpression,
+    /// A Segment message that cannot become an event.
+    InvalidMessage,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::TooLarge => "too_large",
+            Reason::UnknownField => "unknown_field",
+            Reason::MissingField => "missing_field",
+            Reason::InvalidValue => "invalid_value",
+            Reason::TimeOutOfRange => "time_out_of_range",
+            Reason::ViewExpression => "view_expression",
+            Reason::InvalidMessage => "invalid_message",
+        }
+    }
+}
+
+/// Why one event was rejected: its kind and a message that says what to send instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Rejection {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Rejection {
+        Rejection {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl PartialEq<&str> for Rejection {
+    fn eq(&self, other: &&str) -> bool {
+        self.message == *other
+    }
+}
+
 /// Decodes and validates records for one stream.
 pub struct RowDecoder<'a> {
     stream: &'a StreamDef,
@@ -134,16 +198,20 @@ impl<'a> RowDecoder<'a> {
     }
 
     /// Decodes one JSON object.
-    pub fn json(&self, text: &str) -> Result<Vec<Value>, String> {
+    pub fn json(&self, text: &str) -> Result<Vec<Value>, Rejection> {
         if text.len() > MAX_EVENT_BYTES {
-            return Err(format!(
-                "the event is {} bytes; the limit is {MAX_EVENT_BYTES}",
-                text.len()
+            return Err(Rejection::new(
+                Reason::TooLarge,
+                format!(
+                    "the event is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                    text.len()
+                ),
             ));
         }
         if let Some(depth) = too_deep(text.as_bytes()) {
-            return Err(format!(
-                "the event nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"
+            return Err(Rejection::new(
+                Reason::Malformed,
+                format!("the event nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"),
             ));
         }
         let kind = match text.trim_start().as_bytes().first() {
@@ -156,16 +224,19 @@ impl<'a> RowDecoder<'a> {
             _ => None,
         };
         if let Some(kind) = kind {
-            return Err(format!("an event must be a JSON object, not {kind}"));
+            return Err(Rejection::new(
+                Reason::Malformed,
+                format!("an event must be a JSON object, not {kind}"),
+            ));
         }
         let mut de = serde_json::Deserializer::from_str(text);
         let cells = match de.deserialize_map(RowVisitor { decoder: self }) {
             Ok(Ok(cells)) => cells,
-            Ok(Err(reason)) => return Err(reason),
-            Err(e) => return Err(json_error(&e, text)),
+            Ok(Err(rejection)) => return Err(rejection),
+            Err(e) => return Err(Rejection::new(Reason::Malformed, json_error(&e, text))),
         };
         if let Err(e) = de.end() {
-            return Err(json_error(&e, text));
+            return Err(Rejection::new(Reason::Malformed, json_error(&e, text)));
         }
         self.finish(cells)
     }
@@ -190,18 +261,22 @@ impl<'a> RowDecoder<'a> {
     }
 
     /// Decodes one CSV record whose fields are in the order of `columns`. An empty field is NULL.
-    pub fn csv(&self, columns: &[usize], fields: &[&str]) -> Result<Vec<Value>, String> {
+    pub fn csv(&self, columns: &[usize], fields: &[&str]) -> Result<Vec<Value>, Rejection> {
         let size: usize = fields.iter().map(|f| f.len() + 1).sum();
         if size > MAX_EVENT_BYTES {
-            return Err(format!(
-                "the record is {size} bytes; the limit is {MAX_EVENT_BYTES}"
+            return Err(Rejection::new(
+                Reason::TooLarge,
+                format!("the record is {size} bytes; the limit is {MAX_EVENT_BYTES}"),
             ));
         }
         if fields.len() != columns.len() {
-            return Err(format!(
-                "the record has {} fields, the header has {}",
-                fields.len(),
-                columns.len()
+            return Err(Rejection::new(
+                Reason::Malformed,
+                format!(
+                    "the record has {} fields, the header has {}",
+                    fields.len(),
+                    columns.len()
+                ),
             ));
         }
         let mut cells: Vec<Cell> = (0..self.stream.columns.len())
@@ -212,10 +287,12 @@ impl<'a> RowDecoder<'a> {
             cells[index] = if field.is_empty() {
                 Cell::Null
             } else {
-                Cell::Value(
-                    text_cell(column.ty, field)
-                        .map_err(|e| format!("field '{}': {e}", column.name))?,
-                )
+                Cell::Value(text_cell(column.ty, field).map_err(|e| {
+                    Rejection::new(
+                        Reason::InvalidValue,
+                        format!("field '{}': {e}", column.name),
+                    )
+                })?)
             };
         }
         self.finish(cells)
@@ -235,33 +312,45 @@ impl<'a> RowDecoder<'a> {
         )
     }
 
-    fn unknown_field(&self, key: &str) -> String {
-        format!("unknown field '{key}', {}", self.columns_hint())
+    fn unknown_field(&self, key: &str) -> Rejection {
+        Rejection::new(
+            Reason::UnknownField,
+            format!("unknown field '{key}', {}", self.columns_hint()),
+        )
     }
 
     /// Applies defaults and NOT NULL, checks allowed values and the event time, and evaluates
     /// the views' fallible expressions.
-    fn finish(&self, cells: Vec<Cell>) -> Result<Vec<Value>, String> {
+    fn finish(&self, cells: Vec<Cell>) -> Result<Vec<Value>, Rejection> {
         let mut row = Vec::with_capacity(cells.len());
         for (cell, column) in cells.into_iter().zip(&self.stream.columns) {
             let value = match cell {
                 Cell::Value(v) => v,
                 Cell::Absent | Cell::Null if column.default.is_some() => self.default(column),
                 Cell::Absent if column.not_null => {
-                    return Err(format!("missing required field '{}'", column.name));
+                    return Err(Rejection::new(
+                        Reason::MissingField,
+                        format!("missing required field '{}'", column.name),
+                    ));
                 }
                 Cell::Null if column.not_null => {
-                    return Err(format!("field '{}' must not be null", column.name));
+                    return Err(Rejection::new(
+                        Reason::MissingField,
+                        format!("field '{}' must not be null", column.name),
+                    ));
                 }
                 Cell::Absent | Cell::Null => Value::Null,
             };
             if let (Some(allowed), Value::Text(s)) = (column.allowed, &value)
                 && !allowed.contains(&s.as_ref())
             {
-                return Err(format!(
-                    "field '{}' is '{s}'; it must be one of {}",
-                    column.name,
-                    allowed.join(", ")
+                return Err(Rejection::new(
+                    Reason::InvalidValue,
+                    format!(
+                        "field '{}' is '{s}'; it must be one of {}",
+                        column.name,
+                        allowed.join(", ")
+                    ),
                 ));
             }
             row.push(value);
@@ -269,24 +358,30 @@ impl<'a> RowDecoder<'a> {
         let time_column = &self.stream.columns[self.stream.event_time];
         if let Value::Timestamp(t) = row[self.stream.event_time] {
             if t > self.newest {
-                return Err(format!(
-                    "field '{}': {t} is more than {} in the future (now is {})",
-                    time_column.name, self.max_future, self.now
+                return Err(Rejection::new(
+                    Reason::TimeOutOfRange,
+                    format!(
+                        "field '{}': {t} is more than {} in the future (now is {})",
+                        time_column.name, self.max_future, self.now
+                    ),
                 ));
             }
             if let (Some(retention), Some(oldest)) = (self.stream.retention, self.oldest)
                 && t < oldest
             {
-                return Err(format!(
-                    "field '{}': {t} is older than the stream's retention of {retention}",
-                    time_column.name
+                return Err(Rejection::new(
+                    Reason::TimeOutOfRange,
+                    format!(
+                        "field '{}': {t} is older than the stream's retention of {retention}",
+                        time_column.name
+                    ),
                 ));
             }
         }
         if self.check
             && let Err(e) = self.engine.check(&self.stream.name, &row)
         {
-            return Err(e.to_string());
+            return Err(Rejection::new(Reason::ViewExpression, e.to_string()));
         }
         Ok(row)
     }
@@ -490,7 +585,7 @@ struct RowVisitor<'d, 'a> {
 }
 
 impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
-    type Value = Result<Vec<Cell>, String>;
+    type Value = Result<Vec<Cell>, Rejection>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object (an event)")
@@ -499,7 +594,7 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let stream = self.decoder.stream;
         let mut cells: Vec<Cell> = (0..stream.columns.len()).map(|_| Cell::Absent).collect();
-        let mut error: Option<String> = None;
+        let mut error: Option<Rejection> = None;
         // Fields usually come in the stream's column order: try the next column first.
         let mut expected = 0;
         while let Some(key) = map.next_key_seed(KeySeed)? {
@@ -519,12 +614,19 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
                     };
                     match map.next_value_seed(seed)? {
                         Ok(cell) => cells[i] = cell,
-                        Err(reason) => error = Some(format!("field '{key}': {reason}")),
+                        Err(reason) => {
+                            error = Some(Rejection::new(
+                                Reason::InvalidValue,
+                                format!("field '{key}': {reason}"),
+                            ));
+                        }
                     }
                 }
                 Some(_) => {
                     map.next_value::<IgnoredAny>()?;
-                    error.get_or_insert_with(|| format!("field '{key}' appears twice"));
+                    error.get_or_insert_with(|| {
+                        Rejection::new(Reason::Malformed, format!("field '{key}' appears twice"))
+                    });
                 }
                 None => {
                     map.next_value::<IgnoredAny>()?;

@@ -43,20 +43,52 @@ pub enum Error {
     /// unreachable, another node was rebuilding the tenant's tables).
     #[error("{0}")]
     Unavailable(String),
+    /// A resource ran out (file descriptors, database connections, disk), named for users;
+    /// retrying later may succeed.
+    #[error("{0}")]
+    Exhausted(String),
 }
 
 impl Error {
     /// Whether retrying later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Store(e) => e.is_transient(),
-            Error::Unavailable(_) => true,
+            Error::Store(e) => e.is_transient() || e.exhausted().is_some(),
+            Error::Unavailable(_) | Error::Exhausted(_) => true,
             _ => false,
         }
     }
 
+    /// The error with the resource that ran out named, when one did: the store's own word, or
+    /// the process's file descriptors (probed, since the store reports only that it could not
+    /// open a file).
+    pub fn naming_exhaustion(self) -> Error {
+        if let Error::Store(e) = &self
+            && let Some(what) = e.exhausted()
+        {
+            return Error::Exhausted(what.to_owned());
+        }
+        if matches!(self, Error::Store(_))
+            && let Err(probe) = std::fs::File::open("/dev/null")
+            && probe.raw_os_error() == Some(24)
+        {
+            return Error::Exhausted(
+                "the process has no file descriptors left (its open-file limit): lower --max-open-tenants or --max-connections, or raise the limit".into(),
+            );
+        }
+        self
+    }
+
     /// The failure as reported to each of several waiters, keeping whether it is transient.
     pub fn shared(&self, context: &str) -> Error {
+        if let Error::Exhausted(m) = self {
+            return Error::Exhausted(m.clone());
+        }
+        if let Error::Store(e) = self
+            && let Some(what) = e.exhausted()
+        {
+            return Error::Exhausted(what.to_owned());
+        }
         let message = format!("{context}: {self}");
         if self.is_transient() {
             Error::Unavailable(message)
@@ -68,6 +100,7 @@ impl Error {
     /// Another copy of a shared failure, for the next waiter.
     pub fn copy(&self) -> Error {
         match self {
+            Error::Exhausted(m) => Error::Exhausted(m.clone()),
             Error::Unavailable(m) => Error::Unavailable(m.clone()),
             other if other.is_transient() => Error::Unavailable(other.to_string()),
             other => Error::Failed(other.to_string()),

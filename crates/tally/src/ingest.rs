@@ -294,7 +294,7 @@ fn decode(
                     match std::str::from_utf8(&buf) {
                         Err(_) => Err("the line is not valid UTF-8".into()),
                         Ok(text) if text.trim().is_empty() => continue,
-                        Ok(text) => decoder.json(text.trim()),
+                        Ok(text) => decoder.json(text.trim()).map_err(|r| r.message),
                     }
                 };
                 if !out.push(line_no, row, consumed) {
@@ -329,7 +329,7 @@ fn decode(
                         let fields: std::result::Result<Vec<&str>, _> =
                             record.iter().map(std::str::from_utf8).collect();
                         match fields {
-                            Ok(fields) => decoder.csv(&columns, &fields),
+                            Ok(fields) => decoder.csv(&columns, &fields).map_err(|r| r.message),
                             Err(_) => Err("the record is not valid UTF-8".into()),
                         }
                     }
@@ -372,7 +372,8 @@ fn decode(
                     .filter(|&&b| b == b'\n')
                     .count() as u64;
                 scanned = offset;
-                if !out.push(line, decoder.json(element.get()), offset as u64) {
+                let row = decoder.json(element.get()).map_err(|r| r.message);
+                if !out.push(line, row, offset as u64) {
                     return Ok(());
                 }
             }

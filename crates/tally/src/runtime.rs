@@ -453,6 +453,25 @@ impl TenantRuntime {
             .collect()
     }
 
+    /// Adds rejected events to the tenant's rejection log.
+    pub fn log_rejections(&mut self, rejected: &[tally_store::Rejected]) -> Result<()> {
+        Ok(self.store.log_rejections(rejected)?)
+    }
+
+    /// A page of the rejection log: up to `limit` entries with ids above `after`.
+    pub fn rejections(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<tally_store::LoggedRejection>> {
+        Ok(self.store.rejections(after, limit)?)
+    }
+
+    /// Deletes rejection log entries older than `before`, and the oldest beyond `keep`.
+    pub fn trim_rejections(&mut self, before: Timestamp, keep: usize) -> Result<u64> {
+        Ok(self.store.trim_rejections(before, keep)?)
+    }
+
     /// Whether a store failure left the runtime unusable: it must be reopened (which replays).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned

@@ -369,3 +369,214 @@ async fn a_view_without_group_by_has_one_row_before_its_first_event() {
     .await;
     assert_eq!(a.json()["rows"], json!([[0, null]]), "{}", a.text);
 }
+
+/// A tenant whose creation fails half-way (here its database file cannot be created) is not
+/// left behind: the retry creates it and shows its keys.
+#[tokio::test]
+async fn a_failed_tenant_creation_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let tally = tally::app::Tally::open(
+        &tally::app::Location::Directory(dir.path().to_owned()),
+        tally::app::Config::default(),
+    )
+    .unwrap();
+    let hub = std::sync::Arc::new(tally::server::Hub::new(
+        tally,
+        ServerConfig {
+            admin_token: Some(ADMIN.into()),
+            ..ServerConfig::default()
+        },
+    ));
+    let app = app(hub);
+    let blocker = dir.path().join("tenants").join("acme.db");
+    std::fs::create_dir_all(&blocker).unwrap();
+    let admin = bearer(ADMIN);
+    let headers = [
+        ("authorization", admin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let body = json!({"name": "acme"}).to_string();
+    let a = call(&app, "POST", "/v1/tenants", &headers, body.clone()).await;
+    assert!(a.status.is_server_error(), "{} {}", a.status, a.text);
+    std::fs::remove_dir(&blocker).unwrap();
+    let a = call(&app, "POST", "/v1/tenants", &headers, body).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert!(
+        a.json()["write_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("tly_w_")
+    );
+}
+
+/// Every rejected event is kept in the tenant's rejection log, with the reason and what was
+/// sent, whichever route it came through, and counted by reason in `/metrics`: Segment clients
+/// ignore the answer's `rejected`, so this is where such an event can still be found.
+#[tokio::test]
+async fn rejected_events_are_logged_and_counted() {
+    let app = app(hub_with(ServerConfig::default()));
+    let keys = setup(&app, &["acme", "beta"]).await;
+    let write = bearer(&keys[0].write);
+    let a = call(
+        &app,
+        "POST",
+        "/v1/streams/orders/events",
+        &[
+            ("authorization", &write),
+            ("content-type", "application/x-ndjson"),
+        ],
+        [
+            order("o1", "paris", "5.00", "2026-03-30T10:00:00Z").to_string(),
+            order("o2", "paris", "five", "2026-03-30T10:00:00Z").to_string(),
+            json!({"id": "o3", "shop": "lyon", "amount": "1.00", "at": "2026-03-30T10:00:00Z", "colour": "red"}).to_string(),
+        ]
+        .join("\n"),
+    )
+    .await;
+    assert_eq!(
+        a.json()["rejected"].as_array().unwrap().len(),
+        2,
+        "{}",
+        a.text
+    );
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:", keys[0].write)
+        )
+    );
+    let a = call(
+        &app,
+        "POST",
+        "/v1/track",
+        &[
+            ("authorization", &basic),
+            ("content-type", "application/json"),
+        ],
+        json!({"userId": "u1", "messageId": "m1"}).to_string(),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let read = bearer(&keys[0].read);
+    let page = |query: &'static str| {
+        let app = app.clone();
+        let read = read.clone();
+        async move {
+            call(
+                &app,
+                "GET",
+                &format!("/v1/rejections{query}"),
+                &[("authorization", &read)],
+                Body::empty(),
+            )
+            .await
+        }
+    };
+    let a = page("").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let body = a.json();
+    let log = body["rejections"].as_array().unwrap();
+    assert_eq!(log.len(), 3, "{}", a.text);
+    assert_eq!(log[0]["reason"], "invalid_value");
+    assert_eq!(log[0]["stream"], "orders");
+    assert_eq!(log[0]["route"], "streams");
+    assert!(log[0]["payload"].as_str().unwrap().contains("\"five\""));
+    assert!(
+        log[0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("field 'amount'")
+    );
+    assert_eq!(log[1]["reason"], "unknown_field");
+    assert_eq!(log[2]["reason"], "invalid_message");
+    assert_eq!(log[2]["route"], "segment");
+    assert_eq!(log[2]["stream"], "events");
+    assert!(log[2]["payload"].as_str().unwrap().contains("m1"));
+    assert_eq!(body["next"], json!(null));
+    // Pages.
+    let a = page("?limit=2").await;
+    let first = a.json();
+    assert_eq!(first["rejections"].as_array().unwrap().len(), 2);
+    assert_eq!(first["next"], log[1]["id"]);
+    let a = page("?after=2&limit=2").await;
+    assert_eq!(a.json()["rejections"][0]["id"], log[2]["id"]);
+    // Another tenant's log is its own; a write key cannot read it; parameters are checked.
+    let a = call(
+        &app,
+        "GET",
+        "/v1/rejections",
+        &[("authorization", &bearer(&keys[1].read))],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(a.json()["rejections"], json!([]), "{}", a.text);
+    call(
+        &app,
+        "GET",
+        "/v1/rejections",
+        &[("authorization", &write)],
+        Body::empty(),
+    )
+    .await
+    .error(StatusCode::FORBIDDEN, "forbidden");
+    page("?limit=many")
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_request");
+    // Counted by tenant, stream and reason.
+    let metrics = call(&app, "GET", "/metrics", &[], Body::empty()).await.text;
+    for series in [
+        "tally_ingest_events_total{tenant=\"acme\",stream=\"orders\",outcome=\"rejected\",reason=\"invalid_value\"} 1",
+        "tally_ingest_events_total{tenant=\"acme\",stream=\"orders\",outcome=\"rejected\",reason=\"unknown_field\"} 1",
+        "tally_ingest_events_total{tenant=\"acme\",stream=\"events\",outcome=\"rejected\",reason=\"invalid_message\"} 1",
+        "tally_ingest_events_total{tenant=\"acme\",stream=\"orders\",outcome=\"accepted\"} 1",
+    ] {
+        assert!(metrics.contains(series), "{series} not in\n{metrics}");
+    }
+}
+
+/// Idle tenants release their worker (thread, files, connection) and reopen on demand with
+/// their data; past the open-tenant limit the least recently used one closes first.
+#[tokio::test]
+async fn idle_tenants_close_and_reopen_with_their_data() {
+    let hub = hub_with(ServerConfig {
+        max_open_tenants: 2,
+        ..ServerConfig::default()
+    });
+    let app = app(hub.clone());
+    let names = ["t1", "t2", "t3"];
+    let keys = setup(&app, &names).await;
+    for (i, k) in keys.iter().enumerate() {
+        let a = call(
+            &app,
+            "POST",
+            "/v1/streams/orders/events",
+            &[
+                ("authorization", &bearer(&k.write)),
+                ("content-type", "application/json"),
+            ],
+            order(&format!("o{i}"), names[i], "2.50", "2026-03-30T10:00:00Z").to_string(),
+        )
+        .await;
+        assert_eq!(a.json()["accepted"], 1, "{}", a.text);
+        assert!(hub.open_tenants().await <= 2);
+    }
+    hub.release_idle(Duration::ZERO).await;
+    assert_eq!(hub.open_tenants().await, 0);
+    for (i, k) in keys.iter().enumerate() {
+        let a = call(
+            &app,
+            "GET",
+            "/v1/views/sales?group_by=shop",
+            &[("authorization", &bearer(&k.read))],
+            Body::empty(),
+        )
+        .await;
+        assert_eq!(
+            a.json()["rows"],
+            json!([[names[i], 1, "2.50"]]),
+            "{}",
+            a.text
+        );
+    }
+}

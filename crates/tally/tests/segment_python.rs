@@ -151,7 +151,9 @@ async fn segment_python_library_events_are_counted() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"tally_ingest_events_total{stream="events",outcome="accepted"} 35"#),
+        metrics.contains(
+            r#"tally_ingest_events_total{tenant="shop",stream="events",outcome="accepted"} 35"#
+        ),
         "{metrics}"
     );
     assert!(!metrics.contains(r#"outcome="rejected""#), "{metrics}");

@@ -19,7 +19,7 @@ use super::wire::{
     WEEK_MICROS, Wire, insert_columns, key_text, quote, raw_type, read_cell, stage_type, to_read,
 };
 use crate::error::{Result, StoreError};
-use crate::types::{EncodedFlush, RawSnapshot};
+use crate::types::{EncodedFlush, LoggedRejection, RawSnapshot, Rejected};
 
 /// How many keys one `load_states` query looks up.
 const LOAD_CHUNK: usize = 5_000;
@@ -526,5 +526,68 @@ impl PgConn {
         let n = tx.execute(&sql, &[&tenant, &Wire(&before)])?;
         tx.commit()?;
         Ok(n)
+    }
+
+    pub(crate) fn log_rejections(&mut self, rejected: &[Rejected]) -> Result<()> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let stmt = tx.prepare(
+            "INSERT INTO tally_rejections (tenant_id, at, stream, route, reason, message, payload) \
+             VALUES ($1, 'epoch'::timestamptz + $2::bigint * interval '1 microsecond', $3, $4, $5, $6, $7)",
+        )?;
+        for r in rejected {
+            tx.execute(
+                &stmt,
+                &[
+                    &tenant, &r.at.0, &r.stream, &r.route, &r.reason, &r.message, &r.payload,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn rejections(&mut self, after: u64, limit: usize) -> Result<Vec<LoggedRejection>> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let rows = tx.query(
+            "SELECT id, (extract(epoch FROM at) * 1e6)::bigint, stream, route, reason, message, payload \
+             FROM tally_rejections WHERE id > $1 ORDER BY id LIMIT $2",
+            &[
+                &i64::try_from(after).unwrap_or(i64::MAX),
+                &i64::try_from(limit).unwrap_or(i64::MAX),
+            ],
+        )?;
+        tx.commit()?;
+        Ok(rows
+            .iter()
+            .map(|r| LoggedRejection {
+                id: r.get::<_, i64>(0) as u64,
+                rejected: Rejected {
+                    at: Timestamp(r.get(1)),
+                    stream: r.get(2),
+                    route: r.get(3),
+                    reason: r.get(4),
+                    message: r.get(5),
+                    payload: r.get(6),
+                },
+            })
+            .collect())
+    }
+
+    pub(crate) fn trim_rejections(&mut self, before: Timestamp, keep: usize) -> Result<u64> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let old = tx.execute(
+            "DELETE FROM tally_rejections WHERE at < 'epoch'::timestamptz + $1::bigint * interval '1 microsecond'",
+            &[&before.0],
+        )?;
+        let over = tx.execute(
+            "DELETE FROM tally_rejections WHERE id <= \
+             (SELECT id FROM tally_rejections ORDER BY id DESC LIMIT 1 OFFSET $1)",
+            &[&i64::try_from(keep).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+        Ok(old + over)
     }
 }

@@ -45,7 +45,7 @@ mod ddl;
 mod lead;
 mod wire;
 
-use conn::{Conn, catalog_error, connect};
+use conn::{Conn, catalog_error, connect, tenant_tx};
 use wire::{literal, quote};
 
 pub(crate) use conn::pg_message;
@@ -280,6 +280,29 @@ impl PgStore {
         Ok(())
     }
 
+    pub(crate) fn forget_tenant(&self, name: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let mut tx = tenant_tx(&mut conn, name)?;
+        // The tenant's rows in the shared tables (under row-level security, only its own).
+        let tables: Vec<String> = tx
+            .query("SELECT name FROM tally_tables", &[])
+            .map_err(catalog_error)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for table in tables.iter().map(String::as_str).chain([
+            "tally_streams",
+            "tally_views",
+            "tally_rejections",
+        ]) {
+            tx.execute(&format!("DELETE FROM {}", quote(table)), &[])?;
+        }
+        tx.execute("DELETE FROM api_keys WHERE tenant_id = $1", &[&name])?;
+        tx.execute("DELETE FROM tenants WHERE tenant_id = $1", &[&name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub(crate) fn tenants(&self) -> Result<Vec<TenantInfo>> {
         let rows = self
             .conn()
@@ -351,7 +374,7 @@ impl PgStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        tables.extend(["tally_streams".to_owned(), "tally_views".to_owned()]);
+        tables.extend(["tally_streams", "tally_views", "tally_rejections"].map(String::from));
         // Rebuild only a schema this role made: never drop someone else's.
         let foreign = tx
             .query_opt(

@@ -92,6 +92,15 @@ impl From<Error> for ApiError {
             Error::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             Error::Input { .. } => ApiError::bad_request(e.to_string()),
             Error::Store(tally_store::StoreError::Busy(m)) => ApiError::overloaded(m),
+            Error::Exhausted(m) => {
+                tracing::error!(error = %m, "out of a resource");
+                ApiError::overloaded(m)
+            }
+            Error::Store(e) if e.exhausted().is_some() => {
+                let m = e.exhausted().unwrap_or_default();
+                tracing::error!(error = %e, "out of a resource");
+                ApiError::overloaded(m)
+            }
             Error::Unavailable(m) => {
                 tracing::warn!(error = %m, "request failed; retryable");
                 ApiError::overloaded("the store is unavailable right now; retry shortly")

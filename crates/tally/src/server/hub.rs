@@ -2,7 +2,9 @@
 //! rate limits and metrics.
 //!
 //! Tenant workers are started on a tenant's first request and stopped (after a final flush) on
-//! shutdown and around schema changes. The map of workers is behind an async lock that schema
+//! shutdown, around schema changes, when idle for the tenant idle time, and, least recently
+//! used first, when the number of open tenants reaches its limit: an idle tenant holds no
+//! thread, file or database connection. The map of workers is behind an async lock that schema
 //! changes hold for their whole run, so no request reaches a tenant while its tables change.
 
 use std::collections::HashMap;
@@ -58,6 +60,12 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// A connection that moves no byte for this long is closed (after its request in flight).
     pub idle_timeout: Duration,
+    /// A tenant no request reached for this long releases its worker, files and connection.
+    pub tenant_idle: Duration,
+    /// Tenants open at once; past it the least recently used one is closed first.
+    pub max_open_tenants: usize,
+    /// How long the rejection log keeps a rejected event.
+    pub rejection_retention: tally_views::Interval,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +83,9 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(60),
+            tenant_idle: Duration::from_secs(300),
+            max_open_tenants: 1_000,
+            rejection_retention: tally_views::Interval::Days(7),
         }
     }
 }
@@ -85,6 +96,12 @@ pub struct Principal {
     pub tenant: String,
     pub kind: KeyKind,
     hash: [u8; 32],
+}
+
+/// A running tenant worker: its queue and when a request last reached it.
+struct Worker {
+    sender: SyncSender<Job>,
+    used: Instant,
 }
 
 /// A key lookup (`None`: no such key) and when it was made.
@@ -98,7 +115,7 @@ struct Bucket {
 pub struct Hub {
     tally: Mutex<Tally>,
     catalog: RwLock<Arc<Catalog>>,
-    workers: tokio::sync::Mutex<HashMap<String, SyncSender<Job>>>,
+    workers: tokio::sync::Mutex<HashMap<String, Worker>>,
     keys: Mutex<HashMap<[u8; 32], CachedKey>>,
     buckets: Mutex<HashMap<[u8; 32], Bucket>>,
     /// Failed authentications per client address.
@@ -120,6 +137,7 @@ impl Hub {
         let metrics = Arc::new(Metrics::new());
         let worker = WorkerConfig {
             flush_interval: settings.flush_interval,
+            rejection_retention: settings.rejection_retention,
             config: tally.config().clone(),
             metrics: metrics.clone(),
         };
@@ -284,11 +302,32 @@ impl Hub {
     async fn submit(self: &Arc<Self>, tenant: &str, mut job: Job) -> Result<(), ApiError> {
         let mut workers = self.workers.lock().await;
         for _ in 0..2 {
-            let sender = match workers.get(tenant) {
-                Some(s) => s.clone(),
+            let sender = match workers.get_mut(tenant) {
+                Some(w) => {
+                    w.used = Instant::now();
+                    w.sender.clone()
+                }
                 None => {
+                    if workers.len() >= self.settings.max_open_tenants.max(1) {
+                        // Make room: the least recently used tenant stops (after a flush).
+                        let oldest = workers
+                            .iter()
+                            .min_by_key(|(_, w)| w.used)
+                            .map(|(name, _)| name.clone());
+                        if let Some(name) = oldest
+                            && let Some(w) = workers.remove(&name)
+                        {
+                            stop_worker(name, w).await;
+                        }
+                    }
                     let s = self.spawn(tenant);
-                    workers.insert(tenant.to_owned(), s.clone());
+                    workers.insert(
+                        tenant.to_owned(),
+                        Worker {
+                            sender: s.clone(),
+                            used: Instant::now(),
+                        },
+                    );
                     s
                 }
             };
@@ -309,6 +348,27 @@ impl Hub {
             }
         }
         Err(ApiError::internal())
+    }
+
+    /// Stops (after a final flush) the workers of tenants that no request reached for `idle`:
+    /// their thread, files and database connection are released until the next request.
+    pub async fn release_idle(self: &Arc<Self>, idle: Duration) {
+        let mut workers = self.workers.lock().await;
+        let idle_tenants: Vec<String> = workers
+            .iter()
+            .filter(|(_, w)| w.used.elapsed() >= idle)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in idle_tenants {
+            if let Some(w) = workers.remove(&name) {
+                stop_worker(name, w).await;
+            }
+        }
+    }
+
+    /// How many tenants have a running worker.
+    pub async fn open_tenants(&self) -> usize {
+        self.workers.lock().await.len()
     }
 
     /// Starts a tenant's worker thread: it opens the tenant (reconcile and replay), then serves.
@@ -359,18 +419,36 @@ impl Hub {
     }
 
     /// Ingests records into a stream of a tenant and waits for the durable acknowledgement.
+    /// `route` names where they came from (`streams`, `segment`) in the rejection log.
     pub async fn ingest(
         self: &Arc<Self>,
         tenant: &str,
         stream: &str,
+        route: &'static str,
         records: Vec<Record>,
     ) -> Result<Outcome, ApiError> {
         self.ask(tenant, |reply| {
             Job::Ingest(Submission {
                 stream: stream.to_owned(),
+                route,
                 records,
                 reply,
             })
+        })
+        .await
+    }
+
+    /// A page of the tenant's rejection log: entries with ids above `after`.
+    pub async fn rejections(
+        self: &Arc<Self>,
+        tenant: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<tally_store::LoggedRejection>, ApiError> {
+        self.ask(tenant, |reply| Job::Rejections {
+            after,
+            limit,
+            reply,
         })
         .await
     }
@@ -391,9 +469,9 @@ impl Hub {
     }
 
     /// Flushes and stops every worker (blocking; call off the async threads).
-    fn stop_workers(&self, workers: &mut HashMap<String, SyncSender<Job>>) {
+    fn stop_workers(&self, workers: &mut HashMap<String, Worker>) {
         let mut waiting = Vec::new();
-        for (tenant, sender) in workers.drain() {
+        for (tenant, Worker { sender, .. }) in workers.drain() {
             let (reply, answer) = oneshot::channel();
             if sender.send(Job::Stop { reply }).is_ok() {
                 waiting.push((tenant, answer));
@@ -490,6 +568,21 @@ impl Hub {
     }
 }
 
+/// Stops one worker after a final flush, and waits until it has.
+async fn stop_worker(tenant: String, worker: Worker) {
+    let (reply, answer) = oneshot::channel();
+    // A busy worker's queue may be full: wait for room off the async threads.
+    let sent = tokio::task::spawn_blocking(move || worker.sender.send(Job::Stop { reply }).is_ok())
+        .await
+        .unwrap_or(false);
+    if sent {
+        match answer.await {
+            Ok(Ok(())) | Err(_) => {}
+            Ok(Err(e)) => tracing::error!(tenant, error = %e, "final flush failed"),
+        }
+    }
+}
+
 /// Adds what a token bucket earned since it was last looked at.
 fn refill(bucket: &mut Bucket, rate: f64, burst: f64) {
     let now = Instant::now();
@@ -503,6 +596,9 @@ fn fail(job: Job, error: &Error) {
             let _ = s.reply.send(Err(error.copy()));
         }
         Job::Query { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Rejections { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Stop { reply } => {

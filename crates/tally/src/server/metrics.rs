@@ -27,6 +27,10 @@ pub struct Metrics {
     pub flushes: Counter,
     /// Connections open now.
     pub connections: Gauge,
+    /// 1 while commits succeed, 0 since one failed (until one succeeds again).
+    store_up: Gauge,
+    /// Why the last commit failed, while the store is failing.
+    store_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -41,7 +45,7 @@ impl Metrics {
         let events = Family::<Labels, Counter>::default();
         registry.register(
             "ingest_events",
-            "Events received, by stream and outcome (accepted, duplicate, rejected)",
+            "Events received, by tenant, stream and outcome (accepted, duplicate, rejected; rejected also by reason)",
             events.clone(),
         );
         let responses = Family::<Labels, Counter>::default();
@@ -86,7 +90,16 @@ impl Metrics {
             "HTTP connections open now",
             connections.clone(),
         );
+        let store_up = Gauge::default();
+        store_up.set(1);
+        registry.register(
+            "store_up",
+            "1 while commits to the store succeed, 0 after one failed until one succeeds again",
+            store_up.clone(),
+        );
         Metrics {
+            store_up,
+            store_failure: std::sync::Mutex::new(None),
             connections,
             registry,
             events,
@@ -99,21 +112,30 @@ impl Metrics {
         }
     }
 
-    pub fn count_ingest(&self, stream: &str, accepted: u64, duplicates: u64, rejected: u64) {
-        for (outcome, n) in [
-            ("accepted", accepted),
-            ("duplicate", duplicates),
-            ("rejected", rejected),
-        ] {
+    pub fn count_ingest(&self, tenant: &str, stream: &str, accepted: u64, duplicates: u64) {
+        for (outcome, n) in [("accepted", accepted), ("duplicate", duplicates)] {
             if n > 0 {
                 self.events
                     .get_or_create(&vec![
+                        ("tenant", tenant.to_owned()),
                         ("stream", stream.to_owned()),
                         ("outcome", outcome.into()),
                     ])
                     .inc_by(n);
             }
         }
+    }
+
+    /// Counts one rejected event by the kind of its problem.
+    pub fn count_rejected(&self, tenant: &str, stream: &str, reason: &str) {
+        self.events
+            .get_or_create(&vec![
+                ("tenant", tenant.to_owned()),
+                ("stream", stream.to_owned()),
+                ("outcome", "rejected".into()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
     }
 
     pub fn count_response(&self, route: &'static str, status: u16) {
@@ -144,6 +166,28 @@ impl Metrics {
                 ("view", view.to_owned()),
             ])
             .inc_by(n);
+    }
+
+    /// Records that a commit succeeded: the store works.
+    pub fn store_ok(&self) {
+        if self.store_up.get() == 0 {
+            self.store_up.set(1);
+            *self.store_failure.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// Records that a commit failed, and why (a message for operators, no internals).
+    pub fn store_failed(&self, reason: &str) {
+        self.store_up.set(0);
+        *self.store_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(reason.to_owned());
+    }
+
+    /// Why the store is failing, if it is.
+    pub fn store_failure(&self) -> Option<String> {
+        self.store_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn observe_query(&self, elapsed: Duration) {

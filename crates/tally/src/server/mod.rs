@@ -99,6 +99,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
 fn api_router() -> OpenApiRouter<Arc<Hub>> {
     OpenApiRouter::new()
         .routes(routes!(routes::ingest::ingest_stream))
+        .routes(routes!(routes::rejections::list_rejections))
         .routes(routes!(segment::routes::segment_batch))
         .routes(routes!(segment::routes::segment_track))
         .routes(routes!(segment::routes::segment_identify))
@@ -223,6 +224,7 @@ fn route_group(path: &str) -> &'static str {
         "/v1/batch" | "/v1/track" | "/v1/identify" | "/v1/page" | "/v1/screen" | "/v1/group"
         | "/v1/alias" => "segment",
         "/v1/views/{view}" => "query",
+        "/v1/rejections" => "rejections",
         "/v1/views" | "/v1/streams" => "catalog",
         "/v1/schema"
         | "/v1/tenants"
@@ -258,6 +260,18 @@ pub async fn serve(
             }
         })
     });
+    // Idle tenants release their worker thread, files and database connection.
+    let releaser = {
+        let hub = hub.clone();
+        let idle = hub.settings.tenant_idle;
+        let every = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                hub.release_idle(idle).await;
+            }
+        })
+    };
     loop {
         // At the connection limit, wait for one to close; the listen backlog holds new ones.
         let permit = tokio::select! {
@@ -280,6 +294,7 @@ pub async fn serve(
     if let Some(watcher) = watcher {
         watcher.abort();
     }
+    releaser.abort();
     tracing::info!("shutting down: finishing requests in flight");
     if !connections.drain(hub.settings.shutdown_timeout).await {
         tracing::warn!("requests still running after the shutdown timeout; closing them");

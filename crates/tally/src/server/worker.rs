@@ -17,16 +17,19 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use tally_views::{QueryRequest, ResultSet, Value};
+use tally_store::{LoggedRejection, Rejected};
+use tally_views::{Interval, QueryRequest, ResultSet, Value};
 use tokio::sync::oneshot;
 
-use crate::decode::RowDecoder;
+use crate::decode::{Reason, Rejection, RowDecoder};
 use crate::error::{Error, Result};
 use crate::runtime::TenantRuntime;
 use crate::server::metrics::Metrics;
 
 /// Most events committed in one group commit.
 const GROUP_COMMIT_ROWS: usize = 20_000;
+/// The most entries a tenant's rejection log keeps, whatever their age.
+const MAX_LOGGED_REJECTIONS: usize = 100_000;
 /// How often retention runs in a busy tenant.
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
@@ -35,8 +38,33 @@ const RETENTION_EVERY: Duration = Duration::from_secs(600);
 pub enum Record {
     /// The JSON text of one event, to decode against the stream.
     Json(String),
-    /// Rejected at the edge already (not JSON, too large), with the reason.
-    Rejected(String),
+    /// Rejected at the edge already (a Segment message that is not an event), with the reason
+    /// and what was sent.
+    Rejected {
+        rejection: Rejection,
+        payload: String,
+    },
+}
+
+impl Record {
+    pub fn rejected(reason: Reason, message: impl Into<String>, payload: String) -> Record {
+        Record::Rejected {
+            rejection: Rejection::new(reason, message),
+            payload,
+        }
+    }
+}
+
+/// The most of a rejected event's text the rejection log keeps.
+const MAX_LOGGED_PAYLOAD: usize = 32 * 1024;
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
 }
 
 /// What an ingest request did: counts, and the rejected events by their index in the request.
@@ -49,6 +77,8 @@ pub struct Outcome {
 
 pub struct Submission {
     pub stream: String,
+    /// The route group it came through (`streams`, `segment`), for the rejection log.
+    pub route: &'static str,
     pub records: Vec<Record>,
     pub reply: oneshot::Sender<Result<Outcome>>,
 }
@@ -60,6 +90,12 @@ pub enum Job {
         request: QueryRequest,
         reply: oneshot::Sender<Result<ResultSet>>,
     },
+    /// Read the rejection log: entries after an id.
+    Rejections {
+        after: u64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<LoggedRejection>>>,
+    },
     /// Flush the views now and answer when done (graceful shutdown, schema changes).
     Stop {
         reply: oneshot::Sender<Result<()>>,
@@ -70,6 +106,8 @@ pub enum Job {
 #[derive(Clone)]
 pub struct WorkerConfig {
     pub flush_interval: Duration,
+    /// How long the rejection log keeps an entry.
+    pub rejection_retention: Interval,
     pub config: crate::Config,
     pub metrics: Arc<Metrics>,
 }
@@ -132,6 +170,14 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 let _ = reply.send(result);
                 true
             }
+            Some(Job::Rejections {
+                after,
+                limit,
+                reply,
+            }) => {
+                let _ = reply.send(runtime.rejections(after, limit));
+                true
+            }
             Some(Job::Stop { reply }) => {
                 // On a shared store, first take in what other nodes committed (or the lead).
                 let _ = reply.send(runtime.tick().and_then(|_| runtime.flush()));
@@ -166,9 +212,14 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
             pending_since = None;
             if last_retention.elapsed() >= RETENTION_EVERY {
                 last_retention = Instant::now();
-                if let Err(e) = runtime.enforce_retention(settings.config.clock.now()) {
+                let now = settings.config.clock.now();
+                if let Err(e) = runtime.enforce_retention(now) {
                     tracing::error!(tenant, error = %e, "retention failed");
                     return;
+                }
+                let before = settings.rejection_retention.before(now);
+                if let Err(e) = runtime.trim_rejections(before, MAX_LOGGED_REJECTIONS) {
+                    tracing::error!(tenant, error = %e, "trimming the rejection log failed");
                 }
             }
         }
@@ -193,6 +244,7 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
     }
     let mut outcomes: Vec<Option<Result<Outcome>>> = batch.iter().map(|_| None).collect();
     let mut failed = false;
+    let mut logged: Vec<Rejected> = Vec::new();
     for stream_name in &streams {
         let members: Vec<usize> = (0..batch.len())
             .filter(|&i| &batch[i].stream == stream_name)
@@ -228,16 +280,33 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
             for &i in &members {
                 let mut outcome = Outcome::default();
                 for (index, record) in batch[i].records.iter().enumerate() {
-                    let decoded = match record {
-                        Record::Json(text) => decoder.json(text),
-                        Record::Rejected(reason) => Err(reason.clone()),
+                    let (decoded, payload) = match record {
+                        Record::Json(text) => (decoder.json(text), text.as_str()),
+                        Record::Rejected { rejection, payload } => {
+                            (Err(rejection.clone()), payload.as_str())
+                        }
                     };
                     match decoded {
                         Ok(row) => {
                             rows.push(row);
                             owners.push(i);
                         }
-                        Err(reason) => outcome.rejected.push((index, reason)),
+                        Err(rejection) => {
+                            settings.metrics.count_rejected(
+                                runtime.name(),
+                                stream_name,
+                                rejection.reason.as_str(),
+                            );
+                            logged.push(Rejected {
+                                at: now,
+                                stream: stream_name.clone(),
+                                route: batch[i].route.to_owned(),
+                                reason: rejection.reason.as_str().to_owned(),
+                                message: rejection.message.clone(),
+                                payload: cut(payload, MAX_LOGGED_PAYLOAD),
+                            });
+                            outcome.rejected.push((index, rejection.message));
+                        }
                     }
                 }
                 outcomes[i] = Some(Ok(outcome));
@@ -245,6 +314,7 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
         }
         match runtime.append(&stream, &rows) {
             Ok(seqs) => {
+                settings.metrics.store_ok();
                 for (seq, &owner) in seqs.iter().zip(&owners) {
                     if let Some(Ok(outcome)) = &mut outcomes[owner] {
                         match seq {
@@ -256,22 +326,31 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
                 for &i in &members {
                     if let Some(Ok(o)) = &outcomes[i] {
                         settings.metrics.count_ingest(
+                            runtime.name(),
                             stream_name,
                             o.accepted,
                             o.duplicates,
-                            o.rejected.len() as u64,
                         );
                     }
                 }
             }
             Err(e) => {
                 tracing::error!(tenant = runtime.name(), error = %e, "commit failed; the tenant will be reopened");
+                let e = e.naming_exhaustion();
+                settings.metrics.store_failed(match &e {
+                    Error::Exhausted(what) => what,
+                    _ => "a commit to the store failed; see the log",
+                });
                 failed = true;
                 for &i in &members {
                     outcomes[i] = Some(Err(e.shared("commit failed")));
                 }
             }
         }
+    }
+    // The rejected events go to the rejection log (a failure to log them fails nothing else).
+    if !failed && let Err(e) = runtime.log_rejections(&logged) {
+        tracing::error!(tenant = runtime.name(), error = %e, "cannot log rejected events");
     }
     for (submission, outcome) in batch.into_iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));

@@ -142,9 +142,13 @@ pub async fn create_tenant(
     let created = hub
         .with_tally(move |tally| {
             let zone = request.time_zone.as_deref().unwrap_or("UTC");
-            let info = tally.create_tenant(&request.name, zone)?;
-            let write_key = tally.create_key(&info.name, KeyKind::Write)?;
-            let read_key = tally.create_key(&info.name, KeyKind::Read)?;
+            let (info, mut keys) = tally.create_tenant_with_keys(
+                &request.name,
+                zone,
+                &[KeyKind::Write, KeyKind::Read],
+            )?;
+            let read_key = keys.pop().unwrap_or_default();
+            let write_key = keys.pop().unwrap_or_default();
             Ok(CreatedTenant {
                 tenant: info.name,
                 time_zone: info.time_zone,

@@ -128,6 +128,8 @@ pub async fn ingest_stream(
 ) -> ApiResult<Json<IngestResponse>> {
     let principal = authorize(&hub, credentials(&headers), KeyKind::Write).await?;
     let records = native_records(&headers, &body)?;
-    let outcome = hub.ingest(&principal.tenant, &stream, records).await?;
+    let outcome = hub
+        .ingest(&principal.tenant, &stream, "streams", records)
+        .await?;
     Ok(Json(outcome.into()))
 }

@@ -1,6 +1,7 @@
 //! The routes of DESIGN.md's HTTP table: handlers, their keys and their OpenAPI description,
-//! one file per OpenAPI tag (`ingest`, `catalog`, `query`, `admin`, `operations`; the Segment
-//! routes live beside the Segment mapping in [`crate::server::segment`]).
+//! one file per OpenAPI tag (`ingest` and `rejections`, `catalog`, `query`, `admin`,
+//! `operations`; the Segment routes live beside the Segment mapping in
+//! [`crate::server::segment`]).
 //!
 //! Every handler authenticates first (write key, read key or admin token), then does one hub
 //! operation. Bodies are taken as bytes and parsed in the handler, so that JSON, NDJSON and
@@ -24,6 +25,7 @@ pub mod catalog;
 pub mod ingest;
 pub mod operations;
 pub mod query;
+pub mod rejections;
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 

@@ -20,6 +20,7 @@
 use serde_json::{Map, Value as Json, json};
 use tally_views::Timestamp;
 
+use crate::decode::Reason;
 use crate::server::worker::Record;
 
 pub mod routes;
@@ -200,15 +201,17 @@ pub fn records(
             Ok(batch
                 .iter()
                 .map(|message| {
-                    let size = serde_json::to_string(message).map_or(0, |s| s.len());
-                    if size > MAX_MESSAGE_BYTES {
-                        return Record::Rejected(format!(
-                            "the message is {size} bytes; Segment's limit is {MAX_MESSAGE_BYTES}"
-                        ));
+                    let payload = serde_json::to_string(message).unwrap_or_default();
+                    if payload.len() > MAX_MESSAGE_BYTES {
+                        let message = format!(
+                            "the message is {} bytes; Segment's limit is {MAX_MESSAGE_BYTES}",
+                            payload.len()
+                        );
+                        return Record::rejected(Reason::TooLarge, message, payload);
                     }
                     match message_to_event(message, None, sent_at, context, received_at) {
                         Ok(text) => Record::Json(text),
-                        Err(reason) => Record::Rejected(reason),
+                        Err(reason) => Record::rejected(Reason::InvalidMessage, reason, payload),
                     }
                 })
                 .collect())
@@ -216,7 +219,11 @@ pub fn records(
         Some(kind) => Ok(vec![
             match message_to_event(body, Some(kind), None, None, received_at) {
                 Ok(text) => Record::Json(text),
-                Err(reason) => Record::Rejected(reason),
+                Err(reason) => Record::rejected(
+                    Reason::InvalidMessage,
+                    reason,
+                    serde_json::to_string(body).unwrap_or_default(),
+                ),
             },
         ]),
     }

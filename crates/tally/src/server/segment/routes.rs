@@ -44,7 +44,9 @@ async fn segment(
     let principal = authorize(&hub, key, KeyKind::Write).await?;
     let now = hub.now();
     let records = segment::records(&parsed, route_type, now).map_err(ApiError::bad_request)?;
-    let outcome = hub.ingest(&principal.tenant, "events", records).await?;
+    let outcome = hub
+        .ingest(&principal.tenant, "events", "segment", records)
+        .await?;
     Ok(Json(SegmentResponse {
         success: true,
         accepted: outcome.accepted,
