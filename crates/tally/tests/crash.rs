@@ -1,7 +1,9 @@
-//! Crash test: `tally ingest` is killed with SIGKILL at random points, again and again, and the
-//! same file is sent again each time (as a client retries until it gets an acknowledgement).
-//! Afterwards every view must equal the recomputation over the file's events: nothing lost,
-//! nothing counted twice.
+//! Crash test: `tally ingest` is killed with SIGKILL at random points, again and again (100
+//! times per backend; `TALLY_CRASH_KILLS` for longer runs), and the same file is sent again each
+//! time (as a client retries until it gets an acknowledgement). Afterwards every view must equal
+//! the recomputation over the file's events: nothing lost, nothing counted twice.
+//!
+//! The same under HTTP load is in `crash_http.rs`.
 //!
 //! Each killed run sends a window of the file that overlaps the previous one (half re-sent, half
 //! new), so every kill interrupts fresh work; kills land anywhere: while the process opens and
@@ -22,8 +24,15 @@ use tally_views::reference::{compare, recompute};
 mod common;
 use common::Rng;
 
-const KILLS: usize = 20;
 const EVENTS: usize = 30_000;
+
+/// How many times `tally ingest` is killed per backend.
+fn kills() -> usize {
+    std::env::var("TALLY_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+}
 
 const SCHEMA: &str = "
 CREATE STREAM orders (id TEXT NOT NULL, shop TEXT NOT NULL, amount DECIMAL(12,2) NOT NULL, items BIGINT,
@@ -130,6 +139,7 @@ fn killed_ingests(dir: &Path, data: &Target, scratch: &Target) {
                 | 1
         });
     let mut rng = Rng(seed);
+    let kills_wanted = kills();
     let schema = dir.join("schema.sql");
     std::fs::write(&schema, SCHEMA).unwrap();
     let status = tally(data).arg("apply").arg(&schema).status().unwrap();
@@ -138,7 +148,7 @@ fn killed_ingests(dir: &Path, data: &Target, scratch: &Target) {
     let input = dir.join("orders.ndjson");
     write_lines(&input, &lines);
     // Window k covers two chunks: the chunk the killed run k-1 was sending, and a new one.
-    let chunk = lines.len() / (KILLS + 1);
+    let chunk = lines.len() / (kills_wanted + 1);
     let window = |k: usize| &lines[k.saturating_sub(1) * chunk..((k + 1) * chunk).min(lines.len())];
 
     // How long an uninterrupted window takes (on a scratch copy) bounds the kill delays.
@@ -163,13 +173,13 @@ fn killed_ingests(dir: &Path, data: &Target, scratch: &Target) {
 
     let mut kills = 0;
     let mut k = 0;
-    while kills < KILLS {
+    while kills < kills_wanted {
         k += 1;
         assert!(
-            k < KILLS * 5,
+            k < kills_wanted * 5,
             "seed {seed}: runs keep finishing before the kill"
         );
-        write_lines(&part, window(k.min(KILLS)));
+        write_lines(&part, window(k.min(kills_wanted)));
         let mut child = tally(data)
             .args(["ingest", "--stream", "orders", "--batch-size", "200"])
             .arg(&part)
