@@ -114,6 +114,9 @@ struct Bucket {
 
 pub struct Hub {
     tally: Mutex<Tally>,
+    /// A handle of its own on the catalog for key lookups, so that they never wait for the
+    /// catalog lock that tenant creation and schema changes hold (`None`: use the `Tally`'s).
+    key_store: Option<tally_store::Store>,
     catalog: RwLock<Arc<Catalog>>,
     workers: tokio::sync::Mutex<HashMap<String, Worker>>,
     keys: Mutex<HashMap<[u8; 32], CachedKey>>,
@@ -141,7 +144,15 @@ impl Hub {
             config: tally.config().clone(),
             metrics: metrics.clone(),
         };
+        let key_store = match tally.store().reopen() {
+            Ok(store) => Some(store),
+            Err(e) => {
+                tracing::warn!(error = %e, "key lookups share the catalog's connection");
+                None
+            }
+        };
         Hub {
+            key_store,
             catalog: RwLock::new(Arc::new(tally.catalog().clone())),
             tally: Mutex::new(tally),
             workers: tokio::sync::Mutex::new(HashMap::new()),
@@ -206,11 +217,13 @@ impl Hub {
             Some(record) => record,
             None => {
                 let hub = self.clone();
-                let record =
-                    tokio::task::spawn_blocking(move || hub.tally().store().find_key(&hash))
-                        .await
-                        .map_err(|_| ApiError::internal())?
-                        .map_err(|e| ApiError::from(Error::from(e)))?;
+                let record = tokio::task::spawn_blocking(move || match &hub.key_store {
+                    Some(store) => store.find_key(&hash),
+                    None => hub.tally().store().find_key(&hash),
+                })
+                .await
+                .map_err(|_| ApiError::internal())?
+                .map_err(|e| ApiError::from(Error::from(e)))?;
                 let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
                 if keys.len() >= KEY_CACHE_MAX {
                     keys.retain(|_, (_, at)| at.elapsed() < KEY_CACHE_TTL);
