@@ -2,6 +2,8 @@
 //! row applied to views of it. Any input must give a row or a rejection, never a panic.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use tally::decode::RowDecoder;
 use tally_views::{Catalog, Engine, Event, Interval, TimeZone, Timestamp};
@@ -16,16 +18,23 @@ SELECT time_bucket('1 day', at) AS day, id, count(*) AS c, sum(d) AS total, avg(
 FROM s WHERE ok IS NOT FALSE GROUP BY 1, 2;
 ";
 
+fn setup() -> &'static (Catalog, Engine) {
+    static SETUP: OnceLock<(Catalog, Engine)> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+        let engine = Engine::new(&catalog, TimeZone::get("Europe/Berlin").unwrap());
+        (catalog, engine)
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA).unwrap().catalog;
-    let tz = TimeZone::get("Europe/Berlin").unwrap();
-    let engine = Engine::new(&catalog, tz);
+    let (catalog, engine) = setup();
     let stream = catalog.stream("s").unwrap();
     let now = Timestamp::parse("2026-03-30T12:00:00Z").unwrap();
-    let decoder = RowDecoder::new(stream, &engine, now, Interval::Days(1));
+    let decoder = RowDecoder::new(stream, engine, now, Interval::Days(1));
     if let Ok(row) = decoder.json(text) {
         let mut delta = engine.delta(|_| 0);
         engine.apply("s", &[Event { seq: 1, row }], &mut delta);

@@ -3,6 +3,8 @@
 //! input must answer rows or a query error, never panic or exhaust the stack.
 #![no_main]
 
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use tally::params::QueryParams;
 use tally_views::{Catalog, Engine, Event, QueryPlan, TimeZone, Timestamp, Value};
@@ -34,9 +36,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = params.to_request() else {
         return;
     };
-    let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA).unwrap().catalog;
-    let tz = TimeZone::get("America/New_York").unwrap();
-    let engine = Engine::new(&catalog, tz.clone());
+    static SETUP: OnceLock<(Catalog, Engine, TimeZone)> = OnceLock::new();
+    let (catalog, engine, tz) = SETUP.get_or_init(|| {
+        let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+        let tz = TimeZone::get("America/New_York").unwrap();
+        let engine = Engine::new(&catalog, tz.clone());
+        (catalog, engine, tz)
+    });
     let plan = catalog.view("v").unwrap();
     let Ok(query) = QueryPlan::new(plan, &request) else {
         return;
@@ -60,5 +66,5 @@ fuzz_target!(|data: &[u8]| {
         .groups
         .iter()
         .map(|(k, s)| (k.to_vec(), s.clone()));
-    let _ = query.run(groups, &tz);
+    let _ = query.run(groups, tz);
 });

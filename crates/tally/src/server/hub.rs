@@ -115,8 +115,9 @@ struct Bucket {
 pub struct Hub {
     tally: Mutex<Tally>,
     /// A handle of its own on the catalog for key lookups, so that they never wait for the
-    /// catalog lock that tenant creation and schema changes hold (`None`: use the `Tally`'s).
-    key_store: Option<tally_store::Store>,
+    /// catalog lock that tenant creation and schema changes hold; opened (off the async
+    /// threads) by the first lookup (`None`: use the `Tally`'s).
+    key_store: std::sync::OnceLock<Option<tally_store::Store>>,
     catalog: RwLock<Arc<Catalog>>,
     workers: tokio::sync::Mutex<HashMap<String, Worker>>,
     keys: Mutex<HashMap<[u8; 32], CachedKey>>,
@@ -144,15 +145,8 @@ impl Hub {
             config: tally.config().clone(),
             metrics: metrics.clone(),
         };
-        let key_store = match tally.store().reopen() {
-            Ok(store) => Some(store),
-            Err(e) => {
-                tracing::warn!(error = %e, "key lookups share the catalog's connection");
-                None
-            }
-        };
         Hub {
-            key_store,
+            key_store: std::sync::OnceLock::new(),
             catalog: RwLock::new(Arc::new(tally.catalog().clone())),
             tally: Mutex::new(tally),
             workers: tokio::sync::Mutex::new(HashMap::new()),
@@ -217,9 +211,25 @@ impl Hub {
             Some(record) => record,
             None => {
                 let hub = self.clone();
-                let record = tokio::task::spawn_blocking(move || match &hub.key_store {
-                    Some(store) => store.find_key(&hash),
-                    None => hub.tally().store().find_key(&hash),
+                let record = tokio::task::spawn_blocking(move || {
+                    let own = hub.key_store.get_or_init(|| {
+                        let reopened = hub.tally().store().reopen();
+                        reopened
+                            .inspect_err(|e| {
+                                tracing::warn!(error = %e, "key lookups share the catalog's connection");
+                            })
+                            .ok()
+                    });
+                    let find = || match own {
+                        Some(store) => store.find_key(&hash),
+                        None => hub.tally().store().find_key(&hash),
+                    };
+                    // A lookup is a read: after a dropped connection (which the failed call
+                    // discovers), the second call connects again.
+                    match find() {
+                        Err(e) if e.is_transient() => find(),
+                        found => found,
+                    }
                 })
                 .await
                 .map_err(|_| ApiError::internal())?
