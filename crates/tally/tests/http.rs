@@ -39,6 +39,7 @@ async fn operations_routes() {
         .collect();
     for route in [
         "/v1/streams/{stream}/events",
+        "/v1/rejections",
         "/v1/batch",
         "/v1/track",
         "/v1/identify",
