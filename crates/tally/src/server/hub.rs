@@ -370,7 +370,11 @@ impl Hub {
                 }
             }
         }
-        Err(ApiError::internal())
+        // Twice a worker ended before it took the job: opening the tenant fails right now (the
+        // database is unreachable, say); the error went to the log.
+        Err(ApiError::overloaded(format!(
+            "tenant {tenant} cannot be opened right now; retry shortly"
+        )))
     }
 
     /// Stops (after a final flush) the workers of tenants that no request reached for `idle`:
