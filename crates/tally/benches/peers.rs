@@ -1,0 +1,295 @@
+//! Tally beside DuckDB on the same work, in the same run (the goals of docs/performance.md):
+//!
+//! 1. engine: decode + validate + apply the rollups workload's five views in memory, one
+//!    thread — against DuckDB `read_json` of the same file plus the same five GROUP BYs into
+//!    tables (`SET threads = 1`);
+//! 2. durable ingest: `tally ingest`'s code path into a fresh SQLite data directory (committed,
+//!    applied, flushed) — against DuckDB loading the file into a table of a database file and
+//!    running the five GROUP BYs into tables, then `CHECKPOINT` (one thread); and the bare
+//!    SQLite insert of the decoded rows, the ceiling of durable inserts here;
+//! 3. view query: `GET /v1/views/latency?grain=hour` over HTTP on loopback (the five-minute
+//!    view re-grouped to hours, its percentile and HLL states merged), p50 and p99 of 200 —
+//!    against DuckDB computing the same answer from the raw events (p50 of 20, its default
+//!    threads).
+//!
+//! `cargo bench -p tally --bench peers` (`TALLY_BENCH_EVENTS`, default 500,000). DuckDB comes
+//! from PyPI into a virtual environment under `target/peers-venv` on the first run (it needs
+//! `python3` with `venv`); chDB is not measured (its wheel fetches its engine at run time).
+//! `cargo test --benches` runs Tally's side once on 2,000 events and skips the peers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use tally::app::{Config, Location, Tally};
+use tally::server::{Hub, ServerConfig, serve};
+use tally_views::{Catalog, Engine, Event, Interval, TimeZone, Timestamp};
+use workload::Workload;
+
+#[path = "workload.rs"]
+mod workload;
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+const ADMIN: &str = "peers";
+
+/// The DuckDB side: prints one JSON object of timings in seconds.
+const DUCKDB: &str = r#"
+import json, sys, time, duckdb
+path, db, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+columns = {"id": "VARCHAR", "event": "VARCHAR", "user_id": "VARCHAR", "country": "VARCHAR",
+           "path": "VARCHAR", "duration_ms": "DOUBLE", "revenue": "DECIMAL(12,2)", "at": "TIMESTAMPTZ"}
+read = f"read_json('{path}', format = 'newline_delimited', columns = {columns})"
+views = [
+  """SELECT time_bucket(INTERVAL '1 minute', "at") AS t_minute, country, event, count(*) AS n, sum(duration_ms) AS total_ms, min(duration_ms) AS min_ms, max(duration_ms) AS max_ms FROM hits GROUP BY ALL""",
+  """SELECT time_bucket(INTERVAL '5 minutes', "at") AS slot, event, quantile_cont(duration_ms, 0.99) AS p99_ms, approx_count_distinct(user_id) AS users FROM hits GROUP BY ALL""",
+  """SELECT time_bucket(INTERVAL '15 minutes', "at") AS slot, country, count(DISTINCT user_id) AS users FROM hits GROUP BY ALL""",
+  """SELECT time_bucket(INTERVAL '1 minute', "at") AS t_minute, count(*) FILTER (WHERE event = 'signup') AS signups, sum(revenue) FILTER (WHERE event = 'purchase') AS revenue FROM hits GROUP BY ALL""",
+  """SELECT date_trunc('hour', "at") AS t_hour, country, count(*) AS views FROM hits WHERE event = 'page_view' GROUP BY ALL""",
+]
+def load_and_aggregate(con):
+    con.execute("SET threads = 1")
+    con.execute("SET TimeZone = 'UTC'")
+    started = time.perf_counter()
+    con.execute(f"CREATE TABLE hits AS SELECT * FROM {read}")
+    for i, v in enumerate(views):
+        con.execute(f"CREATE TABLE view_{i} AS {v}")
+    return started
+out = {}
+con = duckdb.connect()
+started = load_and_aggregate(con)
+out["engine"] = time.perf_counter() - started
+assert con.execute("SELECT count(*) FROM hits").fetchone()[0] == n
+con.close()
+con = duckdb.connect(db)
+started = load_and_aggregate(con)
+con.execute("CHECKPOINT")
+out["durable"] = time.perf_counter() - started
+con.execute("RESET threads")
+query = """SELECT time_bucket(INTERVAL '1 hour', "at") AS t_hour, event, quantile_cont(duration_ms, 0.99) AS p99_ms, approx_count_distinct(user_id) AS users FROM hits GROUP BY ALL"""
+times = []
+for _ in range(20):
+    started = time.perf_counter()
+    con.execute(query).fetchall()
+    times.append(time.perf_counter() - started)
+times.sort()
+out["query_p50"] = times[len(times) // 2]
+out["version"] = duckdb.__version__
+print(json.dumps(out))
+"#;
+
+fn main() {
+    let quick = std::env::args().all(|a| a != "--bench");
+    let n: usize = std::env::var("TALLY_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 2_000 } else { 500_000 });
+    let dir = tempfile::tempdir().unwrap();
+    let lines = workload::ndjson(Workload::Rollups, n, 7);
+    let input = dir.path().join("hits.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let schema = workload::schema(Workload::Rollups);
+    let runs = if quick { 1 } else { 3 };
+    let best = |f: &dyn Fn() -> Duration| (0..runs).map(|_| f()).min().unwrap();
+
+    // 1. The engine in memory, one thread: decode, validate, apply.
+    let engine = best(&|| engine_run(&schema, &lines));
+    // 2. Durable: `tally ingest` and the bare insert.
+    let fresh = || {
+        let data = dir.path().join("tally-data");
+        let _ = std::fs::remove_dir_all(&data);
+        Location::Directory(data)
+    };
+    let ingest = best(&|| workload::tally_ingest(&fresh(), &schema, &input));
+    let rows = workload::decode(&schema, &lines);
+    let bare = best(&|| workload::baseline(dir.path(), &rows));
+    drop(rows);
+    // 3. The view query over HTTP, on the data the last ingest left.
+    let (p50, p99) = query_latency(&dir.path().join("tally-data"), if quick { 20 } else { 200 });
+
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    println!("events: {n}, rollups workload (5 views), best of {runs}");
+    if quick {
+        println!(
+            "tally only (quick run; the peers run under cargo bench): engine {:.0}/s, ingest {:.0}/s, query p50 {p50:?}",
+            rate(engine),
+            rate(ingest)
+        );
+        return;
+    }
+    let peer = match duckdb(dir.path(), &input, n) {
+        Ok(peer) => peer,
+        Err(e) => {
+            println!("DuckDB could not be measured: {e}");
+            return;
+        }
+    };
+    let secs = |key: &str| Duration::from_secs_f64(peer[key].as_f64().unwrap());
+    println!("DuckDB {} (PyPI), one thread unless said", peer["version"]);
+    println!();
+    println!("| goal | Tally | peer | ratio | target |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| engine: decode + validate + apply, in memory, events/s | {:.0} | DuckDB `read_json` + 5 GROUP BYs: {:.0} | {:.2}× | ≥ 1.5× |",
+        rate(engine),
+        rate(secs("engine")),
+        rate(engine) / rate(secs("engine"))
+    );
+    println!(
+        "| durable ingest (`tally ingest`), events/s | {:.0} | DuckDB load into a file + 5 GROUP BYs + CHECKPOINT: {:.0} | {:.2}× | ≥ 1.0× |",
+        rate(ingest),
+        rate(secs("durable")),
+        rate(ingest) / rate(secs("durable"))
+    );
+    println!(
+        "| durable ingest against the bare SQLite insert, events/s | {:.0} | bare insert: {:.0} | {:.2}× | ≥ 0.55× |",
+        rate(ingest),
+        rate(bare),
+        rate(ingest) / rate(bare)
+    );
+    println!(
+        "| view query `latency?grain=hour`, p50 (p99) | {:.2} ms ({:.2} ms) | DuckDB from the raw events, default threads: {:.2} ms | {:.0}× faster | ≥ 100× |",
+        ms(p50),
+        ms(p99),
+        ms(secs("query_p50")),
+        secs("query_p50").as_secs_f64() / p50.as_secs_f64()
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Decodes, validates and applies every line, one thread, as the ingest's engine side does.
+fn engine_run(schema: &str, lines: &[String]) -> Duration {
+    let catalog = tally_views::sql::apply(&Catalog::new(), schema)
+        .unwrap()
+        .catalog;
+    let engine = Engine::new(&catalog, TimeZone::UTC);
+    let stream = catalog.stream("hits").unwrap();
+    let now = Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
+    let started = Instant::now();
+    let decoder = tally::decode::RowDecoder::new(stream, &engine, now, Interval::Days(3650));
+    let mut delta = engine.delta(|_| 0);
+    for (batch_no, batch) in lines.chunks(10_000).enumerate() {
+        let events: Vec<Event> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, l)| Event {
+                seq: (batch_no * 10_000 + i + 1) as u64,
+                row: decoder.json(l).unwrap(),
+            })
+            .collect();
+        engine.apply("hits", &events, &mut delta);
+    }
+    let elapsed = started.elapsed();
+    assert!(delta.group_count() > 0);
+    elapsed
+}
+
+/// p50 and p99 of `n` view queries over HTTP against a server on `data`.
+fn query_latency(data: &Path, n: usize) -> (Duration, Duration) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tally = Tally::open(&Location::Directory(data.to_owned()), Config::default()).unwrap();
+    runtime.block_on(async move {
+        let hub = Arc::new(Hub::new(
+            tally,
+            ServerConfig {
+                admin_token: Some(ADMIN.into()),
+                rate_limit: 1e9,
+                rate_burst: 1e9,
+                ..ServerConfig::default()
+            },
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(hub, listener, async move {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::new();
+        let r: Json = http
+            .post(format!("{base}/v1/tenants/default/keys"))
+            .bearer_auth(ADMIN)
+            .body(r#"{"kind":"read"}"#)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = r["key"].as_str().unwrap().to_owned();
+        let url = format!("{base}/v1/views/latency?grain=hour");
+        let mut times = Vec::with_capacity(n);
+        for i in 0..n + 20 {
+            let started = Instant::now();
+            let answer = common::get_json(&http, &url, &key).await;
+            if i >= 20 {
+                times.push(started.elapsed());
+            }
+            assert!(
+                answer["rows"].as_array().is_some_and(|r| !r.is_empty()),
+                "{answer}"
+            );
+        }
+        stop.send(()).unwrap();
+        server.await.unwrap().unwrap();
+        times.sort();
+        (times[n / 2], times[n * 99 / 100])
+    })
+}
+
+/// Runs the DuckDB side in the virtual environment, installing DuckDB there first if needed.
+fn duckdb(dir: &Path, input: &Path, n: usize) -> Result<Json, String> {
+    let venv = target_dir().join("peers-venv");
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map_err(|e| format!("python3: {e}"))?;
+        if !made.success() {
+            return Err("python3 -m venv failed".into());
+        }
+    }
+    let has = Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !has.success() {
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "duckdb==2.0.1"])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !installed.success() {
+            return Err("pip install duckdb failed".into());
+        }
+    }
+    let script = dir.join("duckdb_side.py");
+    std::fs::write(&script, DUCKDB).map_err(|e| e.to_string())?;
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(input)
+        .arg(dir.join("duck.db"))
+        .arg(n.to_string())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
