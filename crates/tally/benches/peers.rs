@@ -82,6 +82,9 @@ print(json.dumps(out))
 "#;
 
 fn main() {
+    if std::env::var("TALLY_BENCH_ONCE").as_deref() == Ok("query") {
+        return query_once();
+    }
     let quick = std::env::args().all(|a| a != "--bench");
     let n: usize = std::env::var("TALLY_BENCH_EVENTS")
         .ok()
@@ -157,6 +160,28 @@ fn main() {
         ms(secs("query_p50")),
         secs("query_p50").as_secs_f64() / p50.as_secs_f64()
     );
+}
+
+/// For instruction counts (`TALLY_BENCH_ONCE=query valgrind --tool=callgrind …`): the view
+/// query of goal 3, 100 times, in process (no HTTP), on 200,000 ingested events.
+fn query_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = workload::ndjson(Workload::Rollups, 200_000, 7);
+    let input = dir.path().join("hits.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let location = Location::Directory(dir.path().join("data"));
+    workload::tally_ingest(&location, &workload::schema(Workload::Rollups), &input);
+    let tally = Tally::open(&location, Config::default()).unwrap();
+    let runtime = tally.open_tenant("default").unwrap();
+    let request = tally_views::QueryRequest {
+        grain: Interval::of_unit("hour"),
+        ..Default::default()
+    };
+    let mut rows = 0;
+    for _ in 0..100 {
+        rows += runtime.query("latency", &request).unwrap().rows.len();
+    }
+    println!("{rows} rows");
 }
 
 fn ms(d: Duration) -> f64 {

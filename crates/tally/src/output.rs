@@ -47,11 +47,61 @@ pub fn result_json(result: &ResultSet) -> serde_json::Value {
     json!({"columns": columns, "rows": rows})
 }
 
+/// [`result_json`] written straight to text, without the intermediate JSON tree (the query
+/// API's hot path); the same document.
+pub fn result_json_text(result: &ResultSet) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(64 + result.rows.len() * 16 * result.columns.len());
+    out.push_str("{\"columns\":[");
+    for (i, (name, ty)) in result.columns.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        push_json_str(&mut out, name);
+        out.push_str(",\"type\":");
+        push_json_str(&mut out, &ty.to_string());
+        out.push('}');
+    }
+    out.push_str("],\"rows\":[");
+    for (r, row) in result.rows.iter().enumerate() {
+        if r > 0 {
+            out.push(',');
+        }
+        out.push('[');
+        for (i, v) in row.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            match v {
+                Value::Null => out.push_str("null"),
+                Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+                Value::Int(n) => {
+                    let _ = write!(out, "{n}");
+                }
+                Value::Text(s) => push_json_str(&mut out, s),
+                Value::Decimal(d) => push_json_str(&mut out, &d.to_string()),
+                Value::Timestamp(t) => push_json_str(&mut out, &t.to_string()),
+                Value::Double(_) | Value::Json(_) => out.push_str(&json_value(v).to_string()),
+            }
+        }
+        out.push(']');
+    }
+    out.push_str("]}");
+    out
+}
+
+/// `s` as a JSON string literal.
+fn push_json_str(out: &mut String, s: &str) {
+    // Serializing a &str into a String cannot fail.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
 /// Renders a result.
 pub fn render(result: &ResultSet, format: OutputFormat) -> String {
     match format {
         OutputFormat::Json => {
-            let mut s = result_json(result).to_string();
+            let mut s = result_json_text(result);
             s.push('\n');
             s
         }
@@ -162,5 +212,47 @@ mod tests {
             render(&sample(), OutputFormat::Table),
             "day                   vault  total\n--------------------  -----  -----\n2026-03-29T22:00:00Z  v1     10.50\n1970-01-01T00:00:00Z\n(2 rows)\n"
         );
+    }
+
+    #[test]
+    fn the_written_document_is_the_json_tree() {
+        let result = ResultSet {
+            columns: vec![
+                ("day".into(), Type::Timestamp),
+                ("name \"q\"".into(), Type::Text),
+                ("n".into(), Type::BigInt),
+                ("x".into(), Type::Double),
+                (
+                    "d".into(),
+                    Type::Decimal {
+                        precision: 10,
+                        scale: 2,
+                    },
+                ),
+                ("j".into(), Type::Json),
+                ("b".into(), Type::Boolean),
+            ],
+            rows: vec![
+                vec![
+                    Value::Timestamp(Timestamp::parse("2026-03-29T22:00:00Z").unwrap()),
+                    Value::text("é \"quoted\"\n\u{1}"),
+                    Value::Int(-7),
+                    Value::Double(0.1),
+                    Value::Decimal(tally_views::decimal::Decimal::parse("12.50").unwrap()),
+                    Value::Json("{\"k\": [1, 2]}".into()),
+                    Value::Bool(true),
+                ],
+                vec![
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Double(f64::NAN),
+                    Value::Null,
+                    Value::Null,
+                    Value::Bool(false),
+                ],
+            ],
+        };
+        assert_eq!(result_json_text(&result), result_json(&result).to_string());
     }
 }

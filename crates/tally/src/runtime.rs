@@ -57,6 +57,10 @@ pub struct TenantRuntime {
     shared: bool,
     /// On a shared store, the last sequence number handed to the delta, per stream with views.
     heads: HashMap<String, u64>,
+    /// Recent query answers, valid while what they read is unchanged (see [`Answers`]).
+    answers: std::cell::RefCell<Answers>,
+    /// Bumped whenever stored view rows change other than by a flush (retention, a new lead).
+    epoch: u64,
 }
 
 impl TenantRuntime {
@@ -87,6 +91,8 @@ impl TenantRuntime {
             leader: false,
             shared: store.is_shared(),
             heads: HashMap::new(),
+            answers: Default::default(),
+            epoch: 0,
         };
         if !runtime.lead()? {
             runtime.check_followable()?;
@@ -122,6 +128,7 @@ impl TenantRuntime {
         self.stored = self.delta.views.iter().map(|v| v.position).collect();
         self.heads.clear();
         self.leader = true;
+        self.epoch += 1;
         self.replay()?;
         Ok(true)
     }
@@ -317,6 +324,28 @@ impl TenantRuntime {
     /// events other processes committed that the rows and the delta do not hold yet.
     pub fn query(&self, view: &str, req: &QueryRequest) -> Result<ResultSet> {
         let (index, plan) = self.view(view)?;
+        // The only process writing a tenant that no other process shares knows when a view's
+        // rows change: an answer stays good while the view's applied and stored positions and
+        // the epoch are those it was computed at (dashboards ask the same again and again).
+        let cacheable = self.leader && !self.shared;
+        let version = (
+            self.delta.views[index].position,
+            self.stored[index],
+            self.epoch,
+        );
+        let key = format!("{view}\u{1}{req:?}");
+        if cacheable && let Some(hit) = self.answers.borrow_mut().get(&key, version) {
+            return Ok(hit);
+        }
+        let result = self.compute(index, plan, req)?;
+        if cacheable {
+            self.answers.borrow_mut().put(key, version, &result);
+        }
+        Ok(result)
+    }
+
+    /// Computes a query's answer: stored rows ⊕ delta (⊕ the log's tail on a shared store).
+    fn compute(&self, index: usize, plan: &ViewPlan, req: &QueryRequest) -> Result<ResultSet> {
         let qp = QueryPlan::new(plan, req)?;
         let (from, to) = match qp.time_range() {
             Some((_, from, to)) => (from, to),
@@ -434,6 +463,9 @@ impl TenantRuntime {
                     .store
                     .delete_view_rows_before(plan, retention.before(now))?;
             }
+        }
+        if rows > 0 {
+            self.epoch += 1;
         }
         Ok((events, rows))
     }
@@ -711,6 +743,40 @@ fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<Stri
         }
     }
     Ok(positions)
+}
+
+/// A few recent query answers with the version of the data each was computed from.
+#[derive(Default)]
+struct Answers {
+    /// Most recent first.
+    entries: Vec<(String, (u64, u64, u64), ResultSet)>,
+}
+
+impl Answers {
+    /// How many answers are kept, and the largest kept.
+    const ENTRIES: usize = 32;
+    const MAX_ROWS: usize = 10_000;
+
+    fn get(&mut self, key: &str, version: (u64, u64, u64)) -> Option<ResultSet> {
+        let i = self.entries.iter().position(|(k, _, _)| k == key)?;
+        if self.entries[i].1 != version {
+            self.entries.remove(i);
+            return None;
+        }
+        let entry = self.entries.remove(i);
+        let answer = entry.2.clone();
+        self.entries.insert(0, entry);
+        Some(answer)
+    }
+
+    fn put(&mut self, key: String, version: (u64, u64, u64), answer: &ResultSet) {
+        if answer.rows.len() > Answers::MAX_ROWS {
+            return;
+        }
+        self.entries.retain(|(k, _, _)| *k != key);
+        self.entries.insert(0, (key, version, answer.clone()));
+        self.entries.truncate(Answers::ENTRIES);
+    }
 }
 
 #[cfg(test)]

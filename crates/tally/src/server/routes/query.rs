@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
@@ -14,7 +13,7 @@ use tally_views::{Param, QueryError};
 use utoipa::ToSchema;
 
 use crate::error::Error;
-use crate::output::result_json;
+use crate::output::result_json_text;
 use crate::params::QueryParams;
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::hub::Hub;
@@ -97,5 +96,9 @@ pub async fn query_view(
     }
     let request = params.to_request().map_err(Error::Query)?;
     let result = hub.query(&principal.tenant, &view, request).await?;
-    Ok(Json(result_json(&result)).into_response())
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        result_json_text(&result),
+    )
+        .into_response())
 }
