@@ -12,6 +12,9 @@
 //!    against DuckDB computing the same answer from the raw events (p50 of 20, its default
 //!    threads).
 //!
+//! 4. memory: the RSS of a `tally serve` process with 100 active tenants, each holding the
+//!    rollups views over 10,000 events.
+//!
 //! `cargo bench -p tally --bench peers` (`TALLY_BENCH_EVENTS`, default 500,000). DuckDB comes
 //! from PyPI into a virtual environment under `target/peers-venv` on the first run (it needs
 //! `python3` with `venv`); chDB is not measured (its wheel fetches its engine at run time).
@@ -111,8 +114,14 @@ fn main() {
     let bare = best(&|| workload::baseline(dir.path(), &rows));
     drop(rows);
     // 3. The view query over HTTP, on the data the last ingest left.
-    let (p50, p99) = query_latency(&dir.path().join("tally-data"), if quick { 20 } else { 200 });
+    let ((p50, p99), (cold50, cold99)) =
+        query_latency(&dir.path().join("tally-data"), if quick { 20 } else { 200 });
 
+    let rss = if quick {
+        None
+    } else {
+        Some(serve_memory(dir.path(), &schema, 100, 10_000))
+    };
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("events: {n}, rollups workload (5 views), best of {runs}");
     if quick {
@@ -154,11 +163,24 @@ fn main() {
         rate(ingest) / rate(bare)
     );
     println!(
-        "| view query `latency?grain=hour`, p50 (p99) | {:.2} ms ({:.2} ms) | DuckDB from the raw events, default threads: {:.2} ms | {:.0}× faster | ≥ 100× |",
+        "| view query `latency?grain=hour` over HTTP, repeated, p50 (p99) | {:.2} ms ({:.2} ms) | DuckDB from the raw events, default threads: {:.2} ms | {:.0}× faster | ≥ 100× |",
         ms(p50),
         ms(p99),
         ms(secs("query_p50")),
         secs("query_p50").as_secs_f64() / p50.as_secs_f64()
+    );
+    if let Some(rss) = rss {
+        println!(
+            "| memory: RSS of `tally serve` with 100 active tenants (10,000 events each) | {:.0} MB | | | < 1 GB |",
+            rss as f64 / 1024.0
+        );
+    }
+    println!(
+        "| the same, each request different (computed), p50 (p99) | {:.2} ms ({:.2} ms) | {:.2} ms | {:.0}× faster | ≥ 100× |",
+        ms(cold50),
+        ms(cold99),
+        ms(secs("query_p50")),
+        secs("query_p50").as_secs_f64() / cold50.as_secs_f64()
     );
 }
 
@@ -215,8 +237,9 @@ fn engine_run(schema: &str, lines: &[String]) -> Duration {
     elapsed
 }
 
-/// p50 and p99 of `n` view queries over HTTP against a server on `data`.
-fn query_latency(data: &Path, n: usize) -> (Duration, Duration) {
+/// p50 and p99 of `n` view queries over HTTP against a server on `data`: the same query again
+/// and again (its answer kept between them), and `n` different ones (each computed).
+fn query_latency(data: &Path, n: usize) -> ((Duration, Duration), (Duration, Duration)) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -263,11 +286,84 @@ fn query_latency(data: &Path, n: usize) -> (Duration, Duration) {
                 "{answer}"
             );
         }
+        // Each request different (a `from` a microsecond apart), so none is a kept answer.
+        let mut cold = Vec::with_capacity(n);
+        for i in 0..n {
+            let url = format!("{url}&from=2026-05-31T00:00:00.{i:06}Z");
+            let started = Instant::now();
+            let answer = common::get_json(&http, &url, &key).await;
+            cold.push(started.elapsed());
+            assert!(
+                answer["rows"].as_array().is_some_and(|r| !r.is_empty()),
+                "{answer}"
+            );
+        }
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();
         times.sort();
-        (times[n / 2], times[n * 99 / 100])
+        cold.sort();
+        (
+            (times[n / 2], times[n * 99 / 100]),
+            (cold[n / 2], cold[n * 99 / 100]),
+        )
     })
+}
+
+/// The RSS (KiB) of a `tally serve` process whose `tenants` tenants each received `events`
+/// events and answered a query (so every one is open, holding its views).
+fn serve_memory(dir: &Path, schema: &str, tenants: usize, events: usize) -> u64 {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
+        .arg("--data")
+        .arg(dir.join("memory-data"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TALLY_ADMIN_TOKEN", ADMIN)
+        .env("TALLY_LOG", "error")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line.trim().trim_start_matches("listening on ").to_owned();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let http = reqwest::Client::new();
+        let mut keys = Vec::new();
+        for t in 0..tenants {
+            let tenant = format!(r#"{{"name":"t{t}"}}"#);
+            keys.push(if t == 0 {
+                common::schema_and_tenant(&http, &base, ADMIN, schema, &tenant).await
+            } else {
+                common::create_tenant(&http, &base, ADMIN, &tenant).await
+            });
+        }
+        for (t, k) in keys.iter().enumerate() {
+            let lines = workload::ndjson(Workload::Rollups, events, t as u64 + 1);
+            for chunk in lines.chunks(1_000) {
+                let r = http
+                    .post(format!("{base}/v1/streams/hits/events"))
+                    .bearer_auth(&k.write)
+                    .header("content-type", "application/x-ndjson")
+                    .body(chunk.join("\n"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+            common::get_json(&http, &format!("{base}/v1/views/latency"), &k.read).await;
+        }
+    });
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    rss
 }
 
 /// Runs the DuckDB side in the virtual environment, installing DuckDB there first if needed.

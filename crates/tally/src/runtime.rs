@@ -59,6 +59,8 @@ pub struct TenantRuntime {
     heads: HashMap<String, u64>,
     /// Recent query answers, valid while what they read is unchanged (see [`Answers`]).
     answers: std::cell::RefCell<Answers>,
+    /// Per view, its stored groups decoded as of a version (`None`: too many to keep).
+    decoded: std::cell::RefCell<HashMap<usize, Option<Decoded>>>,
     /// Bumped whenever stored view rows change other than by a flush (retention, a new lead).
     epoch: u64,
 }
@@ -92,6 +94,7 @@ impl TenantRuntime {
             shared: store.is_shared(),
             heads: HashMap::new(),
             answers: Default::default(),
+            decoded: Default::default(),
             epoch: 0,
         };
         if !runtime.lead()? {
@@ -344,6 +347,65 @@ impl TenantRuntime {
         Ok(result)
     }
 
+    /// The stored groups of view `index` whose bucket lies in `[from, to)`: from the decoded
+    /// copy kept since the view's rows last changed, when the view is small enough to keep
+    /// (decoding sketch states costs more than the rest of a query), else from the store.
+    fn stored_groups(
+        &self,
+        index: usize,
+        plan: &ViewPlan,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+    ) -> Result<Vec<tally_store::StoredGroup>> {
+        let version = (self.stored[index], self.epoch);
+        let mut kept = self.decoded.borrow_mut();
+        let fresh = kept
+            .get(&index)
+            .is_some_and(|k| k.as_ref().is_none_or(|k| k.version == version));
+        if !fresh {
+            let all = self.store.scan_view(plan, None, None)?;
+            let bytes: usize = all
+                .iter()
+                .map(|(key, states)| {
+                    key.len() * 32
+                        + states
+                            .iter()
+                            .map(tally_views::AggState::memory)
+                            .sum::<usize>()
+                })
+                .sum();
+            // Within the tenant's budget, counting what other views keep.
+            let others: usize = kept
+                .iter()
+                .filter(|(i, _)| **i != index)
+                .filter_map(|(_, k)| k.as_ref().map(|k| k.bytes))
+                .sum();
+            let keep = (others + bytes <= KEPT_BYTES).then_some(Decoded {
+                version,
+                groups: all,
+                bytes,
+            });
+            kept.insert(index, keep);
+        }
+        match kept.get(&index) {
+            Some(Some(k)) => {
+                let in_range = |key: &[Value]| match plan.bucket.map(|b| &key[b]) {
+                    Some(Value::Timestamp(t)) => {
+                        from.is_none_or(|f| *t >= f) && to.is_none_or(|t2| *t < t2)
+                    }
+                    _ => true,
+                };
+                Ok(k.groups
+                    .iter()
+                    .filter(|(key, _)| in_range(key))
+                    .cloned()
+                    .collect())
+            }
+            // Too large to keep: read the range each time.
+            _ => Ok(self.store.scan_view(plan, from, to)?),
+        }
+    }
+
     /// Computes a query's answer: stored rows ⊕ delta (⊕ the log's tail on a shared store).
     fn compute(&self, index: usize, plan: &ViewPlan, req: &QueryRequest) -> Result<ResultSet> {
         let qp = QueryPlan::new(plan, req)?;
@@ -355,7 +417,11 @@ impl TenantRuntime {
         let rows = if self.leader {
             // The only writer: the stored rows hold exactly `stored`, the delta the rest of
             // what this process applied, and the log what other processes committed since.
-            let mut rows = self.store.scan_view(plan, from, to)?;
+            let mut rows = if self.shared {
+                self.store.scan_view(plan, from, to)?
+            } else {
+                self.stored_groups(index, plan, from, to)?
+            };
             for (key, states) in &self.delta.views[index].groups {
                 rows.push((key.to_vec(), states.clone()));
             }
@@ -745,6 +811,18 @@ fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<Stri
     Ok(positions)
 }
 
+/// The memory a tenant spends keeping its views' stored groups decoded for queries: 100 busy
+/// tenants keep at most 400 MB.
+const KEPT_BYTES: usize = 4 * 1024 * 1024;
+
+/// A view's stored groups, decoded, as of the stored position and epoch in `version`.
+struct Decoded {
+    version: (u64, u64),
+    groups: Vec<tally_store::StoredGroup>,
+    /// What they hold in memory, approximately.
+    bytes: usize,
+}
+
 /// A few recent query answers with the version of the data each was computed from.
 #[derive(Default)]
 struct Answers {
@@ -811,5 +889,51 @@ mod tests {
             .query("parsed", &tally_views::QueryRequest::default())
             .unwrap();
         assert_eq!(result.rows, vec![vec![Value::Int(1), Value::Int(7)]]);
+    }
+
+    /// Kept answers and kept decoded rows never outlive a change: new events, a flush and
+    /// view retention all show at once, on every store.
+    #[test]
+    fn kept_answers_and_rows_follow_every_change() {
+        let mut tally = Tally::open(&Location::Memory, Config::default()).unwrap();
+        tally
+            .apply_schema(
+                "CREATE STREAM s (n BIGINT, at TIMESTAMP NOT NULL) WITH (event_time = 'at');
+                 CREATE MATERIALIZED VIEW daily WITH (retention = '10 days') AS
+                 SELECT time_bucket('1 day', at) AS day, count(*) AS c, sum(n) AS total
+                 FROM s GROUP BY 1;",
+            )
+            .unwrap();
+        let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
+        let stream = runtime.catalog().stream("s").unwrap().clone();
+        let at = |s: &str| Value::Timestamp(Timestamp::parse(s).unwrap());
+        let all = tally_views::QueryRequest::default();
+        let totals =
+            |r: &super::TenantRuntime| -> Vec<Vec<Value>> { r.query("daily", &all).unwrap().rows };
+        runtime
+            .append(&stream, &[vec![Value::Int(1), at("2026-03-01T10:00:00Z")]])
+            .unwrap();
+        assert_eq!(totals(&runtime).len(), 1);
+        runtime
+            .append(&stream, &[vec![Value::Int(2), at("2026-03-20T10:00:00Z")]])
+            .unwrap();
+        assert_eq!(totals(&runtime).len(), 2);
+        runtime.flush().unwrap();
+        let flushed = totals(&runtime);
+        assert_eq!(flushed.len(), 2);
+        // Kept rows after the flush, then more events on a kept day.
+        runtime
+            .append(&stream, &[vec![Value::Int(5), at("2026-03-20T11:00:00Z")]])
+            .unwrap();
+        let after = totals(&runtime);
+        assert_eq!(after[1][1], Value::Int(2));
+        assert_eq!(after[1][2], Value::Int(7));
+        // Retention removes the old day from the view.
+        runtime
+            .enforce_retention(Timestamp::parse("2026-03-25T00:00:00Z").unwrap())
+            .unwrap();
+        let kept = totals(&runtime);
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[0][2], Value::Int(7));
     }
 }
