@@ -575,6 +575,11 @@ impl TenantRuntime {
         self.poisoned
     }
 
+    /// Whether other processes may commit this tenant's events (a shared store).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
     /// Whether any view holds unflushed groups.
     pub fn has_pending(&self) -> bool {
         !self.delta.is_empty()

@@ -380,14 +380,20 @@ impl Hub {
     /// Stops (after a final flush) the workers of tenants that no request reached for `idle`:
     /// their thread, files and database connection are released until the next request.
     pub async fn release_idle(self: &Arc<Self>, idle: Duration) {
-        let mut workers = self.workers.lock().await;
-        let idle_tenants: Vec<String> = workers
-            .iter()
-            .filter(|(_, w)| w.used.elapsed() >= idle)
-            .map(|(name, _)| name.clone())
-            .collect();
+        let idle_tenants: Vec<String> = {
+            let workers = self.workers.lock().await;
+            workers
+                .iter()
+                .filter(|(_, w)| w.used.elapsed() >= idle)
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        // One at a time, taking the lock for each: requests to other tenants wait for at most
+        // one closing (an idle tenant has nothing to flush), never for all of them.
         for name in idle_tenants {
-            if let Some(w) = workers.remove(&name) {
+            let mut workers = self.workers.lock().await;
+            let still_idle = workers.get(&name).is_some_and(|w| w.used.elapsed() >= idle);
+            if still_idle && let Some(w) = workers.remove(&name) {
                 stop_worker(name, w).await;
             }
         }

@@ -120,10 +120,14 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
     let mut pending_since: Option<Instant> = None;
     let mut carried: Option<Job> = None;
     loop {
-        let wait = settings
-            .flush_interval
-            .saturating_sub(last_flush.elapsed())
-            .max(Duration::from_millis(1));
+        // With nothing to flush and no other node to follow, nothing is due before the next
+        // retention pass: an idle tenant's thread sleeps instead of waking every flush interval.
+        let wait = if runtime.has_pending() || runtime.is_shared() {
+            settings.flush_interval.saturating_sub(last_flush.elapsed())
+        } else {
+            RETENTION_EVERY.saturating_sub(last_retention.elapsed())
+        }
+        .max(Duration::from_millis(1));
         let job = match carried.take() {
             Some(job) => Some(job),
             None => match jobs.recv_timeout(wait) {
