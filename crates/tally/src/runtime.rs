@@ -330,20 +330,21 @@ impl TenantRuntime {
         // The only process writing a tenant that no other process shares knows when a view's
         // rows change: an answer stays good while the view's applied and stored positions and
         // the epoch are those it was computed at (dashboards ask the same again and again).
-        let cacheable = self.leader && !self.shared;
+        // A follower keeps no stored positions (`stored` is empty): it never caches.
+        if !self.leader || self.shared {
+            return self.compute(index, plan, req);
+        }
         let version = (
             self.delta.views[index].position,
             self.stored[index],
             self.epoch,
         );
         let key = format!("{view}\u{1}{req:?}");
-        if cacheable && let Some(hit) = self.answers.borrow_mut().get(&key, version) {
+        if let Some(hit) = self.answers.borrow_mut().get(&key, version) {
             return Ok(hit);
         }
         let result = self.compute(index, plan, req)?;
-        if cacheable {
-            self.answers.borrow_mut().put(key, version, &result);
-        }
+        self.answers.borrow_mut().put(key, version, &result);
         Ok(result)
     }
 
