@@ -222,8 +222,9 @@ impl<'a> RowDecoder<'a> {
         self.general(text)
     }
 
-    /// [`RowDecoder::json`] without the flat path: every event through serde.
-    fn general(&self, text: &str) -> Result<Vec<Value>, Rejection> {
+    /// [`RowDecoder::json`] without the flat path: every event through serde, as before the flat
+    /// path existed. For differential tests and fuzzing: both must always decide alike.
+    pub fn general(&self, text: &str) -> Result<Vec<Value>, Rejection> {
         if let Some(depth) = too_deep(text.as_bytes()) {
             return Err(Rejection::new(
                 Reason::Malformed,
