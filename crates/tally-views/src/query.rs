@@ -319,35 +319,37 @@ impl<'a> QueryPlan<'a> {
 
     /// Runs the query over `rows`: every row is a group key and its states. Rows with equal
     /// keys (stored and pending) are merged like any rows that re-grouping brings together.
-    pub fn run(
+    /// Rows are borrowed: only the first row of each answer group is copied, the others are
+    /// merged into it, and rows outside the query are never copied.
+    pub fn run<'r>(
         &self,
-        rows: impl IntoIterator<Item = (Vec<Value>, Vec<AggState>)>,
+        rows: impl IntoIterator<Item = (&'r [Value], &'r [AggState])>,
         tz: &TimeZone,
     ) -> Result<ResultSet, QueryError> {
         let view = self.view;
         let mut groups: HashMap<Vec<Value>, Vec<AggState>, foldhash::fast::RandomState> =
             HashMap::default();
         for (key, states) in rows {
-            if !self.accepts(&key, tz)? {
+            if !self.accepts(key, tz)? {
                 continue;
             }
             let new_key: Vec<Value> = key
-                .into_iter()
+                .iter()
                 .enumerate()
                 .map(|(i, v)| {
                     if !self.keep[i] {
                         return Value::Null;
                     }
-                    match (self.grain, view.bucket == Some(i), &v) {
+                    match (self.grain, view.bucket == Some(i), v) {
                         (Some(g), true, Value::Timestamp(t)) => Value::Timestamp(g.floor(*t, tz)),
-                        _ => v,
+                        _ => v.clone(),
                     }
                 })
                 .collect();
             match groups.get_mut(&new_key) {
-                Some(existing) => view.merge_row(existing, &states),
+                Some(existing) => view.merge_row(existing, states),
                 None => {
-                    groups.insert(new_key, states);
+                    groups.insert(new_key, states.to_vec());
                 }
             }
         }

@@ -253,7 +253,11 @@ impl TenantRuntime {
 
     /// Commits rows durably, then applies them. For each row, its sequence number, or `None` for
     /// a duplicate. Rows must have passed ingest validation.
-    pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
+    pub fn append(
+        &mut self,
+        stream: &StreamDef,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<Vec<Option<u64>>> {
         let (mut store, mut apply) = self.split();
         let appended = store.append(stream, rows)?;
         apply.apply(&stream.name, &appended.events);
@@ -348,97 +352,63 @@ impl TenantRuntime {
         Ok(result)
     }
 
-    /// The stored groups of view `index` whose bucket lies in `[from, to)`: from the decoded
-    /// copy kept since the view's rows last changed, when the view is small enough to keep
-    /// (decoding sketch states costs more than the rest of a query), else from the store.
-    fn stored_groups(
+    /// The stored groups of view `index`, decoded, as kept since the view's rows last changed;
+    /// `None` when the view is too large to keep (decoding sketch states costs more than the
+    /// rest of a query, so a view within the tenant's budget is decoded once per change).
+    fn kept_groups(
         &self,
         index: usize,
         plan: &ViewPlan,
-        from: Option<Timestamp>,
-        to: Option<Timestamp>,
-    ) -> Result<Vec<tally_store::StoredGroup>> {
+    ) -> Result<Option<std::cell::Ref<'_, Decoded>>> {
         let version = (self.stored[index], self.epoch);
-        let mut kept = self.decoded.borrow_mut();
-        let fresh = kept
-            .get(&index)
-            .is_some_and(|k| k.as_ref().is_none_or(|k| k.version == version));
-        if !fresh {
-            let all = self.store.scan_view(plan, None, None)?;
-            let bytes: usize = all
-                .iter()
-                .map(|(key, states)| {
-                    key.len() * 32
-                        + states
-                            .iter()
-                            .map(tally_views::AggState::memory)
-                            .sum::<usize>()
-                })
-                .sum();
-            // Within the tenant's budget, counting what other views keep.
-            let others: usize = kept
-                .iter()
-                .filter(|(i, _)| **i != index)
-                .filter_map(|(_, k)| k.as_ref().map(|k| k.bytes))
-                .sum();
-            let keep = (others + bytes <= KEPT_BYTES).then_some(Decoded {
-                version,
-                groups: all,
-                bytes,
-            });
-            kept.insert(index, keep);
-        }
-        match kept.get(&index) {
-            Some(Some(k)) => {
-                let in_range = |key: &[Value]| match plan.bucket.map(|b| &key[b]) {
-                    Some(Value::Timestamp(t)) => {
-                        from.is_none_or(|f| *t >= f) && to.is_none_or(|t2| *t < t2)
-                    }
-                    _ => true,
-                };
-                Ok(k.groups
+        {
+            let mut kept = self.decoded.borrow_mut();
+            let fresh = kept
+                .get(&index)
+                .is_some_and(|k| k.as_ref().is_none_or(|k| k.version == version));
+            if !fresh {
+                let all = self.store.scan_view(plan, None, None)?;
+                let bytes: usize = all
                     .iter()
-                    .filter(|(key, _)| in_range(key))
-                    .cloned()
-                    .collect())
+                    .map(|(key, states)| {
+                        key.len() * 32
+                            + states
+                                .iter()
+                                .map(tally_views::AggState::memory)
+                                .sum::<usize>()
+                    })
+                    .sum();
+                // Within the tenant's budget, counting what other views keep.
+                let others: usize = kept
+                    .iter()
+                    .filter(|(i, _)| **i != index)
+                    .filter_map(|(_, k)| k.as_ref().map(|k| k.bytes))
+                    .sum();
+                let keep = (others + bytes <= KEPT_BYTES).then_some(Decoded {
+                    version,
+                    groups: all,
+                    bytes,
+                });
+                kept.insert(index, keep);
             }
-            // Too large to keep: read the range each time.
-            _ => Ok(self.store.scan_view(plan, from, to)?),
         }
+        Ok(std::cell::Ref::filter_map(self.decoded.borrow(), |kept| {
+            kept.get(&index).and_then(Option::as_ref)
+        })
+        .ok())
     }
 
     /// Computes a query's answer: stored rows ⊕ delta (⊕ the log's tail on a shared store).
+    /// Rows are lent to the query, which copies only what its answer keeps.
     fn compute(&self, index: usize, plan: &ViewPlan, req: &QueryRequest) -> Result<ResultSet> {
         let qp = QueryPlan::new(plan, req)?;
         let (from, to) = match qp.time_range() {
             Some((_, from, to)) => (from, to),
             None => (None, None),
         };
+        let tz = self.engine.tz();
         let stream = self.catalog.stream(&plan.stream);
-        let rows = if self.leader {
-            // The only writer: the stored rows hold exactly `stored`, the delta the rest of
-            // what this process applied, and the log what other processes committed since.
-            let mut rows = if self.shared {
-                self.store.scan_view(plan, from, to)?
-            } else {
-                self.stored_groups(index, plan, from, to)?
-            };
-            for (key, states) in &self.delta.views[index].groups {
-                rows.push((key.to_vec(), states.clone()));
-            }
-            if let (true, Some(stream)) = (self.shared, stream) {
-                let mut after = self.delta.views[index].position;
-                let mut tail = Vec::new();
-                loop {
-                    let events = self.store.read_events(stream, after, REPLAY_BATCH)?;
-                    let Some(last) = events.last() else { break };
-                    after = last.seq;
-                    tail.extend(events);
-                }
-                self.add_tail(index, &tail, &mut rows);
-            }
-            rows
-        } else {
+        if !self.leader {
             // Rows, their position and the events after it, from one snapshot: the leader may
             // flush (and retention delete what it flushed) at any moment.
             let snapshot = self
@@ -450,22 +420,54 @@ impl TenantRuntime {
                     plan.name, self.info.name
                 ))));
             }
-            let mut rows = snapshot.groups;
-            self.add_tail(index, &snapshot.tail, &mut rows);
-            rows
-        };
-        Ok(qp.run(rows, self.engine.tz())?)
+            let tail = self.tail_groups(index, &snapshot.tail);
+            let rows = snapshot
+                .groups
+                .iter()
+                .map(lend)
+                .chain(tail.iter().map(lend));
+            return Ok(qp.run(rows, tz)?);
+        }
+        // The only writer: the stored rows hold exactly `stored`, the delta the rest of what
+        // this process applied, and the log what other processes committed since.
+        let mut tail = Vec::new();
+        if let (true, Some(stream)) = (self.shared, stream) {
+            let mut after = self.delta.views[index].position;
+            let mut events = Vec::new();
+            loop {
+                let batch = self.store.read_events(stream, after, REPLAY_BATCH)?;
+                let Some(last) = batch.last() else { break };
+                after = last.seq;
+                events.extend(batch);
+            }
+            tail = self.tail_groups(index, &events);
+        }
+        let pending = self.delta.views[index]
+            .groups
+            .iter()
+            .map(|(key, states)| (&key[..], &states[..]))
+            .chain(tail.iter().map(lend));
+        if !self.shared
+            && let Some(kept) = self.kept_groups(index, plan)?
+        {
+            // The query's own time range check skips the kept groups outside it.
+            let rows = kept.groups.iter().map(lend).chain(pending);
+            return Ok(qp.run(rows, tz)?);
+        }
+        let scanned = self.store.scan_view(plan, from, to)?;
+        Ok(qp.run(scanned.iter().map(lend).chain(pending), tz)?)
     }
 
-    /// Applies `events` (of view `index`'s stream, after what `rows` hold) to that view alone,
-    /// and adds the groups they touch to `rows`.
-    fn add_tail(
+    /// The groups of view `index` that `events` (of its stream, after what the stored rows
+    /// hold) make, applied to that view alone.
+    fn tail_groups(
         &self,
         index: usize,
         events: &[tally_views::Event],
-        rows: &mut Vec<tally_store::StoredGroup>,
-    ) {
-        let Some(first) = events.first() else { return };
+    ) -> Vec<tally_store::StoredGroup> {
+        let Some(first) = events.first() else {
+            return Vec::new();
+        };
         let plan = &self.engine.views()[index];
         let mut delta = self.engine.delta(|name| {
             if name == plan.name {
@@ -475,9 +477,10 @@ impl TenantRuntime {
             }
         });
         self.engine.apply(&plan.stream, events, &mut delta);
-        for (key, states) in &delta.views[index].groups {
-            rows.push((key.to_vec(), states.clone()));
-        }
+        std::mem::take(&mut delta.views[index].groups)
+            .into_iter()
+            .map(|(key, states)| (key.into_vec(), states))
+            .collect()
     }
 
     /// The view called `name` and its index in the engine.
@@ -588,15 +591,10 @@ impl TenantRuntime {
 }
 
 /// The events among `rows` that were committed (not duplicates), with their sequence numbers.
-fn committed(seqs: &[Option<u64>], rows: &[Vec<Value>]) -> Vec<tally_views::Event> {
+fn committed(seqs: &[Option<u64>], rows: Vec<Vec<Value>>) -> Vec<tally_views::Event> {
     seqs.iter()
         .zip(rows)
-        .filter_map(|(seq, row)| {
-            seq.map(|seq| tally_views::Event {
-                seq,
-                row: row.clone(),
-            })
-        })
+        .filter_map(|(seq, row)| seq.map(|seq| tally_views::Event { seq, row }))
         .collect()
 }
 
@@ -635,10 +633,11 @@ impl StoreSide<'_> {
         Ok(())
     }
 
-    /// Appends rows in one durable transaction: the acknowledgement point.
-    pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Appended> {
+    /// Appends rows in one durable transaction: the acknowledgement point. The rows become
+    /// the committed events, without a copy.
+    pub fn append(&mut self, stream: &StreamDef, rows: Vec<Vec<Value>>) -> Result<Appended> {
         self.check_usable()?;
-        let seqs = self.store.append(stream, rows).map_err(|e| {
+        let seqs = self.store.append(stream, &rows).map_err(|e| {
             // A failed commit (an fsync error, a full disk) is never retried silently.
             *self.poisoned = true;
             Error::from(e)
@@ -817,6 +816,11 @@ fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<Stri
     Ok(positions)
 }
 
+/// A stored group lent to a query.
+fn lend((key, states): &tally_store::StoredGroup) -> (&[Value], &[tally_views::AggState]) {
+    (key, states)
+}
+
 /// The memory a tenant spends keeping its views' stored groups decoded for queries: 100 busy
 /// tenants keep at most 400 MB.
 const KEPT_BYTES: usize = 4 * 1024 * 1024;
@@ -888,7 +892,7 @@ mod tests {
             vec![Value::text("5s"), at.clone()],
             vec![Value::text("7"), at],
         ];
-        runtime.append(&stream, &rows).unwrap();
+        runtime.append(&stream, rows).unwrap();
         assert_eq!(runtime.take_skipped(), vec![("parsed".to_owned(), 1)]);
         assert_eq!(runtime.take_skipped(), vec![]);
         let result = runtime
@@ -917,11 +921,17 @@ mod tests {
         let totals =
             |r: &super::TenantRuntime| -> Vec<Vec<Value>> { r.query("daily", &all).unwrap().rows };
         runtime
-            .append(&stream, &[vec![Value::Int(1), at("2026-03-01T10:00:00Z")]])
+            .append(
+                &stream,
+                vec![vec![Value::Int(1), at("2026-03-01T10:00:00Z")]],
+            )
             .unwrap();
         assert_eq!(totals(&runtime).len(), 1);
         runtime
-            .append(&stream, &[vec![Value::Int(2), at("2026-03-20T10:00:00Z")]])
+            .append(
+                &stream,
+                vec![vec![Value::Int(2), at("2026-03-20T10:00:00Z")]],
+            )
             .unwrap();
         assert_eq!(totals(&runtime).len(), 2);
         runtime.flush().unwrap();
@@ -929,7 +939,10 @@ mod tests {
         assert_eq!(flushed.len(), 2);
         // Kept rows after the flush, then more events on a kept day.
         runtime
-            .append(&stream, &[vec![Value::Int(5), at("2026-03-20T11:00:00Z")]])
+            .append(
+                &stream,
+                vec![vec![Value::Int(5), at("2026-03-20T11:00:00Z")]],
+            )
             .unwrap();
         let after = totals(&runtime);
         assert_eq!(after[1][1], Value::Int(2));
