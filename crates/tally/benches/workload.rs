@@ -187,6 +187,28 @@ pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
     started.elapsed()
 }
 
+/// The median time of a one-row durable commit on this disk (WAL, `synchronous=FULL`), over
+/// `n` commits: what one group commit costs at least, whatever it holds.
+pub fn commit_latency(dir: &std::path::Path, n: usize) -> Duration {
+    let path = dir.join("latency.db");
+    let _ = std::fs::remove_file(&path);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
+    conn.execute_batch("PRAGMA synchronous=FULL; CREATE TABLE t (x INTEGER)")
+        .unwrap();
+    let mut times: Vec<Duration> = (0..n)
+        .map(|i| {
+            let started = Instant::now();
+            conn.execute("INSERT INTO t VALUES (?)", [i as i64])
+                .unwrap();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[n / 2]
+}
+
 /// `lines` decoded as `tally ingest` decodes them (for the baselines, which insert decoded rows).
 pub fn decode(schema: &str, lines: &[String]) -> Vec<Vec<Value>> {
     let catalog = tally_views::sql::apply(&tally_views::Catalog::new(), schema)
@@ -237,7 +259,7 @@ pub fn commit_only(location: &Location, schema: &str, rows: &[Vec<Value>]) -> Du
     let started = Instant::now();
     let mut runtime = tally.open_tenant("default").unwrap();
     for chunk in rows.chunks(10_000) {
-        runtime.append(&stream, chunk).unwrap();
+        runtime.append(&stream, chunk.to_vec()).unwrap();
     }
     runtime.flush().unwrap();
     started.elapsed()

@@ -231,7 +231,7 @@ pub fn ingest(
                                 events: Vec::new(),
                             })
                         } else {
-                            store.append(stream, &batch.rows)
+                            store.append(stream, batch.rows)
                         };
                         appended.map(|Appended { seqs, events }| {
                             for seq in &seqs {

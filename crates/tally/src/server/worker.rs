@@ -316,7 +316,7 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
                 outcomes[i] = Some(Ok(outcome));
             }
         }
-        match runtime.append(&stream, &rows) {
+        match runtime.append(&stream, rows) {
             Ok(seqs) => {
                 settings.metrics.store_ok();
                 for (seq, &owner) in seqs.iter().zip(&owners) {
