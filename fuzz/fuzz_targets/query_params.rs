@@ -65,6 +65,6 @@ fuzz_target!(|data: &[u8]| {
     let groups = delta.views[0]
         .groups
         .iter()
-        .map(|(k, s)| (k.to_vec(), s.clone()));
+        .map(|(k, s)| (&k[..], &s[..]));
     let _ = query.run(groups, tz);
 });
