@@ -22,7 +22,9 @@ FROM s WHERE ok IS NOT FALSE GROUP BY 1, 2;
 fn setup() -> &'static (Catalog, Engine) {
     static SETUP: OnceLock<(Catalog, Engine)> = OnceLock::new();
     SETUP.get_or_init(|| {
-        let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+        let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA)
+            .unwrap()
+            .catalog;
         let engine = Engine::new(&catalog, TimeZone::get("Europe/Berlin").unwrap());
         (catalog, engine)
     })

@@ -38,7 +38,9 @@ fuzz_target!(|data: &[u8]| {
     };
     static SETUP: OnceLock<(Catalog, Engine, TimeZone)> = OnceLock::new();
     let (catalog, engine, tz) = SETUP.get_or_init(|| {
-        let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+        let catalog = tally_views::sql::apply(&Catalog::new(), SCHEMA)
+            .unwrap()
+            .catalog;
         let tz = TimeZone::get("America/New_York").unwrap();
         let engine = Engine::new(&catalog, tz.clone());
         (catalog, engine, tz)
@@ -62,9 +64,6 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     engine.apply("s", &rows, &mut delta);
-    let groups = delta.views[0]
-        .groups
-        .iter()
-        .map(|(k, s)| (&k[..], &s[..]));
+    let groups = delta.views[0].groups.iter().map(|(k, s)| (&k[..], &s[..]));
     let _ = query.run(groups, tz);
 });

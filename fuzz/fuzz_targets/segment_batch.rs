@@ -15,8 +15,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(body) = serde_json::from_slice::<serde_json::Value>(body) else {
         return;
     };
-    let route = [None, Some("track"), Some("identify"), Some("page"), Some("alias")]
-        [usize::from(route) % 5];
+    let route = [
+        None,
+        Some("track"),
+        Some("identify"),
+        Some("page"),
+        Some("alias"),
+    ][usize::from(route) % 5];
     let now = Timestamp::parse("2026-03-30T12:00:00Z").unwrap();
     let Ok(records) = records(&body, route, now) else {
         return;

@@ -15,8 +15,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     static BASE_CATALOG: OnceLock<Catalog> = OnceLock::new();
-    let base = BASE_CATALOG
-        .get_or_init(|| tally_views::sql::apply(&Catalog::new(), BASE).unwrap().catalog);
+    let base = BASE_CATALOG.get_or_init(|| {
+        tally_views::sql::apply(&Catalog::new(), BASE)
+            .unwrap()
+            .catalog
+    });
     if let Ok(applied) = tally_views::sql::apply(base, text) {
         // A compiled schema prints, and its printed definitions compile again.
         for view in applied.catalog.views() {
