@@ -40,18 +40,25 @@ enum Cell {
     Micros(i64),
 }
 
-fn baseline(pg: &PgScratch, rows: &[Vec<Value>], indexed: bool) -> Duration {
+/// A connection to the scratch schema with a fresh baseline table `name` of the workload's
+/// columns (no index), its revenue column of type `revenue`.
+fn baseline_table(pg: &PgScratch, name: &str, revenue: &str) -> Client {
     let mut client = Client::connect(pg.url(), NoTls).unwrap();
     client
         .batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\";
-             DROP TABLE IF EXISTS baseline;
-             CREATE TABLE baseline (tenant_id text NOT NULL, seq bigint NOT NULL, id text NOT NULL,
+             DROP TABLE IF EXISTS {name};
+             CREATE TABLE {name} (tenant_id text NOT NULL, seq bigint NOT NULL, id text NOT NULL,
                event text NOT NULL, user_id text NOT NULL, country text NOT NULL, path text,
-               duration_ms double precision NOT NULL, revenue numeric, at bigint NOT NULL)",
+               duration_ms double precision NOT NULL, revenue {revenue}, at bigint NOT NULL)",
             s = pg.schema()
         ))
         .unwrap();
+    client
+}
+
+fn baseline(pg: &PgScratch, rows: &[Vec<Value>], indexed: bool) -> Duration {
+    let mut client = baseline_table(pg, "baseline", "numeric");
     if indexed {
         client
             .batch_execute(
@@ -124,17 +131,7 @@ fn baseline(pg: &PgScratch, rows: &[Vec<Value>], indexed: bool) -> Duration {
 fn copy_baseline(pg: &PgScratch, rows: &[Vec<Value>]) -> Duration {
     use postgres::binary_copy::BinaryCopyInWriter;
     use postgres::types::Type;
-    let mut client = Client::connect(pg.url(), NoTls).unwrap();
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS \"{s}\"; SET search_path TO \"{s}\";
-             DROP TABLE IF EXISTS copied;
-             CREATE TABLE copied (tenant_id text NOT NULL, seq bigint NOT NULL, id text NOT NULL,
-               event text NOT NULL, user_id text NOT NULL, country text NOT NULL, path text,
-               duration_ms double precision NOT NULL, revenue text, at bigint NOT NULL)",
-            s = pg.schema()
-        ))
-        .unwrap();
+    let mut client = baseline_table(pg, "copied", "text");
     let types = [
         Type::TEXT,
         Type::INT8,
