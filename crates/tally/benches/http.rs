@@ -2,10 +2,14 @@
 //! throughput, batched and one event per request, and view-query latency, with the bare SQLite
 //! insert of the same rows measured in the same run as the baseline.
 //!
-//! `cargo bench -p tally --bench http` (`TALLY_BENCH_EVENTS`, default 300,000 batched events).
+//! `cargo bench -p tally --bench http` (`TALLY_BENCH_EVENTS`, default 300,000 batched events;
+//! `TALLY_BENCH_SINGLES`, default 20,000 single-event requests).
 //!
 //! - batched: 4 clients send NDJSON batches of 1,000 events (the rollups workload, 5 views);
-//! - single: 32 clients send one event per request (group commit gathers them);
+//! - single: 32 keep-alive connections send one event per request (group commit gathers them),
+//!   from a minimal HTTP/1.1 client as `wrk` is (requests prepared before the clock starts),
+//!   so that the clients take little of the two cores; the server's group-commit histograms and
+//!   the process's CPU time tell how the requests were grouped and what each one cost;
 //! - query: 2,000 view queries (`per_minute` re-grouped by country; `latency` by event, with
 //!   its percentile and HLL states merged), one client at a time; p50 and p99 wall clock.
 //!
@@ -38,13 +42,167 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 2_000 } else { 300_000 });
-    let singles = if quick { 200 } else { 20_000 };
+    let singles = std::env::var("TALLY_BENCH_SINGLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 200 } else { 20_000 });
     let queries = if quick { 50 } else { 2_000 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(run(n, singles, queries));
+}
+
+/// Sums of the server's group-commit histograms (`tally_ingest_group_*` in `/metrics`).
+struct GroupStats {
+    groups: f64,
+    requests: f64,
+    seconds: f64,
+}
+
+impl GroupStats {
+    async fn read(http: &reqwest::Client, base_url: &str) -> GroupStats {
+        let text = http
+            .get(format!("{base_url}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /metrics"))
+        };
+        GroupStats {
+            groups: value("tally_ingest_group_requests_count"),
+            requests: value("tally_ingest_group_requests_sum"),
+            seconds: value("tally_ingest_group_duration_seconds_sum"),
+        }
+    }
+
+    fn since(&self, before: &GroupStats) -> GroupStats {
+        GroupStats {
+            groups: self.groups - before.groups,
+            requests: self.requests - before.requests,
+            seconds: self.seconds - before.seconds,
+        }
+    }
+}
+
+/// Sends each event as one request from `clients` keep-alive connections, as `wrk` would: the
+/// requests are written out before the clock starts and each answer is only read up to its
+/// status and length, so the clients cost little CPU beside the server they share the cores with.
+/// The wall-clock time.
+async fn send_raw(
+    base_url: &str,
+    path: &str,
+    key: &str,
+    events: &[String],
+    clients: usize,
+) -> Duration {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base_url.trim_start_matches("http://").to_owned();
+    let requests: Vec<Vec<u8>> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "POST {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+                 content-type: application/json\r\ncontent-length: {}\r\n\r\n{e}",
+                e.len()
+            )
+            .into_bytes()
+        })
+        .collect();
+    let requests = Arc::new(requests);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (addr, requests) = (addr.clone(), requests.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut socket = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            socket.set_nodelay(true).unwrap();
+            let mut buffer = Vec::with_capacity(4096);
+            for request in requests.iter().skip(c).step_by(clients) {
+                socket.write_all(request).await.unwrap();
+                buffer.clear();
+                // Read until the head and the body its content-length announces are in.
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = socket.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "the server closed the connection");
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = std::str::from_utf8(&buffer[..end])
+                        .unwrap()
+                        .to_ascii_lowercase();
+                    assert!(head.starts_with("http/1.1 200"), "{head}");
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    if buffer.len() >= end + 4 + length {
+                        break;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    started.elapsed()
+}
+
+/// CPU time from `/proc`: this process's (user + system) and the whole machine's busy share.
+struct Cpu {
+    /// Seconds of CPU this process used.
+    process: f64,
+    /// Busy and total clock ticks of all cores; after `since`, `busy` is the busy fraction.
+    busy: f64,
+    total: f64,
+}
+
+impl Cpu {
+    fn read() -> Cpu {
+        // Clock ticks are 1/100 s on Linux (USER_HZ).
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<f64> = after_name
+            .split(' ')
+            .map(|f| f.parse().unwrap_or(0.0))
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let process = (fields[11] + fields[12]) / 100.0;
+        let all = std::fs::read_to_string("/proc/stat").unwrap();
+        let ticks: Vec<f64> = all
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+        let total: f64 = ticks.iter().take(8).sum();
+        Cpu {
+            process,
+            busy: total - ticks[3] - ticks[4],
+            total,
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> Cpu {
+        Cpu {
+            process: self.process - before.process,
+            busy: (self.busy - before.busy) / (self.total - before.total).max(1.0),
+            total: self.total - before.total,
+        }
+    }
 }
 
 /// Sends every body to `url` from `clients` concurrent clients (NDJSON); the wall-clock time.
@@ -126,8 +284,19 @@ async fn run(n: usize, singles: usize, queries: usize) {
     // Batched: NDJSON bodies of 1,000 events, 4 clients.
     let batches: Vec<String> = lines[..n].chunks(1_000).map(|c| c.join("\n")).collect();
     let batched = send_all(&http, &url, &write, batches, 4).await;
-    // Single events, 32 clients.
-    let single = send_all(&http, &url, &write, lines[n..].to_vec(), 32).await;
+    // Single events, 32 clients; the server's group-commit histograms tell how they were grouped.
+    let before = GroupStats::read(&http, &base_url).await;
+    let cpu_before = Cpu::read();
+    let single = send_raw(
+        &base_url,
+        "/v1/streams/hits/events",
+        &write,
+        &lines[n..],
+        32,
+    )
+    .await;
+    let cpu = Cpu::read().since(&cpu_before);
+    let groups = GroupStats::read(&http, &base_url).await.since(&before);
 
     // Queries.
     let mut latencies = Vec::with_capacity(queries);
@@ -182,6 +351,17 @@ async fn run(n: usize, singles: usize, queries: usize) {
         "one-row durable commit on this disk: {:.2} ms (median of 200), so 32 waiting clients get at most {:.0} events/s (goal ≥ 50,000)",
         commit.as_secs_f64() * 1e3,
         32.0 / commit.as_secs_f64()
+    );
+    println!(
+        "single events: {:.1} requests per group commit on average, {:.2} ms per group (decode, commit, apply), the worker busy {:.0} % of the phase",
+        groups.requests / groups.groups,
+        groups.seconds / groups.groups * 1e3,
+        groups.seconds / single.as_secs_f64() * 100.0
+    );
+    println!(
+        "single events: this process (server and clients) used {:.0} µs of CPU per request; the machine's cores were {:.0} % busy",
+        cpu.process / singles as f64 * 1e6,
+        cpu.busy * 100.0
     );
     println!();
     println!("| view query (largest answer {rows_seen} rows) | p50 | p99 |");

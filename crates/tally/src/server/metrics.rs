@@ -2,7 +2,8 @@
 //!
 //! One registry per server (no global recorder, so tests can build many apps in one process):
 //! ingested events by stream and outcome, HTTP answers by status class, rejected requests by
-//! reason, flush lag per tenant, query latency and events views left out.
+//! reason, flush lag per tenant, query latency, group-commit sizes and times, and events views left
+//! out.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub struct Metrics {
     flush_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     skipped: Family<Labels, Counter>,
     query_seconds: Histogram,
+    group_requests: Histogram,
+    group_seconds: Histogram,
     pub flushes: Counter,
     /// Connections open now.
     pub connections: Gauge,
@@ -78,6 +81,18 @@ impl Metrics {
             "Time to answer a view query inside the tenant worker",
             query_seconds.clone(),
         );
+        let group_requests = Histogram::new(exponential_buckets(1.0, 2.0, 12));
+        registry.register(
+            "ingest_group_requests",
+            "Ingest requests a tenant worker decoded, committed and applied together (group commit)",
+            group_requests.clone(),
+        );
+        let group_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "ingest_group_duration_seconds",
+            "Time a tenant worker spent on one group of ingest requests: decode, commit, apply",
+            group_seconds.clone(),
+        );
         let flushes = Counter::default();
         registry.register(
             "flushes",
@@ -108,6 +123,8 @@ impl Metrics {
             flush_lag,
             skipped,
             query_seconds,
+            group_requests,
+            group_seconds,
             flushes,
         }
     }
@@ -192,6 +209,12 @@ impl Metrics {
 
     pub fn observe_query(&self, elapsed: Duration) {
         self.query_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one group commit: how many requests it answered and how long it took.
+    pub fn observe_group(&self, requests: usize, elapsed: Duration) {
+        self.group_requests.observe(requests as f64);
+        self.group_seconds.observe(elapsed.as_secs_f64());
     }
 
     /// The Prometheus text format.

@@ -157,7 +157,9 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                         Err(_) => break,
                     }
                 }
+                let (requests, started) = (batch.len(), Instant::now());
                 let ok = ingest(&mut runtime, batch, &settings);
+                settings.metrics.observe_group(requests, started.elapsed());
                 if runtime.has_pending() && pending_since.is_none() {
                     pending_since = Some(Instant::now());
                 }
