@@ -37,6 +37,7 @@ mod migrations;
 mod pg_tls;
 mod postgres;
 mod sqlite;
+mod sqlite_keys;
 pub mod testing;
 mod types;
 

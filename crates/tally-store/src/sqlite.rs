@@ -11,6 +11,7 @@
 //! in readable form (timestamps as RFC 3339 text) and the encoded states, so `sqlite3` and BI
 //! tools can read them directly.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -21,6 +22,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
+use crate::sqlite_keys::{self, Probe};
 use crate::types::{
     EncodedFlush, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
     Rejected, TenantInfo,
@@ -36,6 +38,9 @@ pub struct SqliteStore {
 /// One tenant's SQLite database.
 pub struct SqliteTenant {
     conn: Connection,
+    /// Per stream with a dedupe key, once its key tables are known to exist: how many keys
+    /// their recent table holds (see [`crate::sqlite_keys`]).
+    recent_keys: HashMap<String, usize>,
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
@@ -240,7 +245,10 @@ impl SqliteStore {
                 run_migration(&mut conn, m, true)?;
             }
         }
-        Ok(SqliteTenant { conn })
+        Ok(SqliteTenant {
+            conn,
+            recent_keys: HashMap::new(),
+        })
     }
 }
 
@@ -275,7 +283,7 @@ fn run_migration(conn: &mut Connection, m: &Migration, up: bool) -> Result<()> {
     Ok(())
 }
 
-fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     // Names are validated by the compiler ([a-z][a-z0-9_]*), so quoting cannot be escaped.
     format!("\"{name}\"")
 }
@@ -290,7 +298,7 @@ fn column_type(ty: Type) -> &'static str {
 }
 
 /// A value as stored in a raw event table.
-fn raw_sql(v: &Value) -> ToSqlOutput<'_> {
+pub(crate) fn raw_sql(v: &Value) -> ToSqlOutput<'_> {
     use rusqlite::types::Value as S;
     match v {
         Value::Null => ToSqlOutput::Owned(S::Null),
@@ -316,7 +324,7 @@ fn corrupt(what: &str) -> StoreError {
 }
 
 /// Reads a raw event table cell of type `ty`.
-fn raw_value(v: ValueRef<'_>, ty: Type) -> Result<Value> {
+pub(crate) fn raw_value(v: ValueRef<'_>, ty: Type) -> Result<Value> {
     use std::sync::Arc;
     Ok(match (v, ty) {
         (ValueRef::Null, _) => Value::Null,
@@ -397,12 +405,8 @@ impl SqliteTenant {
             "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({})",
             cols.join(", ")
         ))?;
-        if let Some(d) = def.dedupe_key {
-            tx.execute_batch(&format!(
-                "CREATE UNIQUE INDEX {} ON {table} ({})",
-                ident(&format!("{}__dedupe", def.name)),
-                ident(&def.columns[d].name)
-            ))?;
+        if def.dedupe_key.is_some() {
+            sqlite_keys::create(&tx, &def.name)?;
         }
         tx.execute_batch(&format!(
             "CREATE INDEX {} ON {table} ({})",
@@ -414,6 +418,7 @@ impl SqliteTenant {
             params![def.name, def.sql()],
         )?;
         tx.commit()?;
+        self.recent_keys.remove(&def.name);
         Ok(())
     }
 
@@ -438,8 +443,10 @@ impl SqliteTenant {
     pub(crate) fn drop_stream(&mut self, name: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(name)))?;
+        sqlite_keys::drop(&tx, name)?;
         tx.execute("DELETE FROM tally_streams WHERE name = ?", [name])?;
         tx.commit()?;
+        self.recent_keys.remove(name);
         Ok(())
     }
 
@@ -487,6 +494,11 @@ impl SqliteTenant {
         stream: &StreamDef,
         rows: &[Vec<Value>],
     ) -> Result<Vec<Option<u64>>> {
+        let recent = match (stream.dedupe_key, self.recent_keys.get(&stream.name)) {
+            (None, _) => 0,
+            (Some(_), Some(&n)) => n,
+            (Some(_), None) => sqlite_keys::upgrade(&mut self.conn, stream)?,
+        };
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -496,34 +508,61 @@ impl SqliteTenant {
             |r| r.get(0),
         )?;
         let mut out = Vec::with_capacity(rows.len());
+        let mut recorded = 0;
         {
             let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
             let marks = vec!["?"; cols.len() + 1].join(", ");
             let sql = format!(
-                "INSERT INTO {} (\"_seq\", {}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                "INSERT INTO {} (\"_seq\", {}) VALUES ({marks})",
                 ident(&stream.name),
                 cols.join(", ")
             );
             let mut stmt = tx.prepare_cached(&sql)?;
+            let mut probe = match stream.dedupe_key {
+                Some(d) => Some((d, Probe::new(&tx, stream, d)?)),
+                None => None,
+            };
+            // Keys of this batch: a repeated one is a duplicate without a look at the tables.
+            let mut batch: HashSet<&Value> = HashSet::new();
             for row in rows {
                 let seq = last + 1;
+                let mut hash = None;
+                if let Some((d, probe)) = &mut probe
+                    && !row[*d].is_null()
+                {
+                    let key = &row[*d];
+                    let h = sqlite_keys::key_hash(key);
+                    if !batch.insert(key) || probe.is_stored(h, key)? {
+                        out.push(None);
+                        continue;
+                    }
+                    hash = Some(h);
+                }
                 let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(row.len() + 1);
                 values.push(ToSqlOutput::Owned(rusqlite::types::Value::Integer(seq)));
                 values.extend(row.iter().map(raw_sql));
-                let changed = stmt.execute(rusqlite::params_from_iter(values.iter()))?;
-                if changed == 0 {
-                    out.push(None);
-                } else {
-                    last = seq;
-                    out.push(Some(seq as u64));
+                stmt.execute(rusqlite::params_from_iter(values.iter()))?;
+                if let (Some(h), Some((_, probe))) = (hash, &mut probe) {
+                    probe.record(h, seq)?;
+                    recorded += 1;
                 }
+                last = seq;
+                out.push(Some(seq as u64));
             }
         }
         tx.execute(
             "UPDATE tally_streams SET last_seq = ? WHERE name = ?",
             params![last, stream.name],
         )?;
+        let mut recent = recent + recorded;
+        if recent >= sqlite_keys::MERGE_ROWS {
+            sqlite_keys::merge(&tx, &stream.name)?;
+            recent = 0;
+        }
         tx.commit()?;
+        if stream.dedupe_key.is_some() {
+            self.recent_keys.insert(stream.name.clone(), recent);
+        }
         Ok(out)
     }
 
@@ -666,7 +705,26 @@ impl SqliteTenant {
             ident(&stream.name),
             ident(&stream.columns[stream.event_time].name)
         );
-        Ok(self.conn.execute(&sql, params![before.0, max_seq as i64])? as u64)
+        let tx = self.conn.transaction()?;
+        if self.recent_keys.contains_key(&stream.name) || stream.dedupe_key.is_none() {
+            sqlite_keys::forget_before(&tx, stream, before, max_seq)?;
+        } else {
+            // Not converted yet (no append since it was opened): the old unique index goes
+            // with the rows; the conversion hashes what is left.
+            let converted: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    [format!("tally_keys__{}", stream.name)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if converted.is_some() {
+                sqlite_keys::forget_before(&tx, stream, before, max_seq)?;
+            }
+        }
+        let deleted = tx.execute(&sql, params![before.0, max_seq as i64])? as u64;
+        tx.commit()?;
+        Ok(deleted)
     }
 
     pub(crate) fn delete_view_rows_before(

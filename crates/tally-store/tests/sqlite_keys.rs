@@ -1,0 +1,189 @@
+//! The SQLite dedupe index (hashed keys in a recent and a large table, `src/sqlite_keys.rs`):
+//! what only this backend has. A store made before it is converted on its first append; a hash
+//! that matches a different key does not make a duplicate; keys move to the large table in bulk
+//! and are still found there.
+
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+use tally_store::Store;
+use tally_views::sql::apply;
+use tally_views::{Catalog, Timestamp, Value};
+
+const SCHEMA: &str = "
+CREATE STREAM pay (id TEXT, amount BIGINT NOT NULL, at TIMESTAMP NOT NULL)
+  WITH (event_time = 'at', dedupe_key = 'id');
+";
+
+fn ts(s: &str) -> Timestamp {
+    Timestamp::parse(s).unwrap()
+}
+
+fn row(id: Option<&str>, amount: i64) -> Vec<Value> {
+    vec![
+        id.map(Value::text).unwrap_or(Value::Null),
+        Value::Int(amount),
+        Value::Timestamp(ts("2026-03-01T00:00:00Z")),
+    ]
+}
+
+fn setup() -> (tempfile::TempDir, Store, Catalog) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    store.migrations().up().unwrap();
+    store
+        .create_tenant("acme", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+    (dir, store, catalog)
+}
+
+fn db(dir: &tempfile::TempDir) -> Connection {
+    Connection::open(dir.path().join("tenants").join("acme.db")).unwrap()
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// What `sqlite_keys::key_hash` computes for a text key.
+fn hash(key: &str) -> i64 {
+    i64::from_le_bytes(Sha256::digest(key.as_bytes())[..8].try_into().unwrap())
+}
+
+fn accepted(seqs: &[Option<u64>]) -> Vec<bool> {
+    seqs.iter().map(Option::is_some).collect()
+}
+
+#[test]
+fn a_store_with_the_old_unique_index_is_converted_on_its_first_append() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    {
+        let mut t = store.tenant("acme").unwrap();
+        t.create_stream(stream).unwrap();
+        t.append(
+            stream,
+            &[row(Some("a"), 1), row(Some("b"), 2), row(None, 3)],
+        )
+        .unwrap();
+    }
+    // Make it look as the layout before: the key tables gone, a unique index on the column.
+    db(&dir)
+        .execute_batch(
+            "DROP TABLE tally_keys__pay; DROP TABLE tally_recent__pay;
+             CREATE UNIQUE INDEX pay__dedupe ON pay (id);",
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    let seqs = t
+        .append(
+            stream,
+            &[
+                row(Some("a"), 9),
+                row(Some("c"), 4),
+                row(None, 5),
+                row(Some("b"), 9),
+            ],
+        )
+        .unwrap();
+    assert_eq!(seqs, [None, Some(4), Some(5), None]);
+    let conn = db(&dir);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'pay__dedupe'"
+        ),
+        0,
+        "the old index is dropped"
+    );
+    // a and b were hashed into the large table, c went to the recent one; NULLs are not keys.
+    assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 2);
+    assert_eq!(count(&conn, "SELECT count(*) FROM tally_recent__pay"), 1);
+    assert_eq!(
+        count(
+            &conn,
+            &format!("SELECT _seq FROM tally_keys__pay WHERE h = {}", hash("b"))
+        ),
+        2
+    );
+}
+
+#[test]
+fn a_hash_that_matches_another_key_is_not_a_duplicate() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.append(stream, &[row(Some("a"), 1)]).unwrap();
+    // Pretend that "b" hashes like "a": its hash now points at a's row.
+    db(&dir)
+        .execute(
+            "INSERT INTO tally_keys__pay (h, _seq) VALUES (?, 1)",
+            [hash("b")],
+        )
+        .unwrap();
+    let seqs = t
+        .append(
+            stream,
+            &[row(Some("b"), 2), row(Some("a"), 3), row(Some("b"), 4)],
+        )
+        .unwrap();
+    assert_eq!(accepted(&seqs), [true, false, false]);
+    // Both rows of that hash are candidates now; each key still finds only itself.
+    let seqs = t
+        .append(
+            stream,
+            &[row(Some("b"), 5), row(Some("a"), 6), row(Some("d"), 7)],
+        )
+        .unwrap();
+    assert_eq!(accepted(&seqs), [false, false, true]);
+}
+
+#[test]
+fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let n = 70_000;
+    let ids: Vec<String> = (0..n).map(|i| format!("evt-{i:05}")).collect();
+    for chunk in ids.chunks(10_000) {
+        let rows: Vec<Vec<Value>> = chunk.iter().map(|id| row(Some(id), 1)).collect();
+        assert!(t.append(stream, &rows).unwrap().iter().all(Option::is_some));
+    }
+    let conn = db(&dir);
+    let recent = count(&conn, "SELECT count(*) FROM tally_recent__pay");
+    let large = count(&conn, "SELECT count(*) FROM tally_keys__pay");
+    assert_eq!(recent + large, n as i64);
+    assert!(
+        large >= 65_536,
+        "one merge happened: {large} keys in the large table"
+    );
+    assert!(recent < 65_536);
+    // The first key (merged) and the last (recent) are both duplicates; a new one is not.
+    let seqs = t
+        .append(
+            stream,
+            &[
+                row(Some("evt-00000"), 1),
+                row(Some("evt-69999"), 1),
+                row(Some("evt-70000"), 1),
+            ],
+        )
+        .unwrap();
+    assert_eq!(accepted(&seqs), [false, false, true]);
+    // Retention takes the keys of the rows it deletes, in both tables.
+    let deleted = t
+        .delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 70_000)
+        .unwrap();
+    assert_eq!(deleted, 70_000);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM tally_keys__pay")
+            + count(&conn, "SELECT count(*) FROM tally_recent__pay"),
+        1
+    );
+    let seqs = t.append(stream, &[row(Some("evt-00000"), 1)]).unwrap();
+    assert_eq!(accepted(&seqs), [true]);
+}
