@@ -110,7 +110,31 @@ const EVENTS: [&str; 6] = [
 ];
 const COUNTRIES: [&str; 8] = ["DE", "FR", "US", "GB", "BR", "IN", "JP", "NL"];
 
-/// `n` NDJSON lines, deterministic, spread over the workload's span from 2026-06-01.
+/// SplitMix64: a well-mixed 64-bit value of `x`.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// The id of event `i` of a run: random-looking and UUID-shaped, as Segment's `messageId` is
+/// (a sequential id would put every dedupe-index insert at the end of the index, which real
+/// traffic never does).
+fn event_id(seed: u64, i: usize) -> String {
+    let (a, b) = (mix(seed << 40 ^ i as u64), mix(!(seed << 40 ^ i as u64)));
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// `n` NDJSON lines, deterministic, spread over the workload's span from 2026-06-01, in time
+/// order, with random UUID-shaped ids.
 pub fn ndjson(workload: Workload, n: usize, seed: u64) -> Vec<String> {
     let span = workload.span();
     let mut x = seed | 1;
@@ -134,7 +158,8 @@ pub fn ndjson(workload: Workload, n: usize, seed: u64) -> Vec<String> {
                 "null".into()
             };
             format!(
-                r#"{{"id":"evt-{seed}-{i}","event":"{event}","user_id":"user-{user}","country":"{country}","path":"/products/item-{}/details","duration_ms":{duration},"revenue":{revenue},"at":"2026-06-{:02}T{:02}:{:02}:{:02}Z"}}"#,
+                r#"{{"id":"{}","event":"{event}","user_id":"user-{user}","country":"{country}","path":"/products/item-{}/details","duration_ms":{duration},"revenue":{revenue},"at":"2026-06-{:02}T{:02}:{:02}:{:02}Z"}}"#,
+                event_id(seed, i),
                 r % 2000,
                 1 + secs / 86_400,
                 (secs / 3600) % 24,
