@@ -2,11 +2,11 @@
 //!
 //! Records are decoded and validated one by one ([`crate::decode`]); valid rows are committed in
 //! batches of [`Config::batch_rows`] (the durable acknowledgement), applied to the views, and the views
-//! flushed at the end. Decoding, committing and applying run on three threads, a pipeline. A bad record is reported with its line and reason and the rest of the file
+//! flushed at the end. A bad record is reported with its line and reason and the rest of the file
 //! is kept. Lines are read with a bound, so a gigantic line costs neither memory nor a panic.
 
 use std::io::BufRead;
-use std::sync::mpsc::{Receiver, Sender, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -78,20 +78,27 @@ struct Batch {
     bytes: u64,
 }
 
-/// Work for the committing thread, from the decoding thread.
+/// Work for the committing thread.
 enum Work {
     Batch(Batch),
+    Flush(FlushJob),
     Failed(Error),
 }
 
-/// The decoding thread's side: collects records into batches and hands them over for committing.
-struct Handoff {
+/// The decoding thread's side: collects records into batches, hands them over for committing,
+/// and applies what comes back committed.
+struct Handoff<'r> {
     work: SyncSender<Work>,
+    committed: Receiver<Vec<Event>>,
+    apply: ApplySide<'r>,
+    stream: &'r str,
     batch: Batch,
     batch_rows: usize,
+    /// Batches handed over whose committed events have not come back yet.
+    pending: usize,
 }
 
-impl Handoff {
+impl Handoff<'_> {
     /// Adds a decoded record; `false` once the committing side has stopped.
     fn push(
         &mut self,
@@ -120,35 +127,56 @@ impl Handoff {
                 bytes,
             },
         );
-        self.work.send(Work::Batch(full)).is_ok()
+        if self.work.send(Work::Batch(full)).is_err() {
+            return false;
+        }
+        self.pending += 1;
+        self.apply_committed(false)
     }
-}
 
-/// The applying thread: applies each committed batch to the views, in commit order, and hands
-/// a flush to the committing thread whenever the delta is due one, and a last one at the end.
-fn apply_committed(
-    mut apply: ApplySide<'_>,
-    stream: &str,
-    committed: Receiver<Vec<Event>>,
-    flushes: Sender<FlushJob>,
-) {
-    for events in committed {
-        apply.apply(stream, &events);
-        if apply.needs_flush() && flushes.send(apply.take_flush()).is_err() {
-            return;
+    /// Applies batches that came back committed; with `wait`, until none is pending.
+    fn apply_committed(&mut self, wait: bool) -> bool {
+        while self.pending > 0 {
+            let events = if wait {
+                match self.committed.recv() {
+                    Ok(events) => events,
+                    Err(_) => return false,
+                }
+            } else {
+                match self.committed.try_recv() {
+                    Ok(events) => events,
+                    Err(TryRecvError::Empty) => return true,
+                    Err(TryRecvError::Disconnected) => return false,
+                }
+            };
+            self.pending -= 1;
+            self.apply.apply(self.stream, &events);
+            if self.apply.needs_flush()
+                && self
+                    .work
+                    .send(Work::Flush(self.apply.take_flush()))
+                    .is_err()
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Hands over the last batch, applies everything, and asks for the final flush.
+    fn finish(mut self) {
+        if self.send() && self.apply_committed(true) {
+            let _ = self.work.send(Work::Flush(self.apply.take_flush()));
         }
     }
-    let _ = flushes.send(apply.take_flush());
 }
 
 /// Ingests `input` into `stream` of the tenant. `progress` is told the bytes read so far.
 ///
-/// Three threads share the work, a pipeline: one reads and decodes records (checking them
-/// against the views); one commits each batch to the store (the durable acknowledgement) and
-/// writes flushes; one applies committed events to the views and prepares flushes. Bounded
-/// channels between them (two batches each) bound memory; flushes, which only the applying
-/// thread makes, travel on a channel of their own so that it never waits on the committing
-/// thread while that one waits on it. Rejections keep their input order.
+/// Two threads share the work: one reads and decodes records (checking them against the views)
+/// and applies committed events to the views; the other commits each batch to the store (the
+/// durable acknowledgement) and writes flushes. A channel of two batches between them bounds
+/// memory. Rejections keep their input order.
 pub fn ingest(
     runtime: &mut TenantRuntime,
     stream: &StreamDef,
@@ -160,8 +188,7 @@ pub fn ingest(
     let engine = runtime.engine().clone();
     let batch_rows = config.batch_rows.max(1);
     let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
-    let (committed_tx, committed_rx) = std::sync::mpsc::sync_channel::<Vec<Event>>(2);
-    let (flush_tx, flush_rx) = std::sync::mpsc::channel::<FlushJob>();
+    let (committed_tx, committed_rx) = std::sync::mpsc::channel::<Vec<Event>>();
     let report = {
         let (mut store, apply) = runtime.split();
         std::thread::scope(|scope| {
@@ -170,64 +197,64 @@ pub fn ingest(
                     RowDecoder::new(stream, &engine, config.clock.now(), config.max_future);
                 let mut handoff = Handoff {
                     work: work_tx,
+                    committed: committed_rx,
+                    apply,
+                    stream: &stream.name,
                     batch: Batch {
                         rows: Vec::with_capacity(batch_rows.min(BATCH_ROWS)),
                         rejected: Vec::new(),
                         bytes: 0,
                     },
                     batch_rows,
+                    pending: 0,
                 };
                 match decode(format, input, &mut decoder, config, &mut handoff) {
-                    Ok(()) => {
-                        handoff.send();
-                    }
+                    Ok(()) => handoff.finish(),
                     Err(e) => {
                         let _ = handoff.work.send(Work::Failed(e));
                     }
                 }
             });
-            scope.spawn(move || apply_committed(apply, &stream.name, committed_rx, flush_tx));
             let mut report = IngestReport::default();
             let mut outcome = Ok(());
             for work in work_rx {
-                // Flushes the applying thread has prepared go first: they free its memory.
-                let flushed = flush_rx.try_iter().try_for_each(|job| store.write(job));
-                let step = flushed.and_then(|()| match work {
+                let step = match work {
                     Work::Batch(batch) => {
                         for (line, reason) in batch.rejected {
                             report.reject(line, reason);
                         }
-                        if batch.rows.is_empty() {
-                            progress(batch.bytes);
-                            return Ok(());
-                        }
-                        store
-                            .append(stream, batch.rows)
-                            .map(|Appended { seqs, events }| {
-                                for seq in &seqs {
-                                    if seq.is_some() {
-                                        report.accepted += 1;
-                                    } else {
-                                        report.duplicates += 1;
-                                    }
-                                }
-                                let _ = committed_tx.send(events);
-                                progress(batch.bytes);
+                        // Every batch comes back, even one of rejections only: the decoding
+                        // thread counts them.
+                        let appended = if batch.rows.is_empty() {
+                            Ok(Appended {
+                                seqs: Vec::new(),
+                                events: Vec::new(),
                             })
+                        } else {
+                            store.append(stream, batch.rows)
+                        };
+                        appended.map(|Appended { seqs, events }| {
+                            for seq in &seqs {
+                                if seq.is_some() {
+                                    report.accepted += 1;
+                                } else {
+                                    report.duplicates += 1;
+                                }
+                            }
+                            let _ = committed_tx.send(events);
+                            progress(batch.bytes);
+                        })
                     }
+                    Work::Flush(job) => store.write(job),
                     Work::Failed(e) => Err(e),
-                });
+                };
                 if step.is_err() {
                     outcome = step;
                     break;
                 }
             }
-            // Closing the channel ends the applying thread, which sends its last flush; a
-            // decoding thread that still waits to hand over a batch stops as `work_rx` drops.
+            // Closing the channel stops the decoding thread if it still waits for a batch.
             drop(committed_tx);
-            if outcome.is_ok() {
-                outcome = flush_rx.iter().try_for_each(|job| store.write(job));
-            }
             outcome.map(|()| report)
         })?
     };
@@ -242,7 +269,7 @@ fn decode(
     mut input: impl BufRead,
     decoder: &mut RowDecoder<'_>,
     config: &Config,
-    out: &mut Handoff,
+    out: &mut Handoff<'_>,
 ) -> Result<()> {
     let read_error = |e: std::io::Error| Error::Input {
         path: "the input".into(),
