@@ -65,6 +65,8 @@ fn open_connection(path: &Path) -> Result<Connection> {
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;",
     )?;
+    // `rarray(?)`: an append looks its batch's dedupe hashes up with one statement.
+    rusqlite::vtab::array::load_module(&conn)?;
     Ok(conn)
 }
 
@@ -526,21 +528,33 @@ impl SqliteTenant {
                 Some(d) => Some((d, Probe::new(&tx, stream, d)?)),
                 None => None,
             };
+            // Each row's key hash (none for a NULL key or a stream without keys), and the
+            // stored rows of those hashes, looked up for the whole batch at once.
+            let hashes: Vec<Option<i64>> = rows
+                .iter()
+                .map(|row| match &probe {
+                    Some((d, _)) if !row[*d].is_null() => Some(sqlite_keys::key_hash(&row[*d])),
+                    _ => None,
+                })
+                .collect();
+            let candidates = match &mut probe {
+                Some((_, probe)) => probe.candidates(hashes.iter().flatten().copied().collect())?,
+                None => HashMap::new(),
+            };
             // Keys of this batch: a repeated one is a duplicate without a look at the tables.
             let mut batch: HashSet<&Value> = HashSet::new();
-            for row in rows {
+            for (row, &hash) in rows.iter().zip(&hashes) {
                 let seq = last + 1;
-                let mut hash = None;
-                if let Some((d, probe)) = &mut probe
-                    && !row[*d].is_null()
-                {
+                if let (Some(h), Some((d, probe))) = (hash, &mut probe) {
                     let key = &row[*d];
-                    let h = sqlite_keys::key_hash(key);
-                    if !batch.insert(key) || probe.is_stored(h, key)? {
+                    let stored = match candidates.get(&h) {
+                        Some(seqs) => probe.holds(seqs, key)?,
+                        None => false,
+                    };
+                    if !batch.insert(key) || stored {
                         out.push(None);
                         continue;
                     }
-                    hash = Some(h);
                 }
                 let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(row.len() + 1);
                 values.push(ToSqlOutput::Owned(rusqlite::types::Value::Integer(seq)));

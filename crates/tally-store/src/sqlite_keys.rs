@@ -12,11 +12,16 @@
 //!   the appending transaction moves them over in key order, so the large tree takes them as
 //!   one sorted run, touching each of its pages at most once.
 //!
-//! A probe looks a hash up in both tables; a hit is a duplicate only when the raw row at that
+//! An append looks the hashes of its whole batch up in both tables with one statement; a hit is a duplicate only when the raw row at that
 //! `_seq` holds the same key (two keys of one hash are both kept). A key whose row retention
 //! deleted goes with it (both tables have an index on `_seq`), and would not match anyway.
 //! NULL keys are never duplicates and are not indexed, as in a unique index.
 
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::vtab::array::Array;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 use tally_views::{StreamDef, Timestamp, Value};
@@ -136,7 +141,8 @@ impl<'t> Probe<'t> {
     pub(crate) fn new(tx: &'t Transaction<'_>, stream: &StreamDef, d: usize) -> Result<Probe<'t>> {
         Ok(Probe {
             find: tx.prepare_cached(&format!(
-                "SELECT \"_seq\" FROM {} WHERE h = ?1 UNION ALL SELECT \"_seq\" FROM {} WHERE h = ?1",
+                "SELECT h, \"_seq\" FROM {} WHERE h IN rarray(?1) \
+                 UNION ALL SELECT h, \"_seq\" FROM {} WHERE h IN rarray(?1)",
                 keys(&stream.name),
                 recent(&stream.name)
             ))?,
@@ -152,13 +158,23 @@ impl<'t> Probe<'t> {
         })
     }
 
-    /// Whether `key` (of hash `h`) is stored already.
-    pub(crate) fn is_stored(&mut self, h: i64, key: &Value) -> Result<bool> {
-        let seqs: Vec<i64> = self
-            .find
-            .query_map([h], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
-        for seq in seqs {
+    /// The stored rows whose keys have one of `hashes`, by hash: one statement for a whole
+    /// batch, its hashes sorted so that the lookups walk each tree in order.
+    pub(crate) fn candidates(&mut self, mut hashes: Vec<i64>) -> Result<HashMap<i64, Vec<i64>>> {
+        hashes.sort_unstable();
+        hashes.dedup();
+        let array: Array = Rc::new(hashes.into_iter().map(SqlValue::Integer).collect());
+        let mut found: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut rows = self.find.query([array])?;
+        while let Some(r) = rows.next()? {
+            found.entry(r.get(0)?).or_default().push(r.get(1)?);
+        }
+        Ok(found)
+    }
+
+    /// Whether one of the rows at `seqs` holds `key`.
+    pub(crate) fn holds(&mut self, seqs: &[i64], key: &Value) -> Result<bool> {
+        for &seq in seqs {
             let found: Option<i64> = self
                 .verify
                 .query_row(params![seq, raw_sql(key)], |r| r.get(0))
