@@ -108,7 +108,13 @@ async fn hostile_load_leaves_a_good_client_fast_and_the_server_as_it_was() {
     let (server, base) = start(&dir.path().join("data"));
     let pid = server.0.id();
     let addr = base.trim_start_matches("http://").to_owned();
-    let http = reqwest::Client::new();
+    // The server closes a keep-alive connection that waits 10 s for its next request
+    // (docs/http.md); a well-behaved client drops its idle connections before that, or it may
+    // send on one the server is closing (the 10 s pause below raced with it: a reset).
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     let keys = common::schema_and_tenant(&http, &base, ADMIN, SCHEMA, r#"{"name":"good"}"#).await;
     let mut tenants = Vec::new();
     for t in 0..500 {
