@@ -724,21 +724,13 @@ impl SqliteTenant {
             ident(&stream.columns[stream.event_time].name)
         );
         let tx = self.conn.transaction()?;
-        if self.recent_keys.contains_key(&stream.name) || stream.dedupe_key.is_none() {
+        // A stream not converted yet (no append since it was opened) has the old unique index,
+        // which goes with the rows; the conversion hashes what is left.
+        if stream.dedupe_key.is_some()
+            && (self.recent_keys.contains_key(&stream.name)
+                || sqlite_keys::converted(&tx, &stream.name)?)
+        {
             sqlite_keys::forget_before(&tx, stream, before, max_seq)?;
-        } else {
-            // Not converted yet (no append since it was opened): the old unique index goes
-            // with the rows; the conversion hashes what is left.
-            let converted: Option<i64> = tx
-                .query_row(
-                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    [format!("tally_keys__{}", stream.name)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if converted.is_some() {
-                sqlite_keys::forget_before(&tx, stream, before, max_seq)?;
-            }
         }
         let deleted = tx.execute(&sql, params![before.0, max_seq as i64])? as u64;
         tx.commit()?;

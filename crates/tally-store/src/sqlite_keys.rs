@@ -12,9 +12,10 @@
 //!   the appending transaction moves them over in key order, so the large tree takes them as
 //!   one sorted run, touching each of its pages at most once.
 //!
-//! An append looks the hashes of its whole batch up in both tables with one statement; a hit is a duplicate only when the raw row at that
-//! `_seq` holds the same key (two keys of one hash are both kept). A key whose row retention
-//! deleted goes with it (both tables have an index on `_seq`), and would not match anyway.
+//! An append looks the hashes of its whole batch up in both tables with one statement; a hit is
+//! a duplicate only when the raw row at that `_seq` holds the same key (two keys of one hash are
+//! both kept). Retention deletes a row's key with the row (both tables have an index on `_seq`);
+//! a key left behind would not match anyway.
 //! NULL keys are never duplicates and are not indexed, as in a unique index.
 
 use std::collections::HashMap;
@@ -49,6 +50,18 @@ pub(crate) fn key_hash(key: &Value) -> i64 {
     i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
+/// Whether the stream's key tables exist (it was created or converted with this layout).
+pub(crate) fn converted(conn: &Connection, stream: &str) -> Result<bool> {
+    let found: Option<i64> = conn
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            [format!("tally_keys__{stream}")],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(found.is_some())
+}
+
 /// Creates the two key tables of a stream (dropping any left from an earlier definition).
 pub(crate) fn create(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     for table in [recent(stream), keys(stream)] {
@@ -81,14 +94,7 @@ pub(crate) fn upgrade(conn: &mut Connection, stream: &StreamDef) -> Result<usize
     };
     // Checked inside the write transaction: two processes opening one tenant convert it once.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let exists: Option<i64> = tx
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-            [format!("tally_keys__{}", stream.name)],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if exists.is_some() {
+    if converted(&tx, &stream.name)? {
         let n: i64 = tx.query_row(
             &format!("SELECT count(*) FROM {}", recent(&stream.name)),
             [],
@@ -204,16 +210,14 @@ pub(crate) fn merge(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     Ok(())
 }
 
-/// Deletes the keys of the rows retention is about to delete (same bounds).
+/// Deletes the keys of the rows retention is about to delete (same bounds), for a stream with
+/// key tables.
 pub(crate) fn forget_before(
     tx: &Transaction<'_>,
     stream: &StreamDef,
     before: Timestamp,
     max_seq: u64,
 ) -> Result<()> {
-    if stream.dedupe_key.is_none() {
-        return Ok(());
-    }
     for table in [recent(&stream.name), keys(&stream.name)] {
         tx.execute(
             &format!(

@@ -63,14 +63,7 @@ struct GroupStats {
 
 impl GroupStats {
     async fn read(http: &reqwest::Client, base_url: &str) -> GroupStats {
-        let text = http
-            .get(format!("{base_url}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = common::metrics(http, base_url).await;
         let value = |name: &str| -> f64 {
             text.lines()
                 .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())

@@ -142,14 +142,7 @@ async fn segment_python_library_events_are_counted() {
         ])
     );
     // The server's own count agrees: 35 accepted, nothing rejected.
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&http, &base).await;
     assert!(
         metrics.contains(
             r#"tally_ingest_events_total{tenant="shop",stream="events",outcome="accepted"} 35"#

@@ -63,6 +63,17 @@ pub async fn get_json(http: &reqwest::Client, url: &str, key: &str) -> Json {
         .unwrap()
 }
 
+/// The server's Prometheus metrics (`GET /metrics`) as text.
+pub async fn metrics(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Creates a tenant from `tenant` (the JSON body of `POST /v1/tenants`) with the admin token and
 /// returns its keys.
 pub async fn create_tenant(
