@@ -40,6 +40,7 @@ pub(crate) const CATALOG: &[Migration] = &[
 pub(crate) const TENANT: &[Migration] = &[
     migration!(1, "sqlite/tenant", "0001_positions"),
     migration!(2, "sqlite/tenant", "0002_rejections"),
+    migration!(3, "sqlite/tenant", "0003_keys_merged"),
 ];
 
 /// The PostgreSQL database's migrations, oldest first.

@@ -11,10 +11,11 @@
 //! in readable form (timestamps as RFC 3339 text) and the encoded states, so `sqlite3` and BI
 //! tools can read them directly.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use hashbrown::HashTable;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -22,7 +23,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
-use crate::sqlite_keys::{self, Probe};
+use crate::sqlite_keys::{self, Probe, RecentKeys};
 use crate::types::{
     EncodedFlush, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
     Rejected, TenantInfo,
@@ -38,9 +39,9 @@ pub struct SqliteStore {
 /// One tenant's SQLite database.
 pub struct SqliteTenant {
     conn: Connection,
-    /// Per stream with a dedupe key, once its key tables are known to exist: how many keys
-    /// their recent table holds (see [`crate::sqlite_keys`]).
-    recent_keys: HashMap<String, usize>,
+    /// Per stream with a dedupe key, after this process's last append to it: the keys of its
+    /// rows after `keys_merged` (see [`crate::sqlite_keys`]).
+    recent_keys: HashMap<String, RecentKeys>,
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
@@ -500,21 +501,24 @@ impl SqliteTenant {
         stream: &StreamDef,
         rows: &[Vec<Value>],
     ) -> Result<Vec<Option<u64>>> {
-        let recent = match (stream.dedupe_key, self.recent_keys.get(&stream.name)) {
-            (None, _) => 0,
-            (Some(_), Some(&n)) => n,
-            (Some(_), None) => sqlite_keys::upgrade(&mut self.conn, stream)?,
-        };
+        // Taken out while the transaction runs: put back only after its commit, so that a
+        // failed append leaves nothing behind and the next one reads the keys again.
+        let cached = self.recent_keys.remove(&stream.name);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut last: i64 = tx.query_row(
-            "SELECT last_seq FROM tally_streams WHERE name = ?",
+        let (mut last, merged): (i64, i64) = tx.query_row(
+            "SELECT last_seq, keys_merged FROM tally_streams WHERE name = ?",
             [&stream.name],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        let mut recent = match (stream.dedupe_key, cached) {
+            (None, _) => None,
+            (Some(_), Some(r)) if r.in_step(last, merged) => Some(r),
+            (Some(_), _) => Some(RecentKeys::load(&tx, stream, last, merged)?),
+        };
         let mut out = Vec::with_capacity(rows.len());
-        let mut recorded = 0;
+        let mut added: Vec<(i64, i64)> = Vec::new();
         {
             let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
             let marks = vec!["?"; cols.len() + 1].join(", ");
@@ -524,46 +528,44 @@ impl SqliteTenant {
                 cols.join(", ")
             );
             let mut stmt = tx.prepare_cached(&sql)?;
-            let mut probe = match stream.dedupe_key {
-                Some(d) => Some((d, Probe::new(&tx, stream, d)?)),
-                None => None,
+            let mut probe = match (stream.dedupe_key, &recent) {
+                (Some(d), Some(recent)) => Some((d, recent, Probe::new(&tx, stream, d)?)),
+                _ => None,
             };
             // Each row's key hash (none for a NULL key or a stream without keys), and the
-            // stored rows of those hashes, looked up for the whole batch at once.
+            // large table's rows of those hashes, looked up for the whole batch at once.
             let hashes: Vec<Option<i64>> = rows
                 .iter()
                 .map(|row| match &probe {
-                    Some((d, _)) if !row[*d].is_null() => Some(sqlite_keys::key_hash(&row[*d])),
+                    Some((d, ..)) if !row[*d].is_null() => Some(sqlite_keys::key_hash(&row[*d])),
                     _ => None,
                 })
                 .collect();
-            let candidates = match &mut probe {
-                Some((_, probe)) => probe.candidates(hashes.iter().flatten().copied().collect())?,
-                None => HashMap::new(),
+            let stored = match &mut probe {
+                Some((.., probe)) => probe.stored(hashes.iter().flatten().copied().collect())?,
+                None => HashTable::new(),
             };
-            // Keys of this batch: a repeated one is a duplicate without a look at the tables.
-            let mut batch: HashSet<&Value> = HashSet::new();
-            for (row, &hash) in rows.iter().zip(&hashes) {
+            // Keys of this batch, as (hash, row index): a repeated one is a duplicate without a
+            // look at the tables.
+            let mut batch: HashTable<(i64, usize)> = HashTable::new();
+            for (i, (row, &hash)) in rows.iter().zip(&hashes).enumerate() {
                 let seq = last + 1;
-                if let (Some(h), Some((d, probe))) = (hash, &mut probe) {
+                if let (Some(h), Some((d, recent, probe))) = (hash, &mut probe) {
                     let key = &row[*d];
-                    let stored = match candidates.get(&h) {
-                        Some(seqs) => probe.holds(seqs, key)?,
-                        None => false,
-                    };
-                    if !batch.insert(key) || stored {
+                    let repeated = batch
+                        .iter_hash(h as u64)
+                        .any(|&(bh, j)| bh == h && rows[j][*d] == *key);
+                    if repeated || probe.holds(&stored, recent, h, key)? {
                         out.push(None);
                         continue;
                     }
+                    batch.insert_unique(h as u64, (h, i), |e| e.0 as u64);
+                    added.push((h, seq));
                 }
                 let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(row.len() + 1);
                 values.push(ToSqlOutput::Owned(rusqlite::types::Value::Integer(seq)));
                 values.extend(row.iter().map(raw_sql));
                 stmt.execute(rusqlite::params_from_iter(values.iter()))?;
-                if let (Some(h), Some((_, probe))) = (hash, &mut probe) {
-                    probe.record(h, seq)?;
-                    recorded += 1;
-                }
                 last = seq;
                 out.push(Some(seq as u64));
             }
@@ -572,13 +574,11 @@ impl SqliteTenant {
             "UPDATE tally_streams SET last_seq = ? WHERE name = ?",
             params![last, stream.name],
         )?;
-        let mut recent = recent + recorded;
-        if recent >= sqlite_keys::MERGE_ROWS {
-            sqlite_keys::merge(&tx, &stream.name)?;
-            recent = 0;
+        if let Some(recent) = &mut recent {
+            sqlite_keys::record(&tx, &stream.name, recent, added, last)?;
         }
         tx.commit()?;
-        if stream.dedupe_key.is_some() {
+        if let Some(recent) = recent {
             self.recent_keys.insert(stream.name.clone(), recent);
         }
         Ok(out)

@@ -1,26 +1,31 @@
-//! The dedupe index of a SQLite raw event table: 64-bit hashes of the keys, in two tables.
+//! The dedupe index of a SQLite raw event table: 64-bit hashes of the keys.
 //!
 //! Dedupe keys are random (Segment's `messageId` is a UUID), so a B-tree over them takes each
 //! insert at a random leaf: a commit of 10,000 events dirtied almost every page of a large unique
-//! index, and the WAL wrote the whole index again at every commit. Here a key is stored as
-//! `(h, _seq)`, `h` the first 8 bytes of the SHA-256 of the key's text, in one of two
-//! `WITHOUT ROWID` tables:
+//! index, and the WAL wrote the whole index again at every commit. Here a key is known by `h`,
+//! the first 8 bytes of the SHA-256 of its text, and the row's `_seq`:
 //!
-//! - `tally_recent__{stream}`: the keys of the last appends, small, so that the pages a commit
-//!   dirties are few and stay in the page cache;
-//! - `tally_keys__{stream}`: all older keys. When the recent table holds [`MERGE_ROWS`] keys,
-//!   the appending transaction moves them over in key order, so the large tree takes them as
-//!   one sorted run, touching each of its pages at most once.
+//! - the keys of the rows after `tally_streams.keys_merged` (the recent ones) are not stored
+//!   apart: they are the keys of those rows, kept in memory ([`RecentKeys`]) and read back from
+//!   the raw table when a process opens the stream or finds that another process appended;
+//! - older keys are in `tally_keys__{stream}`, a `WITHOUT ROWID` table of `(h, _seq)`. When
+//!   [`MERGE_ROWS`] keys are recent, the appending transaction writes them there in key order
+//!   and moves `keys_merged` to its last row, so the large tree takes one sorted run at a time
+//!   and a commit otherwise writes no key at all.
 //!
-//! An append looks the hashes of its whole batch up in both tables with one statement; a hit is
-//! a duplicate only when the raw row at that `_seq` holds the same key (two keys of one hash are
-//! both kept). Retention deletes a row's key with the row (both tables have an index on `_seq`);
-//! a key left behind would not match anyway.
-//! NULL keys are never duplicates and are not indexed, as in a unique index.
+//! An append looks the hashes of its batch up in memory and, with one statement, in the large
+//! table; a hit is a duplicate only when the raw row at that `_seq` holds the same key (two keys
+//! of one hash are both kept). Retention deletes a row's key with the row (the large table has
+//! an index on `_seq`; a recent key of a deleted row no longer matches its row). NULL keys are
+//! never duplicates and are not indexed, as in a unique index.
+//!
+//! Earlier layouts are converted on the first append of a process, inside its write
+//! transaction: a unique index on the key column (every key is hashed into the large table), and
+//! a `tally_recent__{stream}` table of recent keys (moved into the large table).
 
-use std::collections::HashMap;
 use std::rc::Rc;
 
+use hashbrown::HashTable;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::vtab::array::Array;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
@@ -30,7 +35,7 @@ use tally_views::{StreamDef, Timestamp, Value};
 use crate::error::Result;
 use crate::sqlite::{ident, raw_sql};
 
-/// Keys the recent table collects before they move to the large one.
+/// Recent keys that make the appending transaction write them to the large table.
 pub(crate) const MERGE_ROWS: usize = 65_536;
 
 fn recent(stream: &str) -> String {
@@ -50,32 +55,35 @@ pub(crate) fn key_hash(key: &Value) -> i64 {
     i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }
 
-/// Whether the stream's key tables exist (it was created or converted with this layout).
-pub(crate) fn converted(conn: &Connection, stream: &str) -> Result<bool> {
+fn table_exists(conn: &Connection, table: &str) -> Result<bool> {
     let found: Option<i64> = conn
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-            [format!("tally_keys__{stream}")],
+            [table],
             |r| r.get(0),
         )
         .optional()?;
     Ok(found.is_some())
 }
 
-/// Creates the two key tables of a stream (dropping any left from an earlier definition).
+/// Whether the stream's large key table exists (it was created or converted with hashed keys).
+pub(crate) fn converted(conn: &Connection, stream: &str) -> Result<bool> {
+    table_exists(conn, &format!("tally_keys__{stream}"))
+}
+
+/// Creates the key table of a stream (dropping any left from an earlier definition).
 pub(crate) fn create(tx: &Transaction<'_>, stream: &str) -> Result<()> {
-    for table in [recent(stream), keys(stream)] {
-        tx.execute_batch(&format!(
-            "DROP TABLE IF EXISTS {table};
-             CREATE TABLE {table} (h INTEGER NOT NULL, \"_seq\" INTEGER NOT NULL, PRIMARY KEY (h, \"_seq\")) WITHOUT ROWID;
-             CREATE INDEX {} ON {table} (\"_seq\");",
-            ident(&format!("{}__seq", table.trim_matches('"')))
-        ))?;
-    }
+    drop(tx, stream)?;
+    let table = keys(stream);
+    tx.execute_batch(&format!(
+        "CREATE TABLE {table} (h INTEGER NOT NULL, \"_seq\" INTEGER NOT NULL, PRIMARY KEY (h, \"_seq\")) WITHOUT ROWID;
+         CREATE INDEX {} ON {table} (\"_seq\");",
+        ident(&format!("tally_keys__{stream}__seq"))
+    ))?;
     Ok(())
 }
 
-/// Drops the key tables of a stream.
+/// Drops the key tables of a stream, of this layout and the earlier one.
 pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     tx.execute_batch(&format!(
         "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
@@ -85,102 +93,185 @@ pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     Ok(())
 }
 
-/// Moves a stream created before this layout (a unique index on the key column) to the key
-/// tables, in one transaction: hashes every stored key, then drops the old index. A no-op when
-/// the stream has no dedupe key or is already converted. Returns the number of recent keys.
-pub(crate) fn upgrade(conn: &mut Connection, stream: &StreamDef) -> Result<usize> {
-    let Some(d) = stream.dedupe_key else {
-        return Ok(0);
-    };
-    // Checked inside the write transaction: two processes opening one tenant convert it once.
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if converted(&tx, &stream.name)? {
-        let n: i64 = tx.query_row(
-            &format!("SELECT count(*) FROM {}", recent(&stream.name)),
-            [],
-            |r| r.get(0),
-        )?;
-        tx.commit()?;
-        return Ok(n as usize);
+/// The keys of a stream's rows after `keys_merged`, by hash, as of `last_seq`.
+pub(crate) struct RecentKeys {
+    /// `tally_streams.last_seq` when these were last in step with the raw table.
+    last_seq: i64,
+    /// `tally_streams.keys_merged` then.
+    merged: i64,
+    /// `(h, _seq)`, hashed by `h` (a SHA-256 prefix is hash enough).
+    keys: HashTable<(i64, i64)>,
+}
+
+impl RecentKeys {
+    /// Whether these are the recent keys of a stream at `last_seq` and `merged`: no other
+    /// process appended or merged since this one did.
+    pub(crate) fn in_step(&self, last_seq: i64, merged: i64) -> bool {
+        self.last_seq == last_seq && self.merged == merged
     }
-    create(&tx, &stream.name)?;
-    let mut hashed: Vec<(i64, i64)> = Vec::new();
-    {
+
+    /// Reads the recent keys of a stream with a dedupe key from its raw rows, converting an
+    /// earlier layout first. Runs inside the appending transaction; returns them with
+    /// `keys_merged` as it is then.
+    pub(crate) fn load(
+        tx: &Transaction<'_>,
+        stream: &StreamDef,
+        last_seq: i64,
+        merged: i64,
+    ) -> Result<RecentKeys> {
+        let merged = upgrade(tx, stream, last_seq, merged)?;
+        let d = stream
+            .dedupe_key
+            .expect("only streams with a dedupe key have key tables");
+        let mut recent = RecentKeys {
+            last_seq,
+            merged,
+            keys: HashTable::new(),
+        };
         let mut stmt = tx.prepare(&format!(
-            "SELECT \"_seq\", {} FROM {} WHERE {0} IS NOT NULL",
+            "SELECT \"_seq\", {} FROM {} WHERE \"_seq\" > ? AND {0} IS NOT NULL",
             ident(&stream.columns[d].name),
             ident(&stream.name)
         ))?;
         let ty = stream.columns[d].ty;
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([merged])?;
         while let Some(r) = rows.next()? {
             let key = crate::sqlite::raw_value(r.get_ref(1)?, ty)?;
-            hashed.push((key_hash(&key), r.get(0)?));
+            recent.insert(key_hash(&key), r.get(0)?);
         }
+        Ok(recent)
     }
-    hashed.sort_unstable();
-    {
-        let mut insert = tx.prepare(&format!(
-            "INSERT INTO {} (h, \"_seq\") VALUES (?, ?)",
-            keys(&stream.name)
-        ))?;
-        for (h, seq) in hashed {
-            insert.execute(params![h, seq])?;
-        }
+
+    fn insert(&mut self, h: i64, seq: i64) {
+        self.keys.insert_unique(h as u64, (h, seq), |e| e.0 as u64);
     }
-    tx.execute_batch(&format!(
-        "DROP INDEX IF EXISTS {}",
-        ident(&format!("{}__dedupe", stream.name))
-    ))?;
-    tx.commit()?;
-    Ok(0)
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The rows holding a recent key of hash `h`.
+    fn seqs(&self, h: i64) -> impl Iterator<Item = i64> + '_ {
+        self.keys
+            .iter_hash(h as u64)
+            .filter(move |e| e.0 == h)
+            .map(|e| e.1)
+    }
 }
 
-/// The statements an append uses to look keys up and record them, prepared once per append.
+/// Converts a stream of an earlier layout inside `tx`; returns `keys_merged` after it. A
+/// stream with a unique index on its key column has every stored key hashed into the large
+/// table; one with a recent key table has those keys moved into the large table. Either way
+/// every key up to `last_seq` is then in the large table.
+fn upgrade(tx: &Transaction<'_>, stream: &StreamDef, last_seq: i64, merged: i64) -> Result<i64> {
+    let d = stream
+        .dedupe_key
+        .expect("only streams with a dedupe key have key tables");
+    let name = &stream.name;
+    if !converted(tx, name)? {
+        create(tx, name)?;
+        let mut hashed: Vec<(i64, i64)> = Vec::new();
+        {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT \"_seq\", {} FROM {} WHERE {0} IS NOT NULL",
+                ident(&stream.columns[d].name),
+                ident(name)
+            ))?;
+            let ty = stream.columns[d].ty;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let key = crate::sqlite::raw_value(r.get_ref(1)?, ty)?;
+                hashed.push((key_hash(&key), r.get(0)?));
+            }
+        }
+        write_sorted(tx, name, hashed)?;
+        tx.execute_batch(&format!(
+            "DROP INDEX IF EXISTS {}",
+            ident(&format!("{name}__dedupe"))
+        ))?;
+    } else if table_exists(tx, &format!("tally_recent__{name}"))? {
+        tx.execute_batch(&format!(
+            "INSERT INTO {keys} (h, \"_seq\") SELECT h, \"_seq\" FROM {recent} ORDER BY h, \"_seq\";
+             DROP TABLE {recent};",
+            keys = keys(name),
+            recent = recent(name)
+        ))?;
+    } else {
+        return Ok(merged);
+    }
+    set_merged(tx, name, last_seq)?;
+    Ok(last_seq)
+}
+
+fn set_merged(tx: &Transaction<'_>, stream: &str, merged: i64) -> Result<()> {
+    tx.execute(
+        "UPDATE tally_streams SET keys_merged = ? WHERE name = ?",
+        params![merged, stream],
+    )?;
+    Ok(())
+}
+
+/// Writes `(h, _seq)` pairs into the large table in key order.
+fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) -> Result<()> {
+    pairs.sort_unstable();
+    let mut insert = tx.prepare_cached(&format!(
+        "INSERT INTO {} (h, \"_seq\") VALUES (?, ?)",
+        keys(stream)
+    ))?;
+    for (h, seq) in pairs {
+        insert.execute(params![h, seq])?;
+    }
+    Ok(())
+}
+
+/// What an append uses to find stored keys, prepared once per append.
 pub(crate) struct Probe<'t> {
     find: CachedStatement<'t>,
     verify: CachedStatement<'t>,
-    insert: CachedStatement<'t>,
 }
 
 impl<'t> Probe<'t> {
     pub(crate) fn new(tx: &'t Transaction<'_>, stream: &StreamDef, d: usize) -> Result<Probe<'t>> {
         Ok(Probe {
             find: tx.prepare_cached(&format!(
-                "SELECT h, \"_seq\" FROM {} WHERE h IN rarray(?1) \
-                 UNION ALL SELECT h, \"_seq\" FROM {} WHERE h IN rarray(?1)",
+                "SELECT h, \"_seq\" FROM {} WHERE h IN rarray(?1)",
                 keys(&stream.name),
-                recent(&stream.name)
             ))?,
             verify: tx.prepare_cached(&format!(
                 "SELECT 1 FROM {} WHERE \"_seq\" = ? AND {} = ?",
                 ident(&stream.name),
                 ident(&stream.columns[d].name)
             ))?,
-            insert: tx.prepare_cached(&format!(
-                "INSERT INTO {} (h, \"_seq\") VALUES (?, ?)",
-                recent(&stream.name)
-            ))?,
         })
     }
 
-    /// The stored rows whose keys have one of `hashes`, by hash: one statement for a whole
-    /// batch, its hashes sorted so that the lookups walk each tree in order.
-    pub(crate) fn candidates(&mut self, mut hashes: Vec<i64>) -> Result<HashMap<i64, Vec<i64>>> {
+    /// The rows of the large table whose keys have one of `hashes`, as `(h, _seq)`: one
+    /// statement for a whole batch, its hashes sorted so that the lookups walk the tree in
+    /// order.
+    pub(crate) fn stored(&mut self, mut hashes: Vec<i64>) -> Result<HashTable<(i64, i64)>> {
         hashes.sort_unstable();
         hashes.dedup();
         let array: Array = Rc::new(hashes.into_iter().map(SqlValue::Integer).collect());
-        let mut found: HashMap<i64, Vec<i64>> = HashMap::new();
+        let mut found = HashTable::new();
         let mut rows = self.find.query([array])?;
         while let Some(r) = rows.next()? {
-            found.entry(r.get(0)?).or_default().push(r.get(1)?);
+            let (h, seq): (i64, i64) = (r.get(0)?, r.get(1)?);
+            found.insert_unique(h as u64, (h, seq), |e: &(i64, i64)| e.0 as u64);
         }
         Ok(found)
     }
 
-    /// Whether one of the rows at `seqs` holds `key`.
-    pub(crate) fn holds(&mut self, seqs: &[i64], key: &Value) -> Result<bool> {
-        for &seq in seqs {
+    /// Whether a stored row of key hash `h`, in the large table (`stored`) or recent, holds
+    /// `key`.
+    pub(crate) fn holds(
+        &mut self,
+        stored: &HashTable<(i64, i64)>,
+        recent: &RecentKeys,
+        h: i64,
+        key: &Value,
+    ) -> Result<bool> {
+        let large = stored.iter_hash(h as u64).filter(|e| e.0 == h).map(|e| e.1);
+        for seq in large.chain(recent.seqs(h)) {
             let found: Option<i64> = self
                 .verify
                 .query_row(params![seq, raw_sql(key)], |r| r.get(0))
@@ -191,22 +282,29 @@ impl<'t> Probe<'t> {
         }
         Ok(false)
     }
-
-    /// Records that the row at `seq` holds a key of hash `h`.
-    pub(crate) fn record(&mut self, h: i64, seq: i64) -> Result<()> {
-        self.insert.execute(params![h, seq])?;
-        Ok(())
-    }
 }
 
-/// Moves the recent keys into the large table, in key order.
-pub(crate) fn merge(tx: &Transaction<'_>, stream: &str) -> Result<()> {
-    tx.execute_batch(&format!(
-        "INSERT INTO {keys} (h, \"_seq\") SELECT h, \"_seq\" FROM {recent} ORDER BY h, \"_seq\";
-         DELETE FROM {recent};",
-        keys = keys(stream),
-        recent = recent(stream)
-    ))?;
+/// Records the keys an append stored (`(h, _seq)`, `last_seq` its last row) in `recent`, and,
+/// when that makes [`MERGE_ROWS`] recent keys, writes them all to the large table inside `tx`.
+pub(crate) fn record(
+    tx: &Transaction<'_>,
+    stream: &str,
+    recent: &mut RecentKeys,
+    added: Vec<(i64, i64)>,
+    last_seq: i64,
+) -> Result<()> {
+    recent.last_seq = last_seq;
+    if recent.len() + added.len() < MERGE_ROWS {
+        for (h, seq) in added {
+            recent.insert(h, seq);
+        }
+        return Ok(());
+    }
+    let mut all: Vec<(i64, i64)> = recent.keys.drain().collect();
+    all.extend(added);
+    write_sorted(tx, stream, all)?;
+    set_merged(tx, stream, last_seq)?;
+    recent.merged = last_seq;
     Ok(())
 }
 
@@ -218,7 +316,11 @@ pub(crate) fn forget_before(
     before: Timestamp,
     max_seq: u64,
 ) -> Result<()> {
-    for table in [recent(&stream.name), keys(&stream.name)] {
+    let mut tables = vec![keys(&stream.name)];
+    if table_exists(tx, &format!("tally_recent__{}", stream.name))? {
+        tables.push(recent(&stream.name));
+    }
+    for table in tables {
         tx.execute(
             &format!(
                 "DELETE FROM {table} WHERE \"_seq\" IN \

@@ -1,7 +1,8 @@
-//! The SQLite dedupe index (hashed keys in a recent and a large table, `src/sqlite_keys.rs`):
-//! what only this backend has. A store made before it is converted on its first append; a hash
-//! that matches a different key does not make a duplicate; keys move to the large table in bulk
-//! and are still found there.
+//! The SQLite dedupe index (hashed keys, recent ones in memory and older ones in a large table,
+//! `src/sqlite_keys.rs`): what only this backend has. Stores of both earlier layouts are
+//! converted on their first append; a hash that matches a different key does not make a
+//! duplicate; keys move to the large table in bulk and are still found there; a process that
+//! appends after another one sees the other's keys.
 
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
@@ -67,10 +68,10 @@ fn a_store_with_the_old_unique_index_is_converted_on_its_first_append() {
         )
         .unwrap();
     }
-    // Make it look as the layout before: the key tables gone, a unique index on the column.
+    // Make it look as the first layout: no key table, a unique index on the column.
     db(&dir)
         .execute_batch(
-            "DROP TABLE tally_keys__pay; DROP TABLE tally_recent__pay;
+            "DROP TABLE tally_keys__pay; UPDATE tally_streams SET keys_merged = 0;
              CREATE UNIQUE INDEX pay__dedupe ON pay (id);",
         )
         .unwrap();
@@ -98,9 +99,16 @@ fn a_store_with_the_old_unique_index_is_converted_on_its_first_append() {
         0,
         "the old index is dropped"
     );
-    // a and b were hashed into the large table, c went to the recent one; NULLs are not keys.
+    // a and b were hashed into the large table, c is recent (its row is after keys_merged);
+    // NULLs are not keys.
     assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 2);
-    assert_eq!(count(&conn, "SELECT count(*) FROM tally_recent__pay"), 1);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT keys_merged FROM tally_streams WHERE name = 'pay'"
+        ),
+        3
+    );
     assert_eq!(
         count(
             &conn,
@@ -147,43 +155,173 @@ fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
     let stream = catalog.stream("pay").unwrap();
     let mut t = store.tenant("acme").unwrap();
     t.create_stream(stream).unwrap();
-    let n = 70_000;
+    let n = 75_000;
     let ids: Vec<String> = (0..n).map(|i| format!("evt-{i:05}")).collect();
     for chunk in ids.chunks(10_000) {
         let rows: Vec<Vec<Value>> = chunk.iter().map(|id| row(Some(id), 1)).collect();
         assert!(t.append(stream, &rows).unwrap().iter().all(Option::is_some));
     }
     let conn = db(&dir);
-    let recent = count(&conn, "SELECT count(*) FROM tally_recent__pay");
     let large = count(&conn, "SELECT count(*) FROM tally_keys__pay");
-    assert_eq!(recent + large, n as i64);
+    let merged = count(
+        &conn,
+        "SELECT keys_merged FROM tally_streams WHERE name = 'pay'",
+    );
     assert!(
         large >= 65_536,
         "one merge happened: {large} keys in the large table"
     );
-    assert!(recent < 65_536);
+    assert_eq!(
+        large, merged,
+        "the large table holds the keys up to keys_merged"
+    );
+    assert!(merged < n as i64, "the last keys are recent");
     // The first key (merged) and the last (recent) are both duplicates; a new one is not.
     let seqs = t
         .append(
             stream,
             &[
                 row(Some("evt-00000"), 1),
-                row(Some("evt-69999"), 1),
-                row(Some("evt-70000"), 1),
+                row(Some("evt-74999"), 1),
+                row(Some("evt-75000"), 1),
             ],
         )
         .unwrap();
     assert_eq!(accepted(&seqs), [false, false, true]);
-    // Retention takes the keys of the rows it deletes, in both tables.
+    // Retention takes the keys of the rows it deletes: a deleted key, merged or recent, may
+    // come again.
     let deleted = t
-        .delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 70_000)
+        .delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 75_000)
         .unwrap();
-    assert_eq!(deleted, 70_000);
+    assert_eq!(deleted, 75_000);
+    assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 0);
+    let seqs = t
+        .append(
+            stream,
+            &[
+                row(Some("evt-00000"), 1),
+                row(Some("evt-74999"), 1),
+                row(Some("evt-75000"), 1),
+            ],
+        )
+        .unwrap();
+    assert_eq!(accepted(&seqs), [true, true, false]);
+    // A process opening the stream now reads the same recent keys back from the raw rows.
+    drop(t);
+    let mut t = store.tenant("acme").unwrap();
+    let seqs = t
+        .append(
+            stream,
+            &[row(Some("evt-00000"), 1), row(Some("evt-75001"), 1)],
+        )
+        .unwrap();
+    assert_eq!(accepted(&seqs), [false, true]);
+}
+
+#[test]
+fn a_store_with_a_recent_key_table_is_converted_on_its_first_append() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    {
+        let mut t = store.tenant("acme").unwrap();
+        t.create_stream(stream).unwrap();
+        t.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
+            .unwrap();
+    }
+    // The second layout: "a" in the large table, "b" in a table of recent keys, no
+    // keys_merged (the column's default).
+    db(&dir)
+        .execute_batch(&format!(
+            "UPDATE tally_streams SET keys_merged = 0;
+             DELETE FROM tally_keys__pay;
+             INSERT INTO tally_keys__pay (h, _seq) VALUES ({}, 1);
+             CREATE TABLE tally_recent__pay (h INTEGER NOT NULL, _seq INTEGER NOT NULL,
+                 PRIMARY KEY (h, _seq)) WITHOUT ROWID;
+             INSERT INTO tally_recent__pay (h, _seq) VALUES ({}, 2);",
+            hash("a"),
+            hash("b")
+        ))
+        .unwrap();
+    drop(store);
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    let seqs = t
+        .append(
+            stream,
+            &[row(Some("a"), 1), row(Some("b"), 2), row(Some("c"), 3)],
+        )
+        .unwrap();
+    assert_eq!(accepted(&seqs), [false, false, true]);
+    let conn = db(&dir);
     assert_eq!(
-        count(&conn, "SELECT count(*) FROM tally_keys__pay")
-            + count(&conn, "SELECT count(*) FROM tally_recent__pay"),
-        1
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'tally_recent__pay'"
+        ),
+        0,
+        "the recent table is gone"
     );
-    let seqs = t.append(stream, &[row(Some("evt-00000"), 1)]).unwrap();
-    assert_eq!(accepted(&seqs), [true]);
+    assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 2);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT keys_merged FROM tally_streams WHERE name = 'pay'"
+        ),
+        2
+    );
+}
+
+#[test]
+fn a_process_sees_the_keys_another_process_appended() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut one = store.tenant("acme").unwrap();
+    one.create_stream(stream).unwrap();
+    assert_eq!(
+        accepted(&one.append(stream, &[row(Some("a"), 1)]).unwrap()),
+        [true]
+    );
+    // A second store over the same directory stands for another process.
+    let other = Store::open_sqlite(dir.path()).unwrap();
+    let mut two = other.tenant("acme").unwrap();
+    assert_eq!(
+        accepted(
+            &two.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
+                .unwrap()
+        ),
+        [false, true]
+    );
+    // The first process's keys in memory are out of step now: it reads them again.
+    assert_eq!(
+        accepted(
+            &one.append(stream, &[row(Some("b"), 2), row(Some("c"), 3)])
+                .unwrap()
+        ),
+        [false, true]
+    );
+    assert_eq!(
+        accepted(&two.append(stream, &[row(Some("c"), 3)]).unwrap()),
+        [false]
+    );
+}
+
+#[test]
+fn a_failed_append_leaves_no_key_behind() {
+    let (_dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.append(stream, &[row(Some("a"), 1)]).unwrap();
+    // The second row breaks NOT NULL: the append fails after "b" was written, and rolls back.
+    let mut broken = row(Some("c"), 3);
+    broken[1] = Value::Null;
+    assert!(t.append(stream, &[row(Some("b"), 2), broken]).is_err());
+    // "b" was never stored, so it is new; "a" still is a duplicate.
+    assert_eq!(
+        accepted(
+            &t.append(stream, &[row(Some("b"), 2), row(Some("a"), 1)])
+                .unwrap()
+        ),
+        [true, false]
+    );
 }

@@ -1,0 +1,1 @@
+ALTER TABLE tally_streams DROP COLUMN keys_merged;
