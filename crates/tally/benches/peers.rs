@@ -380,8 +380,10 @@ fn duckdb(dir: &Path, input: &Path, n: usize) -> Result<Json, String> {
             return Err("python3 -m venv failed".into());
         }
     }
+    // Quietly: on a first run the import fails, and that is no error.
     let has = Command::new(&python)
         .args(["-c", "import duckdb"])
+        .stderr(std::process::Stdio::null())
         .status()
         .map_err(|e| e.to_string())?;
     if !has.success() {
