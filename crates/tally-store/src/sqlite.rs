@@ -237,20 +237,28 @@ impl SqliteStore {
         let path = self.dir.join("tenants").join(format!("{name}.db"));
         let mut conn = open_connection(&path)?;
         conn.execute_batch(MIGRATIONS_TABLE)?;
-        let applied = applied_migrations(&conn)?;
         let known = TENANT.last().map_or(0, |m| m.version);
-        if let Some(&newest) = applied.iter().max()
-            && newest > known
-        {
-            return Err(StoreError::TooNew {
+        let too_new = |applied: &[i64]| match applied.iter().max() {
+            Some(&newest) if newest > known => Err(StoreError::TooNew {
                 found: newest,
                 known,
-            });
-        }
-        for m in TENANT {
-            if !applied.contains(&m.version) {
-                run_migration(&mut conn, m, true)?;
+            }),
+            _ => Ok(()),
+        };
+        let applied = applied_migrations(&conn)?;
+        too_new(&applied)?;
+        if TENANT.iter().any(|m| !applied.contains(&m.version)) {
+            // Checked again under the write lock: two processes opening the tenant at once
+            // apply each migration once.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let applied = applied_migrations(&tx)?;
+            too_new(&applied)?;
+            for m in TENANT {
+                if !applied.contains(&m.version) {
+                    migrate(&tx, m, true)?;
+                }
             }
+            tx.commit()?;
         }
         Ok(SqliteTenant {
             conn,
@@ -267,6 +275,13 @@ fn applied_migrations(conn: &Connection) -> Result<Vec<i64>> {
 
 fn run_migration(conn: &mut Connection, m: &Migration, up: bool) -> Result<()> {
     let tx = conn.transaction()?;
+    migrate(&tx, m, up)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// Applies (or reverts) one migration inside `tx`, with its row in `tally_migrations`.
+fn migrate(tx: &rusqlite::Transaction<'_>, m: &Migration, up: bool) -> Result<()> {
     let sql = if up { m.up } else { m.down };
     tx.execute_batch(sql).map_err(|e| {
         StoreError::Migration(format!(
@@ -286,7 +301,6 @@ fn run_migration(conn: &mut Connection, m: &Migration, up: bool) -> Result<()> {
             [m.version],
         )?;
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -421,7 +435,8 @@ impl SqliteTenant {
             ident(&def.columns[def.event_time].name)
         ))?;
         tx.execute(
-            "INSERT OR REPLACE INTO tally_streams (name, definition, last_seq) VALUES (?, ?, 0)",
+            "INSERT OR REPLACE INTO tally_streams (name, definition, last_seq, keys_epoch) \
+             VALUES (?, ?, 0, random())",
             params![def.name, def.sql()],
         )?;
         tx.commit()?;
@@ -507,15 +522,15 @@ impl SqliteTenant {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (mut last, merged): (i64, i64) = tx.query_row(
-            "SELECT last_seq, keys_merged FROM tally_streams WHERE name = ?",
+        let (mut last, merged, epoch): (i64, i64, i64) = tx.query_row(
+            "SELECT last_seq, keys_merged, keys_epoch FROM tally_streams WHERE name = ?",
             [&stream.name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         let mut recent = match (stream.dedupe_key, cached) {
             (None, _) => None,
-            (Some(_), Some(r)) if r.in_step(last, merged) => Some(r),
-            (Some(_), _) => Some(RecentKeys::load(&tx, stream, last, merged)?),
+            (Some(_), Some(r)) if r.in_step(last, merged, epoch) => Some(r),
+            (Some(_), _) => Some(RecentKeys::load(&tx, stream, last, merged, epoch)?),
         };
         let mut out = Vec::with_capacity(rows.len());
         let mut added: Vec<(i64, i64)> = Vec::new();
@@ -733,6 +748,16 @@ impl SqliteTenant {
             sqlite_keys::forget_before(&tx, stream, before, max_seq)?;
         }
         let deleted = tx.execute(&sql, params![before.0, max_seq as i64])? as u64;
+        if deleted > 0 && stream.dedupe_key.is_some() {
+            // Recent keys in memory, here and in other processes, may be of deleted rows: a new
+            // epoch makes every process read them again, so that they never reach the large
+            // table, where nothing would delete them.
+            tx.execute(
+                "UPDATE tally_streams SET keys_epoch = random() WHERE name = ?",
+                [&stream.name],
+            )?;
+            self.recent_keys.remove(&stream.name);
+        }
         tx.commit()?;
         Ok(deleted)
     }

@@ -7,7 +7,9 @@
 //!
 //! - the keys of the rows after `tally_streams.keys_merged` (the recent ones) are not stored
 //!   apart: they are the keys of those rows, kept in memory ([`RecentKeys`]) and read back from
-//!   the raw table when a process opens the stream or finds that another process appended;
+//!   the raw table when a process opens the stream or finds `last_seq`, `keys_merged` or
+//!   `keys_epoch` changed by another process (an append, a merge, retention, the stream created
+//!   again);
 //! - older keys are in `tally_keys__{stream}`, a `WITHOUT ROWID` table of `(h, _seq)`. When
 //!   [`MERGE_ROWS`] keys are recent, the appending transaction writes them there in key order
 //!   and moves `keys_merged` to its last row, so the large tree takes one sorted run at a time
@@ -99,15 +101,19 @@ pub(crate) struct RecentKeys {
     last_seq: i64,
     /// `tally_streams.keys_merged` then.
     merged: i64,
+    /// `tally_streams.keys_epoch` then: a random value that changes when the stream is
+    /// created again or retention deletes rows, which `last_seq` alone would not show.
+    epoch: i64,
     /// `(h, _seq)`, hashed by `h` (a SHA-256 prefix is hash enough).
     keys: HashTable<(i64, i64)>,
 }
 
 impl RecentKeys {
-    /// Whether these are the recent keys of a stream at `last_seq` and `merged`: no other
-    /// process appended or merged since this one did.
-    pub(crate) fn in_step(&self, last_seq: i64, merged: i64) -> bool {
-        self.last_seq == last_seq && self.merged == merged
+    /// Whether these are the recent keys of a stream at `last_seq`, `merged` and `epoch`: no
+    /// other process appended, merged, deleted rows or created the stream again since this one
+    /// appended.
+    pub(crate) fn in_step(&self, last_seq: i64, merged: i64, epoch: i64) -> bool {
+        self.last_seq == last_seq && self.merged == merged && self.epoch == epoch
     }
 
     /// Reads the recent keys of a stream with a dedupe key from its raw rows, converting an
@@ -118,6 +124,7 @@ impl RecentKeys {
         stream: &StreamDef,
         last_seq: i64,
         merged: i64,
+        epoch: i64,
     ) -> Result<RecentKeys> {
         let merged = upgrade(tx, stream, last_seq, merged)?;
         let d = stream
@@ -126,6 +133,7 @@ impl RecentKeys {
         let mut recent = RecentKeys {
             last_seq,
             merged,
+            epoch,
             keys: HashTable::new(),
         };
         let mut stmt = tx.prepare(&format!(
@@ -301,6 +309,7 @@ pub(crate) fn record(
         return Ok(());
     }
     let mut all: Vec<(i64, i64)> = recent.keys.drain().collect();
+    recent.keys.shrink_to_fit(|e| e.0 as u64);
     all.extend(added);
     write_sorted(tx, stream, all)?;
     set_merged(tx, stream, last_seq)?;

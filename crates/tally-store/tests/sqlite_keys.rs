@@ -325,3 +325,59 @@ fn a_failed_append_leaves_no_key_behind() {
         [true, false]
     );
 }
+
+#[test]
+fn a_stream_created_again_by_another_process_is_read_again() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut one = store.tenant("acme").unwrap();
+    one.create_stream(stream).unwrap();
+    assert_eq!(
+        accepted(&one.append(stream, &[row(Some("a"), 1)]).unwrap()),
+        [true]
+    );
+    // Another process creates the stream again and appends as many rows: `last_seq` and
+    // `keys_merged` are what the first process last wrote, the keys are not.
+    let other = Store::open_sqlite(dir.path()).unwrap();
+    let mut two = other.tenant("acme").unwrap();
+    two.create_stream(stream).unwrap();
+    assert_eq!(
+        accepted(&two.append(stream, &[row(Some("b"), 2)]).unwrap()),
+        [true]
+    );
+    assert_eq!(
+        accepted(
+            &one.append(stream, &[row(Some("b"), 2), row(Some("a"), 1)])
+                .unwrap()
+        ),
+        [false, true]
+    );
+}
+
+#[test]
+fn retention_by_another_process_makes_the_keys_read_again() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut one = store.tenant("acme").unwrap();
+    one.create_stream(stream).unwrap();
+    one.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
+        .unwrap();
+    let epoch = |conn: &Connection| count(conn, "SELECT keys_epoch FROM tally_streams");
+    let before = epoch(&db(&dir));
+    let other = Store::open_sqlite(dir.path()).unwrap();
+    let mut two = other.tenant("acme").unwrap();
+    assert_eq!(
+        two.delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 1)
+            .unwrap(),
+        1
+    );
+    assert_ne!(epoch(&db(&dir)), before, "retention moved the epoch");
+    // The first process reads its keys again: "a" is gone and may come again, "b" is kept.
+    assert_eq!(
+        accepted(
+            &one.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
+                .unwrap()
+        ),
+        [true, false]
+    );
+}
