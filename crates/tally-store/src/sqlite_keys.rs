@@ -127,25 +127,14 @@ impl RecentKeys {
         epoch: i64,
     ) -> Result<RecentKeys> {
         let merged = upgrade(tx, stream, last_seq, merged)?;
-        let d = stream
-            .dedupe_key
-            .expect("only streams with a dedupe key have key tables");
         let mut recent = RecentKeys {
             last_seq,
             merged,
             epoch,
             keys: HashTable::new(),
         };
-        let mut stmt = tx.prepare(&format!(
-            "SELECT \"_seq\", {} FROM {} WHERE \"_seq\" > ? AND {0} IS NOT NULL",
-            ident(&stream.columns[d].name),
-            ident(&stream.name)
-        ))?;
-        let ty = stream.columns[d].ty;
-        let mut rows = stmt.query([merged])?;
-        while let Some(r) = rows.next()? {
-            let key = crate::sqlite::raw_value(r.get_ref(1)?, ty)?;
-            recent.insert(key_hash(&key), r.get(0)?);
+        for (h, seq) in hashes_after(tx, stream, merged)? {
+            recent.insert(h, seq);
         }
         Ok(recent)
     }
@@ -172,27 +161,10 @@ impl RecentKeys {
 /// table; one with a recent key table has those keys moved into the large table. Either way
 /// every key up to `last_seq` is then in the large table.
 fn upgrade(tx: &Transaction<'_>, stream: &StreamDef, last_seq: i64, merged: i64) -> Result<i64> {
-    let d = stream
-        .dedupe_key
-        .expect("only streams with a dedupe key have key tables");
     let name = &stream.name;
     if !converted(tx, name)? {
         create(tx, name)?;
-        let mut hashed: Vec<(i64, i64)> = Vec::new();
-        {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT \"_seq\", {} FROM {} WHERE {0} IS NOT NULL",
-                ident(&stream.columns[d].name),
-                ident(name)
-            ))?;
-            let ty = stream.columns[d].ty;
-            let mut rows = stmt.query([])?;
-            while let Some(r) = rows.next()? {
-                let key = crate::sqlite::raw_value(r.get_ref(1)?, ty)?;
-                hashed.push((key_hash(&key), r.get(0)?));
-            }
-        }
-        write_sorted(tx, name, hashed)?;
+        write_sorted(tx, name, hashes_after(tx, stream, 0)?)?;
         tx.execute_batch(&format!(
             "DROP INDEX IF EXISTS {}",
             ident(&format!("{name}__dedupe"))
@@ -209,6 +181,27 @@ fn upgrade(tx: &Transaction<'_>, stream: &StreamDef, last_seq: i64, merged: i64)
     }
     set_merged(tx, name, last_seq)?;
     Ok(last_seq)
+}
+
+/// The key hashes of the stream's rows after `after`, as `(h, _seq)`, read from the raw table
+/// (rows with a NULL key have none).
+fn hashes_after(tx: &Transaction<'_>, stream: &StreamDef, after: i64) -> Result<Vec<(i64, i64)>> {
+    let d = stream
+        .dedupe_key
+        .expect("only streams with a dedupe key have key tables");
+    let mut stmt = tx.prepare(&format!(
+        "SELECT \"_seq\", {} FROM {} WHERE \"_seq\" > ? AND {0} IS NOT NULL",
+        ident(&stream.columns[d].name),
+        ident(&stream.name)
+    ))?;
+    let ty = stream.columns[d].ty;
+    let mut rows = stmt.query([after])?;
+    let mut hashed = Vec::new();
+    while let Some(r) = rows.next()? {
+        let key = crate::sqlite::raw_value(r.get_ref(1)?, ty)?;
+        hashed.push((key_hash(&key), r.get(0)?));
+    }
+    Ok(hashed)
 }
 
 fn set_merged(tx: &Transaction<'_>, stream: &str, merged: i64) -> Result<()> {

@@ -6,9 +6,9 @@
 
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
-use tally_store::Store;
+use tally_store::{Store, TenantStore};
 use tally_views::sql::apply;
-use tally_views::{Catalog, Timestamp, Value};
+use tally_views::{Catalog, StreamDef, Timestamp, Value};
 
 const SCHEMA: &str = "
 CREATE STREAM pay (id TEXT, amount BIGINT NOT NULL, at TIMESTAMP NOT NULL)
@@ -53,6 +53,12 @@ fn hash(key: &str) -> i64 {
 
 fn accepted(seqs: &[Option<u64>]) -> Vec<bool> {
     seqs.iter().map(Option::is_some).collect()
+}
+
+/// Appends one row per key; which of them were accepted (not duplicates).
+fn append(t: &mut TenantStore, stream: &StreamDef, keys: &[&str]) -> Vec<bool> {
+    let rows: Vec<Vec<Value>> = keys.iter().map(|k| row(Some(k), 1)).collect();
+    accepted(&t.append(stream, &rows).unwrap())
 }
 
 #[test]
@@ -132,21 +138,15 @@ fn a_hash_that_matches_another_key_is_not_a_duplicate() {
             [hash("b")],
         )
         .unwrap();
-    let seqs = t
-        .append(
-            stream,
-            &[row(Some("b"), 2), row(Some("a"), 3), row(Some("b"), 4)],
-        )
-        .unwrap();
-    assert_eq!(accepted(&seqs), [true, false, false]);
+    assert_eq!(
+        append(&mut t, stream, &["b", "a", "b"]),
+        [true, false, false]
+    );
     // Both rows of that hash are candidates now; each key still finds only itself.
-    let seqs = t
-        .append(
-            stream,
-            &[row(Some("b"), 5), row(Some("a"), 6), row(Some("d"), 7)],
-        )
-        .unwrap();
-    assert_eq!(accepted(&seqs), [false, false, true]);
+    assert_eq!(
+        append(&mut t, stream, &["b", "a", "d"]),
+        [false, false, true]
+    );
 }
 
 #[test]
@@ -177,17 +177,10 @@ fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
     );
     assert!(merged < n as i64, "the last keys are recent");
     // The first key (merged) and the last (recent) are both duplicates; a new one is not.
-    let seqs = t
-        .append(
-            stream,
-            &[
-                row(Some("evt-00000"), 1),
-                row(Some("evt-74999"), 1),
-                row(Some("evt-75000"), 1),
-            ],
-        )
-        .unwrap();
-    assert_eq!(accepted(&seqs), [false, false, true]);
+    assert_eq!(
+        append(&mut t, stream, &["evt-00000", "evt-74999", "evt-75000"]),
+        [false, false, true]
+    );
     // Retention takes the keys of the rows it deletes: a deleted key, merged or recent, may
     // come again.
     let deleted = t
@@ -195,27 +188,17 @@ fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
         .unwrap();
     assert_eq!(deleted, 75_000);
     assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 0);
-    let seqs = t
-        .append(
-            stream,
-            &[
-                row(Some("evt-00000"), 1),
-                row(Some("evt-74999"), 1),
-                row(Some("evt-75000"), 1),
-            ],
-        )
-        .unwrap();
-    assert_eq!(accepted(&seqs), [true, true, false]);
+    assert_eq!(
+        append(&mut t, stream, &["evt-00000", "evt-74999", "evt-75000"]),
+        [true, true, false]
+    );
     // A process opening the stream now reads the same recent keys back from the raw rows.
     drop(t);
     let mut t = store.tenant("acme").unwrap();
-    let seqs = t
-        .append(
-            stream,
-            &[row(Some("evt-00000"), 1), row(Some("evt-75001"), 1)],
-        )
-        .unwrap();
-    assert_eq!(accepted(&seqs), [false, true]);
+    assert_eq!(
+        append(&mut t, stream, &["evt-00000", "evt-75001"]),
+        [false, true]
+    );
 }
 
 #[test]
@@ -245,13 +228,10 @@ fn a_store_with_a_recent_key_table_is_converted_on_its_first_append() {
     drop(store);
     let store = Store::open_sqlite(dir.path()).unwrap();
     let mut t = store.tenant("acme").unwrap();
-    let seqs = t
-        .append(
-            stream,
-            &[row(Some("a"), 1), row(Some("b"), 2), row(Some("c"), 3)],
-        )
-        .unwrap();
-    assert_eq!(accepted(&seqs), [false, false, true]);
+    assert_eq!(
+        append(&mut t, stream, &["a", "b", "c"]),
+        [false, false, true]
+    );
     let conn = db(&dir);
     assert_eq!(
         count(
@@ -277,32 +257,14 @@ fn a_process_sees_the_keys_another_process_appended() {
     let stream = catalog.stream("pay").unwrap();
     let mut one = store.tenant("acme").unwrap();
     one.create_stream(stream).unwrap();
-    assert_eq!(
-        accepted(&one.append(stream, &[row(Some("a"), 1)]).unwrap()),
-        [true]
-    );
+    assert_eq!(append(&mut one, stream, &["a"]), [true]);
     // A second store over the same directory stands for another process.
     let other = Store::open_sqlite(dir.path()).unwrap();
     let mut two = other.tenant("acme").unwrap();
-    assert_eq!(
-        accepted(
-            &two.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
-                .unwrap()
-        ),
-        [false, true]
-    );
+    assert_eq!(append(&mut two, stream, &["a", "b"]), [false, true]);
     // The first process's keys in memory are out of step now: it reads them again.
-    assert_eq!(
-        accepted(
-            &one.append(stream, &[row(Some("b"), 2), row(Some("c"), 3)])
-                .unwrap()
-        ),
-        [false, true]
-    );
-    assert_eq!(
-        accepted(&two.append(stream, &[row(Some("c"), 3)]).unwrap()),
-        [false]
-    );
+    assert_eq!(append(&mut one, stream, &["b", "c"]), [false, true]);
+    assert_eq!(append(&mut two, stream, &["c"]), [false]);
 }
 
 #[test]
@@ -317,13 +279,7 @@ fn a_failed_append_leaves_no_key_behind() {
     broken[1] = Value::Null;
     assert!(t.append(stream, &[row(Some("b"), 2), broken]).is_err());
     // "b" was never stored, so it is new; "a" still is a duplicate.
-    assert_eq!(
-        accepted(
-            &t.append(stream, &[row(Some("b"), 2), row(Some("a"), 1)])
-                .unwrap()
-        ),
-        [true, false]
-    );
+    assert_eq!(append(&mut t, stream, &["b", "a"]), [true, false]);
 }
 
 #[test]
@@ -332,26 +288,14 @@ fn a_stream_created_again_by_another_process_is_read_again() {
     let stream = catalog.stream("pay").unwrap();
     let mut one = store.tenant("acme").unwrap();
     one.create_stream(stream).unwrap();
-    assert_eq!(
-        accepted(&one.append(stream, &[row(Some("a"), 1)]).unwrap()),
-        [true]
-    );
+    assert_eq!(append(&mut one, stream, &["a"]), [true]);
     // Another process creates the stream again and appends as many rows: `last_seq` and
     // `keys_merged` are what the first process last wrote, the keys are not.
     let other = Store::open_sqlite(dir.path()).unwrap();
     let mut two = other.tenant("acme").unwrap();
     two.create_stream(stream).unwrap();
-    assert_eq!(
-        accepted(&two.append(stream, &[row(Some("b"), 2)]).unwrap()),
-        [true]
-    );
-    assert_eq!(
-        accepted(
-            &one.append(stream, &[row(Some("b"), 2), row(Some("a"), 1)])
-                .unwrap()
-        ),
-        [false, true]
-    );
+    assert_eq!(append(&mut two, stream, &["b"]), [true]);
+    assert_eq!(append(&mut one, stream, &["b", "a"]), [false, true]);
 }
 
 #[test]
@@ -373,11 +317,5 @@ fn retention_by_another_process_makes_the_keys_read_again() {
     );
     assert_ne!(epoch(&db(&dir)), before, "retention moved the epoch");
     // The first process reads its keys again: "a" is gone and may come again, "b" is kept.
-    assert_eq!(
-        accepted(
-            &one.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
-                .unwrap()
-        ),
-        [true, false]
-    );
+    assert_eq!(append(&mut one, stream, &["a", "b"]), [true, false]);
 }
