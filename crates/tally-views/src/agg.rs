@@ -19,16 +19,16 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
-use datasketches::hll::{HllSketch, HllType, HllUnion};
+use datasketches::hll::HllSketch;
 
 use crate::codec::{CodecError, Reader, Writer};
 use crate::decimal::{Decimal, I256};
 use crate::expr::EvalError;
+use crate::hll::Hll;
 use crate::sketch::QuantileSketch;
 use crate::value::{Timestamp, Type, Value};
 
-/// `lg_k` of the HyperLogLog sketches: 4096 registers, relative standard error 1.6 %.
-pub const HLL_LG_K: u8 = 12;
+pub use crate::hll::HLL_LG_K;
 
 /// Variance and standard deviation flavours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +189,7 @@ pub enum AggState {
     /// Encoded in sorted order, so equal sets give equal bytes.
     Distinct(HashSet<Value, foldhash::fast::RandomState>),
     /// Created on the first value: an empty group costs nothing.
-    Hll(Option<Box<HllUnion>>),
+    Hll(Option<Box<Hll>>),
     Quantiles(Box<QuantileSketch>),
     /// `(time, sequence, value)` of the first or last event; the sequence breaks ties so that the
     /// answer does not depend on batch boundaries.
@@ -252,8 +252,7 @@ impl AggState {
             }
             (AggState::Distinct(_), _) => {}
             (AggState::Hll(hll), v) => {
-                let union = hll.get_or_insert_with(|| Box::new(new_hll()));
-                union.update_value(HllKey(v));
+                hll.get_or_insert_default().update_value(HllKey(v));
             }
             (AggState::Quantiles(sketch), v) => {
                 if let Some(x) = v.as_f64() {
@@ -346,8 +345,7 @@ impl AggState {
                 }
             }
             (AggState::Hll(a), AggState::Hll(Some(b))) => {
-                let union = a.get_or_insert_with(|| Box::new(new_hll()));
-                union.update(&b.to_sketch(HllType::Hll8));
+                a.get_or_insert_default().merge(b);
             }
             (AggState::Hll(_), AggState::Hll(None)) => {}
             (AggState::Quantiles(a), AggState::Quantiles(b)) => a.merge(b),
@@ -428,7 +426,7 @@ impl AggState {
             AggState::Extreme(v) => v.clone().unwrap_or(Value::Null),
             AggState::Distinct(set) => Value::Int(set.len() as i64),
             AggState::Hll(None) => Value::Int(0),
-            AggState::Hll(Some(union)) => Value::Int(union.composite_estimate().round() as i64),
+            AggState::Hll(Some(hll)) => Value::Int(hll.estimate().round() as i64),
             AggState::Quantiles(sketch) => {
                 let (q, continuous) = match kind {
                     AggKind::Percentile { q, continuous } => (q, continuous),
@@ -444,6 +442,13 @@ impl AggState {
             AggState::Pick(p) => p.as_ref().map(|(_, _, v)| v.clone()).unwrap_or(Value::Null),
             AggState::Bool(b) => b.map(Value::Bool).unwrap_or(Value::Null),
         })
+    }
+
+    /// Finishes a deferred merge (see [`crate::hll`]); other states have none.
+    pub fn settle(&mut self) {
+        if let AggState::Hll(Some(hll)) = self {
+            hll.settle();
+        }
     }
 
     /// Approximate bytes held in memory, for the memory budget.
@@ -491,9 +496,7 @@ impl AggState {
                     w.value(v);
                 }
             }
-            AggState::Hll(u) => option(w, u.as_ref(), |w, u| {
-                w.bytes(&u.to_sketch(HllType::Hll8).serialize())
-            }),
+            AggState::Hll(u) => option(w, u.as_ref(), |w, u| w.bytes(&u.serialize())),
             AggState::Quantiles(s) => s.encode(w),
             AggState::Pick(p) => option(w, p.as_ref(), |w, (t, seq, v)| {
                 w.zigzag(t.0);
@@ -545,9 +548,7 @@ impl AggState {
             AggState::Hll(_) => AggState::Hll(read_option(r, |r| {
                 let sketch = HllSketch::deserialize(r.bytes()?)
                     .map_err(|e| CodecError::Hll(e.to_string()))?;
-                let mut union = new_hll();
-                union.update(&sketch);
-                Ok(Box::new(union))
+                Ok(Box::new(Hll::from_sketch(&sketch)))
             })?),
             AggState::Quantiles(_) => AggState::Quantiles(Box::new(QuantileSketch::decode(r)?)),
             AggState::Pick(_) => AggState::Pick(read_option(r, |r| {
@@ -566,10 +567,6 @@ impl AggState {
             }),
         })
     }
-}
-
-fn new_hll() -> HllUnion {
-    HllUnion::new(HLL_LG_K).expect("HLL_LG_K is inside the valid range [4, 21]")
 }
 
 /// A value as hashed into a HyperLogLog: a type tag and the value's bytes, fed to the sketch's

@@ -19,6 +19,7 @@ pub mod codec;
 pub mod decimal;
 pub mod engine;
 pub mod expr;
+pub mod hll;
 pub mod plan;
 pub mod query;
 pub mod reference;

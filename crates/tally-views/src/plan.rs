@@ -191,6 +191,15 @@ impl ViewPlan {
         }
     }
 
+    /// Finishes merges that states defer (HyperLogLog registers): call once a row has all its
+    /// merges and before it is finalized or encoded more than once. Reading an unsettled row
+    /// is correct, only slower.
+    pub fn settle_row(&self, states: &mut [AggState]) {
+        for state in states {
+            state.settle();
+        }
+    }
+
     /// Every column of a group, in view order: keys as they are, outputs computed from the
     /// finalized states. The first cell that cannot be computed (an overflowing sum, a division
     /// by zero) is the error.

@@ -362,7 +362,8 @@ impl<'a> QueryPlan<'a> {
             );
         }
         let mut rows = Vec::with_capacity(groups.len());
-        for (key, states) in groups {
+        for (key, mut states) in groups {
+            view.settle_row(&mut states);
             let mut full = view
                 .finalize_row(&key, &states, tz)
                 .map_err(|e| self.cell_error(&key, &e.column, e.error))?;

@@ -132,6 +132,29 @@ impl Counts {
         }
     }
 
+    /// Adds `other[range]` to the bins from `start` on.
+    fn add_range(&mut self, start: usize, other: &Counts, range: std::ops::Range<usize>) {
+        if let (Counts::Narrow(mine), Counts::Narrow(theirs)) = (&mut *self, other) {
+            let mut overflow = false;
+            for (m, &t) in mine[start..].iter_mut().zip(&theirs[range.clone()]) {
+                let (sum, o) = m.overflowing_add(t);
+                *m = sum;
+                overflow |= o;
+            }
+            if !overflow {
+                return;
+            }
+            // Undo, widen, and add again below.
+            for (m, &t) in mine[start..].iter_mut().zip(&theirs[range.clone()]) {
+                *m = m.wrapping_sub(t);
+            }
+            self.widen();
+        }
+        for (i, src) in range.enumerate() {
+            self.add(start + i, other.get(src));
+        }
+    }
+
     fn set(&mut self, i: usize, n: u64) {
         if let Counts::Narrow(v) = self {
             match u32::try_from(n) {
@@ -205,11 +228,35 @@ impl Bins {
         self.offset += excess as i32;
     }
 
+    /// Adds `other`'s counts: the key range grows once to cover both, the counts add bin by
+    /// bin, and the lowest bins fold as [`Bins::add`] folds them. The result is the one adding
+    /// `other`'s bins one at a time gives (bins only grow, so the same bins end up folded into
+    /// the same lowest bin), without a range check per bin.
     fn merge(&mut self, other: &Bins) {
-        for (i, n) in other.counts.iter().enumerate() {
-            if n > 0 {
-                self.add(other.offset + i as i32, n);
-            }
+        let Some(first) = (0..other.counts.len()).find(|&i| other.counts.get(i) > 0) else {
+            return;
+        };
+        let last = (0..other.counts.len())
+            .rev()
+            .find(|&i| other.counts.get(i) > 0)
+            .expect("a bin with a count exists");
+        let low = other.offset + first as i32;
+        let high = other.offset + last as i32;
+        if self.counts.is_empty() {
+            self.offset = low;
+        }
+        if low < self.offset {
+            self.counts.grow_front((self.offset - low) as usize);
+            self.offset = low;
+        }
+        if high >= self.offset + self.counts.len() as i32 {
+            self.counts.grow_back((high - self.offset) as usize + 1);
+        }
+        let start = (low - self.offset) as usize;
+        self.counts.add_range(start, &other.counts, first..last + 1);
+        self.total += other.total;
+        if self.counts.len() > MAX_BINS {
+            self.collapse_lowest();
         }
     }
 
@@ -620,7 +667,47 @@ mod tests {
         assert!(s.memory() < 8 * 1024, "{}", s.memory());
     }
 
+    fn bins_of(adds: &[(i32, u64)]) -> Bins {
+        let mut bins = Bins::default();
+        for &(key, n) in adds {
+            bins.add(key, n);
+        }
+        bins
+    }
+
     proptest! {
+        /// The bulk merge of bins gives what adding the other's bins one at a time gives:
+        /// ranges that grow either way, folds of the lowest bins past `MAX_BINS`, counts past
+        /// `u32`.
+        #[test]
+        fn bins_merge_equals_adding_one_at_a_time(
+            a in prop::collection::vec((-3_000i32..3_000, 1u64..1_000), 0..40),
+            b in prop::collection::vec((-3_000i32..3_000, 1u64..1_000), 0..40),
+            huge in prop::option::of(-3_000i32..3_000),
+        ) {
+            let (mut a, mut b) = (a, b);
+            if let Some(key) = huge {
+                // The same bin near u32::MAX on both sides: their sum needs u64.
+                a.push((key, u64::from(u32::MAX) - 5));
+                b.push((key, u64::from(u32::MAX) - 5));
+            }
+            let mut merged = bins_of(&a);
+            merged.merge(&bins_of(&b));
+            let mut one_by_one = bins_of(&a);
+            let other = bins_of(&b);
+            for (i, n) in other.counts.iter().enumerate() {
+                if n > 0 {
+                    one_by_one.add(other.offset + i as i32, n);
+                }
+            }
+            prop_assert_eq!(merged.offset, one_by_one.offset);
+            prop_assert_eq!(merged.total, one_by_one.total);
+            prop_assert_eq!(
+                merged.counts.iter().collect::<Vec<_>>(),
+                one_by_one.counts.iter().collect::<Vec<_>>()
+            );
+        }
+
         #[test]
         fn merge_equals_sketch_of_union(
             a in prop::collection::vec(-1e6f64..1e6, 0..120),

@@ -3,14 +3,21 @@
 //!
 //! `cargo bench -p tally --bench engine`. Throughput is in events per second.
 //!
-//! With `TALLY_BENCH_ONCE=apply` (or `decode`) the binary instead runs that step once over the
+//! `query/regroup_latency_by_hour` runs a view query over the groups of one batch: the
+//! `latency` view (5-minute buckets, a percentile and an HLL per group) re-grouped by hour, so
+//! every answer group merges twelve buckets' states (what a computed HTTP query does after
+//! reading its rows).
+//!
+//! With `TALLY_BENCH_ONCE=apply` (or `decode`, or `query`: the query 1,000 times) the binary instead runs that step once over the
 //! batch of the rollups workload (`TALLY_BENCH_WORKLOAD=entities` for the other) and exits, for
 //! instruction counts that do not depend on machine noise:
 //! `TALLY_BENCH_ONCE=apply valgrind --tool=callgrind target/release/deps/engine-…`.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use tally::decode::RowDecoder;
-use tally_views::{Catalog, Engine, Event, Interval, TimeZone, Timestamp};
+use tally_views::{
+    Catalog, Delta, Engine, Event, Interval, QueryPlan, QueryRequest, TimeZone, Timestamp,
+};
 
 #[path = "workload.rs"]
 mod workload;
@@ -84,6 +91,38 @@ fn bench_workload(c: &mut Criterion, workload: Workload) {
         })
     });
     group.finish();
+    if matches!(workload, Workload::Rollups) {
+        bench_query(c, &catalog, &engine, &events);
+    }
+}
+
+/// The `latency` view re-grouped by hour over the groups of one applied batch.
+fn bench_query(c: &mut Criterion, catalog: &Catalog, engine: &Engine, events: &[Event]) {
+    let delta = applied(engine, events);
+    let mut group = c.benchmark_group("query");
+    group.bench_function("regroup_latency_by_hour", |b| {
+        b.iter(|| regroup_latency_by_hour(catalog, engine, &delta))
+    });
+    group.finish();
+}
+
+fn applied(engine: &Engine, events: &[Event]) -> Delta {
+    let mut delta = engine.delta(|_| 0);
+    engine.apply("hits", events, &mut delta);
+    delta
+}
+
+/// Rows of the answer.
+fn regroup_latency_by_hour(catalog: &Catalog, engine: &Engine, delta: &Delta) -> usize {
+    let view = catalog.view("latency").unwrap();
+    let groups = &delta.views[engine.view_index("latency").unwrap()].groups;
+    let request = QueryRequest {
+        grain: Some(Interval::parse("1 hour").unwrap()),
+        ..QueryRequest::default()
+    };
+    let plan = QueryPlan::new(view, &request).unwrap();
+    let rows = groups.iter().map(|(k, s)| (&k[..], &s[..]));
+    plan.run(rows, engine.tz()).unwrap().rows.len()
 }
 
 criterion_group!(benches, bench);
@@ -117,6 +156,13 @@ fn once(step: &str) {
             println!("{} groups", delta.group_count());
         }
         "decode" => println!("{} rows", decode().len()),
+        "query" => {
+            let delta = applied(&engine, &events);
+            let rows: usize = (0..1_000)
+                .map(|_| regroup_latency_by_hour(&catalog, &engine, &delta))
+                .sum();
+            println!("{rows} rows");
+        }
         other => panic!("unknown step {other}"),
     }
 }

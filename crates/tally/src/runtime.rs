@@ -715,6 +715,7 @@ impl StoreSide<'_> {
             for ((key, mut states), old) in groups.into_iter().zip(stored) {
                 if let Some(old) = old {
                     plan.merge_row(&mut states, &old);
+                    plan.settle_row(&mut states);
                 }
                 let cells = plan.stored_row(&key, &states, self.engine.tz());
                 rows.push(tally_store::RowWrite {
