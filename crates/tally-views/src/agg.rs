@@ -19,8 +19,6 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 
-use datasketches::hll::HllSketch;
-
 use crate::codec::{CodecError, Reader, Writer};
 use crate::decimal::{Decimal, I256};
 use crate::expr::EvalError;
@@ -546,9 +544,9 @@ impl AggState {
                 AggState::Distinct(set)
             }
             AggState::Hll(_) => AggState::Hll(read_option(r, |r| {
-                let sketch = HllSketch::deserialize(r.bytes()?)
-                    .map_err(|e| CodecError::Hll(e.to_string()))?;
-                Ok(Box::new(Hll::from_sketch(&sketch)))
+                Ok(Box::new(
+                    Hll::from_serialized(r.bytes()?).map_err(CodecError::Hll)?,
+                ))
             })?),
             AggState::Quantiles(_) => AggState::Quantiles(Box::new(QuantileSketch::decode(r)?)),
             AggState::Pick(_) => AggState::Pick(read_option(r, |r| {

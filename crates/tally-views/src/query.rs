@@ -349,7 +349,12 @@ impl<'a> QueryPlan<'a> {
             match groups.get_mut(&new_key) {
                 Some(existing) => view.merge_row(existing, states),
                 None => {
-                    groups.insert(new_key, states.to_vec());
+                    // Merged into empty states rather than copied: sketches then defer every
+                    // merge, the first included (see `crate::hll`).
+                    let mut fresh: Vec<AggState> =
+                        view.aggs.iter().map(|a| a.kind.new_state()).collect();
+                    view.merge_row(&mut fresh, states);
+                    groups.insert(new_key, fresh);
                 }
             }
         }

@@ -367,7 +367,11 @@ impl TenantRuntime {
                 .get(&index)
                 .is_some_and(|k| k.as_ref().is_none_or(|k| k.version == version));
             if !fresh {
-                let all = self.store.scan_view(plan, None, None)?;
+                let mut all = self.store.scan_view(plan, None, None)?;
+                // Kept rows are finalized query after query: settle their deferred merges once.
+                for (_, states) in all.iter_mut() {
+                    plan.settle_row(states);
+                }
                 let bytes: usize = all
                     .iter()
                     .map(|(key, states)| {
