@@ -108,6 +108,14 @@ pub async fn execute(
     params: &BTreeMap<String, ParamValue>,
     context: &Context,
 ) -> Result<ResultSet, SqlError> {
+    for request in &prepared.relations {
+        if !relations.iter().any(|r| r.name == request.name()) {
+            return Err(SqlError::Plan(format!(
+                "there is no view, table or stream called {}",
+                request.name()
+            )));
+        }
+    }
     let limits = context.limits;
     let limit_mb = limits.memory_bytes / (1024 * 1024);
     let mut budget = limits.memory_bytes;

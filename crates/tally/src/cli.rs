@@ -62,6 +62,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Read a view, optionally re-grouped to a coarser grain or fewer group columns.
     Query(QueryArgs),
+    /// Run a read-only SQL query over the tenant's views and streams (joins, windows, now()).
+    Sql(SqlArgs),
     /// Show the tenant's rejection log: rejected events with why and what was sent.
     Rejections(RejectionsArgs),
     /// Create and list tenants.
@@ -105,6 +107,48 @@ pub struct ServeArgs {
     /// How long the rejection log keeps a rejected event (e.g. '7 days').
     #[arg(long, env = "TALLY_REJECTION_RETENTION", default_value = "7 days")]
     pub rejection_retention: String,
+    #[command(flatten)]
+    pub sql: SqlLimitArgs,
+}
+
+/// The limits of a query-time SQL query.
+#[derive(Args, Debug)]
+pub struct SqlLimitArgs {
+    /// How long a SQL query may run (e.g. '10 seconds').
+    #[arg(long, env = "TALLY_SQL_TIMEOUT", default_value = "10 seconds")]
+    pub sql_timeout: String,
+    /// Memory a SQL query may use, in MB: the relations it reads and its sorts, joins and
+    /// aggregations.
+    #[arg(long, env = "TALLY_SQL_MEMORY_MB", default_value_t = 256)]
+    pub sql_memory_mb: usize,
+    /// Rows a SQL query's answer may have.
+    #[arg(long, env = "TALLY_SQL_MAX_ROWS", default_value_t = 100_000)]
+    pub sql_max_rows: usize,
+}
+
+impl SqlLimitArgs {
+    pub fn limits(&self) -> Result<tally_sql::Limits> {
+        let time = parse_duration("--sql-timeout", &self.sql_timeout)?;
+        Ok(crate::sql::limits(
+            time,
+            self.sql_memory_mb,
+            self.sql_max_rows,
+        ))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SqlArgs {
+    /// One SELECT (or WITH … SELECT); views, streams and view_at('view', grain => 'month')
+    /// are its relations, :name its parameters.
+    pub sql: String,
+    /// A parameter's value, NAME=VALUE (repeatable).
+    #[arg(long = "param")]
+    pub params: Vec<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TableFormat,
+    #[command(flatten)]
+    pub limits: SqlLimitArgs,
 }
 
 #[derive(Args, Debug)]
@@ -347,6 +391,20 @@ pub fn run(cli: Cli) -> Result<()> {
             let result = runtime.query(&args.view, &req)?;
             out(&render(&result, table_format(args.format)));
         }
+        Command::Sql(args) => {
+            let limits = args.limits.limits()?;
+            let params = crate::sql::text_params(&args.params)?;
+            let prepared = crate::sql::prepare(&args.sql)?;
+            let runtime = tally.open_tenant(&cli.tenant)?;
+            let relations = runtime.relations(&prepared.relations, &limits)?;
+            let context = crate::sql::context(&runtime.info().time_zone, tally.now(), limits);
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| Error::Exhausted(format!("cannot start the query runtime: {e}")))?
+                .block_on(tally_sql::execute(prepared, relations, &params, &context))?;
+            out(&render(&result, table_format(args.format)));
+        }
         Command::Rejections(args) => {
             let runtime = tally.open_tenant(&cli.tenant)?;
             let page = runtime.rejections(args.after, args.limit)?;
@@ -411,15 +469,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let flush_interval = match Interval::parse(&args.flush_interval) {
-        Ok(Interval::Micros(us)) if us > 0 => std::time::Duration::from_micros(us as u64),
-        _ => {
-            return Err(Error::Invalid(format!(
-                "--flush-interval '{}' must be a duration under a day, such as '1 second'",
-                args.flush_interval
-            )));
-        }
-    };
+    let flush_interval = parse_duration("--flush-interval", &args.flush_interval)?;
     if args.rate_limit.is_nan() || args.rate_limit <= 0.0 {
         return Err(Error::Invalid("--rate-limit must be above 0".into()));
     }
@@ -455,15 +505,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             max_open_tenants = tenants;
         }
     }
-    let tenant_idle = match Interval::parse(&args.tenant_idle) {
-        Ok(Interval::Micros(us)) if us > 0 => std::time::Duration::from_micros(us as u64),
-        _ => {
-            return Err(Error::Invalid(format!(
-                "--tenant-idle '{}' must be a duration under a day, such as '5 minutes'",
-                args.tenant_idle
-            )));
-        }
-    };
+    let tenant_idle = parse_duration("--tenant-idle", &args.tenant_idle)?;
     let rejection_retention = Interval::parse(&args.rejection_retention).map_err(|e| {
         Error::Invalid(format!(
             "--rejection-retention '{}': {e}",
@@ -481,6 +523,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
         queue_depth: args.queue_depth.max(1),
         rate_limit: args.rate_limit,
         rate_burst: args.rate_limit * 2.0,
+        sql_limits: args.sql.limits()?,
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -649,4 +692,14 @@ pub fn query_request(args: &QueryArgs) -> Result<QueryRequest> {
     }
     .to_request()
     .map_err(Error::from)
+}
+
+/// A positive duration under a day given to `flag`, such as '5 minutes'.
+fn parse_duration(flag: &str, text: &str) -> Result<std::time::Duration> {
+    match Interval::parse(text) {
+        Ok(Interval::Micros(us)) if us > 0 => Ok(std::time::Duration::from_micros(us as u64)),
+        _ => Err(Error::Invalid(format!(
+            "{flag} '{text}' must be a duration under a day, such as '5 minutes'"
+        ))),
+    }
 }

@@ -47,6 +47,9 @@ pub enum Error {
     /// retrying later may succeed.
     #[error("{0}")]
     Exhausted(String),
+    /// A query-time SQL query that cannot be answered (bad SQL, a parameter, a limit).
+    #[error("{0}")]
+    Sql(#[from] tally_sql::SqlError),
 }
 
 impl Error {

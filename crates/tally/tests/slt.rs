@@ -8,7 +8,9 @@
 //! - `QUERY view [flags]`: `tally query` with the same flags; NULL prints as `NULL`;
 //! - `TENANT name [time zone]`: create the tenant if needed and switch to it;
 //! - `NOW timestamp`: set the clock; `FLUSH`; `RETENTION`; `RESTART` (drop everything
-//!   unflushed, as a crash would, and reopen).
+//!   unflushed, as a crash would, and reopen);
+//! - `SELECT …`, `WITH …`, `VALUES …`, or `SQL` followed by any statement: `tally sql` (query-time
+//!   SQL over the tenant's views and streams, with the clock's `now()`).
 //!
 //! `UPDATE_SLT=1 cargo test --test slt` rewrites the expected results in place.
 
@@ -170,6 +172,33 @@ impl TallyDb {
         let parsed = QueryLine::try_parse_from(words).map_err(|e| SltError(e.to_string()))?;
         let req = tally::cli::query_request(&parsed.args)?;
         let result = self.runtime().query(&parsed.args.view, &req)?;
+        Ok(Self::result(&result))
+    }
+
+    /// Query-time SQL, as `tally sql` runs it.
+    fn sql(&mut self, text: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
+        let text = text.strip_prefix("SQL").unwrap_or(text);
+        let prepared = tally::sql::prepare(text).map_err(tally::Error::from)?;
+        let limits = tally::sql::Limits::default();
+        let now = self.clock.now();
+        let runtime = self.runtime();
+        let relations = runtime.relations(&prepared.relations, &limits)?;
+        let context = tally::sql::context(&runtime.info().time_zone, now, limits);
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| SltError(e.to_string()))?
+            .block_on(tally_sql::execute(
+                prepared,
+                relations,
+                &Default::default(),
+                &context,
+            ))
+            .map_err(tally::Error::from)?;
+        Ok(Self::result(&result))
+    }
+
+    fn result(result: &tally_views::ResultSet) -> DBOutput<DefaultColumnType> {
         let rows = result
             .rows
             .iter()
@@ -183,10 +212,10 @@ impl TallyDb {
                     .collect()
             })
             .collect();
-        Ok(DBOutput::Rows {
+        DBOutput::Rows {
             types: vec![DefaultColumnType::Any; result.columns.len()],
             rows,
-        })
+        }
     }
 }
 
@@ -200,6 +229,7 @@ impl sqllogictest::DB for TallyDb {
         match command {
             "INGEST" => self.ingest(first, rest),
             "QUERY" => self.query(sql),
+            "SELECT" | "WITH" | "VALUES" | "SQL" => self.sql(sql),
             "TENANT" => {
                 let mut words = first.split_whitespace().skip(1);
                 let name = words

@@ -87,6 +87,21 @@ impl From<Error> for ApiError {
             ),
             // Query errors name their parameter as the URL spells it.
             Error::Query(e) => ApiError::bad_request(Spelling::Url.message(&e)),
+            Error::Sql(e) => {
+                use tally_sql::SqlError as S;
+                let (status, code) = match &e {
+                    S::NotReadOnly(_) => (StatusCode::BAD_REQUEST, "read_only"),
+                    S::Param { .. } => (StatusCode::BAD_REQUEST, "invalid_parameter"),
+                    S::Timeout(_) => (StatusCode::UNPROCESSABLE_ENTITY, "query_timeout"),
+                    S::Memory { .. } | S::RelationTooLarge { .. } => {
+                        (StatusCode::UNPROCESSABLE_ENTITY, "query_memory")
+                    }
+                    S::TooManyRows(_) => (StatusCode::UNPROCESSABLE_ENTITY, "answer_too_large"),
+                    S::Execution(_) => (StatusCode::UNPROCESSABLE_ENTITY, "query_failed"),
+                    _ => (StatusCode::BAD_REQUEST, "invalid_sql"),
+                };
+                ApiError::new(status, code, e.to_string())
+            }
             Error::NotFound(m) => ApiError::not_found(m),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             Error::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),

@@ -66,6 +66,8 @@ pub struct ServerConfig {
     pub max_open_tenants: usize,
     /// How long the rejection log keeps a rejected event.
     pub rejection_retention: tally_views::Interval,
+    /// Time, memory and answer size of a query-time SQL query (`POST /v1/sql`).
+    pub sql_limits: tally_sql::Limits,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +88,7 @@ impl Default for ServerConfig {
             tenant_idle: Duration::from_secs(300),
             max_open_tenants: 1_000,
             rejection_retention: tally_views::Interval::Days(7),
+            sql_limits: tally_sql::Limits::default(),
         }
     }
 }
@@ -501,6 +504,30 @@ impl Hub {
         .await
     }
 
+    /// Runs a read-only SQL query for a tenant: the worker gathers the relations it names (views
+    /// with every acknowledged event), and the query runs here, off the worker.
+    pub async fn sql(
+        self: &Arc<Self>,
+        tenant: &str,
+        sql: &str,
+        params: std::collections::BTreeMap<String, tally_sql::ParamValue>,
+    ) -> Result<ResultSet, ApiError> {
+        let prepared = tally_sql::prepare(sql).map_err(Error::Sql)?;
+        let limits = self.settings.sql_limits;
+        let requests = prepared.relations.clone();
+        let (relations, time_zone) = self
+            .ask(tenant, |reply| Job::Relations {
+                requests,
+                limits,
+                reply,
+            })
+            .await?;
+        let context = crate::sql::context(&time_zone, self.now(), limits);
+        Ok(tally_sql::execute(prepared, relations, &params, &context)
+            .await
+            .map_err(Error::Sql)?)
+    }
+
     /// Flushes and stops every worker (blocking; call off the async threads).
     fn stop_workers(&self, workers: &mut HashMap<String, Worker>) {
         let mut waiting = Vec::new();
@@ -632,6 +659,9 @@ fn fail(job: Job, error: &Error) {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Rejections { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Relations { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Stop { reply } => {

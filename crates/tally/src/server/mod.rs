@@ -110,6 +110,7 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(routes::catalog::list_streams))
         .routes(routes!(routes::catalog::list_views))
         .routes(routes!(routes::query::query_view))
+        .routes(routes!(routes::sql::run_sql))
         .routes(routes!(routes::admin::apply_schema))
         .routes(routes!(
             routes::admin::create_tenant,

@@ -90,6 +90,13 @@ pub enum Job {
         request: QueryRequest,
         reply: oneshot::Sender<Result<ResultSet>>,
     },
+    /// Gather the rows of the relations a query-time SQL query reads, with the tenant's time
+    /// zone; the query itself runs off the worker.
+    Relations {
+        requests: Vec<tally_sql::RelationRequest>,
+        limits: tally_sql::Limits,
+        reply: oneshot::Sender<Result<(Vec<tally_sql::Relation>, String)>>,
+    },
     /// Read the rejection log: entries after an id.
     Rejections {
         after: u64,
@@ -173,6 +180,17 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 let started = Instant::now();
                 let result = runtime.query(&view, &request);
                 settings.metrics.observe_query(started.elapsed());
+                let _ = reply.send(result);
+                true
+            }
+            Some(Job::Relations {
+                requests,
+                limits,
+                reply,
+            }) => {
+                let result = runtime
+                    .relations(&requests, &limits)
+                    .map(|r| (r, runtime.info().time_zone.clone()));
                 let _ = reply.send(result);
                 true
             }

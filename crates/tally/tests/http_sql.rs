@@ -1,0 +1,232 @@
+//! `POST /v1/sql`: the route's contract (answer shape, keys, parameters, error codes, limits)
+//! and tenant isolation under hostile SQL, on SQLite and PostgreSQL as well as in memory.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use serde_json::{Value as Json, json};
+use tally::app::{Clock, Config, Location, Tally};
+use tally::server::{Hub, ServerConfig, app};
+use tally_views::Timestamp;
+
+mod common;
+use common::app::*;
+
+fn hub_on(location: &Location, settings: ServerConfig) -> Arc<Hub> {
+    let config = Config {
+        clock: Clock::fixed(Timestamp::parse(NOW).unwrap()),
+        ..Config::default()
+    };
+    let tally = Tally::open(location, config).unwrap();
+    Arc::new(Hub::new(
+        tally,
+        ServerConfig {
+            admin_token: Some(ADMIN.into()),
+            ..settings
+        },
+    ))
+}
+
+async fn sql(app: &Router, key: &str, body: Json) -> Answer {
+    call(
+        app,
+        "POST",
+        "/v1/sql",
+        &[
+            ("authorization", &bearer(key)),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Orders for a tenant's shop: `n` of them, 1.00 each, one per hour from 09:00 UTC.
+async fn orders(app: &Router, write_key: &str, shop: &str, n: usize) {
+    let events: Vec<Json> = (0..n)
+        .map(|i| {
+            order(
+                &format!("o{i}"),
+                shop,
+                "1.00",
+                &format!("2026-03-30T{:02}:00:00Z", 9 + i % 3),
+            )
+        })
+        .collect();
+    let a = call(
+        app,
+        "POST",
+        "/v1/streams/orders/events",
+        &[("authorization", &bearer(write_key))],
+        json!(events).to_string(),
+    )
+    .await;
+    assert_eq!(a.json()["accepted"], n, "{}", a.text);
+}
+
+#[tokio::test]
+async fn sql_answers_like_a_view_query() {
+    let app = app(hub_on(&Location::Memory, ServerConfig::default()));
+    let keys = setup(&app, &["alpha"]).await;
+    orders(&app, &keys[0].write, "alpha-shop", 5).await;
+    let a = sql(
+        &app,
+        &keys[0].read,
+        json!({"sql": "SELECT shop, sum(orders) AS orders, sum(revenue) AS revenue, \
+                       rank() OVER (ORDER BY sum(orders) DESC) AS rank, \
+                       max(hour) > now() - interval '1 day' AS recent \
+                       FROM sales WHERE shop = :shop GROUP BY shop",
+               "params": {"shop": "alpha-shop"}}),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json(),
+        json!({
+            "columns": [
+                {"name": "shop", "type": "TEXT"},
+                {"name": "orders", "type": "BIGINT"},
+                {"name": "revenue", "type": "DECIMAL(38,2)"},
+                {"name": "rank", "type": "BIGINT"},
+                {"name": "recent", "type": "BOOLEAN"}
+            ],
+            "rows": [["alpha-shop", 5, "5.00", 1, true]]
+        })
+    );
+    // Time buckets are TIMESTAMPs, written as RFC 3339 UTC; view_at re-groups by merging.
+    let a = sql(
+        &app,
+        &keys[0].read,
+        json!({"sql": "SELECT * FROM view_at('sales', grain => 'day')"}),
+    )
+    .await;
+    assert_eq!(
+        a.json()["rows"],
+        json!([["2026-03-29T22:00:00Z", "alpha-shop", 5, "5.00"]]),
+        "{}",
+        a.text
+    );
+    // The raw events of a stream.
+    let a = sql(
+        &app,
+        &keys[0].read,
+        json!({"sql": "SELECT count(*) AS n FROM orders"}),
+    )
+    .await;
+    assert_eq!(a.json()["rows"], json!([[5]]), "{}", a.text);
+}
+
+#[tokio::test]
+async fn sql_errors_are_4xx_with_their_reason() {
+    let settings = ServerConfig {
+        sql_limits: tally::sql::Limits {
+            max_rows: 2,
+            ..tally::sql::Limits::default()
+        },
+        ..ServerConfig::default()
+    };
+    let app = app(hub_on(&Location::Memory, settings));
+    let keys = setup(&app, &["alpha"]).await;
+    orders(&app, &keys[0].write, "alpha-shop", 3).await;
+    let read = &keys[0].read;
+    let m = sql(&app, read, json!({"sql": "DELETE FROM orders"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "read_only");
+    assert!(m.contains("only read-only queries"), "{m}");
+    let m = sql(&app, read, json!({"sql": "SELECT * FROM nowhere"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_sql");
+    assert!(m.contains("no view, table or stream called nowhere"), "{m}");
+    let m = sql(&app, read, json!({"sql": "SELEC 1"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_sql");
+    assert!(m.contains("cannot parse"), "{m}");
+    let m = sql(
+        &app,
+        read,
+        json!({"sql": "SELECT * FROM sales WHERE orders > :n", "params": {"n": "many"}}),
+    )
+    .await
+    .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(m.contains("parameter n"), "{m}");
+    let m = sql(&app, read, json!({"sql": "SELECT * FROM orders"}))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "answer_too_large");
+    assert!(m.contains("more than 2 rows"), "{m}");
+    sql(&app, read, json!({"sql": "SELECT 1 / 0"}))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "query_failed");
+    sql(&app, read, json!({"query": "SELECT 1"}))
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_request");
+    sql(&app, &keys[0].write, json!({"sql": "SELECT 1"}))
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    sql(&app, "tly_r_nonsense", json!({"sql": "SELECT 1"}))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+}
+
+/// Whatever the SQL, one tenant's key reads only that tenant's rows.
+async fn isolation(location: Location) {
+    // Opening a PostgreSQL store blocks (its client runs a runtime of its own).
+    let hub = tokio::task::spawn_blocking(move || hub_on(&location, ServerConfig::default()))
+        .await
+        .unwrap();
+    let app = app(hub);
+    let keys = setup(&app, &["alpha", "beta"]).await;
+    orders(&app, &keys[0].write, "alpha-shop", 3).await;
+    orders(&app, &keys[1].write, "beta-shop", 4).await;
+    let hostile = [
+        "SELECT shop, count(*) FROM orders GROUP BY shop",
+        "SELECT DISTINCT shop FROM sales",
+        "SELECT shop FROM sales UNION ALL SELECT shop FROM orders",
+        "SELECT shop FROM orders WHERE shop <> 'alpha-shop' OR true",
+        "WITH x AS (SELECT * FROM view_at('sales', group_by => 'shop')) SELECT shop FROM x",
+        "SELECT shop FROM sales s1 CROSS JOIN (SELECT 1) t",
+    ];
+    for (i, own) in ["alpha-shop", "beta-shop"].iter().enumerate() {
+        for q in hostile {
+            let a = sql(&app, &keys[i].read, json!({ "sql": q })).await;
+            assert_eq!(a.status, StatusCode::OK, "{q}: {}", a.text);
+            for row in a.json()["rows"].as_array().unwrap() {
+                assert_eq!(&row[0], own, "{q}: {}", a.text);
+            }
+        }
+        for q in [
+            "SELECT * FROM beta.orders",
+            "SELECT * FROM tally.orders",
+            "SELECT * FROM \"orders#keys\"",
+            "SELECT * FROM information_schema.tables",
+            "SELECT * FROM tally_streams",
+            "SELECT * FROM tenants",
+        ] {
+            let a = sql(&app, &keys[i].read, json!({ "sql": q })).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{q}: {}", a.text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn isolation_in_memory() {
+    isolation(Location::Memory).await;
+}
+
+#[tokio::test]
+async fn isolation_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    isolation(Location::Directory(dir.path().to_owned())).await;
+}
+
+#[test]
+fn isolation_on_postgres() {
+    // Made outside the async runtime: the PostgreSQL client blocks.
+    let pg = tally_store::testing::PgScratch::new();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(isolation(Location::Postgres(pg.config())));
+}
