@@ -28,6 +28,9 @@ curl -sS -X POST "$URL/v1/streams/capital_flow/events" -H "Authorization: Bearer
 
 step "read a view, re-grouped to months per vault"
 curl -sS "$URL/v1/views/vault_flows_daily?grain=month&group_by=vault_id" -H "Authorization: Bearer $READ"
+echo
+curl -sS "$URL/v1/sql" -H "Authorization: Bearer $READ" \
+  -d '{"sql":"SELECT vault_id, sum(deposited) AS d, rank() OVER (ORDER BY sum(deposited) DESC) AS rank FROM vault_flows_daily WHERE day > now() - interval '"'"'1 year'"'"' GROUP BY vault_id"}'
 
 step "a Segment track call into the built-in events stream (Basic auth with the write key)"
 curl -sS -X POST "$URL/v1/track" -u "$WRITE:" \

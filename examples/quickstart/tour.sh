@@ -19,6 +19,8 @@ step ingest --stream capital_flow examples/quickstart/capital_flow.ndjson
 step query vault_flows_daily
 step query vault_flows_daily --grain month --group-by vault_id
 step query user_totals --order-by "deposited desc" --limit 3 --format csv
+# Query-time SQL over the views: window functions, joins, now().
+step sql "SELECT user_address, deposited, ntile(4) OVER (ORDER BY deposited DESC) AS quartile FROM user_totals"
 # The same file again: every event is a duplicate, so the views do not move.
 step ingest --stream capital_flow examples/quickstart/capital_flow.ndjson --output json
 step query vault_flows_daily --grain month --group-by vault_id

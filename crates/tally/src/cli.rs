@@ -63,6 +63,7 @@ pub enum Command {
     /// Read a view, optionally re-grouped to a coarser grain or fewer group columns.
     Query(QueryArgs),
     /// Run a read-only SQL query over the tenant's views and streams (joins, windows, now()).
+    #[cfg(feature = "sql")]
     Sql(SqlArgs),
     /// Show the tenant's rejection log: rejected events with why and what was sent.
     Rejections(RejectionsArgs),
@@ -107,11 +108,13 @@ pub struct ServeArgs {
     /// How long the rejection log keeps a rejected event (e.g. '7 days').
     #[arg(long, env = "TALLY_REJECTION_RETENTION", default_value = "7 days")]
     pub rejection_retention: String,
+    #[cfg(feature = "sql")]
     #[command(flatten)]
     pub sql: SqlLimitArgs,
 }
 
 /// The limits of a query-time SQL query.
+#[cfg(feature = "sql")]
 #[derive(Args, Debug)]
 pub struct SqlLimitArgs {
     /// How long a SQL query may run (e.g. '10 seconds').
@@ -126,6 +129,7 @@ pub struct SqlLimitArgs {
     pub sql_max_rows: usize,
 }
 
+#[cfg(feature = "sql")]
 impl SqlLimitArgs {
     pub fn limits(&self) -> Result<tally_sql::Limits> {
         let time = parse_duration("--sql-timeout", &self.sql_timeout)?;
@@ -137,6 +141,7 @@ impl SqlLimitArgs {
     }
 }
 
+#[cfg(feature = "sql")]
 #[derive(Args, Debug)]
 pub struct SqlArgs {
     /// One SELECT (or WITH … SELECT); views, streams and view_at('view', grain => 'month')
@@ -391,6 +396,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let result = runtime.query(&args.view, &req)?;
             out(&render(&result, table_format(args.format)));
         }
+        #[cfg(feature = "sql")]
         Command::Sql(args) => {
             let limits = args.limits.limits()?;
             let params = crate::sql::text_params(&args.params)?;
@@ -523,6 +529,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
         queue_depth: args.queue_depth.max(1),
         rate_limit: args.rate_limit,
         rate_burst: args.rate_limit * 2.0,
+        #[cfg(feature = "sql")]
         sql_limits: args.sql.limits()?,
         ..ServerConfig::default()
     };

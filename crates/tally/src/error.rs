@@ -48,6 +48,7 @@ pub enum Error {
     #[error("{0}")]
     Exhausted(String),
     /// A query-time SQL query that cannot be answered (bad SQL, a parameter, a limit).
+    #[cfg(feature = "sql")]
     #[error("{0}")]
     Sql(#[from] tally_sql::SqlError),
 }

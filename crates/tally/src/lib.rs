@@ -19,6 +19,7 @@ pub mod output;
 pub mod params;
 pub mod runtime;
 pub mod server;
+#[cfg(feature = "sql")]
 pub mod sql;
 
 pub use app::{Clock, Config, DEFAULT_TENANT, Location, Tally};

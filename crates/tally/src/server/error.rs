@@ -87,6 +87,7 @@ impl From<Error> for ApiError {
             ),
             // Query errors name their parameter as the URL spells it.
             Error::Query(e) => ApiError::bad_request(Spelling::Url.message(&e)),
+            #[cfg(feature = "sql")]
             Error::Sql(e) => {
                 use tally_sql::SqlError as S;
                 let (status, code) = match &e {

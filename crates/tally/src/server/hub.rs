@@ -67,6 +67,7 @@ pub struct ServerConfig {
     /// How long the rejection log keeps a rejected event.
     pub rejection_retention: tally_views::Interval,
     /// Time, memory and answer size of a query-time SQL query (`POST /v1/sql`).
+    #[cfg(feature = "sql")]
     pub sql_limits: tally_sql::Limits,
 }
 
@@ -88,6 +89,7 @@ impl Default for ServerConfig {
             tenant_idle: Duration::from_secs(300),
             max_open_tenants: 1_000,
             rejection_retention: tally_views::Interval::Days(7),
+            #[cfg(feature = "sql")]
             sql_limits: tally_sql::Limits::default(),
         }
     }
@@ -504,6 +506,7 @@ impl Hub {
         .await
     }
 
+    #[cfg(feature = "sql")]
     /// Runs a read-only SQL query for a tenant: the worker gathers the relations it names (views
     /// with every acknowledged event), and the query runs here, off the worker.
     pub async fn sql(
@@ -661,6 +664,7 @@ fn fail(job: Job, error: &Error) {
         Job::Rejections { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
+        #[cfg(feature = "sql")]
         Job::Relations { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }

@@ -97,7 +97,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
 
 /// The routes that make up the OpenAPI document.
 fn api_router() -> OpenApiRouter<Arc<Hub>> {
-    OpenApiRouter::new()
+    let router = OpenApiRouter::new()
         .routes(routes!(routes::ingest::ingest_stream))
         .routes(routes!(routes::rejections::list_rejections))
         .routes(routes!(segment::routes::segment_batch))
@@ -110,7 +110,6 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(routes::catalog::list_streams))
         .routes(routes!(routes::catalog::list_views))
         .routes(routes!(routes::query::query_view))
-        .routes(routes!(routes::sql::run_sql))
         .routes(routes!(routes::admin::apply_schema))
         .routes(routes!(
             routes::admin::create_tenant,
@@ -119,7 +118,10 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(routes::admin::create_key))
         .routes(routes!(routes::admin::revoke_key))
         .routes(routes!(routes::operations::healthz))
-        .routes(routes!(routes::operations::metrics))
+        .routes(routes!(routes::operations::metrics));
+    #[cfg(feature = "sql")]
+    let router = router.routes(routes!(routes::sql::run_sql));
+    router
 }
 
 /// The OpenAPI document, with the security schemes and the document's own route.

@@ -92,6 +92,7 @@ pub enum Job {
     },
     /// Gather the rows of the relations a query-time SQL query reads, with the tenant's time
     /// zone; the query itself runs off the worker.
+    #[cfg(feature = "sql")]
     Relations {
         requests: Vec<tally_sql::RelationRequest>,
         limits: tally_sql::Limits,
@@ -183,6 +184,7 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 let _ = reply.send(result);
                 true
             }
+            #[cfg(feature = "sql")]
             Some(Job::Relations {
                 requests,
                 limits,

@@ -26,6 +26,7 @@ pub mod ingest;
 pub mod operations;
 pub mod query;
 pub mod rejections;
+#[cfg(feature = "sql")]
 pub mod sql;
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
