@@ -108,6 +108,66 @@ pub async fn execute(
     params: &BTreeMap<String, ParamValue>,
     context: &Context,
 ) -> Result<ResultSet, SqlError> {
+    let limits = context.limits;
+    let limit_mb = limits.memory_bytes / (1024 * 1024);
+    let session = session(&prepared, relations, context)?;
+    let run = async {
+        let plan = plan(&session, prepared.statement).await?;
+        let plan = params::bind(plan, &prepared.params, params)?;
+        let frame = session
+            .execute_logical_plan(plan)
+            .await
+            .map_err(plan_error)?;
+        let columns = answer_columns(frame.schema().as_arrow());
+        let mut stream = frame
+            .execute_stream()
+            .await
+            .map_err(|e| run_error(e, limit_mb))?;
+        let mut rows = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| run_error(e, limit_mb))?;
+            if rows.len() + batch.num_rows() > limits.max_rows {
+                return Err(SqlError::TooManyRows(limits.max_rows));
+            }
+            convert::append_rows(&batch, &mut rows)?;
+        }
+        Ok(ResultSet { columns, rows })
+    };
+    match tokio::time::timeout(limits.time, run).await {
+        Ok(answer) => answer,
+        Err(_) => Err(SqlError::Timeout(limits.time)),
+    }
+}
+
+/// The columns a prepared query answers with over relations with these columns (their rows
+/// are not read): planning alone, to check a saved query when it is defined.
+pub fn describe(
+    prepared: Prepared,
+    relations: Vec<Relation>,
+    context: &Context,
+) -> Result<Vec<(String, Type)>, SqlError> {
+    let session = session(&prepared, relations, context)?;
+    // Planning over in-memory tables never waits on anything, so it completes on its first
+    // poll, whatever executor (if any) the caller runs on.
+    let plan = futures::FutureExt::now_or_never(plan(&session, prepared.statement))
+        .ok_or_else(|| SqlError::Execution("planning did not complete at once".into()))??;
+    Ok(answer_columns(plan.schema().as_arrow()))
+}
+
+fn answer_columns(schema: &datafusion::arrow::datatypes::Schema) -> Vec<(String, Type)> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| (f.name().clone(), convert::tally_type(f.data_type())))
+        .collect()
+}
+
+/// A session holding exactly `relations`, under `context`'s limits.
+fn session(
+    prepared: &Prepared,
+    relations: Vec<Relation>,
+    context: &Context,
+) -> Result<SessionContext, SqlError> {
     for request in &prepared.relations {
         if !relations.iter().any(|r| r.name == request.name()) {
             return Err(SqlError::Plan(format!(
@@ -153,47 +213,26 @@ pub async fn execute(
             .register_table(r.name.as_str(), Arc::new(table))
             .map_err(plan_error)?;
     }
-    let run = async {
-        let plan = session
-            .state()
-            .statement_to_plan(prepared.statement)
-            .await
-            .map_err(plan_error)?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|e| SqlError::NotReadOnly(strip(e)))?;
-        let plan = params::bind(plan, &prepared.params, params)?;
-        let frame = session
-            .execute_logical_plan(plan)
-            .await
-            .map_err(plan_error)?;
-        let columns: Vec<(String, Type)> = frame
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), convert::tally_type(f.data_type())))
-            .collect();
-        let mut stream = frame
-            .execute_stream()
-            .await
-            .map_err(|e| run_error(e, limit_mb))?;
-        let mut rows = Vec::new();
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| run_error(e, limit_mb))?;
-            if rows.len() + batch.num_rows() > limits.max_rows {
-                return Err(SqlError::TooManyRows(limits.max_rows));
-            }
-            convert::append_rows(&batch, &mut rows)?;
-        }
-        Ok(ResultSet { columns, rows })
-    };
-    match tokio::time::timeout(limits.time, run).await {
-        Ok(answer) => answer,
-        Err(_) => Err(SqlError::Timeout(limits.time)),
-    }
+    Ok(session)
+}
+
+/// The logical plan of a read-only statement, checked again by DataFusion's own rules.
+async fn plan(
+    session: &SessionContext,
+    statement: datafusion::sql::parser::Statement,
+) -> Result<datafusion::logical_expr::LogicalPlan, SqlError> {
+    let plan = session
+        .state()
+        .statement_to_plan(statement)
+        .await
+        .map_err(plan_error)?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|e| SqlError::NotReadOnly(strip(e)))?;
+    Ok(plan)
 }
 
 /// The message of a DataFusion error without its context chain's noise.

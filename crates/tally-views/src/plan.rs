@@ -324,12 +324,32 @@ impl fmt::Display for ViewPlan {
     }
 }
 
-/// The streams and views of the schema. Every tenant has the same catalog, each with its own
-/// data. The built-in streams `events` and `metrics` are always present.
+/// A saved query (`CREATE VIEW name AS SELECT … :param`): query-time SQL kept in the schema,
+/// read like a view with its parameters. Tally's compiler only parses it and finds its
+/// parameters; query-time SQL plans and runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavedQuery {
+    pub name: String,
+    /// The query text, as the parser prints it.
+    pub query: String,
+    /// The names of its `:name` parameters, in order of first use.
+    pub params: Vec<String>,
+}
+
+impl SavedQuery {
+    /// The definition as canonical SQL.
+    pub fn sql(&self) -> String {
+        format!("CREATE VIEW {} AS {}", self.name, self.query)
+    }
+}
+
+/// The streams, views and saved queries of the schema. Every tenant has the same catalog, each
+/// with its own data. The built-in streams `events` and `metrics` are always present.
 #[derive(Clone, Debug)]
 pub struct Catalog {
     streams: BTreeMap<String, Arc<StreamDef>>,
     views: BTreeMap<String, Arc<ViewPlan>>,
+    queries: BTreeMap<String, Arc<SavedQuery>>,
     /// User definitions in the order they were created, as canonical SQL: what the store keeps.
     order: Vec<String>,
 }
@@ -346,6 +366,7 @@ impl Catalog {
         Catalog {
             streams: BTreeMap::new(),
             views: BTreeMap::new(),
+            queries: BTreeMap::new(),
             order: Vec::new(),
         }
     }
@@ -356,6 +377,15 @@ impl Catalog {
 
     pub fn view(&self, name: &str) -> Option<&Arc<ViewPlan>> {
         self.views.get(name)
+    }
+
+    /// A saved query by name.
+    pub fn saved_query(&self, name: &str) -> Option<&Arc<SavedQuery>> {
+        self.queries.get(name)
+    }
+
+    pub fn saved_queries(&self) -> impl Iterator<Item = &Arc<SavedQuery>> {
+        self.queries.values()
     }
 
     pub fn streams(&self) -> impl Iterator<Item = &Arc<StreamDef>> {
@@ -395,10 +425,18 @@ impl Catalog {
         self.views.insert(plan.name.clone(), Arc::new(plan));
     }
 
+    pub(crate) fn put_query(&mut self, query: SavedQuery) {
+        if !self.order.contains(&query.name) {
+            self.order.push(query.name.clone());
+        }
+        self.queries.insert(query.name.clone(), Arc::new(query));
+    }
+
     pub(crate) fn remove(&mut self, name: &str) {
         self.order.retain(|n| n != name);
         self.streams.remove(name);
         self.views.remove(name);
+        self.queries.remove(name);
     }
 
     /// The canonical SQL of every user definition, in creation order: applying it to a new
@@ -409,6 +447,8 @@ impl Catalog {
             .filter_map(|name| {
                 if let Some(v) = self.views.get(name) {
                     Some((name.clone(), v.sql.clone()))
+                } else if let Some(q) = self.queries.get(name) {
+                    Some((name.clone(), q.sql()))
                 } else {
                     self.streams.get(name).map(|s| (name.clone(), s.sql()))
                 }

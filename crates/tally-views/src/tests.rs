@@ -356,9 +356,15 @@ fn syntax_errors_carry_positions() {
         ],
     );
     check(
-        "CREATE VIEW v AS SELECT 1",
+        "CREATE INDEX i ON capital_flow (vault_id)",
         expect![
-            "error: line 1, column 8: CREATE VIEW is not supported; hint: every view in Tally is live: write CREATE MATERIALIZED VIEW"
+            "error: line 1, column 8: CREATE INDEX is not needed; hint: Tally keeps the indexes its streams and views need (event time, dedupe key, group keys); drop the statement"
+        ],
+    );
+    check(
+        "CREATE POLICY p ON capital_flow USING (true)",
+        expect![
+            "error: line 1, column 8: CREATE POLICY is not needed; hint: tenant isolation is Tally's job: every tenant reads only its own rows (row-level security on PostgreSQL); drop the statement"
         ],
     );
     let deep = format!(
@@ -420,4 +426,56 @@ fn key_filters_bind_group_columns() {
         err.to_string(),
         "line 1, column 1: there is no group column n; hint: the group columns are: hour, vault_id"
     );
+}
+
+#[test]
+fn saved_queries_keep_their_text_and_parameters() {
+    let applied = apply(
+        &base(),
+        "CREATE VIEW vault_activity AS
+           SELECT vault_id, count(*) AS flows FROM capital_flow
+           WHERE vault_id = :vault_id AND occurred_at > now() - interval '30 days'
+             AND amount >= :min::DECIMAL(36,18) OR vault_id = :vault_id
+           GROUP BY vault_id",
+    )
+    .unwrap();
+    assert_eq!(
+        applied
+            .changes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["created saved query vault_activity"]
+    );
+    let q = applied.catalog.saved_query("vault_activity").unwrap();
+    assert_eq!(q.params, ["vault_id", "min"]);
+    assert!(
+        q.query.starts_with("SELECT vault_id, count(*) AS flows"),
+        "{}",
+        q.query
+    );
+    // The stored definition applies again to the same query, unchanged.
+    let again = apply(&applied.catalog, &q.sql()).unwrap();
+    assert_eq!(
+        again.changes[0].to_string(),
+        "unchanged saved query vault_activity"
+    );
+    let dropped = apply(&applied.catalog, "DROP VIEW vault_activity").unwrap();
+    assert_eq!(
+        dropped.changes[0].to_string(),
+        "dropped saved query vault_activity"
+    );
+    assert!(dropped.catalog.saved_query("vault_activity").is_none());
+    // One name, one object.
+    let e = apply(&base(), "CREATE VIEW capital_flow AS SELECT 1").unwrap_err();
+    assert!(
+        e.to_string().contains("already a stream or live view"),
+        "{e}"
+    );
+    let e = apply(
+        &applied.catalog,
+        "CREATE MATERIALIZED VIEW vault_activity AS SELECT vault_id, count(*) AS n FROM capital_flow GROUP BY vault_id",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("already a saved query"), "{e}");
 }

@@ -204,6 +204,12 @@ impl Tally {
             .collect();
         if applied.changes.iter().any(Change::is_change) {
             self.check_retained_events(&applied.catalog, &new_views)?;
+            // Every saved query must still plan: a change may drop or reshape what one reads.
+            #[cfg(feature = "sql")]
+            for query in applied.catalog.saved_queries() {
+                crate::sql::check_saved_query(&applied.catalog, query)
+                    .map_err(|e| Error::Invalid(format!("saved query {}: {e}", query.name)))?;
+            }
             match self
                 .store
                 .replace_schema(&self.catalog.definitions(), &applied.catalog.definitions())

@@ -211,6 +211,9 @@ pub struct QueryArgs {
     /// At most this many rows.
     #[arg(long)]
     pub limit: Option<usize>,
+    /// A saved query's parameter, NAME=VALUE (repeatable).
+    #[arg(long = "param")]
+    pub params: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: TableFormat,
 }
@@ -390,7 +393,27 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             out(&summary(&report, args.output));
         }
+        #[cfg(feature = "sql")]
+        Command::Query(args) if tally.catalog().saved_query(&args.view).is_some() => {
+            let query = tally.catalog().saved_query(&args.view).cloned();
+            let query = query.expect("checked by the guard");
+            let params = crate::sql::text_params(&args.params)?;
+            let runtime = tally.open_tenant(&cli.tenant)?;
+            let limits = crate::sql::Limits::default();
+            let mut result =
+                crate::sql::run_blocking(&runtime, &query.query, &params, tally.now(), limits)?;
+            if let Some(limit) = args.limit {
+                result.rows.truncate(limit);
+            }
+            out(&render(&result, table_format(args.format)));
+        }
         Command::Query(args) => {
+            if !args.params.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "--param is for saved queries; {} is a live view (use --where)",
+                    args.view
+                )));
+            }
             let req = query_request(args)?;
             let runtime = tally.open_tenant(&cli.tenant)?;
             let result = runtime.query(&args.view, &req)?;
@@ -400,15 +423,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sql(args) => {
             let limits = args.limits.limits()?;
             let params = crate::sql::text_params(&args.params)?;
-            let prepared = crate::sql::prepare(&args.sql)?;
             let runtime = tally.open_tenant(&cli.tenant)?;
-            let relations = runtime.relations(&prepared.relations, &limits)?;
-            let context = crate::sql::context(&runtime.info().time_zone, tally.now(), limits);
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .map_err(|e| Error::Exhausted(format!("cannot start the query runtime: {e}")))?
-                .block_on(tally_sql::execute(prepared, relations, &params, &context))?;
+            let result =
+                crate::sql::run_blocking(&runtime, &args.sql, &params, tally.now(), limits)?;
             out(&render(&result, table_format(args.format)));
         }
         Command::Rejections(args) => {

@@ -140,3 +140,70 @@ pub fn text_params(pairs: &[String]) -> Result<BTreeMap<String, ParamValue>> {
     }
     Ok(params)
 }
+
+/// The relations `requests` names with their columns only, from the catalog: what planning a
+/// query needs (saved queries are checked this way when they are defined).
+pub fn catalog_relations(
+    catalog: &tally_views::Catalog,
+    requests: &[RelationRequest],
+) -> Vec<Relation> {
+    let columns = |name: &str| -> Option<Vec<(String, Type)>> {
+        if let Some(view) = catalog.view(name) {
+            Some(
+                view.columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.ty))
+                    .collect(),
+            )
+        } else {
+            catalog
+                .stream(name)
+                .map(|s| s.columns.iter().map(|c| (c.name.clone(), c.ty)).collect())
+        }
+    };
+    requests
+        .iter()
+        .filter_map(|r| {
+            let source = match r {
+                RelationRequest::Named(n) => n,
+                RelationRequest::ViewAt { view, .. } => view,
+            };
+            columns(source).map(|columns| Relation {
+                name: r.name().to_owned(),
+                columns,
+                rows: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// Checks a saved query against `catalog`: one read-only query whose relations exist and whose
+/// columns and functions resolve. Answers its columns.
+pub fn check_saved_query(
+    catalog: &tally_views::Catalog,
+    query: &tally_views::SavedQuery,
+) -> Result<Vec<(String, Type)>> {
+    let prepared = prepare(&query.query)?;
+    let relations = catalog_relations(catalog, &prepared.relations);
+    let context = context("UTC", Timestamp(0), Limits::default());
+    Ok(tally_sql::describe(prepared, relations, &context)?)
+}
+
+/// Runs a query over a tenant's relations on the calling thread (the command line, tests).
+pub fn run_blocking(
+    runtime: &TenantRuntime,
+    sql: &str,
+    params: &BTreeMap<String, ParamValue>,
+    now: Timestamp,
+    limits: Limits,
+) -> Result<tally_views::ResultSet> {
+    let prepared = prepare(sql)?;
+    let relations = runtime.relations(&prepared.relations, &limits)?;
+    let context = context(&runtime.info().time_zone, now, limits);
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::Exhausted(format!("cannot start the query runtime: {e}")))?
+        .block_on(tally_sql::execute(prepared, relations, params, &context))?;
+    Ok(answer)
+}

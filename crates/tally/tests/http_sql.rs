@@ -47,7 +47,7 @@ async fn orders(app: &Router, write_key: &str, shop: &str, n: usize) {
     let events: Vec<Json> = (0..n)
         .map(|i| {
             order(
-                &format!("o{i}"),
+                &format!("{shop}-{i}"),
                 shop,
                 "1.00",
                 &format!("2026-03-30T{:02}:00:00Z", 9 + i % 3),
@@ -229,4 +229,69 @@ fn isolation_on_postgres() {
         .build()
         .unwrap()
         .block_on(isolation(Location::Postgres(pg.config())));
+}
+
+#[tokio::test]
+async fn saved_queries_read_like_views() {
+    let app = app(hub_on(&Location::Memory, ServerConfig::default()));
+    let keys = setup(&app, &["alpha"]).await;
+    orders(&app, &keys[0].write, "alpha-shop", 5).await;
+    orders(&app, &keys[0].write, "other-shop", 2).await;
+    let a = call(
+        &app,
+        "POST",
+        "/v1/schema",
+        &[
+            ("authorization", &bearer(ADMIN)),
+            ("content-type", "application/sql"),
+        ],
+        "CREATE VIEW shop_orders AS SELECT shop, sum(orders) AS orders FROM sales \
+         WHERE shop = :shop AND hour >= :since GROUP BY shop",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let auth = bearer(&keys[0].read);
+    let get = |uri: String| {
+        let (app, auth) = (app.clone(), auth.clone());
+        async move { call(&app, "GET", &uri, &[("authorization", &auth)], "").await }
+    };
+    let a =
+        get("/v1/views/shop_orders?shop=alpha-shop&since=2026-03-30T10:00:00Z".to_owned()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json(),
+        json!({"columns": [{"name": "shop", "type": "TEXT"}, {"name": "orders", "type": "BIGINT"}],
+               "rows": [["alpha-shop", 3]]})
+    );
+    // A missing or mistyped parameter is a 400 naming it; so is one the query does not have.
+    let m = get("/v1/views/shop_orders?shop=alpha-shop".to_owned())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(m.contains("parameter since: missing"), "{m}");
+    let m = get("/v1/views/shop_orders?shop=alpha-shop&since=soon".to_owned())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(m.contains("parameter since"), "{m}");
+    let m = get("/v1/views/shop_orders?shop=x&since=2026-01-01&grain=day".to_owned())
+        .await
+        .error(StatusCode::BAD_REQUEST, "invalid_parameter");
+    assert!(m.contains("parameter grain"), "{m}");
+    // Listed among the views, with its parameters and columns.
+    let a = get("/v1/views".to_owned()).await;
+    let items = a.json()["items"].as_array().unwrap().clone();
+    let saved = items
+        .iter()
+        .find(|v| v["name"] == "shop_orders")
+        .unwrap_or_else(|| panic!("{}", a.text));
+    assert_eq!(saved["kind"], "saved_query");
+    assert_eq!(saved["params"], json!(["shop", "since"]));
+    assert_eq!(
+        saved["columns"][1],
+        json!({"name": "orders", "type": "BIGINT"})
+    );
+    let live = items.iter().find(|v| v["name"] == "sales").unwrap();
+    assert_eq!(
+        (&live["kind"], &live["stream"]),
+        (&json!("live"), &json!("orders"))
+    );
 }

@@ -5,7 +5,8 @@
 //!
 //! - `INGEST stream [ndjson|csv|json]` followed by the input lines: ingest through the real
 //!   decoder; the output is `accepted=… duplicates=… rejected=…` then one row per rejection;
-//! - `QUERY view [flags]`: `tally query` with the same flags; NULL prints as `NULL`;
+//! - `QUERY view [flags]`: `tally query` with the same flags (a saved query's parameters as
+//!   `--param name=value`); NULL prints as `NULL`;
 //! - `TENANT name [time zone]`: create the tenant if needed and switch to it;
 //! - `NOW timestamp`: set the clock; `FLUSH`; `RETENTION`; `RESTART` (drop everything
 //!   unflushed, as a crash would, and reopen);
@@ -170,6 +171,23 @@ impl TallyDb {
     fn query(&mut self, line: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
         let words = split_words(line.trim_start_matches("QUERY"));
         let parsed = QueryLine::try_parse_from(words).map_err(|e| SltError(e.to_string()))?;
+        if let Some(saved) = self
+            .tally()
+            .catalog()
+            .saved_query(&parsed.args.view)
+            .cloned()
+        {
+            // A saved query, read like a view with its parameters.
+            let params = tally::sql::text_params(&parsed.args.params)?;
+            let now = self.clock.now();
+            let limits = tally::sql::Limits::default();
+            let mut result =
+                tally::sql::run_blocking(self.runtime(), &saved.query, &params, now, limits)?;
+            if let Some(limit) = parsed.args.limit {
+                result.rows.truncate(limit);
+            }
+            return Ok(Self::result(&result));
+        }
         let req = tally::cli::query_request(&parsed.args)?;
         let result = self.runtime().query(&parsed.args.view, &req)?;
         Ok(Self::result(&result))
@@ -178,23 +196,10 @@ impl TallyDb {
     /// Query-time SQL, as `tally sql` runs it.
     fn sql(&mut self, text: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
         let text = text.strip_prefix("SQL").unwrap_or(text);
-        let prepared = tally::sql::prepare(text).map_err(tally::Error::from)?;
-        let limits = tally::sql::Limits::default();
         let now = self.clock.now();
-        let runtime = self.runtime();
-        let relations = runtime.relations(&prepared.relations, &limits)?;
-        let context = tally::sql::context(&runtime.info().time_zone, now, limits);
-        let result = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .map_err(|e| SltError(e.to_string()))?
-            .block_on(tally_sql::execute(
-                prepared,
-                relations,
-                &Default::default(),
-                &context,
-            ))
-            .map_err(tally::Error::from)?;
+        let limits = tally::sql::Limits::default();
+        let result =
+            tally::sql::run_blocking(self.runtime(), text, &Default::default(), now, limits)?;
         Ok(Self::result(&result))
     }
 

@@ -29,7 +29,7 @@ use sqlparser::tokenizer::{Location, Token};
 
 use crate::decimal::MAX_PRECISION;
 use crate::expr::Expr;
-use crate::plan::{Catalog, ColumnDef, StreamDef, ViewPlan};
+use crate::plan::{Catalog, ColumnDef, SavedQuery, StreamDef, ViewPlan};
 use crate::value::Type;
 
 mod aggregate;
@@ -134,12 +134,19 @@ pub enum Change {
     ReplacedView(String),
     UnchangedView(String),
     DroppedView(String),
+    CreatedQuery(String),
+    ReplacedQuery(String),
+    UnchangedQuery(String),
+    DroppedQuery(String),
 }
 
 impl Change {
     /// Whether the change does anything.
     pub fn is_change(&self) -> bool {
-        !matches!(self, Change::UnchangedStream(_) | Change::UnchangedView(_))
+        !matches!(
+            self,
+            Change::UnchangedStream(_) | Change::UnchangedView(_) | Change::UnchangedQuery(_)
+        )
     }
 }
 
@@ -159,6 +166,10 @@ impl fmt::Display for Change {
             Change::ReplacedView(n) => write!(f, "replaced view {n}"),
             Change::UnchangedView(n) => write!(f, "unchanged view {n}"),
             Change::DroppedView(n) => write!(f, "dropped view {n}"),
+            Change::CreatedQuery(n) => write!(f, "created saved query {n}"),
+            Change::ReplacedQuery(n) => write!(f, "replaced saved query {n}"),
+            Change::UnchangedQuery(n) => write!(f, "unchanged saved query {n}"),
+            Change::DroppedQuery(n) => write!(f, "dropped saved query {n}"),
         }
     }
 }
@@ -228,6 +239,7 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef> {
 enum Compiled {
     Stream(StreamDef, Location),
     View(ViewPlan),
+    Query(SavedQuery, Location),
     DropView {
         name: String,
         if_exists: bool,
@@ -264,7 +276,30 @@ impl Compiled {
                 catalog.put_stream(def);
                 Ok(change)
             }
+            Compiled::Query(query, at) => {
+                if catalog.stream(&query.name).is_some() || catalog.view(&query.name).is_some() {
+                    return Err(error_at(
+                        at,
+                        format!("{} is already a stream or live view", query.name),
+                        Some("a saved query needs a name of its own"),
+                    ));
+                }
+                let change = match catalog.saved_query(&query.name) {
+                    None => Change::CreatedQuery(query.name.clone()),
+                    Some(old) if **old == query => Change::UnchangedQuery(query.name.clone()),
+                    Some(_) => Change::ReplacedQuery(query.name.clone()),
+                };
+                catalog.put_query(query);
+                Ok(change)
+            }
             Compiled::View(plan) => {
+                if catalog.saved_query(&plan.name).is_some() {
+                    return Err(error_at(
+                        Location { line: 1, column: 1 },
+                        format!("{} is already a saved query", plan.name),
+                        Some("DROP VIEW it first, or give the live view another name"),
+                    ));
+                }
                 let change = match catalog.view(&plan.name) {
                     None => Change::CreatedView(plan.name.clone()),
                     Some(old) if old.fingerprint() == plan.fingerprint() => {
@@ -280,6 +315,10 @@ impl Compiled {
                 if_exists,
                 at,
             } => {
+                if catalog.saved_query(&name).is_some() {
+                    catalog.remove(&name);
+                    return Ok(Change::DroppedQuery(name));
+                }
                 if catalog.view(&name).is_none() {
                     if if_exists {
                         return Ok(Change::UnchangedView(name));
@@ -368,11 +407,7 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
             return view::create_view(parser, catalog, at);
         }
         if parser.parse_keyword(Keyword::VIEW) {
-            return Err(error_at(
-                next.span.start,
-                "CREATE VIEW is not supported",
-                Some("every view in Tally is live: write CREATE MATERIALIZED VIEW"),
-            ));
+            return saved_query(parser, at);
         }
         if parser.parse_keyword(Keyword::TABLE) {
             return Err(error_at(
@@ -383,10 +418,30 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
                 ),
             ));
         }
+        if parser.parse_keyword(Keyword::INDEX)
+            || parser.parse_keywords(&[Keyword::UNIQUE, Keyword::INDEX])
+        {
+            return Err(error_at(
+                next.span.start,
+                "CREATE INDEX is not needed",
+                Some(
+                    "Tally keeps the indexes its streams and views need (event time, dedupe key, group keys); drop the statement",
+                ),
+            ));
+        }
+        if parser.parse_keyword(Keyword::POLICY) {
+            return Err(error_at(
+                next.span.start,
+                "CREATE POLICY is not needed",
+                Some(
+                    "tenant isolation is Tally's job: every tenant reads only its own rows (row-level security on PostgreSQL); drop the statement",
+                ),
+            ));
+        }
         return Err(error_at(
             next.span.start,
             format!("cannot create {}", next.token),
-            Some("write CREATE STREAM or CREATE MATERIALIZED VIEW"),
+            Some("write CREATE STREAM, CREATE MATERIALIZED VIEW or CREATE VIEW (a saved query)"),
         ));
     }
     if parser.parse_keyword(Keyword::DROP) {
@@ -395,11 +450,15 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
             matches!(&next.token, Token::Word(w) if w.value.eq_ignore_ascii_case("stream"));
         if stream {
             parser.next_token();
-        } else if !parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW]) {
+        } else if !parser.parse_keywords(&[Keyword::MATERIALIZED, Keyword::VIEW])
+            && !parser.parse_keyword(Keyword::VIEW)
+        {
             return Err(error_at(
                 next.span.start,
                 format!("cannot drop {}", next.token),
-                Some("write DROP MATERIALIZED VIEW name or DROP STREAM name"),
+                Some(
+                    "write DROP MATERIALIZED VIEW name, DROP VIEW name (a saved query) or DROP STREAM name",
+                ),
             ));
         }
         let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
@@ -433,6 +492,36 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
         first.span.start,
         format!("{} statements cannot be applied", first.token),
         Some(hint),
+    ))
+}
+
+/// `CREATE VIEW name AS SELECT …`, after `VIEW`: a saved query. Its text is kept as the parser
+/// prints it; its parameters are the `:name` placeholders in it.
+fn saved_query(parser: &mut Parser<'_>, at: Location) -> Result<Compiled> {
+    let perr = |e| parse_error(e, at);
+    let name_at = parser.peek_token().span.start;
+    let name = new_object_name(&parser.parse_object_name(false).map_err(perr)?, name_at)?;
+    parser.expect_keyword(Keyword::AS).map_err(perr)?;
+    let query = parser.parse_query().map_err(perr)?;
+    let text = query.to_string();
+    let mut params: Vec<String> = Vec::new();
+    let tokens = sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, &text)
+        .tokenize()
+        .map_err(|e| error_at(at, e.to_string(), None))?;
+    for pair in tokens.windows(2) {
+        if let (Token::Colon, Token::Word(w)) = (&pair[0], &pair[1])
+            && !params.contains(&w.value)
+        {
+            params.push(w.value.clone());
+        }
+    }
+    Ok(Compiled::Query(
+        SavedQuery {
+            name,
+            query: text,
+            params,
+        },
+        at,
     ))
 }
 

@@ -43,7 +43,15 @@ pub struct StreamInfo {
 #[derive(Serialize, ToSchema)]
 pub struct ViewInfo {
     pub name: String,
-    pub stream: String,
+    /// `live` (a materialized view, kept on every event) or `saved_query` (query-time SQL
+    /// computed when read, with parameters).
+    pub kind: &'static str,
+    /// The stream a live view reads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// A saved query's parameters, given as URL parameters of `GET /v1/views/{view}`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
     pub columns: Vec<ColumnInfo>,
     /// The group columns, which `group_by` and `where` may use.
     pub group_by: Vec<String>,
@@ -100,11 +108,13 @@ pub async fn list_views(
 ) -> ApiResult<Json<Catalog<ViewInfo>>> {
     authorize(&hub, credentials(&headers), KeyKind::Read).await?;
     let catalog = hub.catalog();
-    let items = catalog
+    let items: Vec<ViewInfo> = catalog
         .views()
         .map(|v| ViewInfo {
             name: v.name.clone(),
-            stream: v.stream.clone(),
+            kind: "live",
+            stream: Some(v.stream.clone()),
+            params: Vec::new(),
             columns: v
                 .columns
                 .iter()
@@ -124,5 +134,32 @@ pub async fn list_views(
             sql: v.sql.clone(),
         })
         .collect();
+    #[cfg(feature = "sql")]
+    let items = {
+        let mut items = items;
+        for q in catalog.saved_queries() {
+            // Checked when the schema was applied, so it plans; its columns come from that.
+            let columns = crate::sql::check_saved_query(&catalog, q).unwrap_or_default();
+            items.push(ViewInfo {
+                name: q.name.clone(),
+                kind: "saved_query",
+                stream: None,
+                params: q.params.clone(),
+                columns: columns
+                    .into_iter()
+                    .map(|(name, ty)| ColumnInfo {
+                        name,
+                        ty: ty.to_string(),
+                    })
+                    .collect(),
+                group_by: Vec::new(),
+                time_column: None,
+                retention: None,
+                sql: q.sql(),
+            });
+        }
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        items
+    };
     Ok(Json(Catalog { items }))
 }

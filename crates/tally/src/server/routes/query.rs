@@ -1,4 +1,5 @@
-//! `GET /v1/views/{view}`: a view query, with the parameters of `tally query`.
+//! `GET /v1/views/{view}`: a view query, with the parameters of `tally query`; a saved query
+//! with its own parameters.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,7 +51,8 @@ pub struct ViewQuery {
     pub limit: Option<String>,
 }
 
-/// Read a view: stored rows and every acknowledged event, re-grouped as asked.
+/// Read a view: stored rows and every acknowledged event, re-grouped as asked. A saved query
+/// (`CREATE VIEW … :param`) takes its parameters as URL parameters instead (and `limit`).
 #[utoipa::path(get, path = "/v1/views/{view}", tag = "query",
     params(("view" = String, Path, description = "The view"), ViewQuery),
     responses(
@@ -69,6 +71,10 @@ pub async fn query_view(
 ) -> ApiResult<Response> {
     let principal = authorize(&hub, credentials(&headers), KeyKind::Read).await?;
     let Query(mut q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    #[cfg(feature = "sql")]
+    if let Some(saved) = hub.catalog().saved_query(&view).cloned() {
+        return saved_query(&hub, &principal.tenant, &saved, q).await;
+    }
     let limit = match q.remove("limit") {
         None => None,
         Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
@@ -96,6 +102,36 @@ pub async fn query_view(
     }
     let request = params.to_request().map_err(Error::Query)?;
     let result = hub.query(&principal.tenant, &view, request).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        result_json_text(&result),
+    )
+        .into_response())
+}
+
+/// A saved query read like a view: every URL parameter but `limit` is one of its parameters.
+#[cfg(feature = "sql")]
+async fn saved_query(
+    hub: &Arc<Hub>,
+    tenant: &str,
+    saved: &tally_views::SavedQuery,
+    mut q: HashMap<String, String>,
+) -> ApiResult<Response> {
+    let limit =
+        match q.remove("limit") {
+            None => None,
+            Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("limit '{l}' is not a whole number"))
+            })?),
+        };
+    let params = q
+        .into_iter()
+        .map(|(k, v)| (k, crate::sql::ParamValue::Text(v)))
+        .collect();
+    let mut result = hub.sql(tenant, &saved.query, params).await?;
+    if let Some(limit) = limit {
+        result.rows.truncate(limit);
+    }
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         result_json_text(&result),
