@@ -164,6 +164,9 @@ pub struct ViewPlan {
     pub can_fail: bool,
     /// The definition as SQL, as parsed: applying it again gives the same plan.
     pub sql: String,
+    /// What the definition may not mean as written (an integer division), for `tally apply`
+    /// to print; not part of the fingerprint.
+    pub warnings: Vec<String>,
 }
 
 impl ViewPlan {

@@ -105,6 +105,8 @@ pub struct ChangeReport {
     pub change: Change,
     /// For created and replaced views: the events replayed into it, over all tenants.
     pub backfilled: Option<u64>,
+    /// What the definition may not mean as written (an integer division).
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Display for ChangeReport {
@@ -116,6 +118,9 @@ impl fmt::Display for ChangeReport {
                 " (backfilled {n} event{})",
                 if n == 1 { "" } else { "s" }
             )?;
+        }
+        for w in &self.warnings {
+            write!(f, "\n  warning: {w}")?;
         }
         Ok(())
     }
@@ -251,11 +256,21 @@ impl Tally {
             .changes
             .into_iter()
             .map(|change| {
-                let backfilled = match &change {
-                    Change::CreatedView(n) | Change::ReplacedView(n) => backfilled.get(n).copied(),
-                    _ => None,
+                let (backfilled, warnings) = match &change {
+                    Change::CreatedView(n) | Change::ReplacedView(n) => (
+                        backfilled.get(n).copied(),
+                        self.catalog
+                            .view(n)
+                            .map(|v| v.warnings.clone())
+                            .unwrap_or_default(),
+                    ),
+                    _ => (None, Vec::new()),
                 };
-                ChangeReport { change, backfilled }
+                ChangeReport {
+                    change,
+                    backfilled,
+                    warnings,
+                }
             })
             .collect())
     }

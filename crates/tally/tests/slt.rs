@@ -284,7 +284,16 @@ impl sqllogictest::DB for TallyDb {
                 let tenant = self.tenant.clone();
                 self.runtime = Some(self.tally().open_tenant(&tenant)?);
                 Ok(Self::rows(
-                    changes.iter().map(|c| vec![c.to_string()]).collect(),
+                    // A change's warnings print on lines of their own: one row each.
+                    changes
+                        .iter()
+                        .flat_map(|c| {
+                            let text = c.to_string();
+                            text.lines()
+                                .map(|l| vec![l.trim().to_owned()])
+                                .collect::<Vec<_>>()
+                        })
+                        .collect(),
                 ))
             }
         }

@@ -50,6 +50,8 @@ pub(super) struct Binder<'s> {
     pub(super) key_exprs: Vec<Expr>,
     /// The aggregate states the SELECT uses, each once.
     pub(super) aggs: Vec<AggPlan>,
+    /// What the definition may not mean as written, with its position.
+    pub(super) warnings: Vec<String>,
 }
 
 /// A bound expression and its type.
@@ -64,6 +66,7 @@ impl<'s> Binder<'s> {
             output: false,
             key_exprs: Vec::new(),
             aggs: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -632,6 +635,14 @@ impl<'s> Binder<'s> {
             ));
         }
         let (kind, result) = arith_types(arith, lt, rt);
+        if arith == ArithOp::Div && lt == Type::BigInt && rt == Type::BigInt {
+            self.warnings.push(format!(
+                "line {}, column {}: {left} / {right} divides integers, so the result is truncated \
+                 as in PostgreSQL (7 / 2 is 3); for a fraction write \
+                 CAST({left} AS DECIMAL(38,6)) / {right}",
+                at.line, at.column
+            ));
+        }
         if arith == ArithOp::Mod && matches!(kind, NumKind::Decimal { .. }) {
             return Err(error_at(
                 at,

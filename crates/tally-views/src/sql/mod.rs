@@ -238,7 +238,7 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef> {
 /// A parsed and compiled statement, not yet applied.
 enum Compiled {
     Stream(StreamDef, Location),
-    View(ViewPlan),
+    View(Box<ViewPlan>),
     Query(SavedQuery, Location),
     DropView {
         name: String,
@@ -307,7 +307,7 @@ impl Compiled {
                     }
                     Some(_) => Change::ReplacedView(plan.name.clone()),
                 };
-                catalog.put_view(plan);
+                catalog.put_view(*plan);
                 Ok(change)
             }
             Compiled::DropView {

@@ -76,7 +76,7 @@ pub(super) fn create_view(
     parser.expect_keyword(Keyword::AS).map_err(perr)?;
     let query = parser.parse_query().map_err(perr)?;
     let plan = compile_view(catalog, name, retention, retention_at, &query, at)?;
-    Ok(Compiled::View(plan))
+    Ok(Compiled::View(Box::new(plan)))
 }
 
 /// Compiles the `SELECT` of view `name`.
@@ -134,8 +134,10 @@ fn compile_view(
             Some("group by time_bucket(…) or date_trunc(…), or drop the retention option"),
         ));
     }
+    let warnings = std::mem::take(&mut binder.warnings);
     let mut plan = ViewPlan {
         sql: String::new(),
+        warnings,
         stream: stream.name.clone(),
         retention,
         filter,

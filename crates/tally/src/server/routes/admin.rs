@@ -62,6 +62,9 @@ pub struct SchemaChange {
     pub changed: bool,
     /// For created and changed views: events replayed into it, over all tenants.
     pub backfilled: Option<u64>,
+    /// What the definition may not mean as written, e.g. an integer division that truncates.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -113,6 +116,7 @@ pub async fn apply_schema(
                 changed: r.change.is_change(),
                 change: r.change.to_string(),
                 backfilled: r.backfilled,
+                warnings: r.warnings,
             })
             .collect(),
     }))
