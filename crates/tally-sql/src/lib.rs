@@ -16,6 +16,7 @@
 //!
 //! Invariant: this crate does no IO and knows nothing of tenants, stores or HTTP.
 
+mod bounded;
 mod convert;
 mod error;
 mod now;
@@ -205,6 +206,9 @@ fn session(
         context.now,
         &context.time_zone,
     )));
+    for f in bounded::functions() {
+        session.register_udf(f);
+    }
     for r in relations {
         let schema = convert::schema(&r.columns, &context.time_zone);
         let batch = convert::batch(schema.clone(), &r.rows)?;

@@ -320,6 +320,27 @@ async fn limits_answer_errors_not_crashes() {
 }
 
 #[tokio::test]
+async fn functions_cannot_allocate_without_bound() {
+    // Values past 16 MB are refused before they are made; small ones work as usual.
+    for sql in [
+        "SELECT length(repeat('x', 2000000000))",
+        "SELECT length(repeat(name, 10000000)) FROM vaults",
+        "SELECT length(lpad('x', 1000000000))",
+        "SELECT length(rpad(name, 1000000000, 'ab')) FROM vaults",
+    ] {
+        let e = run(sql).await.unwrap_err();
+        assert!(
+            matches!(&e, SqlError::Execution(m) if m.contains("the limit is 16777216 bytes")),
+            "{sql}: {e}"
+        );
+    }
+    let r = run("SELECT repeat('ab', 3), lpad('7', 3, '0'), rpad(name, 6, '.') FROM vaults ORDER BY 1, 3 LIMIT 1")
+        .await
+        .unwrap();
+    assert_eq!(text(&r), ["ababab | 007 | Car..."]);
+}
+
+#[tokio::test]
 async fn only_what_was_supplied_can_be_read() {
     let e = run("SELECT * FROM other_tenants_view").await.unwrap_err();
     assert!(e.to_string().contains("other_tenants_view"), "{e}");
