@@ -198,6 +198,8 @@ fn session(
         .map_err(|e| SqlError::Execution(e.to_string()))?;
     let mut config = SessionConfig::new()
         .with_information_schema(false)
+        // Two partitions: the plan then has exchange points where execution yields, which the
+        // time limit needs (with one partition a long query never gave its thread back).
         .with_target_partitions(2)
         .with_create_default_catalog_and_schema(true);
     config.options_mut().execution.time_zone = Some(context.time_zone.clone());

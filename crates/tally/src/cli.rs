@@ -111,6 +111,10 @@ pub struct ServeArgs {
     #[cfg(feature = "sql")]
     #[command(flatten)]
     pub sql: SqlLimitArgs,
+    /// SQL queries (`POST /v1/sql`, saved queries) running at once; others wait their turn
+    /// (up to 5 s, then 503).
+    #[arg(long, env = "TALLY_SQL_CONCURRENCY", default_value_t = 1)]
+    pub sql_concurrency: usize,
 }
 
 /// The limits of a query-time SQL query.
@@ -548,6 +552,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
         rate_burst: args.rate_limit * 2.0,
         #[cfg(feature = "sql")]
         sql_limits: args.sql.limits()?,
+        sql_concurrency: args.sql_concurrency.max(1),
         ..ServerConfig::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

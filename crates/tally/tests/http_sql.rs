@@ -295,3 +295,27 @@ async fn saved_queries_read_like_views() {
         (&json!("live"), &json!("orders"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_take_turns() {
+    // One query at a time (the default): the others wait for the slot instead of failing.
+    let app = app(hub_on(&Location::Memory, ServerConfig::default()));
+    let keys = setup(&app, &["alpha"]).await;
+    orders(&app, &keys[0].write, "alpha-shop", 5).await;
+    let asks = (0..8).map(|i| {
+        let (app, key) = (app.clone(), keys[0].read.clone());
+        tokio::spawn(async move {
+            sql(
+                &app,
+                &key,
+                json!({"sql": format!("SELECT count(*) + {i} AS n FROM orders")}),
+            )
+            .await
+        })
+    });
+    for (i, ask) in asks.enumerate() {
+        let a = ask.await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        assert_eq!(a.json()["rows"], json!([[5 + i]]));
+    }
+}

@@ -35,6 +35,10 @@ const AUTH_FAILURES_PER_SECOND: f64 = 10.0;
 /// burst are forgotten.
 const AUTH_FAILURE_ADDRESSES: usize = 100_000;
 
+/// How long a query-time SQL query waits for a free slot before answering 503.
+#[cfg(feature = "sql")]
+const SQL_QUEUE_WAIT: Duration = Duration::from_secs(5);
+
 /// Settings of `tally serve`.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -69,6 +73,9 @@ pub struct ServerConfig {
     /// Time, memory and answer size of a query-time SQL query (`POST /v1/sql`).
     #[cfg(feature = "sql")]
     pub sql_limits: tally_sql::Limits,
+    /// Query-time SQL queries running at once; others wait up to `SQL_QUEUE_WAIT` for their
+    /// turn, then answer 503.
+    pub sql_concurrency: usize,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +98,7 @@ impl Default for ServerConfig {
             rejection_retention: tally_views::Interval::Days(7),
             #[cfg(feature = "sql")]
             sql_limits: tally_sql::Limits::default(),
+            sql_concurrency: 1,
         }
     }
 }
@@ -133,6 +141,10 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     pub settings: ServerConfig,
     worker: WorkerConfig,
+    /// Query-time SQL queries running at once. DataFusion runs on the async threads; on two
+    /// cores, unbounded heavy queries would starve every tenant's ingest.
+    #[cfg(feature = "sql")]
+    sql_slots: tokio::sync::Semaphore,
 }
 
 fn digest(text: &str) -> [u8; 32] {
@@ -164,6 +176,8 @@ impl Hub {
                 .filter(|t| !t.is_empty())
                 .map(digest),
             metrics,
+            #[cfg(feature = "sql")]
+            sql_slots: tokio::sync::Semaphore::new(settings.sql_concurrency.max(1)),
             settings,
             worker,
         }
@@ -516,6 +530,16 @@ impl Hub {
         params: std::collections::BTreeMap<String, tally_sql::ParamValue>,
     ) -> Result<ResultSet, ApiError> {
         let prepared = tally_sql::prepare(sql).map_err(Error::Sql)?;
+        let _slot = tokio::time::timeout(SQL_QUEUE_WAIT, self.sql_slots.acquire())
+            .await
+            .map_err(|_| {
+                self.metrics.count_refused("sql_busy");
+                ApiError::overloaded(format!(
+                    "{} SQL queries are running; retry after a second",
+                    self.settings.sql_concurrency.max(1)
+                ))
+            })?
+            .map_err(|_| ApiError::internal())?;
         let limits = self.settings.sql_limits;
         let requests = prepared.relations.clone();
         let (relations, time_zone) = self
