@@ -401,14 +401,14 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Query(args) if tally.catalog().saved_query(&args.view).is_some() => {
             let query = tally.catalog().saved_query(&args.view).cloned();
             let query = query.expect("checked by the guard");
-            let params = crate::sql::text_params(&args.params)?;
             let runtime = tally.open_tenant(&cli.tenant)?;
-            let limits = crate::sql::Limits::default();
-            let mut result =
-                crate::sql::run_blocking(&runtime, &query.query, &params, tally.now(), limits)?;
-            if let Some(limit) = args.limit {
-                result.rows.truncate(limit);
-            }
+            let result = crate::sql::run_saved_blocking(
+                &runtime,
+                &query,
+                &args.params,
+                args.limit,
+                tally.now(),
+            )?;
             out(&render(&result, table_format(args.format)));
         }
         Command::Query(args) => {

@@ -207,3 +207,20 @@ pub fn run_blocking(
         .block_on(tally_sql::execute(prepared, relations, params, &context))?;
     Ok(answer)
 }
+
+/// A saved query read like a view (`tally query NAME --param k=v --limit N`): its parameters
+/// as `NAME=VALUE` text, the first `limit` rows of the answer.
+pub fn run_saved_blocking(
+    runtime: &TenantRuntime,
+    query: &tally_views::SavedQuery,
+    pairs: &[String],
+    limit: Option<usize>,
+    now: Timestamp,
+) -> Result<tally_views::ResultSet> {
+    let params = text_params(pairs)?;
+    let mut answer = run_blocking(runtime, &query.query, &params, now, Limits::default())?;
+    if let Some(limit) = limit {
+        answer.rows.truncate(limit);
+    }
+    Ok(answer)
+}

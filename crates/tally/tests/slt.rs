@@ -178,14 +178,14 @@ impl TallyDb {
             .cloned()
         {
             // A saved query, read like a view with its parameters.
-            let params = tally::sql::text_params(&parsed.args.params)?;
             let now = self.clock.now();
-            let limits = tally::sql::Limits::default();
-            let mut result =
-                tally::sql::run_blocking(self.runtime(), &saved.query, &params, now, limits)?;
-            if let Some(limit) = parsed.args.limit {
-                result.rows.truncate(limit);
-            }
+            let result = tally::sql::run_saved_blocking(
+                self.runtime(),
+                &saved,
+                &parsed.args.params,
+                parsed.args.limit,
+                now,
+            )?;
             return Ok(Self::result(&result));
         }
         let req = tally::cli::query_request(&parsed.args)?;

@@ -71,10 +71,6 @@ pub async fn query_view(
 ) -> ApiResult<Response> {
     let principal = authorize(&hub, credentials(&headers), KeyKind::Read).await?;
     let Query(mut q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    #[cfg(feature = "sql")]
-    if let Some(saved) = hub.catalog().saved_query(&view).cloned() {
-        return saved_query(&hub, &principal.tenant, &saved, q).await;
-    }
     let limit = match q.remove("limit") {
         None => None,
         Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
@@ -84,6 +80,10 @@ pub async fn query_view(
             }))
         })?),
     };
+    #[cfg(feature = "sql")]
+    if let Some(saved) = hub.catalog().saved_query(&view).cloned() {
+        return saved_query(&hub, &principal.tenant, &saved, q, limit).await;
+    }
     let params = QueryParams {
         from: q.remove("from"),
         to: q.remove("to"),
@@ -109,21 +109,16 @@ pub async fn query_view(
         .into_response())
 }
 
-/// A saved query read like a view: every URL parameter but `limit` is one of its parameters.
+/// A saved query read like a view: every URL parameter but `limit` (read by the caller) is one
+/// of its parameters.
 #[cfg(feature = "sql")]
 async fn saved_query(
     hub: &Arc<Hub>,
     tenant: &str,
     saved: &tally_views::SavedQuery,
-    mut q: HashMap<String, String>,
+    q: HashMap<String, String>,
+    limit: Option<usize>,
 ) -> ApiResult<Response> {
-    let limit =
-        match q.remove("limit") {
-            None => None,
-            Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
-                ApiError::bad_request(format!("limit '{l}' is not a whole number"))
-            })?),
-        };
     let params = q
         .into_iter()
         .map(|(k, v)| (k, crate::sql::ParamValue::Text(v)))
