@@ -28,8 +28,8 @@
 
 use std::path::Path;
 
-use tally_views::codec::{decode_key, encode_key};
-use tally_views::{AggState, Event, StreamDef, Timestamp, Value, ViewPlan};
+use tally_views::codec::{decode_key, decode_values, encode_key};
+use tally_views::{AggState, Event, StreamDef, TableDef, Timestamp, Value, ViewPlan};
 
 mod error;
 mod memory;
@@ -487,6 +487,88 @@ impl TenantStore {
             TenantStore::Sqlite(s) => s.delete_view_rows_before(plan, before),
             TenantStore::Postgres(p) => p.conn().delete_view_rows_before(plan, before),
             TenantStore::Memory(m) => Ok(m.delete_view_rows_before(plan, before)),
+        }
+    }
+
+    /// Inserts or replaces rows of a table by primary key, in one transaction. Each row has the
+    /// table's columns in order.
+    pub fn upsert_rows(&mut self, table: &TableDef, rows: &[Vec<Value>]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = rows
+            .iter()
+            .map(|row| {
+                (
+                    encode_key(std::slice::from_ref(&row[table.key])),
+                    encode_key(row),
+                )
+            })
+            .collect();
+        match self {
+            TenantStore::Sqlite(s) => s.upsert_rows(&table.name, &encoded),
+            TenantStore::Postgres(p) => p.conn().upsert_rows(&table.name, &encoded),
+            TenantStore::Memory(m) => {
+                m.upsert_rows(&table.name, &encoded);
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes the row of a table with this key; whether there was one.
+    pub fn delete_row(&mut self, table: &TableDef, key: &Value) -> Result<bool> {
+        let key = encode_key(std::slice::from_ref(key));
+        match self {
+            TenantStore::Sqlite(s) => s.delete_row(&table.name, &key),
+            TenantStore::Postgres(p) => p.conn().delete_row(&table.name, &key),
+            TenantStore::Memory(m) => Ok(m.delete_row(&table.name, &key)),
+        }
+    }
+
+    /// Every row of a table, in key order, with the table's columns (columns added after a
+    /// row was written are `NULL` in it).
+    pub fn table_rows(&self, table: &TableDef) -> Result<Vec<Vec<Value>>> {
+        let encoded = match self {
+            TenantStore::Sqlite(s) => s.table_rows(&table.name)?,
+            TenantStore::Postgres(p) => p.conn().table_rows(&table.name)?,
+            TenantStore::Memory(m) => m.table_rows(&table.name),
+        };
+        encoded
+            .iter()
+            .map(|bytes| {
+                let mut row = decode_values(bytes)?;
+                if row.len() > table.columns.len() {
+                    return Err(StoreError::Migration(format!(
+                        "a row of table {} has {} values; the table has {} columns",
+                        table.name,
+                        row.len(),
+                        table.columns.len()
+                    )));
+                }
+                row.resize(table.columns.len(), Value::Null);
+                Ok(row)
+            })
+            .collect()
+    }
+
+    /// The tables this tenant has rows of.
+    pub fn tables_with_rows(&self) -> Result<Vec<String>> {
+        match self {
+            TenantStore::Sqlite(s) => s.tables_with_rows(),
+            TenantStore::Postgres(p) => p.conn().tables_with_rows(),
+            TenantStore::Memory(m) => Ok(m.tables_with_rows()),
+        }
+    }
+
+    /// Deletes every row of a table (the table was dropped).
+    pub fn drop_table_rows(&mut self, name: &str) -> Result<()> {
+        match self {
+            TenantStore::Sqlite(s) => s.drop_table_rows(name),
+            TenantStore::Postgres(p) => p.conn().drop_table_rows(name),
+            TenantStore::Memory(m) => {
+                m.drop_table_rows(name);
+                Ok(())
+            }
         }
     }
 }

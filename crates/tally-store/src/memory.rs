@@ -40,6 +40,8 @@ struct TenantData {
     views: BTreeMap<String, MemView>,
     rejections: Vec<LoggedRejection>,
     last_rejection: u64,
+    /// Table rows by table, then encoded key.
+    tables: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 #[derive(Default)]
@@ -140,6 +142,42 @@ impl MemoryStore {
 }
 
 impl MemoryTenant {
+    pub(crate) fn upsert_rows(&self, table: &str, rows: &[(Vec<u8>, Vec<u8>)]) {
+        let mut d = self.data();
+        let t = d.tables.entry(table.to_owned()).or_default();
+        for (key, row) in rows {
+            t.insert(key.clone(), row.clone());
+        }
+    }
+
+    pub(crate) fn delete_row(&self, table: &str, key: &[u8]) -> bool {
+        let mut d = self.data();
+        let Some(t) = d.tables.get_mut(table) else {
+            return false;
+        };
+        let found = t.remove(key).is_some();
+        if t.is_empty() {
+            d.tables.remove(table);
+        }
+        found
+    }
+
+    pub(crate) fn table_rows(&self, table: &str) -> Vec<Vec<u8>> {
+        self.data()
+            .tables
+            .get(table)
+            .map(|t| t.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn tables_with_rows(&self) -> Vec<String> {
+        self.data().tables.keys().cloned().collect()
+    }
+
+    pub(crate) fn drop_table_rows(&self, table: &str) {
+        self.data().tables.remove(table);
+    }
+
     pub(crate) fn log_rejections(&self, rejected: &[Rejected]) {
         let mut d = self.data();
         for r in rejected {

@@ -41,6 +41,7 @@ pub(crate) const TENANT: &[Migration] = &[
     migration!(1, "sqlite/tenant", "0001_positions"),
     migration!(2, "sqlite/tenant", "0002_rejections"),
     migration!(3, "sqlite/tenant", "0003_keys_merged"),
+    migration!(4, "sqlite/tenant", "0004_table_rows"),
 ];
 
 /// The PostgreSQL database's migrations, oldest first.
@@ -48,6 +49,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(1, "postgres/catalog", "0001_tenants_and_keys"),
     migration!(2, "postgres/catalog", "0002_tenant_tables"),
     migration!(3, "postgres/catalog", "0003_rejections"),
+    migration!(4, "postgres/catalog", "0004_table_rows"),
 ];
 
 /// The table every database records its applied migrations in.

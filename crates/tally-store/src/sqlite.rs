@@ -834,4 +834,49 @@ impl SqliteTenant {
         )?;
         Ok((old + over) as u64)
     }
+
+    pub(crate) fn upsert_rows(&mut self, table: &str, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO tally_table_rows (tbl, key, row) VALUES (?, ?, ?) \
+                 ON CONFLICT (tbl, key) DO UPDATE SET row = excluded.row",
+            )?;
+            for (key, row) in rows {
+                stmt.execute(params![table, key, row])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_row(&mut self, table: &str, key: &[u8]) -> Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM tally_table_rows WHERE tbl = ? AND key = ?",
+            params![table, key],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn table_rows(&self, table: &str) -> Result<Vec<Vec<u8>>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT row FROM tally_table_rows WHERE tbl = ? ORDER BY key")?;
+        let rows = stmt.query_map(params![table], |r| r.get::<_, Vec<u8>>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(crate) fn tables_with_rows(&self) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT DISTINCT tbl FROM tally_table_rows ORDER BY tbl")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(crate) fn drop_table_rows(&mut self, table: &str) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM tally_table_rows WHERE tbl = ?", params![table])?;
+        Ok(())
+    }
 }

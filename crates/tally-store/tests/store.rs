@@ -12,6 +12,8 @@ use tally_views::{Catalog, Timestamp, Value, ViewPlan};
 const SCHEMA: &str = "
 CREATE STREAM pay (id TEXT NOT NULL, who TEXT, amount DECIMAL(10,2) NOT NULL, at TIMESTAMP NOT NULL)
   WITH (event_time = 'at', dedupe_key = 'id');
+CREATE TABLE payers (who TEXT PRIMARY KEY, name TEXT NOT NULL, limit_amount DECIMAL(10,2),
+  joined TIMESTAMP);
 CREATE MATERIALIZED VIEW daily AS
   SELECT time_bucket('1 day', at) AS day, who, sum(amount) AS total, count(*) AS n FROM pay GROUP BY 1, 2;
 ";
@@ -94,6 +96,7 @@ backends!(
     a_schema_replaced_meanwhile_is_not_overwritten,
     the_rejection_log_pages_trims_and_stays_per_tenant,
     a_forgotten_tenant_can_be_created_again,
+    table_rows_upsert_delete_and_stay_per_tenant,
 );
 
 fn catalog_round_trips(f: Fixture) {
@@ -545,6 +548,9 @@ fn a_forgotten_tenant_can_be_created_again(f: Fixture) {
     t.create_stream(stream).unwrap();
     t.log_rejections(&[rejected("2026-03-01T00:00:00Z", 1)])
         .unwrap();
+    let payers = f.catalog.table("payers").unwrap();
+    t.upsert_rows(payers, &[payer("p1", "Ann", Some("1.50"))])
+        .unwrap();
     drop(t);
     let record = KeyRecord {
         tenant: "acme".into(),
@@ -562,5 +568,74 @@ fn a_forgotten_tenant_can_be_created_again(f: Fixture) {
         .unwrap();
     let t = f.store.tenant("acme").unwrap();
     assert!(t.rejections(0, 10).unwrap().is_empty());
+    assert!(t.tables_with_rows().unwrap().is_empty());
     assert!(t.materialized().unwrap().streams.is_empty());
+}
+
+fn payer(who: &str, name: &str, limit: Option<&str>) -> Vec<Value> {
+    vec![
+        Value::text(who),
+        Value::text(name),
+        limit.map(dec).unwrap_or(Value::Null),
+        Value::Timestamp(ts("2026-02-01T08:30:00.000001Z")),
+    ]
+}
+
+fn table_rows_upsert_delete_and_stay_per_tenant(f: Fixture) {
+    f.store
+        .create_tenant("beta", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    let payers = f.catalog.table("payers").unwrap();
+    let mut acme = f.store.tenant("acme").unwrap();
+    let mut beta = f.store.tenant("beta").unwrap();
+    assert!(acme.table_rows(payers).unwrap().is_empty());
+    acme.upsert_rows(
+        payers,
+        &[
+            payer("p2", "Bob", None),
+            payer("p1", "Ann", Some("1.50")),
+            payer("p2", "Bobby", Some("2.00")),
+        ],
+    )
+    .unwrap();
+    beta.upsert_rows(payers, &[payer("p1", "Other", None)])
+        .unwrap();
+    // The last write of a key wins; rows come back in key order with every type intact.
+    assert_eq!(
+        acme.table_rows(payers).unwrap(),
+        vec![
+            payer("p1", "Ann", Some("1.50")),
+            payer("p2", "Bobby", Some("2.00"))
+        ]
+    );
+    assert_eq!(acme.tables_with_rows().unwrap(), vec!["payers".to_owned()]);
+    assert!(acme.delete_row(payers, &Value::text("p1")).unwrap());
+    assert!(!acme.delete_row(payers, &Value::text("p1")).unwrap());
+    assert_eq!(
+        acme.table_rows(payers).unwrap(),
+        vec![payer("p2", "Bobby", Some("2.00"))]
+    );
+    // Another tenant's rows are its own.
+    assert_eq!(
+        beta.table_rows(payers).unwrap(),
+        vec![payer("p1", "Other", None)]
+    );
+    // Rows written before the table gained a column read it as NULL.
+    let wider = apply(
+        &f.catalog,
+        "CREATE TABLE payers (who TEXT PRIMARY KEY, name TEXT NOT NULL, limit_amount DECIMAL(10,2),
+           joined TIMESTAMP, note TEXT)",
+    )
+    .unwrap()
+    .catalog;
+    let mut expected = payer("p2", "Bobby", Some("2.00"));
+    expected.push(Value::Null);
+    assert_eq!(
+        acme.table_rows(wider.table("payers").unwrap()).unwrap(),
+        vec![expected]
+    );
+    acme.drop_table_rows("payers").unwrap();
+    assert!(acme.table_rows(payers).unwrap().is_empty());
+    assert!(acme.tables_with_rows().unwrap().is_empty());
+    assert_eq!(beta.table_rows(payers).unwrap().len(), 1);
 }

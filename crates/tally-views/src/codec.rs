@@ -253,6 +253,17 @@ pub fn decode_key(bytes: &[u8], n: usize) -> Result<Vec<Value>, CodecError> {
     Ok(values)
 }
 
+/// Decodes [`encode_key`] output of any number of values (a table row, which may have been
+/// written before its table gained columns).
+pub fn decode_values(bytes: &[u8]) -> Result<Vec<Value>, CodecError> {
+    let mut r = Reader::new(bytes);
+    let mut values = Vec::new();
+    while !r.is_empty() {
+        values.push(r.value()?);
+    }
+    Ok(values)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

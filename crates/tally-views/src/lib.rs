@@ -31,8 +31,8 @@ pub mod value;
 pub use agg::{AggKind, AggState};
 pub use engine::{CheckError, Delta, Engine, Event, GroupKey, ViewDelta};
 pub use plan::{
-    Catalog, CellError, ColumnDef, ColumnDefault, ColumnSource, SavedQuery, StreamDef, ViewColumn,
-    ViewPlan,
+    Catalog, CellError, ColumnDef, ColumnDefault, ColumnSource, SavedQuery, StreamDef, TableDef,
+    ViewColumn, ViewPlan,
 };
 pub use query::{Param, QueryError, QueryPlan, QueryRequest, ResultSet};
 pub use sql::{Applied, Change, CompileError};

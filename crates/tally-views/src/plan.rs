@@ -346,6 +346,43 @@ impl SavedQuery {
     }
 }
 
+/// A table (`CREATE TABLE name (… PRIMARY KEY …)`): a tenant's reference data, rows upserted
+/// and deleted by primary key. Live views do not read tables; query-time SQL does.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TableDef {
+    pub name: String,
+    pub columns: Vec<ColumnDef>,
+    /// Index of the primary-key column (always `NOT NULL`).
+    pub key: usize,
+}
+
+impl TableDef {
+    /// The index of the column called `name`.
+    pub fn column(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name == name)
+    }
+
+    /// The definition as canonical SQL: equal definitions give equal text.
+    pub fn sql(&self) -> String {
+        let cols: Vec<String> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let constraint = if i == self.key {
+                    " PRIMARY KEY"
+                } else if c.not_null {
+                    " NOT NULL"
+                } else {
+                    ""
+                };
+                format!("{} {}{constraint}", c.name, c.ty)
+            })
+            .collect();
+        format!("CREATE TABLE {} ({})", self.name, cols.join(", "))
+    }
+}
+
 /// The streams, views and saved queries of the schema. Every tenant has the same catalog, each
 /// with its own data. The built-in streams `events` and `metrics` are always present.
 #[derive(Clone, Debug)]
@@ -353,6 +390,7 @@ pub struct Catalog {
     streams: BTreeMap<String, Arc<StreamDef>>,
     views: BTreeMap<String, Arc<ViewPlan>>,
     queries: BTreeMap<String, Arc<SavedQuery>>,
+    tables: BTreeMap<String, Arc<TableDef>>,
     /// User definitions in the order they were created, as canonical SQL: what the store keeps.
     order: Vec<String>,
 }
@@ -370,6 +408,7 @@ impl Catalog {
             streams: BTreeMap::new(),
             views: BTreeMap::new(),
             queries: BTreeMap::new(),
+            tables: BTreeMap::new(),
             order: Vec::new(),
         }
     }
@@ -385,6 +424,23 @@ impl Catalog {
     /// A saved query by name.
     pub fn saved_query(&self, name: &str) -> Option<&Arc<SavedQuery>> {
         self.queries.get(name)
+    }
+
+    /// A table by name.
+    pub fn table(&self, name: &str) -> Option<&Arc<TableDef>> {
+        self.tables.get(name)
+    }
+
+    pub fn tables(&self) -> impl Iterator<Item = &Arc<TableDef>> {
+        self.tables.values()
+    }
+
+    /// Whether any stream, view, saved query or table is called `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.streams.contains_key(name)
+            || self.views.contains_key(name)
+            || self.queries.contains_key(name)
+            || self.tables.contains_key(name)
     }
 
     pub fn saved_queries(&self) -> impl Iterator<Item = &Arc<SavedQuery>> {
@@ -435,11 +491,19 @@ impl Catalog {
         self.queries.insert(query.name.clone(), Arc::new(query));
     }
 
+    pub(crate) fn put_table(&mut self, def: TableDef) {
+        if !self.order.contains(&def.name) {
+            self.order.push(def.name.clone());
+        }
+        self.tables.insert(def.name.clone(), Arc::new(def));
+    }
+
     pub(crate) fn remove(&mut self, name: &str) {
         self.order.retain(|n| n != name);
         self.streams.remove(name);
         self.views.remove(name);
         self.queries.remove(name);
+        self.tables.remove(name);
     }
 
     /// The canonical SQL of every user definition, in creation order: applying it to a new
@@ -452,6 +516,8 @@ impl Catalog {
                     Some((name.clone(), v.sql.clone()))
                 } else if let Some(q) = self.queries.get(name) {
                     Some((name.clone(), q.sql()))
+                } else if let Some(t) = self.tables.get(name) {
+                    Some((name.clone(), t.sql()))
                 } else {
                     self.streams.get(name).map(|s| (name.clone(), s.sql()))
                 }

@@ -469,7 +469,8 @@ fn saved_queries_keep_their_text_and_parameters() {
     // One name, one object.
     let e = apply(&base(), "CREATE VIEW capital_flow AS SELECT 1").unwrap_err();
     assert!(
-        e.to_string().contains("already a stream or live view"),
+        e.to_string()
+            .contains("already a stream, live view or table"),
         "{e}"
     );
     let e = apply(

@@ -67,6 +67,9 @@ pub enum Command {
     Sql(SqlArgs),
     /// Show the tenant's rejection log: rejected events with why and what was sent.
     Rejections(RejectionsArgs),
+    /// Upsert or delete rows of a table (reference data that queries join with).
+    #[command(subcommand)]
+    Table(TableCommand),
     /// Create and list tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -220,6 +223,32 @@ pub struct QueryArgs {
     pub params: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: TableFormat,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TableCommand {
+    /// Insert or replace rows by primary key, from NDJSON, a JSON array or CSV with a header.
+    Upsert {
+        /// The table.
+        #[arg(long)]
+        table: String,
+        /// The input file.
+        file: PathBuf,
+        /// The input format; by default from the file name (.csv, .json, else NDJSON).
+        #[arg(long, value_enum)]
+        format: Option<InputFormat>,
+        /// Print the summary as JSON.
+        #[arg(long, value_enum, default_value = "text")]
+        output: SummaryFormat,
+    },
+    /// Delete the row with this primary key.
+    Delete {
+        /// The table.
+        #[arg(long)]
+        table: String,
+        /// The row's primary-key value.
+        key: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -431,6 +460,53 @@ pub fn run(cli: Cli) -> Result<()> {
             let result =
                 crate::sql::run_blocking(&runtime, &args.sql, &params, tally.now(), limits)?;
             out(&render(&result, table_format(args.format)));
+        }
+        Command::Table(TableCommand::Upsert {
+            table,
+            file,
+            format,
+            output,
+        }) => {
+            let format = match format {
+                Some(InputFormat::Ndjson) => crate::ingest::Format::Ndjson,
+                Some(InputFormat::Csv) => crate::ingest::Format::Csv,
+                Some(InputFormat::Json) => crate::ingest::Format::Json,
+                None => crate::ingest::Format::from_path(file),
+            };
+            let records = crate::tables::file_records(&read_file(file)?, format)?;
+            let mut runtime = tally.open_tenant(&cli.tenant)?;
+            let outcome = runtime.upsert_rows(table, &records)?;
+            let rejected: Vec<serde_json::Value> = outcome
+                .rejected
+                .iter()
+                .map(|(index, error)| serde_json::json!({"index": index, "error": error}))
+                .collect();
+            match output {
+                SummaryFormat::Json => out(&format!(
+                    "{}\n",
+                    serde_json::json!({"upserted": outcome.upserted, "rejected": rejected})
+                )),
+                SummaryFormat::Text => {
+                    let mut text = format!(
+                        "upserted {} rows of {table}, rejected {}\n",
+                        outcome.upserted,
+                        outcome.rejected.len()
+                    );
+                    for (index, error) in outcome.rejected.iter().take(20) {
+                        text.push_str(&format!("  row {index}: {error}\n"));
+                    }
+                    out(&text);
+                }
+            }
+        }
+        Command::Table(TableCommand::Delete { table, key }) => {
+            let mut runtime = tally.open_tenant(&cli.tenant)?;
+            if !runtime.delete_row(table, key)? {
+                return Err(Error::NotFound(format!(
+                    "table {table} has no row with key {key}"
+                )));
+            }
+            out(&format!("deleted the row {key} of {table}\n"));
         }
         Command::Rejections(args) => {
             let runtime = tally.open_tenant(&cli.tenant)?;

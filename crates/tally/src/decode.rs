@@ -19,7 +19,9 @@ use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use tally_views::decimal::{Decimal, FitError, ParseDecimalError};
 use tally_views::expr::parse_text;
-use tally_views::{ColumnDef, ColumnDefault, Engine, Interval, StreamDef, Timestamp, Type, Value};
+use tally_views::{
+    ColumnDef, ColumnDefault, Engine, Interval, StreamDef, TableDef, Timestamp, Type, Value,
+};
 
 /// The largest event accepted, in bytes of its JSON or CSV text.
 pub const MAX_EVENT_BYTES: usize = 32 * 1024;
@@ -515,6 +517,76 @@ impl<'a> RowDecoder<'a> {
             None => Value::Null,
         }
     }
+}
+
+/// Decodes one JSON object as a row of a table: every field a column of the table, each value
+/// converted for its column's type as event fields are, `NOT NULL` columns (the key among them)
+/// present. The same limits as events (size, depth, NUL characters).
+pub fn table_row(table: &TableDef, text: &str) -> Result<Vec<Value>, Rejection> {
+    if text.len() > MAX_EVENT_BYTES {
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            format!(
+                "the row is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                text.len()
+            ),
+        ));
+    }
+    if let Some(depth) = too_deep(text.as_bytes()) {
+        return Err(Rejection::new(
+            Reason::Malformed,
+            format!("the row nests {depth} levels deep; the limit is {MAX_JSON_DEPTH}"),
+        ));
+    }
+    let fields: Vec<(String, &RawValue)> =
+        match serde_json::from_str::<std::collections::BTreeMap<String, &RawValue>>(text) {
+            Ok(map) => map.into_iter().collect(),
+            Err(_) => {
+                let message = match serde_json::from_str::<&RawValue>(text) {
+                    Ok(_) => "a table row must be a JSON object".to_owned(),
+                    Err(e) => json_error(&e, text),
+                };
+                return Err(Rejection::new(Reason::Malformed, message));
+            }
+        };
+    let mut row = vec![Value::Null; table.columns.len()];
+    let mut seen = vec![false; table.columns.len()];
+    for (name, raw) in fields {
+        let Some(index) = table.column(&name) else {
+            let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+            return Err(Rejection::new(
+                Reason::UnknownField,
+                format!(
+                    "unknown field '{name}', which table {} does not have; its columns are {}",
+                    table.name,
+                    names.join(", ")
+                ),
+            ));
+        };
+        let column = &table.columns[index];
+        seen[index] = true;
+        match json_cell(column, raw) {
+            Ok(Cell::Value(v)) => row[index] = v,
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Rejection::new(
+                    Reason::InvalidValue,
+                    format!("field '{}': {e}", column.name),
+                ));
+            }
+        }
+    }
+    for (i, column) in table.columns.iter().enumerate() {
+        if column.not_null && row[i] == Value::Null {
+            let message = if seen[i] {
+                format!("field '{}' must not be null", column.name)
+            } else {
+                format!("missing required field '{}'", column.name)
+            };
+            return Err(Rejection::new(Reason::MissingField, message));
+        }
+    }
+    Ok(row)
 }
 
 /// Converts a JSON field for a column.

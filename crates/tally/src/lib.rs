@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod server;
 #[cfg(feature = "sql")]
 pub mod sql;
+pub mod tables;
 
 pub use app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
 pub use error::{Error, Result};

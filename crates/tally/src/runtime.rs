@@ -218,6 +218,11 @@ impl TenantRuntime {
         &self.store
     }
 
+    /// The tenant's store, for writes outside streams and views (table rows).
+    pub(crate) fn store_mut(&mut self) -> &mut TenantStore {
+        &mut self.store
+    }
+
     fn replay(&mut self) -> Result<()> {
         let streams: Vec<std::sync::Arc<StreamDef>> = self.catalog.streams().cloned().collect();
         for stream in streams {
@@ -816,6 +821,11 @@ fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<Stri
     for (name, _) in &materialized.streams {
         if catalog.stream(name).is_none() {
             tenant.drop_stream(name)?;
+        }
+    }
+    for name in tenant.tables_with_rows()? {
+        if catalog.table(&name).is_none() {
+            tenant.drop_table_rows(&name)?;
         }
     }
     Ok(positions)

@@ -1,5 +1,5 @@
-//! Query-time SQL for the app: what a query names, looked up among the tenant's views and
-//! streams and read from its runtime, then run by `tally-sql` (DataFusion).
+//! Query-time SQL for the app: what a query names, looked up among the tenant's views, tables
+//! and streams and read from its runtime, then run by `tally-sql` (DataFusion).
 //!
 //! The tenant's runtime (one thread owns it) only gathers rows: a view's stored rows ⊕ unflushed
 //! deltas (as `GET /v1/views/{view}` reads them), a stream's retained events. Planning and
@@ -21,7 +21,8 @@ pub use tally_sql::{Limits, ParamValue, Prepared, prepare};
 const STREAM_BATCH: usize = 10_000;
 
 impl TenantRuntime {
-    /// The rows of each relation `requests` names that exists in this tenant (views, streams);
+    /// The rows of each relation `requests` names that exists in this tenant (views, tables,
+    /// streams);
     /// names that match nothing are left out, and the query's planner reports them.
     pub fn relations(
         &self,
@@ -35,6 +36,24 @@ impl TenantRuntime {
                 RelationRequest::Named(name) => {
                     if self.catalog().view(name).is_some() {
                         self.view_relation(name, name, &QueryRequest::default())?
+                    } else if let Some(table) = self.catalog().table(name) {
+                        let table = table.clone();
+                        let rows = self.table_rows(&table)?;
+                        if tally_sql::rows_bytes(&rows) > limits.memory_bytes {
+                            return Err(Error::Sql(SqlError::RelationTooLarge {
+                                name: name.clone(),
+                                limit_mb,
+                            }));
+                        }
+                        Relation {
+                            name: name.clone(),
+                            columns: table
+                                .columns
+                                .iter()
+                                .map(|c| (c.name.clone(), c.ty))
+                                .collect(),
+                            rows,
+                        }
                     } else if let Some(stream) = self.catalog().stream(name) {
                         let stream = stream.clone();
                         let columns: Vec<(String, Type)> = stream
@@ -151,6 +170,14 @@ pub fn catalog_relations(
         if let Some(view) = catalog.view(name) {
             Some(
                 view.columns
+                    .iter()
+                    .map(|c| (c.name.clone(), c.ty))
+                    .collect(),
+            )
+        } else if let Some(table) = catalog.table(name) {
+            Some(
+                table
+                    .columns
                     .iter()
                     .map(|c| (c.name.clone(), c.ty))
                     .collect(),

@@ -178,7 +178,20 @@ async fn isolation(location: Location) {
     let keys = setup(&app, &["alpha", "beta"]).await;
     orders(&app, &keys[0].write, "alpha-shop", 3).await;
     orders(&app, &keys[1].write, "beta-shop", 4).await;
+    apply(&app, SHOPS).await;
+    for (i, shop) in ["alpha-shop", "beta-shop"].iter().enumerate() {
+        let a = put_rows(
+            &app,
+            &keys[i].write,
+            &json!([{"shop": shop, "name": "mine"}]),
+        )
+        .await;
+        assert_eq!(a.json()["upserted"], 1, "{}", a.text);
+    }
     let hostile = [
+        "SELECT shop, count(*) FROM shops GROUP BY shop",
+        "SELECT s.shop FROM shops s FULL JOIN sales v ON true",
+        "SELECT shop FROM shops UNION SELECT shop FROM orders",
         "SELECT shop, count(*) FROM orders GROUP BY shop",
         "SELECT DISTINCT shop FROM sales",
         "SELECT shop FROM sales UNION ALL SELECT shop FROM orders",
@@ -206,6 +219,138 @@ async fn isolation(location: Location) {
             assert_eq!(a.status, StatusCode::BAD_REQUEST, "{q}: {}", a.text);
         }
     }
+}
+
+const SHOPS: &str =
+    "CREATE TABLE shops (shop TEXT PRIMARY KEY, name TEXT NOT NULL, opened TIMESTAMP)";
+
+async fn apply(app: &Router, schema: &'static str) {
+    let a = call(
+        app,
+        "POST",
+        "/v1/schema",
+        &[
+            ("authorization", &bearer(ADMIN)),
+            ("content-type", "application/sql"),
+        ],
+        schema,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+}
+
+async fn put_rows(app: &Router, key: &str, body: &Json) -> Answer {
+    call(
+        app,
+        "PUT",
+        "/v1/tables/shops/rows",
+        &[("authorization", &bearer(key))],
+        body.to_string(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn tables_upsert_delete_and_join() {
+    let app = app(hub_on(&Location::Memory, ServerConfig::default()));
+    let keys = setup(&app, &["alpha"]).await;
+    orders(&app, &keys[0].write, "alpha-shop", 3).await;
+    apply(&app, SHOPS).await;
+    let rows = json!([
+        {"shop": "alpha-shop", "name": "Alpha", "opened": "2026-01-01T00:00:00Z"},
+        {"shop": "bad", "name": "Bad", "opened": "yesterday"},
+        {"shop": "gamma-shop", "name": "Gamma"}
+    ]);
+    let a = put_rows(&app, &keys[0].write, &rows).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["upserted"], 2);
+    let rejected = &a.json()["rejected"];
+    assert_eq!(rejected[0]["index"], 1, "{}", a.text);
+    assert!(
+        rejected[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("field 'opened'"),
+        "{}",
+        a.text
+    );
+    // One object, and NDJSON, are bodies too.
+    let a = put_rows(
+        &app,
+        &keys[0].write,
+        &json!({"shop": "delta-shop", "name": "Delta"}),
+    )
+    .await;
+    assert_eq!(a.json(), json!({"upserted": 1, "rejected": []}));
+    let a = call(
+        &app,
+        "PUT",
+        "/v1/tables/shops/rows",
+        &[
+            ("authorization", &bearer(&keys[0].write)),
+            ("content-type", "application/x-ndjson"),
+        ],
+        "{\"shop\":\"e\",\"name\":\"E\"}\n{\"shop\":\"f\",\"name\":\"F\"}\n",
+    )
+    .await;
+    assert_eq!(a.json(), json!({"upserted": 2, "rejected": []}));
+    // A query joins the live view with the table.
+    let a = sql(
+        &app,
+        &keys[0].read,
+        json!({"sql": "SELECT t.name, sum(s.orders) AS orders FROM sales s JOIN shops t USING (shop) GROUP BY t.name"}),
+    )
+    .await;
+    assert_eq!(a.json()["rows"], json!([["Alpha", 3]]), "{}", a.text);
+    // Keys: writing needs the write key; a read key is refused.
+    put_rows(&app, &keys[0].read, &rows)
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    let delete = |key: String, path: &'static str| {
+        let app = app.clone();
+        async move {
+            call(
+                &app,
+                "DELETE",
+                path,
+                &[("authorization", &bearer(&key))],
+                "",
+            )
+            .await
+        }
+    };
+    let a = delete(keys[0].write.clone(), "/v1/tables/shops/rows/gamma-shop").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    delete(keys[0].write.clone(), "/v1/tables/shops/rows/gamma-shop")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    delete(keys[0].write.clone(), "/v1/tables/nope/rows/x")
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    delete(keys[0].read.clone(), "/v1/tables/shops/rows/e")
+        .await
+        .error(StatusCode::FORBIDDEN, "forbidden");
+    let a = put_rows(&app, &keys[0].write, &json!("[1,")).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let a = call(
+        &app,
+        "PUT",
+        "/v1/tables/shops/rows",
+        &[("authorization", &bearer(&keys[0].write))],
+        "[1,",
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    let a = sql(
+        &app,
+        &keys[0].read,
+        json!({"sql": "SELECT shop FROM shops ORDER BY shop"}),
+    )
+    .await;
+    assert_eq!(
+        a.json()["rows"],
+        json!([["alpha-shop"], ["delta-shop"], ["e"], ["f"]])
+    );
 }
 
 #[tokio::test]

@@ -5,6 +5,9 @@
 //!
 //! - `INGEST stream [ndjson|csv|json]` followed by the input lines: ingest through the real
 //!   decoder; the output is `accepted=… duplicates=… rejected=…` then one row per rejection;
+//! - `UPSERT table [ndjson|csv|json]` followed by rows: `tally table upsert`; the output is
+//!   `upserted=… rejected=…` then one row per rejection; `DELETE_ROW table key`: `tally table
+//!   delete`, printing `deleted` or `absent`;
 //! - `QUERY view [flags]`: `tally query` with the same flags (a saved query's parameters as
 //!   `--param name=value`); NULL prints as `NULL`;
 //! - `TENANT name [time zone]`: create the tenant if needed and switch to it;
@@ -233,6 +236,42 @@ impl sqllogictest::DB for TallyDb {
         let command = first.split_whitespace().next().unwrap_or_default();
         match command {
             "INGEST" => self.ingest(first, rest),
+            "UPSERT" => {
+                let mut words = first.split_whitespace().skip(1);
+                let table = words
+                    .next()
+                    .ok_or_else(|| SltError("UPSERT needs a table".into()))?;
+                let format = match words.next() {
+                    None | Some("ndjson") => Format::Ndjson,
+                    Some("csv") => Format::Csv,
+                    Some("json") => Format::Json,
+                    Some(other) => return Err(SltError(format!("unknown format {other}"))),
+                };
+                let records = tally::tables::file_records(rest, format)?;
+                let outcome = self.runtime().upsert_rows(table, &records)?;
+                let mut rows = vec![vec![format!(
+                    "upserted={} rejected={}",
+                    outcome.upserted,
+                    outcome.rejected.len()
+                )]];
+                rows.extend(
+                    outcome
+                        .rejected
+                        .iter()
+                        .map(|(i, e)| vec![format!("row {i}: {e}")]),
+                );
+                Ok(Self::rows(rows))
+            }
+            "DELETE_ROW" => {
+                let mut words = first.split_whitespace().skip(1);
+                let (Some(table), Some(key)) = (words.next(), words.next()) else {
+                    return Err(SltError("DELETE_ROW needs a table and a key".into()));
+                };
+                let found = self.runtime().delete_row(table, key)?;
+                Ok(Self::rows(vec![vec![
+                    if found { "deleted" } else { "absent" }.to_owned(),
+                ]]))
+            }
             "QUERY" => self.query(sql),
             "SELECT" | "WITH" | "VALUES" | "SQL" => self.sql(sql),
             "TENANT" => {

@@ -590,4 +590,59 @@ impl PgConn {
         tx.commit()?;
         Ok(old + over)
     }
+
+    pub(crate) fn upsert_rows(&mut self, table: &str, rows: &[(Vec<u8>, Vec<u8>)]) -> Result<()> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let stmt = tx.prepare(
+            "INSERT INTO tally_table_rows (tenant_id, tbl, key, row) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, tbl, key) DO UPDATE SET row = excluded.row",
+        )?;
+        for (key, row) in rows {
+            tx.execute(&stmt, &[&tenant, &table, key, row])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn delete_row(&mut self, table: &str, key: &[u8]) -> Result<bool> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let n = tx.execute(
+            "DELETE FROM tally_table_rows WHERE tbl = $1 AND key = $2",
+            &[&table, &key],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    pub(crate) fn table_rows(&mut self, table: &str) -> Result<Vec<Vec<u8>>> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let rows = tx.query(
+            "SELECT row FROM tally_table_rows WHERE tbl = $1 ORDER BY key",
+            &[&table],
+        )?;
+        tx.commit()?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(crate) fn tables_with_rows(&mut self) -> Result<Vec<String>> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let rows = tx.query(
+            "SELECT DISTINCT tbl FROM tally_table_rows ORDER BY tbl",
+            &[],
+        )?;
+        tx.commit()?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(crate) fn drop_table_rows(&mut self, table: &str) -> Result<()> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        tx.execute("DELETE FROM tally_table_rows WHERE tbl = $1", &[&table])?;
+        tx.commit()?;
+        Ok(())
+    }
 }

@@ -294,6 +294,7 @@ impl PgStore {
             "tally_streams",
             "tally_views",
             "tally_rejections",
+            "tally_table_rows",
         ]) {
             tx.execute(&format!("DELETE FROM {}", quote(table)), &[])?;
         }

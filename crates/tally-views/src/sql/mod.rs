@@ -29,7 +29,7 @@ use sqlparser::tokenizer::{Location, Token};
 
 use crate::decimal::MAX_PRECISION;
 use crate::expr::Expr;
-use crate::plan::{Catalog, ColumnDef, SavedQuery, StreamDef, ViewPlan};
+use crate::plan::{Catalog, ColumnDef, SavedQuery, StreamDef, TableDef, ViewPlan};
 use crate::value::Type;
 
 mod aggregate;
@@ -37,6 +37,7 @@ mod bind;
 mod function;
 mod limits;
 mod stream;
+mod table;
 mod view;
 
 pub use limits::{MAX_DEPTH, MAX_TOKENS};
@@ -138,6 +139,15 @@ pub enum Change {
     ReplacedQuery(String),
     UnchangedQuery(String),
     DroppedQuery(String),
+    CreatedTable(String),
+    /// Nullable columns were appended.
+    AlteredTable {
+        name: String,
+        added: Vec<String>,
+    },
+    UnchangedTable(String),
+    /// The table and its rows were deleted.
+    DroppedTable(String),
 }
 
 impl Change {
@@ -145,7 +155,10 @@ impl Change {
     pub fn is_change(&self) -> bool {
         !matches!(
             self,
-            Change::UnchangedStream(_) | Change::UnchangedView(_) | Change::UnchangedQuery(_)
+            Change::UnchangedStream(_)
+                | Change::UnchangedView(_)
+                | Change::UnchangedQuery(_)
+                | Change::UnchangedTable(_)
         )
     }
 }
@@ -170,6 +183,12 @@ impl fmt::Display for Change {
             Change::ReplacedQuery(n) => write!(f, "replaced saved query {n}"),
             Change::UnchangedQuery(n) => write!(f, "unchanged saved query {n}"),
             Change::DroppedQuery(n) => write!(f, "dropped saved query {n}"),
+            Change::CreatedTable(n) => write!(f, "created table {n}"),
+            Change::AlteredTable { name, added } => {
+                write!(f, "altered table {name} (added {})", added.join(", "))
+            }
+            Change::UnchangedTable(n) => write!(f, "unchanged table {n}"),
+            Change::DroppedTable(n) => write!(f, "dropped table {n}"),
         }
     }
 }
@@ -210,6 +229,19 @@ pub fn apply(catalog: &Catalog, sql: &str) -> Result<Applied> {
             ));
         }
     }
+    // Table rows are stored in their definition's column order: a table dropped and created
+    // again in one text would read its old rows under the new definition.
+    for table in working.tables() {
+        if let Some(old) = catalog.table(&table.name)
+            && let Err(reason) = table::alteration(old, table)
+        {
+            return Err(error_at(
+                Location { line: 1, column: 1 },
+                format!("table {} cannot change this way: {reason}", table.name),
+                Some("apply DROP TABLE (which deletes its rows) first, then create it again"),
+            ));
+        }
+    }
     Ok(Applied {
         catalog: working,
         changes,
@@ -240,6 +272,12 @@ enum Compiled {
     Stream(StreamDef, Location),
     View(Box<ViewPlan>),
     Query(SavedQuery, Location),
+    Table(TableDef, Location),
+    DropTable {
+        name: String,
+        if_exists: bool,
+        at: Location,
+    },
     DropView {
         name: String,
         if_exists: bool,
@@ -276,11 +314,49 @@ impl Compiled {
                 catalog.put_stream(def);
                 Ok(change)
             }
+            Compiled::Table(def, at) => {
+                let change = match catalog.table(&def.name) {
+                    None => Change::CreatedTable(def.name.clone()),
+                    Some(old) if **old == def => Change::UnchangedTable(def.name.clone()),
+                    Some(old) => {
+                        let added = table::alteration(old, &def).map_err(|reason| {
+                            error_at(
+                                at,
+                                format!("table {} cannot change this way: {reason}", def.name),
+                                Some("a table may only gain nullable columns at the end; to change more, DROP TABLE (which deletes its rows) in one apply and create it again in the next"),
+                            )
+                        })?;
+                        Change::AlteredTable {
+                            name: def.name.clone(),
+                            added,
+                        }
+                    }
+                };
+                catalog.put_table(def);
+                Ok(change)
+            }
+            Compiled::DropTable {
+                name,
+                if_exists,
+                at,
+            } => {
+                if catalog.table(&name).is_none() {
+                    if if_exists {
+                        return Ok(Change::UnchangedTable(name));
+                    }
+                    return Err(error_at(at, format!("there is no table {name}"), None));
+                }
+                catalog.remove(&name);
+                Ok(Change::DroppedTable(name))
+            }
             Compiled::Query(query, at) => {
-                if catalog.stream(&query.name).is_some() || catalog.view(&query.name).is_some() {
+                if catalog.stream(&query.name).is_some()
+                    || catalog.view(&query.name).is_some()
+                    || catalog.table(&query.name).is_some()
+                {
                     return Err(error_at(
                         at,
-                        format!("{} is already a stream or live view", query.name),
+                        format!("{} is already a stream, live view or table", query.name),
                         Some("a saved query needs a name of its own"),
                     ));
                 }
@@ -293,6 +369,13 @@ impl Compiled {
                 Ok(change)
             }
             Compiled::View(plan) => {
+                if catalog.table(&plan.name).is_some() {
+                    return Err(error_at(
+                        Location { line: 1, column: 1 },
+                        format!("{} is already a table", plan.name),
+                        Some("give the live view another name"),
+                    ));
+                }
                 if catalog.saved_query(&plan.name).is_some() {
                     return Err(error_at(
                         Location { line: 1, column: 1 },
@@ -410,13 +493,7 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
             return saved_query(parser, at);
         }
         if parser.parse_keyword(Keyword::TABLE) {
-            return Err(error_at(
-                next.span.start,
-                "CREATE TABLE is not supported",
-                Some(
-                    "events live in streams: write CREATE STREAM name (columns) WITH (event_time = 'column')",
-                ),
-            ));
+            return table::create_table(parser, catalog, at);
         }
         if parser.parse_keyword(Keyword::INDEX)
             || parser.parse_keywords(&[Keyword::UNIQUE, Keyword::INDEX])
@@ -441,10 +518,22 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
         return Err(error_at(
             next.span.start,
             format!("cannot create {}", next.token),
-            Some("write CREATE STREAM, CREATE MATERIALIZED VIEW or CREATE VIEW (a saved query)"),
+            Some(
+                "write CREATE STREAM, CREATE MATERIALIZED VIEW, CREATE VIEW (a saved query) or CREATE TABLE",
+            ),
         ));
     }
     if parser.parse_keyword(Keyword::DROP) {
+        if parser.parse_keyword(Keyword::TABLE) {
+            let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+            let name_at = parser.peek_token().span.start;
+            let name = object_name(&parser.parse_object_name(false).map_err(perr)?, name_at)?;
+            return Ok(Compiled::DropTable {
+                name,
+                if_exists,
+                at,
+            });
+        }
         let next = parser.peek_token();
         let stream =
             matches!(&next.token, Token::Word(w) if w.value.eq_ignore_ascii_case("stream"));
@@ -457,7 +546,7 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
                 next.span.start,
                 format!("cannot drop {}", next.token),
                 Some(
-                    "write DROP MATERIALIZED VIEW name, DROP VIEW name (a saved query) or DROP STREAM name",
+                    "write DROP MATERIALIZED VIEW name, DROP VIEW name (a saved query), DROP TABLE name or DROP STREAM name",
                 ),
             ));
         }
@@ -486,7 +575,12 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
         Token::Word(w) if w.keyword == Keyword::SELECT => {
             "read views with a view query; a schema file only defines them"
         }
-        _ => "a schema file holds CREATE STREAM, CREATE MATERIALIZED VIEW and DROP statements",
+        Token::Word(w) if w.keyword == Keyword::UPDATE || w.keyword == Keyword::DELETE => {
+            "change a table's rows with PUT /v1/tables/{table}/rows or `tally table upsert`"
+        }
+        _ => {
+            "a schema file holds CREATE STREAM, CREATE MATERIALIZED VIEW, CREATE VIEW, CREATE TABLE and DROP statements"
+        }
     };
     Err(error_at(
         first.span.start,

@@ -29,8 +29,15 @@ pub(super) fn create_stream(
             Some("choose another name for your stream"),
         ));
     }
-    if catalog.view(&name).is_some() {
+    if catalog.view(&name).is_some() || catalog.saved_query(&name).is_some() {
         return Err(error_at(name_at, format!("{name} is already a view"), None));
+    }
+    if catalog.table(&name).is_some() {
+        return Err(error_at(
+            name_at,
+            format!("{name} is already a table"),
+            None,
+        ));
     }
     let (columns, constraints) = parser.parse_columns().map_err(perr)?;
     if let Some(c) = constraints.first() {

@@ -520,6 +520,36 @@ impl Hub {
         .await
     }
 
+    /// Upserts rows of a tenant's table.
+    pub async fn upsert_rows(
+        self: &Arc<Self>,
+        tenant: &str,
+        table: &str,
+        records: Vec<String>,
+    ) -> Result<crate::tables::Upserted, ApiError> {
+        self.ask(tenant, |reply| Job::UpsertRows {
+            table: table.to_owned(),
+            records,
+            reply,
+        })
+        .await
+    }
+
+    /// Deletes a row of a tenant's table by key; whether it existed.
+    pub async fn delete_row(
+        self: &Arc<Self>,
+        tenant: &str,
+        table: &str,
+        key: &str,
+    ) -> Result<bool, ApiError> {
+        self.ask(tenant, |reply| Job::DeleteRow {
+            table: table.to_owned(),
+            key: key.to_owned(),
+            reply,
+        })
+        .await
+    }
+
     #[cfg(feature = "sql")]
     /// Runs a read-only SQL query for a tenant: the worker gathers the relations it names (views
     /// with every acknowledged event), and the query runs here, off the worker.
@@ -690,6 +720,12 @@ fn fail(job: Job, error: &Error) {
         }
         #[cfg(feature = "sql")]
         Job::Relations { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::UpsertRows { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::DeleteRow { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Stop { reply } => {

@@ -110,6 +110,8 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(routes::catalog::list_streams))
         .routes(routes!(routes::catalog::list_views))
         .routes(routes!(routes::query::query_view))
+        .routes(routes!(routes::tables::upsert_rows))
+        .routes(routes!(routes::tables::delete_row))
         .routes(routes!(routes::admin::apply_schema))
         .routes(routes!(
             routes::admin::create_tenant,

@@ -98,6 +98,18 @@ pub enum Job {
         limits: tally_sql::Limits,
         reply: oneshot::Sender<Result<(Vec<tally_sql::Relation>, String)>>,
     },
+    /// Upsert rows of a table (JSON objects).
+    UpsertRows {
+        table: String,
+        records: Vec<String>,
+        reply: oneshot::Sender<Result<crate::tables::Upserted>>,
+    },
+    /// Delete a row of a table by key (text); answers whether it existed.
+    DeleteRow {
+        table: String,
+        key: String,
+        reply: oneshot::Sender<Result<bool>>,
+    },
     /// Read the rejection log: entries after an id.
     Rejections {
         after: u64,
@@ -194,6 +206,18 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                     .relations(&requests, &limits)
                     .map(|r| (r, runtime.info().time_zone.clone()));
                 let _ = reply.send(result);
+                true
+            }
+            Some(Job::UpsertRows {
+                table,
+                records,
+                reply,
+            }) => {
+                let _ = reply.send(runtime.upsert_rows(&table, &records));
+                true
+            }
+            Some(Job::DeleteRow { table, key, reply }) => {
+                let _ = reply.send(runtime.delete_row(&table, &key));
                 true
             }
             Some(Job::Rejections {

@@ -29,7 +29,7 @@ fn is_ndjson(headers: &HeaderMap) -> bool {
 }
 
 /// Splits a native ingest body into records: a JSON array, one object, or NDJSON.
-fn native_records(headers: &HeaderMap, body: &Bytes) -> ApiResult<Vec<Record>> {
+pub(crate) fn native_records(headers: &HeaderMap, body: &Bytes) -> ApiResult<Vec<Record>> {
     let text = utf8(body)?;
     let trimmed = text.trim_start();
     if trimmed.is_empty() {

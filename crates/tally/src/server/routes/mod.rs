@@ -28,6 +28,7 @@ pub mod query;
 pub mod rejections;
 #[cfg(feature = "sql")]
 pub mod sql;
+pub mod tables;
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
@@ -72,7 +73,9 @@ pub(crate) async fn authorize(
     };
     if principal.kind != kind {
         return Err(ApiError::forbidden(match kind {
-            KeyKind::Write => "this route ingests events and needs a write key; this is a read key",
+            KeyKind::Write => {
+                "this route writes data (events, table rows) and needs a write key; this is a read key"
+            }
             KeyKind::Read => "this route reads data and needs a read key; this is a write key",
         }));
     }
