@@ -80,7 +80,7 @@ pub async fn upsert_rows(
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 400, description = "The key does not fit the key column's type", body = ErrorBody),
+        (status = 422, description = "The key does not fit the key column's type", body = ErrorBody),
         (status = 401, description = "No valid write key", body = ErrorBody),
         (status = 403, description = "A read key", body = ErrorBody),
         (status = 404, description = "No such table, or no row with this key", body = ErrorBody),
