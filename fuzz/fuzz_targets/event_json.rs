@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let (catalog, engine) = setup();
     let stream = catalog.stream("s").unwrap();
     let now = Timestamp::parse("2026-03-30T12:00:00Z").unwrap();
-    let decoder = RowDecoder::new(stream, engine, now, Interval::Days(1));
+    let decoder = RowDecoder::new(stream, now, Interval::Days(1));
     let decided = decoder.json(text);
     let general = decoder.general(text);
     let same = match (&decided, &general) {

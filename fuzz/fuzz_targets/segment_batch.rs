@@ -6,7 +6,7 @@ use libfuzzer_sys::fuzz_target;
 use tally::decode::RowDecoder;
 use tally::server::segment::records;
 use tally::server::worker::Record;
-use tally_views::{Catalog, Engine, Interval, TimeZone, Timestamp};
+use tally_views::{Catalog, Interval, Timestamp};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&route, body)) = data.split_first() else {
@@ -27,9 +27,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let catalog = Catalog::new();
-    let engine = Engine::new(&catalog, TimeZone::UTC);
     let stream = catalog.stream("events").unwrap();
-    let decoder = RowDecoder::new(stream, &engine, now, Interval::Days(1));
+    let decoder = RowDecoder::new(stream, now, Interval::Days(1));
     for record in &records {
         if let Record::Json(text) = record {
             let _ = decoder.json(text);

@@ -368,6 +368,7 @@ impl TenantStore {
             .map(|f| EncodedFlush {
                 plan: f.plan,
                 position: f.position,
+                failed: f.failed,
                 rows: f
                     .rows
                     .iter()

@@ -57,6 +57,7 @@ struct MemStream {
 struct MemView {
     fingerprint: String,
     position: u64,
+    failed: u64,
     rows: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
@@ -228,6 +229,7 @@ impl MemoryTenant {
                     name: n.clone(),
                     fingerprint: v.fingerprint.clone(),
                     position: v.position,
+                    failed: v.failed,
                 })
                 .collect(),
         }
@@ -328,6 +330,7 @@ impl MemoryTenant {
                 v.rows.insert(row.key.clone(), row.state.clone());
             }
             v.position = f.position;
+            v.failed += f.failed;
         }
     }
 

@@ -42,6 +42,7 @@ pub(crate) const TENANT: &[Migration] = &[
     migration!(2, "sqlite/tenant", "0002_rejections"),
     migration!(3, "sqlite/tenant", "0003_keys_merged"),
     migration!(4, "sqlite/tenant", "0004_table_rows"),
+    migration!(5, "sqlite/tenant", "0005_view_failures"),
 ];
 
 /// The PostgreSQL database's migrations, oldest first.
@@ -50,6 +51,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(2, "postgres/catalog", "0002_tenant_tables"),
     migration!(3, "postgres/catalog", "0003_rejections"),
     migration!(4, "postgres/catalog", "0004_table_rows"),
+    migration!(5, "postgres/catalog", "0005_view_failures"),
 ];
 
 /// The table every database records its applied migrations in.

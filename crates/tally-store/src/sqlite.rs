@@ -397,12 +397,13 @@ impl SqliteTenant {
         let mut views = Vec::new();
         let mut stmt = self
             .conn
-            .prepare("SELECT name, fingerprint, position FROM tally_views ORDER BY name")?;
+            .prepare("SELECT name, fingerprint, position, failed FROM tally_views ORDER BY name")?;
         for row in stmt.query_map([], |r| {
             Ok(MaterializedView {
                 name: r.get(0)?,
                 fingerprint: r.get(1)?,
                 position: r.get::<_, i64>(2)? as u64,
+                failed: r.get::<_, i64>(3)? as u64,
             })
         })? {
             views.push(row?);
@@ -664,8 +665,8 @@ impl SqliteTenant {
                 stmt.execute(rusqlite::params_from_iter(values.iter()))?;
             }
             tx.execute(
-                "UPDATE tally_views SET position = ? WHERE name = ?",
-                params![f.position as i64, plan.name],
+                "UPDATE tally_views SET position = ?, failed = failed + ? WHERE name = ?",
+                params![f.position as i64, f.failed as i64, plan.name],
             )?;
         }
         tx.commit()?;

@@ -56,6 +56,8 @@ pub struct MaterializedView {
     pub fingerprint: String,
     /// The sequence number of the last event of its stream folded into the table.
     pub position: u64,
+    /// How many of the events up to `position` made an expression of the view fail.
+    pub failed: u64,
 }
 
 /// What a tenant has materialized: its stream tables (with their definitions) and view tables.
@@ -80,6 +82,9 @@ pub struct ViewFlush<'a> {
     pub plan: &'a ViewPlan,
     pub rows: Vec<RowWrite>,
     pub position: u64,
+    /// Events up to `position`, since the last flush, on which an expression of the view
+    /// failed (and yielded NULL): added to the view's stored count.
+    pub failed: u64,
 }
 
 /// A stored group: its key and its aggregate states.
@@ -119,6 +124,7 @@ pub(crate) struct EncodedRow<'a> {
 pub(crate) struct EncodedFlush<'a> {
     pub(crate) plan: &'a ViewPlan,
     pub(crate) position: u64,
+    pub(crate) failed: u64,
     pub(crate) rows: Vec<EncodedRow<'a>>,
 }
 

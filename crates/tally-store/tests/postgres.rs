@@ -58,6 +58,7 @@ fn two_tenants(pg: &PgScratch) -> (Store, Catalog) {
             Value::text(tenant),
         ];
         t.flush(&[ViewFlush {
+            failed: 0,
             plan,
             rows: vec![RowWrite {
                 cells: vec![key[0].clone(), key[1].clone(), Value::Null, Value::Int(1)],
@@ -444,6 +445,7 @@ fn a_view_table_rebuilt_for_one_tenant_voids_the_others_positions() {
     // And a flush beta's node prepared before it noticed lands nothing.
     let err = beta
         .flush(&[ViewFlush {
+            failed: 0,
             plan,
             rows: Vec::new(),
             position: 3,

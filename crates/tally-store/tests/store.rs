@@ -239,6 +239,7 @@ fn flush_commits_rows_with_position(f: Fixture) {
     assert_eq!(m.views[0].fingerprint, plan.fingerprint());
 
     t.flush(&[ViewFlush {
+        failed: 0,
         plan,
         rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "1.50", 2)],
         position: 7,
@@ -264,6 +265,7 @@ fn flush_commits_rows_with_position(f: Fixture) {
 
     // An upsert replaces the row.
     t.flush(&[ViewFlush {
+        failed: 2,
         plan,
         rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "4.00", 5)],
         position: 9,
@@ -280,9 +282,22 @@ fn flush_commits_rows_with_position(f: Fixture) {
     );
     assert_eq!(t.materialized().unwrap().views[0].position, 9);
 
+    // Failed-expression counts add up with the positions; a rebuild starts them again.
+    t.flush(&[ViewFlush {
+        failed: 3,
+        plan,
+        rows: vec![],
+        position: 10,
+    }])
+    .unwrap();
+    assert_eq!(t.materialized().unwrap().views[0].failed, 5);
+
     // A new handle sees the committed state.
     let reopened = f.store.tenant("acme").unwrap();
-    assert_eq!(reopened.materialized().unwrap().views[0].position, 9);
+    assert_eq!(reopened.materialized().unwrap().views[0].position, 10);
+    drop(reopened);
+    t.reset_view(plan).unwrap();
+    assert_eq!(t.materialized().unwrap().views[0].failed, 0);
 }
 
 fn scan_filters_by_bucket_range(f: Fixture) {
@@ -298,6 +313,7 @@ fn scan_filters_by_bucket_range(f: Fixture) {
     .map(|d| group_write(plan, d, "x", "1", 1))
     .collect();
     t.flush(&[ViewFlush {
+        failed: 0,
         plan,
         rows,
         position: 3,
@@ -361,6 +377,7 @@ fn retention_deletes_only_applied_old_events(f: Fixture) {
         group_write(plan, "2026-03-01T00:00:00Z", "x", "1", 1),
     ];
     t.flush(&[ViewFlush {
+        failed: 0,
         plan,
         rows,
         position: 4,
@@ -381,6 +398,7 @@ fn reset_and_drop(f: Fixture) {
     t.create_stream(stream).unwrap();
     t.reset_view(plan).unwrap();
     t.flush(&[ViewFlush {
+        failed: 0,
         plan,
         rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "1", 1)],
         position: 5,
@@ -448,6 +466,7 @@ fn snapshot_holds_rows_position_fingerprint_and_tail(f: Fixture) {
         .unwrap();
     let first = seqs[0].unwrap();
     t.flush(&[ViewFlush {
+        failed: 0,
         plan,
         rows: vec![group_write(plan, "2026-03-01T00:00:00Z", "x", "1", 1)],
         position: first,

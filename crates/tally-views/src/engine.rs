@@ -5,10 +5,11 @@
 //! group up in the view's pending delta and updates each aggregate state. The plan made every
 //! choice beforehand, so the loop is straight-line code over precomputed indexes and kinds.
 //!
-//! `apply` is synchronous and infallible. Events reach it only after ingest checked them
-//! ([`Engine::check`]) against every expression that can fail; should one fail anyway (an event
-//! stored before the view existed), the event is skipped for that view and counted in
-//! [`ViewDelta::skipped`], never a panic.
+//! `apply` is synchronous and infallible. A view's row-level expressions are compiled lenient
+//! ([`Expr::lenient`](crate::expr::Expr::lenient)): an operation that fails on an event (a cast
+//! of text that is not a number, a division by zero) yields NULL, the event is applied with it,
+//! and the view counts the event in [`ViewDelta::failed`]. An event is never rejected or
+//! dropped because of a view.
 //!
 //! A [`Delta`] is what the engine has applied but the store has not yet flushed: per view, the
 //! position of the last applied event and the states of the groups touched since the last flush.
@@ -117,6 +118,9 @@ pub struct ViewDelta {
     pub groups: GroupMap,
     /// Events that could not be evaluated and were left out of this view.
     pub skipped: u64,
+    /// Events for which an expression of the view failed (a cast of text that is not a number,
+    /// a division by zero) and gave NULL instead; the events were applied with those NULLs.
+    pub failed: u64,
 }
 
 /// The unflushed work of every view of an engine, in the engine's view order.
@@ -136,23 +140,6 @@ impl Delta {
         self.views.iter().map(|v| v.groups.len()).sum()
     }
 }
-
-/// An event that fails an expression of a view.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CheckError {
-    pub view: String,
-    /// What failed: `WHERE`, a group column or an aggregate.
-    pub part: String,
-    pub error: EvalError,
-}
-
-impl std::fmt::Display for CheckError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "view {}: {} in {}", self.view, self.error, self.part)
-    }
-}
-
-impl std::error::Error for CheckError {}
 
 impl Engine {
     /// An engine for the views of `catalog`, with buckets in `tz`.
@@ -215,6 +202,7 @@ impl Engine {
             let plan = &self.views[vi];
             let view = &mut delta.views[vi];
             let buckets = vec![Cell::new((0, 0)); plan.bucket_slots];
+            let failures = Cell::new(0u32);
             for event in events {
                 if event.seq <= view.position {
                     continue;
@@ -222,11 +210,17 @@ impl Engine {
                 view.position = event.seq;
                 let ctx = EvalCtx {
                     buckets: &buckets,
+                    failures: plan.can_fail.then_some(&failures),
                     ..EvalCtx::row(&event.row, &self.tz)
                 };
                 let mut key = KeyValues::new();
                 let mut args = ArgValues::new();
-                match evaluate(plan, &ctx, &mut key, &mut args) {
+                let outcome = evaluate(plan, &ctx, &mut key, &mut args);
+                if failures.get() > 0 {
+                    failures.set(0);
+                    view.failed += 1;
+                }
+                match outcome {
                     Ok(true) => {}
                     Ok(false) => continue,
                     Err(_) => {
@@ -249,21 +243,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    /// Evaluates every expression of the views of `stream` that can fail, so that ingest can
-    /// reject an event before acknowledging it.
-    pub fn check(&self, stream: &str, row: &[Value]) -> Result<(), CheckError> {
-        let Some(indexes) = self.by_stream.get(stream) else {
-            return Ok(());
-        };
-        for &vi in indexes {
-            let plan = &self.views[vi];
-            if plan.can_fail {
-                evaluate_explained(plan, row, &self.tz)?;
-            }
-        }
-        Ok(())
     }
 }
 
@@ -302,40 +281,4 @@ fn evaluate<'r>(
         args.push(Some((value, time)));
     }
     Ok(true)
-}
-
-/// Like [`evaluate`], but an error names the part of the view that failed.
-fn evaluate_explained(plan: &ViewPlan, row: &[Value], tz: &TimeZone) -> Result<bool, CheckError> {
-    let ctx = EvalCtx::row(row, tz);
-    match evaluate(plan, &ctx, &mut KeyValues::new(), &mut ArgValues::new()) {
-        Ok(pass) => Ok(pass),
-        Err(error) => {
-            // Find the failing part by evaluating the parts one at a time.
-            let fail = |part: String| CheckError {
-                view: plan.name.clone(),
-                part,
-                error: error.clone(),
-            };
-            if let Some(f) = &plan.filter
-                && f.eval(&ctx).is_err()
-            {
-                return Err(fail(format!("WHERE {f}")));
-            }
-            for k in &plan.keys {
-                if k.expr.eval(&ctx).is_err() {
-                    return Err(fail(format!("group column {} = {}", k.name, k.expr)));
-                }
-            }
-            for a in &plan.aggs {
-                let fails = [&a.filter, &a.arg, &a.time]
-                    .into_iter()
-                    .flatten()
-                    .any(|e| e.eval(&ctx).is_err());
-                if fails {
-                    return Err(fail(a.display.clone()));
-                }
-            }
-            Err(fail("the view".into()))
-        }
-    }
 }

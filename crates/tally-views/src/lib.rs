@@ -29,12 +29,12 @@ pub mod time;
 pub mod value;
 
 pub use agg::{AggKind, AggState};
-pub use engine::{CheckError, Delta, Engine, Event, GroupKey, ViewDelta};
+pub use engine::{Delta, Engine, Event, GroupKey, ViewDelta};
 pub use plan::{
     Catalog, CellError, ColumnDef, ColumnDefault, ColumnSource, SavedQuery, StreamDef, TableDef,
     ViewColumn, ViewPlan,
 };
-pub use query::{Param, QueryError, QueryPlan, QueryRequest, ResultSet};
+pub use query::{OrderBy, Param, QueryError, QueryPlan, QueryRequest, ResultSet};
 pub use sql::{Applied, Change, CompileError};
 pub use time::Interval;
 pub use value::{Timestamp, Type, Value};

@@ -15,7 +15,7 @@ use jiff::tz::TimeZone;
 use crate::agg::AggState;
 use crate::expr::{EvalCtx, EvalError, Expr};
 use crate::plan::{ColumnSource, ViewPlan};
-use crate::sql::{CompileError, compile_key_filter};
+use crate::sql::{CompileError, compile_key_filter, compile_row_filter};
 use crate::time::Interval;
 use crate::value::{Timestamp, Type, Value};
 
@@ -30,11 +30,22 @@ pub struct QueryRequest {
     pub grain: Option<Interval>,
     /// Keep only these group columns, merging the others away.
     pub group_by: Option<Vec<String>>,
-    /// A condition on group columns.
+    /// A condition on the group columns (applied before re-grouping) or, when it names an
+    /// output column, on the answer's columns (applied after re-grouping).
     pub filter: Option<String>,
-    /// Order by this column, descending when the flag is set.
-    pub order_by: Option<(String, bool)>,
+    /// The column to order by, then the group columns.
+    pub order_by: Option<OrderBy>,
     pub limit: Option<usize>,
+}
+
+/// `order_by`: a column, its direction and where NULLs go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderBy {
+    pub column: String,
+    pub desc: bool,
+    /// `NULLS FIRST` (`Some(true)`) or `NULLS LAST`; by default, as in PostgreSQL, NULLs sort
+    /// last ascending and first descending.
+    pub nulls_first: Option<bool>,
 }
 
 /// A parameter of a view query. Its concept lives here; each edge spells it its own way
@@ -161,7 +172,7 @@ impl QueryError {
                 let hint = match error {
                     EvalError::Overflow(_) => "; cast the argument to a wider DECIMAL or to DOUBLE",
                     EvalError::DivisionByZero => "; guard the divisor with nullif(x, 0)",
-                    EvalError::InvalidCast { .. } => "",
+                    EvalError::InvalidCast { .. } | EvalError::OutOfDomain(_) => "",
                 };
                 format!("view {view} column {column}: {error} in group ({group}){hint}")
             }
@@ -188,13 +199,17 @@ pub struct ResultSet {
 #[derive(Debug)]
 pub struct QueryPlan<'a> {
     view: &'a ViewPlan,
+    /// A condition on group keys, applied to rows before re-grouping.
     filter: Option<Expr>,
+    /// A condition on the answer's columns, applied to its rows after re-grouping.
+    row_filter: Option<Expr>,
     /// Which keys survive the re-grouping.
     keep: Vec<bool>,
     grain: Option<Interval>,
     /// The columns of the result: indexes into `view.columns`.
     columns: Vec<usize>,
-    order: Option<(usize, bool)>,
+    /// Position in the answer, descending, NULLs first.
+    order: Option<(usize, bool, bool)>,
     limit: Option<usize>,
     from: Option<Timestamp>,
     to: Option<Timestamp>,
@@ -269,23 +284,45 @@ impl<'a> QueryPlan<'a> {
         }
         let order = match &req.order_by {
             None => None,
-            Some((name, desc)) => match columns.iter().position(|&i| view.columns[i].name == *name)
+            Some(o) => match columns
+                .iter()
+                .position(|&i| view.columns[i].name == o.column)
             {
-                Some(pos) => Some((pos, *desc)),
+                Some(pos) => Some((pos, o.desc, o.nulls_first.unwrap_or(o.desc))),
                 None => {
                     return Err(QueryError::UnknownOrderColumn {
-                        column: name.clone(),
+                        column: o.column.clone(),
                     });
                 }
             },
         };
-        let filter = match &req.filter {
-            None => None,
-            Some(text) => Some(compile_key_filter(view, text).map_err(QueryError::Filter)?),
-        };
+        let (mut filter, mut row_filter) = (None, None);
+        if let Some(text) = &req.filter {
+            match compile_key_filter(view, text) {
+                Ok(f) => filter = Some(f),
+                Err(key_error) => {
+                    // Not a condition on group columns alone: one on the answer's columns
+                    // (outputs included), applied after re-grouping.
+                    let result: Vec<(String, Type)> = columns
+                        .iter()
+                        .map(|&i| (view.columns[i].name.clone(), view.columns[i].ty))
+                        .collect();
+                    let names_key_columns_only = result
+                        .iter()
+                        .filter(|(n, _)| view.keys.iter().any(|k| &k.name == n))
+                        .count()
+                        == result.len();
+                    row_filter =
+                        Some(compile_row_filter(&view.name, &result, text).map_err(|e| {
+                            QueryError::Filter(if names_key_columns_only { key_error } else { e })
+                        })?);
+                }
+            }
+        }
         Ok(QueryPlan {
             view,
             filter,
+            row_filter,
             keep,
             grain,
             columns,
@@ -372,11 +409,19 @@ impl<'a> QueryPlan<'a> {
             let mut full = view
                 .finalize_row(&key, &states, tz)
                 .map_err(|e| self.cell_error(&key, &e.column, e.error))?;
-            let row = self
+            let row: Vec<Value> = self
                 .columns
                 .iter()
                 .map(|&ci| std::mem::replace(&mut full[ci], Value::Null))
                 .collect();
+            if let Some(f) = &self.row_filter {
+                let pass = f
+                    .eval(&EvalCtx::row(&row, tz))
+                    .map_err(QueryError::FilterFailed)?;
+                if pass.as_bool() != Some(true) {
+                    continue;
+                }
+            }
             rows.push(row);
         }
         self.sort(&mut rows);
@@ -411,7 +456,8 @@ impl<'a> QueryPlan<'a> {
     }
 
     /// Orders by the requested column (then the group columns), or by the group columns. NULLs
-    /// sort last ascending and first descending, as in PostgreSQL.
+    /// sort last ascending and first descending, as in PostgreSQL, unless `NULLS FIRST|LAST`
+    /// says otherwise.
     fn sort(&self, rows: &mut [Vec<Value>]) {
         let key_positions: Vec<usize> = self
             .columns
@@ -420,25 +466,29 @@ impl<'a> QueryPlan<'a> {
             .filter(|(_, ci)| matches!(self.view.columns[**ci].source, ColumnSource::Key(_)))
             .map(|(pos, _)| pos)
             .collect();
-        let cmp_col = |a: &Vec<Value>, b: &Vec<Value>, pos: usize, desc: bool| -> Ordering {
-            let ord = match (a[pos].is_null(), b[pos].is_null()) {
+        let cmp_col =
+            |a: &Vec<Value>, b: &Vec<Value>, pos: usize, desc: bool, nulls_first: bool| match (
+                a[pos].is_null(),
+                b[pos].is_null(),
+            ) {
                 (true, true) => Ordering::Equal,
+                (true, false) if nulls_first => Ordering::Less,
                 (true, false) => Ordering::Greater,
+                (false, true) if nulls_first => Ordering::Greater,
                 (false, true) => Ordering::Less,
+                _ if desc => a[pos].cmp(&b[pos]).reverse(),
                 _ => a[pos].cmp(&b[pos]),
             };
-            if desc { ord.reverse() } else { ord }
-        };
         rows.sort_by(|a, b| {
             let mut ord = Ordering::Equal;
-            if let Some((pos, desc)) = self.order {
-                ord = cmp_col(a, b, pos, desc);
+            if let Some((pos, desc, nulls_first)) = self.order {
+                ord = cmp_col(a, b, pos, desc, nulls_first);
             }
             for &pos in &key_positions {
                 if ord != Ordering::Equal {
                     break;
                 }
-                ord = cmp_col(a, b, pos, false);
+                ord = cmp_col(a, b, pos, false, false);
             }
             ord
         });

@@ -230,7 +230,7 @@ fn unsupported_sql_names_the_construct_and_position() {
     check(
         "CREATE MATERIALIZED VIEW v AS SELECT vault_id, count(*) AS n FROM capital_flow GROUP BY 1\nHAVING count(*) > 5",
         expect![
-            "error: line 2, column 8: HAVING is not supported in a live view; hint: filter the rows when you read the view; a view query takes a condition on group columns"
+            "error: line 2, column 8: HAVING is not supported in a live view; hint: filter groups when you read the view: a saved query (CREATE VIEW name AS SELECT … FROM this_view WHERE …), POST /v1/sql, or tally query --where"
         ],
     );
     check(
@@ -248,7 +248,25 @@ fn unsupported_sql_names_the_construct_and_position() {
     check(
         "CREATE MATERIALIZED VIEW v AS SELECT vault_id, sum(amount) OVER (PARTITION BY vault_id) AS s FROM capital_flow GROUP BY 1",
         expect![
-            "error: line 1, column 48: a window function (OVER) is not supported in a live view; hint: group by a time bucket instead; a view query re-groups to a coarser grain"
+            "error: line 1, column 48: a window function (OVER) is not supported in a live view; hint: window functions (rank, ntile, lag, running sums) run at query time: keep this view grouped and write them in a saved query (CREATE VIEW name AS SELECT …, rank() OVER (…) FROM this_view) or POST /v1/sql"
+        ],
+    );
+    check(
+        "CREATE MATERIALIZED VIEW v AS SELECT user_address, rank() OVER (ORDER BY amount DESC) AS r FROM capital_flow",
+        expect![
+            "error: line 1, column 52: a window function (OVER) is not supported in a live view; hint: window functions (rank, ntile, lag, running sums) run at query time: keep this view grouped and write them in a saved query (CREATE VIEW name AS SELECT …, rank() OVER (…) FROM this_view) or POST /v1/sql"
+        ],
+    );
+    check(
+        "CREATE MATERIALIZED VIEW v WITH (timescaledb.continuous) AS SELECT vault_id, count(*) AS n FROM capital_flow GROUP BY 1",
+        expect![
+            "error: line 1, column 34: TimescaleDB options are not needed; hint: every Tally view is continuous: it is kept up to date on every event; drop WITH (timescaledb.…) (the only view option is retention = '…')"
+        ],
+    );
+    check(
+        "CREATE MATERIALIZED VIEW v AS SELECT vault_id, count(*) AS n FROM capital_flow GROUP BY 1 WITH NO DATA",
+        expect![
+            "error: line 1, column 91: WITH [NO] DATA is not needed; hint: a live view is filled from the stream's retained events when it is created, and kept up to date from then on; drop the clause"
         ],
     );
     check(

@@ -55,7 +55,7 @@ fn bench_workload(c: &mut Criterion, workload: Workload) {
     let (catalog, engine, lines) = setup(workload);
     let stream = catalog.stream("hits").unwrap().clone();
     let now = Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
-    let decoder = RowDecoder::new(&stream, &engine, now, Interval::Days(1));
+    let decoder = RowDecoder::new(&stream, now, Interval::Days(1));
     let events = decode_all(&decoder, &lines);
 
     let mut group = c.benchmark_group(format!("engine/{workload:?}").to_lowercase());
@@ -146,7 +146,7 @@ fn once(step: &str) {
     let (catalog, engine, lines) = setup(workload);
     let stream = catalog.stream("hits").unwrap().clone();
     let now = Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
-    let decoder = RowDecoder::new(&stream, &engine, now, Interval::Days(1));
+    let decoder = RowDecoder::new(&stream, now, Interval::Days(1));
     let decode = || decode_all(&decoder, &lines);
     let events = decode();
     match step {

@@ -219,7 +219,7 @@ fn engine_run(schema: &str, lines: &[String]) -> Duration {
     let stream = catalog.stream("hits").unwrap();
     let now = Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
     let started = Instant::now();
-    let decoder = tally::decode::RowDecoder::new(stream, &engine, now, Interval::Days(3650));
+    let decoder = tally::decode::RowDecoder::new(stream, now, Interval::Days(3650));
     let mut delta = engine.delta(|_| 0);
     for (batch_no, batch) in lines.chunks(10_000).enumerate() {
         let events: Vec<Event> = batch

@@ -239,11 +239,9 @@ pub fn decode(schema: &str, lines: &[String]) -> Vec<Vec<Value>> {
     let catalog = tally_views::sql::apply(&tally_views::Catalog::new(), schema)
         .unwrap()
         .catalog;
-    let engine = tally_views::Engine::new(&catalog, tally_views::TimeZone::UTC);
     let stream = catalog.stream("hits").unwrap();
     let now = tally_views::Timestamp::parse("2026-06-03T00:00:00Z").unwrap();
-    let decoder =
-        tally::decode::RowDecoder::new(stream, &engine, now, tally_views::Interval::Days(3650));
+    let decoder = tally::decode::RowDecoder::new(stream, now, tally_views::Interval::Days(3650));
     lines.iter().map(|l| decoder.json(l).unwrap()).collect()
 }
 

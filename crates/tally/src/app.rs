@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use tally_store::{KeyKind, KeyRecord, Store, TenantInfo};
-use tally_views::{Catalog, Change, Interval, StreamDef, TimeZone, Timestamp, Value};
+use tally_views::{Catalog, Change, Interval, StreamDef, TimeZone, Timestamp};
 
 use crate::error::{Error, Result};
 use crate::runtime::TenantRuntime;
@@ -208,7 +208,6 @@ impl Tally {
             })
             .collect();
         if applied.changes.iter().any(Change::is_change) {
-            self.check_retained_events(&applied.catalog, &new_views)?;
             // Every saved query must still plan: a change may drop or reshape what one reads.
             #[cfg(feature = "sql")]
             for query in applied.catalog.saved_queries() {
@@ -288,55 +287,6 @@ impl Tally {
             };
             for (view, count) in backfilled.iter_mut() {
                 *count += runtime.replayed(view);
-            }
-        }
-        Ok(())
-    }
-
-    /// Every retained event must evaluate under the views about to be created, as every new
-    /// event must at ingest; otherwise the schema is refused with the first failing event.
-    fn check_retained_events(&self, catalog: &Catalog, views: &[String]) -> Result<()> {
-        let streams: std::collections::BTreeSet<&str> = views
-            .iter()
-            .filter_map(|v| catalog.view(v))
-            .filter(|p| p.can_fail)
-            .map(|p| p.stream.as_str())
-            .collect();
-        if streams.is_empty() {
-            return Ok(());
-        }
-        for info in self.store.tenants()? {
-            let tz = TimeZone::get(&info.time_zone).unwrap_or(TimeZone::UTC);
-            let engine = tally_views::Engine::new(catalog, tz);
-            let tenant = self.store.tenant(&info.name)?;
-            for &stream in &streams {
-                // Read with the definition the tenant's table has now; added columns are NULL.
-                let Some(old) = self.catalog.stream(stream) else {
-                    continue;
-                };
-                let Some(new) = catalog.stream(stream) else {
-                    continue;
-                };
-                let mut after = 0;
-                loop {
-                    let events = match tenant.read_events(old, after, 10_000) {
-                        Ok(events) => events,
-                        // The tenant has no table for this stream yet: nothing to check.
-                        Err(_) => break,
-                    };
-                    let Some(last) = events.last() else { break };
-                    after = last.seq;
-                    for e in events {
-                        let mut row = e.row;
-                        row.resize(new.columns.len(), Value::Null);
-                        if let Err(err) = engine.check(stream, &row) {
-                            return Err(Error::Invalid(format!(
-                                "{err} for the stored event {} of stream {stream} (tenant {}); fix the view, or delete the event's stream data first",
-                                e.seq, info.name
-                            )));
-                        }
-                    }
-                }
             }
         }
         Ok(())

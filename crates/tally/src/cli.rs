@@ -209,10 +209,11 @@ pub struct QueryArgs {
     /// Keep only these group columns (comma separated), merging the others.
     #[arg(long, value_delimiter = ',')]
     pub group_by: Option<Vec<String>>,
-    /// A condition on group columns, e.g. "vault_id = 'v1'".
+    /// A condition, e.g. "vault_id = 'v1'" (group columns, before re-grouping) or
+    /// "revenue > 100" (naming an output column: on the answer's rows).
     #[arg(long = "where")]
     pub filter: Option<String>,
-    /// Order by a column, "COL" or "COL desc".
+    /// Order by a column: "COL [asc|desc] [nulls first|last]".
     #[arg(long)]
     pub order_by: Option<String>,
     /// At most this many rows.
@@ -451,6 +452,13 @@ pub fn run(cli: Cli) -> Result<()> {
             let runtime = tally.open_tenant(&cli.tenant)?;
             let result = runtime.query(&args.view, &req)?;
             out(&render(&result, table_format(args.format)));
+            let failures = runtime.expression_failures(&args.view)?;
+            if failures > 0 {
+                eprintln!(
+                    "note: an expression of view {} failed on {failures} events (each kept, with NULL there); see docs/sql.md",
+                    args.view
+                );
+            }
         }
         #[cfg(feature = "sql")]
         Command::Sql(args) => {

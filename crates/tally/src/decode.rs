@@ -2,10 +2,10 @@
 //!
 //! Everything that can be wrong with an event is caught here, before the event is stored: size
 //! (32 KB), JSON depth (64), NUL characters, unknown and missing fields, types, `DECIMAL`
-//! precision, event times too far in the future or older than the stream's retention, and every
-//! view expression that could fail on it (`Engine::check`). A rejected event never reaches the
-//! store or the engine, so `Engine::apply` can be infallible. Messages name the field and say
-//! what to send instead.
+//! precision, and event times too far in the future or older than the stream's retention. A
+//! rejected event never reaches the store or the engine. Views never reject an event: an
+//! expression that fails on one yields NULL for it and is counted by the view (see
+//! `tally_views::engine`). Messages name the field and say what to send instead.
 //!
 //! JSON objects are read field by field as raw text (`serde_json::value::RawValue`) and each
 //! field is parsed for its column's type, so numbers reach `DECIMAL` columns with every digit.
@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use tally_views::decimal::{Decimal, FitError, ParseDecimalError};
 use tally_views::expr::parse_text;
 use tally_views::{
-    ColumnDef, ColumnDefault, Engine, Interval, StreamDef, TableDef, Timestamp, Type, Value,
+    ColumnDef, ColumnDefault, Interval, StreamDef, TableDef, Timestamp, Type, Value,
 };
 
 /// The largest event accepted, in bytes of its JSON or CSV text.
@@ -43,8 +43,6 @@ pub enum Reason {
     InvalidValue,
     /// An event time too far in the future or older than the stream's retention.
     TimeOutOfRange,
-    /// A view's expression fails on the event.
-    ViewExpression,
     /// A Segment message that cannot become an event.
     InvalidMessage,
 }
@@ -58,7 +56,6 @@ impl Reason {
             Reason::MissingField => "missing_field",
             Reason::InvalidValue => "invalid_value",
             Reason::TimeOutOfRange => "time_out_of_range",
-            Reason::ViewExpression => "view_expression",
             Reason::InvalidMessage => "invalid_message",
         }
     }
@@ -95,15 +92,12 @@ impl PartialEq<&str> for Rejection {
 /// Decodes and validates records for one stream.
 pub struct RowDecoder<'a> {
     stream: &'a StreamDef,
-    engine: &'a Engine,
     now: Timestamp,
     max_future: Interval,
     /// Event times after this are too far in the future.
     newest: Timestamp,
     /// Event times before this are past the stream's retention.
     oldest: Option<Timestamp>,
-    /// Whether a view of the stream has an expression that can fail on an event.
-    check: bool,
     /// Shares the text of values that repeat (event names, countries, paths).
     interner: RefCell<Interner>,
     /// The flat path's cells, reused from event to event.
@@ -171,23 +165,13 @@ enum Cell {
 }
 
 impl<'a> RowDecoder<'a> {
-    pub fn new(
-        stream: &'a StreamDef,
-        engine: &'a Engine,
-        now: Timestamp,
-        max_future: Interval,
-    ) -> RowDecoder<'a> {
+    pub fn new(stream: &'a StreamDef, now: Timestamp, max_future: Interval) -> RowDecoder<'a> {
         let mut decoder = RowDecoder {
             stream,
-            engine,
             now,
             max_future,
             newest: now,
             oldest: None,
-            check: engine
-                .views()
-                .iter()
-                .any(|v| v.stream == stream.name && v.can_fail),
             interner: RefCell::default(),
             cells: RefCell::default(),
         };
@@ -500,11 +484,6 @@ impl<'a> RowDecoder<'a> {
                     ),
                 ));
             }
-        }
-        if self.check
-            && let Err(e) = self.engine.check(&self.stream.name, &row)
-        {
-            return Err(Rejection::new(Reason::ViewExpression, e.to_string()));
         }
         Ok(row)
     }
@@ -1061,10 +1040,9 @@ mod tests {
         )
         .unwrap()
         .catalog;
-        let engine = Engine::new(&catalog, tally_views::TimeZone::UTC);
         let stream = catalog.stream("pay").unwrap();
         let now = Timestamp::parse("2026-03-30T00:00:00Z").unwrap();
-        f(&RowDecoder::new(stream, &engine, now, Interval::Days(1)));
+        f(&RowDecoder::new(stream, now, Interval::Days(1)));
     }
 
     #[track_caller]
@@ -1151,10 +1129,13 @@ mod tests {
             r#"{"id":"a","amount":1,}"#,
             "invalid JSON at column 22: trailing comma",
         );
-        reject(
-            r#"{"id":"a","amount":2,"n":0,"at":"2026-03-29T00:00:00Z"}"#,
-            "view per: division by zero in sum(amount / CAST(n AS DECIMAL(19,0)))",
-        );
+        // A view whose expression fails on the event does not reject it (the view gets NULL).
+        with_decoder(|d| {
+            assert!(
+                d.json(r#"{"id":"a","amount":2,"n":0,"at":"2026-03-29T00:00:00Z"}"#)
+                    .is_ok()
+            );
+        });
         let deep = format!(
             r#"{{"id":"a","meta":{}1{}}}"#,
             "[".repeat(70),
@@ -1197,10 +1178,9 @@ mod tests {
         )
         .unwrap()
         .catalog;
-        let engine = Engine::new(&catalog, tally_views::TimeZone::UTC);
         let stream = catalog.stream("all_types").unwrap();
         let now = Timestamp::parse("2026-03-30T00:00:00Z").unwrap();
-        let decoder = RowDecoder::new(stream, &engine, now, Interval::Days(1));
+        let decoder = RowDecoder::new(stream, now, Interval::Days(1));
         let values = [
             r#""plain""#,
             r#""with \"escape\"""#,

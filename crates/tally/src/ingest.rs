@@ -185,7 +185,6 @@ pub fn ingest(
     input: impl BufRead + Send,
     progress: &dyn Fn(u64),
 ) -> Result<IngestReport> {
-    let engine = runtime.engine().clone();
     let batch_rows = config.batch_rows.max(1);
     let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(2);
     let (committed_tx, committed_rx) = std::sync::mpsc::channel::<Vec<Event>>();
@@ -193,8 +192,7 @@ pub fn ingest(
         let (mut store, apply) = runtime.split();
         std::thread::scope(|scope| {
             scope.spawn(move || {
-                let mut decoder =
-                    RowDecoder::new(stream, &engine, config.clock.now(), config.max_future);
+                let mut decoder = RowDecoder::new(stream, config.clock.now(), config.max_future);
                 let mut handoff = Handoff {
                     work: work_tx,
                     committed: committed_rx,

@@ -82,25 +82,47 @@ impl QueryParams {
         let order_by = match &self.order_by {
             None => None,
             Some(text) => {
-                let mut parts = text.split_whitespace();
-                let column = parts.next().unwrap_or_default().to_owned();
-                let desc = match parts.next().map(str::to_ascii_lowercase).as_deref() {
-                    None | Some("asc") => false,
-                    Some("desc") => true,
-                    Some(other) => {
+                let expected = "expected COL [asc|desc] [nulls first|last]";
+                let words: Vec<String> = text
+                    .split_whitespace()
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+                let column = text
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let mut rest = words.iter().skip(1).map(String::as_str).peekable();
+                let desc = match rest.peek().copied() {
+                    Some("asc") => {
+                        rest.next();
+                        false
+                    }
+                    Some("desc") => {
+                        rest.next();
+                        true
+                    }
+                    _ => false,
+                };
+                let nulls_first = match (rest.next(), rest.next()) {
+                    (None, _) => None,
+                    (Some("nulls"), Some("first")) => Some(true),
+                    (Some("nulls"), Some("last")) => Some(false),
+                    (Some(other), _) => {
                         return Err(invalid(
                             Param::OrderBy,
-                            format!("'{text}': expected COL, COL asc or COL desc, not '{other}'"),
+                            format!("'{text}': {expected}, not '{other}'"),
                         ));
                     }
                 };
-                if column.is_empty() || parts.next().is_some() {
-                    return Err(invalid(
-                        Param::OrderBy,
-                        format!("'{text}': expected COL, COL asc or COL desc"),
-                    ));
+                if column.is_empty() || rest.next().is_some() {
+                    return Err(invalid(Param::OrderBy, format!("'{text}': {expected}")));
                 }
-                Some((column, desc))
+                Some(tally_views::OrderBy {
+                    column,
+                    desc,
+                    nulls_first,
+                })
             }
         };
         Ok(QueryRequest {
@@ -136,11 +158,11 @@ mod tests {
         let url = Spelling::Url.message(&error);
         assert_eq!(
             flags,
-            "--order-by 'n sideways': expected COL, COL asc or COL desc, not 'sideways'"
+            "--order-by 'n sideways': expected COL [asc|desc] [nulls first|last], not 'sideways'"
         );
         assert_eq!(
             url,
-            "order_by 'n sideways': expected COL, COL asc or COL desc, not 'sideways'"
+            "order_by 'n sideways': expected COL [asc|desc] [nulls first|last], not 'sideways'"
         );
         let bad_grain = QueryParams {
             grain: Some("fortnight".into()),

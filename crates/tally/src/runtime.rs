@@ -47,6 +47,10 @@ pub struct TenantRuntime {
     delta: Delta,
     /// The positions last committed to the store, in engine view order.
     stored: Vec<u64>,
+    /// Per view, the stored count of events on which an expression failed (up to `stored`).
+    stored_failed: Vec<u64>,
+    /// Per view, the count of failed events last reported to the metrics.
+    reported_failed: Vec<u64>,
     /// Set when a write to the store failed: the runtime must be reopened (and replay).
     poisoned: bool,
     /// Events applied by replay when the runtime opened, per view.
@@ -88,6 +92,8 @@ impl TenantRuntime {
             engine,
             delta,
             stored: Vec::new(),
+            stored_failed: Vec::new(),
+            reported_failed: Vec::new(),
             poisoned: false,
             replayed: HashMap::new(),
             leader: false,
@@ -127,8 +133,15 @@ impl TenantRuntime {
         };
         self.delta = self
             .engine
-            .delta(|name| positions.get(name).copied().unwrap_or(0));
+            .delta(|name| positions.get(name).map_or(0, |p| p.0));
         self.stored = self.delta.views.iter().map(|v| v.position).collect();
+        self.stored_failed = self
+            .engine
+            .views()
+            .iter()
+            .map(|v| positions.get(&v.name).map_or(0, |p| p.1))
+            .collect();
+        self.reported_failed = self.stored_failed.clone();
         self.heads.clear();
         self.leader = true;
         self.epoch += 1;
@@ -149,7 +162,7 @@ impl TenantRuntime {
     }
 
     /// Reconciles the tables with the catalog, if the catalog is the stored schema.
-    fn reconcile_current(&mut self) -> Result<HashMap<String, u64>> {
+    fn reconcile_current(&mut self) -> Result<HashMap<String, (u64, u64)>> {
         if let Some(stored) = self.on_lease(|l| l.stored_schema())?
             && stored != self.catalog.definitions()
         {
@@ -320,6 +333,7 @@ impl TenantRuntime {
                 store: &mut self.store,
                 engine: &self.engine,
                 stored: &mut self.stored,
+                stored_failed: &mut self.stored_failed,
                 poisoned: &mut self.poisoned,
                 tenant: &self.info.name,
                 leader: self.leader,
@@ -549,6 +563,39 @@ impl TenantRuntime {
         Ok((events, rows))
     }
 
+    /// How many events made an expression of view `name` fail (each yielded NULL there and
+    /// was kept): the stored count plus what the unflushed delta applied. A follower reads the
+    /// leader's stored count.
+    pub fn expression_failures(&self, name: &str) -> Result<u64> {
+        let (index, _) = self.view(name)?;
+        if self.stored_failed.is_empty() {
+            let materialized = self.store.materialized()?;
+            return Ok(materialized
+                .views
+                .iter()
+                .find(|v| v.name == name)
+                .map_or(0, |v| v.failed));
+        }
+        Ok(self.stored_failed[index] + self.delta.views[index].failed)
+    }
+
+    /// Per view, the events whose expressions failed since the last call, for `/metrics`.
+    pub fn take_new_failures(&mut self) -> Vec<(String, u64)> {
+        if self.stored_failed.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (i, plan) in self.engine.views().iter().enumerate() {
+            let total = self.stored_failed[i] + self.delta.views[i].failed;
+            let new = total.saturating_sub(self.reported_failed[i]);
+            if new > 0 {
+                out.push((plan.name.clone(), new));
+            }
+            self.reported_failed[i] = total;
+        }
+        out
+    }
+
     /// Per view, the events left out since the last call because an expression failed on them
     /// (events stored before a view that cannot evaluate them existed): the engine skips them
     /// rather than fail, and the server counts them in `/metrics`.
@@ -617,7 +664,8 @@ pub struct Appended {
 
 /// What a flush writes: per view, the groups applied since the last flush and the position.
 pub struct FlushJob {
-    views: Vec<(usize, tally_views::engine::GroupMap, u64)>,
+    /// Per view: its index, groups, position and events with failed expressions.
+    views: Vec<(usize, tally_views::engine::GroupMap, u64, u64)>,
 }
 
 /// The store half of a runtime: commits rows, writes flushes.
@@ -625,6 +673,7 @@ pub struct StoreSide<'r> {
     store: &'r mut TenantStore,
     engine: &'r Engine,
     stored: &'r mut Vec<u64>,
+    stored_failed: &'r mut Vec<u64>,
     poisoned: &'r mut bool,
     tenant: &'r str,
     leader: bool,
@@ -709,14 +758,14 @@ impl StoreSide<'_> {
         let unchanged = job
             .views
             .iter()
-            .all(|(i, groups, position)| groups.is_empty() && *position == self.stored[*i]);
+            .all(|(i, groups, position, _)| groups.is_empty() && *position == self.stored[*i]);
         if unchanged {
             return Ok(());
         }
         let views = self.engine.views();
         let mut flushes = Vec::with_capacity(job.views.len());
         let mut positions = Vec::with_capacity(job.views.len());
-        for (i, groups, position) in job.views {
+        for (i, groups, position, failed) in job.views {
             let plan = &views[i];
             let keys: Vec<&[Value]> = groups.keys().map(|k| &k[..]).collect();
             let stored = self.store.load_states(plan, &keys)?;
@@ -737,12 +786,14 @@ impl StoreSide<'_> {
                 plan,
                 rows,
                 position,
+                failed,
             });
-            positions.push((i, position));
+            positions.push((i, position, failed));
         }
         self.store.flush(&flushes)?;
-        for (i, position) in positions {
+        for (i, position, failed) in positions {
             self.stored[i] = position;
+            self.stored_failed[i] += failed;
         }
         Ok(())
     }
@@ -772,14 +823,22 @@ impl ApplySide<'_> {
                 .views
                 .iter_mut()
                 .enumerate()
-                .map(|(i, v)| (i, std::mem::take(&mut v.groups), v.position))
+                .map(|(i, v)| {
+                    (
+                        i,
+                        std::mem::take(&mut v.groups),
+                        v.position,
+                        std::mem::take(&mut v.failed),
+                    )
+                })
                 .collect(),
         }
     }
 }
 
-/// Brings a tenant's tables in line with the catalog; returns the stored position of each view.
-fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<String, u64>> {
+/// Brings a tenant's tables in line with the catalog; returns the stored position of each view
+/// and its count of events with failed expressions.
+fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<String, (u64, u64)>> {
     let materialized = tenant.materialized()?;
     let stored_streams: HashMap<&str, &str> = materialized
         .streams
@@ -805,11 +864,11 @@ fn reconcile(tenant: &mut TenantStore, catalog: &Catalog) -> Result<HashMap<Stri
     for view in catalog.views() {
         match stored_views.get(view.name.as_str()) {
             Some(m) if m.fingerprint == view.fingerprint() => {
-                positions.insert(view.name.clone(), m.position);
+                positions.insert(view.name.clone(), (m.position, m.failed));
             }
             _ => {
                 tenant.reset_view(view)?;
-                positions.insert(view.name.clone(), 0);
+                positions.insert(view.name.clone(), (0, 0));
             }
         }
     }
@@ -888,8 +947,8 @@ mod tests {
 
     use crate::app::{Config, DEFAULT_TENANT, Location, Tally};
 
-    /// Rows that reach the engine unchecked (an event committed under an older schema on another
-    /// node) and fail a view's expression are left out of that view and counted, once.
+    /// Events on which a view's expression fails are applied with NULL there, and counted once
+    /// for the view: in its stored count after a flush, and in the metrics.
     #[test]
     fn events_a_view_cannot_evaluate_are_counted() {
         let mut tally = Tally::open(&Location::Memory, Config::default()).unwrap();
@@ -908,12 +967,17 @@ mod tests {
             vec![Value::text("7"), at],
         ];
         runtime.append(&stream, rows).unwrap();
-        assert_eq!(runtime.take_skipped(), vec![("parsed".to_owned(), 1)]);
         assert_eq!(runtime.take_skipped(), vec![]);
+        assert_eq!(runtime.expression_failures("parsed").unwrap(), 1);
+        assert_eq!(runtime.take_new_failures(), vec![("parsed".to_owned(), 1)]);
+        assert_eq!(runtime.take_new_failures(), vec![]);
+        runtime.flush().unwrap();
+        assert_eq!(runtime.expression_failures("parsed").unwrap(), 1);
+        assert_eq!(runtime.take_new_failures(), vec![]);
         let result = runtime
             .query("parsed", &tally_views::QueryRequest::default())
             .unwrap();
-        assert_eq!(result.rows, vec![vec![Value::Int(1), Value::Int(7)]]);
+        assert_eq!(result.rows, vec![vec![Value::Int(2), Value::Int(7)]]);
     }
 
     /// Kept answers and kept decoded rows never outlive a change: new events, a flush and

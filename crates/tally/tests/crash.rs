@@ -232,8 +232,7 @@ fn killed_ingests(dir: &Path, data: &Target, scratch: &Target) {
     let runtime = tally.open_tenant("default").unwrap();
     let stream = tally.stream("orders").unwrap();
     let engine = runtime.engine().clone();
-    let decoder =
-        tally::decode::RowDecoder::new(&stream, &engine, tally.now(), tally.config().max_future);
+    let decoder = tally::decode::RowDecoder::new(&stream, tally.now(), tally.config().max_future);
     let mut sent = std::collections::HashMap::new();
     for line in &lines {
         let row = decoder.json(line).unwrap();

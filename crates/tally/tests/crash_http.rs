@@ -254,8 +254,7 @@ fn verify(target: &Target, sent: &HashMap<String, String>, seed: u64, kills: usi
     let runtime = tally.open_tenant("shop").unwrap();
     let stream = tally.stream("orders").unwrap();
     let engine = runtime.engine().clone();
-    let decoder =
-        tally::decode::RowDecoder::new(&stream, &engine, tally.now(), tally.config().max_future);
+    let decoder = tally::decode::RowDecoder::new(&stream, tally.now(), tally.config().max_future);
     let stored = runtime.store().read_events(&stream, 0, usize::MAX).unwrap();
     assert_eq!(
         stored.len(),

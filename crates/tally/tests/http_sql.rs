@@ -353,6 +353,70 @@ async fn tables_upsert_delete_and_join() {
     );
 }
 
+/// An event on which a view's expression fails is kept: the expression gives NULL for it, and
+/// the view query and `/metrics` count it.
+#[tokio::test]
+async fn failing_expressions_keep_the_event_and_are_counted() {
+    let app = app(hub_on(&Location::Memory, ServerConfig::default()));
+    let keys = setup(&app, &["alpha"]).await;
+    apply(
+        &app,
+        "CREATE MATERIALIZED VIEW per_order AS SELECT shop, count(*) AS n, \
+         sum(100 / CAST(amount AS BIGINT)) AS inverse FROM orders GROUP BY shop",
+    )
+    .await;
+    let events = json!([
+        order("o1", "s", "4.00", "2026-03-30T09:00:00Z"),
+        order("o2", "s", "0.00", "2026-03-30T09:00:00Z"),
+    ]);
+    let a = call(
+        &app,
+        "POST",
+        "/v1/streams/orders/events",
+        &[("authorization", &bearer(&keys[0].write))],
+        events.to_string(),
+    )
+    .await;
+    assert_eq!(a.json()["accepted"], 2, "{}", a.text);
+    let a = call(
+        &app,
+        "GET",
+        "/v1/views/per_order",
+        &[("authorization", &bearer(&keys[0].read))],
+        "",
+    )
+    .await;
+    assert_eq!(
+        a.json(),
+        json!({"columns": [{"name": "shop", "type": "TEXT"}, {"name": "n", "type": "BIGINT"},
+                           {"name": "inverse", "type": "BIGINT"}],
+               "rows": [["s", 2, 25]], "expression_failures": 1}),
+        "{}",
+        a.text
+    );
+    // A view without failures answers the plain shape.
+    let a = call(
+        &app,
+        "GET",
+        "/v1/views/sales?group_by=shop",
+        &[("authorization", &bearer(&keys[0].read))],
+        "",
+    )
+    .await;
+    assert!(a.json().get("expression_failures").is_none(), "{}", a.text);
+    // The metrics count it once the worker has run its periodic work.
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let m = call(&app, "GET", "/metrics", &[], "").await;
+        seen = m.text;
+        if seen.contains("tally_view_expression_failures_total{tenant=\"alpha\",view=\"per_order\"} 1") {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("no failure count in /metrics:\n{seen}");
+}
+
 #[tokio::test]
 async fn isolation_in_memory() {
     isolation(Location::Memory).await;

@@ -10,6 +10,8 @@
 //!   delete`, printing `deleted` or `absent`;
 //! - `QUERY view [flags]`: `tally query` with the same flags (a saved query's parameters as
 //!   `--param name=value`); NULL prints as `NULL`;
+//! - `FAILURES view`: how many events made an expression of the view fail (each kept, with
+//!   NULL there);
 //! - `TENANT name [time zone]`: create the tenant if needed and switch to it;
 //! - `NOW timestamp`: set the clock; `FLUSH`; `RETENTION`; `RESTART` (drop everything
 //!   unflushed, as a crash would, and reopen);
@@ -273,6 +275,15 @@ impl sqllogictest::DB for TallyDb {
                 ]]))
             }
             "QUERY" => self.query(sql),
+            "FAILURES" => {
+                let view = first
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let n = self.runtime().expression_failures(&view)?;
+                Ok(Self::rows(vec![vec![n.to_string()]]))
+            }
             "SELECT" | "WITH" | "VALUES" | "SQL" => self.sql(sql),
             "TENANT" => {
                 let mut words = first.split_whitespace().skip(1);

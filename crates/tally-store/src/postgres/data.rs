@@ -317,8 +317,8 @@ impl PgConn {
             // Only into the table built for this plan: if another node rebuilt it meanwhile,
             // nothing of this flush may land.
             let moved = tx.execute(
-                "UPDATE tally_views SET position = $3 WHERE tenant_id = $1 AND name = $2 AND fingerprint = $4",
-                &[&tenant, &plan.name, &(f.position as i64), &plan.fingerprint()],
+                "UPDATE tally_views SET position = $3, failed = failed + $5 WHERE tenant_id = $1 AND name = $2 AND fingerprint = $4",
+                &[&tenant, &plan.name, &(f.position as i64), &plan.fingerprint(), &(f.failed as i64)],
             )?;
             if moved == 0 {
                 return Err(StoreError::Busy(format!(

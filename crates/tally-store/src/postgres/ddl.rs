@@ -106,7 +106,7 @@ fn forget_view_everywhere(tx: &mut Transaction<'_>, tenant: &str, view: &str) ->
     for other in &tenants {
         tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[other])?;
         tx.execute(
-            "UPDATE tally_views SET fingerprint = '', position = 0 WHERE tenant_id = $1 AND name = $2",
+            "UPDATE tally_views SET fingerprint = '', position = 0, failed = 0 WHERE tenant_id = $1 AND name = $2",
             &[other, &view],
         )?;
     }
@@ -192,7 +192,7 @@ impl PgConn {
             .collect();
         let views = tx
             .query(
-                "SELECT name, fingerprint, position FROM tally_views WHERE tenant_id = $1 ORDER BY name",
+                "SELECT name, fingerprint, position, failed FROM tally_views WHERE tenant_id = $1 ORDER BY name",
                 &[&self.tenant],
             )?
             .iter()
@@ -200,6 +200,7 @@ impl PgConn {
                 name: r.get(0),
                 fingerprint: r.get(1),
                 position: r.get::<_, i64>(2) as u64,
+                failed: r.get::<_, i64>(3) as u64,
             })
             .collect();
         tx.commit()?;
@@ -380,7 +381,7 @@ impl PgConn {
         }
         tx.execute(
             "INSERT INTO tally_views (tenant_id, name, fingerprint, position) VALUES ($1, $2, $3, 0)
-             ON CONFLICT (tenant_id, name) DO UPDATE SET fingerprint = excluded.fingerprint, position = 0",
+             ON CONFLICT (tenant_id, name) DO UPDATE SET fingerprint = excluded.fingerprint, position = 0, failed = 0",
             &[&self.tenant, &plan.name, &fingerprint],
         )?;
         tx.commit()?;

@@ -29,12 +29,42 @@ mod print;
 use convert::json_get;
 pub use convert::{cast, cast_can_fail, cast_exists, parse_text};
 
+impl Expr {
+    /// This expression with every operation that can fail wrapped in [`Expr::OrNull`]: what a
+    /// live view evaluates per event, so that a failing operation yields NULL (and is counted)
+    /// instead of rejecting the event. The innermost failing operation becomes NULL, so
+    /// `coalesce(CAST(x AS BIGINT), 0)` gives 0 for an `x` that is not a number.
+    pub fn lenient(mut self) -> Expr {
+        self.for_each_child_mut(&mut |child| {
+            let taken = std::mem::replace(child, Expr::Literal(Value::Null));
+            *child = taken.lenient();
+        });
+        let fails_here = match &self {
+            Expr::Arith { .. } | Expr::Func2(Func2::Power, ..) => true,
+            Expr::Neg(_, NumKind::Int | NumKind::Decimal { .. }) => true,
+            Expr::Cast { from, to, .. } => cast_can_fail(*from, *to),
+            Expr::Func(Func::Abs | Func::Round(_) | Func::Ln | Func::Exp | Func::Sqrt, _) => true,
+            _ => false,
+        };
+        if fails_here {
+            Expr::OrNull(Box::new(self))
+        } else {
+            self
+        }
+    }
+}
+
 /// Why an expression could not be evaluated.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EvalError {
     DivisionByZero,
     Overflow(Type),
-    InvalidCast { value: String, to: Type },
+    InvalidCast {
+        value: String,
+        to: Type,
+    },
+    /// A math function outside its domain (`ln(0)`, `sqrt(-1)`).
+    OutOfDomain(&'static str),
 }
 
 impl fmt::Display for EvalError {
@@ -46,6 +76,7 @@ impl fmt::Display for EvalError {
                 let shown: String = value.chars().take(40).collect();
                 write!(f, "cannot cast '{shown}' to {to}")
             }
+            EvalError::OutOfDomain(what) => f.write_str(what),
         }
     }
 }
@@ -93,6 +124,99 @@ pub enum Func {
     Abs,
     /// Rounds half away from zero to this many decimal places.
     Round(u8),
+    /// Natural logarithm, of a `DOUBLE`.
+    Ln,
+    Exp,
+    Sqrt,
+    /// The largest whole number not above the argument (its type kept; decimals get scale 0).
+    Floor,
+    Ceil,
+    /// A field of a timestamp in the tenant's time zone (`extract`), or the seconds of a
+    /// difference of timestamps (`extract(epoch FROM a - b)`).
+    Part(DatePart),
+}
+
+/// A field `extract` reads. `Epoch` and `Second` are `DECIMAL(…,6)` seconds, the others
+/// `BIGINT`; local fields are read in the tenant's time zone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatePart {
+    Epoch,
+    Year,
+    Quarter,
+    Month,
+    /// ISO 8601 week number.
+    Week,
+    Day,
+    /// Day of the week, Sunday 0.
+    Dow,
+    /// Day of the week, Monday 1 … Sunday 7.
+    IsoDow,
+    Doy,
+    Hour,
+    Minute,
+    Second,
+}
+
+impl DatePart {
+    /// The field called `name` (PostgreSQL's spellings).
+    pub fn parse(name: &str) -> Option<DatePart> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "epoch" => DatePart::Epoch,
+            "year" | "years" => DatePart::Year,
+            "quarter" => DatePart::Quarter,
+            "month" | "months" => DatePart::Month,
+            "week" | "weeks" => DatePart::Week,
+            "day" | "days" => DatePart::Day,
+            "dow" => DatePart::Dow,
+            "isodow" => DatePart::IsoDow,
+            "doy" => DatePart::Doy,
+            "hour" | "hours" => DatePart::Hour,
+            "minute" | "minutes" => DatePart::Minute,
+            "second" | "seconds" => DatePart::Second,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DatePart::Epoch => "epoch",
+            DatePart::Year => "year",
+            DatePart::Quarter => "quarter",
+            DatePart::Month => "month",
+            DatePart::Week => "week",
+            DatePart::Day => "day",
+            DatePart::Dow => "dow",
+            DatePart::IsoDow => "isodow",
+            DatePart::Doy => "doy",
+            DatePart::Hour => "hour",
+            DatePart::Minute => "minute",
+            DatePart::Second => "second",
+        }
+    }
+
+    /// The type of the field's value.
+    pub fn ty(self) -> Type {
+        match self {
+            DatePart::Epoch => Type::Decimal {
+                precision: 20,
+                scale: 6,
+            },
+            DatePart::Second => Type::Decimal {
+                precision: 8,
+                scale: 6,
+            },
+            _ => Type::BigInt,
+        }
+    }
+}
+
+/// Functions of two arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Func2 {
+    /// `power(x, y)` over `DOUBLE`s.
+    Power,
+    /// `TIMESTAMP - TIMESTAMP`: the seconds between them, a `DECIMAL(20,6)`.
+    TimeDiff,
 }
 
 /// A key of a JSON access: an object field or an array index.
@@ -241,6 +365,16 @@ pub enum Expr {
     },
     Concat(Box<Expr>, Box<Expr>),
     Func(Func, Box<Expr>),
+    Func2(Func2, Box<Expr>, Box<Expr>),
+    /// `greatest(…)` or `least(…)`: NULL arguments are ignored, NULL when all are.
+    Extremum {
+        greatest: bool,
+        list: Vec<Expr>,
+    },
+    /// Evaluates to NULL where its operand fails: what a live view's expressions are wrapped in
+    /// ([`Expr::lenient`]), so one bad event costs a NULL, not the event. Each failure is
+    /// counted in [`EvalCtx::failures`].
+    OrNull(Box<Expr>),
     JsonGet {
         expr: Box<Expr>,
         key: JsonKey,
@@ -265,6 +399,8 @@ pub struct EvalCtx<'a> {
     /// microseconds: events mostly arrive in time order, so most floors are two comparisons.
     /// Empty when nothing is cached.
     pub buckets: &'a [Cell<(i64, i64)>],
+    /// Counts the operands of [`Expr::OrNull`] that failed and became NULL.
+    pub failures: Option<&'a Cell<u32>>,
 }
 
 impl<'a> EvalCtx<'a> {
@@ -276,6 +412,7 @@ impl<'a> EvalCtx<'a> {
             aggs: &[],
             tz,
             buckets: &[],
+            failures: None,
         }
     }
 
@@ -287,6 +424,7 @@ impl<'a> EvalCtx<'a> {
             aggs,
             tz,
             buckets: &[],
+            failures: None,
         }
     }
 }
@@ -301,7 +439,10 @@ impl Expr {
                 Expr::Arith { .. } => true,
                 Expr::Neg(_, NumKind::Int | NumKind::Decimal { .. }) => true,
                 Expr::Cast { from, to, .. } => cast_can_fail(*from, *to),
-                Expr::Func(Func::Abs | Func::Round(_), _) => true,
+                Expr::Func(Func::Abs | Func::Round(_) | Func::Ln | Func::Exp | Func::Sqrt, _) => {
+                    true
+                }
+                Expr::Func2(Func2::Power, ..) => true,
                 _ => false,
             };
         });
@@ -313,7 +454,12 @@ impl Expr {
         f(self);
         match self {
             Expr::Column { .. } | Expr::Key { .. } | Expr::Agg { .. } | Expr::Literal(_) => {}
-            Expr::Neg(e, _) | Expr::Not(e) | Expr::Func(_, e) => e.walk(f),
+            Expr::Neg(e, _) | Expr::Not(e) | Expr::Func(_, e) | Expr::OrNull(e) => e.walk(f),
+            Expr::Func2(_, a, b) => {
+                a.walk(f);
+                b.walk(f);
+            }
+            Expr::Extremum { list, .. } => list.iter().for_each(|e| e.walk(f)),
             Expr::IsNull { expr, .. }
             | Expr::Like { expr, .. }
             | Expr::Cast { expr, .. }
@@ -355,7 +501,12 @@ impl Expr {
     pub fn for_each_child_mut(&mut self, f: &mut impl FnMut(&mut Expr)) {
         match self {
             Expr::Column { .. } | Expr::Key { .. } | Expr::Agg { .. } | Expr::Literal(_) => {}
-            Expr::Neg(e, _) | Expr::Not(e) | Expr::Func(_, e) => f(e),
+            Expr::Neg(e, _) | Expr::Not(e) | Expr::Func(_, e) | Expr::OrNull(e) => f(e),
+            Expr::Func2(_, a, b) => {
+                f(a);
+                f(b);
+            }
+            Expr::Extremum { list, .. } => list.iter_mut().for_each(f),
             Expr::IsNull { expr, .. }
             | Expr::Like { expr, .. }
             | Expr::Cast { expr, .. }
@@ -564,8 +715,101 @@ impl Expr {
                     _ => Value::Null,
                 }
             }
+            Expr::Func(Func::Part(part), e) => match e.eval_cow(ctx)?.as_ref() {
+                Value::Timestamp(ts) => date_part(*part, *ts, ctx.tz),
+                // The seconds of a difference of timestamps are its epoch.
+                Value::Decimal(d) => Value::Decimal(*d),
+                _ => Value::Null,
+            },
+            Expr::Func2(func, a, b) => {
+                let va = a.eval_cow(ctx)?;
+                let vb = b.eval_cow(ctx)?;
+                match (func, va.as_ref(), vb.as_ref()) {
+                    (Func2::TimeDiff, Value::Timestamp(x), Value::Timestamp(y)) => {
+                        Value::Decimal(Decimal::new(i128::from(x.0) - i128::from(y.0), 6))
+                    }
+                    (Func2::Power, Value::Double(x), Value::Double(y)) => {
+                        let r = x.powf(*y);
+                        if r.is_nan() {
+                            return Err(EvalError::OutOfDomain(
+                                "a negative number raised to a non-integer power is not a real number",
+                            ));
+                        }
+                        if !r.is_finite() {
+                            return Err(if *x == 0.0 {
+                                EvalError::OutOfDomain(
+                                    "zero raised to a negative power is undefined",
+                                )
+                            } else {
+                                EvalError::Overflow(Type::Double)
+                            });
+                        }
+                        Value::Double(r)
+                    }
+                    _ => Value::Null,
+                }
+            }
+            Expr::Extremum { greatest, list } => {
+                let mut best: Option<Value> = None;
+                for e in list {
+                    let v = e.eval(ctx)?;
+                    if v.is_null() {
+                        continue;
+                    }
+                    best = Some(match best {
+                        None => v,
+                        Some(b) if (v > b) == *greatest && v != b => v,
+                        Some(b) => b,
+                    });
+                }
+                best.unwrap_or(Value::Null)
+            }
+            Expr::OrNull(e) => match e.eval(ctx) {
+                Ok(v) => v,
+                Err(_) => {
+                    if let Some(failures) = ctx.failures {
+                        failures.set(failures.get() + 1);
+                    }
+                    Value::Null
+                }
+            },
             Expr::Func(func, e) => match (func, e.eval(ctx)?) {
                 (_, Value::Null) => Value::Null,
+                (Func::Ln, Value::Double(d)) => {
+                    if d <= 0.0 {
+                        return Err(EvalError::OutOfDomain(
+                            "cannot take the logarithm of zero or a negative number",
+                        ));
+                    }
+                    Value::Double(d.ln())
+                }
+                (Func::Exp, Value::Double(d)) => {
+                    let r = d.exp();
+                    if !r.is_finite() {
+                        return Err(EvalError::Overflow(Type::Double));
+                    }
+                    Value::Double(r)
+                }
+                (Func::Sqrt, Value::Double(d)) => {
+                    if d < 0.0 {
+                        return Err(EvalError::OutOfDomain(
+                            "cannot take the square root of a negative number",
+                        ));
+                    }
+                    Value::Double(d.sqrt())
+                }
+                (Func::Floor, Value::Double(d)) => Value::Double(d.floor()),
+                (Func::Ceil, Value::Double(d)) => Value::Double(d.ceil()),
+                (Func::Floor | Func::Ceil, Value::Decimal(d)) => {
+                    let unit = 10i128.pow(u32::from(d.scale()));
+                    let m = d.mantissa();
+                    let whole = if *func == Func::Floor {
+                        m.div_euclid(unit)
+                    } else {
+                        -(-m).div_euclid(unit)
+                    };
+                    Value::Decimal(Decimal::new(whole, 0))
+                }
                 (Func::Abs, Value::Int(i)) => {
                     Value::Int(i.checked_abs().ok_or(EvalError::Overflow(Type::BigInt))?)
                 }
@@ -619,6 +863,36 @@ impl Expr {
             },
         })
     }
+}
+
+/// A field of a timestamp, read in `tz`.
+fn date_part(part: DatePart, ts: crate::value::Timestamp, tz: &TimeZone) -> Value {
+    if part == DatePart::Epoch {
+        return Value::Decimal(Decimal::new(i128::from(ts.0), 6));
+    }
+    let Ok(instant) = jiff::Timestamp::from_microsecond(ts.0) else {
+        return Value::Null;
+    };
+    let dt = instant.to_zoned(tz.clone()).datetime();
+    let n = match part {
+        DatePart::Year => i64::from(dt.year()),
+        DatePart::Quarter => i64::from((dt.month() - 1) / 3 + 1),
+        DatePart::Month => i64::from(dt.month()),
+        DatePart::Week => i64::from(dt.date().iso_week_date().week()),
+        DatePart::Day => i64::from(dt.day()),
+        DatePart::Dow => i64::from(dt.weekday().to_sunday_zero_offset()),
+        DatePart::IsoDow => i64::from(dt.weekday().to_monday_one_offset()),
+        DatePart::Doy => i64::from(dt.day_of_year()),
+        DatePart::Hour => i64::from(dt.hour()),
+        DatePart::Minute => i64::from(dt.minute()),
+        DatePart::Second => {
+            let micros =
+                i128::from(dt.second()) * 1_000_000 + i128::from(dt.subsec_nanosecond() / 1_000);
+            return Value::Decimal(Decimal::new(micros, 6));
+        }
+        DatePart::Epoch => unreachable!("handled above"),
+    };
+    Value::Int(n)
 }
 
 fn zero_of(kind: NumKind) -> Value {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::{ArithOp, CmpOp, Expr, Func, JsonKey};
+use super::{ArithOp, CmpOp, Expr, Func, Func2, JsonKey};
 use crate::value::Value;
 
 impl fmt::Display for Expr {
@@ -125,9 +125,29 @@ impl fmt::Display for Expr {
                     Func::Length => "length",
                     Func::Abs => "abs",
                     Func::Round(n) => return write!(f, "round({e}, {n})"),
+                    Func::Ln => "ln",
+                    Func::Exp => "exp",
+                    Func::Sqrt => "sqrt",
+                    Func::Floor => "floor",
+                    Func::Ceil => "ceil",
+                    Func::Part(part) => return write!(f, "extract({} FROM {e})", part.name()),
                 };
                 write!(f, "{name}({e})")
             }
+            Expr::Func2(Func2::Power, a, b) => write!(f, "power({a}, {b})"),
+            Expr::Func2(Func2::TimeDiff, a, b) => write!(f, "{} - {}", Paren(a), Paren(b)),
+            Expr::Extremum { greatest, list } => {
+                f.write_str(if *greatest { "greatest(" } else { "least(" })?;
+                for (i, e) in list.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                f.write_str(")")
+            }
+            // Evaluation detail, not part of the definition.
+            Expr::OrNull(e) => write!(f, "{e}"),
             Expr::JsonGet { expr, key, as_text } => {
                 let op = if *as_text { "->>" } else { "->" };
                 match key {
@@ -148,6 +168,7 @@ struct Paren<'a>(&'a Expr);
 impl fmt::Display for Paren<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
+            Expr::OrNull(e) => write!(f, "{}", Paren(e)),
             Expr::Arith { .. }
             | Expr::Compare { .. }
             | Expr::And(..)
@@ -157,6 +178,7 @@ impl fmt::Display for Paren<'_> {
             | Expr::InList { .. }
             | Expr::Like { .. }
             | Expr::Concat(..)
+            | Expr::Func2(Func2::TimeDiff, ..)
             | Expr::Neg(..) => write!(f, "({})", self.0),
             e => write!(f, "{e}"),
         }

@@ -297,7 +297,7 @@ impl Binder<'_> {
             return Err(unsupported(
                 at,
                 "a window function (OVER)",
-                "group by a time bucket instead; a view query re-groups to a coarser grain",
+                "window functions (rank, ntile, lag, running sums) run at query time: keep this view grouped and write them in a saved query (CREATE VIEW name AS SELECT …, rank() OVER (…) FROM this_view) or POST /v1/sql",
             ));
         }
         let Some(def) = lookup(&name) else {

@@ -10,7 +10,10 @@ use super::aggregate::{contains_aggregate, is_aggregate};
 use super::view::expr_has;
 use super::{LocationExt, Result, data_type, error_at, ident_name, unsupported};
 use crate::decimal::{Decimal, MAX_PRECISION, digit_count};
-use crate::expr::{ArithOp, CmpOp, Expr, JsonKey, LikePattern, NumKind, cast_exists, parse_text};
+use crate::expr::{
+    ArithOp, CmpOp, DatePart, Expr, Func, Func2, JsonKey, LikePattern, NumKind, cast_exists,
+    parse_text,
+};
 use crate::plan::AggPlan;
 use crate::value::{Type, Value};
 
@@ -187,11 +190,32 @@ impl<'s> Binder<'s> {
                 "AT TIME ZONE",
                 "buckets follow the tenant's time zone, chosen when the tenant is created",
             )),
-            E::Extract { .. } => Err(unsupported(
-                at,
-                "EXTRACT",
-                "group by date_trunc(unit, ts) or time_bucket(width, ts)",
-            )),
+            E::Floor { expr, field } | E::Ceil { expr, field } => {
+                if !matches!(
+                    field,
+                    ast::CeilFloorKind::DateTimeField(ast::DateTimeField::NoDateTime)
+                ) {
+                    return Err(unsupported(
+                        at,
+                        "FLOOR/CEIL with a scale or TO a field",
+                        "write floor(x) or ceil(x); round(x, digits) rounds to digits",
+                    ));
+                }
+                self.floor_ceil(matches!(e, E::Floor { .. }), expr)
+            }
+            E::Extract { field, expr, .. } => {
+                let name = field.to_string().to_lowercase();
+                let part = DatePart::parse(&name).ok_or_else(|| {
+                    error_at(
+                        at,
+                        format!("unknown EXTRACT field {name}"),
+                        Some(
+                            "fields are epoch, year, quarter, month, week, day, dow, isodow, doy, hour, minute, second",
+                        ),
+                    )
+                })?;
+                self.date_part(part, expr)
+            }
             E::Substring { .. } | E::Trim { .. } | E::Position { .. } | E::Overlay { .. } => {
                 Err(unsupported(
                     at,
@@ -473,6 +497,29 @@ impl<'s> Binder<'s> {
     }
 
     /// Coerces `expr` of type `from` to `to`: literals are converted now, others get a cast.
+    /// `extract(part FROM x)` / `date_part('part', x)`: `x` a timestamp, or for `epoch` a
+    /// difference of timestamps.
+    pub(super) fn date_part(&mut self, part: DatePart, arg: &ast::Expr) -> Result<Bound> {
+        let (x, ty) = self.expr(arg)?;
+        let difference = matches!(x, Expr::Func2(Func2::TimeDiff, ..));
+        if ty != Type::Timestamp && !(difference && part == DatePart::Epoch) {
+            return Err(error_at(
+                self.loc(arg),
+                format!(
+                    "extract({} FROM …) needs a TIMESTAMP{}, but {arg} is {ty}",
+                    part.name(),
+                    if part == DatePart::Epoch {
+                        " or a difference of timestamps"
+                    } else {
+                        ""
+                    }
+                ),
+                None,
+            ));
+        }
+        Ok((Expr::Func(Func::Part(part), Box::new(x)), part.ty()))
+    }
+
     pub(super) fn coerce(&self, expr: Expr, from: Type, to: Type, e: &ast::Expr) -> Result<Expr> {
         if from == to || is_null_literal(&expr) {
             return Ok(expr);
@@ -623,6 +670,14 @@ impl<'s> Binder<'s> {
         let (r, rt) = self.expr(right)?;
         let lt = if is_null_literal(&l) { rt } else { lt };
         let rt = if is_null_literal(&r) { lt } else { rt };
+        if arith == ArithOp::Sub && lt == Type::Timestamp && rt == Type::Timestamp {
+            // PostgreSQL gives an interval; a live view keeps its seconds, which is what
+            // `extract(epoch FROM a - b)` reads from it.
+            return Ok((
+                Expr::Func2(Func2::TimeDiff, Box::new(l), Box::new(r)),
+                DatePart::Epoch.ty(),
+            ));
+        }
         if !lt.is_numeric() || !rt.is_numeric() {
             return Err(error_at(
                 at,

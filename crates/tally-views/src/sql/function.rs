@@ -1,5 +1,6 @@
-//! Scalar function calls of live views: `lower`, `upper`, `length`, `abs`, `round`,
-//! `coalesce`, `nullif`, and the time buckets `time_bucket` and `date_trunc`. Functions whose
+//! Scalar function calls of live views: `lower`, `upper`, `length`, `abs`, `round`, `floor`,
+//! `ceil`, `ln`, `exp`, `sqrt`, `power`, `greatest`, `least`, `coalesce`, `nullif`,
+//! `date_part`, and the time buckets `time_bucket` and `date_trunc`. Functions whose
 //! value depends on when they run (`now()`, `random()`) are refused: a view must give the same
 //! rows when it is rebuilt from its events.
 
@@ -11,11 +12,35 @@ use super::bind::{
 };
 use super::{Result, error_at, unsupported};
 use crate::decimal::MAX_PRECISION;
-use crate::expr::{Expr, Func};
+use crate::expr::{DatePart, Expr, Func, Func2};
 use crate::time::Interval;
 use crate::value::{Type, Value};
 
 impl Binder<'_> {
+    /// `floor(x)` / `ceil(x)`: a `BIGINT` is its own floor; a `DOUBLE` stays one; a `DECIMAL`
+    /// gets scale 0.
+    pub(super) fn floor_ceil(&mut self, floor: bool, arg: &ast::Expr) -> Result<Bound> {
+        let name = if floor { "floor" } else { "ceil" };
+        let (x, ty) = self.expr(arg)?;
+        let func = if floor { Func::Floor } else { Func::Ceil };
+        match ty {
+            Type::BigInt => Ok((x, ty)),
+            Type::Double => Ok((Expr::Func(func, Box::new(x)), ty)),
+            Type::Decimal { precision, scale } => Ok((
+                Expr::Func(func, Box::new(x)),
+                Type::Decimal {
+                    precision: (precision - scale + 1).min(MAX_PRECISION),
+                    scale: 0,
+                },
+            )),
+            _ => Err(error_at(
+                self.loc(arg),
+                format!("{name} needs a number, but {arg} is {ty}"),
+                None,
+            )),
+        }
+    }
+
     /// Binds a call of a scalar function.
     pub(super) fn function(&mut self, f: &ast::Function, e: &ast::Expr) -> Result<Bound> {
         let at = self.loc(e);
@@ -24,7 +49,7 @@ impl Binder<'_> {
             return Err(unsupported(
                 at,
                 "a window function (OVER)",
-                "group by a time bucket instead; a view query re-groups to a coarser grain",
+                "window functions (rank, ntile, lag, running sums) run at query time: keep this view grouped and write them in a saved query (CREATE VIEW name AS SELECT …, rank() OVER (…) FROM this_view) or POST /v1/sql",
             ));
         }
         if lookup(&name).is_some() {
@@ -236,6 +261,116 @@ impl Binder<'_> {
                     Type::Timestamp,
                 ))
             }
+            "ln" | "exp" | "sqrt" => {
+                arity(1)?;
+                let (x, ty) = self.expr(args[0])?;
+                if !ty.is_numeric() {
+                    return Err(error_at(
+                        self.loc(args[0]),
+                        format!("{name} needs a number, but {} is {ty}", args[0]),
+                        None,
+                    ));
+                }
+                let x = self.coerce(x, ty, Type::Double, args[0])?;
+                let func = match name.as_str() {
+                    "ln" => Func::Ln,
+                    "exp" => Func::Exp,
+                    _ => Func::Sqrt,
+                };
+                Ok((Expr::Func(func, Box::new(x)), Type::Double))
+            }
+            "floor" | "ceil" | "ceiling" => {
+                arity(1)?;
+                self.floor_ceil(name == "floor", args[0])
+            }
+            "power" | "pow" => {
+                arity(2)?;
+                let mut bound = Vec::new();
+                for a in &args {
+                    let (x, ty) = self.expr(a)?;
+                    if !ty.is_numeric() {
+                        return Err(error_at(
+                            self.loc(a),
+                            format!("{name} needs numbers, but {a} is {ty}"),
+                            None,
+                        ));
+                    }
+                    bound.push(self.coerce(x, ty, Type::Double, a)?);
+                }
+                let y = bound.pop().expect("two arguments");
+                let x = bound.pop().expect("two arguments");
+                Ok((
+                    Expr::Func2(Func2::Power, Box::new(x), Box::new(y)),
+                    Type::Double,
+                ))
+            }
+            "greatest" | "least" => {
+                if args.is_empty() {
+                    return Err(error_at(at, format!("{name} needs arguments"), None));
+                }
+                let mut bound = Vec::new();
+                let mut common: Option<Type> = None;
+                for a in &args {
+                    let b = self.expr(a)?;
+                    if !is_null_literal(&b.0) && !is_text_literal(&b.0) {
+                        common = Some(match common {
+                            None => b.1,
+                            Some(t) => unify(t, b.1).ok_or_else(|| {
+                                error_at(
+                                    self.loc(a),
+                                    format!(
+                                        "{name} arguments have different types: {t} and {}",
+                                        b.1
+                                    ),
+                                    None,
+                                )
+                            })?,
+                        });
+                    }
+                    bound.push((b, *a));
+                }
+                let common = common.unwrap_or(Type::Text);
+                let list = bound
+                    .into_iter()
+                    .map(|((x, t), a)| self.coerce(x, t, common, a))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((
+                    Expr::Extremum {
+                        greatest: name == "greatest",
+                        list,
+                    },
+                    common,
+                ))
+            }
+            "date_part" => {
+                arity(2)?;
+                let field = interval_text(args[0]).ok_or_else(|| {
+                    error_at(
+                        self.loc(args[0]),
+                        "the first argument of date_part must be a text literal",
+                        Some("e.g. date_part('hour', ts)"),
+                    )
+                })?;
+                let part = DatePart::parse(&field).ok_or_else(|| {
+                    error_at(
+                        self.loc(args[0]),
+                        format!("unknown date_part field '{field}'"),
+                        Some(
+                            "fields are epoch, year, quarter, month, week, day, dow, isodow, doy, hour, minute, second",
+                        ),
+                    )
+                })?;
+                // PostgreSQL's date_part answers DOUBLE PRECISION.
+                let (x, ty) = self.date_part(part, args[1])?;
+                Ok((
+                    Expr::Cast {
+                        expr: Box::new(x),
+                        from: ty,
+                        to: Type::Double,
+                    },
+                    Type::Double,
+                ))
+            }
             "now"
             | "current_timestamp"
             | "localtimestamp"
@@ -253,7 +388,7 @@ impl Binder<'_> {
                 at,
                 format!("unknown function {name}"),
                 Some(
-                    "functions are lower, upper, length, abs, round, coalesce, nullif, time_bucket, date_trunc and the aggregates in docs/sql.md",
+                    "functions are lower, upper, length, abs, round, floor, ceil, ln, exp, sqrt, power, greatest, least, coalesce, nullif, date_part, time_bucket, date_trunc and the aggregates in docs/sql.md",
                 ),
             )),
         }

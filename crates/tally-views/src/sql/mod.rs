@@ -797,6 +797,26 @@ fn data_type(dt: &ast::DataType, at: Location) -> Result<Type> {
 }
 
 pub fn compile_key_filter(plan: &ViewPlan, text: &str) -> Result<Expr> {
+    let scope = Scope {
+        columns: plan.keys.iter().map(|k| (k.name.clone(), k.ty)).collect(),
+        qualifiers: vec![plan.name.clone()],
+        target: ScopeTarget::Key,
+    };
+    compile_filter(&scope, text)
+}
+
+/// Compiles a query's `where` over the columns of its answer (`columns`, in order): evaluated
+/// against each answer row after re-grouping, so it may name output columns.
+pub fn compile_row_filter(view: &str, columns: &[(String, Type)], text: &str) -> Result<Expr> {
+    let scope = Scope {
+        columns: columns.to_vec(),
+        qualifiers: vec![view.to_owned()],
+        target: ScopeTarget::Row,
+    };
+    compile_filter(&scope, text)
+}
+
+fn compile_filter(scope: &Scope, text: &str) -> Result<Expr> {
     let dialect = PostgreSqlDialect {};
     let start = Location { line: 1, column: 1 };
     let mut parser = limits::parser(&dialect, text)?;
@@ -810,12 +830,7 @@ pub fn compile_key_filter(plan: &ViewPlan, text: &str) -> Result<Expr> {
             None,
         ));
     }
-    let scope = Scope {
-        columns: plan.keys.iter().map(|k| (k.name.clone(), k.ty)).collect(),
-        qualifiers: vec![plan.name.clone()],
-        target: ScopeTarget::Key,
-    };
-    let mut binder = Binder::new(&scope, start);
+    let mut binder = Binder::new(scope, start);
     binder.context = "a query filter";
     let (expr, ty) = binder.expr(&ast)?;
     if ty != Type::Boolean {

@@ -55,6 +55,20 @@ pub(super) fn create_view(
             "name columns with AS in the SELECT",
         ));
     }
+    if matches!(&parser.peek_token().token, Token::Word(w) if w.keyword == Keyword::WITH) {
+        let option = parser.peek_nth_token(2);
+        if let Token::Word(w) = &option.token
+            && w.value.eq_ignore_ascii_case("timescaledb")
+        {
+            return Err(error_at(
+                option.span.start,
+                "TimescaleDB options are not needed",
+                Some(
+                    "every Tally view is continuous: it is kept up to date on every event; drop WITH (timescaledb.…) (the only view option is retention = '…')",
+                ),
+            ));
+        }
+    }
     let options = parser.parse_options(Keyword::WITH).map_err(perr)?;
     let mut retention = None;
     let mut retention_at = at;
@@ -75,6 +89,27 @@ pub(super) fn create_view(
     }
     parser.expect_keyword(Keyword::AS).map_err(perr)?;
     let query = parser.parse_query().map_err(perr)?;
+    let next = parser.peek_token();
+    if matches!(&next.token, Token::Word(w) if w.keyword == Keyword::WITH) {
+        let _ = parser.next_token();
+        let _ = parser.parse_keyword(Keyword::NO);
+        if parser.parse_keyword(Keyword::DATA) {
+            return Err(error_at(
+                next.span.start,
+                "WITH [NO] DATA is not needed",
+                Some(
+                    "a live view is filled from the stream's retained events when it is created, and kept up to date from then on; drop the clause",
+                ),
+            ));
+        }
+        return Err(error_at(
+            next.span.start,
+            "syntax error: unexpected WITH after the view's query",
+            Some(
+                "view options go before AS: CREATE MATERIALIZED VIEW name WITH (retention = '90 days') AS SELECT …",
+            ),
+        ));
+    }
     let plan = compile_view(catalog, name, retention, retention_at, &query, at)?;
     Ok(Compiled::View(Box::new(plan)))
 }
@@ -91,6 +126,20 @@ fn compile_view(
     let select = live_select(query, at)?;
     let select_at = select.select_token.0.span.start.max_or(at);
     check_depths(select, select_at)?;
+    // A window function is refused as such, before the GROUP BY checks would complain about
+    // the columns it reads.
+    for item in &select.projection {
+        if let ast::SelectItem::UnnamedExpr(e) | ast::SelectItem::ExprWithAlias { expr: e, .. } =
+            item
+            && let Some(window_at) = find_window(e)
+        {
+            return Err(unsupported(
+                window_at.max_or(select_at),
+                "a window function (OVER)",
+                "window functions (rank, ntile, lag, running sums) run at query time: keep this view grouped and write them in a saved query (CREATE VIEW name AS SELECT …, rank() OVER (…) FROM this_view) or POST /v1/sql",
+            ));
+        }
+    }
     let (stream, qualifiers) = from_stream(catalog, select, at)?;
     let scope = Scope {
         columns: stream
@@ -152,12 +201,50 @@ fn compile_view(
     };
     plan.bucket_slots = number_all_buckets(&mut plan);
     plan.can_fail = can_fail(&plan);
+    if plan.can_fail {
+        lenient(&mut plan);
+    }
     let options = match retention {
         Some(r) => format!(" WITH (retention = '{r}')"),
         None => String::new(),
     };
     plan.sql = format!("CREATE MATERIALIZED VIEW {}{options} AS {query}", plan.name);
     Ok(plan)
+}
+
+/// Where `e` calls a window function (`… OVER (…)`), looking through operators, casts, `CASE`
+/// and function arguments.
+fn find_window(e: &ast::Expr) -> Option<Location> {
+    use ast::Expr as E;
+    match e {
+        E::Function(f) => {
+            if f.over.is_some() {
+                return Some(e.span().start);
+            }
+            match &f.args {
+                ast::FunctionArguments::List(list) => list.args.iter().find_map(|a| match a {
+                    ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(x))
+                    | ast::FunctionArg::Named {
+                        arg: ast::FunctionArgExpr::Expr(x),
+                        ..
+                    } => find_window(x),
+                    _ => None,
+                }),
+                _ => None,
+            }
+        }
+        E::BinaryOp { left, right, .. } => find_window(left).or_else(|| find_window(right)),
+        E::UnaryOp { expr, .. } | E::Nested(expr) | E::Cast { expr, .. } => find_window(expr),
+        E::Case {
+            conditions,
+            else_result,
+            ..
+        } => conditions
+            .iter()
+            .find_map(|c| find_window(&c.condition).or_else(|| find_window(&c.result)))
+            .or_else(|| else_result.as_deref().and_then(find_window)),
+        _ => None,
+    }
 }
 
 /// Checks every expression the compiler walks against [`MAX_DEPTH`](super::MAX_DEPTH), before
@@ -253,7 +340,7 @@ fn live_select(query: &ast::Query, at: Location) -> Result<&ast::Select> {
         return Err(unsupported(
             having.span().start.max_or(at),
             "HAVING",
-            "filter the rows when you read the view; a view query takes a condition on group columns",
+            "filter groups when you read the view: a saved query (CREATE VIEW name AS SELECT … FROM this_view WHERE …), POST /v1/sql, or tally query --where",
         ));
     }
     if let Some(q) = &select.qualify {
@@ -650,6 +737,29 @@ fn can_fail(plan: &ViewPlan) -> bool {
                 .iter()
                 .any(|e| e.as_ref().is_some_and(Expr::can_fail))
         })
+}
+
+/// Makes every row-level expression yield NULL where an operation fails ([`Expr::lenient`]):
+/// an event a view cannot fully evaluate is kept, and counted by the engine.
+fn lenient(plan: &mut ViewPlan) {
+    let take = |e: &mut Expr| {
+        let taken = std::mem::replace(e, Expr::Literal(crate::value::Value::Null));
+        *e = taken.lenient();
+    };
+    if let Some(f) = &mut plan.filter {
+        take(f);
+    }
+    for k in &mut plan.keys {
+        take(&mut k.expr);
+    }
+    for a in &mut plan.aggs {
+        for e in [&mut a.arg, &mut a.time, &mut a.filter]
+            .into_iter()
+            .flatten()
+        {
+            take(e);
+        }
+    }
 }
 
 /// Gives every time bucket expression its own cache slot.

@@ -511,7 +511,7 @@ impl Hub {
         tenant: &str,
         view: &str,
         request: QueryRequest,
-    ) -> Result<ResultSet, ApiError> {
+    ) -> Result<(ResultSet, u64), ApiError> {
         self.ask(tenant, |reply| Job::Query {
             view: view.to_owned(),
             request,

@@ -24,6 +24,7 @@ pub struct Metrics {
     refused: Family<Labels, Counter>,
     flush_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     skipped: Family<Labels, Counter>,
+    expression_failures: Family<Labels, Counter>,
     query_seconds: Histogram,
     group_requests: Histogram,
     group_seconds: Histogram,
@@ -75,6 +76,12 @@ impl Metrics {
             "Events a view left out because one of its expressions failed on them, per tenant and view",
             skipped.clone(),
         );
+        let expression_failures = Family::<Labels, Counter>::default();
+        registry.register(
+            "view_expression_failures",
+            "Events on which an expression of a view failed (a cast, a division by zero) and gave NULL; the events were kept. Per tenant and view",
+            expression_failures.clone(),
+        );
         let query_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "query_duration_seconds",
@@ -122,6 +129,7 @@ impl Metrics {
             refused,
             flush_lag,
             skipped,
+            expression_failures,
             query_seconds,
             group_requests,
             group_seconds,
@@ -178,6 +186,15 @@ impl Metrics {
 
     pub fn count_skipped(&self, tenant: &str, view: &str, n: u64) {
         self.skipped
+            .get_or_create(&vec![
+                ("tenant", tenant.to_owned()),
+                ("view", view.to_owned()),
+            ])
+            .inc_by(n);
+    }
+
+    pub fn count_expression_failures(&self, tenant: &str, view: &str, n: u64) {
+        self.expression_failures
             .get_or_create(&vec![
                 ("tenant", tenant.to_owned()),
                 ("view", view.to_owned()),

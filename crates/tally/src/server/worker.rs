@@ -85,10 +85,11 @@ pub struct Submission {
 
 pub enum Job {
     Ingest(Submission),
+    /// Read a view; answers with the view's count of events whose expressions failed.
     Query {
         view: String,
         request: QueryRequest,
-        reply: oneshot::Sender<Result<ResultSet>>,
+        reply: oneshot::Sender<Result<(ResultSet, u64)>>,
     },
     /// Gather the rows of the relations a query-time SQL query reads, with the tenant's time
     /// zone; the query itself runs off the worker.
@@ -191,7 +192,9 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 reply,
             }) => {
                 let started = Instant::now();
-                let result = runtime.query(&view, &request);
+                let result = runtime
+                    .query(&view, &request)
+                    .and_then(|answer| Ok((answer, runtime.expression_failures(&view)?)));
                 settings.metrics.observe_query(started.elapsed());
                 let _ = reply.send(result);
                 true
@@ -276,6 +279,11 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         for (view, n) in runtime.take_skipped() {
             settings.metrics.count_skipped(&tenant, &view, n);
         }
+        for (view, n) in runtime.take_new_failures() {
+            settings
+                .metrics
+                .count_expression_failures(&tenant, &view, n);
+        }
         let lag = pending_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
         settings.metrics.set_flush_lag(&tenant, lag);
     }
@@ -325,8 +333,7 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
         {
-            let decoder =
-                RowDecoder::new(&stream, runtime.engine(), now, settings.config.max_future);
+            let decoder = RowDecoder::new(&stream, now, settings.config.max_future);
             for &i in &members {
                 let mut outcome = Outcome::default();
                 for (index, record) in batch[i].records.iter().enumerate() {

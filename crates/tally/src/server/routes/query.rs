@@ -28,6 +28,11 @@ pub struct QueryResponse {
     /// One array per row, values in column order: RFC 3339 timestamps, decimals as strings.
     #[schema(value_type = Vec<Vec<Object>>)]
     pub rows: Vec<Vec<serde_json::Value>>,
+    /// Present when some events made an expression of the view fail (a cast of text that is
+    /// not a number, a division by zero): how many. Each such event was kept, with NULL for
+    /// that expression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expression_failures: Option<u64>,
 }
 
 /// Query parameters of a view query; the same as `tally query`'s flags.
@@ -42,11 +47,12 @@ pub struct ViewQuery {
     pub grain: Option<String>,
     /// Group columns to keep, comma separated; the others are merged away.
     pub group_by: Option<String>,
-    /// A condition on group columns, e.g. `country = 'DE'`.
+    /// A condition, e.g. `country = 'DE'`: on group columns alone it filters before
+    /// re-grouping; naming an output column (`revenue > 100`) it filters the answer's rows.
     #[serde(rename = "where")]
     #[param(rename = "where")]
     pub filter: Option<String>,
-    /// `COL` or `COL desc`.
+    /// `COL [asc|desc] [nulls first|last]`.
     pub order_by: Option<String>,
     pub limit: Option<String>,
 }
@@ -101,10 +107,16 @@ pub async fn query_view(
         )));
     }
     let request = params.to_request().map_err(Error::Query)?;
-    let result = hub.query(&principal.tenant, &view, request).await?;
+    let (result, failures) = hub.query(&principal.tenant, &view, request).await?;
+    let mut body = result_json_text(&result);
+    if failures > 0 {
+        // Only when there are any: the answer keeps its plain shape otherwise.
+        body.pop();
+        body.push_str(&format!(",\"expression_failures\":{failures}}}"));
+    }
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        result_json_text(&result),
+        body,
     )
         .into_response())
 }

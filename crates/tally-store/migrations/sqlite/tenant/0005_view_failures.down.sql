@@ -1,0 +1,1 @@
+ALTER TABLE tally_views DROP COLUMN failed;
