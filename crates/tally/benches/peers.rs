@@ -20,7 +20,7 @@
 //! `python3` with `venv`); chDB is not measured (its wheel fetches its engine at run time).
 //! `cargo test --benches` runs Tally's side once on 2,000 events and skips the peers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -368,33 +368,7 @@ fn serve_memory(dir: &Path, schema: &str, tenants: usize, events: usize) -> u64 
 
 /// Runs the DuckDB side in the virtual environment, installing DuckDB there first if needed.
 fn duckdb(dir: &Path, input: &Path, n: usize) -> Result<Json, String> {
-    let venv = target_dir().join("peers-venv");
-    let python = venv.join("bin").join("python");
-    if !python.exists() {
-        let made = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .map_err(|e| format!("python3: {e}"))?;
-        if !made.success() {
-            return Err("python3 -m venv failed".into());
-        }
-    }
-    // Quietly: on a first run the import fails, and that is no error.
-    let has = Command::new(&python)
-        .args(["-c", "import duckdb"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .map_err(|e| e.to_string())?;
-    if !has.success() {
-        let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "duckdb==2.0.1"])
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !installed.success() {
-            return Err("pip install duckdb failed".into());
-        }
-    }
+    let python = workload::duckdb_python()?;
     let script = dir.join("duckdb_side.py");
     std::fs::write(&script, DUCKDB).map_err(|e| e.to_string())?;
     let out = Command::new(&python)
@@ -410,9 +384,3 @@ fn duckdb(dir: &Path, input: &Path, n: usize) -> Result<Json, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
 
-/// Cargo's target directory.
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-}

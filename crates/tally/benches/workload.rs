@@ -313,3 +313,40 @@ pub fn print_table(workload: Workload, n: usize, rows: &[(&str, Duration)]) {
         println!("| {what} | {:.0} | {:.2} |", rate(*d), rate(*d) / base);
     }
 }
+
+/// A Python with DuckDB (from PyPI, pinned) in a virtual environment under the target
+/// directory, made on the first run; it needs `python3` with `venv`.
+pub fn duckdb_python() -> Result<std::path::PathBuf, String> {
+    use std::process::Command;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let venv = target.join("peers-venv");
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .map_err(|e| format!("python3: {e}"))?;
+        if !made.success() {
+            return Err("python3 -m venv failed".into());
+        }
+    }
+    // Quietly: on a first run the import fails, and that is no error.
+    let has = Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !has.success() {
+        let installed = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "duckdb==2.0.1"])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if !installed.success() {
+            return Err("pip install duckdb failed".into());
+        }
+    }
+    Ok(python)
+}
