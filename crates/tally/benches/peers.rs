@@ -383,4 +383,3 @@ fn duckdb(dir: &Path, input: &Path, n: usize) -> Result<Json, String> {
     }
     serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
 }
-

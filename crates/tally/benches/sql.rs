@@ -99,9 +99,14 @@ fn main() {
     };
     assert_eq!(peer["join_ranked_rows"].as_u64(), Some(rows as u64));
     let secs = |key: &str| Duration::from_secs_f64(peer[key].as_f64().unwrap());
-    println!("DuckDB {} (PyPI), in process, default threads", peer["version"]);
+    println!(
+        "DuckDB {} (PyPI), in process, default threads",
+        peer["version"]
+    );
     println!();
-    println!("| query | Tally over HTTP p50 (p99) | DuckDB in process p50 | Tally / DuckDB | target |");
+    println!(
+        "| query | Tally over HTTP p50 (p99) | DuckDB in process p50 | Tally / DuckDB | target |"
+    );
     println!("|---|---:|---:|---:|---:|");
     println!(
         "| `SELECT` a 1,000-row view | {:.2} ms ({:.2} ms) | {:.2} ms | {:.1}× | p50 ≤ 5 ms |",

@@ -409,7 +409,9 @@ async fn failing_expressions_keep_the_event_and_are_counted() {
     for _ in 0..50 {
         let m = call(&app, "GET", "/metrics", &[], "").await;
         seen = m.text;
-        if seen.contains("tally_view_expression_failures_total{tenant=\"alpha\",view=\"per_order\"} 1") {
+        if seen
+            .contains("tally_view_expression_failures_total{tenant=\"alpha\",view=\"per_order\"} 1")
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
