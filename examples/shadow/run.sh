@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Seed 002 (Shadow) on generated data, in one command from the repository root:
+#
+#     examples/shadow/run.sh
+#
+# Builds Tally and the data generator (the `seed_data` example), then in ./tally-shadow
+# (removed first): generates the input files (input/), applies the schema to a fresh data
+# directory (data/), loads the same activity into the default tenant (UTC) and into a tenant
+# in Berlin, and reads the week-over-week trends of both: Berlin's weeks start at its own
+# Monday midnight. TALLY_EXAMPLE_PROFILE=debug builds without --release.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+profile=${TALLY_EXAMPLE_PROFILE:-release}
+if [ "$profile" = debug ]; then
+  cargo build -p tally --bin tally --example seed_data
+else
+  profile=release
+  cargo build --release -p tally --bin tally --example seed_data
+fi
+dir=./tally-shadow
+rm -rf "$dir"
+tally() { "./target/$profile/tally" --data "$dir/data" "$@"; }
+step() { printf '\n\033[1m$ tally %s\033[0m\n' "$*"; tally "$@"; }
+
+# Deterministic data ending now: ten weeks of agent runs and other activity, ~5,000 events.
+"./target/$profile/examples/seed_data" shadow "$dir/input"
+
+step apply examples/shadow/schema.sql
+step tenant create berlin --time-zone Europe/Berlin
+for tenant in default berlin; do
+  step --tenant "$tenant" ingest --stream user_activity "$dir/input/user_activity.ndjson"
+  step --tenant "$tenant" table upsert --table agents "$dir/input/agents.csv"
+done
+
+# mv_agent_usage_trends: week-over-week change per agent (lag), in UTC weeks…
+step query agent_usage_trends --limit 12
+# …and in Berlin's (weeks start at 22:00 or 23:00 UTC).
+step --tenant berlin query agent_usage_trends --limit 12
+# One workspace.
+step --tenant berlin query workspace_agent_usage --param workspace_id=ws-1 --limit 12
+# Any other question at query time: daily runs and users of the last week, all agents.
+step --tenant berlin sql "SELECT day, sum(runs) AS runs FROM agent_usage_daily
+                          WHERE day >= date_trunc('day', now()) - INTERVAL '6 days' GROUP BY day ORDER BY day"

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Seed 004 (ticketing) on generated data, in one command from the repository root:
+#
+#     examples/ticketing/run.sh
+#
+# Builds Tally and the data generator (the `seed_data` example), then in ./tally-ticketing
+# (removed first): generates the input files (input/), applies the schema to a fresh data
+# directory (data/), loads the payment transactions, venues and RFM segment names, and reads
+# every saved query. TALLY_EXAMPLE_PROFILE=debug builds without --release.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+profile=${TALLY_EXAMPLE_PROFILE:-release}
+if [ "$profile" = debug ]; then
+  cargo build -p tally --bin tally --example seed_data
+else
+  profile=release
+  cargo build --release -p tally --bin tally --example seed_data
+fi
+dir=./tally-ticketing
+rm -rf "$dir"
+tally() { "./target/$profile/tally" --data "$dir/data" "$@"; }
+step() { printf '\n\033[1m$ tally %s\033[0m\n' "$*"; tally "$@"; }
+
+# Deterministic data ending now: 320 customers, two years of purchases, refunds, failed payments.
+"./target/$profile/examples/seed_data" ticketing "$dir/input"
+
+step apply examples/ticketing/schema.sql
+step ingest --stream payment_transactions "$dir/input/payment_transactions.ndjson"
+step table upsert --table venues "$dir/input/venues.csv"
+step table upsert --table rfm_segments "$dir/input/rfm_segments.csv"
+
+# customer_rfm_scores: ntile(5) quintiles per venue, segment names, churn risk from now().
+step query customer_rfm --limit 10
+# churn_risk_dashboard: customers and revenue per venue and risk.
+step query churn_risk_dashboard
+# customer_lifetime_value, over every venue.
+step query customer_lifetime_value --limit 10
+# Any other question at query time: customers per segment at one venue.
+step sql "WITH s AS (SELECT venue_id, customer_id,
+                            ntile(5) OVER (PARTITION BY venue_id ORDER BY last_purchase_at, customer_id) AS r,
+                            ntile(5) OVER (PARTITION BY venue_id ORDER BY purchase_count, customer_id) AS f
+                     FROM customer_value)
+          SELECT g.segment, count(*) AS customers
+          FROM s JOIN rfm_segments g ON g.rf_code = CAST(s.r AS VARCHAR) || CAST(s.f AS VARCHAR)
+          WHERE s.venue_id = :venue GROUP BY g.segment ORDER BY customers DESC" --param venue=vn-1
