@@ -38,7 +38,7 @@ use tally_views::{ResultSet, Timestamp, Type, Value};
 
 pub use error::SqlError;
 pub use params::ParamValue;
-pub use prepare::{Prepared, RelationRequest, prepare};
+pub use prepare::{Prepared, RelationRequest, prepare, prepare_with};
 
 /// What one query may use.
 #[derive(Clone, Copy, Debug)]

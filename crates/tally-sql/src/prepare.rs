@@ -59,8 +59,74 @@ pub struct Prepared {
     pub params: BTreeSet<String>,
 }
 
+/// How many saved queries deep a query may read saved queries that read saved queries.
+const SAVED_DEPTH: usize = 16;
+
 /// Parses `sql` and checks that it is one read-only query.
 pub fn prepare(sql: &str) -> Result<Prepared, SqlError> {
+    prepare_with(sql, &|_| None)
+}
+
+/// [`prepare`], where a relation named like a saved query (`saved(name)` gives its text) reads
+/// that query: it is put into the query as a common table expression, before anything else is
+/// rewritten, so its parameters become the query's and its relations are read like the
+/// query's own. Saved queries may read saved queries, [`SAVED_DEPTH`] deep.
+pub fn prepare_with(
+    sql: &str,
+    saved: &dyn Fn(&str) -> Option<String>,
+) -> Result<Prepared, SqlError> {
+    let mut statement = parse_query(sql)?;
+    for _ in 0..SAVED_DEPTH {
+        let inline: Vec<(String, String)> = referenced_tables(&statement)?
+            .into_iter()
+            .filter_map(|name| saved(&name).map(|text| (name, text)))
+            .collect();
+        if inline.is_empty() {
+            return finish(statement);
+        }
+        for (name, text) in inline {
+            let template = format!(
+                "WITH \"{}\" AS ({text}) SELECT 1",
+                name.replace('"', "\"\"")
+            );
+            let cte = match parse_query(&template)? {
+                DFStatement::Statement(s) => match *s {
+                    Statement::Query(q) => q.with.and_then(|w| w.cte_tables.into_iter().next()),
+                    _ => None,
+                },
+                _ => None,
+            }
+            .ok_or_else(|| SqlError::Parse(format!("saved query {name} cannot be read")))?;
+            let DFStatement::Statement(inner) = &mut statement else {
+                unreachable!("parse_query answers queries only");
+            };
+            let Statement::Query(query) = inner.as_mut() else {
+                unreachable!("parse_query answers queries only");
+            };
+            match &mut query.with {
+                Some(with) => with.cte_tables.insert(0, cte),
+                None => {
+                    let mut with = match parse_query(&template)? {
+                        DFStatement::Statement(s) => match *s {
+                            Statement::Query(q) => q.with,
+                            _ => None,
+                        },
+                        _ => None,
+                    }
+                    .expect("the template has a WITH");
+                    with.cte_tables = vec![cte];
+                    query.with = Some(with);
+                }
+            }
+        }
+    }
+    Err(SqlError::Plan(format!(
+        "saved queries read saved queries more than {SAVED_DEPTH} deep (or in a cycle)"
+    )))
+}
+
+/// Parses one read-only query.
+fn parse_query(sql: &str) -> Result<DFStatement, SqlError> {
     let mut statements = DFParserBuilder::new(sql)
         .with_dialect(&PostgreSqlDialect {})
         .with_recursion_limit(RECURSION_LIMIT)
@@ -73,7 +139,18 @@ pub fn prepare(sql: &str) -> Result<Prepared, SqlError> {
             statements.len()
         )));
     }
-    let mut statement = statements.pop_front().expect("one statement");
+    let statement = statements.pop_front().expect("one statement");
+    let DFStatement::Statement(inner) = &statement else {
+        return Err(not_read_only(&statement.to_string()));
+    };
+    let Statement::Query(_) = inner.as_ref() else {
+        return Err(not_read_only(&inner.to_string()));
+    };
+    Ok(statement)
+}
+
+/// Rewrites parameters and `view_at` calls and lists what the query reads.
+fn finish(mut statement: DFStatement) -> Result<Prepared, SqlError> {
     let DFStatement::Statement(inner) = &mut statement else {
         return Err(not_read_only(&statement.to_string()));
     };

@@ -279,10 +279,7 @@ impl MemoryTenant {
         let s = d.streams.entry(stream.name.clone()).or_default();
         rows.iter()
             .map(|row| {
-                let key = stream
-                    .dedupe_key
-                    .map(|i| row[i].clone())
-                    .filter(|k| !k.is_null());
+                let key = stream.dedupe_value(row);
                 if let Some(k) = &key
                     && s.dedupe.contains_key(k)
                 {
@@ -396,9 +393,9 @@ impl MemoryTenant {
             .collect();
         for seq in &doomed {
             if let Some(row) = s.events.remove(seq)
-                && let Some(i) = stream.dedupe_key
+                && let Some(key) = stream.dedupe_value(&row)
             {
-                s.dedupe.remove(&row[i]);
+                s.dedupe.remove(&key);
             }
         }
         doomed.len() as u64

@@ -427,7 +427,7 @@ impl SqliteTenant {
             "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({})",
             cols.join(", ")
         ))?;
-        if def.dedupe_key.is_some() {
+        if def.has_dedupe_key() {
             sqlite_keys::create(&tx, &def.name)?;
         }
         tx.execute_batch(&format!(
@@ -528,10 +528,10 @@ impl SqliteTenant {
             [&stream.name],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let mut recent = match (stream.dedupe_key, cached) {
-            (None, _) => None,
-            (Some(_), Some(r)) if r.in_step(last, merged, epoch) => Some(r),
-            (Some(_), _) => Some(RecentKeys::load(&tx, stream, last, merged, epoch)?),
+        let mut recent = match (stream.has_dedupe_key(), cached) {
+            (false, _) => None,
+            (true, Some(r)) if r.in_step(last, merged, epoch) => Some(r),
+            (true, _) => Some(RecentKeys::load(&tx, stream, last, merged, epoch)?),
         };
         let mut out = Vec::with_capacity(rows.len());
         let mut added: Vec<(i64, i64)> = Vec::new();
@@ -544,18 +544,25 @@ impl SqliteTenant {
                 cols.join(", ")
             );
             let mut stmt = tx.prepare_cached(&sql)?;
-            let mut probe = match (stream.dedupe_key, &recent) {
-                (Some(d), Some(recent)) => Some((d, recent, Probe::new(&tx, stream, d)?)),
-                _ => None,
+            let mut probe = match &recent {
+                Some(recent) => Some((recent, Probe::new(&tx, stream)?)),
+                None => None,
             };
-            // Each row's key hash (none for a NULL key or a stream without keys), and the
-            // large table's rows of those hashes, looked up for the whole batch at once.
-            let hashes: Vec<Option<i64>> = rows
+            // Each row's key and its hash (none for a NULL key or a stream without keys), and
+            // the large table's rows of those hashes, looked up for the whole batch at once.
+            let keys: Vec<Option<Value>> = rows
                 .iter()
-                .map(|row| match &probe {
-                    Some((d, ..)) if !row[*d].is_null() => Some(sqlite_keys::key_hash(&row[*d])),
-                    _ => None,
+                .map(|row| {
+                    if probe.is_some() {
+                        stream.dedupe_value(row)
+                    } else {
+                        None
+                    }
                 })
+                .collect();
+            let hashes: Vec<Option<i64>> = keys
+                .iter()
+                .map(|k| k.as_ref().map(sqlite_keys::key_hash))
                 .collect();
             let stored = match &mut probe {
                 Some((.., probe)) => probe.stored(hashes.iter().flatten().copied().collect())?,
@@ -566,11 +573,10 @@ impl SqliteTenant {
             let mut batch: HashTable<(i64, usize)> = HashTable::new();
             for (i, (row, &hash)) in rows.iter().zip(&hashes).enumerate() {
                 let seq = last + 1;
-                if let (Some(h), Some((d, recent, probe))) = (hash, &mut probe) {
-                    let key = &row[*d];
+                if let (Some(h), Some(key), Some((recent, probe))) = (hash, &keys[i], &mut probe) {
                     let repeated = batch
                         .iter_hash(h as u64)
-                        .any(|&(bh, j)| bh == h && rows[j][*d] == *key);
+                        .any(|&(bh, j)| bh == h && keys[j].as_ref() == Some(key));
                     if repeated || probe.holds(&stored, recent, h, key)? {
                         out.push(None);
                         continue;
@@ -742,14 +748,14 @@ impl SqliteTenant {
         let tx = self.conn.transaction()?;
         // A stream not converted yet (no append since it was opened) has the old unique index,
         // which goes with the rows; the conversion hashes what is left.
-        if stream.dedupe_key.is_some()
+        if stream.has_dedupe_key()
             && (self.recent_keys.contains_key(&stream.name)
                 || sqlite_keys::converted(&tx, &stream.name)?)
         {
             sqlite_keys::forget_before(&tx, stream, before, max_seq)?;
         }
         let deleted = tx.execute(&sql, params![before.0, max_seq as i64])? as u64;
-        if deleted > 0 && stream.dedupe_key.is_some() {
+        if deleted > 0 && stream.has_dedupe_key() {
             // Recent keys in memory, here and in other processes, may be of deleted rows: a new
             // epoch makes every process read them again, so that they never reach the large
             // table, where nothing would delete them.

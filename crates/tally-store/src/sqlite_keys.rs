@@ -35,7 +35,7 @@ use sha2::{Digest, Sha256};
 use tally_views::{StreamDef, Timestamp, Value};
 
 use crate::error::Result;
-use crate::sqlite::{ident, raw_sql};
+use crate::sqlite::ident;
 
 /// Recent keys that make the appending transaction write them to the large table.
 pub(crate) const MERGE_ROWS: usize = 65_536;
@@ -186,20 +186,21 @@ fn upgrade(tx: &Transaction<'_>, stream: &StreamDef, last_seq: i64, merged: i64)
 /// The key hashes of the stream's rows after `after`, as `(h, _seq)`, read from the raw table
 /// (rows with a NULL key have none).
 fn hashes_after(tx: &Transaction<'_>, stream: &StreamDef, after: i64) -> Result<Vec<(i64, i64)>> {
-    let d = stream
-        .dedupe_key
-        .expect("only streams with a dedupe key have key tables");
+    assert!(
+        stream.has_dedupe_key(),
+        "only streams with a dedupe key have key tables"
+    );
+    let (columns, present) = key_columns(stream);
     let mut stmt = tx.prepare(&format!(
-        "SELECT \"_seq\", {} FROM {} WHERE \"_seq\" > ? AND {0} IS NOT NULL",
-        ident(&stream.columns[d].name),
+        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" > ? AND {present}",
         ident(&stream.name)
     ))?;
-    let ty = stream.columns[d].ty;
     let mut rows = stmt.query([after])?;
     let mut hashed = Vec::new();
     while let Some(r) = rows.next()? {
-        let key = crate::sqlite::raw_value(r.get_ref(1)?, ty)?;
-        hashed.push((key_hash(&key), r.get(0)?));
+        if let Some(key) = key_of(r, 1, stream)? {
+            hashed.push((key_hash(&key), r.get(0)?));
+        }
     }
     Ok(hashed)
 }
@@ -228,21 +229,51 @@ fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) 
 /// What an append uses to find stored keys, prepared once per append.
 pub(crate) struct Probe<'t> {
     find: CachedStatement<'t>,
+    /// Reads the key columns of the raw row with a `_seq`.
     verify: CachedStatement<'t>,
+    stream: &'t StreamDef,
+}
+
+/// The key columns of a raw row (as `SELECT`ed from column `first` on) as the stream's dedupe
+/// value; `None` when one is NULL.
+fn key_of(r: &rusqlite::Row<'_>, first: usize, stream: &StreamDef) -> Result<Option<Value>> {
+    let mut parts = Vec::with_capacity(stream.dedupe_key.len());
+    for (i, &d) in stream.dedupe_key.iter().enumerate() {
+        parts.push(crate::sqlite::raw_value(
+            r.get_ref(first + i)?,
+            stream.columns[d].ty,
+        )?);
+    }
+    Ok(match parts.as_slice() {
+        [one] => Some(one.clone()).filter(|v| !v.is_null()),
+        _ => StreamDef::composite_key(&parts.iter().collect::<Vec<_>>()),
+    })
+}
+
+/// The stream's key columns, quoted and comma-separated, and the condition that none is NULL.
+fn key_columns(stream: &StreamDef) -> (String, String) {
+    let names: Vec<String> = stream
+        .dedupe_key
+        .iter()
+        .map(|&d| ident(&stream.columns[d].name))
+        .collect();
+    let present: Vec<String> = names.iter().map(|n| format!("{n} IS NOT NULL")).collect();
+    (names.join(", "), present.join(" AND "))
 }
 
 impl<'t> Probe<'t> {
-    pub(crate) fn new(tx: &'t Transaction<'_>, stream: &StreamDef, d: usize) -> Result<Probe<'t>> {
+    pub(crate) fn new(tx: &'t Transaction<'_>, stream: &'t StreamDef) -> Result<Probe<'t>> {
+        let (columns, _) = key_columns(stream);
         Ok(Probe {
             find: tx.prepare_cached(&format!(
                 "SELECT h, \"_seq\" FROM {} WHERE h IN rarray(?1)",
                 keys(&stream.name),
             ))?,
             verify: tx.prepare_cached(&format!(
-                "SELECT 1 FROM {} WHERE \"_seq\" = ? AND {} = ?",
+                "SELECT {columns} FROM {} WHERE \"_seq\" = ?",
                 ident(&stream.name),
-                ident(&stream.columns[d].name)
             ))?,
+            stream,
         })
     }
 
@@ -272,12 +303,12 @@ impl<'t> Probe<'t> {
         key: &Value,
     ) -> Result<bool> {
         let large = stored.iter_hash(h as u64).filter(|e| e.0 == h).map(|e| e.1);
+        let stream = self.stream;
         for seq in large.chain(recent.seqs(h)) {
-            let found: Option<i64> = self
-                .verify
-                .query_row(params![seq, raw_sql(key)], |r| r.get(0))
-                .optional()?;
-            if found.is_some() {
+            let mut rows = self.verify.query(params![seq])?;
+            if let Some(r) = rows.next()?
+                && key_of(r, 0, stream)?.as_ref() == Some(key)
+            {
                 return Ok(true);
             }
         }

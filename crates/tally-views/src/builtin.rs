@@ -42,7 +42,7 @@ pub fn streams() -> Vec<StreamDef> {
             col("received_at", Timestamp, true, Some(ReceivedAt)),
         ],
         event_time: 3,
-        dedupe_key: Some(0),
+        dedupe_key: vec![0],
         retention: None,
         builtin: true,
     };
@@ -60,7 +60,7 @@ pub fn streams() -> Vec<StreamDef> {
             col("unit", Type::Text, false, None),
         ],
         event_time: 4,
-        dedupe_key: Some(0),
+        dedupe_key: vec![0],
         retention: None,
         builtin: true,
     };

@@ -50,14 +50,48 @@ pub struct StreamDef {
     pub columns: Vec<ColumnDef>,
     /// Index of the event-time column.
     pub event_time: usize,
-    /// Index of the dedupe-key column.
-    pub dedupe_key: Option<usize>,
+    /// Indexes of the dedupe-key columns (empty: no dedupe key; several: a composite key).
+    pub dedupe_key: Vec<usize>,
     /// Raw events older than this are deleted and late events older than this are rejected.
     pub retention: Option<Interval>,
     pub builtin: bool,
 }
 
 impl StreamDef {
+    /// Whether events are deduplicated by a key.
+    pub fn has_dedupe_key(&self) -> bool {
+        !self.dedupe_key.is_empty()
+    }
+
+    /// The dedupe key of an event row: `None` without a key or when a key column is NULL (such
+    /// events are never duplicates). A one-column key is the column's value; a composite key is
+    /// one `TEXT` value that tells the parts apart ([`StreamDef::composite_key`]).
+    pub fn dedupe_value(&self, row: &[Value]) -> Option<Value> {
+        match self.dedupe_key.as_slice() {
+            [] => None,
+            [d] => Some(row[*d].clone()).filter(|v| !v.is_null()),
+            key => {
+                let parts: Vec<&Value> = key.iter().map(|&d| &row[d]).collect();
+                StreamDef::composite_key(&parts)
+            }
+        }
+    }
+
+    /// The `TEXT` key of a composite dedupe key's parts (`None` when one is NULL): each part's
+    /// text prefixed by its length, so `('a:b', 'c')` and `('a', 'b:c')` differ.
+    pub fn composite_key(parts: &[&Value]) -> Option<Value> {
+        let mut text = String::new();
+        for part in parts {
+            let s = match part {
+                Value::Null => return None,
+                Value::Text(s) | Value::Json(s) => s.to_string(),
+                other => other.to_string(),
+            };
+            text.push_str(&format!("{}:{s};", s.len()));
+        }
+        Some(Value::text(&text))
+    }
+
     /// The index of the column called `name`.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c.name == name)
@@ -81,8 +115,13 @@ impl StreamDef {
             "event_time = '{}'",
             self.columns[self.event_time].name
         )];
-        if let Some(d) = self.dedupe_key {
-            options.push(format!("dedupe_key = '{}'", self.columns[d].name));
+        if !self.dedupe_key.is_empty() {
+            let names: Vec<&str> = self
+                .dedupe_key
+                .iter()
+                .map(|&d| self.columns[d].name.as_str())
+                .collect();
+            options.push(format!("dedupe_key = '{}'", names.join(", ")));
         }
         if let Some(r) = self.retention {
             options.push(format!("retention = '{r}'"));

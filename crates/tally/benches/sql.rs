@@ -23,7 +23,6 @@ use tally::app::{Config, Location, Tally};
 use tally::server::{Hub, ServerConfig, serve};
 
 #[path = "workload.rs"]
-#[allow(dead_code)]
 mod workload;
 
 const ADMIN: &str = "sql-bench";

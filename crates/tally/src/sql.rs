@@ -204,13 +204,21 @@ pub fn catalog_relations(
         .collect()
 }
 
+/// Prepares a query of a tenant whose schema is `catalog`: a saved query it names is read as a
+/// common table expression of the query (with its parameters).
+pub fn prepare_in(catalog: &tally_views::Catalog, sql: &str) -> Result<Prepared> {
+    Ok(tally_sql::prepare_with(sql, &|name| {
+        catalog.saved_query(name).map(|q| q.query.clone())
+    })?)
+}
+
 /// Checks a saved query against `catalog`: one read-only query whose relations exist and whose
 /// columns and functions resolve. Answers its columns.
 pub fn check_saved_query(
     catalog: &tally_views::Catalog,
     query: &tally_views::SavedQuery,
 ) -> Result<Vec<(String, Type)>> {
-    let prepared = prepare(&query.query)?;
+    let prepared = prepare_in(catalog, &query.query)?;
     let relations = catalog_relations(catalog, &prepared.relations);
     let context = context("UTC", Timestamp(0), Limits::default());
     Ok(tally_sql::describe(prepared, relations, &context)?)
@@ -224,7 +232,7 @@ pub fn run_blocking(
     now: Timestamp,
     limits: Limits,
 ) -> Result<tally_views::ResultSet> {
-    let prepared = prepare(sql)?;
+    let prepared = prepare_in(runtime.catalog(), sql)?;
     let relations = runtime.relations(&prepared.relations, &limits)?;
     let context = context(&runtime.info().time_zone, now, limits);
     let answer = tokio::runtime::Builder::new_current_thread()

@@ -33,20 +33,19 @@ fn fresh_rows(
     tx: &mut Transaction<'_>,
     tenant: &str,
     stream: &StreamDef,
-    d: usize,
     rows: &[Vec<Value>],
 ) -> Result<Vec<bool>> {
-    let mut seen: std::collections::HashSet<&Value> =
+    let mut seen: std::collections::HashSet<Value> =
         std::collections::HashSet::with_capacity(rows.len());
     let mut fresh = vec![true; rows.len()];
     let mut keys: Vec<(usize, String)> = Vec::with_capacity(rows.len());
     for (i, row) in rows.iter().enumerate() {
-        let key = &row[d];
-        if key.is_null() {
+        let Some(key) = stream.dedupe_value(row) else {
             continue;
-        }
+        };
+        let text = key_text(&key);
         if seen.insert(key) {
-            keys.push((i, key_text(key)));
+            keys.push((i, text));
         } else {
             fresh[i] = false;
         }
@@ -54,9 +53,8 @@ fn fresh_rows(
     if keys.is_empty() {
         return Ok(fresh);
     }
-    let column = &stream.columns[d];
     let texts: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
-    let probe = match column.ty {
+    let probe = match key_type(stream) {
         Type::Text => "u.k".to_owned(),
         other => format!("u.k::{}", raw_type(other)),
     };
@@ -72,6 +70,14 @@ fn fresh_rows(
         }
     }
     Ok(fresh)
+}
+
+/// The type of a stream's keys table column: the key column's, or `TEXT` for a composite key.
+pub(super) fn key_type(stream: &StreamDef) -> Type {
+    match stream.dedupe_key[..] {
+        [d] => stream.columns[d].ty,
+        _ => Type::Text,
+    }
 }
 
 /// Up to `limit` events of `stream` after `after`, in order, within `tx`.
@@ -147,6 +153,13 @@ impl PgConn {
             stage_cols.push((c.name.clone(), sql));
             types.push(ty);
         }
+        // A composite dedupe key is computed here, staged beside the row for the keys table.
+        let composite = stream.dedupe_key.len() > 1;
+        if composite {
+            let (sql, ty) = stage_type(Type::Text);
+            stage_cols.push(("_dkey".to_owned(), sql));
+            types.push(ty);
+        }
         self.stage(&stage, &stage_cols)?;
         let tenant = self.tenant.clone();
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
@@ -158,9 +171,10 @@ impl PgConn {
                 &[&tenant, &stream.name],
             )?
             .get(0);
-        let fresh = match stream.dedupe_key {
-            None => vec![true; rows.len()],
-            Some(d) => fresh_rows(&mut tx, &tenant, stream, d, rows)?,
+        let fresh = if stream.has_dedupe_key() {
+            fresh_rows(&mut tx, &tenant, stream, rows)?
+        } else {
+            vec![true; rows.len()]
         };
         // Sequence numbers in row order, for the rows to store only: dense, as on SQLite.
         let mut out = vec![None; rows.len()];
@@ -182,9 +196,18 @@ impl PgConn {
                     continue;
                 };
                 let cells: Vec<Wire<'_>> = row.iter().map(Wire).collect();
-                let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(row.len() + 1);
+                let dkey = if composite {
+                    stream.dedupe_value(row).unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                };
+                let dkey = Wire(&dkey);
+                let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(row.len() + 2);
                 params.push(&seq);
                 params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
+                if composite {
+                    params.push(&dkey);
+                }
                 writer.write(&params)?;
             }
             writer.finish()?;
@@ -202,7 +225,7 @@ impl PgConn {
                 ),
                 &[&tenant],
             )?;
-            if let Some(d) = stream.dedupe_key {
+            if let [d] = stream.dedupe_key[..] {
                 tx.execute(
                     &format!(
                         "INSERT INTO {} (tenant_id, key, _seq, at) SELECT $1, {}, s._seq, s.{} FROM {} s WHERE s.{} IS NOT NULL",
@@ -211,6 +234,16 @@ impl PgConn {
                         names[stream.event_time],
                         quote(&stage),
                         names[d]
+                    ),
+                    &[&tenant],
+                )?;
+            } else if composite {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (tenant_id, key, _seq, at) SELECT $1, s._dkey, s._seq, s.{} FROM {} s WHERE s._dkey IS NOT NULL",
+                        quote(&derived(&stream.name, "keys")),
+                        names[stream.event_time],
+                        quote(&stage),
                     ),
                     &[&tenant],
                 )?;
@@ -473,7 +506,7 @@ impl PgConn {
                 )?;
                 tx.batch_execute(&format!("DROP TABLE IF EXISTS {part}"))?;
                 // The week's dedupe keys go with its events, every tenant's.
-                if stream.dedupe_key.is_some() {
+                if stream.has_dedupe_key() {
                     for t in &tenants {
                         tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[t])?;
                         tx.execute(
@@ -495,7 +528,7 @@ impl PgConn {
                     &format!("DELETE FROM {part} WHERE tenant_id = $1 AND _seq <= $2"),
                     &[&tenant, &(max_seq as i64)],
                 )?;
-                if stream.dedupe_key.is_some() {
+                if stream.has_dedupe_key() {
                     tx.execute(
                         &format!(
                             "DELETE FROM {keys} WHERE tenant_id = $1 AND at >= $2 AND at < $3 AND _seq <= $4"

@@ -147,12 +147,12 @@ fn stream_ddl(def: &StreamDef) -> String {
     // whatever its week (a partitioned index would cost one probe per week). Its rows go when
     // retention removes their events.
     ddl.push_str(&format!("DROP TABLE IF EXISTS {keys};"));
-    if let Some(d) = def.dedupe_key {
+    if def.has_dedupe_key() {
         ddl.push_str(&format!(
             "CREATE TABLE {keys} (tenant_id text NOT NULL, key {} NOT NULL, _seq bigint NOT NULL, \
              at timestamptz, PRIMARY KEY (tenant_id, key));\
              CREATE INDEX {} ON {keys} USING brin (at);",
-            raw_type(def.columns[d].ty),
+            raw_type(super::data::key_type(def)),
             quote(&derived(&def.name, "keys_at")),
         ));
         ddl.push_str(&isolate(&derived(&def.name, "keys")));
@@ -244,7 +244,7 @@ impl PgConn {
                 &format!("DELETE FROM {table} WHERE tenant_id = $1"),
                 &[&self.tenant],
             )?;
-            if def.dedupe_key.is_some() {
+            if def.has_dedupe_key() {
                 tx.execute(
                     &format!("DELETE FROM {keys} WHERE tenant_id = $1"),
                     &[&self.tenant],

@@ -91,7 +91,7 @@ pub(super) fn create_stream(
     }
     let options = parser.parse_options(Keyword::WITH).map_err(perr)?;
     let mut event_time = None;
-    let mut dedupe_key = None;
+    let mut dedupe_key = Vec::new();
     let mut retention = None;
     for (key, value, value_at) in key_values(&options, at)? {
         match key.as_str() {
@@ -123,21 +123,32 @@ pub(super) fn create_stream(
                 event_time = Some(idx);
             }
             "dedupe_key" => {
-                let idx = defs.iter().position(|d| d.name == value).ok_or_else(|| {
-                    error_at(
-                        value_at,
-                        format!("dedupe_key names '{value}', which is not a column of {name}"),
-                        None,
-                    )
-                })?;
-                if matches!(defs[idx].ty, Type::Json | Type::Double) {
-                    return Err(error_at(
-                        value_at,
-                        format!("dedupe_key column {value} cannot be {}", defs[idx].ty),
-                        None,
-                    ));
+                // One column, or several separated by commas: a composite key.
+                for part in value.split(',') {
+                    let part = part.trim();
+                    let idx = defs.iter().position(|d| d.name == part).ok_or_else(|| {
+                        error_at(
+                            value_at,
+                            format!("dedupe_key names '{part}', which is not a column of {name}"),
+                            Some("write dedupe_key = 'column' or dedupe_key = 'column1, column2'"),
+                        )
+                    })?;
+                    if matches!(defs[idx].ty, Type::Json | Type::Double) {
+                        return Err(error_at(
+                            value_at,
+                            format!("dedupe_key column {part} cannot be {}", defs[idx].ty),
+                            None,
+                        ));
+                    }
+                    if dedupe_key.contains(&idx) {
+                        return Err(error_at(
+                            value_at,
+                            format!("dedupe_key names {part} twice"),
+                            None,
+                        ));
+                    }
+                    dedupe_key.push(idx);
                 }
-                dedupe_key = Some(idx);
             }
             "retention" => {
                 retention = Some(Interval::parse(&value).map_err(|e| error_at(value_at, e, None))?);

@@ -559,7 +559,7 @@ impl Hub {
         sql: &str,
         params: std::collections::BTreeMap<String, tally_sql::ParamValue>,
     ) -> Result<ResultSet, ApiError> {
-        let prepared = tally_sql::prepare(sql).map_err(Error::Sql)?;
+        let prepared = crate::sql::prepare_in(&self.catalog(), sql)?;
         let _slot = tokio::time::timeout(SQL_QUEUE_WAIT, self.sql_slots.acquire())
             .await
             .map_err(|_| {

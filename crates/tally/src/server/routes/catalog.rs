@@ -90,7 +90,13 @@ pub async fn list_streams(
                 })
                 .collect(),
             event_time: s.columns[s.event_time].name.clone(),
-            dedupe_key: s.dedupe_key.map(|i| s.columns[i].name.clone()),
+            dedupe_key: s.has_dedupe_key().then(|| {
+                s.dedupe_key
+                    .iter()
+                    .map(|&i| s.columns[i].name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
             retention: s.retention.map(|r| r.to_string()),
             builtin: s.builtin,
         })
