@@ -62,7 +62,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Read a view, optionally re-grouped to a coarser grain or fewer group columns.
     Query(QueryArgs),
-    /// Run a read-only SQL query over the tenant's views and streams (joins, windows, now()).
+    /// Run a read-only SQL query over the tenant's views, tables, streams and saved queries
+    /// (joins, windows, now()).
     #[cfg(feature = "sql")]
     Sql(SqlArgs),
     /// Show the tenant's rejection log: rejected events with why and what was sent.
@@ -151,7 +152,8 @@ impl SqlLimitArgs {
 #[cfg(feature = "sql")]
 #[derive(Args, Debug)]
 pub struct SqlArgs {
-    /// One SELECT (or WITH … SELECT); views, streams and view_at('view', grain => 'month')
+    /// One SELECT (or WITH … SELECT); views, tables, streams, saved queries and
+    /// view_at('view', grain => 'month')
     /// are its relations, :name its parameters.
     pub sql: String,
     /// A parameter's value, NAME=VALUE (repeatable).
