@@ -41,6 +41,43 @@ impl Binder<'_> {
         }
     }
 
+    /// The arguments of `coalesce`, `greatest` or `least`, coerced to their common type (NULL
+    /// and text literals take the others' type; `TEXT` when all are such literals).
+    fn common_args(
+        &mut self,
+        name: &str,
+        args: &[&ast::Expr],
+        at: sqlparser::tokenizer::Location,
+    ) -> Result<(Vec<Expr>, Type)> {
+        if args.is_empty() {
+            return Err(error_at(at, format!("{name} needs arguments"), None));
+        }
+        let mut bound = Vec::new();
+        let mut common: Option<Type> = None;
+        for a in args {
+            let b = self.expr(a)?;
+            if !is_null_literal(&b.0) && !is_text_literal(&b.0) {
+                common = Some(match common {
+                    None => b.1,
+                    Some(t) => unify(t, b.1).ok_or_else(|| {
+                        error_at(
+                            self.loc(a),
+                            format!("{name} arguments have different types: {t} and {}", b.1),
+                            None,
+                        )
+                    })?,
+                });
+            }
+            bound.push((b, *a));
+        }
+        let common = common.unwrap_or(Type::Text);
+        let list = bound
+            .into_iter()
+            .map(|((x, t), a)| self.coerce(x, t, common, a))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((list, common))
+    }
+
     /// Binds a call of a scalar function.
     pub(super) fn function(&mut self, f: &ast::Function, e: &ast::Expr) -> Result<Bound> {
         let at = self.loc(e);
@@ -158,35 +195,7 @@ impl Binder<'_> {
                 Ok((Expr::Func(Func::Round(digits), Box::new(x)), out))
             }
             "coalesce" => {
-                if args.is_empty() {
-                    return Err(error_at(at, "coalesce needs arguments", None));
-                }
-                let mut bound = Vec::new();
-                let mut common: Option<Type> = None;
-                for a in &args {
-                    let b = self.expr(a)?;
-                    if !is_null_literal(&b.0) && !is_text_literal(&b.0) {
-                        common = Some(match common {
-                            None => b.1,
-                            Some(t) => unify(t, b.1).ok_or_else(|| {
-                                error_at(
-                                    self.loc(a),
-                                    format!(
-                                        "coalesce arguments have different types: {t} and {}",
-                                        b.1
-                                    ),
-                                    None,
-                                )
-                            })?,
-                        });
-                    }
-                    bound.push((b, *a));
-                }
-                let common = common.unwrap_or(Type::Text);
-                let list = bound
-                    .into_iter()
-                    .map(|((x, t), a)| self.coerce(x, t, common, a))
-                    .collect::<Result<Vec<_>>>()?;
+                let (list, common) = self.common_args(&name, &args, at)?;
                 Ok((Expr::Coalesce(list), common))
             }
             "nullif" => {
@@ -305,35 +314,7 @@ impl Binder<'_> {
                 ))
             }
             "greatest" | "least" => {
-                if args.is_empty() {
-                    return Err(error_at(at, format!("{name} needs arguments"), None));
-                }
-                let mut bound = Vec::new();
-                let mut common: Option<Type> = None;
-                for a in &args {
-                    let b = self.expr(a)?;
-                    if !is_null_literal(&b.0) && !is_text_literal(&b.0) {
-                        common = Some(match common {
-                            None => b.1,
-                            Some(t) => unify(t, b.1).ok_or_else(|| {
-                                error_at(
-                                    self.loc(a),
-                                    format!(
-                                        "{name} arguments have different types: {t} and {}",
-                                        b.1
-                                    ),
-                                    None,
-                                )
-                            })?,
-                        });
-                    }
-                    bound.push((b, *a));
-                }
-                let common = common.unwrap_or(Type::Text);
-                let list = bound
-                    .into_iter()
-                    .map(|((x, t), a)| self.coerce(x, t, common, a))
-                    .collect::<Result<Vec<_>>>()?;
+                let (list, common) = self.common_args(&name, &args, at)?;
                 Ok((
                     Expr::Extremum {
                         greatest: name == "greatest",

@@ -446,10 +446,27 @@ impl Compiled {
 
 /// The columns `new` appends to `old`, or why the change is not allowed.
 fn stream_alteration(old: &StreamDef, new: &StreamDef) -> std::result::Result<Vec<String>, String> {
-    if new.columns.len() < old.columns.len() {
+    let added = appended_columns(&old.columns, &new.columns, "earlier events")?;
+    if old.event_time != new.event_time {
+        return Err("the event_time column changed".into());
+    }
+    if old.dedupe_key != new.dedupe_key {
+        return Err("the dedupe_key changed".into());
+    }
+    Ok(added)
+}
+
+/// The names of the columns `new` adds after `old`'s, which must be unchanged; added columns
+/// must be nullable, since `stored` (earlier events, stored rows) have no value for them.
+fn appended_columns(
+    old: &[ColumnDef],
+    new: &[ColumnDef],
+    stored: &str,
+) -> std::result::Result<Vec<String>, String> {
+    if new.len() < old.len() {
         return Err("columns cannot be removed".into());
     }
-    for (o, n) in old.columns.iter().zip(&new.columns) {
+    for (o, n) in old.iter().zip(new) {
         if o != n {
             return Err(format!(
                 "column {} changed (was {} {})",
@@ -459,18 +476,12 @@ fn stream_alteration(old: &StreamDef, new: &StreamDef) -> std::result::Result<Ve
             ));
         }
     }
-    let added: Vec<&ColumnDef> = new.columns[old.columns.len()..].iter().collect();
+    let added = &new[old.len()..];
     if let Some(c) = added.iter().find(|c| c.not_null) {
         return Err(format!(
-            "new column {} must be nullable, since earlier events have no value for it",
+            "new column {} must be nullable, since {stored} have no value for it",
             c.name
         ));
-    }
-    if old.event_time != new.event_time {
-        return Err("the event_time column changed".into());
-    }
-    if old.dedupe_key != new.dedupe_key {
-        return Err("the dedupe_key changed".into());
     }
     Ok(added.iter().map(|c| c.name.clone()).collect())
 }

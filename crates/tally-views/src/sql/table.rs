@@ -7,7 +7,8 @@ use sqlparser::parser::Parser;
 use sqlparser::tokenizer::Location;
 
 use super::{
-    Compiled, LocationExt, Result, data_type, error_at, ident_name, new_object_name, parse_error,
+    Compiled, LocationExt, Result, appended_columns, data_type, error_at, ident_name,
+    new_object_name, parse_error,
 };
 use crate::plan::{Catalog, ColumnDef, TableDef};
 use crate::value::Type;
@@ -142,28 +143,8 @@ pub(super) fn alteration(
     old: &TableDef,
     new: &TableDef,
 ) -> std::result::Result<Vec<String>, String> {
-    if new.columns.len() < old.columns.len() {
-        return Err("columns cannot be removed".into());
-    }
     if old.key != new.key {
         return Err("the primary key changed".into());
     }
-    for (o, n) in old.columns.iter().zip(&new.columns) {
-        if o != n {
-            return Err(format!(
-                "column {} changed (was {} {})",
-                o.name,
-                o.ty,
-                if o.not_null { "NOT NULL" } else { "NULL" }
-            ));
-        }
-    }
-    let added = &new.columns[old.columns.len()..];
-    if let Some(c) = added.iter().find(|c| c.not_null) {
-        return Err(format!(
-            "new column {} must be nullable, since stored rows have no value for it",
-            c.name
-        ));
-    }
-    Ok(added.iter().map(|c| c.name.clone()).collect())
+    appended_columns(&old.columns, &new.columns, "stored rows")
 }
