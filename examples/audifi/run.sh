@@ -7,20 +7,7 @@
 # (removed first): generates the input files (input/), applies the schema to a fresh data
 # directory (data/), loads the events, the artists and their tokens, and reads every saved
 # query. TALLY_EXAMPLE_PROFILE=debug builds without --release.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-
-profile=${TALLY_EXAMPLE_PROFILE:-release}
-if [ "$profile" = debug ]; then
-  cargo build -p tally --bin tally --example seed_data
-else
-  profile=release
-  cargo build --release -p tally --bin tally --example seed_data
-fi
-dir=./tally-audifi
-rm -rf "$dir"
-tally() { "./target/$profile/tally" --data "$dir/data" "$@"; }
-step() { printf '\n\033[1m$ tally %s\033[0m\n' "$*"; tally "$@"; }
+source "$(dirname "$0")/../seed-pack.sh" audifi
 
 # Deterministic data ending now: 8 artists, 8 tokens and ~720 transfers (3 sent twice), masters,
 # IPOs, mints, revenue, dividends, V Studio votes.

@@ -8,20 +8,7 @@
 # directory (data/), loads the same activity into the default tenant (UTC) and into a tenant
 # in Berlin, and reads the week-over-week trends of both: Berlin's weeks start at its own
 # Monday midnight. TALLY_EXAMPLE_PROFILE=debug builds without --release.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-
-profile=${TALLY_EXAMPLE_PROFILE:-release}
-if [ "$profile" = debug ]; then
-  cargo build -p tally --bin tally --example seed_data
-else
-  profile=release
-  cargo build --release -p tally --bin tally --example seed_data
-fi
-dir=./tally-shadow
-rm -rf "$dir"
-tally() { "./target/$profile/tally" --data "$dir/data" "$@"; }
-step() { printf '\n\033[1m$ tally %s\033[0m\n' "$*"; tally "$@"; }
+source "$(dirname "$0")/../seed-pack.sh" shadow
 
 # Deterministic data ending now: ten weeks of agent runs and other activity, ~5,000 events.
 "./target/$profile/examples/seed_data" shadow "$dir/input"

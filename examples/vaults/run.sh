@@ -7,20 +7,7 @@
 # (removed first): generates the input files (input/), applies the schema to a fresh data
 # directory (data/), loads the events and the vault names, and reads every saved query.
 # TALLY_EXAMPLE_PROFILE=debug builds without --release (quicker to build, slower to run).
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-
-profile=${TALLY_EXAMPLE_PROFILE:-release}
-if [ "$profile" = debug ]; then
-  cargo build -p tally --bin tally --example seed_data
-else
-  profile=release
-  cargo build --release -p tally --bin tally --example seed_data
-fi
-dir=./tally-vaults
-rm -rf "$dir"
-tally() { "./target/$profile/tally" --data "$dir/data" "$@"; }
-step() { printf '\n\033[1m$ tally %s\033[0m\n' "$*"; tally "$@"; }
+source "$(dirname "$0")/../seed-pack.sh" vaults
 
 # Deterministic data ending now: 24 vaults, their milestones, ~1,000 capital flows (5 sent twice).
 "./target/$profile/examples/seed_data" vaults "$dir/input"
