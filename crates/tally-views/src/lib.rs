@@ -14,6 +14,7 @@
 //! event whose expressions fail is left out of that view and counted.
 
 pub mod agg;
+pub mod analysis;
 pub mod builtin;
 pub mod codec;
 pub mod decimal;

@@ -66,6 +66,9 @@ pub enum Command {
     /// (joins, windows, now()).
     #[cfg(feature = "sql")]
     Sql(SqlArgs),
+    /// Analyse behaviour in the events stream: active_users, retention, funnel, sessions or
+    /// lifecycle (see docs/analyses.md).
+    Analyze(AnalyzeArgs),
     /// Show the tenant's rejection log: rejected events with why and what was sent.
     Rejections(RejectionsArgs),
     /// Upsert or delete rows of a table (reference data that queries join with).
@@ -226,6 +229,78 @@ pub struct QueryArgs {
     pub params: Vec<String>,
     #[arg(long, value_enum, default_value = "table")]
     pub format: TableFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct AnalyzeArgs {
+    /// active_users, retention, funnel, sessions or lifecycle.
+    pub kind: String,
+    /// Start of the range: a date (local midnight) or an RFC 3339 time; default 30 days
+    /// before --to's day.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// End of the range (excluded); default the end of today.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// active_users, lifecycle: day (default), week or month.
+    #[arg(long)]
+    pub interval: Option<String>,
+    /// retention: day, week (default) or month.
+    #[arg(long)]
+    pub period: Option<String>,
+    /// retention: how many periods after the cohort's (default 8).
+    #[arg(long)]
+    pub periods: Option<String>,
+    /// retention: the event whose first occurrence makes a person's cohort.
+    #[arg(long = "start_event", alias = "start-event")]
+    pub start_event: Option<String>,
+    /// retention: the only event that counts as returning.
+    #[arg(long = "return_event", alias = "return-event")]
+    pub return_event: Option<String>,
+    /// funnel: event names separated by commas.
+    #[arg(long)]
+    pub steps: Option<String>,
+    /// funnel: how long after the first step the last may come (default '1 day').
+    #[arg(long)]
+    pub window: Option<String>,
+    /// funnel: a property of the first step's event to break persons down by.
+    #[arg(long)]
+    pub breakdown: Option<String>,
+    /// sessions: the gap between events that starts a new session (default '30 minutes').
+    #[arg(long)]
+    pub gap: Option<String>,
+    /// sessions: landing_page or exit_page instead of days.
+    #[arg(long)]
+    pub by: Option<String>,
+    /// sessions: at most this many rows.
+    #[arg(long)]
+    pub limit: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: TableFormat,
+}
+
+impl AnalyzeArgs {
+    /// The parameters given, by their names in docs/analyses.md.
+    pub fn params(&self) -> Vec<(String, String)> {
+        [
+            ("from", &self.from),
+            ("to", &self.to),
+            ("interval", &self.interval),
+            ("period", &self.period),
+            ("periods", &self.periods),
+            ("start_event", &self.start_event),
+            ("return_event", &self.return_event),
+            ("steps", &self.steps),
+            ("window", &self.window),
+            ("breakdown", &self.breakdown),
+            ("gap", &self.gap),
+            ("by", &self.by),
+            ("limit", &self.limit),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.as_ref().map(|v| (name.to_owned(), v.clone())))
+        .collect()
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -469,6 +544,11 @@ pub fn run(cli: Cli) -> Result<()> {
             let runtime = tally.open_tenant(&cli.tenant)?;
             let result =
                 crate::sql::run_blocking(&runtime, &args.sql, &params, tally.now(), limits)?;
+            out(&render(&result, table_format(args.format)));
+        }
+        Command::Analyze(args) => {
+            let mut runtime = tally.open_tenant(&cli.tenant)?;
+            let result = runtime.analyze(&args.kind, &args.params(), tally.now())?;
             out(&render(&result, table_format(args.format)));
         }
         Command::Table(TableCommand::Upsert {

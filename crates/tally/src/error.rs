@@ -19,6 +19,9 @@ pub enum Error {
     /// A query that does not fit its view.
     #[error("{}", Spelling::Flags.message(.0))]
     Query(#[from] QueryError),
+    /// A behavioural analysis that does not exist, or a bad parameter of one (named).
+    #[error("{0}")]
+    Analysis(#[from] tally_views::analysis::AnalysisError),
     /// A stream, view or tenant that does not exist.
     #[error("{0}")]
     NotFound(String),

@@ -67,6 +67,8 @@ pub struct TenantRuntime {
     decoded: std::cell::RefCell<HashMap<usize, Option<Decoded>>>,
     /// Bumped whenever stored view rows change other than by a flush (retention, a new lead).
     epoch: u64,
+    /// The analyses' state, built by the first analysis (see `crate::analyses`).
+    activity: Option<tally_views::analysis::Activity>,
 }
 
 impl TenantRuntime {
@@ -102,6 +104,7 @@ impl TenantRuntime {
             answers: Default::default(),
             decoded: Default::default(),
             epoch: 0,
+            activity: None,
         };
         if !runtime.lead()? {
             runtime.check_followable()?;
@@ -224,6 +227,13 @@ impl TenantRuntime {
     /// How many events replay applied to `view` when the runtime opened.
     pub fn replayed(&self, view: &str) -> u64 {
         self.replayed.get(view).copied().unwrap_or(0)
+    }
+
+    /// The store beside the analyses' state, to catch the state up from the log.
+    pub(crate) fn store_and_activity(
+        &mut self,
+    ) -> (&TenantStore, &mut Option<tally_views::analysis::Activity>) {
+        (&self.store, &mut self.activity)
     }
 
     /// Direct access to the tenant's store, for reading raw events.

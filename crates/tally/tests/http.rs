@@ -50,6 +50,7 @@ async fn operations_routes() {
         "/v1/views",
         "/v1/streams",
         "/v1/views/{view}",
+        "/v1/analyses/{kind}",
         "/v1/sql",
         "/v1/schema",
         "/v1/tenants",

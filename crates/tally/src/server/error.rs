@@ -104,6 +104,8 @@ impl From<Error> for ApiError {
                 ApiError::new(status, code, e.to_string())
             }
             Error::NotFound(m) => ApiError::not_found(m),
+            Error::Analysis(e) if e.param == "kind" => ApiError::not_found(e.message),
+            Error::Analysis(e) => ApiError::bad_request(e.to_string()),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             Error::Invalid(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
             Error::Input { .. } => ApiError::bad_request(e.to_string()),

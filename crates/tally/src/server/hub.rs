@@ -520,6 +520,23 @@ impl Hub {
         .await
     }
 
+    /// Runs a behavioural analysis of a tenant's `events`.
+    pub async fn analyze(
+        self: &Arc<Self>,
+        tenant: &str,
+        kind: &str,
+        params: Vec<(String, String)>,
+    ) -> Result<ResultSet, ApiError> {
+        let now = self.now();
+        self.ask(tenant, |reply| Job::Analyze {
+            kind: kind.to_owned(),
+            params,
+            now,
+            reply,
+        })
+        .await
+    }
+
     /// Upserts rows of a tenant's table.
     pub async fn upsert_rows(
         self: &Arc<Self>,
@@ -716,6 +733,9 @@ fn fail(job: Job, error: &Error) {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Rejections { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Analyze { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
         #[cfg(feature = "sql")]

@@ -110,6 +110,7 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(routes::catalog::list_streams))
         .routes(routes!(routes::catalog::list_views))
         .routes(routes!(routes::query::query_view))
+        .routes(routes!(routes::analyses::analyze))
         .routes(routes!(routes::tables::upsert_rows))
         .routes(routes!(routes::tables::delete_row))
         .routes(routes!(routes::admin::apply_schema))

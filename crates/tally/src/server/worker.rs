@@ -99,6 +99,13 @@ pub enum Job {
         limits: tally_sql::Limits,
         reply: oneshot::Sender<Result<(Vec<tally_sql::Relation>, String)>>,
     },
+    /// Run a behavioural analysis: its kind and parameters, as of a time.
+    Analyze {
+        kind: String,
+        params: Vec<(String, String)>,
+        now: tally_views::Timestamp,
+        reply: oneshot::Sender<Result<ResultSet>>,
+    },
     /// Upsert rows of a table (JSON objects).
     UpsertRows {
         table: String,
@@ -208,6 +215,18 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 let result = runtime
                     .relations(&requests, &limits)
                     .map(|r| (r, runtime.info().time_zone.clone()));
+                let _ = reply.send(result);
+                true
+            }
+            Some(Job::Analyze {
+                kind,
+                params,
+                now,
+                reply,
+            }) => {
+                let started = Instant::now();
+                let result = runtime.analyze(&kind, &params, now);
+                settings.metrics.observe_query(started.elapsed());
                 let _ = reply.send(result);
                 true
             }

@@ -21,6 +21,7 @@ use crate::server::error::ApiError;
 use crate::server::hub::{Hub, Principal};
 
 pub mod admin;
+pub mod analyses;
 pub mod catalog;
 pub mod ingest;
 pub mod operations;
