@@ -36,6 +36,12 @@ step "a Segment track call into the built-in events stream (Basic auth with the 
 curl -sS -X POST "$URL/v1/track" -u "$WRITE:" \
   -d '{"userId":"u1","event":"Signed Up","messageId":"tour-1","properties":{"plan":"pro"}}'
 
+step "behavioural analyses of the events stream: today's active users, a funnel"
+curl -sS "$URL/v1/analyses/active_users?from=$(date -u +%F)" -H "Authorization: Bearer $READ"
+echo
+curl -sS "$URL/v1/analyses/funnel?steps=Signed%20Up,Purchased" -H "Authorization: Bearer $READ"
+echo
+
 step "the catalog"
 curl -sS "$URL/v1/views" -H "Authorization: Bearer $READ" | python3 -c "import json,sys; print([v['name'] for v in json.load(sys.stdin)['items']])"
 echo

@@ -17,6 +17,7 @@ step apply examples/shadow/schema.sql
 step tenant create berlin --time-zone Europe/Berlin
 for tenant in default berlin; do
   step --tenant "$tenant" ingest --stream user_activity "$dir/input/user_activity.ndjson"
+  step --tenant "$tenant" ingest --stream events "$dir/input/events.ndjson"
   step --tenant "$tenant" table upsert --table agents "$dir/input/agents.csv"
 done
 
@@ -29,3 +30,11 @@ step --tenant berlin query workspace_agent_usage --param workspace_id=ws-1 --lim
 # Any other question at query time: daily runs and users of the last week, all agents.
 step --tenant berlin sql "SELECT day, sum(runs) AS runs FROM agent_usage_daily
                           WHERE day >= date_trunc('day', now()) - INTERVAL '6 days' GROUP BY day ORDER BY day"
+
+# mv_active_users: DAU, WAU and MAU per day, from the same activity as product events (each
+# user's anonymous landing page counts once the identify links it).
+step --tenant berlin analyze active_users --from "$(date -u -d '-14 days' +%F)"
+# daily_metrics' new vs returning users, per week: new, returning, resurrecting, dormant.
+step --tenant berlin analyze lifecycle --interval week --from "$(date -u -d '-63 days' +%F)"
+# user_cohorts: weekly cohorts by first activity and how many came back each week after.
+step --tenant berlin analyze retention --period week --periods 6 --from "$(date -u -d '-70 days' +%F)"

@@ -14,6 +14,8 @@ mod audifi;
 mod common;
 #[path = "../examples/seed_data/shadow.rs"]
 mod shadow;
+#[path = "../examples/seed_data/spec355.rs"]
+mod spec355;
 #[path = "../examples/seed_data/ticketing.rs"]
 mod ticketing;
 #[path = "../examples/seed_data/vaults.rs"]
@@ -951,6 +953,189 @@ fn shadow() {
     }
     // The time zone changes the answer, not just its labels.
     assert_ne!(format!("{:?}", answers[0]), format!("{:?}", answers[1]));
+
+    // The analyses (mv_active_users, new vs returning): each user's anonymous landing counts
+    // for them once linked, in Berlin's days.
+    let tz = "Europe/Berlin";
+    let mut runtime = tally.open_tenant("berlin").expect("tenant");
+    let zone = jiff::tz::TimeZone::get(tz).expect("zone");
+    let date = |t: i64| {
+        jiff::Timestamp::from_second(t)
+            .expect("time")
+            .to_zoned(zone.clone())
+            .date()
+    };
+    let mut days: BTreeMap<String, BTreeSet<jiff::civil::Date>> = BTreeMap::new();
+    for t in data.tracked() {
+        if t.event_type == "identify" {
+            continue;
+        }
+        let person = match (&t.user_id, &t.anonymous_id) {
+            (Some(u), _) => u.clone(),
+            (None, Some(a)) => a.trim_start_matches("anon-").to_owned(),
+            (None, None) => unreachable!(),
+        };
+        days.entry(person).or_default().insert(date(t.at));
+    }
+    let today = date(now);
+    let from = today.checked_sub(jiff::Span::new().days(14)).expect("date");
+    let params = vec![
+        ("from".to_owned(), from.to_string()),
+        ("to".to_owned(), today.to_string()),
+    ];
+    let answer = runtime
+        .analyze("active_users", &params, tally.now())
+        .expect("active users");
+    let mut expected = Vec::new();
+    let mut d = from;
+    while d < today {
+        let active = |back: i64| {
+            let start = d.checked_sub(jiff::Span::new().days(back)).expect("date");
+            days.values()
+                .filter(|ds| ds.range(start..=d).next().is_some())
+                .count() as i64
+        };
+        let start = d
+            .to_zoned(zone.clone())
+            .expect("zoned")
+            .start_of_day()
+            .expect("day start")
+            .timestamp()
+            .as_second();
+        expected.push((start, active(0), active(6), active(29)));
+        d = d.tomorrow().expect("date");
+    }
+    let actual: Vec<(i64, i64, i64, i64)> = answer
+        .rows
+        .iter()
+        .map(|r| match (&r[0], &r[1], &r[2], &r[3]) {
+            (Value::Timestamp(t), Value::Int(a), Value::Int(b), Value::Int(c)) => {
+                (t.0 / 1_000_000, *a, *b, *c)
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(actual, expected);
+    assert!(expected.iter().all(|e| e.1 > 0 && e.3 >= e.2 && e.2 >= e.1));
+}
+
+// ── 003 spec355 ────────────────────────────────────────────────────────────────────────────
+
+const SPEC355_NOW: i64 = 1_794_744_000; // 2026-11-15T12:00:00Z
+
+/// The analyses of the spec355 pack against the generator's own records: its visits are the
+/// sessions (events of a visit lie minutes apart, visits a day or more), the first page of a
+/// visit its landing page, and each user's funnel events its steps, in order.
+#[test]
+fn spec355() {
+    let now = SPEC355_NOW;
+    let data = spec355::generate(now);
+    let tally = open("spec355", now);
+    let mut runtime = tally.open_tenant(DEFAULT_TENANT).expect("tenant");
+    let loaded = load(&tally, &mut runtime, &data.files());
+    assert_eq!(loaded.accepted["events"], data.events.len() as u64);
+    assert_eq!(loaded.accepted["metrics"], data.metrics.len() as u64);
+    let whole = |extra: &[(&str, &str)]| {
+        let mut p = vec![
+            ("from".to_owned(), "2026-09-01".to_owned()),
+            ("to".to_owned(), "2026-11-16".to_owned()),
+        ];
+        p.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        p
+    };
+    let activity: Vec<&spec355::Event> = data
+        .events
+        .iter()
+        .filter(|e| e.event_type != "identify")
+        .collect();
+
+    // user_activity: every activity event once.
+    let answer = runtime
+        .query("user_activity", &tally_views::QueryRequest::default())
+        .expect("user_activity");
+    let events: i64 = answer
+        .rows
+        .iter()
+        .map(|r| match r[2] {
+            Value::Int(n) => n,
+            _ => panic!("event_count"),
+        })
+        .sum();
+    assert_eq!(events, activity.len() as i64);
+
+    // Sessions: one per visit.
+    let mut visits: BTreeMap<&str, Vec<&spec355::Event>> = BTreeMap::new();
+    for e in &activity {
+        visits.entry(&e.session_id).or_default().push(e);
+    }
+    let answer = runtime
+        .analyze("sessions", &whole(&[]), tally.now())
+        .expect("sessions");
+    let sessions: i64 = answer
+        .rows
+        .iter()
+        .map(|r| match r[1] {
+            Value::Int(n) => n,
+            _ => panic!("sessions"),
+        })
+        .sum();
+    assert_eq!(sessions, visits.len() as i64);
+    let mut landings: BTreeMap<&str, i64> = BTreeMap::new();
+    for events in visits.values() {
+        let first = events.iter().min_by_key(|e| e.at).expect("an event");
+        *landings.entry(first.page_url.expect("a page")).or_default() += 1;
+    }
+    let answer = runtime
+        .analyze("sessions", &whole(&[("by", "landing_page")]), tally.now())
+        .expect("landing pages");
+    let actual: BTreeMap<String, i64> = answer
+        .rows
+        .iter()
+        .map(|r| match (&r[0], &r[1]) {
+            (Value::Text(p), Value::Int(n)) => (p.to_string(), *n),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let expected: BTreeMap<String, i64> =
+        landings.iter().map(|(p, n)| (p.to_string(), *n)).collect();
+    assert_eq!(actual, expected);
+
+    // The funnel over the whole range with a window longer than the data: each user reaches
+    // as many steps as they have funnel events (the generator sends them in order).
+    let mut reached: BTreeMap<String, usize> = BTreeMap::new();
+    for e in &data.events {
+        if let Some(step) = spec355::FUNNEL.iter().position(|f| *f == e.event_name) {
+            let person = e.user_id.clone().unwrap_or_else(|| {
+                e.anonymous_id
+                    .as_ref()
+                    .expect("an id")
+                    .replace("anon-", "user-")
+            });
+            let r = reached.entry(person).or_default();
+            *r = (*r).max(step + 1);
+        }
+    }
+    let steps = spec355::FUNNEL.join(",");
+    let answer = runtime
+        .analyze(
+            "funnel",
+            &whole(&[("steps", &steps), ("window", "90 days")]),
+            tally.now(),
+        )
+        .expect("funnel");
+    let persons: Vec<i64> = answer
+        .rows
+        .iter()
+        .map(|r| match r[2] {
+            Value::Int(n) => n,
+            _ => panic!("persons"),
+        })
+        .collect();
+    let expected: Vec<i64> = (1..=spec355::FUNNEL.len())
+        .map(|k| reached.values().filter(|r| **r >= k).count() as i64)
+        .collect();
+    assert_eq!(persons, expected);
+    assert!(expected[0] > 100 && expected[3] > 0, "{expected:?}");
 }
 
 // ── 004 ticketing ──────────────────────────────────────────────────────────────────────────

@@ -13,12 +13,14 @@
 mod audifi;
 mod common;
 mod shadow;
+mod spec355;
 mod ticketing;
 mod vaults;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: seed_data vaults|audifi|shadow|ticketing OUTDIR [--now RFC3339]";
+const USAGE: &str =
+    "usage: seed_data vaults|audifi|shadow|spec355|ticketing OUTDIR [--now RFC3339]";
 
 fn main() -> ExitCode {
     match run(std::env::args().skip(1).collect()) {
@@ -47,6 +49,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
         "vaults" => vaults::generate(now).files(),
         "audifi" => audifi::generate(now).files(),
         "shadow" => shadow::generate(now).files(),
+        "spec355" => spec355::generate(now).files(),
         "ticketing" => ticketing::generate(now).files(),
         other => return Err(format!("unknown pack {other}; {USAGE}")),
     };

@@ -124,7 +124,63 @@ pub(crate) fn generate(now: i64) -> Data {
     Data { agents, activity }
 }
 
+/// One row of the built-in `events` stream (for the analyses: DAU/WAU/MAU, new vs returning,
+/// cohorts).
+pub(crate) struct Tracked {
+    pub(crate) id: String,
+    pub(crate) event_type: &'static str,
+    pub(crate) event_name: &'static str,
+    pub(crate) user_id: Option<String>,
+    pub(crate) anonymous_id: Option<String>,
+    pub(crate) at: i64,
+}
+
 impl Data {
+    /// The activity as product events: page views as `page`, the rest as `track` events named
+    /// by their type. Each user first browses anonymously (a landing page ten minutes before
+    /// their first activity), then is identified (`identify` with both ids), so the landing
+    /// belongs to the user once linked.
+    pub(crate) fn tracked(&self) -> Vec<Tracked> {
+        let mut out = Vec::new();
+        let mut first: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
+        for a in &self.activity {
+            let t = first.entry(&a.user_id).or_insert(a.at);
+            *t = (*t).min(a.at);
+            out.push(Tracked {
+                id: format!("ev-{}", a.id),
+                event_type: if a.event_type == "page_view" {
+                    "page"
+                } else {
+                    "track"
+                },
+                event_name: a.event_type,
+                user_id: Some(a.user_id.clone()),
+                anonymous_id: None,
+                at: a.at,
+            });
+        }
+        for (user, at) in first {
+            let anonymous = Some(format!("anon-{user}"));
+            out.push(Tracked {
+                id: format!("land-{user}"),
+                event_type: "page",
+                event_name: "Landing",
+                user_id: None,
+                anonymous_id: anonymous.clone(),
+                at: at - 600,
+            });
+            out.push(Tracked {
+                id: format!("identify-{user}"),
+                event_type: "identify",
+                event_name: "identify",
+                user_id: Some(user.to_owned()),
+                anonymous_id: anonymous,
+                at: at - 300,
+            });
+        }
+        out
+    }
+
     /// The files `run.sh` loads: the `user_activity` stream and the `agents` table.
     pub(crate) fn files(&self) -> Files {
         let mut files = Files::default();
@@ -150,6 +206,21 @@ impl Data {
             })
             .collect();
         files.stream("user_activity", lines);
+        let lines = self
+            .tracked()
+            .iter()
+            .map(|t| {
+                object(&[
+                    ("id", s(&t.id)),
+                    ("event_type", s(t.event_type)),
+                    ("event_name", s(t.event_name)),
+                    ("timestamp", s(rfc3339(t.at))),
+                    ("user_id", t.user_id.as_ref().and_then(s)),
+                    ("anonymous_id", t.anonymous_id.as_ref().and_then(s)),
+                ])
+            })
+            .collect();
+        files.stream("events", lines);
         let mut csv = String::from("agent_id,agent_name,category\n");
         for a in &self.agents {
             csv.push_str(&format!("{},{},{}\n", a.id, a.name, a.category));

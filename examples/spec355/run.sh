@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Seed 003 (Spec 355) on generated data, in one command from the repository root:
+#
+#     examples/spec355/run.sh
+#
+# Builds Tally and the data generator (the `seed_data` example), then in ./tally-spec355
+# (removed first): generates 45 days of page views, tracked events, identities and metrics
+# ending now (input/), applies the schema to a fresh data directory (data/), loads the events
+# and metrics, and reads the live summaries and the analyses (sessions, landing pages, the
+# sign-up funnel, active users, retention). TALLY_EXAMPLE_PROFILE=debug builds without
+# --release.
+source "$(dirname "$0")/../seed-pack.sh" spec355
+
+"./target/$profile/examples/seed_data" spec355 "$dir/input"
+
+step apply examples/spec355/schema.sql
+step ingest --stream events "$dir/input/events.ndjson"
+step ingest --stream metrics "$dir/input/metrics.ndjson"
+
+# user_activity and feature_usage: live views, correct on every event.
+step query user_activity --order-by "event_count desc" --limit 5
+step query feature_usage --grain week --group-by feature_name --order-by "usage_count desc" --limit 8
+# metric_aggregates: hourly, and re-grouped to days (the seed's daily period_type).
+step query metric_aggregates --grain day --where "name = 'database.query.duration'" --order-by "period_start desc" --limit 5
+# analytics_sessions: sessions per day (30 minutes of inactivity end one), landing and exit pages.
+step analyze sessions --limit 5
+step analyze sessions --by landing_page --limit 5
+step analyze sessions --by exit_page --limit 5
+# funnels / funnel_conversions: the onboarding funnel, by plan.
+step analyze funnel --steps "Signed Up,Created Mission,Invited Teammate,Upgraded" --window "30 days"
+step analyze funnel --steps "Signed Up,Created Mission" --window "7 days" --breakdown plan
+# Active users (DAU/WAU/MAU) and weekly retention of sign-up cohorts.
+step analyze active_users
+step analyze retention --period week --periods 4 --start_event "Signed Up"
