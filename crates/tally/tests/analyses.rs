@@ -30,7 +30,8 @@ struct Spec {
     name: u8,
     user: Option<u8>,
     anon: u8,
-    /// Minutes after START, in steps of 7 minutes (sessions split on 30-minute gaps).
+    /// Five-minute steps after START, so that gaps and windows (30 minutes, 1 hour, 3 hours,
+    /// 1 day) are hit exactly.
     slot: u32,
     plan: Option<u8>,
 }
@@ -40,7 +41,7 @@ const PAGES: [&str; 3] = ["/", "/pricing", "/docs"];
 
 impl Spec {
     fn ts(&self) -> Timestamp {
-        Timestamp(Timestamp::parse(START).unwrap().0 + i64::from(self.slot) * 7 * 60_000_000)
+        Timestamp(Timestamp::parse(START).unwrap().0 + i64::from(self.slot) * 5 * 60_000_000)
     }
 
     /// The event as the `events` stream takes it.
@@ -95,7 +96,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         0u8..4,
         prop::option::weighted(0.35, 0u8..6),
         0u8..14,
-        0u32..(12 * 24 * 60 / 7),
+        0u32..(12 * 24 * 60 / 5),
         prop::option::weighted(0.6, 0u8..2),
     )
         .prop_map(|(id, kind, name, user, anon, slot, plan)| Spec {
@@ -190,6 +191,31 @@ fn requests() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
         ("sessions", with(&[("by", "landing_page")])),
         ("sessions", with(&[("by", "exit_page")])),
         ("lifecycle", with(&[])),
+        // Ranges that do not start or end at midnight.
+        (
+            "sessions",
+            vec![
+                ("from", "2026-03-03T14:30:00Z"),
+                ("to", "2026-03-09T03:00:00Z"),
+                ("by", "exit_page"),
+            ],
+        ),
+        (
+            "active_users",
+            vec![
+                ("from", "2026-03-03T14:30:00Z"),
+                ("to", "2026-03-09T03:00:00Z"),
+            ],
+        ),
+        (
+            "funnel",
+            vec![
+                ("from", "2026-03-03T14:30:00Z"),
+                ("to", "2026-03-09T03:00:00Z"),
+                ("steps", "Viewed,Purchased"),
+                ("window", "3 hours"),
+            ],
+        ),
         (
             "lifecycle",
             vec![
@@ -430,7 +456,10 @@ impl Reference {
 
     fn bound(&self, p: &[(&str, &str)], name: &str) -> Timestamp {
         let text = p.iter().find(|(k, _)| *k == name).unwrap().1;
-        self.instant(text.parse::<Date>().unwrap())
+        match text.parse::<Date>() {
+            Ok(date) if text.len() == 10 => self.instant(date),
+            _ => Timestamp::parse(text).unwrap(),
+        }
     }
 
     /// The periods (first dates) whose start lies in [from, to).
@@ -678,15 +707,12 @@ impl Reference {
                     }
                 }
                 let days = self.periods(p, Unit::Day);
-                let in_range: Vec<_> = sessions
-                    .iter()
-                    .filter(|s| days.contains(&self.date(s.1.ts)))
-                    .collect();
+                let (from, to) = (self.bound(p, "from"), self.bound(p, "to"));
                 match get("by") {
                     None => days
                         .iter()
                         .map(|d| {
-                            let of_day: Vec<_> = in_range
+                            let of_day: Vec<_> = sessions
                                 .iter()
                                 .filter(|s| self.date(s.1.ts) == *d)
                                 .collect();
@@ -708,7 +734,7 @@ impl Reference {
                         .collect(),
                     Some(by) => {
                         let mut pages: BTreeMap<Option<&str>, (i64, i64)> = BTreeMap::new();
-                        for s in &in_range {
+                        for s in sessions.iter().filter(|s| s.1.ts >= from && s.1.ts < to) {
                             let page = if by == "landing_page" {
                                 s.1.page
                             } else {
@@ -837,7 +863,7 @@ fn two_postgres_nodes_give_the_same_answers() {
             name: next(4) as u8,
             user: (next(3) == 0).then(|| next(6) as u8),
             anon: next(14) as u8,
-            slot: next(12 * 24 * 60 / 7) as u32,
+            slot: next(12 * 24 * 60 / 5) as u32,
             plan: (next(5) < 3).then(|| next(2) as u8),
         })
         .collect();

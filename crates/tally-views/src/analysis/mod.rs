@@ -101,12 +101,19 @@ struct Columns {
 }
 
 /// The values of one top-level property on the events of one name, by sequence number: what a
-/// funnel's `breakdown` reads. Built when first asked for.
+/// funnel's `breakdown` reads. Built when first asked for; at most [`PROPERTY_COLUMNS`] are
+/// kept (the least recently asked for goes first).
 struct PropertyColumn {
     property: String,
-    name: Arc<str>,
-    values: HashMap<u64, Option<Arc<str>>>,
+    /// The interned event name.
+    name: u32,
+    /// Per event, its value's number in `values_text` (`None`: absent or null).
+    values: HashMap<u64, Option<u32>>,
+    values_text: Interner,
 }
+
+/// How many breakdown property columns a tenant keeps.
+pub const PROPERTY_COLUMNS: usize = 8;
 
 /// Persons resolved from identities: each person's identities.
 #[derive(Default)]
@@ -213,23 +220,23 @@ impl Activity {
             let Value::Timestamp(ts) = row[c.timestamp] else {
                 continue;
             };
-            let (Some(kind), Some(name)) = (text(c.event_type), text(c.event_name)) else {
+            let Some(kind) = text(c.event_type) else {
                 continue;
             };
+            let is = |t: &str| kind.eq_ignore_ascii_case(t);
             let user = text(c.user_id);
             let anonymous = text(c.anonymous_id);
-            match (&**kind, user, anonymous) {
-                ("identify", Some(user), Some(anonymous)) => {
-                    self.link(anonymous.clone(), ts.0, user.clone());
-                }
-                ("alias", Some(user), _) => {
-                    if let Value::Json(p) = &row[c.properties]
-                        && let Some(previous) = previous_id(p)
-                    {
-                        self.link(previous, ts.0, user.clone());
-                    }
-                }
-                _ => {}
+            if is("identify")
+                && let (Some(user), Some(anonymous)) = (user, anonymous)
+            {
+                self.link(anonymous.clone(), ts.0, user.clone());
+            }
+            if is("alias")
+                && let Some(user) = user
+                && let Value::Json(p) = &row[c.properties]
+                && let Some(previous) = previous_id(p)
+            {
+                self.link(previous, ts.0, user.clone());
             }
             let identity = match (user, anonymous) {
                 (Some(u), _) => Identity {
@@ -242,13 +249,15 @@ impl Activity {
                 },
                 (None, None) => continue,
             };
-            let name = self.names.intern(name);
+            let name = match &row[c.event_name] {
+                Value::Text(n) => self.names.intern(n),
+                _ => self.names.intern(&Arc::from("")),
+            };
             for column in &mut self.property_columns {
-                if *column.name == *self.names.strings[name as usize] {
-                    column.values.insert(
-                        event.seq,
-                        property_text(&row[c.properties], &column.property),
-                    );
+                if column.name == name {
+                    let value = property_text(&row[c.properties], &column.property)
+                        .map(|v| column.values_text.intern(&v));
+                    column.values.insert(event.seq, value);
                 }
             }
             let page = text(c.page_url).map_or(0, |p| self.pages.intern(p));
@@ -258,7 +267,7 @@ impl Activity {
                 day: calendar::local_day(ts, &self.tz),
                 name,
                 page,
-                activity: ACTIVITY_TYPES.contains(&&**kind),
+                activity: ACTIVITY_TYPES.iter().any(|t| is(t)),
             };
             let next = self.logs.len() as u32;
             let index = *self.identities.entry(identity).or_insert(next);
@@ -290,21 +299,42 @@ impl Activity {
         }
     }
 
-    /// Whether a funnel broken down by `property` of events named `name` can run: its column is
-    /// built. If not, [`Activity::add_property_column`] and feed it the log up to the position.
-    pub fn has_property_column(&self, property: &str, name: &str) -> bool {
-        self.property_columns
+    /// Whether the column of `property` on events named `name` (a funnel's breakdown) is built;
+    /// if so, it becomes the most recently used. If not, [`Activity::add_property_column`] and
+    /// feed it the log up to the position.
+    pub fn has_property_column(&mut self, property: &str, name: &str) -> bool {
+        let Some(name) = self.names.get(name) else {
+            // No event has the name: the column is empty, and absorb fills it if one comes.
+            self.add_property_column(property, name);
+            return true;
+        };
+        match self
+            .property_columns
             .iter()
-            .any(|c| c.property == property && &*c.name == name)
+            .position(|c| c.property == property && c.name == name)
+        {
+            Some(i) => {
+                let column = self.property_columns.remove(i);
+                self.property_columns.push(column);
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Starts a property column; fill it with [`Activity::fill_property_column`] from the start
-    /// of the log up to [`Activity::position`] (later events fill it as they are absorbed).
+    /// Starts a property column (dropping the least recently used past
+    /// [`PROPERTY_COLUMNS`]); fill it with [`Activity::fill_property_column`] from the start of
+    /// the log up to [`Activity::position`] (later events fill it as they are absorbed).
     pub fn add_property_column(&mut self, property: &str, name: &str) {
+        let name = self.names.intern(&Arc::from(name));
+        if self.property_columns.len() >= PROPERTY_COLUMNS {
+            self.property_columns.remove(0);
+        }
         self.property_columns.push(PropertyColumn {
             property: property.to_owned(),
-            name: Arc::from(name),
+            name,
             values: HashMap::default(),
+            values_text: Interner::default(),
         });
     }
 
@@ -314,13 +344,12 @@ impl Activity {
         let Some(column) = self.property_columns.last_mut() else {
             return;
         };
+        let name = &self.names.strings[column.name as usize];
         for event in events.iter().filter(|e| e.seq <= self.position) {
-            let named = matches!(&event.row[c.event_name], Value::Text(n) if **n == *column.name);
-            if named {
-                column.values.insert(
-                    event.seq,
-                    property_text(&event.row[c.properties], &column.property),
-                );
+            if matches!(&event.row[c.event_name], Value::Text(n) if n == name) {
+                let value = property_text(&event.row[c.properties], &column.property)
+                    .map(|v| column.values_text.intern(&v));
+                column.values.insert(event.seq, value);
             }
         }
     }
@@ -331,7 +360,8 @@ impl Activity {
         self.unsorted.sort_unstable();
         self.unsorted.dedup();
         for &i in &self.unsorted {
-            self.logs[i as usize].sort_unstable_by_key(|e| (e.ts, e.seq));
+            // Nearly sorted (a few late events): a stable sort is close to linear there.
+            self.logs[i as usize].sort_by_key(|e| (e.ts, e.seq));
         }
         self.unsorted.clear();
         if self.resolved != self.version {
@@ -403,11 +433,13 @@ impl Activity {
 
     /// The breakdown value of event `seq` from the column of `property` on events named `name`.
     pub(crate) fn property(&self, property: &str, name: &str, seq: u64) -> Option<&Arc<str>> {
-        self.property_columns
+        let name = self.names.get(name)?;
+        let column = self
+            .property_columns
             .iter()
-            .find(|c| c.property == property && &*c.name == name)
-            .and_then(|c| c.values.get(&seq))
-            .and_then(Option::as_ref)
+            .find(|c| c.property == property && c.name == name)?;
+        let value = (*column.values.get(&seq)?)?;
+        Some(&column.values_text.strings[value as usize])
     }
 
     /// Runs an analysis over the settled state.

@@ -454,7 +454,7 @@ fn sessions(activity: &Activity, a: &Analysis) -> ResultSet {
         .take(a.limit.unwrap_or(usize::MAX))
         .map(|(d, bucket)| {
             let c = count[d] as f64;
-            let total: i64 = durations[d].iter().sum();
+            let total: i128 = durations[d].iter().map(|&x| i128::from(x)).sum();
             vec![
                 bucket,
                 int(count[d]),
@@ -486,8 +486,7 @@ fn pages(activity: &Activity, a: &Analysis, by: PageBy) -> ResultSet {
     let mut counts: HashMap<u32, (u64, u64)> = HashMap::default();
     activity.for_each_person(|evs| {
         each_session(evs, a.gap, |s| {
-            let d = s.first.day - a.first;
-            if d < 0 || d as usize >= a.count {
+            if s.first.ts < a.from.0 || s.first.ts >= a.to.0 {
                 return;
             }
             let page = match by {

@@ -232,7 +232,7 @@ impl Analysis {
         let gap = match get("gap") {
             None => 30 * 60 * 1_000_000,
             Some(g) => match Interval::parse(g).map_err(|e| bad("gap", e))? {
-                Interval::Micros(us) => us,
+                Interval::Micros(us) if us <= 365 * 86_400 * 1_000_000 => us,
                 Interval::Days(d) if d <= 365 => d * 86_400 * 1_000_000,
                 _ => {
                     return Err(bad(
