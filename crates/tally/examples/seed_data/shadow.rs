@@ -69,9 +69,19 @@ pub(crate) fn generate(now: i64) -> Data {
         .collect();
     let first_day = (now / DAY - DAYS) * DAY;
     let mut activity = Vec::new();
+    // Users join over the first eight weeks and some leave after a while (for the analyses:
+    // weekly cohorts, new, returning and dormant users); eight are there from the start.
+    let joins = |u: usize| if u < 8 { 0 } else { (u as i64 * 37) % 56 };
+    let leaves = |u: usize| joins(u) + 21 + (u as i64 * 13) % 60;
     for d in 0..=DAYS {
         let day = first_day + d * DAY;
         let week = d / 7;
+        let present: Vec<(String, String)> = users
+            .iter()
+            .enumerate()
+            .filter(|(u, _)| joins(*u) <= d && d < leaves(*u))
+            .map(|(_, user)| user.clone())
+            .collect();
         for (a, agent) in agents.iter().enumerate() {
             // ag-6 pauses for two weeks; ag-5 starts in the fourth week.
             if (a == 5 && (21..35).contains(&d)) || (a == 4 && d < 24) {
@@ -84,7 +94,7 @@ pub(crate) fn generate(now: i64) -> Data {
                 if at >= now {
                     continue;
                 }
-                let (user, workspace) = rng.pick(&users).clone();
+                let (user, workspace) = rng.pick(&present).clone();
                 let success = rng.chance(88);
                 activity.push(Activity {
                     id: String::new(),
@@ -100,7 +110,7 @@ pub(crate) fn generate(now: i64) -> Data {
                 });
                 // Around the runs: page views, feature use, errors (not runs).
                 if rng.chance(60) {
-                    let (user, workspace) = rng.pick(&users).clone();
+                    let (user, workspace) = rng.pick(&present).clone();
                     let event_type = *rng.pick(&["page_view", "page_view", "feature_use", "error"]);
                     activity.push(Activity {
                         id: String::new(),
