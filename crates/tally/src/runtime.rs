@@ -69,6 +69,9 @@ pub struct TenantRuntime {
     epoch: u64,
     /// The analyses' state, built by the first analysis (see `crate::analyses`).
     activity: Option<tally_views::analysis::Activity>,
+    /// Per view, its stored groups finalized, as query-time SQL reads them: built by the first
+    /// SQL query that reads the view, then kept current by every flush (see [`Finalized`]).
+    finalized: std::sync::Mutex<HashMap<usize, Finalized>>,
 }
 
 impl TenantRuntime {
@@ -105,6 +108,7 @@ impl TenantRuntime {
             decoded: Default::default(),
             epoch: 0,
             activity: None,
+            finalized: Default::default(),
         };
         if !runtime.lead()? {
             runtime.check_followable()?;
@@ -348,6 +352,8 @@ impl TenantRuntime {
                 tenant: &self.info.name,
                 leader: self.leader,
                 heads: &mut self.heads,
+                finalized: &self.finalized,
+                epoch: self.epoch,
             },
             ApplySide {
                 engine: &self.engine,
@@ -514,6 +520,90 @@ impl TenantRuntime {
             .into_iter()
             .map(|(key, states)| (key.into_vec(), states))
             .collect()
+    }
+
+    /// A view's rows as query-time SQL reads them: every column, in no particular order, the
+    /// same values as `query(name, default)` gives (stored rows ⊕ the delta). The sole writer
+    /// of an unshared store reads the stored part from its kept [`Finalized`] rows (built
+    /// on first use, kept current by flushes) and finalizes only the delta's groups; anything
+    /// else, or a view with a cell that cannot be computed, goes through [`Self::query`].
+    #[cfg(feature = "sql")]
+    pub(crate) fn sql_view_rows(&self, name: &str) -> Result<ResultSet> {
+        let (index, plan) = self.view(name)?;
+        let slow = || self.query(name, &QueryRequest::default());
+        if !self.leader || self.shared {
+            return slow();
+        }
+        let tz = self.engine.tz();
+        let version = (self.stored[index], self.epoch);
+        let mut finalized = self.finalized.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = finalized.get(&index).is_some_and(|f| f.version == version);
+        let built;
+        let kept = if fresh {
+            &finalized[&index]
+        } else {
+            finalized.remove(&index);
+            let mut rows = HashMap::new();
+            let mut bytes = 0;
+            for (key, mut states) in self.store.scan_view(plan, None, None)? {
+                plan.settle_row(&mut states);
+                let Ok(full) = plan.finalize_row(&key, &states, tz) else {
+                    drop(finalized);
+                    return slow();
+                };
+                bytes += Finalized::row_bytes(&key, &full);
+                rows.insert(tally_views::GroupKey::new(key), full);
+            }
+            let f = Finalized {
+                version,
+                rows,
+                bytes,
+            };
+            if f.bytes <= FINALIZED_BYTES {
+                finalized.insert(index, f);
+                &finalized[&index]
+            } else {
+                built = f;
+                &built
+            }
+        };
+        let pending = &self.delta.views[index].groups;
+        let mut out = Vec::with_capacity(kept.rows.len() + pending.len());
+        out.extend(
+            kept.rows
+                .iter()
+                .filter(|(key, _)| !pending.contains_key(*key))
+                .map(|(_, row)| row.clone()),
+        );
+        if !pending.is_empty() {
+            // As a view query merges them: the stored states, then the delta's, into empty ones.
+            let keys: Vec<&[Value]> = pending.keys().map(|k| &k[..]).collect();
+            let stored = self.store.load_states(plan, &keys)?;
+            for ((key, delta), old) in pending.iter().zip(stored) {
+                let mut states: Vec<tally_views::AggState> =
+                    plan.aggs.iter().map(|a| a.kind.new_state()).collect();
+                if let Some(old) = old {
+                    plan.merge_row(&mut states, &old);
+                }
+                plan.merge_row(&mut states, delta);
+                plan.settle_row(&mut states);
+                match plan.finalize_row(key, &states, tz) {
+                    Ok(full) => out.push(full),
+                    Err(_) => {
+                        drop(finalized);
+                        return slow();
+                    }
+                }
+            }
+        }
+        Ok(ResultSet {
+            columns: plan
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty))
+                .collect(),
+            rows: out,
+        })
     }
 
     /// The view called `name` and its index in the engine.
@@ -688,6 +778,8 @@ pub struct StoreSide<'r> {
     tenant: &'r str,
     leader: bool,
     heads: &'r mut HashMap<String, u64>,
+    finalized: &'r std::sync::Mutex<HashMap<usize, Finalized>>,
+    epoch: u64,
 }
 
 impl StoreSide<'_> {
@@ -775,8 +867,18 @@ impl StoreSide<'_> {
         let views = self.engine.views();
         let mut flushes = Vec::with_capacity(job.views.len());
         let mut positions = Vec::with_capacity(job.views.len());
+        let mut finalized = self.finalized.lock().unwrap_or_else(|e| e.into_inner());
+        // Per view whose finalized rows are kept: the rows this flush changes.
+        let mut changed: Vec<(usize, FinalizedRows)> = Vec::new();
         for (i, groups, position, failed) in job.views {
             let plan = &views[i];
+            let kept = finalized
+                .get(&i)
+                .is_some_and(|f| f.version == (self.stored[i], self.epoch));
+            if !kept {
+                finalized.remove(&i);
+            }
+            let mut updates = kept.then(Vec::new);
             let keys: Vec<&[Value]> = groups.keys().map(|k| &k[..]).collect();
             let stored = self.store.load_states(plan, &keys)?;
             let mut rows = Vec::with_capacity(groups.len());
@@ -785,12 +887,32 @@ impl StoreSide<'_> {
                     plan.merge_row(&mut states, &old);
                     plan.settle_row(&mut states);
                 }
-                let cells = plan.stored_row(&key, &states, self.engine.tz());
+                let cells = match &mut updates {
+                    Some(list) => match plan.finalize_row(&key, &states, self.engine.tz()) {
+                        Ok(full) => {
+                            list.push((key.clone(), full.clone()));
+                            full
+                        }
+                        Err(_) => {
+                            // A cell that cannot be computed: SQL reads this view the slow
+                            // way, which reports it.
+                            updates = None;
+                            plan.stored_row(&key, &states, self.engine.tz())
+                        }
+                    },
+                    None => plan.stored_row(&key, &states, self.engine.tz()),
+                };
                 rows.push(tally_store::RowWrite {
                     key: key.into_vec(),
                     cells,
                     states,
                 });
+            }
+            match updates {
+                Some(list) => changed.push((i, list)),
+                None => {
+                    finalized.remove(&i);
+                }
             }
             flushes.push(ViewFlush {
                 plan,
@@ -800,10 +922,25 @@ impl StoreSide<'_> {
             });
             positions.push((i, position, failed));
         }
-        self.store.flush(&flushes)?;
+        if let Err(e) = self.store.flush(&flushes) {
+            finalized.clear();
+            return Err(e.into());
+        }
         for (i, position, failed) in positions {
             self.stored[i] = position;
             self.stored_failed[i] += failed;
+        }
+        for (i, list) in changed {
+            if let Some(f) = finalized.get_mut(&i) {
+                for (key, row) in list {
+                    f.bytes += Finalized::row_bytes(&key, &row);
+                    f.rows.insert(key, row);
+                }
+                f.version = (self.stored[i], self.epoch);
+                if f.bytes > FINALIZED_BYTES {
+                    finalized.remove(&i);
+                }
+            }
         }
         Ok(())
     }
@@ -917,6 +1054,35 @@ struct Decoded {
     bytes: usize,
 }
 
+/// Finalized rows of a view by group, as a flush replaces them.
+type FinalizedRows = Vec<(tally_views::GroupKey, Vec<Value>)>;
+
+/// The memory a tenant spends keeping views' finalized rows for query-time SQL.
+const FINALIZED_BYTES: usize = 48 * 1024 * 1024;
+
+/// A view's stored groups finalized (every column, in the view's order), as of a stored
+/// position and epoch: the rows query-time SQL reads for groups the delta has not touched. A
+/// flush replaces the rows it writes and moves the version; retention and a new lead change
+/// the epoch, so the rows are read again. Views with a cell that cannot be computed are not
+/// kept (SQL then reads them as view queries do, and reports the cell).
+pub struct Finalized {
+    version: (u64, u64),
+    rows: HashMap<tally_views::GroupKey, Vec<Value>>,
+    /// What the rows hold in memory, approximately (counted up as rows are replaced).
+    bytes: usize,
+}
+
+impl Finalized {
+    fn row_bytes(key: &[Value], row: &[Value]) -> usize {
+        let text = |v: &Value| match v {
+            Value::Text(s) | Value::Json(s) => s.len(),
+            _ => 0,
+        };
+        64 + (key.len() + row.len()) * std::mem::size_of::<Value>()
+            + key.iter().chain(row).map(text).sum::<usize>()
+    }
+}
+
 /// A few recent query answers with the version of the data each was computed from.
 #[derive(Default)]
 struct Answers {
@@ -988,6 +1154,73 @@ mod tests {
             .query("parsed", &tally_views::QueryRequest::default())
             .unwrap();
         assert_eq!(result.rows, vec![vec![Value::Int(2), Value::Int(7)]]);
+    }
+
+    /// The rows query-time SQL reads are exactly a view query's, whatever happened since
+    /// they were first kept: new events (new groups and changed ones), flushes, retention.
+    #[cfg(feature = "sql")]
+    #[test]
+    fn sql_rows_follow_every_change() {
+        let mut tally = Tally::open(&Location::Memory, Config::default()).unwrap();
+        tally
+            .apply_schema(
+                "CREATE STREAM s (k TEXT, n BIGINT, at TIMESTAMP NOT NULL) WITH (event_time = 'at');
+                 CREATE MATERIALIZED VIEW per_k AS
+                 SELECT k, count(*) AS c, sum(n) AS total, approx_count_distinct(n) AS d,
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY n) AS p50
+                 FROM s GROUP BY k;
+                 CREATE MATERIALIZED VIEW daily WITH (retention = '10 days') AS
+                 SELECT time_bucket('1 day', at) AS day, k, count(*) AS c FROM s GROUP BY 1, 2;",
+            )
+            .unwrap();
+        let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
+        let stream = runtime.catalog().stream("s").unwrap().clone();
+        let at = |s: &str| Value::Timestamp(Timestamp::parse(s).unwrap());
+        let same = |r: &super::TenantRuntime| {
+            for view in ["per_k", "daily"] {
+                let mut sql = r.sql_view_rows(view).unwrap();
+                let mut query = r
+                    .query(view, &tally_views::QueryRequest::default())
+                    .unwrap();
+                sql.rows.sort();
+                query.rows.sort();
+                assert_eq!(sql.columns, query.columns);
+                assert_eq!(sql.rows, query.rows, "{view}");
+            }
+        };
+        let batch = |r: &mut super::TenantRuntime, first: i64, day: &str| {
+            let rows = (first..first + 50)
+                .map(|i| vec![Value::text(&format!("k{}", i % 7)), Value::Int(i), at(day)])
+                .collect();
+            r.append(&stream, rows).unwrap();
+        };
+        same(&runtime);
+        batch(&mut runtime, 0, "2026-03-01T10:00:00Z");
+        same(&runtime);
+        runtime.flush().unwrap();
+        same(&runtime);
+        // Changed groups and a new one, before and after the next flush.
+        batch(&mut runtime, 40, "2026-03-20T10:00:00Z");
+        runtime
+            .append(
+                &stream,
+                vec![vec![
+                    Value::text("new"),
+                    Value::Int(1),
+                    at("2026-03-20T11:00:00Z"),
+                ]],
+            )
+            .unwrap();
+        same(&runtime);
+        runtime.flush().unwrap();
+        same(&runtime);
+        runtime
+            .enforce_retention(Timestamp::parse("2026-03-25T00:00:00Z").unwrap())
+            .unwrap();
+        same(&runtime);
+        batch(&mut runtime, 1_000, "2026-03-21T10:00:00Z");
+        runtime.flush().unwrap();
+        same(&runtime);
     }
 
     /// Kept answers and kept decoded rows never outlive a change: new events, a flush and

@@ -35,7 +35,12 @@ impl TenantRuntime {
             let relation = match request {
                 RelationRequest::Named(name) => {
                     if self.catalog().view(name).is_some() {
-                        self.view_relation(name, name, &QueryRequest::default())?
+                        let answer = self.sql_view_rows(name)?;
+                        Relation {
+                            name: name.clone(),
+                            columns: answer.columns,
+                            rows: answer.rows,
+                        }
                     } else if let Some(table) = self.catalog().table(name) {
                         let table = table.clone();
                         let rows = self.table_rows(&table)?;
