@@ -22,7 +22,6 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
@@ -407,21 +406,8 @@ fn ingest(data: &Path, input: &Path, chunk: usize, poll: bool) -> (Duration, Dur
 }
 
 fn duckdb(dir: &Path) -> Result<Json, String> {
-    let python = workload::duckdb_python()?;
-    let script = dir.join("duckdb_analyses.py");
-    std::fs::write(&script, DUCKDB).map_err(|e| e.to_string())?;
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(dir)
-        .arg("5")
-        .arg(FROM)
-        .arg(TO)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    let args = [dir.as_os_str(), "5".as_ref(), FROM.as_ref(), TO.as_ref()];
+    workload::run_duckdb(dir, "duckdb_analyses.py", DUCKDB, &args)
 }
 
 fn ms(d: Duration) -> f64 {

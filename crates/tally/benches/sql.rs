@@ -14,7 +14,6 @@
 
 use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -272,21 +271,14 @@ fn export(data: &Path, dir: &Path) {
 }
 
 fn duckdb(dir: &Path, n: usize) -> Result<Json, String> {
-    let python = workload::duckdb_python()?;
-    let script = dir.join("duckdb_sql.py");
-    std::fs::write(&script, DUCKDB).map_err(|e| e.to_string())?;
-    let out = Command::new(&python)
-        .arg(&script)
-        .arg(dir)
-        .arg(n.to_string())
-        .arg(SELECT_VIEW)
-        .arg(JOIN_RANKED)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    let n = n.to_string();
+    let args = [
+        dir.as_os_str(),
+        n.as_ref(),
+        SELECT_VIEW.as_ref(),
+        JOIN_RANKED.as_ref(),
+    ];
+    workload::run_duckdb(dir, "duckdb_sql.py", DUCKDB, &args)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -350,3 +350,25 @@ pub fn duckdb_python() -> Result<std::path::PathBuf, String> {
     }
     Ok(python)
 }
+
+/// Runs a Python `script` with DuckDB (written to `dir/name`) with `args`; its standard output
+/// is one JSON object.
+pub fn run_duckdb(
+    dir: &std::path::Path,
+    name: &str,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<serde_json::Value, String> {
+    let python = duckdb_python()?;
+    let path = dir.join(name);
+    std::fs::write(&path, script).map_err(|e| e.to_string())?;
+    let out = std::process::Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}

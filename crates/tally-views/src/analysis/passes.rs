@@ -30,6 +30,11 @@ fn int(n: u64) -> Value {
     Value::Int(n as i64)
 }
 
+/// Texts ascending, `None` (NULL) last.
+fn nulls_last(x: Option<&Arc<str>>, y: Option<&Arc<str>>) -> std::cmp::Ordering {
+    (x.is_none(), x).cmp(&(y.is_none(), y))
+}
+
 /// `a / b`, NULL when `b` is 0.
 fn ratio(a: f64, b: f64) -> Value {
     if b == 0.0 {
@@ -336,12 +341,7 @@ fn funnel(activity: &Activity, a: &Analysis) -> ResultSet {
     });
     let mut keys: Vec<Option<Arc<str>>> = groups.keys().cloned().collect();
     // Values ascending, NULL last.
-    keys.sort_by(|x, y| match (x, y) {
-        (Some(x), Some(y)) => x.cmp(y),
-        (Some(_), None) => std::cmp::Ordering::Less,
-        (None, Some(_)) => std::cmp::Ordering::Greater,
-        (None, None) => std::cmp::Ordering::Equal,
-    });
+    keys.sort_by(|x, y| nulls_last(x.as_ref(), y.as_ref()));
     if a.breakdown.is_none() && keys.is_empty() {
         keys.push(None);
     }
@@ -502,14 +502,7 @@ fn pages(activity: &Activity, a: &Analysis, by: PageBy) -> ResultSet {
         .into_iter()
         .map(|(p, (s, b))| (activity.page(p), s, b))
         .collect();
-    pages.sort_by(|x, y| {
-        y.1.cmp(&x.1).then_with(|| match (x.0, y.0) {
-            (Some(x), Some(y)) => x.cmp(y),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            (None, Some(_)) => std::cmp::Ordering::Greater,
-            (None, None) => std::cmp::Ordering::Equal,
-        })
-    });
+    pages.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| nulls_last(x.0, y.0)));
     if let Some(limit) = a.limit {
         pages.truncate(limit);
     }
