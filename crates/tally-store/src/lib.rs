@@ -45,8 +45,8 @@ pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
 pub use postgres::{Lease, PgConfig};
 pub use types::{
-    KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, Rejected, RowWrite,
-    StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
+    KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, RecordWrite, Rejected,
+    RowWrite, StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
 };
 
 use types::{EncodedFlush, EncodedRow};
@@ -209,6 +209,27 @@ impl Store {
             Store::Sqlite(s) => s.revoke_key(tenant, prefix),
             Store::Postgres(p) => p.revoke_key(tenant, prefix),
             Store::Memory(m) => Ok(m.revoke_key(tenant, prefix)),
+        }
+    }
+
+    /// Marks a tenant as one the server's scheduler visits (it has alerts), or not.
+    pub fn set_scheduled(&self, tenant: &str, scheduled: bool) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.set_scheduled(tenant, scheduled),
+            Store::Postgres(p) => p.set_scheduled(tenant, scheduled),
+            Store::Memory(m) => {
+                m.set_scheduled(tenant, scheduled);
+                Ok(())
+            }
+        }
+    }
+
+    /// The tenants the server's scheduler visits, by name.
+    pub fn scheduled_tenants(&self) -> Result<Vec<String>> {
+        match self {
+            Store::Sqlite(s) => s.scheduled_tenants(),
+            Store::Postgres(p) => p.scheduled_tenants(),
+            Store::Memory(m) => Ok(m.scheduled_tenants()),
         }
     }
 
@@ -570,6 +591,46 @@ impl TenantStore {
                 m.drop_table_rows(name);
                 Ok(())
             }
+        }
+    }
+
+    /// Applies changes to the tenant's records (alerts and what they keep) in one transaction.
+    pub fn write_records(&mut self, writes: &[RecordWrite]) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        match self {
+            TenantStore::Sqlite(s) => s.write_records(writes),
+            TenantStore::Postgres(p) => p.conn().write_records(writes),
+            TenantStore::Memory(m) => {
+                m.write_records(writes);
+                Ok(())
+            }
+        }
+    }
+
+    /// The records of one kind with keys in `[from, to)`, in key order (bytewise), at most
+    /// `limit`: `(key, body)`.
+    pub fn records(
+        &self,
+        kind: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        match self {
+            TenantStore::Sqlite(s) => s.records(kind, from, to, limit),
+            TenantStore::Postgres(p) => p.conn().records(kind, from, to, limit),
+            TenantStore::Memory(m) => Ok(m.records(kind, from, to, limit)),
+        }
+    }
+
+    /// Deletes the records of one kind with keys in `[from, to)`; how many there were.
+    pub fn delete_records(&mut self, kind: &str, from: &str, to: &str) -> Result<u64> {
+        match self {
+            TenantStore::Sqlite(s) => s.delete_records(kind, from, to),
+            TenantStore::Postgres(p) => p.conn().delete_records(kind, from, to),
+            TenantStore::Memory(m) => Ok(m.delete_records(kind, from, to)),
         }
     }
 }

@@ -11,7 +11,7 @@ use tally_views::{Event, StreamDef, Timestamp, Value, ViewPlan};
 use crate::error::{Result, StoreError};
 use crate::types::{
     EncodedFlush, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
-    Rejected, TenantInfo, bucket_of,
+    RecordWrite, Rejected, TenantInfo, bucket_of,
 };
 
 #[derive(Default)]
@@ -20,6 +20,7 @@ struct Catalog {
     schema: Vec<(String, String)>,
     tenants: Vec<TenantInfo>,
     keys: HashMap<Vec<u8>, KeyRecord>,
+    scheduled: std::collections::BTreeSet<String>,
     data: HashMap<String, Arc<Mutex<TenantData>>>,
 }
 
@@ -42,6 +43,8 @@ struct TenantData {
     last_rejection: u64,
     /// Table rows by table, then encoded key.
     tables: BTreeMap<String, BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Records by (kind, key).
+    records: BTreeMap<(String, String), String>,
 }
 
 #[derive(Default)]
@@ -105,6 +108,7 @@ impl MemoryStore {
         let mut c = lock(&self.catalog);
         c.tenants.retain(|t| t.name != name);
         c.keys.retain(|_, k| k.tenant != name);
+        c.scheduled.remove(name);
         c.data.remove(name);
     }
 
@@ -135,6 +139,19 @@ impl MemoryStore {
         n
     }
 
+    pub(crate) fn set_scheduled(&self, tenant: &str, scheduled: bool) {
+        let mut c = lock(&self.catalog);
+        if scheduled {
+            c.scheduled.insert(tenant.to_owned());
+        } else {
+            c.scheduled.remove(tenant);
+        }
+    }
+
+    pub(crate) fn scheduled_tenants(&self) -> Vec<String> {
+        lock(&self.catalog).scheduled.iter().cloned().collect()
+    }
+
     pub(crate) fn tenant(&self, name: &str) -> MemoryTenant {
         let mut c = lock(&self.catalog);
         let data = c.data.entry(name.to_owned()).or_default().clone();
@@ -143,6 +160,58 @@ impl MemoryStore {
 }
 
 impl MemoryTenant {
+    pub(crate) fn write_records(&self, writes: &[RecordWrite]) {
+        let mut d = self.data();
+        for w in writes {
+            match w {
+                RecordWrite::Put { kind, key, body } => {
+                    d.records.insert((kind.clone(), key.clone()), body.clone());
+                }
+                RecordWrite::Delete { kind, key } => {
+                    d.records.remove(&(kind.clone(), key.clone()));
+                }
+            }
+        }
+    }
+
+    fn record_range(kind: &str, from: &str, to: &str) -> std::ops::Range<(String, String)> {
+        (kind.to_owned(), from.to_owned())..(kind.to_owned(), to.to_owned())
+    }
+
+    pub(crate) fn records(
+        &self,
+        kind: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Vec<(String, String)> {
+        if from >= to {
+            return Vec::new();
+        }
+        self.data()
+            .records
+            .range(Self::record_range(kind, from, to))
+            .take(limit)
+            .map(|((_, k), b)| (k.clone(), b.clone()))
+            .collect()
+    }
+
+    pub(crate) fn delete_records(&self, kind: &str, from: &str, to: &str) -> u64 {
+        if from >= to {
+            return 0;
+        }
+        let mut d = self.data();
+        let keys: Vec<(String, String)> = d
+            .records
+            .range(Self::record_range(kind, from, to))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            d.records.remove(k);
+        }
+        keys.len() as u64
+    }
+
     pub(crate) fn upsert_rows(&self, table: &str, rows: &[(Vec<u8>, Vec<u8>)]) {
         let mut d = self.data();
         let t = d.tables.entry(table.to_owned()).or_default();

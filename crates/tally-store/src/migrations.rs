@@ -34,6 +34,7 @@ macro_rules! migration {
 pub(crate) const CATALOG: &[Migration] = &[
     migration!(1, "sqlite/catalog", "0001_tenants_and_keys"),
     migration!(2, "sqlite/catalog", "0002_schema_objects"),
+    migration!(3, "sqlite/catalog", "0003_manage_keys"),
 ];
 
 /// A SQLite tenant database's migrations, oldest first.
@@ -43,6 +44,7 @@ pub(crate) const TENANT: &[Migration] = &[
     migration!(3, "sqlite/tenant", "0003_keys_merged"),
     migration!(4, "sqlite/tenant", "0004_table_rows"),
     migration!(5, "sqlite/tenant", "0005_view_failures"),
+    migration!(6, "sqlite/tenant", "0006_records"),
 ];
 
 /// The PostgreSQL database's migrations, oldest first.
@@ -52,6 +54,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(3, "postgres/catalog", "0003_rejections"),
     migration!(4, "postgres/catalog", "0004_table_rows"),
     migration!(5, "postgres/catalog", "0005_view_failures"),
+    migration!(6, "postgres/catalog", "0006_records"),
 ];
 
 /// The table every database records its applied migrations in.

@@ -26,7 +26,7 @@ use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::sqlite_keys::{self, Probe, RecentKeys};
 use crate::types::{
     EncodedFlush, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
-    Rejected, TenantInfo,
+    RecordWrite, Rejected, TenantInfo,
 };
 
 /// The SQLite catalog of a data directory.
@@ -156,6 +156,11 @@ impl SqliteStore {
             let conn = self.conn();
             conn.execute("DELETE FROM api_keys WHERE tenant = ?", params![name])
                 .map_err(catalog_error)?;
+            conn.execute(
+                "DELETE FROM scheduled_tenants WHERE tenant = ?",
+                params![name],
+            )
+            .map_err(catalog_error)?;
             conn.execute("DELETE FROM tenants WHERE name = ?", params![name])
                 .map_err(catalog_error)?;
         }
@@ -175,6 +180,32 @@ impl SqliteStore {
             }
         }
         Ok(())
+    }
+
+    pub(crate) fn set_scheduled(&self, tenant: &str, scheduled: bool) -> Result<()> {
+        let conn = self.conn();
+        if scheduled {
+            conn.execute(
+                "INSERT INTO scheduled_tenants (tenant) VALUES (?) ON CONFLICT DO NOTHING",
+                params![tenant],
+            )
+        } else {
+            conn.execute(
+                "DELETE FROM scheduled_tenants WHERE tenant = ?",
+                params![tenant],
+            )
+        }
+        .map_err(catalog_error)?;
+        Ok(())
+    }
+
+    pub(crate) fn scheduled_tenants(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT tenant FROM scheduled_tenants ORDER BY tenant")
+            .map_err(catalog_error)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     pub(crate) fn tenants(&self) -> Result<Vec<TenantInfo>> {
@@ -885,5 +916,55 @@ impl SqliteTenant {
         self.conn
             .execute("DELETE FROM tally_table_rows WHERE tbl = ?", params![table])?;
         Ok(())
+    }
+
+    pub(crate) fn write_records(&mut self, writes: &[RecordWrite]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut put = tx.prepare_cached(
+                "INSERT INTO tally_records (kind, key, body) VALUES (?, ?, ?) \
+                 ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body",
+            )?;
+            let mut delete =
+                tx.prepare_cached("DELETE FROM tally_records WHERE kind = ? AND key = ?")?;
+            for w in writes {
+                match w {
+                    RecordWrite::Put { kind, key, body } => {
+                        put.execute(params![kind, key, body])?;
+                    }
+                    RecordWrite::Delete { kind, key } => {
+                        delete.execute(params![kind, key])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn records(
+        &self,
+        kind: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, body FROM tally_records WHERE kind = ? AND key >= ? AND key < ? \
+             ORDER BY key LIMIT ?",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![kind, from, to, limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub(crate) fn delete_records(&mut self, kind: &str, from: &str, to: &str) -> Result<u64> {
+        let n = self.conn.execute(
+            "DELETE FROM tally_records WHERE kind = ? AND key >= ? AND key < ?",
+            params![kind, from, to],
+        )?;
+        Ok(n as u64)
     }
 }

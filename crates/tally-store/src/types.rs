@@ -19,6 +19,8 @@ pub struct TenantInfo {
 pub enum KeyKind {
     Read,
     Write,
+    /// Manages the tenant's alerts, dashboards and erasures.
+    Manage,
 }
 
 impl KeyKind {
@@ -26,6 +28,7 @@ impl KeyKind {
         match self {
             KeyKind::Read => "read",
             KeyKind::Write => "write",
+            KeyKind::Manage => "manage",
         }
     }
 
@@ -33,6 +36,7 @@ impl KeyKind {
         match s {
             "read" => Some(KeyKind::Read),
             "write" => Some(KeyKind::Write),
+            "manage" => Some(KeyKind::Manage),
             _ => None,
         }
     }
@@ -158,4 +162,18 @@ pub struct Rejected {
 pub struct LoggedRejection {
     pub id: u64,
     pub rejected: Rejected,
+}
+
+/// One change to a tenant's records (alert definitions, alert states, history, deliveries):
+/// several are applied in one transaction by `TenantStore::write_records`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecordWrite {
+    /// Inserts or replaces the record of this kind and key.
+    Put {
+        kind: String,
+        key: String,
+        body: String,
+    },
+    /// Deletes the record of this kind and key, if any.
+    Delete { kind: String, key: String },
 }

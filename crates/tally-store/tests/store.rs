@@ -5,7 +5,9 @@
 //! `tally_store::testing`).
 
 use tally_store::testing::PgScratch;
-use tally_store::{KeyKind, KeyRecord, Rejected, RowWrite, Store, StoreError, ViewFlush};
+use tally_store::{
+    KeyKind, KeyRecord, RecordWrite, Rejected, RowWrite, Store, StoreError, ViewFlush,
+};
 use tally_views::sql::apply;
 use tally_views::{Catalog, Timestamp, Value, ViewPlan};
 
@@ -97,6 +99,8 @@ backends!(
     the_rejection_log_pages_trims_and_stays_per_tenant,
     a_forgotten_tenant_can_be_created_again,
     table_rows_upsert_delete_and_stay_per_tenant,
+    records_write_range_delete_and_stay_per_tenant,
+    manage_keys_and_scheduled_tenants,
 );
 
 fn catalog_round_trips(f: Fixture) {
@@ -657,4 +661,84 @@ fn table_rows_upsert_delete_and_stay_per_tenant(f: Fixture) {
     assert!(acme.table_rows(payers).unwrap().is_empty());
     assert!(acme.tables_with_rows().unwrap().is_empty());
     assert_eq!(beta.table_rows(payers).unwrap().len(), 1);
+}
+
+fn put(kind: &str, key: &str, body: &str) -> RecordWrite {
+    RecordWrite::Put {
+        kind: kind.into(),
+        key: key.into(),
+        body: body.into(),
+    }
+}
+
+fn records_write_range_delete_and_stay_per_tenant(f: Fixture) {
+    f.store
+        .create_tenant("beta", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.write_records(&[
+        put("history", "a1/002", "{\"n\":2}"),
+        put("history", "a1/001", "{\"n\":1}"),
+        put("history", "a2/001", "{\"n\":3}"),
+        put("alert", "a1", "{}"),
+        put("history", "a1/003", "{\"n\":4}"),
+        RecordWrite::Delete {
+            kind: "history".into(),
+            key: "a1/003".into(),
+        },
+    ])
+    .unwrap();
+    // A range of keys, in key order, limited; the other kind is apart.
+    let keys = |t: &tally_store::TenantStore, kind: &str, from: &str, to: &str, limit: usize| {
+        t.records(kind, from, to, limit)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&t, "history", "a1/", "a1/~", 10), ["a1/001", "a1/002"]);
+    assert_eq!(keys(&t, "history", "a1/", "a1/~", 1), ["a1/001"]);
+    assert_eq!(
+        keys(&t, "history", "", "~", 10),
+        ["a1/001", "a1/002", "a2/001"]
+    );
+    assert_eq!(keys(&t, "alert", "", "~", 10), ["a1"]);
+    assert_eq!(
+        t.records("history", "a1/002", "a1/003", 10).unwrap(),
+        [("a1/002".to_owned(), "{\"n\":2}".to_owned())]
+    );
+    // A put replaces.
+    t.write_records(&[put("alert", "a1", "{\"v\":2}")]).unwrap();
+    assert_eq!(t.records("alert", "a1", "a2", 1).unwrap()[0].1, "{\"v\":2}");
+    // Another tenant sees none of it.
+    let mut b = f.store.tenant("beta").unwrap();
+    assert!(b.records("history", "", "~", 10).unwrap().is_empty());
+    b.write_records(&[put("history", "a1/001", "beta")])
+        .unwrap();
+    assert_eq!(b.delete_records("history", "", "~").unwrap(), 1);
+    // A range delete.
+    assert_eq!(t.delete_records("history", "a1/", "a1/002").unwrap(), 1);
+    assert_eq!(keys(&t, "history", "", "~", 10), ["a1/002", "a2/001"]);
+    assert_eq!(t.delete_records("history", "b", "a").unwrap(), 0);
+}
+
+fn manage_keys_and_scheduled_tenants(f: Fixture) {
+    let record = KeyRecord {
+        tenant: "acme".into(),
+        kind: KeyKind::Manage,
+        prefix: "tly_m_abcd".into(),
+        created_at: ts("2026-01-02T00:00:00Z"),
+        revoked: false,
+    };
+    f.store.create_key(&[7, 7], &record).unwrap();
+    assert_eq!(f.store.find_key(&[7, 7]).unwrap(), Some(record));
+    assert!(f.store.scheduled_tenants().unwrap().is_empty());
+    f.store.set_scheduled("acme", true).unwrap();
+    f.store.set_scheduled("acme", true).unwrap();
+    assert_eq!(f.store.scheduled_tenants().unwrap(), ["acme"]);
+    f.store.set_scheduled("acme", false).unwrap();
+    assert!(f.store.scheduled_tenants().unwrap().is_empty());
+    f.store.set_scheduled("acme", true).unwrap();
+    f.store.forget_tenant("acme").unwrap();
+    assert!(f.store.scheduled_tenants().unwrap().is_empty());
 }

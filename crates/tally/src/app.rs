@@ -442,6 +442,7 @@ fn new_key(kind: KeyKind) -> String {
     let prefix = match kind {
         KeyKind::Read => "tly_r_",
         KeyKind::Write => "tly_w_",
+        KeyKind::Manage => "tly_m_",
     };
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("{prefix}{hex}")

@@ -80,6 +80,9 @@ pub enum Command {
     /// Create API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Define, list, show, delete and acknowledge alerts (see docs/alerts.md).
+    #[command(subcommand)]
+    Alert(AlertCommand),
     /// Show, apply or revert the migrations of Tally's catalog.
     Migrate {
         #[arg(value_enum)]
@@ -122,6 +125,13 @@ pub struct ServeArgs {
     /// (up to 5 s, then 503).
     #[arg(long, env = "TALLY_SQL_CONCURRENCY", default_value_t = 1)]
     pub sql_concurrency: usize,
+    /// Let alert webhooks reach loopback, private, link-local and metadata addresses (for
+    /// tests and closed networks).
+    #[arg(long, env = "TALLY_ALLOW_PRIVATE_WEBHOOKS")]
+    pub allow_private_webhooks: bool,
+    /// How long alert history is kept (e.g. '90 days').
+    #[arg(long, env = "TALLY_ALERT_HISTORY_RETENTION", default_value = "90 days")]
+    pub alert_history_retention: String,
 }
 
 /// The limits of a query-time SQL query.
@@ -361,6 +371,33 @@ pub enum KeyCommand {
     Revoke { prefix: String },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum AlertCommand {
+    /// Define an alert of --tenant from a JSON file ('-' reads standard input), as
+    /// `POST /v1/alerts` takes it; prints the alert with its id.
+    Create {
+        file: PathBuf,
+        /// Accept a webhook on a loopback, private or link-local address.
+        #[arg(long)]
+        allow_private_webhooks: bool,
+    },
+    /// List the alerts of --tenant.
+    List,
+    /// Show an alert with its firing groups.
+    Show { id: String },
+    /// Delete an alert with its history.
+    Delete { id: String },
+    /// Show an alert's history: every state change and its delivery.
+    History {
+        id: String,
+        /// The most recent entries to show.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Acknowledge an alert's firing groups.
+    Ack { id: String },
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum MigrateAction {
     Status,
@@ -403,6 +440,7 @@ pub enum Grain {
 pub enum KeyKindArg {
     Read,
     Write,
+    Manage,
 }
 
 /// Writes to stdout, ignoring a closed pipe.
@@ -627,6 +665,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let kind = match kind {
                 KeyKindArg::Read => KeyKind::Read,
                 KeyKindArg::Write => KeyKind::Write,
+                KeyKindArg::Manage => KeyKind::Manage,
             };
             let key = tally.create_key(&cli.tenant, kind)?;
             out(&format!("{key}\n"));
@@ -644,12 +683,70 @@ pub fn run(cli: Cli) -> Result<()> {
                 "revoked {prefix}… (servers stop accepting it within 5 seconds)\n"
             ));
         }
+        Command::Alert(command) => {
+            let answer = alert_command(&tally, &cli.tenant, command)?;
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            ));
+        }
         Command::Serve(args) => return serve(tally, args),
         Command::Migrate { .. } => {}
     }
     // Nothing else to do with the service; keep it alive until here for clarity.
     let _ = &mut tally;
     Ok(())
+}
+
+/// `tally alert …`: the operation on the tenant's alerts; the tenant joins or leaves the
+/// scheduler's list as its first alert is made or its last deleted.
+fn alert_command(tally: &Tally, tenant: &str, command: &AlertCommand) -> Result<serde_json::Value> {
+    use crate::alerts::AlertOp;
+    let op = match command {
+        AlertCommand::Create {
+            file,
+            allow_private_webhooks,
+        } => {
+            let text = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(
+                    |source| Error::Input {
+                        path: "standard input".into(),
+                        source,
+                    },
+                )?;
+                text
+            } else {
+                std::fs::read_to_string(file).map_err(|source| Error::Input {
+                    path: file.display().to_string(),
+                    source,
+                })?
+            };
+            let body: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| Error::Request(format!("{}: not JSON: {e}", file.display())))?;
+            if let Some(url) = body["webhook"]["url"].as_str() {
+                crate::alerts::webhook::check_destination_blocking(url, *allow_private_webhooks)
+                    .map_err(|e| Error::Request(format!("webhook.url: {e}")))?;
+            }
+            AlertOp::Create(body)
+        }
+        AlertCommand::List => AlertOp::List,
+        AlertCommand::Show { id } => AlertOp::Show(id.clone()),
+        AlertCommand::Delete { id } => AlertOp::Delete(id.clone()),
+        AlertCommand::History { id, limit } => AlertOp::History {
+            id: id.clone(),
+            limit: *limit,
+        },
+        AlertCommand::Ack { id } => AlertOp::Ack(id.clone()),
+    };
+    let mut runtime = tally.open_tenant(tenant)?;
+    let changes = op.changes_count();
+    let answer = op.run(&mut runtime, tally.now())?;
+    if changes {
+        tally.store().set_scheduled(tenant, runtime.has_alerts()?)?;
+    }
+    runtime.flush()?;
+    Ok(answer)
 }
 
 /// `tally serve`: runs until SIGTERM or Ctrl-C, then drains and flushes.
@@ -705,8 +802,16 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             args.rejection_retention
         ))
     })?;
+    let alert_history_retention = Interval::parse(&args.alert_history_retention).map_err(|e| {
+        Error::Invalid(format!(
+            "--alert-history-retention '{}': {e}",
+            args.alert_history_retention
+        ))
+    })?;
     let settings = ServerConfig {
         listen: args.listen,
+        alert_history_retention,
+        allow_private_webhooks: args.allow_private_webhooks,
         rejection_retention,
         admin_token,
         max_connections,

@@ -22,6 +22,10 @@ pub enum Error {
     /// A behavioural analysis that does not exist, or a bad parameter of one (named).
     #[error("{0}")]
     Analysis(#[from] tally_views::analysis::AnalysisError),
+    /// A request body or argument that is not acceptable, naming the field and what is wrong
+    /// (an alert's definition).
+    #[error("{0}")]
+    Request(String),
     /// A stream, view or tenant that does not exist.
     #[error("{0}")]
     NotFound(String),

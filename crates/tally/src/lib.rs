@@ -10,6 +10,7 @@
 //! Invariant: only this crate knows about users' input formats and output forms; the engine
 //! and the store see typed rows and values only.
 
+pub mod alerts;
 pub mod analyses;
 pub mod app;
 pub mod cli;

@@ -69,6 +69,11 @@ pub struct TenantRuntime {
     epoch: u64,
     /// The analyses' state, built by the first analysis (see `crate::analyses`).
     activity: Option<tally_views::analysis::Activity>,
+    /// The tenant's alerts as last read from the store (see `crate::alerts`).
+    pub(crate) alerts: Option<crate::alerts::Book>,
+    /// Webhook deliveries handed out and not yet answered, by notification id: kept apart from
+    /// the alerts, which are read again from the store now and then.
+    pub(crate) in_flight: std::collections::HashSet<String>,
     /// Per view, its stored groups finalized, as query-time SQL reads them: built by the first
     /// SQL query that reads the view, then kept current by every flush (see [`Finalized`]).
     finalized: std::sync::Mutex<HashMap<usize, Finalized>>,
@@ -108,6 +113,8 @@ impl TenantRuntime {
             decoded: Default::default(),
             epoch: 0,
             activity: None,
+            alerts: None,
+            in_flight: Default::default(),
             finalized: Default::default(),
         };
         if !runtime.lead()? {
@@ -733,6 +740,12 @@ impl TenantRuntime {
     /// Whether a store failure left the runtime unusable: it must be reopened (which replays).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
+    }
+
+    /// Whether this process writes the tenant's views (always, unless another process leads a
+    /// shared store).
+    pub fn leads(&self) -> bool {
+        self.leader
     }
 
     /// Whether other processes may commit this tenant's events (a shared store).

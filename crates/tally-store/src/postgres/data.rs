@@ -19,7 +19,7 @@ use super::wire::{
     WEEK_MICROS, Wire, insert_columns, key_text, quote, raw_type, read_cell, stage_type, to_read,
 };
 use crate::error::{Result, StoreError};
-use crate::types::{EncodedFlush, LoggedRejection, RawSnapshot, Rejected};
+use crate::types::{EncodedFlush, LoggedRejection, RawSnapshot, RecordWrite, Rejected};
 
 /// How many keys one `load_states` query looks up.
 const LOAD_CHUNK: usize = 5_000;
@@ -677,5 +677,56 @@ impl PgConn {
         tx.execute("DELETE FROM tally_table_rows WHERE tbl = $1", &[&table])?;
         tx.commit()?;
         Ok(())
+    }
+
+    pub(crate) fn write_records(&mut self, writes: &[RecordWrite]) -> Result<()> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let put = tx.prepare(
+            "INSERT INTO tally_records (tenant_id, kind, key, body) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, kind, key) DO UPDATE SET body = excluded.body",
+        )?;
+        let delete = tx.prepare("DELETE FROM tally_records WHERE kind = $1 AND key = $2")?;
+        for w in writes {
+            match w {
+                RecordWrite::Put { kind, key, body } => {
+                    tx.execute(&put, &[&tenant, kind, key, body])?;
+                }
+                RecordWrite::Delete { kind, key } => {
+                    tx.execute(&delete, &[kind, key])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn records(
+        &mut self,
+        kind: &str,
+        from: &str,
+        to: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let rows = tx.query(
+            "SELECT key, body FROM tally_records WHERE kind = $1 AND key >= $2 AND key < $3 \
+             ORDER BY key LIMIT $4",
+            &[&kind, &from, &to, &i64::try_from(limit).unwrap_or(i64::MAX)],
+        )?;
+        tx.commit()?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub(crate) fn delete_records(&mut self, kind: &str, from: &str, to: &str) -> Result<u64> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &tenant)?;
+        let n = tx.execute(
+            "DELETE FROM tally_records WHERE kind = $1 AND key >= $2 AND key < $3",
+            &[&kind, &from, &to],
+        )?;
+        tx.commit()?;
+        Ok(n)
     }
 }

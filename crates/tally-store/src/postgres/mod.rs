@@ -182,7 +182,7 @@ impl PgStore {
                JOIN pg_namespace n ON n.oid = c.relnamespace
                JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped
               WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')
-                AND c.relname NOT IN ('tenants', 'api_keys')
+                AND c.relname NOT IN ('tenants', 'api_keys', 'scheduled_tenants')
                 AND NOT (c.relrowsecurity AND c.relforcerowsecurity)
               ORDER BY c.relname",
             &[&self.config.schema],
@@ -295,13 +295,46 @@ impl PgStore {
             "tally_views",
             "tally_rejections",
             "tally_table_rows",
+            "tally_records",
         ]) {
             tx.execute(&format!("DELETE FROM {}", quote(table)), &[])?;
         }
         tx.execute("DELETE FROM api_keys WHERE tenant_id = $1", &[&name])?;
+        tx.execute(
+            "DELETE FROM scheduled_tenants WHERE tenant_id = $1",
+            &[&name],
+        )?;
         tx.execute("DELETE FROM tenants WHERE tenant_id = $1", &[&name])?;
         tx.commit()?;
         Ok(())
+    }
+
+    pub(crate) fn set_scheduled(&self, tenant: &str, scheduled: bool) -> Result<()> {
+        let mut conn = self.conn();
+        if scheduled {
+            conn.execute(
+                "INSERT INTO scheduled_tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&tenant],
+            )
+        } else {
+            conn.execute(
+                "DELETE FROM scheduled_tenants WHERE tenant_id = $1",
+                &[&tenant],
+            )
+        }
+        .map_err(catalog_error)?;
+        Ok(())
+    }
+
+    pub(crate) fn scheduled_tenants(&self) -> Result<Vec<String>> {
+        let rows = self
+            .conn()
+            .query(
+                "SELECT tenant_id FROM scheduled_tenants ORDER BY tenant_id",
+                &[],
+            )
+            .map_err(catalog_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     pub(crate) fn tenants(&self) -> Result<Vec<TenantInfo>> {

@@ -104,6 +104,7 @@ impl From<Error> for ApiError {
                 ApiError::new(status, code, e.to_string())
             }
             Error::NotFound(m) => ApiError::not_found(m),
+            Error::Request(m) => ApiError::bad_request(m),
             Error::Analysis(e) if e.param == "kind" => ApiError::not_found(e.message),
             Error::Analysis(e) => ApiError::bad_request(e.to_string()),
             Error::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),

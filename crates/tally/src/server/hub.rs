@@ -35,6 +35,15 @@ const AUTH_FAILURES_PER_SECOND: f64 = 10.0;
 /// burst are forgotten.
 const AUTH_FAILURE_ADDRESSES: usize = 100_000;
 
+/// How often the scheduler ticks the tenants with alerts.
+const SCHEDULER_TICK: Duration = Duration::from_secs(1);
+/// How often the scheduler reads the list of tenants with alerts again.
+const SCHEDULED_REFRESH: Duration = Duration::from_secs(10);
+/// How often every tenant's retention and trimming run.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(600);
+/// Webhook attempts in flight at once.
+const SENDS_AT_ONCE: usize = 64;
+
 /// How long a query-time SQL query waits for a free slot before answering 503.
 #[cfg(feature = "sql")]
 const SQL_QUEUE_WAIT: Duration = Duration::from_secs(5);
@@ -76,6 +85,10 @@ pub struct ServerConfig {
     /// Query-time SQL queries running at once; others wait up to `SQL_QUEUE_WAIT` for their
     /// turn, then answer 503.
     pub sql_concurrency: usize,
+    /// Whether webhooks may reach loopback, private, link-local and metadata addresses.
+    pub allow_private_webhooks: bool,
+    /// How long alert history is kept (`--alert-history-retention`).
+    pub alert_history_retention: tally_views::Interval,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +112,8 @@ impl Default for ServerConfig {
             #[cfg(feature = "sql")]
             sql_limits: tally_sql::Limits::default(),
             sql_concurrency: 1,
+            allow_private_webhooks: false,
+            alert_history_retention: tally_views::Interval::Days(90),
         }
     }
 }
@@ -145,6 +160,11 @@ pub struct Hub {
     /// cores, unbounded heavy queries would starve every tenant's ingest.
     #[cfg(feature = "sql")]
     sql_slots: tokio::sync::Semaphore,
+    /// Webhook deliveries handed out by the workers, until `start_background` takes them.
+    deliveries: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<crate::alerts::Dispatch>>>,
+    /// Set when a tenant gained its first alert or lost its last: the scheduler reads its list
+    /// of tenants again at its next tick.
+    scheduled_changed: std::sync::atomic::AtomicBool,
 }
 
 fn digest(text: &str) -> [u8; 32] {
@@ -156,13 +176,18 @@ fn digest(text: &str) -> [u8; 32] {
 impl Hub {
     pub fn new(tally: Tally, settings: ServerConfig) -> Hub {
         let metrics = Arc::new(Metrics::new());
+        let (dispatch, deliveries) = tokio::sync::mpsc::unbounded_channel();
         let worker = WorkerConfig {
             flush_interval: settings.flush_interval,
             rejection_retention: settings.rejection_retention,
             config: tally.config().clone(),
             metrics: metrics.clone(),
+            alert_history_retention: settings.alert_history_retention,
+            dispatch: Some(dispatch),
         };
         Hub {
+            deliveries: Mutex::new(Some(deliveries)),
+            scheduled_changed: std::sync::atomic::AtomicBool::new(false),
             key_store: std::sync::OnceLock::new(),
             catalog: RwLock::new(Arc::new(tally.catalog().clone())),
             tally: Mutex::new(tally),
@@ -702,6 +727,143 @@ impl Hub {
     }
 }
 
+impl Hub {
+    /// Runs an operation on a tenant's alerts; creating the first alert or deleting the last
+    /// one adds the tenant to the scheduler's list or takes it off.
+    pub async fn alerts(
+        self: &Arc<Self>,
+        tenant: &str,
+        op: crate::alerts::AlertOp,
+    ) -> Result<serde_json::Value, ApiError> {
+        let now = self.now();
+        let changes = op.changes_count();
+        let created = matches!(op, crate::alerts::AlertOp::Create(_));
+        let answer = self
+            .ask(tenant, |reply| Job::Alerts { op, now, reply })
+            .await?;
+        if changes {
+            let scheduled = created || answer["alerts_left"].as_u64().unwrap_or(1) > 0;
+            let name = tenant.to_owned();
+            self.with_tally(move |t| Ok(t.store().set_scheduled(&name, scheduled)?))
+                .await?;
+            self.scheduled_changed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(answer)
+    }
+
+    /// Starts the background work of `tally serve`: the scheduler (each second, a tick for
+    /// every tenant with alerts; every `MAINTAIN_EVERY`, maintenance of every tenant) and the
+    /// webhook sender; their tasks, to stop at shutdown. Called once; later calls start nothing.
+    pub fn start_background(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(mut deliveries) = self
+            .deliveries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
+            return Vec::new();
+        };
+        let hub = self.clone();
+        let sender = tokio::spawn(async move {
+            let slots = Arc::new(tokio::sync::Semaphore::new(SENDS_AT_ONCE));
+            while let Some(d) = deliveries.recv().await {
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let hub = hub.clone();
+                tokio::spawn(async move {
+                    let at = hub.now();
+                    let (url, secret, id, body) = (
+                        d.url.clone(),
+                        d.secret.clone(),
+                        d.id.clone(),
+                        d.body.clone(),
+                    );
+                    let allow = hub.settings.allow_private_webhooks;
+                    // Its own task: should an attempt panic, the delivery is still answered.
+                    let outcome = tokio::spawn(async move {
+                        crate::alerts::webhook::attempt(
+                            &url,
+                            &secret,
+                            &id,
+                            &body,
+                            at.0.div_euclid(1_000_000),
+                            allow,
+                        )
+                        .await
+                    })
+                    .await
+                    .unwrap_or_else(|_| crate::alerts::webhook::Outcome {
+                        status: None,
+                        error: Some("the attempt failed inside Tally; see the log".into()),
+                    });
+                    drop(permit);
+                    hub.metrics.count_webhook(outcome.ok());
+                    let attempt = crate::alerts::Attempt {
+                        id: d.id,
+                        at,
+                        outcome,
+                    };
+                    // A full queue or a closed worker: the delivery stays pending in the store
+                    // and the next process to read it retries it.
+                    let _ = hub.submit(&d.tenant, Job::Attempted(attempt)).await;
+                });
+            }
+        });
+        let hub = self.clone();
+        let scheduler = tokio::spawn(async move {
+            let mut scheduled: Vec<String> = Vec::new();
+            let mut listed: Option<Instant> = None;
+            let mut maintained = Instant::now();
+            let mut tick = tokio::time::interval(SCHEDULER_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let changed = hub
+                    .scheduled_changed
+                    .swap(false, std::sync::atomic::Ordering::Relaxed);
+                if changed || listed.is_none_or(|t| t.elapsed() >= SCHEDULED_REFRESH) {
+                    if let Ok(names) = hub.with_tally(|t| Ok(t.store().scheduled_tenants()?)).await
+                    {
+                        scheduled = names;
+                    }
+                    listed = Some(Instant::now());
+                }
+                for tenant in &scheduled {
+                    let _ = hub.submit(tenant, Job::Tick).await;
+                }
+                if maintained.elapsed() >= MAINTAIN_EVERY {
+                    maintained = Instant::now();
+                    hub.maintain_all().await;
+                }
+            }
+        });
+        vec![sender, scheduler]
+    }
+
+    /// Maintenance of every tenant, one after the other (retention, the rejection log, alert
+    /// history); a tenant's failure is logged and the others go on.
+    pub async fn maintain_all(self: &Arc<Self>) {
+        let Ok(tenants) = self.with_tally(|t| t.tenants()).await else {
+            return;
+        };
+        for t in tenants {
+            if let Err(e) = self
+                .ask(&t.name, |reply| Job::Maintain { reply: Some(reply) })
+                .await
+            {
+                tracing::warn!(tenant = t.name, error = %e.message, "maintenance failed");
+            }
+        }
+    }
+
+    /// Ticks a tenant now, as the scheduler does each second (tests).
+    pub async fn tick(self: &Arc<Self>, tenant: &str) -> Result<(), ApiError> {
+        self.submit(tenant, Job::Tick).await
+    }
+}
+
 /// Stops one worker after a final flush, and waits until it has.
 async fn stop_worker(tenant: String, worker: Worker) {
     let (reply, answer) = oneshot::channel();
@@ -748,6 +910,15 @@ fn fail(job: Job, error: &Error) {
         Job::DeleteRow { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
+        Job::Alerts { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Maintain { reply } => {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(error.copy()));
+            }
+        }
+        Job::Tick | Job::Attempted(_) => {}
         Job::Stop { reply } => {
             let _ = reply.send(Ok(()));
         }

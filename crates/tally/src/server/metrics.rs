@@ -22,6 +22,7 @@ pub struct Metrics {
     events: Family<Labels, Counter>,
     responses: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
+    webhooks: Family<Labels, Counter>,
     flush_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     skipped: Family<Labels, Counter>,
     expression_failures: Family<Labels, Counter>,
@@ -63,6 +64,12 @@ impl Metrics {
             "refused_requests",
             "Requests refused before any work, by reason (rate_limited, overloaded, unauthorized, too_large)",
             refused.clone(),
+        );
+        let webhooks = Family::<Labels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Alert webhook delivery attempts, by outcome (delivered, failed)",
+            webhooks.clone(),
         );
         let flush_lag = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register(
@@ -127,6 +134,7 @@ impl Metrics {
             events,
             responses,
             refused,
+            webhooks,
             flush_lag,
             skipped,
             expression_failures,
@@ -169,6 +177,14 @@ impl Metrics {
                 ("route", route.to_owned()),
                 ("status", status.to_string()),
             ])
+            .inc();
+    }
+
+    /// Counts one webhook attempt.
+    pub fn count_webhook(&self, delivered: bool) {
+        let outcome = if delivered { "delivered" } else { "failed" };
+        self.webhooks
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
     }
 

@@ -113,6 +113,17 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(routes::analyses::analyze))
         .routes(routes!(routes::tables::upsert_rows))
         .routes(routes!(routes::tables::delete_row))
+        .routes(routes!(
+            routes::alerts::create_alert,
+            routes::alerts::list_alerts
+        ))
+        .routes(routes!(
+            routes::alerts::show_alert,
+            routes::alerts::patch_alert,
+            routes::alerts::delete_alert
+        ))
+        .routes(routes!(routes::alerts::alert_history))
+        .routes(routes!(routes::alerts::ack_alert))
         .routes(routes!(routes::admin::apply_schema))
         .routes(routes!(
             routes::admin::create_tenant,
@@ -131,7 +142,7 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
 fn openapi_json(mut api: utoipa::openapi::OpenApi) -> String {
     api.info.title = "Tally".into();
     api.info.description = Some(
-        "Live SQL analytics views over event streams. Keys: a tenant's write key ingests, its read key queries; the admin token (TALLY_ADMIN_TOKEN) manages tenants and schema.".into(),
+        "Live SQL analytics views over event streams. Keys: a tenant's write key ingests, its read key queries, its manage key manages alerts; the admin token (TALLY_ADMIN_TOKEN) manages tenants and schema.".into(),
     );
     let components = api.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
@@ -231,6 +242,9 @@ fn route_group(path: &str) -> &'static str {
         | "/v1/alias" => "segment",
         "/v1/views/{view}" => "query",
         "/v1/rejections" => "rejections",
+        "/v1/alerts" | "/v1/alerts/{id}" | "/v1/alerts/{id}/history" | "/v1/alerts/{id}/ack" => {
+            "alerts"
+        }
         "/v1/views" | "/v1/streams" => "catalog",
         "/v1/schema"
         | "/v1/tenants"
@@ -252,6 +266,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let connections = Connections::new(app(hub.clone()), &hub.settings, hub.metrics.clone());
     let mut shutdown = std::pin::pin!(shutdown);
+    // The scheduler (alert ticks, retention) and the webhook sender.
+    let background = hub.start_background();
     // With other nodes on the same database, a schema any of them applies reaches this one.
     let watcher = hub.is_shared().then(|| {
         let hub = hub.clone();
@@ -301,6 +317,9 @@ pub async fn serve(
         watcher.abort();
     }
     releaser.abort();
+    for task in background {
+        task.abort();
+    }
     tracing::info!("shutting down: finishing requests in flight");
     if !connections.drain(hub.settings.shutdown_timeout).await {
         tracing::warn!("requests still running after the shutdown timeout; closing them");

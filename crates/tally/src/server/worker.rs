@@ -30,8 +30,8 @@ use crate::server::metrics::Metrics;
 const GROUP_COMMIT_ROWS: usize = 20_000;
 /// The most entries a tenant's rejection log keeps, whatever their age.
 const MAX_LOGGED_REJECTIONS: usize = 100_000;
-/// How often retention runs in a busy tenant.
-const RETENTION_EVERY: Duration = Duration::from_secs(600);
+/// How long an idle tenant's thread sleeps when nothing is due (the scheduler's jobs wake it).
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 /// One event of a request, as the edge left it.
 #[derive(Debug)]
@@ -124,6 +124,22 @@ pub enum Job {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<LoggedRejection>>>,
     },
+    /// An operation on the tenant's alerts (manage key).
+    Alerts {
+        op: crate::alerts::AlertOp,
+        now: tally_views::Timestamp,
+        reply: oneshot::Sender<Result<serde_json::Value>>,
+    },
+    /// The scheduler's tick for a tenant with alerts: read the alerts again, evaluate them as
+    /// time passes, hand out the deliveries due.
+    Tick,
+    /// A webhook attempt's outcome, from the sender.
+    Attempted(crate::alerts::Attempt),
+    /// The scheduler's periodic maintenance: stream and view retention, the rejection log,
+    /// alert history.
+    Maintain {
+        reply: Option<oneshot::Sender<Result<()>>>,
+    },
     /// Flush the views now and answer when done (graceful shutdown, schema changes).
     Stop {
         reply: oneshot::Sender<Result<()>>,
@@ -138,22 +154,26 @@ pub struct WorkerConfig {
     pub rejection_retention: Interval,
     pub config: crate::Config,
     pub metrics: Arc<Metrics>,
+    /// How long alert history is kept.
+    pub alert_history_retention: Interval,
+    /// Where deliveries due go (the server's sender); without one they wait in the store.
+    pub dispatch: Option<tokio::sync::mpsc::UnboundedSender<crate::alerts::Dispatch>>,
 }
 
 /// Runs a tenant until its queue closes, a `Stop` arrives or a store error ends it.
 pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConfig) {
     let tenant = runtime.name().to_owned();
     let mut last_flush = Instant::now();
-    let mut last_retention = Instant::now();
     let mut pending_since: Option<Instant> = None;
     let mut carried: Option<Job> = None;
     loop {
-        // With nothing to flush and no other node to follow, nothing is due before the next
-        // retention pass: an idle tenant's thread sleeps instead of waking every flush interval.
+        // With nothing to flush and no other node to follow, nothing is due until a job
+        // arrives (the scheduler sends retention and alert ticks): an idle tenant's thread
+        // sleeps instead of waking every flush interval.
         let wait = if runtime.has_pending() || runtime.is_shared() {
             settings.flush_interval.saturating_sub(last_flush.elapsed())
         } else {
-            RETENTION_EVERY.saturating_sub(last_retention.elapsed())
+            IDLE_WAIT
         }
         .max(Duration::from_millis(1));
         let job = match carried.take() {
@@ -186,7 +206,16 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                     }
                 }
                 let (requests, started) = (batch.len(), Instant::now());
+                let mut streams: Vec<String> = batch.iter().map(|s| s.stream.clone()).collect();
+                streams.sort();
+                streams.dedup();
                 let ok = ingest(&mut runtime, batch, &settings);
+                if ok {
+                    // Alerts on the views these events changed, the moment they are acknowledged.
+                    for stream in &streams {
+                        evaluate(&mut runtime, &settings, Some(stream));
+                    }
+                }
                 settings.metrics.observe_group(requests, started.elapsed());
                 if runtime.has_pending() && pending_since.is_none() {
                     pending_since = Some(Instant::now());
@@ -250,6 +279,44 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 let _ = reply.send(runtime.rejections(after, limit));
                 true
             }
+            Some(Job::Alerts { op, now, reply }) => {
+                let _ = reply.send(op.run(&mut runtime, now));
+                true
+            }
+            Some(Job::Tick) => {
+                // On a shared store, first take in what other nodes committed (or the lead).
+                let ok = match runtime.tick() {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::error!(tenant, error = %e, "tick failed; the tenant will be reopened");
+                        false
+                    }
+                };
+                if ok {
+                    match runtime.reload_alerts() {
+                        Ok(()) => evaluate(&mut runtime, &settings, None),
+                        Err(e) => tracing::error!(tenant, error = %e, "cannot read the alerts"),
+                    }
+                }
+                ok
+            }
+            Some(Job::Attempted(attempt)) => {
+                if let Err(e) = runtime.record_attempt(&attempt) {
+                    tracing::error!(tenant, error = %e, "cannot record a webhook attempt");
+                }
+                true
+            }
+            Some(Job::Maintain { reply }) => {
+                let result = maintain(&mut runtime, &settings);
+                let ok = !matches!(&result, Err(Error::Store(_)));
+                if let Err(e) = &result {
+                    tracing::error!(tenant, error = %e, "maintenance failed");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(result);
+                }
+                ok
+            }
             Some(Job::Stop { reply }) => {
                 // On a shared store, first take in what other nodes committed (or the lead).
                 let _ = reply.send(runtime.tick().and_then(|_| runtime.flush()));
@@ -282,18 +349,6 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 settings.metrics.flushes.inc();
             }
             pending_since = None;
-            if last_retention.elapsed() >= RETENTION_EVERY {
-                last_retention = Instant::now();
-                let now = settings.config.clock.now();
-                if let Err(e) = runtime.enforce_retention(now) {
-                    tracing::error!(tenant, error = %e, "retention failed");
-                    return;
-                }
-                let before = settings.rejection_retention.before(now);
-                if let Err(e) = runtime.trim_rejections(before, MAX_LOGGED_REJECTIONS) {
-                    tracing::error!(tenant, error = %e, "trimming the rejection log failed");
-                }
-            }
         }
         for (view, n) in runtime.take_skipped() {
             settings.metrics.count_skipped(&tenant, &view, n);
@@ -305,6 +360,48 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         }
         let lag = pending_since.map_or(0.0, |t| t.elapsed().as_secs_f64());
         settings.metrics.set_flush_lag(&tenant, lag);
+    }
+}
+
+/// Retention of streams and views, the rejection log and alert history.
+fn maintain(runtime: &mut TenantRuntime, settings: &WorkerConfig) -> Result<()> {
+    let now = settings.config.clock.now();
+    runtime.enforce_retention(now)?;
+    let before = settings.rejection_retention.before(now);
+    runtime.trim_rejections(before, MAX_LOGGED_REJECTIONS)?;
+    runtime.trim_alert_history(settings.alert_history_retention.before(now))?;
+    Ok(())
+}
+
+/// Evaluates the tenant's alerts (on views of `stream`, or all) and hands the deliveries due
+/// to the sender. A failure is logged: the next evaluation finds the same change again.
+fn evaluate(runtime: &mut TenantRuntime, settings: &WorkerConfig, stream: Option<&str>) {
+    let now = settings.config.clock.now();
+    let mut due = match runtime.evaluate_alerts(now, stream) {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(tenant = runtime.name(), error = %e, "evaluating alerts failed");
+            return;
+        }
+    };
+    if stream.is_none() {
+        match runtime.due_deliveries(now) {
+            Ok(more) => due.extend(more),
+            Err(e) => {
+                tracing::error!(tenant = runtime.name(), error = %e, "reading deliveries failed")
+            }
+        }
+    }
+    for d in due {
+        let id = d.id.clone();
+        let sent = settings
+            .dispatch
+            .as_ref()
+            .is_some_and(|s| s.send(d).is_ok());
+        if !sent {
+            // Nobody sends: it stays pending in the store for the next process that does.
+            runtime.in_flight.remove(&id);
+        }
     }
 }
 

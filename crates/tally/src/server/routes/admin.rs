@@ -202,12 +202,12 @@ pub async fn create_key(
     admin(&hub, &headers)?;
     let request: KeyRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
-            "the body must be {{\"kind\":\"read\"}} or {{\"kind\":\"write\"}}: {e}"
+            "the body must be {{\"kind\":\"read\"}}, {{\"kind\":\"write\"}} or {{\"kind\":\"manage\"}}: {e}"
         ))
     })?;
     let Some(kind) = KeyKind::parse(&request.kind) else {
         return Err(ApiError::bad_request(format!(
-            "kind '{}' is not a key kind; use read or write",
+            "kind '{}' is not a key kind; use read, write or manage",
             request.kind
         )));
     };

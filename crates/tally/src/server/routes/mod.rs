@@ -21,6 +21,7 @@ use crate::server::error::ApiError;
 use crate::server::hub::{Hub, Principal};
 
 pub mod admin;
+pub mod alerts;
 pub mod analyses;
 pub mod catalog;
 pub mod ingest;
@@ -74,10 +75,11 @@ pub(crate) async fn authorize(
     };
     if principal.kind != kind {
         return Err(ApiError::forbidden(match kind {
-            KeyKind::Write => {
-                "this route writes data (events, table rows) and needs a write key; this is a read key"
+            KeyKind::Write => "this route writes data (events, table rows) and needs a write key",
+            KeyKind::Read => "this route reads data and needs a read key",
+            KeyKind::Manage => {
+                "this route manages the tenant (alerts, dashboards, erasure) and needs a manage key"
             }
-            KeyKind::Read => "this route reads data and needs a read key; this is a write key",
         }));
     }
     if let Err(seconds) = hub.rate_limit(&principal) {
