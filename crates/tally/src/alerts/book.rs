@@ -195,7 +195,11 @@ fn history_key(alert: &str, at: Timestamp, id: &str) -> String {
 }
 
 fn new_id(prefix: &str) -> String {
-    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+    use rand::Rng as _;
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{hex}")
 }
 
 fn parse<T: serde::de::DeserializeOwned>(kind: &str, key: &str, body: &str) -> Result<T> {
