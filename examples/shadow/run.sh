@@ -38,3 +38,13 @@ step --tenant berlin analyze active_users --from "$(date -u -d '-14 days' +%F)"
 step --tenant berlin analyze lifecycle --interval week --from "$(date -u -d '-63 days' +%F)"
 # user_cohorts: weekly cohorts by first activity and how many came back each week after.
 step --tenant berlin analyze retention --period week --periods 6 --from "$(date -u -d '-70 days' +%F)"
+
+# alert_rules: the error rate and p95 runtime of agent runs, as alerts on the live view
+# agent_health (see docs/alerts.md). `tally serve --data tally-shadow/data
+# --allow-private-webhooks` evaluates them on every event and posts each state change, signed,
+# to the receiver named in the files (127.0.0.1:8787).
+step alert create examples/shadow/alerts/error_rate.json --allow-private-webhooks
+step alert create examples/shadow/alerts/p95_latency.json --allow-private-webhooks
+step alert list
+# What they watch, hour by hour: error rate and p95 runtime per agent.
+step query agent_health --grain hour --group-by agent_id --order-by bucket --limit 8

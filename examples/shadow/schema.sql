@@ -57,6 +57,21 @@ FROM user_activity
 WHERE event_type = 'agent_run'
 GROUP BY 1, 2, 3;
 
+-- The seed's alert_rules watch the error rate and the p95 latency of agent runs. Per 5 minutes
+-- and agent: runs, failed runs, the error rate in % and the p95 runtime. Alerts (alerts/*.json,
+-- created by run.sh) read it at any coarser grain: the error rate is recomputed from the
+-- merged counts and the p95 from the merged sketches, never averaged.
+CREATE MATERIALIZED VIEW agent_health AS
+SELECT time_bucket('5 minutes', created_at)                                   AS bucket,
+       agent_id,
+       count(*)                                                               AS runs,
+       count(*) FILTER (WHERE status = 'failure')                             AS failed_runs,
+       CAST(count(*) FILTER (WHERE status = 'failure') AS DOUBLE) * 100 / count(*) AS error_rate_pct,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY runtime_ms)               AS p95_runtime_ms
+FROM user_activity
+WHERE event_type = 'agent_run'
+GROUP BY 1, 2;
+
 -- ── Saved queries ─────────────────────────────────────────────────────────────────────────
 
 -- mv_agent_usage_trends: runs and users per agent and week, over all workspaces, with the

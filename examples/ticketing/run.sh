@@ -31,3 +31,12 @@ step sql "WITH s AS (SELECT venue_id, customer_id,
           SELECT g.segment, count(*) AS customers
           FROM s JOIN rfm_segments g ON g.rf_code = CAST(s.r AS VARCHAR) || CAST(s.f AS VARCHAR)
           WHERE s.venue_id = :venue GROUP BY g.segment ORDER BY customers DESC" --param venue=vn-1
+
+# analytics_alerts / venue_alerts: failed payments per venue and hour, and a venue's daily
+# sales halved, as alerts on the live view venue_activity (see docs/alerts.md). `tally serve
+# --data tally-ticketing/data --allow-private-webhooks` evaluates them on every payment and
+# posts each state change, signed, to the receiver named in the files (127.0.0.1:8787).
+step alert create examples/ticketing/alerts/failed_payments.json --allow-private-webhooks
+step alert create examples/ticketing/alerts/sales_drop.json --allow-private-webhooks
+step alert list
+step query venue_activity --grain day --group-by venue_id --order-by hour --limit 8

@@ -151,3 +151,15 @@ SELECT rank() OVER (ORDER BY clv DESC) AS clv_rank,
        clv
 FROM v
 ORDER BY clv_rank, customer_id;
+
+-- The seed's analytics_alerts and venue_alerts: per hour and venue, completed purchases,
+-- failed payments and refunded amounts. Alerts (alerts/*.json, created by run.sh) watch it:
+-- failed payments above a threshold in the hour filling now, a day's sales down by half.
+CREATE MATERIALIZED VIEW venue_activity AS
+SELECT time_bucket('1 hour', created_at)                                               AS hour,
+       venue_id,
+       count(*) FILTER (WHERE type = 'purchase' AND status = 'completed')              AS purchases,
+       count(*) FILTER (WHERE status = 'failed')                                       AS failed_payments,
+       sum(amount) FILTER (WHERE type = 'refund' AND status = 'completed')             AS refunded
+FROM payment_transactions
+GROUP BY 1, 2;

@@ -1372,3 +1372,145 @@ fn ticketing() {
         expected,
     );
 }
+
+// ── Alerts of the packs (shadow, ticketing) ────────────────────────────────────────────────
+
+/// Creates a pack's alerts (`examples/<pack>/alerts/*.json`, as `tally alert create` does);
+/// their ids by file stem.
+fn create_alerts(runtime: &mut TenantRuntime, pack: &str, now: i64) -> BTreeMap<String, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(pack)
+        .join("alerts");
+    let mut ids = BTreeMap::new();
+    for entry in std::fs::read_dir(&dir).expect("the pack's alerts") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("alert file");
+        let body: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let created = tally::alerts::AlertOp::Create(body)
+            .run(runtime, Timestamp(now * 1_000_000))
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        ids.insert(stem, created["id"].as_str().unwrap().to_owned());
+    }
+    ids
+}
+
+/// The values of `column` in the groups of an alert that are firing.
+fn firing(runtime: &mut TenantRuntime, id: &str, column: &str) -> BTreeSet<String> {
+    let shown = tally::alerts::AlertOp::Show(id.to_owned())
+        .run(runtime, Timestamp(0))
+        .expect("show");
+    shown["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"][column].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Replays time: the pack's alerts evaluated at each of `times` (seconds, oldest first) over
+/// the loaded events, each alert's firing groups compared with `expected(time)` for those
+/// that have one.
+fn replay_alerts(
+    runtime: &mut TenantRuntime,
+    ids: &BTreeMap<String, String>,
+    column: &str,
+    times: impl Iterator<Item = i64>,
+    expected: &dyn Fn(&str, i64) -> Option<BTreeSet<String>>,
+) -> usize {
+    let mut fired = 0;
+    for t in times {
+        runtime
+            .evaluate_alerts(Timestamp(t * 1_000_000), None)
+            .expect("evaluate");
+        for (stem, id) in ids {
+            let got = firing(runtime, id, column);
+            if let Some(want) = expected(stem, t) {
+                assert_eq!(got, want, "alert {stem} at {t}");
+                fired += got.len();
+            }
+        }
+    }
+    fired
+}
+
+#[test]
+fn shadow_alerts() {
+    let now = SHADOW_NOW;
+    let data = shadow::generate(now);
+    let tally = open("shadow", now);
+    let mut runtime = tally.open_tenant(DEFAULT_TENANT).expect("tenant");
+    load(&tally, &mut runtime, &data.files());
+    let ids = create_alerts(&mut runtime, "shadow", now);
+    assert_eq!(ids.len(), 2);
+    // error_rate: per agent, the error rate of runs above 10 % in the 15 minutes filling now
+    // and in the 15 minutes before.
+    let above = |agent: &str, from: i64| {
+        let runs: Vec<&shadow::Activity> = data
+            .activity
+            .iter()
+            .filter(|a| a.event_type == "agent_run" && a.agent_id.as_deref() == Some(agent))
+            .filter(|a| (from..from + 900).contains(&a.at))
+            .collect();
+        let failed = runs.iter().filter(|a| a.status == Some("failure")).count();
+        !runs.is_empty() && failed as f64 * 100.0 / runs.len() as f64 > 10.0
+    };
+    let expected = |stem: &str, t: i64| {
+        (stem == "error_rate").then(|| {
+            let current = t - t.rem_euclid(900);
+            data.agents
+                .iter()
+                .map(|a| a.id.clone())
+                .filter(|a| above(a, current) && above(a, current - 900))
+                .collect()
+        })
+    };
+    // Every 7 minutes over the last 3 days.
+    let times = (0..3 * 24 * 60 / 7).rev().map(|k| now - k * 420);
+    let fired = replay_alerts(&mut runtime, &ids, "agent_id", times, &expected);
+    assert!(
+        fired > 0,
+        "the error rate alert never fired: the replay checks nothing"
+    );
+}
+
+#[test]
+fn ticketing_alerts() {
+    let now = TICKETING_NOW;
+    let data = ticketing::generate(now);
+    let tally = open("ticketing", now);
+    let mut runtime = tally.open_tenant(DEFAULT_TENANT).expect("tenant");
+    load(&tally, &mut runtime, &data.files());
+    let ids = create_alerts(&mut runtime, "ticketing", now);
+    assert_eq!(ids.len(), 2);
+    // sales_drop: per venue, completed purchases of the last complete day (UTC) down by more
+    // than half from the day before (which had some).
+    let purchases = |venue: &str, day: i64| {
+        data.payments
+            .iter()
+            .filter(|p| p.venue_id == venue && p.kind == "purchase" && p.status == "completed")
+            .filter(|p| (day..day + DAY).contains(&p.at))
+            .count() as f64
+    };
+    let expected = |stem: &str, t: i64| {
+        (stem == "sales_drop").then(|| {
+            let last = t - t.rem_euclid(DAY) - DAY;
+            data.venues
+                .iter()
+                .map(|v| v.id.clone())
+                .filter(|v| {
+                    let (cur, prev) = (purchases(v, last), purchases(v, last - DAY));
+                    prev > 0.0 && (cur - prev) / prev * 100.0 < -50.0
+                })
+                .collect()
+        })
+    };
+    // Every 8 hours over the last 120 days.
+    let times = (0..120 * 3).rev().map(|k| now - k * 8 * 3600);
+    let fired = replay_alerts(&mut runtime, &ids, "venue_id", times, &expected);
+    assert!(
+        fired > 0,
+        "the sales drop alert never fired: the replay checks nothing"
+    );
+}

@@ -469,7 +469,7 @@ impl TenantRuntime {
             }
             let spec = &alert.spec;
             let window = Window::new(spec.condition, spec.for_buckets, checked.grain, &tz, now);
-            let (from, to) = window.range();
+            let (from, to) = window.range(checked.grain, &tz);
             let answer = match self.query(
                 &spec.view,
                 &spec.request(checked.grain, Some(from), Some(to)),

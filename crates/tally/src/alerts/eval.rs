@@ -43,12 +43,24 @@ impl Window {
         Window { starts }
     }
 
-    /// The view query's range: from the oldest bucket through the one filling now.
-    pub(crate) fn range(&self) -> (Timestamp, Timestamp) {
-        (
-            *self.starts.last().unwrap_or(&self.starts[0]),
-            Timestamp(self.starts[0].0 + 1),
-        )
+    /// The view query's range: from the oldest bucket to the end of the one filling now (the
+    /// view's own, finer buckets in it all count).
+    pub(crate) fn range(&self, grain: Interval, tz: &TimeZone) -> (Timestamp, Timestamp) {
+        let current = self.starts[0];
+        // The next bucket's start: a local day or month may be an hour shorter or longer than
+        // its width in UTC, so step past the boundary and floor back to it.
+        let end = match grain {
+            Interval::Micros(_) => grain.after(current),
+            Interval::Days(_) | Interval::Months(_) => {
+                let end = grain.floor(Timestamp(grain.after(current).0 + 2 * 3_600_000_000), tz);
+                if end > current {
+                    end
+                } else {
+                    grain.after(current)
+                }
+            }
+        };
+        (*self.starts.last().unwrap_or(&current), end)
     }
 }
 
@@ -210,11 +222,8 @@ mod tests {
             ]
         );
         assert_eq!(
-            w.range(),
-            (
-                ts("2026-03-01T10:02:00Z"),
-                Timestamp(ts("2026-03-01T10:05:00Z").0 + 1)
-            )
+            w.range(minute, &TimeZone::UTC),
+            (ts("2026-03-01T10:02:00Z"), ts("2026-03-01T10:06:00Z"))
         );
         // Days are local: New York's day starts at 05:00 UTC in winter.
         let ny = TimeZone::get("America/New_York").unwrap();
@@ -223,6 +232,19 @@ mod tests {
         assert_eq!(
             w.starts,
             [ts("2026-01-09T05:00:00Z"), ts("2026-01-08T05:00:00Z")]
+        );
+        assert_eq!(w.range(day, &ny).1, ts("2026-01-10T05:00:00Z"));
+        // A 23-hour day (DST begins on 8 March 2026) and the day after it.
+        let w = Window::new(Condition::Above, 1, day, &ny, ts("2026-03-08T12:00:00Z"));
+        assert_eq!(
+            w.range(day, &ny),
+            (ts("2026-03-08T05:00:00Z"), ts("2026-03-09T04:00:00Z"))
+        );
+        let month = Interval::parse("1 month").unwrap();
+        let w = Window::new(Condition::Above, 1, month, &ny, ts("2026-03-08T12:00:00Z"));
+        assert_eq!(
+            w.range(month, &ny),
+            (ts("2026-03-01T05:00:00Z"), ts("2026-04-01T04:00:00Z"))
         );
     }
 

@@ -204,6 +204,46 @@ impl Outcome {
     }
 }
 
+/// A resolver answering the addresses already resolved and checked: the connection goes to
+/// exactly those.
+#[derive(Clone)]
+struct Pinned(Vec<SocketAddr>);
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for Pinned {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        std::future::ready(Ok(self.0.clone().into_iter()))
+    }
+}
+
+/// The TLS settings of webhook connections: rustls with `ring`, the system's root
+/// certificates, or Mozilla's when the system has none.
+fn tls() -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 /// Posts a message once: resolve and check the address, sign, send, read the status.
 pub async fn attempt(
     url: &str,
@@ -213,6 +253,11 @@ pub async fn attempt(
     timestamp: i64,
     allow_private: bool,
 ) -> Outcome {
+    use http_body_util::Full;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use hyper_util::rt::TokioExecutor;
+
     let failed = |status: Option<u16>, error: String| Outcome {
         status,
         error: Some(error),
@@ -225,45 +270,44 @@ pub async fn attempt(
         Ok(s) => s,
         Err(e) => return failed(None, format!("the secret: {e}")),
     };
-    let host = parse_url(url).map(|(_, h, _)| h).unwrap_or_default();
-    // HTTPS through rustls with the `ring` provider (installed once for the process).
-    static PROVIDER: std::sync::Once = std::sync::Once::new();
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    let client = match reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .resolve_to_addrs(&host, &addrs)
-        .user_agent(concat!("tally/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => return failed(None, format!("cannot make an HTTP client: {e}")),
+    static TLS: std::sync::OnceLock<Result<rustls::ClientConfig, String>> =
+        std::sync::OnceLock::new();
+    let tls = match TLS.get_or_init(tls) {
+        Ok(t) => t.clone(),
+        Err(e) => return failed(None, e.clone()),
     };
-    let response = client
-        .post(url)
+    let mut http = HttpConnector::new_with_resolver(Pinned(addrs));
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(TIMEOUT));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    let client: Client<_, Full<axum::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build(https);
+    let request = match axum::http::Request::post(url)
         .header("content-type", "application/json")
+        .header("user-agent", concat!("tally/", env!("CARGO_PKG_VERSION")))
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature(&secret, id, timestamp, body))
-        .body(body.to_owned())
-        .send()
-        .await;
-    match response {
-        Ok(r) if r.status().is_success() => Outcome {
+        .body(Full::new(axum::body::Bytes::from(body.to_owned())))
+    {
+        Ok(r) => r,
+        Err(e) => return failed(None, format!("cannot make the request: {e}")),
+    };
+    match tokio::time::timeout(TIMEOUT, client.request(request)).await {
+        Err(_) => failed(None, format!("no answer within {} s", TIMEOUT.as_secs())),
+        Ok(Err(e)) => failed(None, format!("cannot deliver: {}", error_chain(&e))),
+        Ok(Ok(r)) if r.status().is_success() => Outcome {
             status: Some(r.status().as_u16()),
             error: None,
         },
-        Ok(r) => failed(
+        Ok(Ok(r)) => failed(
             Some(r.status().as_u16()),
             format!("the receiver answered {}", r.status()),
         ),
-        Err(e) if e.is_timeout() => {
-            failed(None, format!("no answer within {} s", TIMEOUT.as_secs()))
-        }
-        Err(e) => failed(None, format!("cannot deliver: {}", error_chain(&e))),
     }
 }
 
