@@ -93,44 +93,20 @@ async fn run(firings: usize) {
         r#"{"name":"acme","time_zone":"UTC"}"#,
     )
     .await;
-    let manage: serde_json::Value = http
-        .post(format!("{base}/v1/tenants/acme/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"kind": "manage"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let manage = manage["key"].as_str().unwrap().to_owned();
-    let r = http
-        .post(format!("{base}/v1/alerts"))
-        .bearer_auth(&manage)
-        .json(&json!({
-            "name": "any order", "view": "sales", "value": "orders", "group_by": "shop",
-            "condition": "above", "threshold": 0,
-            "webhook": {"url": hook, "secret": "whsec_YmVuY2g="}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let manage = common::manage_key(&http, &base, ADMIN, "acme").await;
+    let alert = json!({
+        "name": "any order", "view": "sales", "value": "orders", "group_by": "shop",
+        "condition": "above", "threshold": 0,
+        "webhook": {"url": hook, "secret": "whsec_YmVuY2g="}
+    });
+    common::create_alert(&http, &base, &manage, &alert).await;
 
     let ingest = |id: String, shop: String| {
-        let http = http.clone();
-        let url = format!("{base}/v1/streams/orders/events");
+        let (http, base) = (http.clone(), base.clone());
         let key = keys.write.clone();
         async move {
-            let now = tally_views::Timestamp::from_jiff(jiff::Timestamp::now()).to_string();
-            let r = http
-                .post(url)
-                .bearer_auth(key)
-                .json(&json!([{"id": id, "shop": shop, "at": now}]))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
+            let order = json!([{"id": id, "shop": shop, "at": common::now_text()}]);
+            common::post_events(&http, &base, &key, "orders", &order).await;
             Instant::now()
         }
     };

@@ -92,45 +92,19 @@ async fn delivery_survives_a_kill(target: &Target) {
         r#"{"name":"acme","time_zone":"UTC"}"#,
     )
     .await;
-    let manage: Json = http
-        .post(format!("{base}/v1/tenants/acme/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"kind": "manage"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let manage = manage["key"].as_str().unwrap().to_owned();
+    let manage = common::manage_key(&http, &base, ADMIN, "acme").await;
 
     let (up, got) = (Arc::new(Mutex::new(false)), Arc::default());
     let url = receiver(up.clone(), Arc::clone(&got)).await;
-    let created = http
-        .post(format!("{base}/v1/alerts"))
-        .bearer_auth(&manage)
-        .json(&json!({
-            "name": "any order", "view": "sales", "value": "orders", "grain": "1 hour",
-            "condition": "above", "threshold": 0,
-            "webhook": {"url": url, "secret": "s3cret"}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let id = created.json::<Json>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let now = tally_views::Timestamp::from_jiff(jiff::Timestamp::now()).to_string();
-    let r = http
-        .post(format!("{base}/v1/streams/orders/events"))
-        .bearer_auth(&keys.write)
-        .json(&json!([{"id": "o1", "shop": "a", "at": now}]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let alert = json!({
+        "name": "any order", "view": "sales", "value": "orders", "grain": "1 hour",
+        "condition": "above", "threshold": 0,
+        "webhook": {"url": url, "secret": "s3cret"}
+    });
+    let id = common::create_alert(&http, &base, &manage, &alert).await;
+    let now = common::now_text();
+    let order = json!([{"id": "o1", "shop": "a", "at": now}]);
+    common::post_events(&http, &base, &keys.write, "orders", &order).await;
     // The first attempt fails; the server dies before (or just after) recording it.
     wait_until("the first attempt", || !got.lock().unwrap().is_empty()).await;
     server.kill().unwrap();
@@ -138,15 +112,8 @@ async fn delivery_survives_a_kill(target: &Target) {
     *up.lock().unwrap() = true;
     let mut server = start(target, &addr);
     wait_until("the retry", || got.lock().unwrap().len() >= 2).await;
-    let history: Json = http
-        .get(format!("{base}/v1/alerts/{id}/history"))
-        .bearer_auth(&manage)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Json =
+        common::get_json(&http, &format!("{base}/v1/alerts/{id}/history"), &manage).await;
     // One notification, delivered; every request carried its id and the same body.
     let entries = history["history"].as_array().unwrap().clone();
     assert_eq!(entries.len(), 1, "{history:#}");
@@ -163,15 +130,8 @@ async fn delivery_survives_a_kill(target: &Target) {
     // Its delivery is recorded as delivered (the answer may still be on its way).
     let start = Instant::now();
     loop {
-        let history: Json = http
-            .get(format!("{base}/v1/alerts/{id}/history"))
-            .bearer_auth(&manage)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let history: Json =
+            common::get_json(&http, &format!("{base}/v1/alerts/{id}/history"), &manage).await;
         if history["history"][0]["delivery"]["outcome"] == "delivered" {
             break;
         }
@@ -220,4 +180,93 @@ fn a_delivery_survives_a_killed_server_on_postgres() {
         _dir: tempfile::tempdir().unwrap(),
         _pg: Some(pg),
     });
+}
+
+/// Two `tally serve` nodes on one PostgreSQL database: events of one state change arrive
+/// through both, and the change is notified once (only the tenant's leader evaluates).
+#[test]
+fn two_nodes_notify_each_change_once() {
+    let pg = PgScratch::new();
+    let target = Target {
+        flags: vec![
+            "--database-url".into(),
+            pg.url().to_owned(),
+            "--database-schema".into(),
+            pg.schema().to_owned(),
+        ],
+        _dir: tempfile::tempdir().unwrap(),
+        _pg: None,
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(two_nodes(&target));
+    drop(pg);
+}
+
+async fn two_nodes(target: &Target) {
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let (a, b) = (free(), free());
+    let mut first = start(target, &a);
+    let (base_a, base_b) = (format!("http://{a}"), format!("http://{b}"));
+    let http = reqwest::Client::new();
+    let keys = common::schema_and_tenant(
+        &http,
+        &base_a,
+        ADMIN,
+        SCHEMA,
+        r#"{"name":"acme","time_zone":"UTC"}"#,
+    )
+    .await;
+    let mut second = start(target, &b);
+    let manage = common::manage_key(&http, &base_a, ADMIN, "acme").await;
+    let (up, got) = (Arc::new(Mutex::new(true)), Arc::default());
+    let url = receiver(up, Arc::clone(&got)).await;
+    let alert = json!({
+        "name": "two orders", "view": "sales", "value": "orders", "group_by": "shop",
+        "condition": "above", "threshold": 1,
+        "webhook": {"url": url, "secret": "s3cret"}
+    });
+    let id = common::create_alert(&http, &base_b, &manage, &alert).await;
+    let now = common::now_text();
+    // Shop a crosses with one order through each node; shop b through the second only.
+    for (base, orders) in [
+        (&base_a, json!([{"id": "o1", "shop": "a", "at": now}])),
+        (
+            &base_b,
+            json!([{"id": "o2", "shop": "a", "at": now},
+                         {"id": "o3", "shop": "b", "at": now},
+                         {"id": "o4", "shop": "b", "at": now}]),
+        ),
+    ] {
+        common::post_events(&http, base, &keys.write, "orders", &orders).await;
+    }
+    wait_until("two notifications", || got.lock().unwrap().len() >= 2).await;
+    // Both nodes tick each second: give a second notifier time to show itself.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let groups: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|(_, body)| serde_json::from_str::<Json>(body).unwrap()["group"]["shop"].to_string())
+        .collect();
+    assert_eq!(groups.len(), 2, "{got:?}");
+    for base in [&base_a, &base_b] {
+        let history: Json =
+            common::get_json(&http, &format!("{base}/v1/alerts/{id}/history"), &manage).await;
+        assert_eq!(
+            history["history"].as_array().unwrap().len(),
+            2,
+            "{history:#}"
+        );
+    }
+    for server in [&mut first, &mut second] {
+        server.kill().unwrap();
+        server.wait().unwrap();
+    }
 }

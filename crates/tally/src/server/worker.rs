@@ -6,7 +6,8 @@
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
-//! flush interval, and enforces retention now and then. On a shared store (PostgreSQL) each tick
+//! flush interval; the server's scheduler sends it `Tick` (alerts) and `Maintain` (retention)
+//! jobs, which run in order with the rest. On a shared store (PostgreSQL) each tick
 //! also lets a follower take the lead, or the leader apply what other nodes committed.
 //!
 //! A store error is fatal to the worker (an fsync failure must never be retried silently): it

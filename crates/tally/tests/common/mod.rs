@@ -97,3 +97,60 @@ pub async fn create_tenant(
         read: created["read_key"].as_str().unwrap().to_owned(),
     }
 }
+
+/// Creates a manage key of `tenant` with the admin token.
+pub async fn manage_key(
+    http: &reqwest::Client,
+    base: &str,
+    admin_token: &str,
+    tenant: &str,
+) -> String {
+    let created: Json = http
+        .post(format!("{base}/v1/tenants/{tenant}/keys"))
+        .bearer_auth(admin_token)
+        .json(&serde_json::json!({"kind": "manage"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
+/// Defines an alert (`POST /v1/alerts`) with a manage key; its id.
+pub async fn create_alert(http: &reqwest::Client, base: &str, key: &str, alert: &Json) -> String {
+    let r = http
+        .post(format!("{base}/v1/alerts"))
+        .bearer_auth(key)
+        .json(alert)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let created: Json = r.json().await.unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Posts events (a JSON array) to a stream with a write key; asserts they were accepted.
+pub async fn post_events(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    stream: &str,
+    events: &Json,
+) {
+    let r = http
+        .post(format!("{base}/v1/streams/{stream}/events"))
+        .bearer_auth(key)
+        .json(events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The current time as Tally prints timestamps.
+pub fn now_text() -> String {
+    tally_views::Timestamp::from_jiff(jiff::Timestamp::now()).to_string()
+}
