@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tally_store::KeyKind;
-use tally_views::{Interval, QueryRequest};
+use tally_views::{Interval, QueryRequest, Timestamp};
 
 use crate::app::{Config, Location, Tally};
 use crate::error::{Error, Result};
@@ -45,6 +45,10 @@ pub struct Cli {
     /// How far in the future an event time may be (e.g. '1 day', '2 hours').
     #[arg(long, global = true, env = "TALLY_MAX_FUTURE", default_value = "1 day")]
     pub max_future: String,
+    /// Run as if it were this instant (RFC 3339) instead of the system clock: retention
+    /// cut-offs, the future limit, `now()`, alert buckets. For replaying old files and tests.
+    #[arg(long, global = true, env = "TALLY_NOW")]
+    pub now: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -464,8 +468,17 @@ fn location(cli: &Cli) -> Result<Location> {
 fn config(cli: &Cli) -> Result<Config> {
     let max_future = Interval::parse(&cli.max_future)
         .map_err(|e| Error::Invalid(format!("--max-future: {e}")))?;
+    let clock = match &cli.now {
+        Some(text) => crate::app::Clock::fixed(Timestamp::parse(text).ok_or_else(|| {
+            Error::Invalid(format!(
+                "--now: '{text}' is not an RFC 3339 instant (e.g. 2026-03-30T12:00:00Z)"
+            ))
+        })?),
+        None => crate::app::Clock::System,
+    };
     Ok(Config {
         max_future,
+        clock,
         ..Config::default()
     })
 }
