@@ -269,7 +269,8 @@ async fn above_fires_as_the_bucket_fills_and_is_delivered_once_after_failures() 
     assert_eq!(first[0].body["value"], 3.0);
     assert_eq!(first[0].body["threshold"], 2.0);
     assert_eq!(first[0].body["id"], first[0].id.as_str());
-    // The receiver failed: the retry comes after the backoff (5 s, then 10 s, ±20 %).
+    // The receiver failed: the retry comes after the backoff (1 s, then 2 s, ±20 %), by the
+    // test's clock.
     s.wait_history(&id, 1, 1).await;
     let h = s.history(&id).await;
     assert_eq!(h[0]["state"], "firing");
@@ -367,7 +368,7 @@ async fn above_fires_as_the_bucket_fills_and_is_delivered_once_after_failures() 
     let a = s
         .send("GET", "/v1/alerts", &s.other_manage, Json::Null)
         .await;
-    assert_eq!(a.json(), json!({"alerts": []}));
+    assert_eq!(a.json(), json!({"items": []}));
     for key in [&s.keys.read, &s.keys.write] {
         let a = s.send("GET", "/v1/alerts", key, Json::Null).await;
         a.error(StatusCode::FORBIDDEN, "forbidden");
@@ -381,7 +382,7 @@ async fn above_fires_as_the_bucket_fills_and_is_delivered_once_after_failures() 
     a.error(StatusCode::FORBIDDEN, "forbidden");
 
     let a = s.send("GET", "/v1/alerts", &s.manage, Json::Null).await;
-    assert_eq!(a.json()["alerts"][0]["id"], id.as_str());
+    assert_eq!(a.json()["items"][0]["id"], id.as_str());
     let a = s
         .send("DELETE", &format!("/v1/alerts/{id}"), &s.manage, Json::Null)
         .await;

@@ -22,8 +22,9 @@ use sha2::Sha256;
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a notification is retried after it was made; the first failure after that ends it.
 pub const RETRY_FOR: Duration = Duration::from_secs(24 * 3600);
-/// The first retry's delay; each later one doubles, up to [`MAX_DELAY`].
-const FIRST_DELAY: Duration = Duration::from_secs(5);
+/// The first retry's delay; each later one doubles, up to [`MAX_DELAY`] (1, 2, 4, … s: a
+/// receiver back within a minute gets its notifications within seconds).
+const FIRST_DELAY: Duration = Duration::from_secs(1);
 const MAX_DELAY: Duration = Duration::from_secs(3600);
 
 /// The bytes a secret signs with.
@@ -381,8 +382,9 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_an_hour() {
         let secs = |n| backoff(n).as_secs_f64();
-        assert!((4.0..=6.0).contains(&secs(1)));
-        assert!((8.0..=12.0).contains(&secs(2)));
+        assert!((0.8..=1.2).contains(&secs(1)));
+        assert!((1.6..=2.4).contains(&secs(2)));
+        assert!((409.6..=614.4).contains(&secs(10)));
         assert!((2880.0..=4320.0).contains(&secs(30)));
     }
 }

@@ -113,7 +113,7 @@ pub async fn create_alert(
 /// List the alerts.
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts",
     responses(
-        (status = 200, description = "`{\"alerts\":[…]}`, each with its count of firing groups"),
+        (status = 200, description = "`{\"items\":[…]}` (as the other lists), each alert with its count of firing groups"),
         (status = 401, description = "No valid key", body = ErrorBody),
         (status = 403, description = "Not a manage key", body = ErrorBody),
     ),
@@ -124,7 +124,7 @@ pub async fn list_alerts(
 ) -> ApiResult<Json<Value>> {
     let principal = authorize(&hub, credentials(&headers), KeyKind::Manage).await?;
     let alerts = hub.alerts(&principal.tenant, AlertOp::List).await?;
-    Ok(Json(serde_json::json!({ "alerts": alerts })))
+    Ok(Json(serde_json::json!({ "items": alerts })))
 }
 
 /// Show an alert with its firing groups.
