@@ -115,51 +115,60 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
-/// Resolves a webhook's host and checks every address; the addresses to connect to.
-pub async fn resolve(url: &str, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
+/// A URL's host and its addresses: an IP literal as it is, a name as resolved (`None` when it
+/// does not resolve now).
+async fn lookup(url: &str) -> Result<(String, Option<Vec<SocketAddr>>), String> {
     let (_, host, port) = parse_url(url)?;
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
+    let addrs = match host.parse::<IpAddr>() {
+        Ok(ip) => Some(vec![SocketAddr::new(ip, port)]),
         Err(_) => tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .collect(),
+            .ok()
+            .map(Iterator::collect),
     };
+    Ok((host, addrs))
+}
+
+/// [`lookup`] for a command-line program (no async runtime).
+fn lookup_blocking(url: &str) -> Result<(String, Option<Vec<SocketAddr>>), String> {
+    use std::net::ToSocketAddrs;
+    let (_, host, port) = parse_url(url)?;
+    let addrs = match host.parse::<IpAddr>() {
+        Ok(ip) => Some(vec![SocketAddr::new(ip, port)]),
+        Err(_) => (host.as_str(), port)
+            .to_socket_addrs()
+            .ok()
+            .map(Iterator::collect),
+    };
+    Ok((host, addrs))
+}
+
+/// Resolves a webhook's host and checks every address; the addresses to connect to.
+pub async fn resolve(url: &str, allow_private: bool) -> Result<Vec<SocketAddr>, String> {
+    let (host, addrs) = lookup(url).await?;
+    let addrs = addrs.ok_or_else(|| format!("cannot resolve {host}"))?;
     check_addrs(&host, addrs, allow_private)
 }
 
 /// Checks, when an alert is defined, that its webhook does not reach a private network: a
 /// name that does not resolve now is accepted (attempts fail and are retried until it does).
 pub async fn check_destination(url: &str, allow_private: bool) -> Result<(), String> {
-    let (_, host, port) = parse_url(url)?;
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(addrs) => addrs.collect(),
-            Err(_) => return Ok(()),
-        },
-    };
-    if addrs.is_empty() {
-        return Ok(());
-    }
-    check_addrs(&host, addrs, allow_private).map(|_| ())
+    destination(lookup(url).await?, allow_private)
 }
 
 /// [`check_destination`] for a command-line program (no async runtime).
 pub fn check_destination_blocking(url: &str, allow_private: bool) -> Result<(), String> {
-    use std::net::ToSocketAddrs;
-    let (_, host, port) = parse_url(url)?;
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => match (host.as_str(), port).to_socket_addrs() {
-            Ok(addrs) => addrs.collect(),
-            Err(_) => return Ok(()),
-        },
-    };
-    if addrs.is_empty() {
-        return Ok(());
+    destination(lookup_blocking(url)?, allow_private)
+}
+
+fn destination(
+    (host, addrs): (String, Option<Vec<SocketAddr>>),
+    allow_private: bool,
+) -> Result<(), String> {
+    match addrs {
+        Some(addrs) if !addrs.is_empty() => check_addrs(&host, addrs, allow_private).map(|_| ()),
+        _ => Ok(()),
     }
-    check_addrs(&host, addrs, allow_private).map(|_| ())
 }
 
 fn check_addrs(

@@ -857,11 +857,6 @@ impl Hub {
             }
         }
     }
-
-    /// Ticks a tenant now, as the scheduler does each second (tests).
-    pub async fn tick(self: &Arc<Self>, tenant: &str) -> Result<(), ApiError> {
-        self.submit(tenant, Job::Tick).await
-    }
 }
 
 /// Stops one worker after a final flush, and waits until it has.
