@@ -45,11 +45,11 @@ pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
 pub use postgres::{Lease, PgConfig};
 pub use types::{
-    KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, RecordWrite, Rejected,
-    RowWrite, StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
+    Correction, Erasure, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView,
+    RecordWrite, Rejected, RowWrite, StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
 };
 
-use types::{EncodedFlush, EncodedRow};
+use types::{EncodedCorrection, EncodedErasure, EncodedFlush, EncodedRow};
 
 /// The catalog and the tenants' data.
 pub enum Store {
@@ -500,6 +500,60 @@ impl TenantStore {
             TenantStore::Sqlite(s) => s.delete_events_before(stream, before, max_seq),
             TenantStore::Postgres(p) => p.conn().delete_events_before(stream, before, max_seq),
             TenantStore::Memory(m) => Ok(m.delete_events_before(stream, before, max_seq)),
+        }
+    }
+
+    /// The events of `stream` whose column `columns[i]` (TEXT) holds one of `ids`, for any `i`,
+    /// in sequence order: a person's events.
+    pub fn events_of(
+        &self,
+        stream: &StreamDef,
+        columns: &[usize],
+        ids: &[&str],
+    ) -> Result<Vec<Event>> {
+        if columns.is_empty() || ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self {
+            TenantStore::Sqlite(s) => s.events_of(stream, columns, ids),
+            TenantStore::Postgres(p) => p.conn().events_of(stream, columns, ids),
+            TenantStore::Memory(m) => Ok(m.events_of(stream, columns, ids)),
+        }
+    }
+
+    /// Deletes events by sequence number (with their dedupe keys, so the same event may be sent
+    /// again), replaces or deletes the view rows recomputed without them, and writes records,
+    /// in one transaction. View positions do not move. On a shared store, fails with
+    /// [`StoreError::Busy`] if another node rebuilt a view meanwhile.
+    pub fn erase(&mut self, erasure: &Erasure<'_>) -> Result<()> {
+        let encoded = EncodedErasure {
+            events: &erasure.events,
+            views: erasure
+                .views
+                .iter()
+                .map(|c| EncodedCorrection {
+                    plan: c.plan,
+                    rows: c
+                        .rows
+                        .iter()
+                        .map(|r| EncodedRow {
+                            key: encode_key(&r.key),
+                            cells: &r.cells,
+                            state: tally_views::agg::encode_states(&r.states),
+                        })
+                        .collect(),
+                    removed: c.removed.iter().map(|k| encode_key(k)).collect(),
+                })
+                .collect(),
+            records: &erasure.records,
+        };
+        match self {
+            TenantStore::Sqlite(s) => s.erase(&encoded),
+            TenantStore::Postgres(p) => p.conn().erase(&encoded),
+            TenantStore::Memory(m) => {
+                m.erase(&encoded);
+                Ok(())
+            }
         }
     }
 

@@ -10,8 +10,8 @@ use tally_views::{Event, StreamDef, Timestamp, Value, ViewPlan};
 
 use crate::error::{Result, StoreError};
 use crate::types::{
-    EncodedFlush, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
-    RecordWrite, Rejected, TenantInfo, bucket_of,
+    EncodedErasure, EncodedFlush, KeyRecord, LoggedRejection, Materialized, MaterializedView,
+    RawSnapshot, RecordWrite, Rejected, TenantInfo, bucket_of,
 };
 
 #[derive(Default)]
@@ -468,6 +468,58 @@ impl MemoryTenant {
             }
         }
         doomed.len() as u64
+    }
+
+    pub(crate) fn events_of(
+        &self,
+        stream: &StreamDef,
+        columns: &[usize],
+        ids: &[&str],
+    ) -> Vec<Event> {
+        let d = self.data();
+        let Some(s) = d.streams.get(&stream.name) else {
+            return Vec::new();
+        };
+        s.events
+            .iter()
+            .filter(|(_, row)| {
+                columns
+                    .iter()
+                    .any(|&c| matches!(&row[c], Value::Text(t) if ids.contains(&&**t)))
+            })
+            .map(|(&seq, row)| Event {
+                seq,
+                row: row.clone(),
+            })
+            .collect()
+    }
+
+    pub(crate) fn erase(&mut self, erasure: &EncodedErasure<'_>) {
+        {
+            let mut d = self.data();
+            for (stream, seqs) in erasure.events {
+                let Some(s) = d.streams.get_mut(&stream.name) else {
+                    continue;
+                };
+                for seq in seqs {
+                    if let Some(row) = s.events.remove(seq)
+                        && let Some(key) = stream.dedupe_value(&row)
+                    {
+                        s.dedupe.remove(&key);
+                    }
+                }
+            }
+            for c in &erasure.views {
+                let v = d.views.entry(c.plan.name.clone()).or_default();
+                for row in &c.rows {
+                    v.rows.insert(row.key.clone(), row.state.clone());
+                }
+                for key in &c.removed {
+                    v.rows.remove(key);
+                }
+            }
+        }
+        self.write_records(erasure.records);
     }
 
     pub(crate) fn delete_view_rows_before(&mut self, plan: &ViewPlan, before: Timestamp) -> u64 {

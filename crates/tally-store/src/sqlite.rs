@@ -13,11 +13,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Mutex;
 
 use hashbrown::HashTable;
-use rusqlite::types::{ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::vtab::array::Array;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
@@ -25,8 +27,8 @@ use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::sqlite_keys::{self, Probe, RecentKeys};
 use crate::types::{
-    EncodedFlush, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView, RawSnapshot,
-    RecordWrite, Rejected, TenantInfo,
+    EncodedErasure, EncodedFlush, EncodedRow, KeyKind, KeyRecord, LoggedRejection, Materialized,
+    MaterializedView, RawSnapshot, RecordWrite, Rejected, TenantInfo,
 };
 
 /// The SQLite catalog of a data directory.
@@ -679,34 +681,102 @@ impl SqliteTenant {
     pub(crate) fn flush(&mut self, flushes: &[EncodedFlush<'_>]) -> Result<()> {
         let tx = self.conn.transaction()?;
         for f in flushes {
-            let plan = f.plan;
-            let cols: Vec<String> = plan.columns.iter().map(|c| ident(&c.name)).collect();
-            let marks = vec!["?"; cols.len() + 2].join(", ");
-            let updates: Vec<String> = cols
-                .iter()
-                .chain(std::iter::once(&"\"_state\"".to_owned()))
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect();
-            let sql = format!(
-                "INSERT INTO {} (\"_key\", {}, \"_state\") VALUES ({marks}) ON CONFLICT (\"_key\") DO UPDATE SET {}",
-                ident(&plan.name),
-                cols.join(", "),
-                updates.join(", ")
-            );
-            let mut stmt = tx.prepare_cached(&sql)?;
-            for row in &f.rows {
-                let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(row.cells.len() + 2);
-                values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&row.key)));
-                values.extend(row.cells.iter().map(view_sql));
-                values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&row.state)));
-                stmt.execute(rusqlite::params_from_iter(values.iter()))?;
-            }
+            upsert_view_rows(&tx, f.plan, &f.rows)?;
             tx.execute(
                 "UPDATE tally_views SET position = ?, failed = failed + ? WHERE name = ?",
-                params![f.position as i64, f.failed as i64, plan.name],
+                params![f.position as i64, f.failed as i64, f.plan.name],
             )?;
         }
         tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn events_of(
+        &self,
+        stream: &StreamDef,
+        columns: &[usize],
+        ids: &[&str],
+    ) -> Result<Vec<Event>> {
+        let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
+        let matches: Vec<String> = columns
+            .iter()
+            .map(|&c| format!("{} IN rarray(?1)", ident(&stream.columns[c].name)))
+            .collect();
+        let sql = format!(
+            "SELECT \"_seq\", {} FROM {} WHERE {} ORDER BY \"_seq\"",
+            cols.join(", "),
+            ident(&stream.name),
+            matches.join(" OR ")
+        );
+        let ids: Array = Rc::new(
+            ids.iter()
+                .map(|s| SqlValue::Text((*s).to_owned()))
+                .collect(),
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let mut rows = stmt.query([ids])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let mut row = Vec::with_capacity(stream.columns.len());
+            for (i, c) in stream.columns.iter().enumerate() {
+                row.push(raw_value(r.get_ref(i + 1)?, c.ty)?);
+            }
+            out.push(Event {
+                seq: seq as u64,
+                row,
+            });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn erase(&mut self, erasure: &EncodedErasure<'_>) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let mut touched = Vec::new();
+        for (stream, seqs) in erasure.events {
+            if seqs.is_empty() {
+                continue;
+            }
+            let array = || -> Array {
+                Rc::new(seqs.iter().map(|&s| SqlValue::Integer(s as i64)).collect())
+            };
+            if stream.has_dedupe_key()
+                && (self.recent_keys.contains_key(&stream.name)
+                    || sqlite_keys::converted(&tx, &stream.name)?)
+            {
+                sqlite_keys::forget_seqs(&tx, stream, array())?;
+            }
+            tx.execute(
+                &format!(
+                    "DELETE FROM {} WHERE \"_seq\" IN rarray(?1)",
+                    ident(&stream.name)
+                ),
+                [array()],
+            )?;
+            if stream.has_dedupe_key() {
+                // As for retention: recent keys kept in memory may be of deleted rows.
+                tx.execute(
+                    "UPDATE tally_streams SET keys_epoch = random() WHERE name = ?",
+                    [&stream.name],
+                )?;
+                touched.push(stream.name.clone());
+            }
+        }
+        for c in &erasure.views {
+            upsert_view_rows(&tx, c.plan, &c.rows)?;
+            let mut delete = tx.prepare_cached(&format!(
+                "DELETE FROM {} WHERE \"_key\" = ?",
+                ident(&c.plan.name)
+            ))?;
+            for key in &c.removed {
+                delete.execute([key])?;
+            }
+        }
+        write_records_in(&tx, erasure.records)?;
+        tx.commit()?;
+        for name in touched {
+            self.recent_keys.remove(&name);
+        }
         Ok(())
     }
 
@@ -920,24 +990,7 @@ impl SqliteTenant {
 
     pub(crate) fn write_records(&mut self, writes: &[RecordWrite]) -> Result<()> {
         let tx = self.conn.transaction()?;
-        {
-            let mut put = tx.prepare_cached(
-                "INSERT INTO tally_records (kind, key, body) VALUES (?, ?, ?) \
-                 ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body",
-            )?;
-            let mut delete =
-                tx.prepare_cached("DELETE FROM tally_records WHERE kind = ? AND key = ?")?;
-            for w in writes {
-                match w {
-                    RecordWrite::Put { kind, key, body } => {
-                        put.execute(params![kind, key, body])?;
-                    }
-                    RecordWrite::Delete { kind, key } => {
-                        delete.execute(params![kind, key])?;
-                    }
-                }
-            }
-        }
+        write_records_in(&tx, writes)?;
         tx.commit()?;
         Ok(())
     }
@@ -967,4 +1020,53 @@ impl SqliteTenant {
         )?;
         Ok(n as u64)
     }
+}
+
+/// Inserts or replaces view rows (key, every column, states) within `tx`.
+fn upsert_view_rows(tx: &Transaction<'_>, plan: &ViewPlan, rows: &[EncodedRow<'_>]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let cols: Vec<String> = plan.columns.iter().map(|c| ident(&c.name)).collect();
+    let marks = vec!["?"; cols.len() + 2].join(", ");
+    let updates: Vec<String> = cols
+        .iter()
+        .chain(std::iter::once(&"\"_state\"".to_owned()))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    let sql = format!(
+        "INSERT INTO {} (\"_key\", {}, \"_state\") VALUES ({marks}) ON CONFLICT (\"_key\") DO UPDATE SET {}",
+        ident(&plan.name),
+        cols.join(", "),
+        updates.join(", ")
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    for row in rows {
+        let mut values: Vec<ToSqlOutput<'_>> = Vec::with_capacity(row.cells.len() + 2);
+        values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&row.key)));
+        values.extend(row.cells.iter().map(view_sql));
+        values.push(ToSqlOutput::Borrowed(ValueRef::Blob(&row.state)));
+        stmt.execute(rusqlite::params_from_iter(values.iter()))?;
+    }
+    Ok(())
+}
+
+/// Applies record writes within `tx`.
+fn write_records_in(tx: &Transaction<'_>, writes: &[RecordWrite]) -> Result<()> {
+    let mut put = tx.prepare_cached(
+        "INSERT INTO tally_records (kind, key, body) VALUES (?, ?, ?) \
+         ON CONFLICT (kind, key) DO UPDATE SET body = excluded.body",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM tally_records WHERE kind = ? AND key = ?")?;
+    for w in writes {
+        match w {
+            RecordWrite::Put { kind, key, body } => {
+                put.execute(params![kind, key, body])?;
+            }
+            RecordWrite::Delete { kind, key } => {
+                delete.execute(params![kind, key])?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -366,3 +366,19 @@ pub(crate) fn forget_before(
     }
     Ok(())
 }
+
+/// Deletes the stored keys of the rows with the sequence numbers in `seqs` (an erasure), within
+/// the transaction that deletes the rows.
+pub(crate) fn forget_seqs(tx: &Transaction<'_>, stream: &StreamDef, seqs: Array) -> Result<()> {
+    let mut tables = vec![keys(&stream.name)];
+    if table_exists(tx, &format!("tally_recent__{}", stream.name))? {
+        tables.push(recent(&stream.name));
+    }
+    for table in tables {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE \"_seq\" IN rarray(?1)"),
+            [seqs.clone()],
+        )?;
+    }
+    Ok(())
+}

@@ -4,7 +4,7 @@
 //! the backends store them).
 
 use tally_views::codec::decode_key;
-use tally_views::{AggState, Event, Timestamp, Value, ViewPlan};
+use tally_views::{AggState, Event, StreamDef, Timestamp, Value, ViewPlan};
 
 /// A tenant of the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,6 +91,27 @@ pub struct ViewFlush<'a> {
     pub failed: u64,
 }
 
+/// What erasing a person changes, committed in one transaction by
+/// [`TenantStore::erase`](crate::TenantStore::erase): the person's events go, the view groups
+/// they touched are replaced by their recomputation from the events left, and the erasure log
+/// gets its record. View positions do not move.
+#[derive(Debug, Default)]
+pub struct Erasure<'a> {
+    /// Per stream: the sequence numbers of the events to delete (with their dedupe keys).
+    pub events: Vec<(&'a StreamDef, Vec<u64>)>,
+    pub views: Vec<Correction<'a>>,
+    pub records: Vec<RecordWrite>,
+}
+
+/// The recomputed groups of one view: rows that replace the stored ones, and the keys of the
+/// groups no event is left in (their rows are deleted).
+#[derive(Debug)]
+pub struct Correction<'a> {
+    pub plan: &'a ViewPlan,
+    pub rows: Vec<RowWrite>,
+    pub removed: Vec<Vec<Value>>,
+}
+
 /// A stored group: its key and its aggregate states.
 pub type StoredGroup = (Vec<Value>, Vec<AggState>);
 
@@ -130,6 +151,19 @@ pub(crate) struct EncodedFlush<'a> {
     pub(crate) position: u64,
     pub(crate) failed: u64,
     pub(crate) rows: Vec<EncodedRow<'a>>,
+}
+
+/// [`Erasure`] as backends write it.
+pub(crate) struct EncodedErasure<'a> {
+    pub(crate) events: &'a [(&'a StreamDef, Vec<u64>)],
+    pub(crate) views: Vec<EncodedCorrection<'a>>,
+    pub(crate) records: &'a [RecordWrite],
+}
+
+pub(crate) struct EncodedCorrection<'a> {
+    pub(crate) plan: &'a ViewPlan,
+    pub(crate) rows: Vec<EncodedRow<'a>>,
+    pub(crate) removed: Vec<Vec<u8>>,
 }
 
 /// The value of the bucket column of a stored key, for range filters.

@@ -6,7 +6,8 @@
 
 use tally_store::testing::PgScratch;
 use tally_store::{
-    KeyKind, KeyRecord, RecordWrite, Rejected, RowWrite, Store, StoreError, ViewFlush,
+    Correction, Erasure, KeyKind, KeyRecord, RecordWrite, Rejected, RowWrite, Store, StoreError,
+    ViewFlush,
 };
 use tally_views::sql::apply;
 use tally_views::{Catalog, Timestamp, Value, ViewPlan};
@@ -101,6 +102,7 @@ backends!(
     table_rows_upsert_delete_and_stay_per_tenant,
     records_write_range_delete_and_stay_per_tenant,
     manage_keys_and_scheduled_tenants,
+    erasure_deletes_events_keys_and_rows_in_one_transaction,
 );
 
 fn catalog_round_trips(f: Fixture) {
@@ -741,4 +743,107 @@ fn manage_keys_and_scheduled_tenants(f: Fixture) {
     f.store.set_scheduled("acme", true).unwrap();
     f.store.forget_tenant("acme").unwrap();
     assert!(f.store.scheduled_tenants().unwrap().is_empty());
+}
+
+fn erasure_deletes_events_keys_and_rows_in_one_transaction(f: Fixture) {
+    let stream = f.catalog.stream("pay").unwrap();
+    let plan = daily(&f);
+    f.store
+        .create_tenant("other", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    let mut other = f.store.tenant("other").unwrap();
+    other.create_stream(stream).unwrap();
+    other
+        .append(
+            stream,
+            &[row("o1", Some("ann"), "1", "2026-03-01T00:00:00Z")],
+        )
+        .unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.reset_view(plan).unwrap();
+    t.append(
+        stream,
+        &[
+            row("p1", Some("ann"), "1", "2026-03-01T00:00:00Z"),
+            row("p2", Some("bob"), "2", "2026-03-01T00:00:00Z"),
+            row("p3", Some("ann"), "3", "2026-03-02T00:00:00Z"),
+            row("p4", None, "4", "2026-03-02T00:00:00Z"),
+            row("p5", Some("cy"), "5", "2026-03-02T00:00:00Z"),
+        ],
+    )
+    .unwrap();
+    t.flush(&[ViewFlush {
+        failed: 0,
+        plan,
+        rows: vec![
+            group_write(plan, "2026-03-01T00:00:00Z", "x", "3", 2),
+            group_write(plan, "2026-03-02T00:00:00Z", "x", "12", 3),
+        ],
+        position: 5,
+    }])
+    .unwrap();
+
+    let seqs = |events: Vec<tally_views::Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(t.events_of(stream, &[1], &["ann"]).unwrap()), [1, 3]);
+    assert_eq!(
+        seqs(t.events_of(stream, &[1, 0], &["cy", "p2"]).unwrap()),
+        [2, 5]
+    );
+    assert!(t.events_of(stream, &[1], &["nobody"]).unwrap().is_empty());
+
+    let fixed = group_write(plan, "2026-03-01T00:00:00Z", "x", "2", 1);
+    let gone = vec![
+        Value::Timestamp(ts("2026-03-02T00:00:00Z")),
+        Value::text("x"),
+    ];
+    t.erase(&Erasure {
+        events: vec![(stream, vec![1, 3])],
+        views: vec![Correction {
+            plan,
+            rows: vec![fixed],
+            removed: vec![gone],
+        }],
+        records: vec![put("erasure", "k1", "{}")],
+    })
+    .unwrap();
+
+    assert_eq!(seqs(t.read_events(stream, 0, 10).unwrap()), [2, 4, 5]);
+    let rows = t.scan_view(plan, None, None).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].1[0]
+            .finalize(plan.aggs[0].kind)
+            .unwrap()
+            .to_string(),
+        "2.00"
+    );
+    assert_eq!(t.materialized().unwrap().views[0].position, 5);
+    assert_eq!(t.records("erasure", "", "~", 10).unwrap().len(), 1);
+    // The erased events' keys are free again; the others' still deduplicate, here and in a
+    // handle opened afterwards.
+    let again = t
+        .append(
+            stream,
+            &[
+                row("p1", Some("ann"), "1", "2026-03-03T00:00:00Z"),
+                row("p2", Some("bob"), "2", "2026-03-03T00:00:00Z"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(again, [Some(6), None]);
+    drop(t);
+    let mut reopened = f.store.tenant("acme").unwrap();
+    let later = reopened
+        .append(
+            stream,
+            &[
+                row("p3", Some("ann"), "3", "2026-03-03T00:00:00Z"),
+                row("p5", Some("cy"), "5", "2026-03-03T00:00:00Z"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(later, [Some(7), None]);
+    // The other tenant's event of the same person id is untouched.
+    assert_eq!(seqs(other.events_of(stream, &[1], &["ann"]).unwrap()), [1]);
 }

@@ -44,6 +44,7 @@ pub fn streams() -> Vec<StreamDef> {
         event_time: 3,
         dedupe_key: vec![0],
         retention: None,
+        person: vec![4, 5],
         builtin: true,
     };
     let mut metric_type = col("metric_type", Type::Text, true, None);
@@ -62,6 +63,7 @@ pub fn streams() -> Vec<StreamDef> {
         event_time: 4,
         dedupe_key: vec![0],
         retention: None,
+        person: Vec::new(),
         builtin: true,
     };
     vec![events, metrics]

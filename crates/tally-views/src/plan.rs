@@ -54,6 +54,10 @@ pub struct StreamDef {
     pub dedupe_key: Vec<usize>,
     /// Raw events older than this are deleted and late events older than this are rejected.
     pub retention: Option<Interval>,
+    /// Indexes of the columns that name the person an event is about (`WITH (person =
+    /// 'column')`; `user_id` and `anonymous_id` in the built-in `events`): erasing a person
+    /// deletes the events whose person column holds one of the person's ids.
+    pub person: Vec<usize>,
     pub builtin: bool,
 }
 
@@ -125,6 +129,10 @@ impl StreamDef {
         }
         if let Some(r) = self.retention {
             options.push(format!("retention = '{r}'"));
+        }
+        // The built-in streams' person columns are part of Tally, not of their stored text.
+        if let (false, [p]) = (self.builtin, self.person.as_slice()) {
+            options.push(format!("person = '{}'", self.columns[*p].name));
         }
         format!(
             "CREATE STREAM {} ({}) WITH ({})",

@@ -176,7 +176,45 @@ fn streams_may_only_grow_nullable_columns() {
     check(
         "CREATE STREAM capital_flow (vault_id BIGINT NOT NULL, occurred_at TIMESTAMP NOT NULL) WITH (event_time = 'occurred_at')",
         expect![
-            "error: line 1, column 1: stream capital_flow cannot change this way: columns cannot be removed; hint: a stream may only gain nullable columns at the end or change its retention; to change more, DROP STREAM (which deletes its events) and create it again"
+            "error: line 1, column 1: stream capital_flow cannot change this way: columns cannot be removed; hint: a stream may only gain nullable columns at the end or change its retention or person column; to change more, DROP STREAM (which deletes its events) and create it again"
+        ],
+    );
+}
+
+#[test]
+fn a_person_column_is_one_text_column_and_may_change() {
+    let with = "CREATE STREAM capital_flow (
+           vault_id TEXT NOT NULL, user_address TEXT NOT NULL, flow_type TEXT NOT NULL,
+           amount DECIMAL(36,18) NOT NULL, token_symbol TEXT, tx_hash TEXT NOT NULL,
+           occurred_at TIMESTAMP NOT NULL
+         ) WITH (event_time = 'occurred_at', dedupe_key = 'tx_hash', retention = '90 days', person = 'user_address')";
+    let applied = apply(&base(), with).unwrap();
+    assert_eq!(
+        applied.changes[0].to_string(),
+        "altered stream capital_flow"
+    );
+    let stream = applied.catalog.stream("capital_flow").unwrap();
+    assert_eq!(stream.person, vec![1]);
+    assert!(
+        stream.sql().ends_with("person = 'user_address')"),
+        "{}",
+        stream.sql()
+    );
+    assert_eq!(crate::sql::parse_stream(&stream.sql()).unwrap(), **stream);
+    // The built-in events name persons by user_id and anonymous_id, outside its stored text.
+    let events = applied.catalog.stream("events").unwrap();
+    assert_eq!(events.person, vec![4, 5]);
+    assert!(!events.sql().contains("person"));
+    check(
+        "CREATE STREAM s (who BIGINT, ts TIMESTAMP NOT NULL) WITH (event_time = 'ts', person = 'who')",
+        expect![
+            "error: line 1, column 87: person column who must be TEXT (a person's id), not BIGINT"
+        ],
+    );
+    check(
+        "CREATE STREAM s (who TEXT, ts TIMESTAMP NOT NULL) WITH (event_time = 'ts', person = 'whom')",
+        expect![
+            "error: line 1, column 85: person names 'whom', which is not a column of s; hint: write person = 'column', the TEXT column of the person's id"
         ],
     );
 }

@@ -19,7 +19,9 @@ use super::wire::{
     WEEK_MICROS, Wire, insert_columns, key_text, quote, raw_type, read_cell, stage_type, to_read,
 };
 use crate::error::{Result, StoreError};
-use crate::types::{EncodedFlush, LoggedRejection, RawSnapshot, RecordWrite, Rejected};
+use crate::types::{
+    EncodedErasure, EncodedFlush, EncodedRow, LoggedRejection, RawSnapshot, RecordWrite, Rejected,
+};
 
 /// How many keys one `load_states` query looks up.
 const LOAD_CHUNK: usize = 5_000;
@@ -292,61 +294,28 @@ impl PgConn {
         Ok(keys.iter().map(|k| found.remove(k)).collect())
     }
 
-    pub(crate) fn flush(&mut self, flushes: &[EncodedFlush<'_>]) -> Result<()> {
-        for f in flushes {
+    /// Creates the staging table of each view's rows (outside any transaction).
+    fn stage_views<'p>(&mut self, plans: impl Iterator<Item = &'p ViewPlan>) -> Result<()> {
+        for plan in plans {
             let mut cols = vec![("_key".to_owned(), "bytea")];
             cols.extend(
-                f.plan
-                    .columns
+                plan.columns
                     .iter()
                     .map(|c| (c.name.clone(), stage_type(c.ty).0)),
             );
             cols.push(("_state".to_owned(), "bytea"));
-            self.stage(&format!("tally_stage_{}", f.plan.name), &cols)?;
+            self.stage(&format!("tally_stage_{}", plan.name), &cols)?;
         }
+        Ok(())
+    }
+
+    pub(crate) fn flush(&mut self, flushes: &[EncodedFlush<'_>]) -> Result<()> {
+        self.stage_views(flushes.iter().map(|f| f.plan))?;
         let tenant = self.tenant.clone();
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
         for f in flushes {
             let plan = f.plan;
-            let stage = quote(&format!("tally_stage_{}", plan.name));
-            if !f.rows.is_empty() {
-                let mut types = vec![PgType::BYTEA];
-                types.extend(plan.columns.iter().map(|c| stage_type(c.ty).1));
-                types.push(PgType::BYTEA);
-                let writer = tx.copy_in(&format!("COPY {stage} FROM STDIN (FORMAT binary)"))?;
-                let mut writer = BinaryCopyInWriter::new(writer, &types);
-                for row in &f.rows {
-                    let cells: Vec<Wire<'_>> = row.cells.iter().map(Wire).collect();
-                    let key = row.key.as_slice();
-                    let state = row.state.as_slice();
-                    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(cells.len() + 2);
-                    params.push(&key);
-                    params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
-                    params.push(&state);
-                    writer.write(&params)?;
-                }
-                writer.finish()?;
-                let (names, casts) =
-                    insert_columns(plan.columns.iter().map(|c| (c.name.as_str(), c.ty)));
-                let updates: Vec<String> = names
-                    .iter()
-                    .chain(std::iter::once(&"_state".to_owned()))
-                    .map(|c| format!("{c} = excluded.{c}"))
-                    .collect();
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (tenant_id, _key, {}, _state) SELECT $1, s._key, {}, s._state FROM {stage} s
-                         ON CONFLICT (tenant_id, _key) DO UPDATE SET {}",
-                        quote(&plan.name),
-                        names.join(", "),
-                        casts.join(", "),
-                        updates.join(", ")
-                    ),
-                    &[&tenant],
-                )?;
-                // The staging rows go at commit; clear them now for the next view of this flush.
-                tx.execute(&format!("DELETE FROM {stage}"), &[])?;
-            }
+            upsert_view_rows(&mut tx, &tenant, plan, &f.rows)?;
             // Only into the table built for this plan: if another node rebuilt it meanwhile,
             // nothing of this flush may land.
             let moved = tx.execute(
@@ -354,12 +323,105 @@ impl PgConn {
                 &[&tenant, &plan.name, &(f.position as i64), &plan.fingerprint(), &(f.failed as i64)],
             )?;
             if moved == 0 {
-                return Err(StoreError::Busy(format!(
-                    "view {} was rebuilt by another node; the tenant reopens with it",
-                    plan.name
-                )));
+                return Err(rebuilt(plan));
             }
         }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub(crate) fn events_of(
+        &mut self,
+        stream: &StreamDef,
+        columns: &[usize],
+        ids: &[&str],
+    ) -> Result<Vec<Event>> {
+        let cols: Vec<String> = stream
+            .columns
+            .iter()
+            .map(|c| to_read(&quote(&c.name), c.ty))
+            .collect();
+        let matches: Vec<String> = columns
+            .iter()
+            .map(|&c| format!("{} = ANY($2)", quote(&stream.columns[c].name)))
+            .collect();
+        let sql = format!(
+            "SELECT _seq, {} FROM {} WHERE tenant_id = $1 AND ({}) ORDER BY _seq",
+            cols.join(", "),
+            quote(&stream.name),
+            matches.join(" OR ")
+        );
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        let rows = tx.query(&sql, &[&tenant, &ids])?;
+        tx.commit()?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.get(0);
+                let row = stream
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| read_cell(r, i + 1, c.ty))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Event {
+                    seq: seq as u64,
+                    row,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) fn erase(&mut self, erasure: &EncodedErasure<'_>) -> Result<()> {
+        self.stage_views(erasure.views.iter().map(|c| c.plan))?;
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        for (stream, seqs) in erasure.events {
+            if seqs.is_empty() {
+                continue;
+            }
+            let seqs: Vec<i64> = seqs.iter().map(|&s| s as i64).collect();
+            if stream.has_dedupe_key() {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE tenant_id = $1 AND _seq = ANY($2)",
+                        quote(&derived(&stream.name, "keys"))
+                    ),
+                    &[&tenant, &seqs],
+                )?;
+            }
+            tx.execute(
+                &format!(
+                    "DELETE FROM {} WHERE tenant_id = $1 AND _seq = ANY($2)",
+                    quote(&stream.name)
+                ),
+                &[&tenant, &seqs],
+            )?;
+        }
+        for c in &erasure.views {
+            // Only into the table built for this plan, as a flush.
+            let built = tx
+                .query_opt(
+                    "SELECT 1 FROM tally_views WHERE tenant_id = $1 AND name = $2 AND fingerprint = $3 FOR UPDATE",
+                    &[&tenant, &c.plan.name, &c.plan.fingerprint()],
+                )?
+                .is_some();
+            if !built {
+                return Err(rebuilt(c.plan));
+            }
+            upsert_view_rows(&mut tx, &tenant, c.plan, &c.rows)?;
+            if !c.removed.is_empty() {
+                let keys: Vec<&[u8]> = c.removed.iter().map(|k| k.as_slice()).collect();
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {} WHERE tenant_id = $1 AND _key = ANY($2)",
+                        quote(&c.plan.name)
+                    ),
+                    &[&tenant, &keys],
+                )?;
+            }
+        }
+        write_records_in(&mut tx, &tenant, erasure.records)?;
         tx.commit()?;
         Ok(())
     }
@@ -682,21 +744,7 @@ impl PgConn {
     pub(crate) fn write_records(&mut self, writes: &[RecordWrite]) -> Result<()> {
         let tenant = self.tenant.clone();
         let mut tx = tenant_tx(&mut self.client, &tenant)?;
-        let put = tx.prepare(
-            "INSERT INTO tally_records (tenant_id, kind, key, body) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (tenant_id, kind, key) DO UPDATE SET body = excluded.body",
-        )?;
-        let delete = tx.prepare("DELETE FROM tally_records WHERE kind = $1 AND key = $2")?;
-        for w in writes {
-            match w {
-                RecordWrite::Put { kind, key, body } => {
-                    tx.execute(&put, &[&tenant, kind, key, body])?;
-                }
-                RecordWrite::Delete { kind, key } => {
-                    tx.execute(&delete, &[kind, key])?;
-                }
-            }
-        }
+        write_records_in(&mut tx, &tenant, writes)?;
         tx.commit()?;
         Ok(())
     }
@@ -729,4 +777,82 @@ impl PgConn {
         tx.commit()?;
         Ok(n)
     }
+}
+
+/// The error of a write into a view table another node rebuilt meanwhile.
+fn rebuilt(plan: &ViewPlan) -> StoreError {
+    StoreError::Busy(format!(
+        "view {} was rebuilt by another node; the tenant reopens with it",
+        plan.name
+    ))
+}
+
+/// Inserts or replaces view rows (key, every column, states) of the tenant within `tx`,
+/// through the view's staging table (see `PgConn::stage_views`).
+fn upsert_view_rows(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    plan: &ViewPlan,
+    rows: &[EncodedRow<'_>],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let stage = quote(&format!("tally_stage_{}", plan.name));
+    let mut types = vec![PgType::BYTEA];
+    types.extend(plan.columns.iter().map(|c| stage_type(c.ty).1));
+    types.push(PgType::BYTEA);
+    let writer = tx.copy_in(&format!("COPY {stage} FROM STDIN (FORMAT binary)"))?;
+    let mut writer = BinaryCopyInWriter::new(writer, &types);
+    for row in rows {
+        let cells: Vec<Wire<'_>> = row.cells.iter().map(Wire).collect();
+        let key = row.key.as_slice();
+        let state = row.state.as_slice();
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(cells.len() + 2);
+        params.push(&key);
+        params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
+        params.push(&state);
+        writer.write(&params)?;
+    }
+    writer.finish()?;
+    let (names, casts) = insert_columns(plan.columns.iter().map(|c| (c.name.as_str(), c.ty)));
+    let updates: Vec<String> = names
+        .iter()
+        .chain(std::iter::once(&"_state".to_owned()))
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect();
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (tenant_id, _key, {}, _state) SELECT $1, s._key, {}, s._state FROM {stage} s
+             ON CONFLICT (tenant_id, _key) DO UPDATE SET {}",
+            quote(&plan.name),
+            names.join(", "),
+            casts.join(", "),
+            updates.join(", ")
+        ),
+        &[&tenant],
+    )?;
+    // The staging rows go at commit; clear them now for the next view of this transaction.
+    tx.execute(&format!("DELETE FROM {stage}"), &[])?;
+    Ok(())
+}
+
+/// Applies record writes of the tenant within `tx`.
+fn write_records_in(tx: &mut Transaction<'_>, tenant: &str, writes: &[RecordWrite]) -> Result<()> {
+    let put = tx.prepare(
+        "INSERT INTO tally_records (tenant_id, kind, key, body) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (tenant_id, kind, key) DO UPDATE SET body = excluded.body",
+    )?;
+    let delete = tx.prepare("DELETE FROM tally_records WHERE kind = $1 AND key = $2")?;
+    for w in writes {
+        match w {
+            RecordWrite::Put { kind, key, body } => {
+                tx.execute(&put, &[&tenant, kind, key, body])?;
+            }
+            RecordWrite::Delete { kind, key } => {
+                tx.execute(&delete, &[kind, key])?;
+            }
+        }
+    }
+    Ok(())
 }

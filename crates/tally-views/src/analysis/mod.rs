@@ -402,6 +402,26 @@ impl Activity {
         Persons { offsets, members }
     }
 
+    /// Every id of the person `id` names, as the analyses resolve persons: the user id itself
+    /// (or, for an anonymous id linked to a user id, that user id; an anonymous id never linked
+    /// is its own person) and every anonymous id linked to it. Sorted, `id` always among them.
+    pub fn person_ids(&self, id: &str) -> Vec<Arc<str>> {
+        let mut persons: Vec<&str> = vec![id];
+        if let Some(link) = self.links.get(id) {
+            persons.push(&link.user);
+        }
+        let mut ids: Vec<Arc<str>> = persons.iter().map(|p| Arc::from(*p)).collect();
+        ids.extend(
+            self.links
+                .iter()
+                .filter(|(_, link)| persons.contains(&&*link.user))
+                .map(|(anonymous, _)| anonymous.clone()),
+        );
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Calls `f` with each person's events in `(ts, seq)` order.
     pub(crate) fn for_each_person(&self, mut f: impl FnMut(&[Ev])) {
         let p = &self.persons;

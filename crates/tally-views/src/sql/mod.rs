@@ -123,7 +123,7 @@ fn parse_error(e: ParserError, fallback: Location) -> CompileError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
     CreatedStream(String),
-    /// Nullable columns were appended or the retention changed.
+    /// Nullable columns were appended, or the retention or the person column changed.
     AlteredStream {
         name: String,
         added: Vec<String>,
@@ -302,7 +302,7 @@ impl Compiled {
                             error_at(
                                 at,
                                 format!("stream {} cannot change this way: {reason}", def.name),
-                                Some("a stream may only gain nullable columns at the end or change its retention; to change more, DROP STREAM (which deletes its events) and create it again"),
+                                Some("a stream may only gain nullable columns at the end or change its retention or person column; to change more, DROP STREAM (which deletes its events) and create it again"),
                             )
                         })?;
                         Change::AlteredStream {

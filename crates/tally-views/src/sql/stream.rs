@@ -1,5 +1,5 @@
 //! `CREATE STREAM`: columns, their types and `NOT NULL`, and the options `event_time`,
-//! `dedupe_key` and `retention`.
+//! `dedupe_key`, `retention` and `person`.
 
 use sqlparser::ast::{self, Spanned};
 use sqlparser::keywords::Keyword;
@@ -93,6 +93,7 @@ pub(super) fn create_stream(
     let mut event_time = None;
     let mut dedupe_key = Vec::new();
     let mut retention = None;
+    let mut person = Vec::new();
     for (key, value, value_at) in key_values(&options, at)? {
         match key.as_str() {
             "event_time" => {
@@ -153,11 +154,31 @@ pub(super) fn create_stream(
             "retention" => {
                 retention = Some(Interval::parse(&value).map_err(|e| error_at(value_at, e, None))?);
             }
+            "person" => {
+                let idx = defs.iter().position(|d| d.name == value).ok_or_else(|| {
+                    error_at(
+                        value_at,
+                        format!("person names '{value}', which is not a column of {name}"),
+                        Some("write person = 'column', the TEXT column of the person's id"),
+                    )
+                })?;
+                if defs[idx].ty != Type::Text {
+                    return Err(error_at(
+                        value_at,
+                        format!(
+                            "person column {value} must be TEXT (a person's id), not {}",
+                            defs[idx].ty
+                        ),
+                        None,
+                    ));
+                }
+                person = vec![idx];
+            }
             other => {
                 return Err(error_at(
                     value_at,
                     format!("unknown stream option {other}"),
-                    Some("stream options are event_time, dedupe_key and retention"),
+                    Some("stream options are event_time, dedupe_key, retention and person"),
                 ));
             }
         }
@@ -187,6 +208,7 @@ pub(super) fn create_stream(
             event_time,
             dedupe_key,
             retention,
+            person,
             builtin: false,
         },
         at,
