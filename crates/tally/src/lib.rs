@@ -15,6 +15,7 @@ pub mod analyses;
 pub mod app;
 pub mod cli;
 pub mod decode;
+pub mod erase;
 pub mod error;
 pub mod ingest;
 pub mod output;

@@ -252,6 +252,19 @@ impl TenantRuntime {
         &self.store
     }
 
+    /// The positions last committed to the store, in engine view order.
+    pub(crate) fn positions(&self) -> &[u64] {
+        &self.stored
+    }
+
+    /// Stored view rows and raw events changed other than by a flush (an erasure): kept
+    /// answers, decoded groups and finalized rows are read again, and the analyses' state is
+    /// built again from the log.
+    pub(crate) fn rows_changed(&mut self) {
+        self.epoch += 1;
+        self.activity = None;
+    }
+
     /// The tenant's store, for writes outside streams and views (table rows).
     pub(crate) fn store_mut(&mut self) -> &mut TenantStore {
         &mut self.store
