@@ -87,6 +87,9 @@ pub enum Command {
     /// Define, list, show, delete and acknowledge alerts (see docs/alerts.md).
     #[command(subcommand)]
     Alert(AlertCommand),
+    /// Erase a person (GDPR): their events in every stream with a person column, every view
+    /// corrected; or show the erasure log.
+    Erase(EraseArgs),
     /// Show, apply or revert the migrations of Tally's catalog.
     Migrate {
         #[arg(value_enum)]
@@ -373,6 +376,17 @@ pub enum KeyCommand {
     },
     /// Revoke a key of --tenant by its prefix (its first 14 characters, e.g. tly_w_1a2b3c4d).
     Revoke { prefix: String },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["person", "log"])))]
+pub struct EraseArgs {
+    /// The person's id: a user id, or an anonymous id (its linked user id is erased with it).
+    #[arg(long)]
+    pub person: Option<String>,
+    /// Show the erasure log (SHA-256 of each id, when, what it did) instead.
+    #[arg(long)]
+    pub log: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -698,6 +712,18 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Alert(command) => {
             let answer = alert_command(&tally, &cli.tenant, command)?;
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            ));
+        }
+        Command::Erase(args) => {
+            let mut runtime = tally.open_tenant(&cli.tenant)?;
+            let answer = match &args.person {
+                Some(person) => serde_json::to_value(runtime.erase_person(person, tally.now())?),
+                None => serde_json::to_value(runtime.erasures(usize::MAX)?),
+            }
+            .map_err(|e| Error::Invalid(e.to_string()))?;
             out(&format!(
                 "{}\n",
                 serde_json::to_string_pretty(&answer).unwrap_or_default()

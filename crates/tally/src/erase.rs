@@ -42,7 +42,7 @@ const BATCH: usize = 20_000;
 const MAX_ID: usize = 1024;
 
 /// What an erasure did: the answer of `DELETE /v1/persons/{id}`, and its log record.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Erased {
     /// Per stream with a person column: how many of the person's events were deleted.
     pub events_deleted: BTreeMap<String, u64>,

@@ -752,6 +752,27 @@ impl Hub {
         Ok(answer)
     }
 
+    /// Erases a person of a tenant (see [`crate::erase`]).
+    pub async fn erase(
+        self: &Arc<Self>,
+        tenant: &str,
+        person: String,
+    ) -> Result<crate::erase::Erased, ApiError> {
+        let now = self.now();
+        self.ask(tenant, |reply| Job::Erase { person, now, reply })
+            .await
+    }
+
+    /// A tenant's erasure log, oldest first.
+    pub async fn erasures(
+        self: &Arc<Self>,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<Vec<crate::erase::ErasureEntry>, ApiError> {
+        self.ask(tenant, |reply| Job::Erasures { limit, reply })
+            .await
+    }
+
     /// Starts the background work of `tally serve`: the scheduler (each second, a tick for
     /// every tenant with alerts; every `MAINTAIN_EVERY`, maintenance of every tenant) and the
     /// webhook sender; their tasks, to stop at shutdown. Called once; later calls start nothing.
@@ -906,6 +927,12 @@ fn fail(job: Job, error: &Error) {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Alerts { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Erase { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Erasures { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Maintain { reply } => {

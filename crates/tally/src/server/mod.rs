@@ -124,6 +124,8 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         ))
         .routes(routes!(routes::alerts::alert_history))
         .routes(routes!(routes::alerts::ack_alert))
+        .routes(routes!(routes::persons::erase_person))
+        .routes(routes!(routes::persons::list_erasures))
         .routes(routes!(routes::admin::apply_schema))
         .routes(routes!(
             routes::admin::create_tenant,

@@ -125,6 +125,17 @@ pub enum Job {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<LoggedRejection>>>,
     },
+    /// Erase a person (GDPR): their events, and every view corrected.
+    Erase {
+        person: String,
+        now: tally_views::Timestamp,
+        reply: oneshot::Sender<Result<crate::erase::Erased>>,
+    },
+    /// Read the erasure log, oldest first.
+    Erasures {
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<crate::erase::ErasureEntry>>>,
+    },
     /// An operation on the tenant's alerts (manage key).
     Alerts {
         op: crate::alerts::AlertOp,
@@ -278,6 +289,14 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 reply,
             }) => {
                 let _ = reply.send(runtime.rejections(after, limit));
+                true
+            }
+            Some(Job::Erase { person, now, reply }) => {
+                let _ = reply.send(runtime.erase_person(&person, now));
+                true
+            }
+            Some(Job::Erasures { limit, reply }) => {
+                let _ = reply.send(runtime.erasures(limit));
                 true
             }
             Some(Job::Alerts { op, now, reply }) => {

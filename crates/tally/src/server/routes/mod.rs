@@ -26,6 +26,7 @@ pub mod analyses;
 pub mod catalog;
 pub mod ingest;
 pub mod operations;
+pub mod persons;
 pub mod query;
 pub mod rejections;
 #[cfg(feature = "sql")]
