@@ -42,6 +42,11 @@ echo
 curl -sS "$URL/v1/analyses/funnel?steps=Signed%20Up,Purchased" -H "Authorization: Bearer $READ"
 echo
 
+step "erase a person (GDPR) with a manage key: their flows go, every view is corrected"
+MANAGE=$(curl -sS -X POST "$URL/v1/tenants/$TENANT/keys" -H "$ADMIN" -d '{"kind":"manage"}' | field key)
+curl -sS -X DELETE "$URL/v1/persons/0xdave" -H "Authorization: Bearer $MANAGE"
+echo
+
 step "the catalog"
 curl -sS "$URL/v1/views" -H "Authorization: Bearer $READ" | python3 -c "import json,sys; print([v['name'] for v in json.load(sys.stdin)['items']])"
 echo

@@ -53,7 +53,7 @@ CREATE STREAM capital_flow (
   token_symbol TEXT,
   tx_hash      TEXT NOT NULL,
   occurred_at  TIMESTAMP NOT NULL
-) WITH (event_time = 'occurred_at', dedupe_key = 'tx_hash');
+) WITH (event_time = 'occurred_at', dedupe_key = 'tx_hash', person = 'user_address');
 
 -- ── Reference data ────────────────────────────────────────────────────────────────────────
 

@@ -476,3 +476,40 @@ fn views_past_the_raw_retention_are_not_correctable() {
     assert_eq!(log[0].person_sha256.len(), 64);
     assert!(!serde_json::to_string(&log[0]).unwrap().contains("ann"));
 }
+
+/// On several PostgreSQL nodes only the tenant's leader erases; a follower answers busy, and
+/// its answers show the erasure as soon as the leader committed it.
+#[test]
+fn on_postgres_the_leader_erases_and_followers_see_it() {
+    let pg = tally_store::testing::PgScratch::new();
+    let store = Store::open_postgres(pg.config()).unwrap();
+    {
+        let mut tally = Tally::with_store(store.reopen().unwrap(), Config::default()).unwrap();
+        tally.apply_schema(SCHEMA).unwrap();
+        tally.create_tenant("acme", "Europe/Berlin").unwrap();
+    }
+    let (tally, mut leader) = open(&store);
+    let (_other, mut follower) = open(&store);
+    assert!(leader.leads() && !follower.leads());
+    let pays: Vec<Spec> = (0..6)
+        .map(|i| Spec {
+            id: i,
+            pay: true,
+            identify: false,
+            user: Some((i % 2) as u8),
+            anon: None,
+            name: 1,
+            slot: u32::from(i) * 7,
+        })
+        .collect();
+    ingest(&tally, &mut leader, "pay", &pays.iter().collect::<Vec<_>>());
+    let error = follower.erase_person("u0", now()).unwrap_err();
+    assert!(error.to_string().contains("another node leads"), "{error}");
+    let erased = leader.erase_person("u0", now()).unwrap();
+    assert_eq!(erased.events_deleted["pay"], 3);
+    let by_who = follower
+        .query("pay_by_who", &QueryRequest::default())
+        .unwrap();
+    assert_eq!(by_who.rows.len(), 1, "{:?}", by_who.rows);
+    assert_eq!(by_who.rows[0][0], Value::text("u1"));
+}
