@@ -334,6 +334,14 @@ impl<'a> QueryPlan<'a> {
     }
 
     /// The index of the time bucket key and the time range, for the store to push down.
+    /// The names of the answer's columns, in order.
+    pub fn column_names(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .map(|&i| self.view.columns[i].name.as_str())
+            .collect()
+    }
+
     pub fn time_range(&self) -> Option<(usize, Option<Timestamp>, Option<Timestamp>)> {
         self.view.bucket.map(|b| (b, self.from, self.to))
     }

@@ -14,6 +14,7 @@ pub mod alerts;
 pub mod analyses;
 pub mod app;
 pub mod cli;
+pub mod dashboards;
 pub mod decode;
 pub mod erase;
 pub mod error;

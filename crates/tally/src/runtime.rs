@@ -252,6 +252,18 @@ impl TenantRuntime {
         &self.store
     }
 
+    /// Changes whenever what a view query could answer changes: an event applied, a flush,
+    /// stored rows changed otherwise (retention, an erasure, a new lead). For `ETag`s.
+    pub fn data_version(&self) -> (u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        for v in &self.delta.views {
+            v.position.hash(&mut h);
+        }
+        self.stored.hash(&mut h);
+        (h.finish(), self.epoch)
+    }
+
     /// The positions last committed to the store, in engine view order.
     pub(crate) fn positions(&self) -> &[u64] {
         &self.stored

@@ -752,6 +752,108 @@ impl Hub {
         Ok(answer)
     }
 
+    /// An operation on a tenant's dashboards.
+    pub async fn dashboards(
+        self: &Arc<Self>,
+        tenant: &str,
+        op: crate::dashboards::DashboardOp,
+    ) -> Result<serde_json::Value, ApiError> {
+        let now = self.now();
+        self.ask(tenant, |reply| Job::Dashboards { op, now, reply })
+            .await
+    }
+
+    /// The data of widget `index` of dashboard `id` and its `ETag`; `None` when it is the
+    /// one `if_none_match` names.
+    pub async fn widget_data(
+        self: &Arc<Self>,
+        tenant: &str,
+        id: String,
+        index: usize,
+        range: (Option<String>, Option<String>),
+        if_none_match: Option<String>,
+    ) -> Result<(String, Option<serde_json::Value>), ApiError> {
+        use crate::dashboards::WidgetData;
+        let now = self.now();
+        let (from, to) = range;
+        let data = self
+            .ask(tenant, |reply| Job::Widget {
+                id,
+                index,
+                from,
+                to,
+                if_none_match: if_none_match.clone(),
+                now,
+                reply,
+            })
+            .await?;
+        match data {
+            WidgetData::Done { etag, body } => Ok((etag, body)),
+            WidgetData::Sql { kind, sql, range } => {
+                self.sql_widget(tenant, kind, &sql, range, if_none_match)
+                    .await
+            }
+        }
+    }
+
+    /// A SQL widget's data: the query with `:from`/`:to` bound to the range (and, for a
+    /// `number` widget, to the previous range), hashed for its `ETag`.
+    #[cfg(feature = "sql")]
+    async fn sql_widget(
+        self: &Arc<Self>,
+        tenant: &str,
+        kind: crate::dashboards::WidgetKind,
+        sql: &str,
+        range: crate::dashboards::Range,
+        if_none_match: Option<String>,
+    ) -> Result<(String, Option<serde_json::Value>), ApiError> {
+        use std::hash::{Hash, Hasher};
+        use tally_sql::ParamValue;
+        let names = crate::sql::prepare_in(&self.catalog(), sql)?.params;
+        let bind = |r: crate::dashboards::Range| {
+            let mut params = std::collections::BTreeMap::new();
+            for (name, at) in [("from", r.from), ("to", r.to)] {
+                if let Some(at) = at
+                    && names.contains(name)
+                {
+                    params.insert(name.to_owned(), ParamValue::Text(at.to_string()));
+                }
+            }
+            params
+        };
+        let answer = self.sql(tenant, sql, bind(range)).await?;
+        let body = if kind == crate::dashboards::WidgetKind::Number {
+            let previous = match range.previous() {
+                Some(p) if names.contains("from") || names.contains("to") => {
+                    Some(self.sql(tenant, sql, bind(p)).await?)
+                }
+                _ => None,
+            };
+            crate::dashboards::number(&answer, previous.as_ref(), Some("value"))
+        } else {
+            crate::output::result_json(&answer)
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        body.to_string().hash(&mut h);
+        let etag = format!("\"{:016x}\"", h.finish());
+        let body = (if_none_match.as_deref() != Some(etag.as_str())).then_some(body);
+        Ok((etag, body))
+    }
+
+    #[cfg(not(feature = "sql"))]
+    async fn sql_widget(
+        self: &Arc<Self>,
+        _tenant: &str,
+        _kind: crate::dashboards::WidgetKind,
+        _sql: &str,
+        _range: crate::dashboards::Range,
+        _if_none_match: Option<String>,
+    ) -> Result<(String, Option<serde_json::Value>), ApiError> {
+        Err(ApiError::bad_request(
+            "this build of Tally has no query-time SQL (the sql feature)",
+        ))
+    }
+
     /// Erases a person of a tenant (see [`crate::erase`]).
     pub async fn erase(
         self: &Arc<Self>,
@@ -930,6 +1032,12 @@ fn fail(job: Job, error: &Error) {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Erase { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Dashboards { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::Widget { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Erasures { reply, .. } => {

@@ -17,6 +17,7 @@ pub mod hub;
 pub mod metrics;
 pub mod routes;
 pub mod segment;
+mod web;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -65,6 +66,7 @@ pub fn app(hub: Arc<Hub>) -> Router {
                 }
             }),
         )
+        .merge(web::routes())
         .fallback(|| async { ApiError::not_found("there is no such route; see /v1/openapi.json") })
         .layer(axum::middleware::from_fn_with_state(
             hub.clone(),
@@ -124,6 +126,16 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         ))
         .routes(routes!(routes::alerts::alert_history))
         .routes(routes!(routes::alerts::ack_alert))
+        .routes(routes!(
+            routes::dashboards::create_dashboard,
+            routes::dashboards::list_dashboards
+        ))
+        .routes(routes!(
+            routes::dashboards::show_dashboard,
+            routes::dashboards::put_dashboard,
+            routes::dashboards::delete_dashboard
+        ))
+        .routes(routes!(routes::dashboards::widget_data))
         .routes(routes!(routes::persons::erase_person))
         .routes(routes!(routes::persons::list_erasures))
         .routes(routes!(routes::admin::apply_schema))

@@ -125,6 +125,22 @@ pub enum Job {
         limit: usize,
         reply: oneshot::Sender<Result<Vec<LoggedRejection>>>,
     },
+    /// An operation on the tenant's dashboards.
+    Dashboards {
+        op: crate::dashboards::DashboardOp,
+        now: tally_views::Timestamp,
+        reply: oneshot::Sender<Result<serde_json::Value>>,
+    },
+    /// The data of a dashboard's widget (or the SQL the hub runs for it).
+    Widget {
+        id: String,
+        index: usize,
+        from: Option<String>,
+        to: Option<String>,
+        if_none_match: Option<String>,
+        now: tally_views::Timestamp,
+        reply: oneshot::Sender<Result<crate::dashboards::WidgetData>>,
+    },
     /// Erase a person (GDPR): their events, and every view corrected.
     Erase {
         person: String,
@@ -289,6 +305,32 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 reply,
             }) => {
                 let _ = reply.send(runtime.rejections(after, limit));
+                true
+            }
+            Some(Job::Dashboards { op, now, reply }) => {
+                let _ = reply.send(op.run(&mut runtime, now));
+                true
+            }
+            Some(Job::Widget {
+                id,
+                index,
+                from,
+                to,
+                if_none_match,
+                now,
+                reply,
+            }) => {
+                let started = Instant::now();
+                let result = runtime.widget_data(
+                    &id,
+                    index,
+                    from.as_deref(),
+                    to.as_deref(),
+                    if_none_match.as_deref(),
+                    now,
+                );
+                settings.metrics.observe_query(started.elapsed());
+                let _ = reply.send(result);
                 true
             }
             Some(Job::Erase { person, now, reply }) => {

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod alerts;
 pub mod analyses;
 pub mod catalog;
+pub mod dashboards;
 pub mod ingest;
 pub mod operations;
 pub mod persons;
@@ -62,6 +63,17 @@ pub(crate) async fn authorize(
     key: Option<String>,
     kind: KeyKind,
 ) -> ApiResult<Principal> {
+    authorize_any(hub, key, &[kind]).await
+}
+
+/// Authenticates a key of one of `kinds` (the first names the route's purpose in a refusal)
+/// and takes a token from its rate limit.
+pub(crate) async fn authorize_any(
+    hub: &Arc<Hub>,
+    key: Option<String>,
+    kinds: &[KeyKind],
+) -> ApiResult<Principal> {
+    let kind = kinds[0];
     let Some(key) = key else {
         hub.metrics.count_refused("unauthorized");
         return Err(ApiError::unauthorized(
@@ -74,7 +86,7 @@ pub(crate) async fn authorize(
             "the key is not valid (unknown or revoked)",
         ));
     };
-    if principal.kind != kind {
+    if !kinds.contains(&principal.kind) {
         return Err(ApiError::forbidden(match kind {
             KeyKind::Write => "this route writes data (events, table rows) and needs a write key",
             KeyKind::Read => "this route reads data and needs a read key",
