@@ -381,7 +381,7 @@ fn check(runtime: &TenantRuntime, dashboard: &Dashboard, now: Timestamp) -> Resu
             let range = resolve_range(q.from.as_deref(), q.to.as_deref(), now, &tz)
                 .map_err(|e| Error::Request(format!("{at}.query.{e}")))?;
             let req = q
-                .request(widget.kind, range)
+                .request(widget.kind, range, bucket_width(plan))
                 .map_err(|e| Error::Request(format!("{at}.query.{e}")))?;
             let query_plan = QueryPlan::new(plan, &req).map_err(|e| {
                 Error::Request(format!(
@@ -517,11 +517,13 @@ pub fn resolve_time(
 
 impl WidgetQuery {
     /// The view query of this widget over `range`: a `number` widget keeps no group column and
-    /// no time bucket (one row over the range).
+    /// no time bucket (one row over the range); a `line` or `bar` widget always keeps the time
+    /// bucket (`bucket`, the view's width, when it names no grain).
     pub fn request(
         &self,
         kind: WidgetKind,
         range: Range,
+        bucket: Option<Interval>,
     ) -> std::result::Result<QueryRequest, String> {
         let params = QueryParams {
             from: None,
@@ -564,8 +566,16 @@ impl WidgetQuery {
                     })?,
             );
         }
+        if matches!(kind, WidgetKind::Line | WidgetKind::Bar) && req.grain.is_none() {
+            req.grain = bucket;
+        }
         Ok(req)
     }
+}
+
+/// The width of a view's time bucket.
+fn bucket_width(plan: &tally_views::ViewPlan) -> Option<Interval> {
+    plan.bucket.and_then(|b| plan.keys[b].bucket)
 }
 
 /// What the worker answers for a widget's data: the answer, or the SQL the hub runs (off the
@@ -663,13 +673,14 @@ impl TenantRuntime {
                 body: None,
             });
         }
-        let req = q.request(widget.kind, range).map_err(Error::Request)?;
+        let width = self.catalog().view(&q.view).and_then(|p| bucket_width(p));
+        let req = q.request(widget.kind, range, width).map_err(Error::Request)?;
         let answer = self.query(&q.view, &req)?;
         let body = if widget.kind == WidgetKind::Number {
             let value = q.value.as_deref().unwrap_or_default();
             let previous = match range.previous() {
                 Some(p) => {
-                    Some(self.query(&q.view, &q.request(widget.kind, p).map_err(Error::Request)?)?)
+                    Some(self.query(&q.view, &q.request(widget.kind, p, width).map_err(Error::Request)?)?)
                 }
                 None => None,
             };

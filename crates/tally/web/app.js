@@ -212,7 +212,7 @@
     chart.card = chartCard;
     app.append(el("div", { class: "explore-form" },
       label("View", view), label("Grain", grain), label("Group by", group), label("Value", value),
-      label("Range", range)), el("div", { class: "grid" }, chartCard, rowsCard));
+      label("Range", range)), el("div", { class: "stack" }, chartCard, rowsCard));
     const current = () => views.find((v) => v.name === view.value);
     function fill() {
       const v = current();
