@@ -37,6 +37,25 @@ use futures::StreamExt;
 use tally_views::{ResultSet, Timestamp, Type, Value};
 
 pub use error::SqlError;
+
+/// Apache Arrow as DataFusion builds it, for writers of Arrow data (Parquet exports).
+pub use datafusion::arrow;
+
+/// The Arrow schema of columns, timestamps in `time_zone` (`UTC` for files).
+pub fn arrow_schema(
+    columns: &[(String, tally_views::Type)],
+    time_zone: &str,
+) -> datafusion::arrow::datatypes::SchemaRef {
+    convert::schema(columns, time_zone)
+}
+
+/// Rows as one Arrow record batch of `schema` (made by [`arrow_schema`]).
+pub fn record_batch(
+    schema: datafusion::arrow::datatypes::SchemaRef,
+    rows: &[Vec<tally_views::Value>],
+) -> Result<datafusion::arrow::record_batch::RecordBatch, SqlError> {
+    convert::batch(schema, rows)
+}
 pub use params::ParamValue;
 pub use prepare::{Prepared, RelationRequest, prepare, prepare_with};
 

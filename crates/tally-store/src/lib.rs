@@ -362,6 +362,16 @@ impl TenantStore {
         }
     }
 
+    /// The sequence number of the last event of `stream` committed (0 for none): every event
+    /// up to it is committed.
+    pub fn last_seq(&self, stream: &StreamDef) -> Result<u64> {
+        match self {
+            TenantStore::Sqlite(s) => s.last_seq(&stream.name),
+            TenantStore::Postgres(p) => p.conn().last_seq(&stream.name),
+            TenantStore::Memory(m) => Ok(m.last_seq(&stream.name)),
+        }
+    }
+
     /// The stored states of the given groups (`None` for groups not stored yet).
     pub fn load_states(
         &self,

@@ -470,6 +470,10 @@ impl MemoryTenant {
         doomed.len() as u64
     }
 
+    pub(crate) fn last_seq(&self, stream: &str) -> u64 {
+        self.data().streams.get(stream).map_or(0, |s| s.last_seq)
+    }
+
     pub(crate) fn events_of(
         &self,
         stream: &StreamDef,

@@ -691,6 +691,18 @@ impl SqliteTenant {
         Ok(())
     }
 
+    pub(crate) fn last_seq(&self, stream: &str) -> Result<u64> {
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT last_seq FROM tally_streams WHERE name = ?",
+                [stream],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(last.unwrap_or(0) as u64)
+    }
+
     pub(crate) fn events_of(
         &self,
         stream: &StreamDef,

@@ -809,6 +809,8 @@ fn erasure_deletes_events_keys_and_rows_in_one_transaction(f: Fixture) {
     .unwrap();
 
     assert_eq!(seqs(t.read_events(stream, 0, 10).unwrap()), [2, 4, 5]);
+    // The last sequence number stays: numbers are never reused.
+    assert_eq!(t.last_seq(stream).unwrap(), 5);
     let rows = t.scan_view(plan, None, None).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(

@@ -334,6 +334,43 @@ impl<'a> QueryPlan<'a> {
     }
 
     /// The index of the time bucket key and the time range, for the store to push down.
+    /// The answer group a stored group falls in: its kept key values in key order, the time
+    /// bucket at the query's grain; `None` when the query's range or condition leaves it out.
+    pub fn answer_group(
+        &self,
+        key: &[Value],
+        tz: &TimeZone,
+    ) -> Result<Option<Vec<Value>>, QueryError> {
+        if !self.accepts(key, tz)? {
+            return Ok(None);
+        }
+        Ok(Some(
+            key.iter()
+                .enumerate()
+                .filter(|(i, _)| self.keep[*i])
+                .map(
+                    |(i, v)| match (self.grain, self.view.bucket == Some(i), v) {
+                        (Some(g), true, Value::Timestamp(t)) => Value::Timestamp(g.floor(*t, tz)),
+                        _ => v.clone(),
+                    },
+                )
+                .collect(),
+        ))
+    }
+
+    /// The answer group of a row of this query's answer, as [`QueryPlan::answer_group`] gives it.
+    pub fn row_group(&self, row: &[Value]) -> Vec<Value> {
+        (0..self.view.keys.len())
+            .filter(|&k| self.keep[k])
+            .filter_map(|k| {
+                self.columns
+                    .iter()
+                    .position(|&c| self.view.columns[c].source == ColumnSource::Key(k))
+                    .map(|p| row[p].clone())
+            })
+            .collect()
+    }
+
     /// The names of the answer's columns, in order.
     pub fn column_names(&self) -> Vec<&str> {
         self.columns

@@ -90,6 +90,10 @@ pub enum Command {
     /// Erase a person (GDPR): their events in every stream with a person column, every view
     /// corrected; or show the erasure log.
     Erase(EraseArgs),
+    /// Export a view's rows or a stream's events as CSV, NDJSON or Parquet, all of them or only
+    /// what changed after a cursor; prints the cursor to pass next time.
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Show, apply or revert the migrations of Tally's catalog.
     Migrate {
         #[arg(value_enum)]
@@ -376,6 +380,76 @@ pub enum KeyCommand {
     },
     /// Revoke a key of --tenant by its prefix (its first 14 characters, e.g. tly_w_1a2b3c4d).
     Revoke { prefix: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ExportCommand {
+    /// A view's rows, with the query flags of `tally query`.
+    View(ExportViewArgs),
+    /// A stream's raw events, each with its `_seq` first.
+    Stream(ExportStreamArgs),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum ExportFormatArg {
+    Csv,
+    Ndjson,
+    Parquet,
+}
+
+impl ExportFormatArg {
+    fn format(self) -> crate::export::ExportFormat {
+        match self {
+            ExportFormatArg::Csv => crate::export::ExportFormat::Csv,
+            ExportFormatArg::Ndjson => crate::export::ExportFormat::Ndjson,
+            ExportFormatArg::Parquet => crate::export::ExportFormat::Parquet,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExportViewArgs {
+    /// The live view.
+    pub view: String,
+    #[arg(long, value_enum, default_value = "ndjson")]
+    pub format: ExportFormatArg,
+    /// The file to write ('-', the default, is standard output).
+    #[arg(long, default_value = "-")]
+    pub output: PathBuf,
+    /// The cursor an earlier export printed: only rows whose group changed since.
+    #[arg(long)]
+    pub after: Option<String>,
+    #[arg(long)]
+    pub from: Option<String>,
+    #[arg(long)]
+    pub to: Option<String>,
+    #[arg(long, value_enum)]
+    pub grain: Option<Grain>,
+    #[arg(long, value_delimiter = ',')]
+    pub group_by: Option<Vec<String>>,
+    #[arg(long = "where")]
+    pub filter: Option<String>,
+    #[arg(long)]
+    pub order_by: Option<String>,
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ExportStreamArgs {
+    /// The stream.
+    pub stream: String,
+    #[arg(long, value_enum, default_value = "ndjson")]
+    pub format: ExportFormatArg,
+    /// The file to write ('-', the default, is standard output).
+    #[arg(long, default_value = "-")]
+    pub output: PathBuf,
+    /// Only events with a higher sequence number.
+    #[arg(long, conflicts_with = "after")]
+    pub after_seq: Option<u64>,
+    /// The cursor an earlier export printed (the same as --after-seq).
+    #[arg(long)]
+    pub after: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -729,6 +803,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 serde_json::to_string_pretty(&answer).unwrap_or_default()
             ));
         }
+        Command::Export(command) => export(&tally, &cli.tenant, command)?,
         Command::Serve(args) => return serve(tally, args),
         Command::Migrate { .. } => {}
     }
@@ -786,6 +861,93 @@ fn alert_command(tally: &Tally, tenant: &str, command: &AlertCommand) -> Result<
     }
     runtime.flush()?;
     Ok(answer)
+}
+
+/// `tally export view|stream`: the rows or events into the output, a batch at a time, then
+/// the cursor (on standard error when the output is standard output).
+fn export(tally: &Tally, tenant: &str, command: &ExportCommand) -> Result<()> {
+    use crate::export::{BATCH, Encoder, event_row, parse_cursor, stream_columns};
+    let (format, output) = match command {
+        ExportCommand::View(a) => (a.format.format(), &a.output),
+        ExportCommand::Stream(a) => (a.format.format(), &a.output),
+    };
+    let to_stdout = output.as_os_str() == "-";
+    let mut sink: Box<dyn std::io::Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(output).map_err(|source| Error::Input {
+                path: output.display().to_string(),
+                source,
+            })?,
+        ))
+    };
+    let wrote = |e: std::io::Error| Error::Input {
+        path: output.display().to_string(),
+        source: e,
+    };
+    let runtime = tally.open_tenant(tenant)?;
+    let cursor = match command {
+        ExportCommand::View(a) => {
+            let req = query_request(&QueryArgs {
+                view: a.view.clone(),
+                from: a.from.clone(),
+                to: a.to.clone(),
+                grain: a.grain,
+                group_by: a.group_by.clone(),
+                filter: a.filter.clone(),
+                order_by: a.order_by.clone(),
+                limit: a.limit,
+                params: Vec::new(),
+                format: TableFormat::Table,
+            })?;
+            let after = a.after.as_deref().map(parse_cursor).transpose()?;
+            let (answer, cursor) = runtime.export_view(&a.view, &req, after)?;
+            let mut encoder = Encoder::new(format, answer.columns.clone())?;
+            for chunk in answer.rows.chunks(BATCH) {
+                sink.write_all(&encoder.write(chunk)?).map_err(wrote)?;
+            }
+            sink.write_all(&encoder.finish()?).map_err(wrote)?;
+            cursor
+        }
+        ExportCommand::Stream(a) => {
+            let stream = tally.stream(&a.stream)?;
+            let after = match (&a.after, a.after_seq) {
+                (Some(c), _) => parse_cursor(c)?,
+                (None, Some(s)) => s,
+                (None, None) => 0,
+            };
+            let head = runtime.store().last_seq(&stream)?;
+            let mut encoder = Encoder::new(format, stream_columns(&stream))?;
+            let mut next = after;
+            while next < head {
+                let events = runtime.store().read_events(&stream, next, BATCH)?;
+                let read = events.len();
+                let rows: Vec<Vec<tally_views::Value>> = events
+                    .into_iter()
+                    .take_while(|e| e.seq <= head)
+                    .map(|e| {
+                        next = e.seq;
+                        event_row(e)
+                    })
+                    .collect();
+                sink.write_all(&encoder.write(&rows)?).map_err(wrote)?;
+                if rows.len() < read || read < BATCH {
+                    break;
+                }
+            }
+            sink.write_all(&encoder.finish()?).map_err(wrote)?;
+            head.max(after)
+        }
+    };
+    sink.flush().map_err(wrote)?;
+    drop(sink);
+    if to_stdout {
+        eprintln!("cursor: {cursor}");
+    } else {
+        println!("cursor: {cursor}");
+    }
+    Ok(())
 }
 
 /// `tally serve`: runs until SIGTERM or Ctrl-C, then drains and flushes.

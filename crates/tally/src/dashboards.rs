@@ -674,14 +674,17 @@ impl TenantRuntime {
             });
         }
         let width = self.catalog().view(&q.view).and_then(|p| bucket_width(p));
-        let req = q.request(widget.kind, range, width).map_err(Error::Request)?;
+        let req = q
+            .request(widget.kind, range, width)
+            .map_err(Error::Request)?;
         let answer = self.query(&q.view, &req)?;
         let body = if widget.kind == WidgetKind::Number {
             let value = q.value.as_deref().unwrap_or_default();
             let previous = match range.previous() {
-                Some(p) => {
-                    Some(self.query(&q.view, &q.request(widget.kind, p, width).map_err(Error::Request)?)?)
-                }
+                Some(p) => Some(self.query(
+                    &q.view,
+                    &q.request(widget.kind, p, width).map_err(Error::Request)?,
+                )?),
                 None => None,
             };
             number(&answer, previous.as_ref(), Some(value))

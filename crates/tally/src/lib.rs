@@ -18,6 +18,7 @@ pub mod dashboards;
 pub mod decode;
 pub mod erase;
 pub mod error;
+pub mod export;
 pub mod ingest;
 pub mod output;
 pub mod params;

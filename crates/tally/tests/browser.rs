@@ -74,7 +74,13 @@ fn start(data: &Path) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
         .args(["--data"])
         .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0", "--flush-interval", "1 second"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--flush-interval",
+            "1 second",
+        ])
         .env("TALLY_ADMIN_TOKEN", ADMIN)
         .env("TALLY_LOG", "warn")
         .stdout(Stdio::piped())
@@ -175,7 +181,9 @@ async fn the_dashboard_in_chromium_shows_the_api_numbers_live_without_console_er
         .json()
         .await
         .unwrap();
-    let id = created["id"].as_str().unwrap_or_else(|| panic!("{created}"));
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"));
 
     let more: Vec<Json> = (0..5).map(|i| order(1000 + i, "berlin", 100, 1)).collect();
     let shots = match std::env::var("TALLY_SCREENSHOTS") {

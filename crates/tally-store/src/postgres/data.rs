@@ -330,6 +330,19 @@ impl PgConn {
         Ok(())
     }
 
+    pub(crate) fn last_seq(&mut self, stream: &str) -> Result<u64> {
+        let tenant = self.tenant.clone();
+        let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        let last: Option<i64> = tx
+            .query_opt(
+                "SELECT last_seq FROM tally_streams WHERE tenant_id = $1 AND name = $2",
+                &[&tenant, &stream],
+            )?
+            .map(|r| r.get(0));
+        tx.commit()?;
+        Ok(last.unwrap_or(0) as u64)
+    }
+
     pub(crate) fn events_of(
         &mut self,
         stream: &StreamDef,

@@ -854,6 +854,23 @@ impl Hub {
         ))
     }
 
+    /// A view export's rows and cursor (see [`crate::export`]).
+    pub async fn export_view(
+        self: &Arc<Self>,
+        tenant: &str,
+        view: &str,
+        request: QueryRequest,
+        after: Option<u64>,
+    ) -> Result<(ResultSet, u64), ApiError> {
+        self.ask(tenant, |reply| Job::ExportView {
+            view: view.to_owned(),
+            request,
+            after,
+            reply,
+        })
+        .await
+    }
+
     /// Erases a person of a tenant (see [`crate::erase`]).
     pub async fn erase(
         self: &Arc<Self>,
@@ -1032,6 +1049,9 @@ fn fail(job: Job, error: &Error) {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Erase { reply, .. } => {
+            let _ = reply.send(Err(error.copy()));
+        }
+        Job::ExportView { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }
         Job::Dashboards { reply, .. } => {

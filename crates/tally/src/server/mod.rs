@@ -136,6 +136,8 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
             routes::dashboards::delete_dashboard
         ))
         .routes(routes!(routes::dashboards::widget_data))
+        .routes(routes!(routes::export::export_view))
+        .routes(routes!(routes::export::export_stream))
         .routes(routes!(routes::persons::erase_person))
         .routes(routes!(routes::persons::list_erasures))
         .routes(routes!(routes::admin::apply_schema))

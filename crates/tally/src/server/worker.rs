@@ -141,6 +141,13 @@ pub enum Job {
         now: tally_views::Timestamp,
         reply: oneshot::Sender<Result<crate::dashboards::WidgetData>>,
     },
+    /// A view export's rows (all, or changed after a cursor) and its cursor.
+    ExportView {
+        view: String,
+        request: QueryRequest,
+        after: Option<u64>,
+        reply: oneshot::Sender<Result<(ResultSet, u64)>>,
+    },
     /// Erase a person (GDPR): their events, and every view corrected.
     Erase {
         person: String,
@@ -331,6 +338,15 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 );
                 settings.metrics.observe_query(started.elapsed());
                 let _ = reply.send(result);
+                true
+            }
+            Some(Job::ExportView {
+                view,
+                request,
+                after,
+                reply,
+            }) => {
+                let _ = reply.send(runtime.export_view(&view, &request, after));
                 true
             }
             Some(Job::Erase { person, now, reply }) => {

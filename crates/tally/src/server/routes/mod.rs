@@ -25,6 +25,7 @@ pub mod alerts;
 pub mod analyses;
 pub mod catalog;
 pub mod dashboards;
+pub mod export;
 pub mod ingest;
 pub mod operations;
 pub mod persons;
