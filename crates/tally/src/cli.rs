@@ -90,6 +90,10 @@ pub enum Command {
     /// Erase a person (GDPR): their events in every stream with a person column, every view
     /// corrected; or show the erasure log.
     Erase(EraseArgs),
+    /// Create, list, show and delete dashboards, and read a widget's data (see
+    /// docs/dashboards.md; `tally serve` shows them in the browser).
+    #[command(subcommand)]
+    Dashboard(DashboardCommand),
     /// Export a view's rows or a stream's events as CSV, NDJSON or Parquet, all of them or only
     /// what changed after a cursor; prints the cursor to pass next time.
     #[command(subcommand)]
@@ -380,6 +384,32 @@ pub enum KeyCommand {
     },
     /// Revoke a key of --tenant by its prefix (its first 14 characters, e.g. tly_w_1a2b3c4d).
     Revoke { prefix: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DashboardCommand {
+    /// Create a dashboard of --tenant from a JSON file ('-' reads standard input), as
+    /// `POST /v1/dashboards` takes it; prints it with its id.
+    Create { file: PathBuf },
+    /// List the dashboards.
+    List,
+    /// Show a dashboard.
+    Show { id: String },
+    /// Replace a dashboard's name and widgets from a JSON file.
+    Put { id: String, file: PathBuf },
+    /// Delete a dashboard.
+    Delete { id: String },
+    /// A widget's data, as `GET /v1/dashboards/{id}/widgets/{n}/data` answers it.
+    Data {
+        id: String,
+        /// The widget's position, from 0.
+        n: usize,
+        /// `-7 days`, `today`, `now` or a time, instead of the widget's own.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long)]
+        to: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -804,6 +834,13 @@ pub fn run(cli: Cli) -> Result<()> {
             ));
         }
         Command::Export(command) => export(&tally, &cli.tenant, command)?,
+        Command::Dashboard(command) => {
+            let answer = dashboard_command(&tally, &cli.tenant, command)?;
+            out(&format!(
+                "{}\n",
+                serde_json::to_string_pretty(&answer).unwrap_or_default()
+            ));
+        }
         Command::Serve(args) => return serve(tally, args),
         Command::Migrate { .. } => {}
     }
@@ -821,21 +858,7 @@ fn alert_command(tally: &Tally, tenant: &str, command: &AlertCommand) -> Result<
             file,
             allow_private_webhooks,
         } => {
-            let text = if file.as_os_str() == "-" {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(
-                    |source| Error::Input {
-                        path: "standard input".into(),
-                        source,
-                    },
-                )?;
-                text
-            } else {
-                std::fs::read_to_string(file).map_err(|source| Error::Input {
-                    path: file.display().to_string(),
-                    source,
-                })?
-            };
+            let text = read_text(file)?;
             let body: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|e| Error::Request(format!("{}: not JSON: {e}", file.display())))?;
             if let Some(url) = body["webhook"]["url"].as_str() {
@@ -861,6 +884,77 @@ fn alert_command(tally: &Tally, tenant: &str, command: &AlertCommand) -> Result<
     }
     runtime.flush()?;
     Ok(answer)
+}
+
+/// `tally dashboard …`.
+fn dashboard_command(
+    tally: &Tally,
+    tenant: &str,
+    command: &DashboardCommand,
+) -> Result<serde_json::Value> {
+    use crate::dashboards::DashboardOp;
+    let body = |file: &PathBuf| -> Result<serde_json::Value> {
+        let text = read_text(file)?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Request(format!("{}: not JSON: {e}", file.display())))
+    };
+    let mut runtime = tally.open_tenant(tenant)?;
+    let op = match command {
+        DashboardCommand::Create { file } => DashboardOp::Create(body(file)?),
+        DashboardCommand::List => DashboardOp::List,
+        DashboardCommand::Show { id } => DashboardOp::Get(id.clone()),
+        DashboardCommand::Put { id, file } => DashboardOp::Put(id.clone(), body(file)?),
+        DashboardCommand::Delete { id } => DashboardOp::Delete(id.clone()),
+        DashboardCommand::Data { id, n, from, to } => {
+            #[cfg(feature = "sql")]
+            return crate::dashboards::widget_data_blocking(
+                &runtime,
+                id,
+                *n,
+                (from.as_deref(), to.as_deref()),
+                tally.now(),
+                tally_sql::Limits::default(),
+            );
+            #[cfg(not(feature = "sql"))]
+            {
+                return match runtime.widget_data(
+                    id,
+                    *n,
+                    from.as_deref(),
+                    to.as_deref(),
+                    None,
+                    tally.now(),
+                )? {
+                    crate::dashboards::WidgetData::Done { body, .. } => {
+                        Ok(body.unwrap_or_default())
+                    }
+                    crate::dashboards::WidgetData::Sql { .. } => Err(Error::Invalid(
+                        "this build of Tally has no query-time SQL (the sql feature)".into(),
+                    )),
+                };
+            }
+        }
+    };
+    op.run(&mut runtime, tally.now())
+}
+
+/// A text file, or standard input for `-`.
+fn read_text(file: &PathBuf) -> Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+            Error::Input {
+                path: "standard input".into(),
+                source,
+            }
+        })?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).map_err(|source| Error::Input {
+            path: file.display().to_string(),
+            source,
+        })
+    }
 }
 
 /// `tally export view|stream`: the rows or events into the output, a batch at a time, then

@@ -702,6 +702,61 @@ impl TenantRuntime {
     }
 }
 
+/// The parameters a SQL widget's query takes for `range`: `:from` and `:to`, when it names them.
+#[cfg(feature = "sql")]
+pub fn sql_params(
+    names: &std::collections::BTreeSet<String>,
+    range: Range,
+) -> std::collections::BTreeMap<String, tally_sql::ParamValue> {
+    let mut params = std::collections::BTreeMap::new();
+    for (name, at) in [("from", range.from), ("to", range.to)] {
+        if let Some(at) = at
+            && names.contains(name)
+        {
+            params.insert(name.to_owned(), tally_sql::ParamValue::Text(at.to_string()));
+        }
+    }
+    params
+}
+
+/// Whether a SQL widget's query names the range (so a `number` widget has a previous range).
+#[cfg(feature = "sql")]
+pub fn names_range(names: &std::collections::BTreeSet<String>) -> bool {
+    names.contains("from") || names.contains("to")
+}
+
+/// The data of a widget in a process of its own (`tally dashboard data`): SQL widgets run
+/// here, as the server runs them off its worker.
+#[cfg(feature = "sql")]
+pub fn widget_data_blocking(
+    runtime: &TenantRuntime,
+    id: &str,
+    index: usize,
+    range: (Option<&str>, Option<&str>),
+    now: Timestamp,
+    limits: tally_sql::Limits,
+) -> Result<Json> {
+    match runtime.widget_data(id, index, range.0, range.1, None, now)? {
+        WidgetData::Done { body, .. } => Ok(body.unwrap_or(Json::Null)),
+        WidgetData::Sql { kind, sql, range } => {
+            let names = crate::sql::prepare_in(runtime.catalog(), &sql)?.params;
+            let run = |r: Range| {
+                crate::sql::run_blocking(runtime, &sql, &sql_params(&names, r), now, limits)
+            };
+            let answer = run(range)?;
+            Ok(if kind == WidgetKind::Number {
+                let previous = match range.previous() {
+                    Some(p) if names_range(&names) => Some(run(p)?),
+                    _ => None,
+                };
+                number(&answer, previous.as_ref(), Some("value"))
+            } else {
+                result_json(&answer)
+            })
+        }
+    }
+}
+
 /// A number widget's answer: `value` (the column named, or the first), `previous`, and
 /// `change_pct` (null when `previous` is 0 or null).
 pub fn number(answer: &ResultSet, previous: Option<&ResultSet>, column: Option<&str>) -> Json {

@@ -14,7 +14,7 @@
 //!   (retention, an erasure) make the cursor unusable: a full export is needed.
 
 use std::collections::HashSet;
-use std::io::Write;
+#[cfg(feature = "sql")]
 use std::sync::{Arc, Mutex};
 
 use tally_views::{QueryPlan, QueryRequest, ResultSet, StreamDef, Type, Value};
@@ -26,6 +26,7 @@ use crate::runtime::TenantRuntime;
 /// Events read from the log per round trip.
 pub const BATCH: usize = 10_000;
 /// Rows per Parquet row group: bounds what the writer holds in memory.
+#[cfg(feature = "sql")]
 const ROW_GROUP: usize = 65_536;
 
 /// An export file format.
@@ -98,16 +99,19 @@ struct ParquetOut {
 }
 
 /// A `Write` whose bytes the encoder takes after each row group.
+#[cfg(feature = "sql")]
 #[derive(Clone, Default)]
 struct SharedBuf(Arc<Mutex<Vec<u8>>>);
 
+#[cfg(feature = "sql")]
 impl SharedBuf {
     fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-impl Write for SharedBuf {
+#[cfg(feature = "sql")]
+impl std::io::Write for SharedBuf {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.0
             .lock()

@@ -807,25 +807,14 @@ impl Hub {
         range: crate::dashboards::Range,
         if_none_match: Option<String>,
     ) -> Result<(String, Option<serde_json::Value>), ApiError> {
+        use crate::dashboards::{names_range, sql_params};
         use std::hash::{Hash, Hasher};
-        use tally_sql::ParamValue;
         let names = crate::sql::prepare_in(&self.catalog(), sql)?.params;
-        let bind = |r: crate::dashboards::Range| {
-            let mut params = std::collections::BTreeMap::new();
-            for (name, at) in [("from", r.from), ("to", r.to)] {
-                if let Some(at) = at
-                    && names.contains(name)
-                {
-                    params.insert(name.to_owned(), ParamValue::Text(at.to_string()));
-                }
-            }
-            params
-        };
-        let answer = self.sql(tenant, sql, bind(range)).await?;
+        let answer = self.sql(tenant, sql, sql_params(&names, range)).await?;
         let body = if kind == crate::dashboards::WidgetKind::Number {
             let previous = match range.previous() {
-                Some(p) if names.contains("from") || names.contains("to") => {
-                    Some(self.sql(tenant, sql, bind(p)).await?)
+                Some(p) if names_range(&names) => {
+                    Some(self.sql(tenant, sql, sql_params(&names, p)).await?)
                 }
                 _ => None,
             };
