@@ -31,3 +31,14 @@ step sql "SELECT a.artist_name, count(*) AS payouts, sum(e.amount_usd) AS usd
           FROM revenue_events e JOIN artists a ON a.artist_id = e.artist_id
           WHERE e.status = 'distributed' AND e.occurred_at > now() - INTERVAL '30 days'
           GROUP BY a.artist_name ORDER BY usd DESC"
+
+# "Export data to external warehouses" (the seed's daily batch export of dimension tables and
+# streaming export of event tables): Parquet with the columns' types, then only what arrived
+# since, from the cursor the first export printed (docs/exports.md).
+mkdir -p "$dir/export"
+step export view artist_revenue --format parquet --output "$dir/export/artist_revenue.parquet"
+printf '\n\033[1m$ tally export stream token_transfers --format parquet --output …\033[0m\n'
+cursor=$(tally export stream token_transfers --format parquet --output "$dir/export/token_transfers.parquet" | sed -n 's/^cursor: //p')
+echo "cursor: $cursor"
+step export stream token_transfers --format ndjson --after "$cursor" --output "$dir/export/token_transfers.next.ndjson"
+ls -l "$dir/export"

@@ -32,3 +32,12 @@ step analyze funnel --steps "Signed Up,Created Mission" --window "7 days" --brea
 # Active users (DAU/WAU/MAU) and weekly retention of sign-up cohorts.
 step analyze active_users
 step analyze retention --period week --periods 4 --start_event "Signed Up"
+
+# The dashboard (docs/dashboards.md): the same numbers as a page in the browser. `tally serve
+# --data tally-spec355/data` shows it at http://127.0.0.1:8420/ (sign in with a read key,
+# `tally --data tally-spec355/data key create --kind read`); here, a widget's data as JSON:
+# a number widget's value over its range, the range before it, and the change in %.
+step dashboard create examples/spec355/dashboards/product.json
+id=$(tally dashboard list | sed -n 's/.*"id": "\(.*\)".*/\1/p' | head -1)
+step dashboard data "$id" 0
+step dashboard data "$id" 1

@@ -40,3 +40,12 @@ step alert create examples/ticketing/alerts/failed_payments.json --allow-private
 step alert create examples/ticketing/alerts/sales_drop.json --allow-private-webhooks
 step alert list
 step query venue_activity --grain day --group-by venue_id --order-by hour --limit 8
+
+# The dashboard (docs/dashboards.md): the same numbers as a page in the browser. `tally serve
+# --data tally-ticketing/data` shows it at http://127.0.0.1:8420/ (sign in with a read key,
+# `tally --data tally-ticketing/data key create --kind read`); here, a widget's data as JSON:
+# a number widget's value over its range, the range before it, and the change in %.
+step dashboard create examples/ticketing/dashboards/venues.json
+id=$(tally dashboard list | sed -n 's/.*"id": "\(.*\)".*/\1/p' | head -1)
+step dashboard data "$id" 0
+step dashboard data "$id" 1

@@ -790,3 +790,40 @@ fn as_f64(v: &Value) -> Option<f64> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_times_count_calendar_units_in_the_tenant_time_zone() {
+        let tz = TimeZone::get("Europe/Berlin").unwrap();
+        // The day after Berlin's change to summer time (2026-03-29).
+        let now = Timestamp::parse("2026-03-30T12:00:00Z").unwrap();
+        let t = |s: &str| resolve_time(s, now, &tz).map(|t| t.to_string());
+        // The clock rounded up to the next whole minute.
+        assert_eq!(t("now").unwrap(), "2026-03-30T12:01:00Z");
+        assert_eq!(t("-48 hours").unwrap(), "2026-03-28T12:01:00Z");
+        // Two calendar days back cross the change: 47 hours.
+        assert_eq!(t("-2 days").unwrap(), "2026-03-28T13:01:00Z");
+        assert_eq!(t("-1 month").unwrap(), "2026-02-28T13:01:00Z");
+        // Local midnight.
+        assert_eq!(t("today").unwrap(), "2026-03-29T22:00:00Z");
+        assert_eq!(t("2026-03-01").unwrap(), "2026-03-01T00:00:00Z");
+        for bad in [
+            "yesterday",
+            "-x days",
+            "-3 fortnights",
+            "-1",
+            "- 2 days extra",
+        ] {
+            assert!(t(bad).is_err(), "{bad}");
+        }
+        let range = resolve_range(Some("-1 hour"), Some("now"), now, &tz).unwrap();
+        assert_eq!(
+            range.previous().unwrap().to,
+            Some(Timestamp::parse("2026-03-30T11:01:00Z").unwrap())
+        );
+        assert!(resolve_range(Some("now"), Some("-1 hour"), now, &tz).is_err());
+    }
+}

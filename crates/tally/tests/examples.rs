@@ -1514,3 +1514,112 @@ fn ticketing_alerts() {
         "the sales drop alert never fired: the replay checks nothing"
     );
 }
+
+/// Creates a pack's dashboards (`examples/<pack>/dashboards/*.json`, as `tally dashboard
+/// create` does) and reads every widget's data: each answers, and a `number` widget's value and
+/// previous value equal the sum of its column over the rows of the same view and range, read
+/// as a plain view query (no re-grouping).
+fn check_dashboards(tally: &Tally, runtime: &mut TenantRuntime, pack: &str, now: i64) {
+    use tally::dashboards::{DashboardOp, Range, resolve_range, widget_data_blocking};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(pack)
+        .join("dashboards");
+    let at = Timestamp(now * 1_000_000);
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("the pack's dashboards") {
+        let path = entry.unwrap().path();
+        let body: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let created = DashboardOp::Create(body)
+            .run(runtime, at)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let id = created["id"].as_str().unwrap();
+        let widgets = created["widgets"].as_array().unwrap();
+        for (n, widget) in widgets.iter().enumerate() {
+            let data = widget_data_blocking(runtime, id, n, (None, None), at, Default::default())
+                .unwrap_or_else(|e| panic!("{} widget {n}: {e}", path.display()));
+            if widget["kind"] != "number" {
+                assert!(
+                    !data["rows"].as_array().unwrap().is_empty(),
+                    "{} widget {n} has no rows",
+                    path.display()
+                );
+                continue;
+            }
+            let q = &widget["query"];
+            let value = q["value"].as_str().unwrap();
+            if value.starts_with('p') {
+                // A percentile merges sketches: not a sum of rows.
+                assert!(!data["value"].is_null(), "{} widget {n}", path.display());
+                continue;
+            }
+            let range = resolve_range(
+                q["from"].as_str(),
+                q["to"].as_str(),
+                at,
+                runtime.engine().tz(),
+            )
+            .unwrap();
+            let sum = |r: Range| {
+                let req = tally_views::QueryRequest {
+                    from: r.from,
+                    to: r.to,
+                    filter: q["where"].as_str().map(str::to_owned),
+                    ..Default::default()
+                };
+                let answer = runtime.query(q["view"].as_str().unwrap(), &req).unwrap();
+                let i = answer.columns.iter().position(|(c, _)| c == value).unwrap();
+                answer
+                    .rows
+                    .iter()
+                    .filter_map(|row| match &row[i] {
+                        Value::Int(v) => Some(Decimal::new(i128::from(*v), 0)),
+                        Value::Decimal(d) => Some(*d),
+                        _ => None,
+                    })
+                    .fold(Decimal::new(0, 0), |a, b| a.checked_add(b).unwrap())
+            };
+            let as_decimal = |v: &serde_json::Value| match v {
+                serde_json::Value::Number(n) => Decimal::parse(&n.to_string()).unwrap(),
+                serde_json::Value::String(s) => Decimal::parse(s).unwrap(),
+                _ => Decimal::new(0, 0),
+            };
+            assert_eq!(
+                as_decimal(&data["value"]),
+                sum(range),
+                "{} widget {n}",
+                path.display()
+            );
+            assert_eq!(
+                as_decimal(&data["previous"]),
+                sum(range.previous().unwrap()),
+                "{} widget {n}",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "{pack}: {checked} number widgets checked");
+    let _ = tally;
+}
+
+#[test]
+fn spec355_dashboards() {
+    let now = SPEC355_NOW;
+    let data = spec355::generate(now);
+    let tally = open("spec355", now);
+    let mut runtime = tally.open_tenant(DEFAULT_TENANT).expect("tenant");
+    load(&tally, &mut runtime, &data.files());
+    check_dashboards(&tally, &mut runtime, "spec355", now);
+}
+
+#[test]
+fn ticketing_dashboards() {
+    let now = TICKETING_NOW;
+    let data = ticketing::generate(now);
+    let tally = open("ticketing", now);
+    let mut runtime = tally.open_tenant(DEFAULT_TENANT).expect("tenant");
+    load(&tally, &mut runtime, &data.files());
+    check_dashboards(&tally, &mut runtime, "ticketing", now);
+}
