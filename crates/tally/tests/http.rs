@@ -59,6 +59,14 @@ async fn operations_routes() {
         "/healthz",
         "/metrics",
         "/v1/openapi.json",
+        "/v1/alerts",
+        "/v1/dashboards",
+        "/v1/dashboards/{id}",
+        "/v1/dashboards/{id}/widgets/{n}/data",
+        "/v1/views/{view}/export",
+        "/v1/streams/{stream}/export",
+        "/v1/persons/{id}",
+        "/v1/erasures",
     ] {
         assert!(
             paths.contains(&route),
