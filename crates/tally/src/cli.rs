@@ -960,7 +960,7 @@ fn read_text(file: &PathBuf) -> Result<String> {
 /// `tally export view|stream`: the rows or events into the output, a batch at a time, then
 /// the cursor (on standard error when the output is standard output).
 fn export(tally: &Tally, tenant: &str, command: &ExportCommand) -> Result<()> {
-    use crate::export::{BATCH, Encoder, event_row, parse_cursor, stream_columns};
+    use crate::export::{BATCH, Encoder, parse_cursor, stream_columns, write_stream};
     let (format, output) = match command {
         ExportCommand::View(a) => (a.format.format(), &a.output),
         ExportCommand::Stream(a) => (a.format.format(), &a.output),
@@ -1012,25 +1012,11 @@ fn export(tally: &Tally, tenant: &str, command: &ExportCommand) -> Result<()> {
                 (None, None) => 0,
             };
             let head = runtime.store().last_seq(&stream)?;
-            let mut encoder = Encoder::new(format, stream_columns(&stream))?;
-            let mut next = after;
-            while next < head {
-                let events = runtime.store().read_events(&stream, next, BATCH)?;
-                let read = events.len();
-                let rows: Vec<Vec<tally_views::Value>> = events
-                    .into_iter()
-                    .take_while(|e| e.seq <= head)
-                    .map(|e| {
-                        next = e.seq;
-                        event_row(e)
-                    })
-                    .collect();
-                sink.write_all(&encoder.write(&rows)?).map_err(wrote)?;
-                if rows.len() < read || read < BATCH {
-                    break;
-                }
-            }
-            sink.write_all(&encoder.finish()?).map_err(wrote)?;
+            let encoder = Encoder::new(format, stream_columns(&stream))?;
+            write_stream(runtime.store(), &stream, (after, head), encoder, |bytes| {
+                sink.write_all(&bytes).map_err(wrote)?;
+                Ok(true)
+            })?;
             head.max(after)
         }
     };

@@ -249,6 +249,39 @@ pub fn event_row(event: tally_views::Event) -> Vec<Value> {
     row
 }
 
+/// Encodes the events of `stream` with sequence numbers in `(after, head]`, a batch at a
+/// time, handing each chunk of bytes to `sink` (which answers whether to go on), then the
+/// encoder's last bytes.
+pub fn write_stream(
+    store: &tally_store::TenantStore,
+    stream: &StreamDef,
+    (after, head): (u64, u64),
+    mut encoder: Encoder,
+    mut sink: impl FnMut(Vec<u8>) -> Result<bool>,
+) -> Result<()> {
+    let mut next = after;
+    while next < head {
+        let events = store.read_events(stream, next, BATCH)?;
+        let read = events.len();
+        let rows: Vec<Vec<Value>> = events
+            .into_iter()
+            .take_while(|e| e.seq <= head)
+            .map(|e| {
+                next = e.seq;
+                event_row(e)
+            })
+            .collect();
+        if !sink(encoder.write(&rows)?)? {
+            return Ok(());
+        }
+        if rows.len() < read || read < BATCH {
+            break;
+        }
+    }
+    sink(encoder.finish()?)?;
+    Ok(())
+}
+
 impl TenantRuntime {
     /// A view export's rows — all of them, or those changed after `after` — and its cursor.
     pub fn export_view(

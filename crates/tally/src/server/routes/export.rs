@@ -17,14 +17,13 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use hyper::body::Frame;
 use tally_store::KeyKind;
-use tally_views::{Param, QueryError};
 use tokio::sync::mpsc;
 
 use crate::error::Error;
-use crate::export::{BATCH, Encoder, ExportFormat, event_row, parse_cursor, stream_columns};
-use crate::params::QueryParams;
+use crate::export::{BATCH, Encoder, ExportFormat, parse_cursor, stream_columns, write_stream};
 use crate::server::error::{ApiError, ErrorBody};
 use crate::server::hub::Hub;
+use crate::server::routes::query::{url_limit, url_params};
 use crate::server::routes::{ApiResult, authorize, credentials};
 
 /// The header that carries an export's cursor.
@@ -107,26 +106,8 @@ pub async fn export_view(
     let Query(mut q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let format = format_of(&mut q)?;
     let after = q.remove("after").map(|a| parse_cursor(&a)).transpose()?;
-    let limit = match q.remove("limit") {
-        None => None,
-        Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
-            ApiError::from(Error::Query(QueryError::Invalid {
-                param: Param::Limit,
-                message: format!("'{l}' is not a whole number"),
-            }))
-        })?),
-    };
-    let params = QueryParams {
-        from: q.remove("from"),
-        to: q.remove("to"),
-        grain: q.remove("grain"),
-        group_by: q
-            .remove("group_by")
-            .map(|g| g.split(',').map(str::to_owned).collect()),
-        filter: q.remove("where"),
-        order_by: q.remove("order_by"),
-        limit,
-    };
+    let limit = url_limit(&mut q)?;
+    let params = url_params(&mut q, limit);
     if let Some(unknown) = q.keys().next() {
         return Err(ApiError::bad_request(format!(
             "unknown parameter '{unknown}'; the parameters are format, after, from, to, grain, group_by, where, order_by and limit"
@@ -215,49 +196,16 @@ pub async fn export_stream(
     })
     .await
     .map_err(|_| ApiError::internal())??;
-    let mut encoder = Encoder::new(format, stream_columns(&def))?;
+    let encoder = Encoder::new(format, stream_columns(&def))?;
     let (sender, receiver) = mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     tokio::task::spawn_blocking(move || {
-        let send = |bytes: Vec<u8>| {
-            bytes.is_empty() || sender.blocking_send(Ok(Bytes::from(bytes))).is_ok()
+        // The client going away ends the export: the sink answers false.
+        let sink = |bytes: Vec<u8>| {
+            Ok(bytes.is_empty() || sender.blocking_send(Ok(Bytes::from(bytes))).is_ok())
         };
-        let failed = |e: String| {
+        if let Err(e) = write_stream(&store, &def, (after, head), encoder, sink) {
             tracing::warn!(error = %e, "a stream export failed midway");
-            let _ = sender.blocking_send(Err(std::io::Error::other(e)));
-        };
-        let mut next = after;
-        while next < head {
-            let events = match store.read_events(&def, next, BATCH) {
-                Ok(events) => events,
-                Err(e) => return failed(e.to_string()),
-            };
-            let read = events.len();
-            let rows: Vec<Vec<tally_views::Value>> = events
-                .into_iter()
-                .take_while(|e| e.seq <= head)
-                .map(|e| {
-                    next = e.seq;
-                    event_row(e)
-                })
-                .collect();
-            let done = rows.len() < read || read < BATCH;
-            match encoder.write(&rows) {
-                Ok(bytes) => {
-                    if !send(bytes) {
-                        return; // the client went away
-                    }
-                }
-                Err(e) => return failed(e.to_string()),
-            }
-            if done {
-                break;
-            }
-        }
-        match encoder.finish() {
-            Ok(bytes) => {
-                send(bytes);
-            }
-            Err(e) => failed(e.to_string()),
+            let _ = sender.blocking_send(Err(std::io::Error::other(e.to_string())));
         }
     });
     Ok(exported(

@@ -77,30 +77,12 @@ pub async fn query_view(
 ) -> ApiResult<Response> {
     let principal = authorize(&hub, credentials(&headers), KeyKind::Read).await?;
     let Query(mut q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = match q.remove("limit") {
-        None => None,
-        Some(l) => Some(l.trim().parse::<usize>().map_err(|_| {
-            ApiError::from(Error::Query(QueryError::Invalid {
-                param: Param::Limit,
-                message: format!("'{l}' is not a whole number"),
-            }))
-        })?),
-    };
+    let limit = url_limit(&mut q)?;
     #[cfg(feature = "sql")]
     if let Some(saved) = hub.catalog().saved_query(&view).cloned() {
         return saved_query(&hub, &principal.tenant, &saved, q, limit).await;
     }
-    let params = QueryParams {
-        from: q.remove("from"),
-        to: q.remove("to"),
-        grain: q.remove("grain"),
-        group_by: q
-            .remove("group_by")
-            .map(|g| g.split(',').map(str::to_owned).collect()),
-        filter: q.remove("where"),
-        order_by: q.remove("order_by"),
-        limit,
-    };
+    let params = url_params(&mut q, limit);
     if let Some(unknown) = q.keys().next() {
         return Err(ApiError::bad_request(format!(
             "unknown parameter '{unknown}'; the parameters are from, to, grain, group_by, where, order_by and limit"
@@ -144,4 +126,33 @@ async fn saved_query(
         result_json_text(&result),
     )
         .into_response())
+}
+
+/// Takes `limit` out of a view query's URL parameters.
+pub(crate) fn url_limit(q: &mut HashMap<String, String>) -> ApiResult<Option<usize>> {
+    q.remove("limit")
+        .map(|l| {
+            l.trim().parse::<usize>().map_err(|_| {
+                ApiError::from(Error::Query(QueryError::Invalid {
+                    param: Param::Limit,
+                    message: format!("'{l}' is not a whole number"),
+                }))
+            })
+        })
+        .transpose()
+}
+
+/// Takes a view query's parameters out of its URL parameters (`limit` read before).
+pub(crate) fn url_params(q: &mut HashMap<String, String>, limit: Option<usize>) -> QueryParams {
+    QueryParams {
+        from: q.remove("from"),
+        to: q.remove("to"),
+        grain: q.remove("grain"),
+        group_by: q
+            .remove("group_by")
+            .map(|g| g.split(',').map(str::to_owned).collect()),
+        filter: q.remove("where"),
+        order_by: q.remove("order_by"),
+        limit,
+    }
 }
