@@ -8,8 +8,16 @@
 use crate::plan::{Catalog, ColumnDef, ColumnDefault, StreamDef};
 use crate::value::Type;
 
-/// The metric types `metrics.metric_type` accepts (the StatsD types).
-pub const METRIC_TYPES: &[&str] = &["counter", "gauge", "histogram", "timer"];
+/// The metric types `metrics.metric_type` accepts: the StatsD types, with DogStatsD's
+/// distributions and StatsD's sets (one row per member, the member in `tags.member`).
+pub const METRIC_TYPES: &[&str] = &[
+    "counter",
+    "gauge",
+    "histogram",
+    "timer",
+    "distribution",
+    "set",
+];
 
 fn col(name: &str, ty: Type, not_null: bool, default: Option<ColumnDefault>) -> ColumnDef {
     ColumnDef {

@@ -147,6 +147,59 @@ pub struct ServeArgs {
     /// How long alert history is kept (e.g. '90 days').
     #[arg(long, env = "TALLY_ALERT_HISTORY_RETENTION", default_value = "90 days")]
     pub alert_history_retention: String,
+    /// A StatsD listener (UDP and TCP) on this address, into the built-in `metrics` stream
+    /// (repeatable; e.g. 127.0.0.1:8125).
+    #[arg(long = "statsd", value_name = "ADDR")]
+    pub statsd: Vec<std::net::SocketAddr>,
+    /// The tenant of the StatsD listener given in the same position (repeatable, one per
+    /// --statsd). With --statsd-tenant-tag, the tenant of lines without a tenant tag.
+    #[arg(long = "statsd-tenant", value_name = "TENANT")]
+    pub statsd_tenant: Vec<String>,
+    /// StatsD lines name their tenant in the DogStatsD tag `tenant:NAME`.
+    #[arg(long)]
+    pub statsd_tenant_tag: bool,
+    /// How long StatsD metrics are aggregated before one commit (e.g. '1 second').
+    #[arg(long, default_value = "1 second")]
+    pub statsd_flush_interval: String,
+}
+
+impl ServeArgs {
+    /// The StatsD settings: each --statsd with the --statsd-tenant in the same position.
+    pub fn statsd(&self) -> Result<crate::server::statsd::StatsdConfig> {
+        use crate::server::statsd::{ListenerConfig, StatsdConfig};
+        let (addrs, tenants) = (&self.statsd, &self.statsd_tenant);
+        if addrs.is_empty() && (!tenants.is_empty() || self.statsd_tenant_tag) {
+            return Err(Error::Invalid(
+                "--statsd-tenant and --statsd-tenant-tag need a --statsd address".into(),
+            ));
+        }
+        if tenants.len() != addrs.len() && !(self.statsd_tenant_tag && tenants.is_empty()) {
+            return Err(Error::Invalid(format!(
+                "{} --statsd address(es) but {} --statsd-tenant: give one tenant per address, or --statsd-tenant-tag to read the tenant from each line's `tenant:` tag",
+                addrs.len(),
+                tenants.len()
+            )));
+        }
+        let flush_interval =
+            parse_duration("--statsd-flush-interval", &self.statsd_flush_interval)?;
+        if flush_interval.is_zero() {
+            return Err(Error::Invalid(
+                "--statsd-flush-interval must be above 0".into(),
+            ));
+        }
+        Ok(StatsdConfig {
+            listeners: addrs
+                .iter()
+                .enumerate()
+                .map(|(i, addr)| ListenerConfig {
+                    addr: *addr,
+                    tenant: tenants.get(i).cloned(),
+                })
+                .collect(),
+            tenant_tag: self.statsd_tenant_tag,
+            flush_interval,
+        })
+    }
 }
 
 /// The limits of a query-time SQL query.
@@ -1077,6 +1130,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
         }
     }
     let tenant_idle = parse_duration("--tenant-idle", &args.tenant_idle)?;
+    let statsd = args.statsd()?;
     let rejection_retention = Interval::parse(&args.rejection_retention).map_err(|e| {
         Error::Invalid(format!(
             "--rejection-retention '{}': {e}",
@@ -1117,11 +1171,19 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             .await
             .map_err(|e| Error::Invalid(format!("cannot listen on {}: {e}", settings.listen)))?;
         let local = listener.local_addr().map_or(settings.listen, |a| a);
+        let statsd = crate::server::statsd::Bound::bind(statsd)
+            .await
+            .map_err(|e| Error::Invalid(format!("cannot listen for StatsD: {e}")))?;
         let hub = std::sync::Arc::new(Hub::new(tally, settings));
         tracing::info!("listening on http://{local}");
         // A line on stdout for scripts that start the server and wait for it.
         out(&format!("listening on http://{local}\n"));
-        crate::server::serve(hub, listener, crate::server::termination())
+        for (addr, tenant) in statsd.addresses() {
+            let tenant = tenant.map_or_else(|| "tagged".to_owned(), |t| format!("tenant {t}"));
+            tracing::info!("StatsD on udp://{addr} and tcp://{addr} ({tenant})");
+            out(&format!("statsd on {addr} ({tenant})\n"));
+        }
+        crate::server::serve_with_statsd(hub, listener, Some(statsd), crate::server::termination())
             .await
             .map_err(|e| Error::Invalid(format!("server failed: {e}")))
     })

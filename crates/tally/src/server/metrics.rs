@@ -23,6 +23,8 @@ pub struct Metrics {
     responses: Family<Labels, Counter>,
     refused: Family<Labels, Counter>,
     webhooks: Family<Labels, Counter>,
+    statsd_lines: Family<Labels, Counter>,
+    statsd_dropped: Family<Labels, Counter>,
     flush_lag: Family<Labels, Gauge<f64, AtomicU64>>,
     skipped: Family<Labels, Counter>,
     expression_failures: Family<Labels, Counter>,
@@ -119,6 +121,18 @@ impl Metrics {
             "HTTP connections open now",
             connections.clone(),
         );
+        let statsd_lines = Family::<Labels, Counter>::default();
+        registry.register(
+            "statsd_lines",
+            "StatsD lines received, by outcome (accepted; malformed, unsupported: DogStatsD events and service checks; no_tenant: no tenant tag)",
+            statsd_lines.clone(),
+        );
+        let statsd_dropped = Family::<Labels, Counter>::default();
+        registry.register(
+            "statsd_dropped_rows",
+            "Aggregated StatsD rows that could not be committed, by tenant and reason",
+            statsd_dropped.clone(),
+        );
         let store_up = Gauge::default();
         store_up.set(1);
         registry.register(
@@ -135,6 +149,8 @@ impl Metrics {
             responses,
             refused,
             webhooks,
+            statsd_lines,
+            statsd_dropped,
             flush_lag,
             skipped,
             expression_failures,
@@ -186,6 +202,25 @@ impl Metrics {
         self.webhooks
             .get_or_create(&vec![("outcome", outcome.to_owned())])
             .inc();
+    }
+
+    /// Counts StatsD lines by outcome.
+    pub fn count_statsd_lines(&self, outcome: &'static str, n: u64) {
+        if n > 0 {
+            self.statsd_lines
+                .get_or_create(&vec![("outcome", outcome.to_owned())])
+                .inc_by(n);
+        }
+    }
+
+    /// Counts aggregated StatsD rows a commit could not take.
+    pub fn count_statsd_dropped(&self, tenant: &str, reason: &'static str, n: u64) {
+        self.statsd_dropped
+            .get_or_create(&vec![
+                ("tenant", tenant.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc_by(n);
     }
 
     pub fn count_refused(&self, reason: &'static str) {

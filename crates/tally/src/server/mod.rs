@@ -17,6 +17,7 @@ pub mod hub;
 pub mod metrics;
 pub mod routes;
 pub mod segment;
+pub mod statsd;
 mod web;
 pub mod worker;
 
@@ -280,6 +281,20 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with_statsd(hub, listener, None, shutdown).await
+}
+
+/// [`serve`], with StatsD listeners: they stop when the HTTP requests have drained, and what
+/// they aggregated is committed before the views' last flush.
+pub async fn serve_with_statsd(
+    hub: Arc<Hub>,
+    listener: tokio::net::TcpListener,
+    statsd: Option<statsd::Bound>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let statsd = statsd
+        .filter(|s| !s.is_empty())
+        .map(|s| s.start(hub.clone()));
     let connections = Connections::new(app(hub.clone()), &hub.settings, hub.metrics.clone());
     let mut shutdown = std::pin::pin!(shutdown);
     // The scheduler (alert ticks, retention) and the webhook sender.
@@ -339,6 +354,9 @@ pub async fn serve(
     tracing::info!("shutting down: finishing requests in flight");
     if !connections.drain(hub.settings.shutdown_timeout).await {
         tracing::warn!("requests still running after the shutdown timeout; closing them");
+    }
+    if let Some(statsd) = statsd {
+        statsd.stop().await;
     }
     hub.shutdown().await;
     tracing::info!("views flushed; stopped");

@@ -35,7 +35,7 @@ const MAX_LOGGED_REJECTIONS: usize = 100_000;
 const IDLE_WAIT: Duration = Duration::from_secs(3600);
 
 /// One event of a request, as the edge left it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Record {
     /// The JSON text of one event, to decode against the stream.
     Json(String),

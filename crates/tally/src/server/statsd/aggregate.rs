@@ -1,0 +1,283 @@
+//! A tenant's StatsD metrics of one flush interval, aggregated in memory as StatsD does, then
+//! turned into rows of the built-in `metrics` stream.
+//!
+//! A series is one (type, name, tags, explicit timestamp). Per interval it becomes:
+//! - a counter: one row, the sum of its values each divided by its sample rate;
+//! - a gauge: one row, its last value (a `+`/`-` value changes the last value, carried over
+//!   from earlier intervals; a series never set starts at 0);
+//! - a timer, histogram or distribution: one row per sample (percentiles need them all);
+//! - a set: one row per distinct member, the member in `tags.member`, the value how often it
+//!   was sent.
+//!
+//! A row's `timestamp` is the DogStatsD timestamp when the line had one, else the time the
+//! series was first seen in the interval. Nothing here allocates per line once a series exists.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value as Json};
+
+use super::parse::{Kind, Line};
+use crate::server::worker::Record;
+
+type Hasher = foldhash::fast::RandomState;
+
+/// One series' state within an interval.
+enum State {
+    Counter(f64),
+    Gauge(f64),
+    Samples(Vec<f64>),
+    Set(HashMap<Box<str>, u64, Hasher>),
+}
+
+struct Series {
+    name: Box<str>,
+    kind: Kind,
+    /// The tags as a JSON object (`None` without tags).
+    tags: Option<Map<String, Json>>,
+    /// Microseconds since the epoch: the line's timestamp, or when the interval first saw it.
+    at: i64,
+    state: State,
+}
+
+/// The metrics of one tenant not yet committed.
+#[derive(Default)]
+pub(super) struct Aggregates {
+    series: HashMap<Box<str>, Series, Hasher>,
+    /// Each gauge's last value, for `+`/`-` changes in later intervals.
+    gauges: HashMap<Box<str>, f64, Hasher>,
+    /// The rows the series would make now.
+    rows: usize,
+    /// Lines aggregated since the last take.
+    lines: u64,
+}
+
+impl Aggregates {
+    /// Adds one line received at `now_us`. `skip_tag` names a tag left out of the stored tags
+    /// (the tenant tag). `key` is scratch space, reused across lines.
+    pub(super) fn add(
+        &mut self,
+        line: &Line<'_>,
+        now_us: i64,
+        skip_tag: Option<&str>,
+        key: &mut String,
+    ) {
+        key.clear();
+        key.push(line.kind.tag_byte() as char);
+        key.push_str(line.name);
+        key.push('\u{1f}');
+        key.push_str(line.tags);
+        if let Some(ts) = line.timestamp {
+            key.push('\u{1f}');
+            let _ = write!(key, "{ts}");
+        }
+        self.lines += 1;
+        let series = match self.series.get_mut(key.as_str()) {
+            Some(s) => s,
+            None => {
+                let tags: Map<String, Json> = line
+                    .tag_pairs()
+                    .filter(|(k, _)| Some(*k) != skip_tag)
+                    .map(|(k, v)| (k.to_owned(), Json::String(v.to_owned())))
+                    .collect();
+                let state = match line.kind {
+                    Kind::Counter => State::Counter(0.0),
+                    Kind::Gauge => {
+                        State::Gauge(self.gauges.get(key.as_str()).copied().unwrap_or(0.0))
+                    }
+                    Kind::Timer | Kind::Histogram | Kind::Distribution => {
+                        State::Samples(Vec::new())
+                    }
+                    Kind::Set => State::Set(HashMap::default()),
+                };
+                if !matches!(state, State::Samples(_) | State::Set(_)) {
+                    self.rows += 1;
+                }
+                self.series.entry(key.as_str().into()).or_insert(Series {
+                    name: line.name.into(),
+                    kind: line.kind,
+                    tags: (!tags.is_empty()).then_some(tags),
+                    at: line.timestamp.map_or(now_us, |s| s * 1_000_000),
+                    state,
+                })
+            }
+        };
+        match &mut series.state {
+            State::Counter(sum) => {
+                for v in line.samples().flatten() {
+                    *sum += v / line.rate;
+                }
+            }
+            State::Gauge(last) => {
+                for v in line.samples().flatten() {
+                    if line.is_delta() {
+                        *last += v;
+                    } else {
+                        *last = v;
+                    }
+                }
+            }
+            State::Samples(samples) => {
+                let before = samples.len();
+                samples.extend(line.samples().flatten());
+                self.rows += samples.len() - before;
+            }
+            State::Set(members) => match members.get_mut(line.values) {
+                Some(n) => *n += 1,
+                None => {
+                    members.insert(line.values.into(), 1);
+                    self.rows += 1;
+                }
+            },
+        }
+    }
+
+    /// The rows the aggregated series would make now.
+    pub(super) fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Lines aggregated since the last [`Aggregates::take`].
+    pub(super) fn lines(&self) -> u64 {
+        self.lines
+    }
+
+    /// Ends the interval: the rows of every series, as events of the `metrics` stream. Gauges
+    /// keep their last value for later changes.
+    pub(super) fn take(&mut self) -> Vec<Record> {
+        let mut out = Vec::with_capacity(self.rows);
+        for (key, series) in self.series.drain() {
+            let at = timestamp_text(series.at);
+            let unit = (series.kind == Kind::Timer).then_some("ms");
+            let row = |value: f64, tags: Option<&Map<String, Json>>| {
+                let mut row = Map::new();
+                row.insert("name".into(), Json::String(series.name.to_string()));
+                row.insert(
+                    "metric_type".into(),
+                    Json::String(series.kind.metric_type().into()),
+                );
+                row.insert("value".into(), Json::from(value));
+                row.insert("timestamp".into(), Json::String(at.clone()));
+                if let Some(tags) = tags {
+                    row.insert("tags".into(), Json::Object(tags.clone()));
+                }
+                if let Some(unit) = unit {
+                    row.insert("unit".into(), Json::String(unit.into()));
+                }
+                Record::Json(Json::Object(row).to_string())
+            };
+            match series.state {
+                State::Counter(sum) => out.push(row(sum, series.tags.as_ref())),
+                State::Gauge(last) => {
+                    out.push(row(last, series.tags.as_ref()));
+                    self.gauges.insert(key, last);
+                }
+                State::Samples(samples) => {
+                    out.extend(samples.into_iter().map(|v| row(v, series.tags.as_ref())));
+                }
+                State::Set(members) => {
+                    for (member, n) in members {
+                        let mut tags = series.tags.clone().unwrap_or_default();
+                        tags.insert("member".into(), Json::String(member.into()));
+                        out.push(row(n as f64, Some(&tags)));
+                    }
+                }
+            }
+        }
+        self.rows = 0;
+        self.lines = 0;
+        out
+    }
+}
+
+/// Microseconds since the epoch as Tally's timestamp text.
+fn timestamp_text(us: i64) -> String {
+    tally_views::Timestamp(us).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(agg: &mut Aggregates) -> Vec<Json> {
+        let mut rows: Vec<Json> = agg
+            .take()
+            .into_iter()
+            .map(|r| match r {
+                Record::Json(text) => serde_json::from_str(&text).unwrap(),
+                Record::Rejected { .. } => unreachable!(),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.to_string());
+        rows
+    }
+
+    fn add(agg: &mut Aggregates, lines: &str) {
+        let mut key = String::new();
+        for l in lines.lines() {
+            agg.add(&Line::parse(l).unwrap(), 0, Some("tenant"), &mut key);
+        }
+    }
+
+    #[test]
+    fn counters_sum_with_sample_rates_and_gauges_keep_the_last_value() {
+        let mut agg = Aggregates::default();
+        add(
+            &mut agg,
+            "jobs:1|c|@0.1\njobs:2|c\njobs:1|c|#q:mail,tenant:acme\ntemp:5|g\ntemp:+2|g\ntemp:-1|g",
+        );
+        assert_eq!(agg.rows(), 3);
+        let first = rows(&mut agg);
+        assert_eq!(first.len(), 3);
+        let value = |name: &str, tags: Option<Json>| {
+            first
+                .iter()
+                .find(|r| r["name"] == name && r.get("tags").cloned() == tags)
+                .unwrap()["value"]
+                .as_f64()
+                .unwrap()
+        };
+        assert_eq!(value("jobs", None), 12.0);
+        assert_eq!(value("jobs", Some(serde_json::json!({"q": "mail"}))), 1.0);
+        assert_eq!(value("temp", None), 6.0);
+        // A change in a later interval starts from the last value.
+        add(&mut agg, "temp:+4|g");
+        assert_eq!(rows(&mut agg)[0]["value"], 10.0);
+    }
+
+    #[test]
+    fn samples_and_set_members_become_rows() {
+        let mut agg = Aggregates::default();
+        add(
+            &mut agg,
+            "lat:1:2|ms\nlat:3|ms|T1700000000\nu:a|s\nu:b|s\nu:a|s\nsize:7|h\nsize:8|d",
+        );
+        assert_eq!(agg.rows(), 7);
+        let rows = rows(&mut agg);
+        assert_eq!(rows.len(), 7);
+        let timers: Vec<_> = rows
+            .iter()
+            .filter(|r| r["metric_type"] == "timer")
+            .collect();
+        assert_eq!(timers.len(), 3);
+        assert!(timers.iter().all(|r| r["unit"] == "ms"));
+        assert!(
+            timers
+                .iter()
+                .any(|r| r["timestamp"] == "2023-11-14T22:13:20Z" && r["value"] == 3.0)
+        );
+        let sets: Vec<_> = rows.iter().filter(|r| r["metric_type"] == "set").collect();
+        assert_eq!(
+            sets.iter()
+                .map(|r| (
+                    r["tags"]["member"].as_str().unwrap(),
+                    r["value"].as_f64().unwrap()
+                ))
+                .collect::<Vec<_>>(),
+            [("a", 2.0), ("b", 1.0)]
+        );
+        assert!(rows.iter().any(|r| r["metric_type"] == "histogram"));
+        assert!(rows.iter().any(|r| r["metric_type"] == "distribution"));
+        assert!(agg.take().is_empty());
+    }
+}
