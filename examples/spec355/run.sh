@@ -41,3 +41,29 @@ step dashboard create examples/spec355/dashboards/product.json
 id=$(tally dashboard list | sed -n 's/.*"id": "\(.*\)".*/\1/p' | head -1)
 step dashboard data "$id" 0
 step dashboard data "$id" 1
+
+# Metrics as the seed's applications send them (docs/statsd.md): over StatsD, and from Rust
+# with the client crate's MetricBuilder (crates/tally-client/examples/send.rs writes the seed's
+# helpers `api_request`, `database_query`, `active_users`, `missions_created` with it). A server
+# with a StatsD listener for the tenant; SIGTERM commits what the listener aggregated.
+if [ "$profile" = release ]; then cargo build -q --release -p tally-client --example send; else cargo build -q -p tally-client --example send; fi
+key=$(tally key create --kind write)
+"./target/$profile/tally" --data "$dir/data" serve --listen 127.0.0.1:0 \
+  --statsd 127.0.0.1:0 --statsd-tenant default > "$dir/serve.out" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+until [ "$(grep -c . "$dir/serve.out" 2>/dev/null)" -ge 2 ]; do sleep 0.1; done
+http=$(sed -n 's/^listening on //p' "$dir/serve.out")
+statsd=$(sed -n 's/^statsd on \([^ ]*\).*/\1/p' "$dir/serve.out")
+printf '\n\033[1m$ echo "api.request.duration:…|ms|#endpoint:/missions" > /dev/udp/%s\033[0m\n' "$statsd"
+for ms in 31 45 52 38 260; do
+  echo "api.request.duration:$ms|ms|#endpoint:/missions,status:200" > "/dev/udp/${statsd%:*}/${statsd##*:}"
+done
+echo "missions.created:1|c|@0.5" > "/dev/udp/${statsd%:*}/${statsd##*:}"
+printf '\n\033[1m$ cargo run -p tally-client --example send -- %s $WRITE_KEY\033[0m\n' "$http"
+"./target/$profile/examples/send" "$http" "$key"
+sleep 1.5
+kill -TERM "$server"
+wait "$server" || true
+trap - EXIT
+step query metric_aggregates --grain month --where "name = 'api.request.duration'" --order-by "period_start desc" --limit 2

@@ -7,6 +7,13 @@ use serde_json::{Map, Value as Json};
 
 use crate::Error;
 
+/// A new message id: a random (version 4) UUID from the thread's generator (no system call).
+fn new_id() -> String {
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
+}
+
 /// Where a message goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
@@ -54,9 +61,7 @@ impl Common {
         }
         fields.insert(
             "messageId".into(),
-            self.message_id
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-                .into(),
+            self.message_id.unwrap_or_else(new_id).into(),
         );
         fields.insert(
             "timestamp".into(),
@@ -359,12 +364,7 @@ impl MetricBuilder {
             )));
         }
         let mut fields = Map::new();
-        fields.insert(
-            "id".into(),
-            self.id
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-                .into(),
-        );
+        fields.insert("id".into(), self.id.unwrap_or_else(new_id).into());
         fields.insert("name".into(), self.name.into());
         fields.insert("metric_type".into(), self.metric_type.into());
         fields.insert("value".into(), self.value.into());

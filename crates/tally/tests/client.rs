@@ -3,9 +3,7 @@
 //! and restarted twice while the client keeps sending and retrying: nothing is lost and nothing
 //! is counted twice (retried batches carry the same message ids).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value as Json, json};
@@ -28,36 +26,17 @@ SELECT name, metric_type, sum(value) AS total, count(*) AS n,
 FROM metrics GROUP BY 1, 2;
 ";
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `tally serve` on `listen`; the server and its base URL.
-fn start(data: &Path, listen: &str) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["--data"])
-        .arg(data)
-        .args(["serve", "--listen", listen])
-        .env("TALLY_ADMIN_TOKEN", ADMIN)
-        .env("TALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    (Server(child), base)
+fn start(data: &Path, listen: &str) -> (common::Served, String) {
+    let served = common::serve(
+        Path::new(env!("CARGO_BIN_EXE_tally")),
+        data,
+        listen,
+        &[],
+        ADMIN,
+    );
+    let base = served.base.clone();
+    (served, base)
 }
 
 /// A view's rows, ordered by its first column.
@@ -203,8 +182,8 @@ async fn a_server_killed_and_restarted_while_the_client_retries_loses_and_double
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         // SIGKILL: no drain, no flush; requests in flight get no answer.
-        server.0.kill().unwrap();
-        server.0.wait().unwrap();
+        server.child.kill().unwrap();
+        server.child.wait().unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
         server = start(dir.path(), &listen).0;
     }

@@ -9,10 +9,10 @@
 //! Needs `python3` with `venv` and access to PyPI on the first run; it fails (never skips)
 //! without them.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
@@ -62,49 +62,19 @@ fn venv() -> PathBuf {
     python
 }
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `tally serve` with `statsd_args`: the server, its HTTP base URL and its StatsD address.
-fn start(data: &Path, statsd_args: &[&str]) -> (Server, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tally"))
-        .args(["--data"])
-        .arg(data)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--statsd",
-            "127.0.0.1:0",
-        ])
-        .args(statsd_args)
-        .env("TALLY_ADMIN_TOKEN", ADMIN)
-        .env("TALLY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    line.clear();
-    stdout.read_line(&mut line).unwrap();
-    let statsd = line
-        .strip_prefix("statsd on ")
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{line}"))
-        .to_owned();
-    (Server(child), base, statsd)
+/// Starts `tally serve --statsd 127.0.0.1:0 STATSD_ARGS`: the server, its URL, its StatsD address.
+fn start(data: &Path, statsd_args: &[&str]) -> (common::Served, String, String) {
+    let mut args = vec!["--statsd", "127.0.0.1:0"];
+    args.extend_from_slice(statsd_args);
+    let served = common::serve(
+        Path::new(env!("CARGO_BIN_EXE_tally")),
+        data,
+        "127.0.0.1:0",
+        &args,
+        ADMIN,
+    );
+    let (base, statsd) = (served.base.clone(), served.statsd.clone().unwrap());
+    (served, base, statsd)
 }
 
 /// Runs the client script; what it sent.
@@ -259,11 +229,11 @@ async fn statsd_python_client_and_raw_packets_are_counted_exactly() {
     std::thread::sleep(Duration::from_millis(500));
     let mut server = server;
     let status = Command::new("kill")
-        .args(["-TERM", &server.0.id().to_string()])
+        .args(["-TERM", &server.child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let exit = server.0.wait().unwrap();
+    let exit = server.child.wait().unwrap();
     assert!(exit.success(), "tally serve exited with {exit}");
     let db = rusqlite::Connection::open(dir.path().join("tenants/acme.db")).unwrap();
     let stored: f64 = db

@@ -154,3 +154,61 @@ pub async fn post_events(
 pub fn now_text() -> String {
     tally_views::Timestamp::from_jiff(jiff::Timestamp::now()).to_string()
 }
+
+/// A running `tally serve` (a child process, killed when dropped): its base URL and, when it
+/// listens for StatsD, the StatsD address.
+pub struct Served {
+    pub child: std::process::Child,
+    pub base: String,
+    pub statsd: Option<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `binary --data DATA serve --listen LISTEN ARGS` with the admin token `admin` and reads
+/// its start-up lines (`listening on …`, then `statsd on …` with `--statsd`).
+pub fn serve(
+    binary: &std::path::Path,
+    data: &std::path::Path,
+    listen: &str,
+    args: &[&str],
+    admin: &str,
+) -> Served {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(binary)
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", listen])
+        .args(args)
+        .env("TALLY_ADMIN_TOKEN", admin)
+        .env("TALLY_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_owned();
+    let statsd = args.contains(&"--statsd").then(|| {
+        line.clear();
+        out.read_line(&mut line).unwrap();
+        line.strip_prefix("statsd on ")
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned()
+    });
+    Served {
+        child,
+        base,
+        statsd,
+    }
+}

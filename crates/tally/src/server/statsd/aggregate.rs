@@ -42,7 +42,7 @@ struct Series {
 
 /// The metrics of one tenant not yet committed.
 #[derive(Default)]
-pub(super) struct Aggregates {
+pub struct Aggregates {
     series: HashMap<Box<str>, Series, Hasher>,
     /// Each gauge's last value, for `+`/`-` changes in later intervals.
     gauges: HashMap<Box<str>, f64, Hasher>,
@@ -55,13 +55,7 @@ pub(super) struct Aggregates {
 impl Aggregates {
     /// Adds one line received at `now_us`. `skip_tag` names a tag left out of the stored tags
     /// (the tenant tag). `key` is scratch space, reused across lines.
-    pub(super) fn add(
-        &mut self,
-        line: &Line<'_>,
-        now_us: i64,
-        skip_tag: Option<&str>,
-        key: &mut String,
-    ) {
+    pub fn add(&mut self, line: &Line<'_>, now_us: i64, skip_tag: Option<&str>, key: &mut String) {
         key.clear();
         key.push(line.kind.tag_byte() as char);
         key.push_str(line.name);
@@ -133,18 +127,18 @@ impl Aggregates {
     }
 
     /// The rows the aggregated series would make now.
-    pub(super) fn rows(&self) -> usize {
+    pub fn rows(&self) -> usize {
         self.rows
     }
 
     /// Lines aggregated since the last [`Aggregates::take`].
-    pub(super) fn lines(&self) -> u64 {
+    pub fn lines(&self) -> u64 {
         self.lines
     }
 
     /// Ends the interval: the rows of every series, as events of the `metrics` stream. Gauges
     /// keep their last value for later changes.
-    pub(super) fn take(&mut self) -> Vec<Record> {
+    pub fn take(&mut self) -> Vec<Record> {
         let mut out = Vec::with_capacity(self.rows);
         for (key, series) in self.series.drain() {
             let at = timestamp_text(series.at);

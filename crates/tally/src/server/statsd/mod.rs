@@ -13,7 +13,7 @@
 //! UDP is read by one thread per socket (a blocking `recv` loop, with a large receive buffer);
 //! TCP connections are tokio tasks reading newline-separated lines.
 
-mod aggregate;
+pub mod aggregate;
 pub mod parse;
 
 use std::collections::HashMap;
@@ -388,6 +388,12 @@ fn receive_udp(shared: &Shared, socket: &std::net::UdpSocket, tenant: Option<&st
                 tracing::warn!(error = %e, "StatsD UDP receive failed");
                 std::thread::sleep(Duration::from_millis(100));
             }
+        }
+    }
+    // Stopping: the datagrams already in the socket's buffer were received too.
+    if socket.set_nonblocking(true).is_ok() {
+        while let Ok(n) = socket.recv(&mut buf) {
+            shared.receive(&buf[..n], tenant, &mut key);
         }
     }
 }
