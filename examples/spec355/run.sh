@@ -48,7 +48,7 @@ step dashboard data "$id" 1
 # with a StatsD listener for the tenant; SIGTERM commits what the listener aggregated.
 if [ "$profile" = release ]; then cargo build -q --release -p tally-client --example send; else cargo build -q -p tally-client --example send; fi
 key=$(tally key create --kind write)
-"./target/$profile/tally" --data "$dir/data" serve --listen 127.0.0.1:0 \
+TALLY_LOG=error "./target/$profile/tally" --data "$dir/data" serve --listen 127.0.0.1:0 \
   --statsd 127.0.0.1:0 --statsd-tenant default > "$dir/serve.out" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
