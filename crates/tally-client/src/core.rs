@@ -16,6 +16,9 @@ use crate::message::{Encoded, Route};
 use crate::transport::{Attempt, Transport};
 use crate::{Config, Error, Overflow, Stats};
 
+/// The longest `Retry-After` the client waits for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// One queued message.
 struct Queued {
     seq: u64,
@@ -237,13 +240,21 @@ async fn run(shared: Arc<Shared>, transport: Transport) {
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(shared.config.flush_interval) => {}
         }
-        while let Some((route, batch)) = shared.next_batch() {
-            let outcome = deliver(&shared, &transport, route, &batch).await;
-            shared.finish(&batch, outcome);
-        }
-        if shared.lock().closed {
+        loop {
+            while let Some((route, batch)) = shared.next_batch() {
+                let outcome = deliver(&shared, &transport, route, &batch).await;
+                shared.finish(&batch, outcome);
+            }
             let mut state = shared.lock();
-            // Messages left when retries gave up are undelivered.
+            if !state.closed {
+                break;
+            }
+            // Closed. Messages queued while the last batch was out are still sent, until the
+            // shutdown timeout; what is left then is undelivered.
+            let expired = state.give_up_at.is_none_or(|at| Instant::now() >= at);
+            if !state.queue.is_empty() && !expired {
+                continue;
+            }
             let left = state.queue.len() as u64;
             state.stats.failed += left;
             state.queue.clear();
@@ -283,14 +294,30 @@ async fn deliver(
                 config.max_retries
             ));
         }
+        // The server's Retry-After is honoured up to a bound: a wrong header must not stall
+        // the client for hours.
         let delay = backoff(config.initial_backoff, config.max_backoff, attempt)
-            .max(after.unwrap_or_default());
+            .max(after.unwrap_or_default().min(MAX_RETRY_AFTER));
+        let Some(retry_at) = Instant::now().checked_add(delay) else {
+            return Err(format!("cannot wait {delay:?} to retry: {error}"));
+        };
         let give_up_at = shared.lock().give_up_at;
-        if give_up_at.is_some_and(|at| Instant::now() + delay > at) {
+        if give_up_at.is_some_and(|at| retry_at > at) {
             return Err(format!("the client closed while retrying: {error}"));
         }
         shared.lock().stats.retries += 1;
-        tokio::time::sleep(delay).await;
+        // A close wakes the wait: it may not wait that long.
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(retry_at.into()) => break,
+                () = shared.wake.notified() => {
+                    let give_up_at = shared.lock().give_up_at;
+                    if give_up_at.is_some_and(|at| retry_at > at) {
+                        return Err(format!("the client closed while retrying: {error}"));
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ pub enum Error {
     /// A message lacks something the server needs (say which) and was not queued.
     #[error("the message is not valid: {0}")]
     Invalid(String),
-    /// A message is larger than one request may carry (512 KB) and was not queued.
+    /// A message is larger than 256 KB (`MAX_MESSAGE_BYTES`) and was not queued.
     #[error("the message is {bytes} bytes; a message may have at most {limit} bytes")]
     TooLarge { bytes: usize, limit: usize },
     /// The buffer holds `capacity` messages already and the overflow policy is

@@ -175,8 +175,8 @@ struct Handle {
 
 impl Handle {
     /// Closes the client and waits (blocking) for the background thread, up to the shutdown
-    /// timeout plus a margin for the request in flight.
-    fn close_blocking(&self) {
+    /// timeout plus a second; whether it ended.
+    fn close_blocking(&self) -> bool {
         self.shared.close(self.wait);
         let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
@@ -186,14 +186,17 @@ impl Handle {
             }
             if thread.is_finished() {
                 let _ = thread.join();
+                return true;
             }
+            return false;
         }
+        true
     }
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.close_blocking();
+        let _ = self.close_blocking();
     }
 }
 
@@ -273,11 +276,15 @@ impl Client {
     }
 
     /// Flushes, then refuses new messages and stops the background thread. Retries stop
-    /// after the shutdown timeout; what is left then counts as failed.
+    /// after the shutdown timeout; what is left then counts as failed. A request still in
+    /// flight then (up to the request timeout) makes it [`Error::Timeout`].
     pub async fn close(&self) -> Result<(), Error> {
         let (done, before) = self.handle.shared.request_flush();
         self.handle.shared.close(self.handle.wait);
-        let _ = tokio::time::timeout(self.handle.wait + Duration::from_secs(1), done).await;
+        let wait = self.handle.wait + Duration::from_secs(1);
+        if tokio::time::timeout(wait, done).await.is_err() {
+            return Err(Error::Timeout(wait));
+        }
         self.handle.shared.flush_result(before)
     }
 
@@ -336,12 +343,16 @@ pub mod blocking {
             shared.flush_result(before)
         }
         /// Flushes, refuses new messages and stops the background thread (blocking, up to the
-        /// shutdown timeout).
+        /// shutdown timeout plus a second; past it, [`Error::Timeout`]).
         pub fn close(&self) -> Result<(), Error> {
-            let shared = &self.inner.handle.shared;
-            let (_done, before) = shared.request_flush();
-            self.inner.handle.close_blocking();
-            shared.flush_result(before)
+            let handle = &self.inner.handle;
+            let (_done, before) = handle.shared.request_flush();
+            if !handle.close_blocking() {
+                return Err(Error::Timeout(
+                    handle.wait + std::time::Duration::from_secs(1),
+                ));
+            }
+            handle.shared.flush_result(before)
         }
         pub fn stats(&self) -> Stats {
             self.inner.stats()

@@ -255,3 +255,29 @@ fn the_blocking_client_flushes_and_closes() {
     assert_eq!(seen.iter().map(|s| ids(s).len()).sum::<usize>(), 3);
     assert_eq!(client.stats().sent, 3);
 }
+
+#[tokio::test]
+async fn close_interrupts_a_long_retry_after() {
+    let (url, seen) = mock(vec![(503, "retry-after: 100000\r\n")]).await;
+    let client = Client::builder(&url, "tk_w")
+        .shutdown_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    client.track(EventBuilder::new("e").user_id("u")).unwrap();
+    // The first attempt is answered 503 with a Retry-After of more than a day.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    match client.close().await {
+        Err(Error::Undelivered { failed: 1, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "close waited {:?}",
+        started.elapsed()
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

@@ -223,9 +223,9 @@ async fn statsd_python_client_and_raw_packets_are_counted_exactly() {
     );
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.send_to(b"term.c:5|c\nterm.c:2|c", &statsd).unwrap();
+    // A TCP connection still open at SIGTERM: what it sent is committed too.
     let mut tcp = TcpStream::connect(&statsd).unwrap();
     tcp.write_all(b"term.tcp:1|c\n").unwrap();
-    drop(tcp);
     std::thread::sleep(Duration::from_millis(500));
     let mut server = server;
     let status = Command::new("kill")
@@ -235,6 +235,7 @@ async fn statsd_python_client_and_raw_packets_are_counted_exactly() {
     assert!(status.success());
     let exit = server.child.wait().unwrap();
     assert!(exit.success(), "tally serve exited with {exit}");
+    drop(tcp);
     let db = rusqlite::Connection::open(dir.path().join("tenants/acme.db")).unwrap();
     let stored: f64 = db
         .query_row(
@@ -264,8 +265,11 @@ async fn dogstatsd_client_names_its_tenant_in_a_tag() {
 
     let sent = send_with(&python, &statsd, "dogstatsd");
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-    udp.send_to(b"beta.c:3|c|#tenant:beta,queue:q\nnobody:1|c", &statsd)
-        .unwrap();
+    udp.send_to(
+        b"beta.c:3|c|#tenant:beta,queue:q\nnobody:1|c\nghost.c:1|c|#tenant:ghost",
+        &statsd,
+    )
+    .unwrap();
 
     let rows = totals(&http, &base, &acme.read, |rows| {
         rows.get("dd.visitors/set/-").is_some_and(|r| r[6] == 2)
@@ -294,9 +298,21 @@ async fn dogstatsd_client_names_its_tenant_in_a_tag() {
     })
     .await;
     assert_eq!(total(&beta_rows, "beta.c/counter/q"), 3.0);
-    let metrics = common::metrics(&http, &base).await;
-    assert!(
-        metrics.contains(r#"tally_statsd_lines_total{outcome="no_tenant"} 1"#),
-        "{metrics}"
-    );
+    // A line without a tenant is counted; one for a tenant that does not exist is dropped
+    // and counted without its name.
+    let expected = [
+        r#"tally_statsd_lines_total{outcome="no_tenant"} 1"#,
+        r#"tally_statsd_dropped_rows_total{tenant="(unknown)",reason="unknown_tenant"} 1"#,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let metrics = loop {
+        let metrics = common::metrics(&http, &base).await;
+        if expected.iter().all(|l| metrics.contains(l)) || Instant::now() > deadline {
+            break metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for line in expected {
+        assert!(metrics.contains(line), "{line} not in {metrics}");
+    }
 }

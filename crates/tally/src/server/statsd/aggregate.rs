@@ -22,6 +22,10 @@ use crate::server::worker::Record;
 
 type Hasher = foldhash::fast::RandomState;
 
+/// Gauges whose last value a tenant remembers; past it they are forgotten (a change then
+/// applies to 0, as after a restart).
+const MAX_GAUGES: usize = 100_000;
+
 /// One series' state within an interval.
 enum State {
     Counter(f64),
@@ -37,6 +41,8 @@ struct Series {
     tags: Option<Map<String, Json>>,
     /// Microseconds since the epoch: the line's timestamp, or when the interval first saw it.
     at: i64,
+    /// The line's own timestamp (DogStatsD `|T`), if it had one.
+    timestamped: Option<i64>,
     state: State,
 }
 
@@ -53,9 +59,15 @@ pub struct Aggregates {
 }
 
 impl Aggregates {
-    /// Adds one line received at `now_us`. `skip_tag` names a tag left out of the stored tags
-    /// (the tenant tag). `key` is scratch space, reused across lines.
-    pub fn add(&mut self, line: &Line<'_>, now_us: i64, skip_tag: Option<&str>, key: &mut String) {
+    /// Adds one line received at `now_us`; the number of rows it adds. `skip_tag` names a tag
+    /// left out of the stored tags (the tenant tag). `key` is scratch space, reused across lines.
+    pub fn add(
+        &mut self,
+        line: &Line<'_>,
+        now_us: i64,
+        skip_tag: Option<&str>,
+        key: &mut String,
+    ) -> usize {
         key.clear();
         key.push(line.kind.tag_byte() as char);
         key.push_str(line.name);
@@ -66,6 +78,7 @@ impl Aggregates {
             let _ = write!(key, "{ts}");
         }
         self.lines += 1;
+        let rows_before = self.rows;
         let series = match self.series.get_mut(key.as_str()) {
             Some(s) => s,
             None => {
@@ -92,6 +105,7 @@ impl Aggregates {
                     kind: line.kind,
                     tags: (!tags.is_empty()).then_some(tags),
                     at: line.timestamp.map_or(now_us, |s| s * 1_000_000),
+                    timestamped: line.timestamp,
                     state,
                 })
             }
@@ -103,8 +117,10 @@ impl Aggregates {
                 }
             }
             State::Gauge(last) => {
-                for v in line.samples().flatten() {
-                    if line.is_delta() {
+                // Each value with a sign changes the last value; one without sets it.
+                for (text, v) in line.values.split(':').zip(line.samples()) {
+                    let Ok(v) = v else { continue };
+                    if text.starts_with('+') || text.starts_with('-') {
                         *last += v;
                     } else {
                         *last = v;
@@ -124,6 +140,12 @@ impl Aggregates {
                 }
             },
         }
+        self.rows - rows_before
+    }
+
+    /// Whether nothing is aggregated and no gauge value is remembered.
+    pub fn is_idle(&self) -> bool {
+        self.series.is_empty() && self.gauges.is_empty()
     }
 
     /// The rows the aggregated series would make now.
@@ -141,10 +163,14 @@ impl Aggregates {
     pub fn take(&mut self) -> Vec<Record> {
         let mut out = Vec::with_capacity(self.rows);
         for (key, series) in self.series.drain() {
+            let timestamped = series.timestamped;
             let at = timestamp_text(series.at);
             let unit = (series.kind == Kind::Timer).then_some("ms");
             let row = |value: f64, tags: Option<&Map<String, Json>>| {
                 let mut row = Map::new();
+                // Its own id: a batch the store takes twice (a commit offered again after its
+                // answer was lost) counts once. Time-ordered, so the dedupe index appends.
+                row.insert("id".into(), Json::String(uuid::Uuid::now_v7().to_string()));
                 row.insert("name".into(), Json::String(series.name.to_string()));
                 row.insert(
                     "metric_type".into(),
@@ -164,7 +190,14 @@ impl Aggregates {
                 State::Counter(sum) => out.push(row(sum, series.tags.as_ref())),
                 State::Gauge(last) => {
                     out.push(row(last, series.tags.as_ref()));
-                    self.gauges.insert(key, last);
+                    // Remembered for later changes; a gauge with its own timestamp is not
+                    // (each timestamp would be a new entry).
+                    if timestamped.is_none() {
+                        if self.gauges.len() >= MAX_GAUGES && !self.gauges.contains_key(&key) {
+                            self.gauges.clear();
+                        }
+                        self.gauges.insert(key, last);
+                    }
                 }
                 State::Samples(samples) => {
                     out.extend(samples.into_iter().map(|v| row(v, series.tags.as_ref())));
@@ -234,9 +267,19 @@ mod tests {
         assert_eq!(value("jobs", None), 12.0);
         assert_eq!(value("jobs", Some(serde_json::json!({"q": "mail"}))), 1.0);
         assert_eq!(value("temp", None), 6.0);
-        // A change in a later interval starts from the last value.
-        add(&mut agg, "temp:+4|g");
-        assert_eq!(rows(&mut agg)[0]["value"], 10.0);
+        // A change in a later interval starts from the last value; in a line of several
+        // values each one with a sign is a change.
+        add(&mut agg, "temp:+4|g\nmulti:5:+2:-1|g");
+        let later = rows(&mut agg);
+        let value = |name: &str| later.iter().find(|r| r["name"] == name).unwrap()["value"].clone();
+        assert_eq!((value("temp"), value("multi")), (10.0.into(), 6.0.into()));
+        // Every row has its own id.
+        assert!(
+            later
+                .iter()
+                .all(|r| r["id"].as_str().is_some_and(|id| id.len() == 36))
+        );
+        assert_ne!(later[0]["id"], later[1]["id"]);
     }
 
     #[test]

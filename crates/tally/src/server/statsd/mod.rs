@@ -11,7 +11,10 @@
 //! (`tally_statsd_lines_total{outcome="malformed"}`).
 //!
 //! UDP is read by one thread per socket (a blocking `recv` loop, with a large receive buffer);
-//! TCP connections are tokio tasks reading newline-separated lines.
+//! TCP connections are tokio tasks reading newline-separated lines. Memory is bounded: rows held
+//! for commit, tenants aggregated at once and batches waiting for the store each have a limit,
+//! past which lines are counted as `overflow` (or batches as dropped) rather than kept. Every
+//! row carries its own id, so a commit offered again after an unclear failure counts once.
 
 pub mod aggregate;
 pub mod parse;
@@ -38,11 +41,20 @@ const MAX_DATAGRAM: usize = 65_535;
 const MAX_LINE: usize = 65_536;
 /// TCP connections open at once per listener.
 const MAX_TCP_CONNECTIONS: usize = 256;
-/// Rows aggregated for all tenants beyond which the interval ends early (bounds memory when
-/// timers arrive faster than one interval can hold).
+/// Rows aggregated for all tenants beyond which the interval ends early (when timers arrive
+/// faster than one interval can hold).
 const MAX_PENDING_ROWS: usize = 200_000;
-/// Times a batch the store could not take (503) is offered again, one interval apart.
+/// Rows held for all tenants beyond which new lines are refused (`overflow`) until a commit
+/// takes them: the store is slower than the lines arrive.
+const MAX_HELD_ROWS: usize = 2 * MAX_PENDING_ROWS;
+/// Tenants aggregated at once (with `--statsd-tenant-tag`, any sender names any tenant).
+const MAX_TENANTS: usize = 1_000;
+/// Times a batch the store could not take (503) is offered again, at the next intervals.
 const MAX_ATTEMPTS: u32 = 10;
+/// Batches waiting to be offered again; past it the oldest is dropped.
+const MAX_WAITING: usize = 10;
+/// How long stopping waits for TCP connections to hand over their last lines.
+const TCP_STOP_WAIT: Duration = Duration::from_secs(2);
 /// The receive buffer asked of the kernel for each UDP socket (it caps it at `rmem_max`).
 const UDP_RECEIVE_BUFFER: usize = 8 << 20;
 
@@ -74,13 +86,22 @@ impl Default for StatsdConfig {
     }
 }
 
+/// Each tenant's aggregates, and the rows they hold.
+#[derive(Default)]
+struct Pending {
+    tenants: HashMap<String, Aggregates>,
+    rows: usize,
+}
+
 /// What the receivers share with the flusher.
 struct Shared {
-    pending: Mutex<HashMap<String, Aggregates>>,
+    pending: Mutex<Pending>,
     tenant_tag: bool,
     metrics: Arc<Metrics>,
-    /// Set to stop the receivers.
+    /// Set to stop the UDP receivers.
     stop: AtomicBool,
+    /// Set to stop the TCP connections.
+    stop_tcp: tokio::sync::watch::Sender<bool>,
     /// Ends an interval early (too many rows pending).
     full: Notify,
 }
@@ -92,6 +113,7 @@ struct Tally {
     malformed: u64,
     unsupported: u64,
     no_tenant: u64,
+    overflow: u64,
 }
 
 impl Shared {
@@ -100,7 +122,7 @@ impl Shared {
         let now = tally_views::Timestamp::from_jiff(jiff::Timestamp::now()).0;
         let mut counts = Tally::default();
         let skip = self.tenant_tag.then_some("tenant");
-        let mut rows = 0;
+        let rows;
         {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             for line in packet.split(|b| *b == b'\n') {
@@ -136,14 +158,22 @@ impl Shared {
                     counts.no_tenant += 1;
                     continue;
                 };
-                let aggregates = match pending.get_mut(tenant) {
+                if pending.rows >= MAX_HELD_ROWS
+                    || (pending.tenants.len() >= MAX_TENANTS
+                        && !pending.tenants.contains_key(tenant))
+                {
+                    counts.overflow += 1;
+                    continue;
+                }
+                let aggregates = match pending.tenants.get_mut(tenant) {
                     Some(a) => a,
-                    None => pending.entry(tenant.to_owned()).or_default(),
+                    None => pending.tenants.entry(tenant.to_owned()).or_default(),
                 };
-                aggregates.add(&parsed, now, skip, key);
+                let added = aggregates.add(&parsed, now, skip, key);
+                pending.rows += added;
                 counts.accepted += 1;
             }
-            rows += pending.values().map(Aggregates::rows).sum::<usize>();
+            rows = pending.rows;
         }
         if rows >= MAX_PENDING_ROWS {
             self.full.notify_one();
@@ -155,16 +185,30 @@ impl Shared {
             .count_statsd_lines("unsupported", counts.unsupported);
         self.metrics
             .count_statsd_lines("no_tenant", counts.no_tenant);
+        self.metrics.count_statsd_lines("overflow", counts.overflow);
     }
 
-    /// Ends the interval: each tenant's rows.
+    /// Ends the interval: each tenant's rows. Tenants with nothing left to remember are
+    /// forgotten.
     fn take(&self) -> Vec<(String, Vec<Record>)> {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        pending
+        pending.rows = 0;
+        let taken = pending
+            .tenants
             .iter_mut()
             .filter(|(_, a)| a.lines() > 0)
             .map(|(tenant, a)| (tenant.clone(), a.take()))
-            .collect()
+            .collect();
+        pending.tenants.retain(|_, a| !a.is_idle());
+        taken
+    }
+
+    /// Forgets a tenant that does not exist.
+    fn forget(&self, tenant: &str) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = pending.tenants.remove(tenant) {
+            pending.rows = pending.rows.saturating_sub(a.rows());
+        }
     }
 }
 
@@ -204,14 +248,16 @@ impl Bound {
     /// Starts receiving and committing.
     pub fn start(self, hub: Arc<Hub>) -> Statsd {
         let shared = Arc::new(Shared {
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
             tenant_tag: self.config.tenant_tag,
             metrics: hub.metrics.clone(),
             stop: AtomicBool::new(false),
+            stop_tcp: tokio::sync::watch::channel(false).0,
             full: Notify::new(),
         });
         let mut threads = Vec::new();
         let mut tasks = Vec::new();
+        let mut rooms = Vec::new();
         for (udp, tcp, tenant) in self.sockets {
             let shared_udp = shared.clone();
             let tenant_udp = tenant.clone();
@@ -221,7 +267,9 @@ impl Bound {
                     .spawn(move || receive_udp(&shared_udp, &udp, tenant_udp.as_deref()))
                     .expect("a thread starts"),
             );
-            tasks.push(tokio::spawn(accept_tcp(shared.clone(), tcp, tenant)));
+            let room = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+            rooms.push(room.clone());
+            tasks.push(tokio::spawn(accept_tcp(shared.clone(), tcp, tenant, room)));
         }
         let stop_flusher = Arc::new(Notify::new());
         let flusher = tokio::spawn(flush_loop(
@@ -235,6 +283,7 @@ impl Bound {
             shared,
             threads,
             tasks,
+            rooms,
             flusher,
             stop_flusher,
         }
@@ -258,6 +307,8 @@ pub struct Statsd {
     shared: Arc<Shared>,
     threads: Vec<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Each listener's TCP connection permits: all back means every connection has ended.
+    rooms: Vec<Arc<Semaphore>>,
     flusher: tokio::task::JoinHandle<Vec<Retry>>,
     stop_flusher: Arc<Notify>,
 }
@@ -268,6 +319,12 @@ impl Statsd {
         self.shared.stop.store(true, Ordering::Relaxed);
         for task in &self.tasks {
             task.abort();
+        }
+        // TCP connections hand over what they have read, then close.
+        self.shared.stop_tcp.send_replace(true);
+        for room in &self.rooms {
+            let all = u32::try_from(MAX_TCP_CONNECTIONS).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout(TCP_STOP_WAIT, room.acquire_many(all)).await;
         }
         let threads = self.threads;
         let _ = tokio::task::spawn_blocking(move || {
@@ -285,8 +342,9 @@ impl Statsd {
             rows,
             attempts: 0,
         }));
+        let mut known = std::collections::HashSet::new();
         for retry in last {
-            let _ = commit(&self.hub, retry, 1).await;
+            let _ = commit(&self.hub, &self.shared, &mut known, retry, 1).await;
         }
     }
 }
@@ -306,6 +364,8 @@ async fn flush_loop(
     stop: Arc<Notify>,
 ) -> Vec<Retry> {
     let mut waiting: Vec<Retry> = Vec::new();
+    // Tenants known to exist (checked once, when first seen).
+    let mut known = std::collections::HashSet::new();
     loop {
         tokio::select! {
             () = tokio::time::sleep(every) => {}
@@ -319,8 +379,17 @@ async fn flush_loop(
             attempts: 0,
         }));
         for batch in batches {
-            if let Some(again) = commit(&hub, batch, MAX_ATTEMPTS).await {
+            if let Some(again) = commit(&hub, &shared, &mut known, batch, MAX_ATTEMPTS).await {
                 waiting.push(again);
+            }
+        }
+        if waiting.len() > MAX_WAITING {
+            for dropped in waiting.drain(..waiting.len() - MAX_WAITING) {
+                hub.metrics.count_statsd_dropped(
+                    &dropped.tenant,
+                    "store_unavailable",
+                    dropped.rows.len() as u64,
+                );
             }
         }
     }
@@ -328,11 +397,44 @@ async fn flush_loop(
 
 /// Commits one tenant's rows; a batch the store could not take (503: its queue is full, or
 /// it is failing) comes back to be offered at the next interval, until its attempts run out.
-async fn commit(hub: &Arc<Hub>, mut batch: Retry, max_attempts: u32) -> Option<Retry> {
+/// The rows carry their ids, so a batch offered again after a commit whose answer was lost
+/// counts once. Rows of a tenant that does not exist are dropped and the tenant forgotten.
+async fn commit(
+    hub: &Arc<Hub>,
+    shared: &Shared,
+    known: &mut std::collections::HashSet<String>,
+    mut batch: Retry,
+    max_attempts: u32,
+) -> Option<Retry> {
     if batch.rows.is_empty() {
         return None;
     }
     let n = batch.rows.len() as u64;
+    if !known.contains(&batch.tenant) {
+        let name = batch.tenant.clone();
+        match hub
+            .with_tally(move |t| t.tenant_info(&name).map(|_| ()))
+            .await
+        {
+            Ok(()) => {
+                known.insert(batch.tenant.clone());
+            }
+            Err(e) if e.status == axum::http::StatusCode::NOT_FOUND => {
+                tracing::warn!(
+                    tenant = batch.tenant,
+                    rows = n,
+                    "StatsD lines for a tenant that does not exist; dropped"
+                );
+                // Not the tenant's name as a label: any sender may name any tenant.
+                hub.metrics
+                    .count_statsd_dropped("(unknown)", "unknown_tenant", n);
+                shared.forget(&batch.tenant);
+                return None;
+            }
+            // Cannot tell now: the commit below decides.
+            Err(_) => {}
+        }
+    }
     let last = batch.attempts + 1 >= max_attempts;
     // The request owns its rows; a copy stays for another attempt.
     let rows = if last {
@@ -358,13 +460,9 @@ async fn commit(hub: &Arc<Hub>, mut batch: Retry, max_attempts: u32) -> Option<R
             Some(batch)
         }
         Err(e) => {
-            let reason = if e.status == axum::http::StatusCode::NOT_FOUND {
-                "unknown_tenant"
-            } else {
-                "store_unavailable"
-            };
             tracing::warn!(tenant = batch.tenant, rows = n, error = %e.message, "StatsD rows dropped");
-            hub.metrics.count_statsd_dropped(&batch.tenant, reason, n);
+            hub.metrics
+                .count_statsd_dropped(&batch.tenant, "store_unavailable", n);
             None
         }
     }
@@ -403,8 +501,8 @@ async fn accept_tcp(
     shared: Arc<Shared>,
     listener: tokio::net::TcpListener,
     tenant: Option<String>,
+    room: Arc<Semaphore>,
 ) {
-    let room = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let Ok(permit) = room.clone().acquire_owned().await else {
             return;
@@ -426,13 +524,23 @@ async fn accept_tcp(
     }
 }
 
-/// Reads one TCP connection's lines until it closes (or sends a line over the limit).
+/// Reads one TCP connection's lines until it closes, sends a line over the limit, or the
+/// listener stops (what was read is aggregated first).
 async fn read_tcp(shared: &Shared, mut stream: tokio::net::TcpStream, tenant: Option<&str>) {
     let mut buf = Vec::with_capacity(MAX_LINE);
     let mut key = String::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut stopping = shared.stop_tcp.subscribe();
     loop {
-        let n = match stream.read(&mut chunk).await {
+        let read = if *stopping.borrow_and_update() {
+            Ok(0)
+        } else {
+            tokio::select! {
+                r = stream.read(&mut chunk) => r,
+                _ = stopping.changed() => Ok(0),
+            }
+        };
+        let n = match read {
             Ok(0) | Err(_) => {
                 if !buf.is_empty() {
                     shared.receive(&buf, tenant, &mut key);

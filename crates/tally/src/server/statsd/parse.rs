@@ -75,6 +75,9 @@ impl<'a> Line<'a> {
         if line.starts_with("_e{") || line.starts_with("_sc|") {
             return Err(Malformed::Unsupported);
         }
+        if line.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(Malformed::Invalid("a control character"));
+        }
         let mut fields = line.split('|');
         let head = fields.next().unwrap_or_default();
         let (name, values) = head
@@ -139,17 +142,12 @@ impl<'a> Line<'a> {
     }
 
     /// The numeric samples of the line (not for sets): each is a finite number; a gauge's may
-    /// carry a `+` or `-` sign, which [`Line::is_delta`] tells apart.
+    /// carry a `+` or `-` sign (a change of the last value).
     pub fn samples(&self) -> impl Iterator<Item = Result<f64, Malformed>> + '_ {
         self.values.split(':').map(|v| match v.parse::<f64>() {
             Ok(x) if x.is_finite() => Ok(x),
             _ => Err(Malformed::Invalid("the value is not a finite number")),
         })
-    }
-
-    /// Whether a gauge's value is a change (`+3`, `-2`) rather than a new value.
-    pub fn is_delta(&self) -> bool {
-        self.values.starts_with('+') || self.values.starts_with('-')
     }
 
     /// The tags as `(key, value)` pairs; a tag without `:` has the value `""`.
@@ -180,9 +178,7 @@ mod tests {
             [("queue", "mail"), ("beta", "")]
         );
         let g = Line::parse("temp:-2.5|g").unwrap();
-        assert!(g.is_delta());
         assert_eq!(g.samples().next(), Some(Ok(-2.5)));
-        assert!(!Line::parse("temp:2|g").unwrap().is_delta());
         let t = Line::parse("latency:1:2:3|ms|T1700000000|c:abc").unwrap();
         assert_eq!(t.kind, Kind::Timer);
         assert_eq!(t.timestamp, Some(1_700_000_000));
@@ -213,6 +209,7 @@ mod tests {
             ("a:1|c|Tx", "the timestamp is not Unix seconds"),
             ("a:1|c|T-1", "the timestamp is out of range"),
             ("a:1|c|zzz", "unknown field after the type"),
+            ("a\u{1f}b:1|c", "a control character"),
         ] {
             assert_eq!(Line::parse(line), Err(Malformed::Invalid(why)), "{line}");
         }
