@@ -167,6 +167,8 @@ impl Aggregates {
             let at = timestamp_text(series.at);
             let unit = (series.kind == Kind::Timer).then_some("ms");
             let row = |value: f64, tags: Option<&Map<String, Json>>| {
+                // A sum past f64's range (tiny sample rates): the largest finite value.
+                let value = value.clamp(f64::MIN, f64::MAX);
                 let mut row = Map::new();
                 // Its own id: a batch the store takes twice (a commit offered again after its
                 // answer was lost) counts once. Time-ordered, so the dedupe index appends.
