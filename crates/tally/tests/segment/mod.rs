@@ -71,7 +71,7 @@ pub(crate) async fn assert_counted(
         ])
     );
     // The server's own count agrees: 35 accepted, nothing rejected.
-    let metrics = common::metrics(http, &base).await;
+    let metrics = common::metrics(http, base).await;
     assert!(
         metrics.contains(
             r#"tally_ingest_events_total{tenant="shop",stream="events",outcome="accepted"} 35"#
