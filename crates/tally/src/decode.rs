@@ -592,7 +592,7 @@ fn json_cell(column: &ColumnDef, raw: &RawValue) -> Result<Cell, String> {
         _ => "a number",
     };
     if ty == Type::Json {
-        if text.contains("\\u0000") {
+        if has_nul_escape(text) {
             return Err("NUL characters are not allowed".into());
         }
         return Ok(Cell::Value(Value::Json(text.into())));
@@ -608,6 +608,25 @@ fn json_cell(column: &ColumnDef, raw: &RawValue) -> Result<Cell, String> {
         ("a number", _) => text_cell(ty, text)?,
         (kind, ty) => return Err(format!("expected {}, got {kind}", describe(ty))),
     }))
+}
+
+/// Whether valid JSON text holds an escaped NUL (`\\u0000`) in one of its strings. Escapes are
+/// read in order, so an escaped backslash followed by `u0000` (the text `\\u0000`) is not one.
+fn has_nul_escape(json: &str) -> bool {
+    let bytes = json.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes.get(i + 1) == Some(&b'u') && bytes.get(i + 2..i + 6) == Some(b"0000") {
+                return true;
+            }
+            // The escaped character (or the `u` of a `\\uXXXX`, whose digits are not `\\`).
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 fn describe(ty: Type) -> String {
@@ -683,6 +702,9 @@ pub fn text_cell(ty: Type, text: &str) -> Result<Value, String> {
                 return Err(format!(
                     "the JSON nests deeper than {MAX_JSON_DEPTH} levels"
                 ));
+            }
+            if has_nul_escape(text) {
+                return Err("NUL characters are not allowed".into());
             }
             parse_text(text, ty).ok_or_else(|| format!("'{}' is not valid JSON", shown()))
         }
@@ -1113,6 +1135,10 @@ mod tests {
             "field 'id': NUL characters are not allowed",
         );
         reject(
+            r#"{"id":"a","amount":1,"meta":{"k\u0000":1},"at":"2026-03-29T00:00:00Z"}"#,
+            "field 'meta': NUL characters are not allowed",
+        );
+        reject(
             r#"{"id":"a","amount":1,"at":"2026-03-29T00:00:00Z","Amount":2}"#,
             "unknown field 'Amount', which stream pay does not have; its columns are id, amount, n, ok, meta, at",
         );
@@ -1163,6 +1189,42 @@ mod tests {
                 d.csv_header(&["id", "amt"]).unwrap_err(),
                 "the CSV header names column 'amt', which stream pay does not have; its columns are id, amount, n, ok, meta, at"
             );
+        });
+    }
+
+    /// An escaped NUL in a JSON column is refused, from JSON and from CSV; an escaped backslash
+    /// followed by `u0000` is text like any other (found by the `statsd_lines` fuzz target).
+    #[test]
+    fn nul_escapes_in_json_columns() {
+        assert!(has_nul_escape(r#"{"a\u0000":1}"#));
+        assert!(has_nul_escape(r#"["x\\\u0000"]"#));
+        assert!(!has_nul_escape(r#"{"a\\u0000":1}"#));
+        assert!(has_nul_escape(r#"{"a\u00001":1}"#));
+        assert!(!has_nul_escape(r#"{"a":"\u0001"}"#));
+        assert!(!has_nul_escape(r#"{"a":"\u0010\"\\"}"#));
+        with_decoder(|d| {
+            let row = d
+                .json(r#"{"id":"a","amount":1,"meta":{"k\\u0000":"\\u0000"},"at":"2026-03-29T00:00:00Z"}"#)
+                .unwrap();
+            assert_eq!(row[4].to_string(), r#"{"k\\u0000":"\\u0000"}"#);
+            let cols = d.csv_header(&["id", "amount", "at", "meta"]).unwrap();
+            let refused = d
+                .csv(
+                    &cols,
+                    &["a", "1", "2026-03-29 12:00:00", r#"{"k":"\u0000"}"#],
+                )
+                .unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .contains("NUL characters are not allowed"),
+                "{refused}"
+            );
+            d.csv(
+                &cols,
+                &["a", "1", "2026-03-29 12:00:00", r#"{"k":"\\u0000"}"#],
+            )
+            .unwrap();
         });
     }
 
