@@ -16,8 +16,9 @@
 //! The compiler resolves each aggregate to an [`AggKind`] for its input type once, and the hot
 //! loop only matches on it.
 
-use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
+
+use hashbrown::HashSet;
 
 use crate::codec::{CodecError, Reader, Writer};
 use crate::decimal::{Decimal, I256};
@@ -245,10 +246,10 @@ impl AggState {
                     *best = Some(v.clone());
                 }
             }
-            (AggState::Distinct(set), v) if !set.contains(v) => {
-                set.insert(v.clone());
+            (AggState::Distinct(set), v) => {
+                // One probe: a value already counted is not cloned.
+                set.get_or_insert_with(v, Value::clone);
             }
-            (AggState::Distinct(_), _) => {}
             (AggState::Hll(hll), v) => {
                 hll.get_or_insert_default().update_value(HllKey(v));
             }
