@@ -268,6 +268,7 @@ fn normalize_zero(d: f64) -> f64 {
 }
 
 impl Hash for Value {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.rank().hash(state);
         match self {
