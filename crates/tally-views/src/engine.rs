@@ -4,6 +4,9 @@
 //! view's position it evaluates the `WHERE`, the group key and the aggregate arguments, looks the
 //! group up in the view's pending delta and updates each aggregate state. The plan made every
 //! choice beforehand, so the loop is straight-line code over precomputed indexes and kinds.
+//! [`Engine::new`] turns the plan's row-level expressions into `Fast` forms once: the shapes
+//! nearly every view uses (a column, a text column compared with a literal, the time bucket of
+//! a column) read the row without the expression interpreter.
 //!
 //! `apply` is synchronous and infallible. A view's row-level expressions are compiled lenient
 //! ([`Expr::lenient`](crate::expr::Expr::lenient)): an operation that fails on an event (a cast
