@@ -11,7 +11,6 @@ use std::process::Command;
 
 mod common;
 mod segment;
-use common::schema_and_tenant;
 
 const LIBRARY: &str = "@segment/analytics-node@3.1.0";
 
@@ -38,40 +37,14 @@ fn library() -> PathBuf {
 
 #[tokio::test]
 async fn segment_node_library_events_are_counted() {
-    let library = library();
-    let dir = tempfile::tempdir().unwrap();
-    let server = segment::start(dir.path());
-    let base = server.base.clone();
-    let http = reqwest::Client::new();
-    let keys = schema_and_tenant(
-        &http,
-        &base,
-        segment::ADMIN,
-        segment::SCHEMA,
-        r#"{"name":"shop"}"#,
-    )
-    .await;
-    let (write, read) = (keys.write.as_str(), keys.read.as_str());
-
     // The script runs where the library is installed, so `import` finds it.
-    let script = library.join("send.mjs");
+    let script = library().join("send.mjs");
     std::fs::copy(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/segment/send.mjs"),
         &script,
     )
     .unwrap();
-    let output = Command::new("node")
-        .arg(script)
-        .arg(write)
-        .arg(&base)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the Segment library failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    segment::assert_counted(server, &http, &base, read, dir.path()).await;
+    let mut node = Command::new("node");
+    node.arg(script);
+    segment::sends_and_counts(node).await;
 }

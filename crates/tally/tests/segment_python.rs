@@ -11,7 +11,6 @@ use std::process::Command;
 
 mod common;
 mod segment;
-use common::schema_and_tenant;
 
 /// A virtual environment with the Segment library, made once per target directory.
 fn venv() -> PathBuf {
@@ -47,34 +46,7 @@ fn venv() -> PathBuf {
 
 #[tokio::test]
 async fn segment_python_library_events_are_counted() {
-    let python = venv();
-    let dir = tempfile::tempdir().unwrap();
-    let server = segment::start(dir.path());
-    let base = server.base.clone();
-    let http = reqwest::Client::new();
-    let keys = schema_and_tenant(
-        &http,
-        &base,
-        segment::ADMIN,
-        segment::SCHEMA,
-        r#"{"name":"shop"}"#,
-    )
-    .await;
-    let (write, read) = (keys.write.as_str(), keys.read.as_str());
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/segment/send.py");
-    let output = Command::new(&python)
-        .arg(script)
-        .arg(write)
-        .arg(&base)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "the Segment library failed: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-
-    segment::assert_counted(server, &http, &base, read, dir.path()).await;
+    let mut python = Command::new(venv());
+    python.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/segment/send.py"));
+    segment::sends_and_counts(python).await;
 }

@@ -228,13 +228,7 @@ async fn statsd_python_client_and_raw_packets_are_counted_exactly() {
     tcp.write_all(b"term.tcp:1|c\n").unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let mut server = server;
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = server.child.wait().unwrap();
-    assert!(exit.success(), "tally serve exited with {exit}");
+    server.terminate();
     drop(tcp);
     let db = rusqlite::Connection::open(dir.path().join("tenants/acme.db")).unwrap();
     let stored: f64 = db

@@ -163,6 +163,22 @@ pub struct Served {
     pub statsd: Option<String>,
 }
 
+impl Served {
+    /// Sends SIGTERM and waits: the server must drain, flush and exit 0.
+    pub fn terminate(&mut self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(
+            exit.success(),
+            "tally serve exited with {exit} after SIGTERM"
+        );
+    }
+}
+
 impl Drop for Served {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -10,29 +10,43 @@ use serde_json::{Value as Json, json};
 
 use crate::common;
 
-pub(crate) const ADMIN: &str = "segment-test-admin";
+const ADMIN: &str = "segment-test-admin";
 
-pub(crate) const SCHEMA: &str = "
+const SCHEMA: &str = "
 CREATE MATERIALIZED VIEW by_type AS
 SELECT event_type, event_name, count(*) AS n, count(DISTINCT user_id) AS users,
        count(page_url) AS with_url
 FROM events GROUP BY 1, 2;
 ";
 
-/// `tally serve` on `data`.
-pub(crate) fn start(data: &Path) -> common::Served {
-    common::serve(
+/// Starts `tally serve` with the schema and a tenant `shop`, runs `sender` with the tenant's
+/// write key and the server's URL as its last two arguments, and checks the counts
+/// ([`assert_counted`]).
+pub(crate) async fn sends_and_counts(mut sender: Command) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::serve(
         Path::new(env!("CARGO_BIN_EXE_tally")),
-        data,
+        dir.path(),
         "127.0.0.1:0",
         &[],
         ADMIN,
-    )
+    );
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+    let keys = common::schema_and_tenant(&http, &base, ADMIN, SCHEMA, r#"{"name":"shop"}"#).await;
+    let output = sender.arg(&keys.write).arg(&base).output().unwrap();
+    assert!(
+        output.status.success(),
+        "the Segment library failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_counted(server, &http, &base, &keys.read, dir.path()).await;
 }
 
 /// The views count exactly what the scripts send; after a SIGTERM the view tables on `data`
 /// hold it too.
-pub(crate) async fn assert_counted(
+async fn assert_counted(
     server: common::Served,
     http: &reqwest::Client,
     base: &str,
@@ -83,13 +97,7 @@ pub(crate) async fn assert_counted(
     // SIGTERM: the server drains, flushes the views and exits 0; the view tables then hold
     // every event, readable without the server.
     let mut server = server;
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = server.child.wait().unwrap();
-    assert!(exit.success(), "tally serve exited with {exit}");
+    server.terminate();
     let db = rusqlite::Connection::open(data.join("tenants/shop.db")).unwrap();
     let stored: i64 = db
         .query_row("SELECT sum(n) FROM by_type", [], |r| r.get(0))
