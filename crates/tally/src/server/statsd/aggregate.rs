@@ -113,7 +113,7 @@ impl Aggregates {
         match &mut series.state {
             State::Counter(sum) => {
                 for v in line.samples().flatten() {
-                    *sum += v / line.rate;
+                    *sum = saturating_add(*sum, v / line.rate);
                 }
             }
             State::Gauge(last) => {
@@ -121,7 +121,7 @@ impl Aggregates {
                 for (text, v) in line.values.split(':').zip(line.samples()) {
                     let Ok(v) = v else { continue };
                     if text.starts_with('+') || text.starts_with('-') {
-                        *last += v;
+                        *last = saturating_add(*last, v);
                     } else {
                         *last = v;
                     }
@@ -167,8 +167,6 @@ impl Aggregates {
             let at = timestamp_text(series.at);
             let unit = (series.kind == Kind::Timer).then_some("ms");
             let row = |value: f64, tags: Option<&Map<String, Json>>| {
-                // A sum past f64's range (tiny sample rates): the largest finite value.
-                let value = value.clamp(f64::MIN, f64::MAX);
                 let mut row = Map::new();
                 // Its own id: a batch the store takes twice (a commit offered again after its
                 // answer was lost) counts once. Time-ordered, so the dedupe index appends.
@@ -222,6 +220,13 @@ impl Aggregates {
 /// Microseconds since the epoch as Tally's timestamp text.
 fn timestamp_text(us: i64) -> String {
     tally_views::Timestamp(us).to_string()
+}
+
+/// `a + b` held within f64's finite range: a counter or gauge past it (values near f64::MAX,
+/// tiny sample rates) stays at the largest finite value of its sign and never becomes infinite
+/// or, by adding opposite infinities, NaN (which the `metrics` stream would refuse).
+fn saturating_add(a: f64, b: f64) -> f64 {
+    (a + b).clamp(f64::MIN, f64::MAX)
 }
 
 #[cfg(test)]
@@ -282,6 +287,21 @@ mod tests {
                 .all(|r| r["id"].as_str().is_some_and(|id| id.len() == 36))
         );
         assert_ne!(later[0]["id"], later[1]["id"]);
+    }
+
+    #[test]
+    fn sums_past_the_range_of_f64_stay_finite() {
+        let mut agg = Aggregates::default();
+        // 1e308 / 0.001 is past f64::MAX; an infinite sum and its opposite would make NaN.
+        add(
+            &mut agg,
+            "up:1e308|c|@0.001\nboth:1e308|c|@0.001\nboth:-1e308|c|@0.001\ng:1e308|g\ng:+1e308|g",
+        );
+        let rows = rows(&mut agg);
+        let value = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap()["value"].clone();
+        assert_eq!(value("up"), f64::MAX);
+        assert_eq!(value("both"), f64::MIN);
+        assert_eq!(value("g"), f64::MAX);
     }
 
     #[test]
