@@ -8,7 +8,7 @@
 //! without them.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use axum::http::StatusCode;
@@ -286,37 +286,10 @@ fn export_after_deleted_events_is_refused() {
 
 /// A virtual environment with DuckDB and pyarrow, made once per target directory.
 fn venv() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("export-venv");
-    let python = dir.join("bin/python");
-    let packages = ["duckdb==1.4.2", "pyarrow==22.0.0", "pytz==2025.2"];
-    let ready = dir.join(format!(".installed-{}", packages.join("-")));
-    if !ready.exists() {
-        if !python.exists() {
-            let status = Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(&dir)
-                .status()
-                .expect("python3 runs");
-            assert!(status.success(), "python3 -m venv failed");
-        }
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(packages)
-            .status()
-            .expect("pip runs");
-        assert!(
-            status.success(),
-            "pip install duckdb pyarrow failed (PyPI reachable?)"
-        );
-        std::fs::write(&ready, "").unwrap();
-    }
-    python
+    common::python_venv(
+        "export-venv",
+        &["duckdb==1.4.2", "pyarrow==22.0.0", "pytz==2025.2"],
+    )
 }
 
 const READ_BACK: &str = r#"

@@ -14,34 +14,7 @@ mod segment;
 
 /// A virtual environment with the Segment library, made once per target directory.
 fn venv() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("segment-venv");
-    let python = dir.join("bin/python");
-    let ready = dir.join(".installed");
-    if !ready.exists() {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .expect("python3 runs");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "segment-analytics-python==2.4.0",
-            ])
-            .status()
-            .expect("pip runs");
-        assert!(
-            status.success(),
-            "pip install segment-analytics-python failed (PyPI reachable?)"
-        );
-        std::fs::write(&ready, "").unwrap();
-    }
-    python
+    common::python_venv("segment-venv", &["segment-analytics-python==2.4.0"])
 }
 
 #[tokio::test]

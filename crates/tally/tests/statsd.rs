@@ -32,34 +32,7 @@ FROM metrics GROUP BY 1, 2, 3;
 
 /// A virtual environment with the StatsD clients, made once per target directory.
 fn venv() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("statsd-venv");
-    let python = dir.join("bin/python");
-    let ready = dir.join(".installed");
-    if !ready.exists() {
-        let status = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .expect("python3 runs");
-        assert!(status.success(), "python3 -m venv failed");
-        let status = Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .args(["statsd==4.0.1", "datadog==0.56.0"])
-            .status()
-            .expect("pip runs");
-        assert!(
-            status.success(),
-            "pip install statsd datadog failed (PyPI reachable?)"
-        );
-        std::fs::write(&ready, "").unwrap();
-    }
-    python
+    common::python_venv("statsd-venv", &["statsd==4.0.1", "datadog==0.56.0"])
 }
 
 /// Starts `tally serve --statsd 127.0.0.1:0 STATSD_ARGS`: the server, its URL, its StatsD address.

@@ -228,3 +228,45 @@ pub fn serve(
         statsd,
     }
 }
+
+/// A Python virtual environment under the target directory named `name`, with `packages`
+/// installed once (a marker file names them, so a changed list installs again). Tests of one
+/// binary run on several threads and may ask for the same environment at once: a lock makes
+/// the second wait for the first instead of racing it into `python3 -m venv`.
+pub fn python_venv(name: &str, packages: &[&str]) -> std::path::PathBuf {
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _making = MAKING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let python = dir.join("bin/python");
+    let ready = dir.join(format!(".installed-{}", packages.join("-")));
+    if !ready.exists() {
+        if !python.exists() {
+            let status = std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&dir)
+                .status()
+                .expect("python3 runs");
+            assert!(status.success(), "python3 -m venv {} failed", dir.display());
+        }
+        let status = std::process::Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(packages)
+            .status()
+            .expect("pip runs");
+        assert!(
+            status.success(),
+            "pip install {} failed (PyPI reachable?)",
+            packages.join(" ")
+        );
+        std::fs::write(&ready, "").unwrap();
+    }
+    python
+}
