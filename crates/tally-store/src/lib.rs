@@ -38,6 +38,7 @@ mod pg_tls;
 mod postgres;
 mod sqlite;
 mod sqlite_keys;
+mod sqlite_spans;
 pub mod testing;
 mod types;
 

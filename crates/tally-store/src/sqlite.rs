@@ -26,6 +26,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::sqlite_keys::{self, Probe, RecentKeys};
+use crate::sqlite_spans::{self, NewSpans};
 use crate::types::{
     EncodedErasure, EncodedFlush, EncodedRow, KeyKind, KeyRecord, LoggedRejection, Materialized,
     MaterializedView, RawSnapshot, RecordWrite, Rejected, TenantInfo,
@@ -463,11 +464,7 @@ impl SqliteTenant {
         if def.has_dedupe_key() {
             sqlite_keys::create(&tx, &def.name)?;
         }
-        tx.execute_batch(&format!(
-            "CREATE INDEX {} ON {table} ({})",
-            ident(&format!("{}__time", def.name)),
-            ident(&def.columns[def.event_time].name)
-        ))?;
+        sqlite_spans::create(&tx, &def.name)?;
         tx.execute(
             "INSERT OR REPLACE INTO tally_streams (name, definition, last_seq, keys_epoch) \
              VALUES (?, ?, 0, random())",
@@ -500,6 +497,7 @@ impl SqliteTenant {
         let tx = self.conn.transaction()?;
         tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(name)))?;
         sqlite_keys::drop(&tx, name)?;
+        sqlite_spans::drop(&tx, name)?;
         tx.execute("DELETE FROM tally_streams WHERE name = ?", [name])?;
         tx.commit()?;
         self.recent_keys.remove(name);
@@ -561,6 +559,8 @@ impl SqliteTenant {
             [&stream.name],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
+        sqlite_spans::ensure(&tx, stream)?;
+        let mut spans = NewSpans::default();
         let mut recent = match (stream.has_dedupe_key(), cached) {
             (false, _) => None,
             (true, Some(r)) if r.in_step(last, merged, epoch) => Some(r),
@@ -621,6 +621,7 @@ impl SqliteTenant {
                 values.push(ToSqlOutput::Owned(rusqlite::types::Value::Integer(seq)));
                 values.extend(row.iter().map(raw_sql));
                 stmt.execute(rusqlite::params_from_iter(values.iter()))?;
+                spans.add(seq, &row[stream.event_time]);
                 last = seq;
                 out.push(Some(seq as u64));
             }
@@ -629,6 +630,7 @@ impl SqliteTenant {
             "UPDATE tally_streams SET last_seq = ? WHERE name = ?",
             params![last, stream.name],
         )?;
+        spans.write(&tx, &stream.name)?;
         if let Some(recent) = &mut recent {
             sqlite_keys::record(&tx, &stream.name, recent, added, last)?;
         }
@@ -854,20 +856,31 @@ impl SqliteTenant {
         max_seq: u64,
     ) -> Result<u64> {
         let sql = format!(
-            "DELETE FROM {} WHERE {} < ? AND \"_seq\" <= ?",
+            "DELETE FROM {} WHERE \"_seq\" BETWEEN ? AND ? AND {} < ?",
             ident(&stream.name),
             ident(&stream.columns[stream.event_time].name)
         );
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        sqlite_spans::ensure(&tx, stream)?;
         // A stream not converted yet (no append since it was opened) has the old unique index,
         // which goes with the rows; the conversion hashes what is left.
-        if stream.has_dedupe_key()
+        let keyed = stream.has_dedupe_key()
             && (self.recent_keys.contains_key(&stream.name)
-                || sqlite_keys::converted(&tx, &stream.name)?)
-        {
-            sqlite_keys::forget_before(&tx, stream, before, max_seq)?;
+                || sqlite_keys::converted(&tx, &stream.name)?);
+        let mut deleted = 0;
+        for (span, first, last) in sqlite_spans::before(&tx, &stream.name, before, max_seq)? {
+            if keyed {
+                sqlite_keys::forget_before(&tx, stream, before, first, last)?;
+            }
+            let gone = tx
+                .prepare_cached(&sql)?
+                .execute(params![first, last, before.0])? as u64;
+            // Also when nothing went: the span was wider than its rows (after an erasure).
+            sqlite_spans::narrow(&tx, stream, span)?;
+            deleted += gone;
         }
-        let deleted = tx.execute(&sql, params![before.0, max_seq as i64])? as u64;
         if deleted > 0 && stream.has_dedupe_key() {
             // Recent keys in memory, here and in other processes, may be of deleted rows: a new
             // epoch makes every process read them again, so that they never reach the large

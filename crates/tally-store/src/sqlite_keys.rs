@@ -17,8 +17,9 @@
 //!
 //! An append looks the hashes of its batch up in memory and, with one statement, in the large
 //! table; a hit is a duplicate only when the raw row at that `_seq` holds the same key (two keys
-//! of one hash are both kept). Retention deletes a row's key with the row (the large table has
-//! an index on `_seq`; a recent key of a deleted row no longer matches its row). NULL keys are
+//! of one hash are both kept). Retention and erasure delete a row's key with the row, by
+//! `(h, _seq)` computed from the row's key (so the large table needs no index on `_seq`, which
+//! every merge paid for); a recent key of a deleted row no longer matches its row. NULL keys are
 //! never duplicates and are not indexed, as in a unique index.
 //!
 //! Earlier layouts are converted on the first append of a process, inside its write
@@ -78,9 +79,7 @@ pub(crate) fn create(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     drop(tx, stream)?;
     let table = keys(stream);
     tx.execute_batch(&format!(
-        "CREATE TABLE {table} (h INTEGER NOT NULL, \"_seq\" INTEGER NOT NULL, PRIMARY KEY (h, \"_seq\")) WITHOUT ROWID;
-         CREATE INDEX {} ON {table} (\"_seq\");",
-        ident(&format!("tally_keys__{stream}__seq"))
+        "CREATE TABLE {table} (h INTEGER NOT NULL, \"_seq\" INTEGER NOT NULL, PRIMARY KEY (h, \"_seq\")) WITHOUT ROWID;"
     ))?;
     Ok(())
 }
@@ -162,6 +161,12 @@ impl RecentKeys {
 /// every key up to `last_seq` is then in the large table.
 fn upgrade(tx: &Transaction<'_>, stream: &StreamDef, last_seq: i64, merged: i64) -> Result<i64> {
     let name = &stream.name;
+    // The large table of the third layout had an index on `_seq`, for retention, which now
+    // deletes by `(h, _seq)`: every merge paid for it.
+    tx.execute_batch(&format!(
+        "DROP INDEX IF EXISTS {}",
+        ident(&format!("tally_keys__{name}__seq"))
+    ))?;
     if !converted(tx, name)? {
         create(tx, name)?;
         write_sorted(tx, name, hashes_after(tx, stream, 0)?)?;
@@ -341,44 +346,61 @@ pub(crate) fn record(
     Ok(())
 }
 
-/// Deletes the keys of the rows retention is about to delete (same bounds), for a stream with
-/// key tables.
+/// Deletes the keys of the rows retention is about to delete (same bounds: an event time before
+/// `before`, a sequence number in `first..=last`), for a stream with key tables.
 pub(crate) fn forget_before(
     tx: &Transaction<'_>,
     stream: &StreamDef,
     before: Timestamp,
-    max_seq: u64,
+    first: i64,
+    last: i64,
 ) -> Result<()> {
-    let mut tables = vec![keys(&stream.name)];
-    if table_exists(tx, &format!("tally_recent__{}", stream.name))? {
-        tables.push(recent(&stream.name));
-    }
-    for table in tables {
-        tx.execute(
-            &format!(
-                "DELETE FROM {table} WHERE \"_seq\" IN \
-                 (SELECT \"_seq\" FROM {} WHERE {} < ? AND \"_seq\" <= ?)",
-                ident(&stream.name),
-                ident(&stream.columns[stream.event_time].name)
-            ),
-            params![before.0, max_seq as i64],
-        )?;
-    }
-    Ok(())
+    let (columns, present) = key_columns(stream);
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" BETWEEN ? AND ? AND {} < ? AND {present}",
+        ident(&stream.name),
+        ident(&stream.columns[stream.event_time].name)
+    ))?;
+    let pairs = keyed_rows(stmt.query(params![first, last, before.0])?, stream)?;
+    forget(tx, &stream.name, &pairs)
 }
 
 /// Deletes the stored keys of the rows with the sequence numbers in `seqs` (an erasure), within
-/// the transaction that deletes the rows.
+/// the transaction that deletes the rows, before it does.
 pub(crate) fn forget_seqs(tx: &Transaction<'_>, stream: &StreamDef, seqs: Array) -> Result<()> {
-    let mut tables = vec![keys(&stream.name)];
-    if table_exists(tx, &format!("tally_recent__{}", stream.name))? {
-        tables.push(recent(&stream.name));
+    let (columns, present) = key_columns(stream);
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" IN rarray(?1) AND {present}",
+        ident(&stream.name),
+    ))?;
+    let pairs = keyed_rows(stmt.query([seqs])?, stream)?;
+    forget(tx, &stream.name, &pairs)
+}
+
+/// `(h, _seq)` of rows selected as `_seq` and the key columns.
+fn keyed_rows(mut rows: rusqlite::Rows<'_>, stream: &StreamDef) -> Result<Vec<(i64, i64)>> {
+    let mut pairs = Vec::new();
+    while let Some(r) = rows.next()? {
+        if let Some(key) = key_of(r, 1, stream)? {
+            pairs.push((key_hash(&key), r.get(0)?));
+        }
+    }
+    Ok(pairs)
+}
+
+/// Deletes `(h, _seq)` pairs from the key tables (by their primary key; a recent key has no row
+/// there, and is forgotten when the moved epoch makes every process read them again).
+fn forget(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)]) -> Result<()> {
+    let mut tables = vec![keys(stream)];
+    if table_exists(tx, &format!("tally_recent__{stream}"))? {
+        tables.push(recent(stream));
     }
     for table in tables {
-        tx.execute(
-            &format!("DELETE FROM {table} WHERE \"_seq\" IN rarray(?1)"),
-            [seqs.clone()],
-        )?;
+        let mut delete =
+            tx.prepare_cached(&format!("DELETE FROM {table} WHERE h = ? AND \"_seq\" = ?"))?;
+        for &(h, seq) in pairs {
+            delete.execute(params![h, seq])?;
+        }
     }
     Ok(())
 }

@@ -319,3 +319,50 @@ fn retention_by_another_process_makes_the_keys_read_again() {
     // The first process reads its keys again: "a" is gone and may come again, "b" is kept.
     assert_eq!(append(&mut one, stream, &["a", "b"]), [true, false]);
 }
+
+#[test]
+fn the_seq_index_of_the_third_layout_is_dropped_and_retention_still_forgets_merged_keys() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    {
+        let mut t = store.tenant("acme").unwrap();
+        t.create_stream(stream).unwrap();
+        t.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
+            .unwrap();
+    }
+    // The third layout: both keys merged into the large table, which has an index on `_seq`.
+    db(&dir)
+        .execute_batch(&format!(
+            "UPDATE tally_streams SET keys_merged = 2;
+             INSERT INTO tally_keys__pay (h, _seq) VALUES ({}, 1), ({}, 2);
+             CREATE INDEX tally_keys__pay__seq ON tally_keys__pay (_seq);",
+            hash("a"),
+            hash("b")
+        ))
+        .unwrap();
+    drop(store);
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    assert_eq!(append(&mut t, stream, &["a", "c"]), [false, true]);
+    let conn = db(&dir);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'tally_keys__pay__seq'"
+        ),
+        0,
+        "the index is dropped"
+    );
+    // Retention of row 1 takes its merged key out of the large table, by (h, _seq).
+    assert_eq!(
+        t.delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 1)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM tally_keys__pay"),
+        1,
+        "only b's key is left"
+    );
+    assert_eq!(append(&mut t, stream, &["a", "b"]), [true, false]);
+}

@@ -7,7 +7,7 @@
 //!   the same columns and no index, 10,000 rows per transaction, WAL with `synchronous=FULL`:
 //!   the ceiling of durable SQLite inserts on this machine;
 //! - tally: the NDJSON file through `tally ingest`'s code path (decode and validate every event,
-//!   durable append with the dedupe and time indexes, the five views of the workload applied,
+//!   durable append with the dedupe keys and time spans, the five views of the workload applied,
 //!   and flushed at the end).
 //!
 //! Both are timed wall-clock, best of three; the ratio is what to compare across machines.
@@ -53,7 +53,7 @@ fn run(workload: Workload, n: usize, runs: usize) {
         &[
             ("bare SQLite insert (baseline)", base),
             (
-                "tally append only (decoded rows, dedupe and time indexes, no views)",
+                "tally append only (decoded rows, dedupe keys, time spans, no views)",
                 append,
             ),
             (

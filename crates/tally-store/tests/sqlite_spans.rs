@@ -1,0 +1,309 @@
+//! The time spans of SQLite raw event tables (`src/sqlite_spans.rs`), which stand in for an index
+//! on the event time: retention deletes exactly the rows before its cutoff and up to its
+//! sequence number, late events included, and their keys with them; every row's time stays
+//! inside its span's bounds; a store of the earlier layout (a time index, no spans) is converted
+//! by the first write that finds it.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+use tally_store::{Store, TenantStore};
+use tally_views::sql::apply;
+use tally_views::{Catalog, StreamDef, Timestamp, Value};
+
+const SCHEMA: &str = "
+CREATE STREAM pay (id TEXT, amount BIGINT NOT NULL, at TIMESTAMP NOT NULL)
+  WITH (event_time = 'at', dedupe_key = 'id');
+CREATE STREAM plain (amount BIGINT NOT NULL, at TIMESTAMP NOT NULL) WITH (event_time = 'at');
+";
+
+/// Microseconds of 2026-03-01T00:00:00Z.
+const T0: i64 = 1_772_323_200_000_000;
+const MINUTE: i64 = 60_000_000;
+
+fn setup() -> (tempfile::TempDir, Store, Catalog) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    store.migrations().up().unwrap();
+    store
+        .create_tenant(
+            "acme",
+            "UTC",
+            Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
+        )
+        .unwrap();
+    let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
+    (dir, store, catalog)
+}
+
+fn db(dir: &tempfile::TempDir) -> Connection {
+    Connection::open(dir.path().join("tenants").join("acme.db")).unwrap()
+}
+
+fn count(conn: &Connection, sql: &str) -> i64 {
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// Event `i` of the test: a minute apart in order, except every 97th, which is late by a day.
+fn time_of(i: i64) -> i64 {
+    let t = T0 + i * MINUTE;
+    if i % 97 == 0 { t - 1_440 * MINUTE } else { t }
+}
+
+/// Appends events `from..to` in batches of 1,000 and notes what was accepted in `kept`
+/// (sequence number → (key, time)).
+fn append_range(
+    t: &mut TenantStore,
+    stream: &StreamDef,
+    from: i64,
+    to: i64,
+    kept: &mut BTreeMap<u64, (String, i64)>,
+) {
+    let all: Vec<i64> = (from..to).collect();
+    for chunk in all.chunks(1_000) {
+        let rows: Vec<Vec<Value>> = chunk
+            .iter()
+            .map(|&i| {
+                vec![
+                    Value::text(&format!("k{i}")),
+                    Value::Int(i),
+                    Value::Timestamp(Timestamp(time_of(i))),
+                ]
+            })
+            .collect();
+        for (&i, seq) in chunk.iter().zip(t.append(stream, &rows).unwrap()) {
+            kept.insert(seq.expect("a new key"), (format!("k{i}"), time_of(i)));
+        }
+    }
+}
+
+/// The stream's rows as (sequence number, key, time).
+fn stored(t: &TenantStore, stream: &StreamDef) -> BTreeMap<u64, (String, i64)> {
+    t.read_events(stream, 0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let (Value::Text(key), Value::Timestamp(Timestamp(at))) = (&e.row[0], &e.row[2]) else {
+                panic!("a key and a time")
+            };
+            (e.seq, (key.to_string(), *at))
+        })
+        .collect()
+}
+
+/// Every row's time lies within the bounds of its span, and every span has rows.
+fn assert_spans_hold(conn: &Connection) {
+    assert_eq!(
+        count(
+            conn,
+            "SELECT count(*) FROM pay LEFT JOIN tally_spans__pay s ON s.span = pay._seq >> 12
+              WHERE s.span IS NULL OR pay.at < s.lo OR pay.at > s.hi"
+        ),
+        0,
+        "a row outside its span"
+    );
+    assert_eq!(
+        count(
+            conn,
+            "SELECT count(*) FROM tally_spans__pay s
+              WHERE NOT EXISTS (SELECT 1 FROM pay WHERE pay._seq >> 12 = s.span)"
+        ),
+        0,
+        "a span without rows"
+    );
+}
+
+#[test]
+fn retention_deletes_exactly_the_rows_before_the_cutoff_late_ones_included() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let mut kept = BTreeMap::new();
+    // About five spans of 4,096 rows.
+    append_range(&mut t, stream, 0, 20_000, &mut kept);
+    assert_spans_hold(&db(&dir));
+
+    // Cutoffs inside the first span, across spans, and a sequence bound that cuts a span.
+    for (minutes, max_seq) in [
+        (100, 20_000),
+        (5_000, 20_000),
+        (12_000, 9_000),
+        (19_000, 20_000),
+    ] {
+        let before = T0 + minutes * MINUTE;
+        let expected: Vec<u64> = kept
+            .iter()
+            .filter(|&(&seq, &(_, at))| at < before && seq <= max_seq)
+            .map(|(&seq, _)| seq)
+            .collect();
+        let deleted = t
+            .delete_events_before(stream, Timestamp(before), max_seq)
+            .unwrap();
+        assert_eq!(
+            deleted,
+            expected.len() as u64,
+            "cutoff {minutes} min, max_seq {max_seq}"
+        );
+        for seq in &expected {
+            kept.remove(seq);
+        }
+        assert_eq!(
+            stored(&t, stream),
+            kept,
+            "cutoff {minutes} min, max_seq {max_seq}"
+        );
+        assert_spans_hold(&db(&dir));
+        if max_seq < 20_000 {
+            assert!(
+                kept.iter()
+                    .any(|(&seq, &(_, at))| at < before && seq > max_seq),
+                "the sequence bound kept some old rows"
+            );
+        }
+    }
+
+    // The keys of deleted rows went with them; the kept ones are still duplicates.
+    let gone = (0..20_000)
+        .find(|i| !kept.values().any(|(k, _)| *k == format!("k{i}")))
+        .unwrap();
+    let (kept_key, _) = kept.values().next().unwrap().clone();
+    let rows: Vec<Vec<Value>> = [format!("k{gone}"), kept_key]
+        .iter()
+        .map(|k| {
+            vec![
+                Value::text(k),
+                Value::Int(0),
+                Value::Timestamp(Timestamp(T0)),
+            ]
+        })
+        .collect();
+    let seqs = t.append(stream, &rows).unwrap();
+    assert!(seqs[0].is_some(), "a deleted row's key is free again");
+    assert!(seqs[1].is_none(), "a kept row's key is still a duplicate");
+    assert_spans_hold(&db(&dir));
+}
+
+#[test]
+fn an_erasure_leaves_a_span_wider_than_its_rows_and_retention_narrows_it() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let mut kept = BTreeMap::new();
+    append_range(&mut t, stream, 1, 97, &mut kept);
+    let lo = |conn: &Connection| count(conn, "SELECT lo FROM tally_spans__pay");
+    assert_eq!(lo(&db(&dir)), time_of(1));
+    // Rows deleted behind the spans' back, as an erasure does: the span keeps its old bounds.
+    db(&dir)
+        .execute_batch("DELETE FROM pay WHERE amount < 50")
+        .unwrap();
+    assert_eq!(
+        lo(&db(&dir)),
+        time_of(1),
+        "the erased rows still bound the span"
+    );
+    // Nothing is left before the cutoff, but the visit narrows the span.
+    assert_eq!(
+        t.delete_events_before(stream, Timestamp(T0 + 40 * MINUTE), u64::MAX)
+            .unwrap(),
+        0
+    );
+    assert_eq!(lo(&db(&dir)), time_of(50), "retention narrowed the span");
+    assert_spans_hold(&db(&dir));
+}
+
+#[test]
+fn a_store_with_a_time_index_is_converted_by_its_first_write() {
+    let (dir, store, catalog) = setup();
+    let pay = catalog.stream("pay").unwrap();
+    let plain = catalog.stream("plain").unwrap();
+    let mut kept = BTreeMap::new();
+    {
+        let mut t = store.tenant("acme").unwrap();
+        t.create_stream(pay).unwrap();
+        t.create_stream(plain).unwrap();
+        append_range(&mut t, pay, 0, 10_000, &mut kept);
+        let rows: Vec<Vec<Value>> = (0..10)
+            .map(|i| vec![Value::Int(i), Value::Timestamp(Timestamp(time_of(i * 50)))])
+            .collect();
+        t.append(plain, &rows).unwrap();
+    }
+    // Make both look as the earlier layout: an index on the time, no span table.
+    db(&dir)
+        .execute_batch(
+            "DROP TABLE tally_spans__pay; CREATE INDEX pay__time ON pay (at);
+             DROP TABLE tally_spans__plain; CREATE INDEX plain__time ON plain (at);",
+        )
+        .unwrap();
+    drop(store);
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let mut t = store.tenant("acme").unwrap();
+
+    // Retention converts `pay` and deletes what the index would have found.
+    let before = T0 + 3_000 * MINUTE;
+    let expected = kept.values().filter(|&&(_, at)| at < before).count() as u64;
+    assert_eq!(
+        t.delete_events_before(pay, Timestamp(before), u64::MAX)
+            .unwrap(),
+        expected
+    );
+    kept.retain(|_, &mut (_, at)| at >= before);
+    assert_eq!(stored(&t, pay), kept);
+    let conn = db(&dir);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'pay__time'"
+        ),
+        0,
+        "the time index is dropped"
+    );
+    assert_spans_hold(&conn);
+
+    // An append converts `plain`.
+    t.append(
+        plain,
+        &[vec![Value::Int(10), Value::Timestamp(Timestamp(T0))]],
+    )
+    .unwrap();
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'plain__time'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&conn, "SELECT lo FROM tally_spans__plain"),
+        time_of(0),
+        "the spans cover the rows from before the conversion"
+    );
+    assert_eq!(
+        t.delete_events_before(plain, Timestamp(T0), u64::MAX)
+            .unwrap(),
+        1,
+        "event 0 is late by a day"
+    );
+}
+
+#[test]
+fn dropping_a_stream_drops_its_spans() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("plain").unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    t.append(
+        stream,
+        &[vec![Value::Int(1), Value::Timestamp(Timestamp(T0))]],
+    )
+    .unwrap();
+    t.drop_stream("plain").unwrap();
+    assert_eq!(
+        count(
+            &db(&dir),
+            "SELECT count(*) FROM sqlite_master WHERE name = 'tally_spans__plain'"
+        ),
+        0
+    );
+}
