@@ -25,7 +25,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
-use crate::sqlite_keys::{self, Probe, RecentKeys};
+use crate::sqlite_keys::{self, KeyFilter, Probe, RecentKeys};
 use crate::sqlite_spans::{self, NewSpans};
 use crate::types::{
     EncodedErasure, EncodedFlush, EncodedRow, KeyKind, KeyRecord, LoggedRejection, Materialized,
@@ -45,6 +45,9 @@ pub struct SqliteTenant {
     /// Per stream with a dedupe key, after this process's last append to it: the keys of its
     /// rows after `keys_merged` (see [`crate::sqlite_keys`]).
     recent_keys: HashMap<String, RecentKeys>,
+    /// Per stream with a dedupe key: the filter of its large key table, as of this process's
+    /// last write to it.
+    key_filters: HashMap<String, KeyFilter>,
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
@@ -297,6 +300,7 @@ impl SqliteStore {
         Ok(SqliteTenant {
             conn,
             recent_keys: HashMap::new(),
+            key_filters: HashMap::new(),
         })
     }
 }
@@ -472,6 +476,7 @@ impl SqliteTenant {
         )?;
         tx.commit()?;
         self.recent_keys.remove(&def.name);
+        self.key_filters.remove(&def.name);
         Ok(())
     }
 
@@ -501,6 +506,7 @@ impl SqliteTenant {
         tx.execute("DELETE FROM tally_streams WHERE name = ?", [name])?;
         tx.commit()?;
         self.recent_keys.remove(name);
+        self.key_filters.remove(name);
         Ok(())
     }
 
@@ -551,6 +557,7 @@ impl SqliteTenant {
         // Taken out while the transaction runs: put back only after its commit, so that a
         // failed append leaves nothing behind and the next one reads the keys again.
         let cached = self.recent_keys.remove(&stream.name);
+        let filter = self.key_filters.remove(&stream.name);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -565,6 +572,10 @@ impl SqliteTenant {
             (false, _) => None,
             (true, Some(r)) if r.in_step(last, merged, epoch) => Some(r),
             (true, _) => Some(RecentKeys::load(&tx, stream, last, merged, epoch)?),
+        };
+        let mut filter = match &recent {
+            Some(r) => Some(KeyFilter::current(filter, &tx, stream, r.merged(), epoch)?),
+            None => None,
         };
         let mut out = Vec::with_capacity(rows.len());
         let mut added: Vec<(i64, i64)> = Vec::new();
@@ -598,7 +609,10 @@ impl SqliteTenant {
                 .map(|k| k.as_ref().map(sqlite_keys::key_hash))
                 .collect();
             let stored = match &mut probe {
-                Some((.., probe)) => probe.stored(hashes.iter().flatten().copied().collect())?,
+                Some((.., probe)) => probe.stored(
+                    hashes.iter().flatten().copied().collect(),
+                    filter.as_ref().expect("a stream with keys has a filter"),
+                )?,
                 None => HashTable::new(),
             };
             // Keys of this batch, as (hash, row index): a repeated one is a duplicate without a
@@ -631,12 +645,15 @@ impl SqliteTenant {
             params![last, stream.name],
         )?;
         spans.write(&tx, &stream.name)?;
-        if let Some(recent) = &mut recent {
-            sqlite_keys::record(&tx, &stream.name, recent, added, last)?;
+        if let (Some(recent), Some(filter)) = (&mut recent, &mut filter) {
+            sqlite_keys::record(&tx, stream, recent, added, last, filter)?;
         }
         tx.commit()?;
         if let Some(recent) = recent {
             self.recent_keys.insert(stream.name.clone(), recent);
+        }
+        if let Some(filter) = filter {
+            self.key_filters.insert(stream.name.clone(), filter);
         }
         Ok(out)
     }
@@ -671,13 +688,20 @@ impl SqliteTenant {
     }
 
     pub(crate) fn load_states(&self, view: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT \"_state\" FROM {} WHERE \"_key\" = ?",
-            ident(view)
-        ))?;
-        keys.iter()
-            .map(|k| Ok(stmt.query_row([k], |r| r.get(0)).optional()?))
-            .collect()
+        // One read transaction for every lookup: on its own, each statement took and released
+        // the WAL read lock (two `fcntl` calls a key, 40 % of a flush's loading).
+        let tx = self.conn.unchecked_transaction()?;
+        let states = {
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT \"_state\" FROM {} WHERE \"_key\" = ?",
+                ident(view)
+            ))?;
+            keys.iter()
+                .map(|k| Ok(stmt.query_row([k], |r| r.get(0)).optional()?))
+                .collect::<Result<Vec<_>>>()?
+        };
+        tx.commit()?;
+        Ok(states)
     }
 
     pub(crate) fn flush(&mut self, flushes: &[EncodedFlush<'_>]) -> Result<()> {
@@ -790,6 +814,7 @@ impl SqliteTenant {
         tx.commit()?;
         for name in touched {
             self.recent_keys.remove(&name);
+            self.key_filters.remove(&name);
         }
         Ok(())
     }
@@ -860,10 +885,21 @@ impl SqliteTenant {
             ident(&stream.name),
             ident(&stream.columns[stream.event_time].name)
         );
+        let mut filter = self.key_filters.remove(&stream.name);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         sqlite_spans::ensure(&tx, stream)?;
+        if filter.is_some() {
+            // Kept only if no other process moved the epoch (it may have created the stream
+            // again): then the filter holds the table's keys up to its `merged`.
+            let epoch: i64 = tx.query_row(
+                "SELECT keys_epoch FROM tally_streams WHERE name = ?",
+                [&stream.name],
+                |r| r.get(0),
+            )?;
+            filter = filter.filter(|f| f.epoch() == epoch);
+        }
         // A stream not converted yet (no append since it was opened) has the old unique index,
         // which goes with the rows; the conversion hashes what is left.
         let keyed = stream.has_dedupe_key()
@@ -885,13 +921,19 @@ impl SqliteTenant {
             // Recent keys in memory, here and in other processes, may be of deleted rows: a new
             // epoch makes every process read them again, so that they never reach the large
             // table, where nothing would delete them.
-            tx.execute(
-                "UPDATE tally_streams SET keys_epoch = random() WHERE name = ?",
+            let epoch: i64 = tx.query_row(
+                "UPDATE tally_streams SET keys_epoch = random() WHERE name = ? RETURNING keys_epoch",
                 [&stream.name],
+                |r| r.get(0),
             )?;
             self.recent_keys.remove(&stream.name);
+            // Deletions leave the filter a superset of the table: it stays, at the new epoch.
+            filter = filter.map(|f| f.with_epoch(epoch));
         }
         tx.commit()?;
+        if let Some(filter) = filter {
+            self.key_filters.insert(stream.name.clone(), filter);
+        }
         Ok(deleted)
     }
 

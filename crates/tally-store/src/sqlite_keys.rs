@@ -16,15 +16,18 @@
 //!   and a commit otherwise writes no key at all.
 //!
 //! An append looks the hashes of its batch up in memory and, with one statement, in the large
-//! table; a hit is a duplicate only when the raw row at that `_seq` holds the same key (two keys
-//! of one hash are both kept). Retention and erasure delete a row's key with the row, by
+//! table, skipping the hashes that the process's Bloom filter of the large table ([`KeyFilter`],
+//! kept in step through `keys_merged` and `keys_epoch` like the recent keys) rules out; a hit
+//! is a duplicate only when the raw row at that `_seq` holds the same key (two keys of one hash
+//! are both kept). Retention and erasure delete a row's key with the row, by
 //! `(h, _seq)` computed from the row's key (so the large table needs no index on `_seq`, which
 //! every merge paid for); a recent key of a deleted row no longer matches its row. NULL keys are
 //! never duplicates and are not indexed, as in a unique index.
 //!
 //! Earlier layouts are converted on the first append of a process, inside its write
-//! transaction: a unique index on the key column (every key is hashed into the large table), and
-//! a `tally_recent__{stream}` table of recent keys (moved into the large table).
+//! transaction: a unique index on the key column (every key is hashed into the large table),
+//! a `tally_recent__{stream}` table of recent keys (moved into the large table), and an index
+//! on the large table's `_seq` (dropped).
 
 use std::rc::Rc;
 
@@ -138,6 +141,11 @@ impl RecentKeys {
         Ok(recent)
     }
 
+    /// `tally_streams.keys_merged` as these keys know it.
+    pub(crate) fn merged(&self) -> i64 {
+        self.merged
+    }
+
     fn insert(&mut self, h: i64, seq: i64) {
         self.keys.insert_unique(h as u64, (h, seq), |e| e.0 as u64);
     }
@@ -152,6 +160,124 @@ impl RecentKeys {
             .iter_hash(h as u64)
             .filter(move |e| e.0 == h)
             .map(|e| e.1)
+    }
+}
+
+/// A Bloom filter of the hashes in a stream's large key table, kept by the appending process.
+/// Most keys of a batch are new, and the filter says so without a descent of the large tree
+/// (probing every key of a batch was an eighth of an append). It holds every hash of the table
+/// as of `keys_merged` = `merged` and `keys_epoch` = `epoch`; rows deleted since (retention, an
+/// erasure) leave their hashes in it, which costs a probe and nothing else. A table of more
+/// than [`FILTER_MAX_KEYS`] keys gets no bits: every hash is probed, as without a filter.
+pub(crate) struct KeyFilter {
+    /// A power of two of bits, [`FILTER_BITS_PER_KEY`] per key it has room for.
+    bits: Option<Vec<u64>>,
+    len: usize,
+    merged: i64,
+    epoch: i64,
+}
+
+/// Bits per key at capacity (three probes: about 0.4 % false positives there, fewer below).
+const FILTER_BITS_PER_KEY: usize = 16;
+
+/// Keys of the largest table a filter is kept for (at most 16 MB of bits).
+pub(crate) const FILTER_MAX_KEYS: usize = 1 << 22;
+
+impl KeyFilter {
+    /// The filter of the large table as it is in `tx`: `old` brought up to date when it can be
+    /// (same epoch: only merges happened since, whose keys are those of the raw rows after its
+    /// `merged`), else built from the table.
+    pub(crate) fn current(
+        old: Option<KeyFilter>,
+        tx: &Transaction<'_>,
+        stream: &StreamDef,
+        merged: i64,
+        epoch: i64,
+    ) -> Result<KeyFilter> {
+        match old {
+            Some(f) if f.epoch == epoch && f.merged == merged => Ok(f),
+            Some(mut f) if f.epoch == epoch && f.merged < merged => {
+                for (h, _) in hashes_in(tx, stream, f.merged, merged)? {
+                    f.insert(h);
+                }
+                f.merged = merged;
+                if f.over_capacity() {
+                    f = KeyFilter::build(tx, &stream.name, merged, epoch)?;
+                }
+                Ok(f)
+            }
+            _ => KeyFilter::build(tx, &stream.name, merged, epoch),
+        }
+    }
+
+    /// Reads every hash of the large table.
+    fn build(tx: &Transaction<'_>, stream: &str, merged: i64, epoch: i64) -> Result<KeyFilter> {
+        let table = keys(stream);
+        let n: i64 = tx.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+        let n = n as usize;
+        let mut f = KeyFilter {
+            bits: (n <= FILTER_MAX_KEYS).then(|| {
+                let bits = (n.max(1 << 12) * 2 * FILTER_BITS_PER_KEY).next_power_of_two();
+                vec![0; bits / 64]
+            }),
+            len: 0,
+            merged,
+            epoch,
+        };
+        if f.bits.is_some() {
+            let mut stmt = tx.prepare(&format!("SELECT h FROM {table}"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                f.insert(r.get(0)?);
+            }
+        }
+        Ok(f)
+    }
+
+    /// The three bit positions of `h` (double hashing; `h` is already a uniform hash).
+    fn positions(h: i64, bits: usize) -> [usize; 3] {
+        let (a, b) = (h as u64, (h as u64 >> 32) | 1);
+        let mask = bits as u64 - 1;
+        [0u64, 1, 2].map(|i| (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize)
+    }
+
+    fn insert(&mut self, h: i64) {
+        self.len += 1;
+        if let Some(bits) = &mut self.bits {
+            for p in Self::positions(h, bits.len() * 64) {
+                bits[p / 64] |= 1 << (p % 64);
+            }
+        }
+    }
+
+    /// Whether `h` may be in the table: false only when it is certainly not.
+    pub(crate) fn may_hold(&self, h: i64) -> bool {
+        match &self.bits {
+            Some(bits) => Self::positions(h, bits.len() * 64)
+                .iter()
+                .all(|&p| bits[p / 64] & (1 << (p % 64)) != 0),
+            None => true,
+        }
+    }
+
+    /// More keys than it has room for (it is rebuilt larger), or too many to keep bits for.
+    fn over_capacity(&self) -> bool {
+        match &self.bits {
+            Some(bits) => self.len * FILTER_BITS_PER_KEY > bits.len() * 64,
+            None => false,
+        }
+    }
+
+    /// The `keys_epoch` it was last in step with.
+    pub(crate) fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// The filter after its own process's retention or erasure moved the epoch: deletions leave
+    /// it a superset of the table.
+    pub(crate) fn with_epoch(mut self, epoch: i64) -> KeyFilter {
+        self.epoch = epoch;
+        self
     }
 }
 
@@ -191,16 +317,26 @@ fn upgrade(tx: &Transaction<'_>, stream: &StreamDef, last_seq: i64, merged: i64)
 /// The key hashes of the stream's rows after `after`, as `(h, _seq)`, read from the raw table
 /// (rows with a NULL key have none).
 fn hashes_after(tx: &Transaction<'_>, stream: &StreamDef, after: i64) -> Result<Vec<(i64, i64)>> {
+    hashes_in(tx, stream, after, i64::MAX)
+}
+
+/// The key hashes of the stream's rows in `after + 1..=upto`, as `(h, _seq)`.
+fn hashes_in(
+    tx: &Transaction<'_>,
+    stream: &StreamDef,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(i64, i64)>> {
     assert!(
         stream.has_dedupe_key(),
         "only streams with a dedupe key have key tables"
     );
     let (columns, present) = key_columns(stream);
     let mut stmt = tx.prepare(&format!(
-        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" > ? AND {present}",
+        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" > ? AND \"_seq\" <= ? AND {present}",
         ident(&stream.name)
     ))?;
-    let mut rows = stmt.query([after])?;
+    let mut rows = stmt.query([after, upto])?;
     let mut hashed = Vec::new();
     while let Some(r) = rows.next()? {
         if let Some(key) = key_of(r, 1, stream)? {
@@ -285,7 +421,12 @@ impl<'t> Probe<'t> {
     /// The rows of the large table whose keys have one of `hashes`, as `(h, _seq)`: one
     /// statement for a whole batch, its hashes sorted so that the lookups walk the tree in
     /// order.
-    pub(crate) fn stored(&mut self, mut hashes: Vec<i64>) -> Result<HashTable<(i64, i64)>> {
+    pub(crate) fn stored(
+        &mut self,
+        mut hashes: Vec<i64>,
+        filter: &KeyFilter,
+    ) -> Result<HashTable<(i64, i64)>> {
+        hashes.retain(|&h| filter.may_hold(h));
         hashes.sort_unstable();
         hashes.dedup();
         let array: Array = Rc::new(hashes.into_iter().map(SqlValue::Integer).collect());
@@ -325,10 +466,11 @@ impl<'t> Probe<'t> {
 /// when that makes [`MERGE_ROWS`] recent keys, writes them all to the large table inside `tx`.
 pub(crate) fn record(
     tx: &Transaction<'_>,
-    stream: &str,
+    stream: &StreamDef,
     recent: &mut RecentKeys,
     added: Vec<(i64, i64)>,
     last_seq: i64,
+    filter: &mut KeyFilter,
 ) -> Result<()> {
     recent.last_seq = last_seq;
     if recent.len() + added.len() < MERGE_ROWS {
@@ -340,9 +482,16 @@ pub(crate) fn record(
     let mut all: Vec<(i64, i64)> = recent.keys.drain().collect();
     recent.keys.shrink_to_fit(|e| e.0 as u64);
     all.extend(added);
-    write_sorted(tx, stream, all)?;
-    set_merged(tx, stream, last_seq)?;
+    for &(h, _) in &all {
+        filter.insert(h);
+    }
+    write_sorted(tx, &stream.name, all)?;
+    set_merged(tx, &stream.name, last_seq)?;
     recent.merged = last_seq;
+    filter.merged = last_seq;
+    if filter.over_capacity() {
+        *filter = KeyFilter::build(tx, &stream.name, last_seq, filter.epoch)?;
+    }
     Ok(())
 }
 
@@ -403,4 +552,46 @@ fn forget(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)]) -> Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter_for(keys: usize) -> KeyFilter {
+        let bits = (keys * FILTER_BITS_PER_KEY).next_power_of_two();
+        KeyFilter {
+            bits: Some(vec![0; bits / 64]),
+            len: 0,
+            merged: 0,
+            epoch: 0,
+        }
+    }
+
+    #[test]
+    fn a_filter_never_misses_a_key_and_rarely_holds_another() {
+        let n = 100_000;
+        let mut f = filter_for(n);
+        let hash = |i: u64| key_hash(&Value::text(&format!("key-{i}")));
+        for i in 0..n as u64 {
+            f.insert(hash(i));
+        }
+        assert!(
+            (0..n as u64).all(|i| f.may_hold(hash(i))),
+            "a false negative"
+        );
+        let false_positives = (n as u64..2 * n as u64)
+            .filter(|&i| f.may_hold(hash(i)))
+            .count();
+        // 16 bits a key with three probes: about 0.4 % at capacity (131,072 keys here).
+        assert!(
+            false_positives < n / 100,
+            "{false_positives} false positives in {n}"
+        );
+        assert!(!f.over_capacity());
+        for i in 0..40_000 {
+            f.insert(hash(2 * n as u64 + i));
+        }
+        assert!(f.over_capacity(), "past 131,072 keys");
+    }
 }

@@ -366,3 +366,65 @@ fn the_seq_index_of_the_third_layout_is_dropped_and_retention_still_forgets_merg
     );
     assert_eq!(append(&mut t, stream, &["a", "b"]), [true, false]);
 }
+
+/// Appends `ids` in batches of 10,000, all new.
+fn append_all(t: &mut TenantStore, stream: &StreamDef, ids: &[String]) {
+    for chunk in ids.chunks(10_000) {
+        let rows: Vec<Vec<Value>> = chunk.iter().map(|id| row(Some(id), 1)).collect();
+        assert!(t.append(stream, &rows).unwrap().iter().all(Option::is_some));
+    }
+}
+
+#[test]
+fn a_process_filter_catches_up_with_keys_another_process_merged() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut one = store.tenant("acme").unwrap();
+    one.create_stream(stream).unwrap();
+    // The first process merges once, so its filter holds keys.
+    let first: Vec<String> = (0..70_000).map(|i| format!("one-{i}")).collect();
+    append_all(&mut one, stream, &first);
+    // Another process appends enough to merge again: the first one's filter does not have
+    // those keys until it reads the rows the other process merged.
+    let other = Store::open_sqlite(dir.path()).unwrap();
+    let mut two = other.tenant("acme").unwrap();
+    let second: Vec<String> = (0..70_000).map(|i| format!("two-{i}")).collect();
+    append_all(&mut two, stream, &second);
+    assert!(
+        count(&db(&dir), "SELECT keys_merged FROM tally_streams") > 70_000,
+        "the second process merged"
+    );
+    assert_eq!(
+        append(&mut one, stream, &["two-0", "two-69999", "one-0", "new"]),
+        [false, false, false, true]
+    );
+}
+
+#[test]
+fn a_filter_is_not_kept_across_a_stream_created_again_by_another_process() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut one = store.tenant("acme").unwrap();
+    one.create_stream(stream).unwrap();
+    // Both processes merge at the same `keys_merged` (70,000): only the epoch tells the first
+    // one that its filter is of another table.
+    let old: Vec<String> = (0..70_000).map(|i| format!("old-{i}")).collect();
+    append_all(&mut one, stream, &old);
+    // Another process creates the stream again and merges keys into the new table.
+    let other = Store::open_sqlite(dir.path()).unwrap();
+    let mut two = other.tenant("acme").unwrap();
+    two.create_stream(stream).unwrap();
+    let ids: Vec<String> = (0..70_000).map(|i| format!("k{i}")).collect();
+    append_all(&mut two, stream, &ids);
+    // The first process's retention moves the epoch; its filter (of the old table) must not
+    // pass for the new one's.
+    assert_eq!(
+        one.delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 10)
+            .unwrap(),
+        10
+    );
+    assert_eq!(
+        append(&mut one, stream, &["k100", "k69999", "k5"]),
+        [false, false, true]
+    );
+}
