@@ -561,11 +561,12 @@ impl SqliteTenant {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let (mut last, merged, epoch): (i64, i64, i64) = tx.query_row(
-            "SELECT last_seq, keys_merged, keys_epoch FROM tally_streams WHERE name = ?",
-            [&stream.name],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        // Cached statements: a group commit of a few single events paid for parsing them.
+        let (mut last, merged, epoch): (i64, i64, i64) = tx
+            .prepare_cached(
+                "SELECT last_seq, keys_merged, keys_epoch FROM tally_streams WHERE name = ?",
+            )?
+            .query_row([&stream.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         sqlite_spans::ensure(&tx, stream)?;
         let mut spans = NewSpans::default();
         let mut recent = match (stream.has_dedupe_key(), cached) {
@@ -640,10 +641,8 @@ impl SqliteTenant {
                 out.push(Some(seq as u64));
             }
         }
-        tx.execute(
-            "UPDATE tally_streams SET last_seq = ? WHERE name = ?",
-            params![last, stream.name],
-        )?;
+        tx.prepare_cached("UPDATE tally_streams SET last_seq = ? WHERE name = ?")?
+            .execute(params![last, stream.name])?;
         spans.write(&tx, &stream.name)?;
         if let (Some(recent), Some(filter)) = (&mut recent, &mut filter) {
             sqlite_keys::record(&tx, stream, recent, added, last, filter)?;
@@ -708,10 +707,10 @@ impl SqliteTenant {
         let tx = self.conn.transaction()?;
         for f in flushes {
             upsert_view_rows(&tx, f.plan, &f.rows)?;
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE tally_views SET position = ?, failed = failed + ? WHERE name = ?",
-                params![f.position as i64, f.failed as i64, f.plan.name],
-            )?;
+            )?
+            .execute(params![f.position as i64, f.failed as i64, f.plan.name])?;
         }
         tx.commit()?;
         Ok(())
