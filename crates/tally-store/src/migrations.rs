@@ -45,6 +45,7 @@ pub(crate) const TENANT: &[Migration] = &[
     migration!(4, "sqlite/tenant", "0004_table_rows"),
     migration!(5, "sqlite/tenant", "0005_view_failures"),
     migration!(6, "sqlite/tenant", "0006_records"),
+    migration!(7, "sqlite/tenant", "0007_time_spans"),
 ];
 
 /// The PostgreSQL database's migrations, oldest first.

@@ -768,7 +768,11 @@ impl SqliteTenant {
     }
 
     pub(crate) fn erase(&mut self, erasure: &EncodedErasure<'_>) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        // Immediate, as an append: it reads before it writes, and a deferred transaction would
+        // fail at once instead of waiting when another process wrote in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut touched = Vec::new();
         for (stream, seqs) in erasure.events {
             if seqs.is_empty() {
