@@ -223,10 +223,7 @@ impl Bound {
     pub async fn bind(config: StatsdConfig) -> std::io::Result<Bound> {
         let mut sockets = Vec::new();
         for listener in &config.listeners {
-            let udp = bind_udp(listener.addr)?;
-            // Port 0: TCP takes the port UDP was given.
-            let addr = udp.local_addr()?;
-            let tcp = tokio::net::TcpListener::bind(addr).await?;
+            let (udp, tcp) = bind_pair(listener.addr).await?;
             sockets.push((udp, tcp, listener.tenant.clone()));
         }
         Ok(Bound { config, sockets })
@@ -286,6 +283,30 @@ impl Bound {
             rooms,
             flusher,
             stop_flusher,
+        }
+    }
+}
+
+/// Binds UDP and TCP on one port. With port 0, TCP takes the port UDP was given; another
+/// program may hold that TCP port, so the pair is tried again on a new port a few times.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> std::io::Result<(std::net::UdpSocket, tokio::net::TcpListener)> {
+    const TRIES: usize = 32;
+    let mut tries = 0;
+    loop {
+        let udp = bind_udp(addr)?;
+        let bound = udp.local_addr()?;
+        match tokio::net::TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && tries + 1 < TRIES =>
+            {
+                tries += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
 }
