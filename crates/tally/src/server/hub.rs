@@ -22,7 +22,7 @@ use crate::app::{ChangeReport, Tally, hash_key};
 use crate::error::Error;
 use crate::server::error::ApiError;
 use crate::server::metrics::Metrics;
-use crate::server::worker::{self, Job, Outcome, Record, Submission, WorkerConfig};
+use crate::server::worker::{self, Decoded, Job, Outcome, Record, Submission, WorkerConfig};
 
 /// How long a key lookup is remembered; a key revoked elsewhere stops working within this.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
@@ -504,11 +504,27 @@ impl Hub {
         route: &'static str,
         records: Vec<Record>,
     ) -> Result<Outcome, ApiError> {
+        // A large request is decoded here, on the request's thread, so that the tenant's worker
+        // does not: it commits and applies one group while the next request decodes. Small ones
+        // are left to the worker, where a group of them shares one decoder (and its interned
+        // text): decoding each on its own cost single-event ingest a fifth of its rate.
+        let decoded = (records.len() >= worker::EARLY_DECODE_RECORDS)
+            .then(|| {
+                Decoded::new(
+                    self.catalog(),
+                    stream,
+                    &records,
+                    self.now(),
+                    self.worker.config.max_future,
+                )
+            })
+            .flatten();
         self.ask(tenant, |reply| {
             Job::Ingest(Submission {
                 stream: stream.to_owned(),
                 route,
                 records,
+                decoded,
                 reply,
             })
         })

@@ -4,7 +4,9 @@
 //! Requests reach it through a bounded queue; a full queue is answered 503 by the caller rather
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
-//! one large one. Queries go through the same queue, so a query sent after an acknowledged
+//! one large one. A large request arrives decoded already (by the thread that received it,
+//! see [`Decoded`]), so the worker commits and applies one group while the next decodes.
+//! Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
 //! flush interval; the server's scheduler sends it `Tick` (alerts) and `Maintain` (retention)
 //! jobs, which run in order with the rest. On a shared store (PostgreSQL) each tick
@@ -27,6 +29,8 @@ use crate::error::{Error, Result};
 use crate::runtime::TenantRuntime;
 use crate::server::metrics::Metrics;
 
+/// Requests of at least this many records are decoded before they reach the worker ([`Decoded`]).
+pub const EARLY_DECODE_RECORDS: usize = 64;
 /// Most events committed in one group commit.
 const GROUP_COMMIT_ROWS: usize = 20_000;
 /// The most entries a tenant's rejection log keeps, whatever their age.
@@ -81,7 +85,57 @@ pub struct Submission {
     /// The route group it came through (`streams`, `segment`), for the rejection log.
     pub route: &'static str,
     pub records: Vec<Record>,
+    /// The records decoded by the request's own thread, if it could (see [`Decoded`]).
+    pub decoded: Option<Decoded>,
     pub reply: oneshot::Sender<Result<Outcome>>,
+}
+
+/// A submission's records decoded before they reached the worker, on the thread that received
+/// the request, so that the worker's thread spends its time on the commit and the views while
+/// the next request decodes. The worker uses them only if the stream's definition it holds is
+/// the one they were decoded against; otherwise (a schema change in between) it decodes the
+/// records again itself.
+pub struct Decoded {
+    /// The catalog whose stream definition the records were decoded against.
+    pub catalog: Arc<tally_views::Catalog>,
+    /// One outcome per record, in order.
+    pub rows: Vec<std::result::Result<Vec<Value>, Rejection>>,
+}
+
+impl Decoded {
+    /// Decodes `records` for `stream` of `catalog`; `None` if the catalog has no such stream
+    /// (the worker then answers as it does for any unknown stream).
+    pub fn new(
+        catalog: Arc<tally_views::Catalog>,
+        stream: &str,
+        records: &[Record],
+        now: tally_views::Timestamp,
+        max_future: Interval,
+    ) -> Option<Decoded> {
+        let def = catalog.stream(stream)?;
+        let decoder = RowDecoder::new(def, now, max_future);
+        let rows = records
+            .iter()
+            .map(|record| match record {
+                Record::Json(text) => decoder.json(text),
+                Record::Rejected { rejection, .. } => Err(rejection.clone()),
+            })
+            .collect();
+        drop(decoder);
+        Some(Decoded { catalog, rows })
+    }
+
+    /// The rows, if they were decoded against `stream` as it is now defined.
+    fn rows_for(
+        self,
+        stream: &tally_views::StreamDef,
+    ) -> Option<Vec<std::result::Result<Vec<Value>, Rejection>>> {
+        let same = self
+            .catalog
+            .stream(&stream.name)
+            .is_some_and(|s| **s == *stream);
+        same.then_some(self.rows)
+    }
 }
 
 pub enum Job {
@@ -485,7 +539,11 @@ fn evaluate(runtime: &mut TenantRuntime, settings: &WorkerConfig, stream: Option
 
 /// Decodes, commits and applies a group of ingest requests; answers each. False when the store
 /// failed and the worker must end.
-fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &WorkerConfig) -> bool {
+fn ingest(
+    runtime: &mut TenantRuntime,
+    mut batch: Vec<Submission>,
+    settings: &WorkerConfig,
+) -> bool {
     let now = settings.config.clock.now();
     // Requests for the same stream share one commit; streams go one after the other.
     let mut streams: Vec<String> = Vec::new();
@@ -530,10 +588,22 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
             let decoder = RowDecoder::new(&stream, now, settings.config.max_future);
             for &i in &members {
                 let mut outcome = Outcome::default();
+                let mut early = batch[i]
+                    .decoded
+                    .take()
+                    .and_then(|d| d.rows_for(&stream))
+                    .map(Vec::into_iter);
                 for (index, record) in batch[i].records.iter().enumerate() {
                     let (decoded, payload) = match record {
-                        Record::Json(text) => (decoder.json(text), text.as_str()),
+                        Record::Json(text) => (
+                            match early.as_mut().and_then(Iterator::next) {
+                                Some(row) => row,
+                                None => decoder.json(text),
+                            },
+                            text.as_str(),
+                        ),
                         Record::Rejected { rejection, payload } => {
+                            early.as_mut().and_then(Iterator::next);
                             (Err(rejection.clone()), payload.as_str())
                         }
                     };
@@ -608,4 +678,62 @@ fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &Worker
         let _ = submission.reply.send(outcome);
     }
     !failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_views::Catalog;
+
+    fn catalog(schema: &str) -> Arc<Catalog> {
+        Arc::new(
+            tally_views::sql::apply(&Catalog::new(), schema)
+                .unwrap()
+                .catalog,
+        )
+    }
+
+    const V1: &str =
+        "CREATE STREAM clicks (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');";
+    const V2: &str =
+        "CREATE STREAM clicks (ts TIMESTAMP NOT NULL, page BIGINT) WITH (event_time = 'ts');";
+
+    fn records() -> Vec<Record> {
+        vec![
+            Record::Json(r#"{"ts": "2026-12-01T00:00:00Z", "page": "7"}"#.into()),
+            Record::rejected(Reason::InvalidMessage, "not an event", "{}".into()),
+            Record::Json(r#"{"ts": "2026-12-01T00:00:01Z", "page": 7}"#.into()),
+        ]
+    }
+
+    fn now() -> tally_views::Timestamp {
+        tally_views::Timestamp::parse("2026-12-02T00:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn early_rows_are_what_the_worker_would_decode_and_only_for_the_same_definition() {
+        let v1 = catalog(V1);
+        let max_future = Interval::parse("1 day").unwrap();
+        let early = Decoded::new(v1.clone(), "clicks", &records(), now(), max_future).unwrap();
+        // Decoded by the worker for the same definition: the same outcomes, record by record.
+        let stream = v1.stream("clicks").unwrap();
+        let decoder = RowDecoder::new(stream, now(), max_future);
+        let by_worker: Vec<_> = records()
+            .iter()
+            .map(|r| match r {
+                Record::Json(text) => decoder.json(text),
+                Record::Rejected { rejection, .. } => Err(rejection.clone()),
+            })
+            .collect();
+        assert_eq!(early.rows, by_worker);
+        assert!(early.rows[0].is_ok() && early.rows[1].is_err());
+        // The stream redefined before the worker took them: they are not used.
+        let v2 = catalog(V2);
+        let early = Decoded::new(v1, "clicks", &records(), now(), max_future).unwrap();
+        assert!(early.rows_for(v2.stream("clicks").unwrap()).is_none());
+        let early = Decoded::new(v2.clone(), "clicks", &records(), now(), max_future).unwrap();
+        assert!(early.rows_for(v2.stream("clicks").unwrap()).is_some());
+        // An unknown stream is left to the worker.
+        assert!(Decoded::new(v2, "views", &records(), now(), max_future).is_none());
+    }
 }
