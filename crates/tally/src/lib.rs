@@ -31,3 +31,9 @@ pub mod tables;
 pub use app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
 pub use error::{Error, Result};
 pub use runtime::TenantRuntime;
+
+/// With the `mimalloc` feature, every program built on this crate (the `tally` binary, its
+/// tests and benchmarks) allocates with mimalloc.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
