@@ -1014,6 +1014,8 @@ fn read_text(file: &PathBuf) -> Result<String> {
 /// the cursor (on standard error when the output is standard output).
 fn export(tally: &Tally, tenant: &str, command: &ExportCommand) -> Result<()> {
     use crate::export::{BATCH, Encoder, parse_cursor, stream_columns, write_stream};
+    // An export streams: what one batch frees is not needed again soon.
+    crate::return_freed_memory_promptly();
     let (format, output) = match command {
         ExportCommand::View(a) => (a.format.format(), &a.output),
         ExportCommand::Stream(a) => (a.format.format(), &a.output),
