@@ -7,8 +7,10 @@
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use tally_store::{Store, TenantStore};
-use tally_views::sql::apply;
 use tally_views::{Catalog, StreamDef, Timestamp, Value};
+
+mod common;
+use common::{count, db};
 
 const SCHEMA: &str = "
 CREATE STREAM pay (id TEXT, amount BIGINT NOT NULL, at TIMESTAMP NOT NULL)
@@ -28,22 +30,7 @@ fn row(id: Option<&str>, amount: i64) -> Vec<Value> {
 }
 
 fn setup() -> (tempfile::TempDir, Store, Catalog) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path()).unwrap();
-    store.migrations().up().unwrap();
-    store
-        .create_tenant("acme", "UTC", ts("2026-01-01T00:00:00Z"))
-        .unwrap();
-    let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
-    (dir, store, catalog)
-}
-
-fn db(dir: &tempfile::TempDir) -> Connection {
-    Connection::open(dir.path().join("tenants").join("acme.db")).unwrap()
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    common::setup(SCHEMA)
 }
 
 /// What `sqlite_keys::key_hash` computes for a text key.

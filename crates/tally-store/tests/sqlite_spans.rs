@@ -9,8 +9,10 @@ use std::collections::BTreeMap;
 
 use rusqlite::Connection;
 use tally_store::{Store, TenantStore};
-use tally_views::sql::apply;
 use tally_views::{Catalog, StreamDef, Timestamp, Value};
+
+mod common;
+use common::{count, db};
 
 const SCHEMA: &str = "
 CREATE STREAM pay (id TEXT, amount BIGINT NOT NULL, at TIMESTAMP NOT NULL)
@@ -24,26 +26,7 @@ const SECOND: i64 = 1_000_000;
 const MINUTE: i64 = 60 * SECOND;
 
 fn setup() -> (tempfile::TempDir, Store, Catalog) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(dir.path()).unwrap();
-    store.migrations().up().unwrap();
-    store
-        .create_tenant(
-            "acme",
-            "UTC",
-            Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
-        )
-        .unwrap();
-    let catalog = apply(&Catalog::new(), SCHEMA).unwrap().catalog;
-    (dir, store, catalog)
-}
-
-fn db(dir: &tempfile::TempDir) -> Connection {
-    Connection::open(dir.path().join("tenants").join("acme.db")).unwrap()
-}
-
-fn count(conn: &Connection, sql: &str) -> i64 {
-    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    common::setup(SCHEMA)
 }
 
 /// Event `i` of the test: a minute apart in order, except every 97th, which is late by a day.

@@ -508,17 +508,12 @@ impl Hub {
         // does not: it commits and applies one group while the next request decodes. Small ones
         // are left to the worker, where a group of them shares one decoder (and its interned
         // text): decoding each on its own cost single-event ingest a fifth of its rate.
-        let decoded = (records.len() >= worker::EARLY_DECODE_RECORDS)
-            .then(|| {
-                Decoded::new(
-                    self.catalog(),
-                    stream,
-                    &records,
-                    self.now(),
-                    self.worker.config.max_future,
-                )
-            })
-            .flatten();
+        let decoded = if records.len() >= worker::EARLY_DECODE_RECORDS {
+            let max_future = self.worker.config.max_future;
+            Decoded::new(self.catalog(), stream, &records, self.now(), max_future)
+        } else {
+            None
+        };
         self.ask(tenant, |reply| {
             Job::Ingest(Submission {
                 stream: stream.to_owned(),

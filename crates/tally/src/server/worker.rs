@@ -113,15 +113,7 @@ impl Decoded {
         max_future: Interval,
     ) -> Option<Decoded> {
         let def = catalog.stream(stream)?;
-        let decoder = RowDecoder::new(def, now, max_future);
-        let rows = records
-            .iter()
-            .map(|record| match record {
-                Record::Json(text) => decoder.json(text),
-                Record::Rejected { rejection, .. } => Err(rejection.clone()),
-            })
-            .collect();
-        drop(decoder);
+        let rows = decode_all(&RowDecoder::new(def, now, max_future), records);
         Some(Decoded { catalog, rows })
     }
 
@@ -136,6 +128,20 @@ impl Decoded {
             .is_some_and(|s| **s == *stream);
         same.then_some(self.rows)
     }
+}
+
+/// Each record's row, or why it is rejected (a record rejected at the edge keeps its reason).
+fn decode_all(
+    decoder: &RowDecoder<'_>,
+    records: &[Record],
+) -> Vec<std::result::Result<Vec<Value>, Rejection>> {
+    records
+        .iter()
+        .map(|record| match record {
+            Record::Json(text) => decoder.json(text),
+            Record::Rejected { rejection, .. } => Err(rejection.clone()),
+        })
+        .collect()
 }
 
 pub enum Job {
@@ -588,24 +594,14 @@ fn ingest(
             let decoder = RowDecoder::new(&stream, now, settings.config.max_future);
             for &i in &members {
                 let mut outcome = Outcome::default();
-                let mut early = batch[i]
-                    .decoded
-                    .take()
-                    .and_then(|d| d.rows_for(&stream))
-                    .map(Vec::into_iter);
-                for (index, record) in batch[i].records.iter().enumerate() {
-                    let (decoded, payload) = match record {
-                        Record::Json(text) => (
-                            match early.as_mut().and_then(Iterator::next) {
-                                Some(row) => row,
-                                None => decoder.json(text),
-                            },
-                            text.as_str(),
-                        ),
-                        Record::Rejected { rejection, payload } => {
-                            early.as_mut().and_then(Iterator::next);
-                            (Err(rejection.clone()), payload.as_str())
-                        }
+                let decoded = match batch[i].decoded.take().and_then(|d| d.rows_for(&stream)) {
+                    Some(early) => early,
+                    None => decode_all(&decoder, &batch[i].records),
+                };
+                for (index, (record, decoded)) in batch[i].records.iter().zip(decoded).enumerate() {
+                    let payload = match record {
+                        Record::Json(text) => text,
+                        Record::Rejected { payload, .. } => payload,
                     };
                     match decoded {
                         Ok(row) => {
