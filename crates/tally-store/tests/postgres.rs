@@ -534,3 +534,86 @@ fn reader_schemas_of_long_tenant_names() {
         ))
         .unwrap();
 }
+
+/// The access methods of the indexes of `table` in the scratch schema, and whether it has a
+/// primary key.
+fn key_indexes(pg: &PgScratch, table: &str) -> (Vec<String>, bool) {
+    let mut admin = admin();
+    let methods = admin
+        .query(
+            "SELECT a.amname::text FROM pg_index i
+               JOIN pg_class t ON t.oid = i.indrelid
+               JOIN pg_namespace n ON n.oid = t.relnamespace
+               JOIN pg_class ic ON ic.oid = i.indexrelid
+               JOIN pg_am a ON a.oid = ic.relam
+              WHERE n.nspname = $1 AND t.relname = $2 ORDER BY 1",
+            &[&pg.schema(), &table],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let primary = admin
+        .query_opt(
+            "SELECT 1 FROM pg_constraint k
+               JOIN pg_class t ON t.oid = k.conrelid
+               JOIN pg_namespace n ON n.oid = t.relnamespace
+              WHERE n.nspname = $1 AND t.relname = $2 AND k.contype = 'p'",
+            &[&pg.schema(), &table],
+        )
+        .unwrap()
+        .is_some();
+    (methods, primary)
+}
+
+/// Migration 7 moves a stream's dedupe keys from a primary key to a hash index and back; on
+/// either layout a key is a duplicate within its tenant only.
+#[test]
+fn dedupe_keys_move_to_a_hash_index_and_back() {
+    let pg = PgScratch::new();
+    let (store, catalog) = two_tenants(&pg);
+    let stream = catalog.stream("pay").unwrap();
+    assert_eq!(
+        key_indexes(&pg, "pay#keys"),
+        (vec!["brin".to_owned(), "hash".to_owned()], false)
+    );
+    let fresh = |store: &Store, tenant: &str, ids: &[&str]| -> Vec<bool> {
+        let rows: Vec<Vec<Value>> = ids
+            .iter()
+            .map(|id| pay(id, tenant, "2026-03-02T10:00:00Z"))
+            .collect();
+        let mut t = store.tenant(tenant).unwrap();
+        t.append(stream, &rows)
+            .unwrap()
+            .iter()
+            .map(Option::is_some)
+            .collect()
+    };
+    // acme-1 is stored for acme only; beta may store it too, once.
+    assert_eq!(
+        fresh(&store, "acme", &["acme-1", "n1", "n1"]),
+        [false, true, false]
+    );
+    assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [true, true]);
+    assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [false, false]);
+
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0007_keys_hash_index");
+    assert_eq!(
+        key_indexes(&pg, "pay#keys"),
+        (vec!["brin".to_owned(), "btree".to_owned()], true)
+    );
+    assert_eq!(fresh(&store, "acme", &["n1", "n2"]), [false, true]);
+    assert_eq!(fresh(&store, "beta", &["n2"]), [true]);
+
+    store.migrations().up().unwrap();
+    assert_eq!(
+        key_indexes(&pg, "pay#keys"),
+        (vec!["brin".to_owned(), "hash".to_owned()], false)
+    );
+    assert_eq!(
+        fresh(&store, "acme", &["n2", "n3", "acme-2"]),
+        [false, true, false]
+    );
+    assert_eq!(fresh(&store, "beta", &["n3", "beta-2"]), [true, false]);
+}
