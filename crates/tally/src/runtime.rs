@@ -322,9 +322,22 @@ impl TenantRuntime {
         stream: &StreamDef,
         rows: Vec<Vec<Value>>,
     ) -> Result<Vec<Option<u64>>> {
+        let appended = self.commit(stream, rows)?;
+        self.apply_committed(&stream.name, &appended.events);
+        Ok(appended.seqs)
+    }
+
+    /// Commits rows durably without applying them: the caller acknowledges them, then hands
+    /// the events to [`TenantRuntime::apply_committed`] before the runtime does anything else
+    /// (a query in between would not see them). Rows must have passed ingest validation.
+    pub fn commit(&mut self, stream: &StreamDef, rows: Vec<Vec<Value>>) -> Result<Appended> {
+        self.split().0.append(stream, rows)
+    }
+
+    /// Applies events [`TenantRuntime::commit`] returned, flushing when the delta is full.
+    pub fn apply_committed(&mut self, stream: &str, events: &[tally_views::Event]) {
         let (mut store, mut apply) = self.split();
-        let appended = store.append(stream, rows)?;
-        apply.apply(&stream.name, &appended.events);
+        apply.apply(stream, events);
         if apply.needs_flush() {
             let job = apply.take_flush();
             if let Err(e) = store.write(job) {
@@ -333,7 +346,6 @@ impl TenantRuntime {
                 tracing::error!(tenant = %self.info.name, error = %e, "flush failed after a commit");
             }
         }
-        Ok(appended.seqs)
     }
 
     /// Merges the delta into the view tables and stores the positions, in one transaction.

@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::decode::{Reason, Rejection, RowDecoder};
 use crate::error::{Error, Result};
-use crate::runtime::TenantRuntime;
+use crate::runtime::{Appended, TenantRuntime};
 use crate::server::metrics::Metrics;
 
 /// Requests of at least this many records are decoded before they reach the worker ([`Decoded`]).
@@ -561,6 +561,8 @@ fn ingest(
     let mut outcomes: Vec<Option<Result<Outcome>>> = batch.iter().map(|_| None).collect();
     let mut failed = false;
     let mut logged: Vec<Rejected> = Vec::new();
+    // Per stream, the events committed, applied once every request has its answer.
+    let mut committed: Vec<(String, Vec<tally_views::Event>)> = Vec::new();
     for stream_name in &streams {
         let members: Vec<usize> = (0..batch.len())
             .filter(|&i| &batch[i].stream == stream_name)
@@ -629,8 +631,9 @@ fn ingest(
                 outcomes[i] = Some(Ok(outcome));
             }
         }
-        match runtime.append(&stream, rows) {
-            Ok(seqs) => {
+        match runtime.commit(&stream, rows) {
+            Ok(Appended { seqs, events }) => {
+                committed.push((stream.name.clone(), events));
                 settings.metrics.store_ok();
                 for (seq, &owner) in seqs.iter().zip(&owners) {
                     if let Some(Ok(outcome)) = &mut outcomes[owner] {
@@ -672,6 +675,12 @@ fn ingest(
     for (submission, outcome) in batch.into_iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
         let _ = submission.reply.send(outcome);
+    }
+    // The answers go out at the commit: the clients' next requests arrive and decode on their
+    // own threads while this one applies. Nothing reads the views before this returns, so a
+    // query sent after an answer still sees its events.
+    for (stream, events) in committed {
+        runtime.apply_committed(&stream, &events);
     }
     !failed
 }
