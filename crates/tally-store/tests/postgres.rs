@@ -617,3 +617,50 @@ fn dedupe_keys_move_to_a_hash_index_and_back() {
     );
     assert_eq!(fresh(&store, "beta", &["n3", "beta-2"]), [true, false]);
 }
+
+/// Without a unique index on the key table, the stream's row lock is what keeps two
+/// connections (two nodes) appending the same keys of one tenant at once from storing both:
+/// each probes after it holds the lock.
+#[test]
+fn concurrent_appends_of_the_same_keys_store_each_once() {
+    let pg = PgScratch::new();
+    let (_, catalog) = two_tenants(&pg);
+    let stream = catalog.stream("pay").unwrap();
+    let rounds = 20;
+    let stored: Vec<usize> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    let node = Store::open_postgres(pg.config()).unwrap();
+                    let mut t = node.tenant("acme").unwrap();
+                    (0..rounds)
+                        .map(|round| {
+                            let rows: Vec<Vec<Value>> = (0..50)
+                                .map(|i| pay(&format!("k{round}-{i}"), "x", "2026-03-02T10:00:00Z"))
+                                .collect();
+                            t.append(stream, &rows)
+                                .unwrap()
+                                .iter()
+                                .filter(|s| s.is_some())
+                                .count()
+                        })
+                        .sum()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    assert_eq!(stored.iter().sum::<usize>(), rounds * 50, "{stored:?}");
+    let mut admin = admin();
+    let keys: i64 = admin
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM \"{}\".\"pay#keys\" WHERE tenant_id = 'acme' AND key LIKE 'k%'",
+                pg.schema()
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(keys, (rounds * 50) as i64);
+}
