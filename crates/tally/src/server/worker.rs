@@ -4,8 +4,10 @@
 //! Requests reach it through a bounded queue; a full queue is answered 503 by the caller rather
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
-//! one large one. A large request arrives decoded already (by the thread that received it,
-//! see [`Decoded`]), so the worker commits and applies one group while the next decodes.
+//! one large one. The answers go out at the commit; the worker then applies the events to the
+//! views before it takes its next job. A large request arrives decoded already (by the thread
+//! that received it, see [`Decoded`]), so the worker commits and applies one group while the
+//! next decodes.
 //! Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
 //! flush interval; the server's scheduler sends it `Tick` (alerts) and `Maintain` (retention)
@@ -305,7 +307,9 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 streams.sort();
                 streams.dedup();
                 let ok = ingest(&mut runtime, batch, &settings);
-                if ok {
+                // A flush that failed while applying poisoned the runtime: its views miss
+                // groups until it is reopened, so no alert looks at them.
+                if ok && !runtime.is_poisoned() {
                     // Alerts on the views these events changed, the moment they are acknowledged.
                     for stream in &streams {
                         evaluate(&mut runtime, &settings, Some(stream));
@@ -679,8 +683,11 @@ fn ingest(
     // The answers go out at the commit: the clients' next requests arrive and decode on their
     // own threads while this one applies. Nothing reads the views before this returns, so a
     // query sent after an answer still sees its events.
-    for (stream, events) in committed {
-        runtime.apply_committed(&stream, &events);
+    // After a failed commit the worker ends and reopening replays everything instead.
+    if !failed {
+        for (stream, events) in committed {
+            runtime.apply_committed(&stream, &events);
+        }
     }
     !failed
 }
