@@ -56,7 +56,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(4, "postgres/catalog", "0004_table_rows"),
     migration!(5, "postgres/catalog", "0005_view_failures"),
     migration!(6, "postgres/catalog", "0006_records"),
-    migration!(7, "postgres/catalog", "0007_keys_hash_index"),
+    migration!(7, "postgres/catalog", "0007_keys_by_hash"),
 ];
 
 /// The table every database records its applied migrations in.

@@ -535,17 +535,15 @@ fn reader_schemas_of_long_tenant_names() {
         .unwrap();
 }
 
-/// The access methods of the indexes of `table` in the scratch schema, and whether it has a
-/// primary key.
+/// The indexes of `table` in the scratch schema (method and columns, as `btree (tenant_id, h)`),
+/// and whether it has a primary key.
 fn key_indexes(pg: &PgScratch, table: &str) -> (Vec<String>, bool) {
     let mut admin = admin();
-    let methods = admin
+    let indexes = admin
         .query(
-            "SELECT a.amname::text FROM pg_index i
+            "SELECT split_part(pg_get_indexdef(i.indexrelid), ' USING ', 2) FROM pg_index i
                JOIN pg_class t ON t.oid = i.indrelid
                JOIN pg_namespace n ON n.oid = t.relnamespace
-               JOIN pg_class ic ON ic.oid = i.indexrelid
-               JOIN pg_am a ON a.oid = ic.relam
               WHERE n.nspname = $1 AND t.relname = $2 ORDER BY 1",
             &[&pg.schema(), &table],
         )
@@ -563,19 +561,31 @@ fn key_indexes(pg: &PgScratch, table: &str) -> (Vec<String>, bool) {
         )
         .unwrap()
         .is_some();
-    (methods, primary)
+    (indexes, primary)
 }
 
-/// Migration 7 moves a stream's dedupe keys from a primary key to a hash index and back; on
-/// either layout a key is a duplicate within its tenant only.
+/// Stores a key row as a binary from before migration 7 did: `values` are the tenant and the
+/// key, as SQL.
+fn old_append(pg: &PgScratch, table: &str, values: &str) {
+    admin()
+        .batch_execute(&format!(
+            "INSERT INTO \"{}\".\"{table}\" (tenant_id, key, _seq, at) VALUES ({values}, 1000000, now())",
+            pg.schema()
+        ))
+        .unwrap();
+}
+
+/// Migration 7 moves a stream's dedupe keys from a primary key to an index by hash and back;
+/// on either layout a key is a duplicate within its tenant only, and keys stored under one are
+/// found under the other.
 #[test]
-fn dedupe_keys_move_to_a_hash_index_and_back() {
+fn dedupe_keys_move_to_an_index_by_hash_and_back() {
     let pg = PgScratch::new();
     let (store, catalog) = two_tenants(&pg);
     let stream = catalog.stream("pay").unwrap();
     assert_eq!(
         key_indexes(&pg, "pay#keys"),
-        (vec!["brin".to_owned(), "hash".to_owned()], false)
+        (vec!["brin (at)".to_owned(), "hash (h)".to_owned()], false)
     );
     let fresh = |store: &Store, tenant: &str, ids: &[&str]| -> Vec<bool> {
         let rows: Vec<Vec<Value>> = ids
@@ -598,18 +608,22 @@ fn dedupe_keys_move_to_a_hash_index_and_back() {
     assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [false, false]);
 
     let reverted = store.migrations().down().unwrap().unwrap();
-    assert_eq!(reverted.name, "0007_keys_hash_index");
+    assert_eq!(reverted.name, "0007_keys_by_hash");
     assert_eq!(
         key_indexes(&pg, "pay#keys"),
-        (vec!["brin".to_owned(), "btree".to_owned()], true)
+        (
+            vec!["brin (at)".to_owned(), "btree (tenant_id, key)".to_owned()],
+            true
+        )
     );
-    assert_eq!(fresh(&store, "acme", &["n1", "n2"]), [false, true]);
-    assert_eq!(fresh(&store, "beta", &["n2"]), [true]);
+    // What an older binary's append writes: the key without its hash.
+    old_append(&pg, "pay#keys", "'acme', 'n2'");
+    old_append(&pg, "pay#keys", "'beta', 'n2'");
 
     store.migrations().up().unwrap();
     assert_eq!(
         key_indexes(&pg, "pay#keys"),
-        (vec!["brin".to_owned(), "hash".to_owned()], false)
+        (vec!["brin (at)".to_owned(), "hash (h)".to_owned()], false)
     );
     assert_eq!(
         fresh(&store, "acme", &["n2", "n3", "acme-2"]),
@@ -663,4 +677,84 @@ fn concurrent_appends_of_the_same_keys_store_each_once() {
         .unwrap()
         .get(0);
     assert_eq!(keys, (rounds * 50) as i64);
+}
+
+/// Keys of every type a dedupe key can have hash alike when appended and when migration 7
+/// hashes the keys an older binary stored, and equal values written differently (`1.0`,
+/// `1.00`) are one key.
+#[test]
+fn keys_of_every_type_are_found_across_migration_7() {
+    let pg = PgScratch::new();
+    let store = Store::open_postgres(pg.config()).unwrap();
+    store.migrations().up().unwrap();
+    let catalog = apply(
+        &Catalog::new(),
+        "CREATE STREAM a (k BIGINT NOT NULL, at TIMESTAMP NOT NULL) WITH (event_time = 'at', dedupe_key = 'k');
+         CREATE STREAM b (k DECIMAL(10,2) NOT NULL, at TIMESTAMP NOT NULL) WITH (event_time = 'at', dedupe_key = 'k');
+         CREATE STREAM d (k TIMESTAMP NOT NULL, at TIMESTAMP NOT NULL) WITH (event_time = 'at', dedupe_key = 'k');
+         CREATE STREAM e (k BOOLEAN NOT NULL, at TIMESTAMP NOT NULL) WITH (event_time = 'at', dedupe_key = 'k');
+         CREATE STREAM f (x TEXT NOT NULL, y BIGINT NOT NULL, at TIMESTAMP NOT NULL) WITH (event_time = 'at', dedupe_key = 'x, y');",
+    )
+    .unwrap()
+    .catalog;
+    store
+        .create_tenant("acme", "UTC", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
+    let at = Value::Timestamp(ts("2026-03-02T10:00:00Z"));
+    let dec = |s: &str| Value::Decimal(tally_views::decimal::Decimal::parse(s).unwrap());
+    let row = |key: &[Value]| {
+        let mut row = key.to_vec();
+        row.push(at.clone());
+        row
+    };
+    // Per stream: a key Tally stores before the migration goes down; one an older binary
+    // stores while it is down (as SQL), and the same key as Tally receives it.
+    type OldKey<'a> = Option<(&'a str, Vec<Value>)>;
+    let keys: Vec<(&str, Vec<Value>, OldKey<'_>)> = vec![
+        ("a", vec![Value::Int(7)], Some(("-8", vec![Value::Int(-8)]))),
+        ("b", vec![dec("1.0")], Some(("2.50", vec![dec("2.5")]))),
+        (
+            "d",
+            vec![Value::Timestamp(ts("2026-03-01T10:00:00.123456Z"))],
+            Some((
+                "'1999-12-31T23:59:59Z'",
+                vec![Value::Timestamp(ts("1999-12-31T23:59:59Z"))],
+            )),
+        ),
+        (
+            "e",
+            vec![Value::Bool(true)],
+            Some(("false", vec![Value::Bool(false)])),
+        ),
+        // A composite key's text is Tally's own encoding: no older-binary row for it.
+        ("f", vec![Value::text("p"), Value::Int(1)], None),
+    ];
+    let mut t = store.tenant("acme").unwrap();
+    for (name, first, _) in &keys {
+        let stream = catalog.stream(name).unwrap();
+        t.create_stream(stream).unwrap();
+        assert!(
+            t.append(stream, &[row(first)]).unwrap()[0].is_some(),
+            "{name}"
+        );
+    }
+    drop(t);
+    store.migrations().down().unwrap().unwrap();
+    for (name, _, old) in &keys {
+        if let Some((sql, _)) = old {
+            old_append(&pg, &format!("{name}#keys"), &format!("'acme', {sql}"));
+        }
+    }
+    store.migrations().up().unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    for (name, first, old) in &keys {
+        let stream = catalog.stream(name).unwrap();
+        let mut rows = vec![row(first)];
+        rows.extend(old.as_ref().map(|(_, key)| row(key)));
+        let seqs = t.append(stream, &rows).unwrap();
+        assert!(seqs.iter().all(Option::is_none), "{name}: {seqs:?}");
+    }
+    // 1.00 is the stored 1.0.
+    let b = catalog.stream("b").unwrap();
+    assert!(t.append(b, &[row(&[dec("1.00")])]).unwrap()[0].is_none());
 }

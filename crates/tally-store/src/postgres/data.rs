@@ -28,9 +28,9 @@ const LOAD_CHUNK: usize = 5_000;
 
 /// Which of `rows` to store: not a duplicate of an earlier row of the batch, nor of a stored
 /// event of the tenant, by the dedupe column `d` (NULL keys are never duplicates, as in a unique
-/// index). Stored keys are looked up in the stream's key table, one primary-key probe per
-/// distinct key of the batch (`LATERAL … LIMIT 1`, so no plan reads the tenant's whole table),
-/// compared by PostgreSQL as the column's type.
+/// index). Stored keys are looked up in the stream's key table, one index probe per distinct
+/// key of the batch by its hash `h` (`LATERAL … LIMIT 1`, so no plan reads the tenant's
+/// whole table), compared by PostgreSQL as the column's type.
 fn fresh_rows(
     tx: &mut Transaction<'_>,
     tenant: &str,
@@ -60,9 +60,17 @@ fn fresh_rows(
         Type::Text => "u.k".to_owned(),
         other => format!("u.k::{}", raw_type(other)),
     };
+    // The index finds the key by its hash; the key itself is compared on the row (`numeric`
+    // equality, not being leakproof, could not be an index condition under row-level security).
+    // The typed keys and their hashes are computed before the lookup (a materialized common
+    // table expression, so the planner does not move them back into it): a condition that
+    // passes the table's columns to a function that is not leakproof cannot be an index
+    // condition under row-level security.
     let sql = format!(
-        "SELECT u.i FROM unnest($2::text[]) WITH ORDINALITY AS u(k, i)
-           CROSS JOIN LATERAL (SELECT 1 FROM {} t WHERE t.tenant_id = $1 AND t.key = {probe} LIMIT 1) stored",
+        "WITH u AS MATERIALIZED (SELECT i, {probe} AS v, {} AS h FROM unnest($2::text[]) WITH ORDINALITY AS u(k, i))
+         SELECT u.i FROM u
+           CROSS JOIN LATERAL (SELECT 1 FROM {} t WHERE t.h = u.h AND t.tenant_id = $1 AND t.key = u.v LIMIT 1) stored",
+        key_hash(&probe, key_type(stream), "$1"),
         quote(&derived(&stream.name, "keys")),
     );
     for row in tx.query(&sql, &[&tenant, &texts])? {
@@ -72,6 +80,26 @@ fn fresh_rows(
         }
     }
     Ok(fresh)
+}
+
+/// The SQL of a dedupe key's 64-bit hash, the `h` of the key table, from `value`, an
+/// expression of the key column's type `ty`, seeded by the hash of `tenant` (an expression of
+/// the tenant's name), so that tenants sharing a key do not share its hash. Computed by
+/// PostgreSQL from the typed value, so equal keys hash alike however they were written (`1.0`
+/// and `1.00` as `numeric`), and the same on every node: no text form that depends on session
+/// settings. Migration 7 uses the same expressions.
+pub(super) fn key_hash(value: &str, ty: Type, tenant: &str) -> String {
+    let seed = format!("hashtextextended({tenant}, 0)");
+    match ty {
+        Type::BigInt => format!("hashint8extended({value}, {seed})"),
+        Type::Double => format!("hashfloat8extended({value}, {seed})"),
+        Type::Decimal { .. } => format!("hash_numeric_extended({value}, {seed})"),
+        Type::Boolean => format!("hashint4extended(({value})::int, {seed})"),
+        Type::Timestamp => {
+            format!("hashint8extended((extract(epoch from {value}) * 1000000)::bigint, {seed})")
+        }
+        Type::Text | Type::Json => format!("hashtextextended(({value})::text, {seed})"),
+    }
 }
 
 /// The type of a stream's keys table column: the key column's, or `TEXT` for a composite key.
@@ -230,9 +258,10 @@ impl PgConn {
             if let [d] = stream.dedupe_key[..] {
                 tx.execute(
                     &format!(
-                        "INSERT INTO {} (tenant_id, key, _seq, at) SELECT $1, {}, s._seq, s.{} FROM {} s WHERE s.{} IS NOT NULL",
+                        "INSERT INTO {} (tenant_id, key, h, _seq, at) SELECT $1, {}, {}, s._seq, s.{} FROM {} s WHERE s.{} IS NOT NULL",
                         quote(&derived(&stream.name, "keys")),
                         casts[d],
+                        key_hash(&casts[d], stream.columns[d].ty, "$1"),
                         names[stream.event_time],
                         quote(&stage),
                         names[d]
@@ -242,8 +271,9 @@ impl PgConn {
             } else if composite {
                 tx.execute(
                     &format!(
-                        "INSERT INTO {} (tenant_id, key, _seq, at) SELECT $1, s._dkey, s._seq, s.{} FROM {} s WHERE s._dkey IS NOT NULL",
+                        "INSERT INTO {} (tenant_id, key, h, _seq, at) SELECT $1, s._dkey, {}, s._seq, s.{} FROM {} s WHERE s._dkey IS NOT NULL",
                         quote(&derived(&stream.name, "keys")),
+                        key_hash("s._dkey", Type::Text, "$1"),
                         names[stream.event_time],
                         quote(&stage),
                     ),
