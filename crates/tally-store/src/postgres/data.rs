@@ -60,12 +60,11 @@ fn fresh_rows(
         Type::Text => "u.k".to_owned(),
         other => format!("u.k::{}", raw_type(other)),
     };
-    // The index finds the key by its hash; the key itself is compared on the row (`numeric`
-    // equality, not being leakproof, could not be an index condition under row-level security).
-    // The typed keys and their hashes are computed before the lookup (a materialized common
-    // table expression, so the planner does not move them back into it): a condition that
-    // passes the table's columns to a function that is not leakproof cannot be an index
-    // condition under row-level security.
+    // The index finds the key by its hash; tenant and key are compared on the row. The typed
+    // keys and their hashes are computed before the lookup (a materialized common table
+    // expression, so the planner does not move them back into it): under row-level security a
+    // condition that passes a column to a function that is not leakproof (the hash functions,
+    // `numeric` equality) cannot be an index condition.
     let sql = format!(
         "WITH u AS MATERIALIZED (SELECT i, {probe} AS v, {} AS h FROM unnest($2::text[]) WITH ORDINALITY AS u(k, i))
          SELECT u.i FROM u

@@ -682,8 +682,8 @@ fn ingest(
     }
     // The answers go out at the commit: the clients' next requests arrive and decode on their
     // own threads while this one applies. Nothing reads the views before this returns, so a
-    // query sent after an answer still sees its events.
-    // After a failed commit the worker ends and reopening replays everything instead.
+    // query sent after an answer still sees its events. After a failed commit nothing is
+    // applied: the worker ends, and reopening the tenant replays everything.
     if !failed {
         for (stream, events) in committed {
             runtime.apply_committed(&stream, &events);
