@@ -199,7 +199,22 @@ pub enum AggState {
 impl AggState {
     /// Adds one input. `value` is the evaluated argument (ignored by `count(*)`); `time` is the
     /// second argument of `first`/`last`; `seq` is the event's position in its stream.
+    #[inline]
     pub fn update(&mut self, kind: AggKind, value: &Value, time: &Value, seq: u64) {
+        // The commonest updates inline (what `update_other` does for them); the rest there.
+        match (&mut *self, value) {
+            (AggState::Count(n), Value::Null) => {
+                if matches!(kind, AggKind::CountStar) {
+                    *n += 1;
+                }
+            }
+            (AggState::Count(n), _) => *n += 1,
+            (AggState::SumDouble(sum), Value::Double(d)) => *sum = Some(sum.unwrap_or(0.0) + d),
+            _ => self.update_other(kind, value, time, seq),
+        }
+    }
+
+    fn update_other(&mut self, kind: AggKind, value: &Value, time: &Value, seq: u64) {
         if value.is_null() && !matches!(kind, AggKind::CountStar | AggKind::First | AggKind::Last) {
             return;
         }

@@ -440,7 +440,7 @@ impl Fast {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn eval<'r>(&'r self, ctx: &EvalCtx<'r>) -> Result<Cow<'r, Value>, EvalError> {
         Ok(match self {
             Fast::Column(index) => Cow::Borrowed(&ctx.row[*index]),

@@ -95,8 +95,9 @@ impl Timestamp {
 
 impl Timestamp {
     /// `YYYY-MM-DDTHH:MM:SS[.f{1,9}]Z`, the form nearly every client sends, without the general
-    /// parser; `None` for anything else (the general parser then decides).
-    fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
+    /// parser; `None` for anything else (the general parser then decides). What it accepts,
+    /// [`Timestamp::parse`] reads alike.
+    pub fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
         if b.len() < 20
             || b[4] != b'-'
             || b[7] != b'-'
@@ -268,16 +269,18 @@ fn normalize_zero(d: f64) -> f64 {
 }
 
 impl Hash for Value {
+    /// One write per value, without the type: the values of one column (a group key's, a
+    /// distinct set's) share a type, and equal values still hash alike. Only maps in memory
+    /// use it; stored hashes (HyperLogLog's) have their own.
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.rank().hash(state);
         match self {
-            Value::Null => {}
-            Value::Bool(b) => b.hash(state),
-            Value::Int(i) => i.hash(state),
-            Value::Double(d) => normalize_zero(*d).to_bits().hash(state),
+            Value::Null => state.write_u8(0),
+            Value::Bool(b) => state.write_u8(1 + u8::from(*b)),
+            Value::Int(i) => state.write_i64(*i),
+            Value::Double(d) => state.write_u64(normalize_zero(*d).to_bits()),
             Value::Decimal(d) => d.hash(state),
-            Value::Timestamp(t) => t.hash(state),
+            Value::Timestamp(t) => state.write_i64(t.0),
             Value::Text(s) | Value::Json(s) => s.hash(state),
         }
     }

@@ -100,8 +100,66 @@ pub struct RowDecoder<'a> {
     oldest: Option<Timestamp>,
     /// Shares the text of values that repeat (event names, countries, paths).
     interner: RefCell<Interner>,
-    /// The flat path's cells, reused from event to event.
-    cells: RefCell<Vec<Cell>>,
+    /// What the flat path found for each column ([`Seen`]), reused from event to event.
+    seen: RefCell<Vec<Seen>>,
+    /// Per column, its name as the flat path compares it in place with a JSON key's raw text,
+    /// `None` if the name could not be matched so (it holds a quote, a backslash or a control
+    /// character).
+    names: Vec<Option<Name>>,
+    /// The columns with a list of allowed values.
+    allowed: Vec<usize>,
+}
+
+/// A column name as the flat path compares it with a key: names of up to eight bytes as one
+/// word (their bytes and a mask), longer ones byte by byte.
+struct Name {
+    len: usize,
+    word: u64,
+    mask: u64,
+}
+
+impl Name {
+    fn new(name: &str) -> Option<Name> {
+        if name.bytes().any(|b| matches!(b, b'"' | b'\\' | 0..=0x1f)) {
+            return None;
+        }
+        let len = name.len();
+        let mut bytes = [0u8; 8];
+        let head = len.min(8);
+        bytes[..head].copy_from_slice(&name.as_bytes()[..head]);
+        Some(Name {
+            len,
+            word: u64::from_le_bytes(bytes),
+            mask: if len >= 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * len)) - 1
+            },
+        })
+    }
+
+    /// Whether the key starting at `b[at]` (after its opening quote) is this name: its bytes,
+    /// then the closing quote. A plain name so followed is exactly the key the scan finds.
+    #[inline(always)]
+    fn matches(&self, b: &[u8], at: usize, name: &str) -> bool {
+        if b.get(at + self.len) != Some(&b'"') {
+            return false;
+        }
+        match b.get(at..at + 8) {
+            Some(w) if self.len <= 8 => {
+                u64::from_le_bytes(w.try_into().unwrap_or([0; 8])) & self.mask == self.word
+            }
+            _ => &b[at..at + self.len] == name.as_bytes(),
+        }
+    }
+}
+
+/// What the flat path read for one column.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Absent,
+    Null,
+    Value,
 }
 
 /// Text values seen recently, per column, so repeated values share one allocation instead of
@@ -173,7 +231,12 @@ impl<'a> RowDecoder<'a> {
             newest: now,
             oldest: None,
             interner: RefCell::default(),
-            cells: RefCell::default(),
+            seen: RefCell::default(),
+            names: stream.columns.iter().map(|c| Name::new(&c.name)).collect(),
+            allowed: (stream.columns.iter().enumerate())
+                .filter(|(_, c)| c.allowed.is_some())
+                .map(|(i, _)| i)
+                .collect(),
         };
         decoder.set_now(now);
         decoder
@@ -200,11 +263,12 @@ impl<'a> RowDecoder<'a> {
         // Most events are flat objects of plain strings, numbers and literals: read those in
         // one pass; anything else (escapes, nesting, a problem to explain) takes the general
         // path below, which decides exactly as before.
-        let mut scratch = self.cells.borrow_mut();
-        if self.flat(text, &mut scratch).is_some() {
-            return self.finish(&mut scratch);
+        let mut seen = self.seen.borrow_mut();
+        let mut row = Vec::with_capacity(self.stream.columns.len());
+        if let Some(values) = self.flat(text, &mut row, &mut seen) {
+            return self.finish_flat(row, &seen, values);
         }
-        drop(scratch);
+        drop(seen);
         self.general(text)
     }
 
@@ -244,46 +308,60 @@ impl<'a> RowDecoder<'a> {
         self.finish(&mut cells)
     }
 
-    /// Reads into `cells` a flat JSON object whose every field converts for its column, in one
-    /// pass; `None` for anything else — escapes, nested values, numbers where text is expected,
-    /// unknown or repeated fields, values that do not fit, invalid JSON — which the general
-    /// path then reads (and explains). For the inputs it accepts it gives exactly the cells the
-    /// general path gives.
-    fn flat(&self, text: &str, cells: &mut Vec<Cell>) -> Option<()> {
+    /// Reads into `row` (and `seen`) a flat JSON object whose every field converts for its
+    /// column, in one pass, and returns how many fields had a value; `None` for anything else —
+    /// escapes, nested values, numbers where text is expected, unknown or repeated fields,
+    /// values that do not fit, invalid JSON — which the general path then reads (and explains).
+    /// For the inputs it accepts it gives exactly the cells the general path gives.
+    fn flat(&self, text: &str, row: &mut Vec<Value>, seen: &mut Vec<Seen>) -> Option<usize> {
         let b = text.as_bytes();
         let mut i = skip_ws(b, 0);
         if b.get(i) != Some(&b'{') {
             return None;
         }
         let columns = &self.stream.columns;
-        cells.clear();
-        cells.resize_with(columns.len(), || Cell::Absent);
+        row.clear();
+        row.resize_with(columns.len(), || Value::Null);
+        seen.clear();
+        seen.resize(columns.len(), Seen::Absent);
         i = skip_ws(b, i + 1);
         if b.get(i) == Some(&b'}') {
-            return (skip_ws(b, i + 1) == b.len()).then_some(());
+            return (skip_ws(b, i + 1) == b.len()).then_some(0);
         }
-        let mut expected = 0;
+        let (mut expected, mut values) = (0, 0);
         loop {
             if b.get(i) != Some(&b'"') {
                 return None;
             }
-            let end = plain_string_end(b, i + 1)?;
-            let key = &text[i + 1..end];
+            // Fields mostly come in column order: the expected name is compared in place
+            // (a plain name followed by the closing quote is exactly the key the scan finds).
+            let (index, end) = match (columns.get(expected), self.names.get(expected)) {
+                (Some(c), Some(Some(name))) if name.matches(b, i + 1, &c.name) => {
+                    (expected, i + 1 + name.len)
+                }
+                _ => {
+                    let end = plain_string_end(b, i + 1)?;
+                    (self.stream.column(&text[i + 1..end])?, end)
+                }
+            };
             i = skip_ws(b, end + 1);
             if b.get(i) != Some(&b':') {
                 return None;
             }
             i = skip_ws(b, i + 1);
-            let index = match columns.get(expected) {
-                Some(c) if c.name == key => expected,
-                _ => self.stream.column(key)?,
-            };
-            if !matches!(cells[index], Cell::Absent) {
+            if seen[index] != Seen::Absent {
                 return None;
             }
             expected = index + 1;
-            let (cell, next) = self.flat_value(text, i, index)?;
-            cells[index] = cell;
+            let (value, next) = self.flat_value(text, i, index)?;
+            match value {
+                Some(v) => {
+                    row[index] = v;
+                    seen[index] = Seen::Value;
+                    values += 1;
+                }
+                None => seen[index] = Seen::Null,
+            }
             i = skip_ws(b, next);
             match b.get(i) {
                 Some(b',') => i = skip_ws(b, i + 1),
@@ -291,11 +369,11 @@ impl<'a> RowDecoder<'a> {
                 _ => return None,
             }
         }
-        (skip_ws(b, i + 1) == b.len()).then_some(())
+        (skip_ws(b, i + 1) == b.len()).then_some(values)
     }
 
-    /// The cell of the value at `i` for column `index`, and where the value ends.
-    fn flat_value(&self, text: &str, i: usize, index: usize) -> Option<(Cell, usize)> {
+    /// The value (`None` for JSON `null`) at `i` for column `index`, and where it ends.
+    fn flat_value(&self, text: &str, i: usize, index: usize) -> Option<(Option<Value>, usize)> {
         let b = text.as_bytes();
         let column = &self.stream.columns[index];
         match *b.get(i)? {
@@ -305,11 +383,16 @@ impl<'a> RowDecoder<'a> {
                 let cell = match column.ty {
                     Type::Text => self.interner.borrow_mut().text(index, s),
                     Type::Json => Value::Json(text[i..=end].into()),
+                    // The common form, read directly; a plain string holds no NUL.
+                    Type::Timestamp => match Timestamp::parse_utc_fast(s.as_bytes()) {
+                        Some(t) if t.is_storable() => Value::Timestamp(t),
+                        _ => text_cell(column.ty, s).ok()?,
+                    },
                     ty => text_cell(ty, s).ok()?,
                 };
-                Some((Cell::Value(cell), end + 1))
+                Some((Some(cell), end + 1))
             }
-            b'n' => b[i..].starts_with(b"null").then_some((Cell::Null, i + 4)),
+            b'n' => b[i..].starts_with(b"null").then_some((None, i + 4)),
             b't' | b'f' => {
                 let (value, len) = if b[i..].starts_with(b"true") {
                     (true, 4)
@@ -323,7 +406,7 @@ impl<'a> RowDecoder<'a> {
                     Type::Json => Value::Json(text[i..i + len].into()),
                     _ => return None,
                 };
-                Some((Cell::Value(cell), i + len))
+                Some((Some(cell), i + len))
             }
             // `-0` is left to the general path, which reads it as serde does.
             b'-' | b'0'..=b'9' if !b[i..].starts_with(b"-0") => {
@@ -342,7 +425,7 @@ impl<'a> RowDecoder<'a> {
                     Type::Json => Value::Json(number.into()),
                     _ => return None,
                 };
-                Some((Cell::Value(cell), end))
+                Some((Some(cell), end))
             }
             _ => None,
         }
@@ -426,42 +509,89 @@ impl<'a> RowDecoder<'a> {
         )
     }
 
-    /// Applies defaults and NOT NULL, checks allowed values and the event time, and evaluates
-    /// the views' fallible expressions.
+    /// Applies defaults and NOT NULL, and checks allowed values and the event time.
     fn finish(&self, cells: &mut [Cell]) -> Result<Vec<Value>, Rejection> {
         let mut row = Vec::with_capacity(cells.len());
         for (cell, column) in cells.iter_mut().zip(&self.stream.columns) {
             let value = match std::mem::replace(cell, Cell::Absent) {
                 Cell::Value(v) => v,
-                Cell::Absent | Cell::Null if column.default.is_some() => self.default(column),
-                Cell::Absent if column.not_null => {
-                    return Err(Rejection::new(
-                        Reason::MissingField,
-                        format!("missing required field '{}'", column.name),
-                    ));
-                }
-                Cell::Null if column.not_null => {
-                    return Err(Rejection::new(
-                        Reason::MissingField,
-                        format!("field '{}' must not be null", column.name),
-                    ));
-                }
-                Cell::Absent | Cell::Null => Value::Null,
+                Cell::Absent => self.missing(column, true)?,
+                Cell::Null => self.missing(column, false)?,
             };
-            if let (Some(allowed), Value::Text(s)) = (column.allowed, &value)
-                && !allowed.contains(&s.as_ref())
-            {
-                return Err(Rejection::new(
-                    Reason::InvalidValue,
-                    format!(
-                        "field '{}' is '{s}'; it must be one of {}",
-                        column.name,
-                        allowed.join(", ")
-                    ),
-                ));
-            }
+            self.check_allowed(column, &value)?;
             row.push(value);
         }
+        self.check_time(&row)?;
+        Ok(row)
+    }
+
+    /// [`RowDecoder::finish`] for the flat path's row, of which `values` columns had a value:
+    /// the same checks in the same order, and no pass over the columns when every field had a
+    /// value and no column has a list of allowed values.
+    fn finish_flat(
+        &self,
+        mut row: Vec<Value>,
+        seen: &[Seen],
+        values: usize,
+    ) -> Result<Vec<Value>, Rejection> {
+        let columns = &self.stream.columns;
+        if values < columns.len() {
+            for (index, column) in columns.iter().enumerate() {
+                match seen[index] {
+                    Seen::Value => {}
+                    Seen::Absent => row[index] = self.missing(column, true)?,
+                    Seen::Null => row[index] = self.missing(column, false)?,
+                }
+                if column.allowed.is_some() {
+                    self.check_allowed(column, &row[index])?;
+                }
+            }
+        } else {
+            for &index in &self.allowed {
+                self.check_allowed(&columns[index], &row[index])?;
+            }
+        }
+        self.check_time(&row)?;
+        Ok(row)
+    }
+
+    /// The value of a column without one in the event (`absent`) or with a null: its default,
+    /// NULL, or the rejection of a required field.
+    fn missing(&self, column: &ColumnDef, absent: bool) -> Result<Value, Rejection> {
+        if column.default.is_some() {
+            return Ok(self.default(column));
+        }
+        if column.not_null {
+            return Err(Rejection::new(
+                Reason::MissingField,
+                if absent {
+                    format!("missing required field '{}'", column.name)
+                } else {
+                    format!("field '{}' must not be null", column.name)
+                },
+            ));
+        }
+        Ok(Value::Null)
+    }
+
+    fn check_allowed(&self, column: &ColumnDef, value: &Value) -> Result<(), Rejection> {
+        if let (Some(allowed), Value::Text(s)) = (column.allowed, value)
+            && !allowed.contains(&s.as_ref())
+        {
+            return Err(Rejection::new(
+                Reason::InvalidValue,
+                format!(
+                    "field '{}' is '{s}'; it must be one of {}",
+                    column.name,
+                    allowed.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The event time: not too far in the future, not older than the stream's retention.
+    fn check_time(&self, row: &[Value]) -> Result<(), Rejection> {
         let time_column = &self.stream.columns[self.stream.event_time];
         if let Value::Timestamp(t) = row[self.stream.event_time] {
             if t > self.newest {
@@ -485,7 +615,7 @@ impl<'a> RowDecoder<'a> {
                 ));
             }
         }
-        Ok(row)
+        Ok(())
     }
 
     fn default(&self, column: &ColumnDef) -> Value {
@@ -762,11 +892,28 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// The index of the quote that closes a string starting at `start`, if the string has no
 /// escape and no control character (the flat path's strings).
 fn plain_string_end(b: &[u8], start: usize) -> Option<usize> {
-    // Event strings are short: a byte loop beats a vectorized search's set-up.
-    let rest = b.get(start..)?;
-    for (i, &c) in rest.iter().enumerate() {
+    // Eight bytes at a time (no set-up, unlike a vectorized search, for short strings): the
+    // lowest byte flagged as a quote, a backslash or a control character decides. Each flag
+    // word's lowest set bit is exact (a false flag can only sit above a true one), so the
+    // lowest bit of their union is the first such byte.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut i = start;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().ok()?);
+        let flags = zero_bytes(w ^ (ONES * u64::from(b'"')))
+            | zero_bytes(w ^ (ONES * u64::from(b'\\')))
+            | (w.wrapping_sub(ONES * 0x20) & !w & HIGH);
+        if flags != 0 {
+            let at = i + (flags.trailing_zeros() / 8) as usize;
+            return (b[at] == b'"').then_some(at);
+        }
+        i += 8;
+    }
+    for (j, &c) in b.get(i..)?.iter().enumerate() {
         match c {
-            b'"' => return Some(start + i),
+            b'"' => return Some(i + j),
             b'\\' | 0..=0x1f => return None,
             _ => {}
         }
@@ -1235,7 +1382,8 @@ mod tests {
         let catalog = apply(
             &Catalog::new(),
             "CREATE STREAM all_types (t TEXT NOT NULL, d DECIMAL(10,2), n BIGINT, x DOUBLE, ok BOOLEAN,
-                                      j JSON, seen TIMESTAMP, at TIMESTAMP NOT NULL)
+                                      j JSON, seen TIMESTAMP, at TIMESTAMP NOT NULL,
+                                      eight_ch TEXT, a_long_column_name TEXT)
                WITH (event_time = 'at');",
         )
         .unwrap()
@@ -1282,7 +1430,26 @@ mod tests {
             "{}",
             r#""\u0000""#,
         ];
-        let keys = ["t", "d", "n", "x", "ok", "j", "seen", "at", "other"];
+        // Names of up to eight bytes and longer ones, and keys one byte short of or past them
+        // (the flat path compares the expected name in place).
+        let keys = [
+            "t",
+            "d",
+            "n",
+            "x",
+            "ok",
+            "j",
+            "seen",
+            "at",
+            "other",
+            "eight_ch",
+            "eight_c",
+            "eight_chx",
+            "a_long_column_name",
+            "a_long_column_nam",
+            "a_long_column_namex",
+            "t2",
+        ];
         let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
         let mut next = move |n: usize| {
             seed ^= seed << 13;
@@ -1306,8 +1473,18 @@ mod tests {
                 fields.push(format!(r#"{sp}"{key}"{sp}:{sp}{value}{sp}"#));
             }
             let n = fields.len();
-            for k in 0..n {
-                fields.swap(k, next(n));
+            if next(2) == 0 {
+                for k in 0..n {
+                    fields.swap(k, next(n));
+                }
+            } else {
+                // In column order, as most clients send them.
+                let position = |f: &String| {
+                    let key = f.trim_start().trim_start_matches('"');
+                    let key = &key[..key.find('"').unwrap_or(0)];
+                    stream.column(key).unwrap_or(usize::MAX)
+                };
+                fields.sort_by_key(position);
             }
             let text = format!(
                 "{}{{{}}}{}",
