@@ -253,17 +253,23 @@ impl Engine {
                         {
                             continue;
                         }
+                        // An input that fails (it cannot here, but the type says it could)
+                        // leaves the state as it is.
                         let value = match &inputs.arg {
-                            Some(e) => e.eval(&ctx),
-                            None => Ok(Cow::Borrowed(&NULL)),
+                            Some(e) => match e.eval(&ctx) {
+                                Ok(v) => v,
+                                Err(_) => continue,
+                            },
+                            None => Cow::Borrowed(&NULL),
                         };
                         let time = match &inputs.time {
-                            Some(e) => e.eval(&ctx),
-                            None => Ok(Cow::Borrowed(&NULL)),
+                            Some(e) => match e.eval(&ctx) {
+                                Ok(v) => v,
+                                Err(_) => continue,
+                            },
+                            None => Cow::Borrowed(&NULL),
                         };
-                        if let (Ok(value), Ok(time)) = (value, time) {
-                            state.update(agg.kind, &value, &time, event.seq);
-                        }
+                        state.update(agg.kind, &value, &time, event.seq);
                     }
                     continue;
                 }

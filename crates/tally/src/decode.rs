@@ -183,18 +183,21 @@ impl Interner {
     /// How many values a column keeps.
     const CAPACITY: usize = 4096;
 
+    /// The value of text `s` of `column`: shared if it was seen recently.
+    #[inline]
     fn text(&mut self, column: usize, s: &str) -> Value {
-        if s.len() > Interner::MAX_LEN {
+        if s.len() > Interner::MAX_LEN || self.columns.get(column).is_some_and(|c| c.off) {
             return Value::text(s);
         }
+        self.shared(column, s)
+    }
+
+    fn shared(&mut self, column: usize, s: &str) -> Value {
         if self.columns.len() <= column {
             self.columns
                 .resize_with(column + 1, ColumnInterner::default);
         }
         let c = &mut self.columns[column];
-        if c.off {
-            return Value::text(s);
-        }
         if let Some(shared) = c.seen.get(s) {
             c.hits = c.hits.saturating_add(1);
             return Value::Text(shared.clone());
@@ -353,14 +356,12 @@ impl<'a> RowDecoder<'a> {
                 return None;
             }
             expected = index + 1;
-            let (value, next) = self.flat_value(text, i, index)?;
-            match value {
-                Some(v) => {
-                    row[index] = v;
-                    seen[index] = Seen::Value;
-                    values += 1;
-                }
-                None => seen[index] = Seen::Null,
+            let (value, next) = self.flat_value(text, i, index, &mut row[index])?;
+            if value {
+                seen[index] = Seen::Value;
+                values += 1;
+            } else {
+                seen[index] = Seen::Null;
             }
             i = skip_ws(b, next);
             match b.get(i) {
@@ -372,8 +373,16 @@ impl<'a> RowDecoder<'a> {
         (skip_ws(b, i + 1) == b.len()).then_some(values)
     }
 
-    /// The value (`None` for JSON `null`) at `i` for column `index`, and where it ends.
-    fn flat_value(&self, text: &str, i: usize, index: usize) -> Option<(Option<Value>, usize)> {
+    /// Reads the value at `i` for column `index` into `slot` (left NULL for JSON `null`):
+    /// whether there was a value, and where it ends.
+    #[inline(always)]
+    fn flat_value(
+        &self,
+        text: &str,
+        i: usize,
+        index: usize,
+        slot: &mut Value,
+    ) -> Option<(bool, usize)> {
         let b = text.as_bytes();
         let column = &self.stream.columns[index];
         match *b.get(i)? {
@@ -390,9 +399,10 @@ impl<'a> RowDecoder<'a> {
                     },
                     ty => text_cell(ty, s).ok()?,
                 };
-                Some((Some(cell), end + 1))
+                *slot = cell;
+                Some((true, end + 1))
             }
-            b'n' => b[i..].starts_with(b"null").then_some((None, i + 4)),
+            b'n' => b[i..].starts_with(b"null").then_some((false, i + 4)),
             b't' | b'f' => {
                 let (value, len) = if b[i..].starts_with(b"true") {
                     (true, 4)
@@ -406,7 +416,8 @@ impl<'a> RowDecoder<'a> {
                     Type::Json => Value::Json(text[i..i + len].into()),
                     _ => return None,
                 };
-                Some((Some(cell), i + len))
+                *slot = cell;
+                Some((true, i + len))
             }
             // `-0` is left to the general path, which reads it as serde does.
             b'-' | b'0'..=b'9' if !b[i..].starts_with(b"-0") => {
@@ -425,7 +436,8 @@ impl<'a> RowDecoder<'a> {
                     Type::Json => Value::Json(number.into()),
                     _ => return None,
                 };
-                Some((Some(cell), end))
+                *slot = cell;
+                Some((true, end))
             }
             _ => None,
         }
