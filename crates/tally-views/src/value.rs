@@ -269,9 +269,10 @@ fn normalize_zero(d: f64) -> f64 {
 }
 
 impl Hash for Value {
-    /// One write per value, without the type: the values of one column (a group key's, a
-    /// distinct set's) share a type, and equal values still hash alike. Only maps in memory
-    /// use it; stored hashes (HyperLogLog's) have their own.
+    /// Without a type byte first (one write for integers, times and doubles): values of
+    /// different types are never equal, so equal values still hash alike, and the values of one
+    /// column (a group key's, a distinct set's) share a type. Only maps in memory use it;
+    /// stored hashes (HyperLogLog's) have their own.
     #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {

@@ -1410,6 +1410,11 @@ mod tests {
             r#""12.34""#,
             r#""-0.5""#,
             r#""2026-03-29T10:00:00Z""#,
+            r#""2026-03-29T10:00:00.123456Z""#,
+            r#""2026-03-29T10:00:00.1234567891Z""#,
+            r#""2026-02-30T10:00:00Z""#,
+            r#""0000-01-01T00:00:00Z""#,
+            r#""9999-12-31T00:00:00Z""#,
             r#""2026-03-29T10:00:00+02:00""#,
             r#""true""#,
             r#""""#,
@@ -1473,12 +1478,15 @@ mod tests {
         for _ in 0..20_000 {
             let mut fields = Vec::new();
             if next(3) > 0 {
-                fields.push(format!(r#""at":"2026-03-29T{:02}:00:00Z""#, next(24)));
+                // Now is 2026-03-30T00:00:00Z and one day ahead is allowed: some are too new.
+                let day = 29 + next(3);
+                fields.push(format!(r#""at":"2026-03-{day}T{:02}:00:00Z""#, next(24)));
             }
             if next(3) > 0 {
                 fields.push(r#""t":"x""#.to_owned());
             }
-            for _ in 0..next(6) {
+            // Up to every column once (and more, with repeats and unknown keys).
+            for _ in 0..next(14) {
                 let key = keys[next(keys.len())];
                 let value = values[next(values.len())];
                 let sp = spaces[next(spaces.len())];
@@ -1518,6 +1526,56 @@ mod tests {
                 _ => false,
             };
             assert!(same, "{text}\nflat path: {fast:?}\ngeneral: {general:?}");
+        }
+    }
+    /// The same agreement on a stream with a list of allowed values, defaults and `NOT NULL`
+    /// columns (the built-in `metrics`): every field present (where only the allowed values are
+    /// checked), some missing or null (defaults, required fields), values allowed or not.
+    #[test]
+    fn the_flat_path_agrees_on_allowed_values_and_defaults() {
+        let streams = tally_views::builtin::streams();
+        let stream = streams.iter().find(|s| s.name == "metrics").unwrap();
+        let now = Timestamp::parse("2026-03-30T00:00:00Z").unwrap();
+        let decoder = RowDecoder::new(stream, now, Interval::Days(1));
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        let choices: [(&str, &[&str]); 6] = [
+            ("name", &[r#""cpu""#, "null", "1"]),
+            (
+                "metric_type",
+                &[r#""gauge""#, r#""counter""#, r#""bogus""#, "null"],
+            ),
+            ("value", &["1.5", "-2", "null", r#""x""#]),
+            (
+                "timestamp",
+                &[
+                    r#""2026-03-29T10:00:00Z""#,
+                    r#""2026-04-02T10:00:00Z""#,
+                    "null",
+                ],
+            ),
+            // JSON scalars are read by the flat path, objects and arrays by the general one.
+            ("tags", &[r#""s""#, "2", "true", r#"{"a":"b"}"#, "null"]),
+            ("unit", &[r#""ms""#, "null"]),
+        ];
+        for _ in 0..5_000 {
+            // The id's default is a fresh UUID each time: always sent, so both paths agree.
+            let mut fields = vec![r#""id":"m-1""#.to_owned()];
+            for (name, values) in choices {
+                // Most events carry every field, in column order.
+                if next(5) > 0 {
+                    fields.push(format!(r#""{name}":{}"#, values[next(values.len())]));
+                }
+            }
+            let text = format!("{{{}}}", fields.join(","));
+            let fast = decoder.json(&text);
+            let general = decoder.general(&text);
+            assert_eq!(fast, general, "{text}");
         }
     }
 }
