@@ -269,7 +269,7 @@ impl<'a> RowDecoder<'a> {
         let mut seen = self.seen.borrow_mut();
         let mut row = Vec::with_capacity(self.stream.columns.len());
         if let Some(values) = self.flat(text, &mut row, &mut seen) {
-            return self.finish_flat(row, &seen, values);
+            return self.complete(row, &seen, values);
         }
         drop(seen);
         self.general(text)
@@ -521,26 +521,31 @@ impl<'a> RowDecoder<'a> {
         )
     }
 
-    /// Applies defaults and NOT NULL, and checks allowed values and the event time.
+    /// [`RowDecoder::complete`] for the cells the general path and CSV read.
     fn finish(&self, cells: &mut [Cell]) -> Result<Vec<Value>, Rejection> {
         let mut row = Vec::with_capacity(cells.len());
-        for (cell, column) in cells.iter_mut().zip(&self.stream.columns) {
-            let value = match std::mem::replace(cell, Cell::Absent) {
-                Cell::Value(v) => v,
-                Cell::Absent => self.missing(column, true)?,
-                Cell::Null => self.missing(column, false)?,
+        let mut seen = Vec::with_capacity(cells.len());
+        let mut values = 0;
+        for cell in cells.iter_mut() {
+            let (value, state) = match std::mem::replace(cell, Cell::Absent) {
+                Cell::Value(v) => {
+                    values += 1;
+                    (v, Seen::Value)
+                }
+                Cell::Absent => (Value::Null, Seen::Absent),
+                Cell::Null => (Value::Null, Seen::Null),
             };
-            self.check_allowed(column, &value)?;
             row.push(value);
+            seen.push(state);
         }
-        self.check_time(&row)?;
-        Ok(row)
+        self.complete(row, &seen, values)
     }
 
-    /// [`RowDecoder::finish`] for the flat path's row, of which `values` columns had a value:
-    /// the same checks in the same order, and no pass over the columns when every field had a
-    /// value and no column has a list of allowed values.
-    fn finish_flat(
+    /// Applies defaults and NOT NULL, and checks allowed values and the event time, column by
+    /// column, for a row of which `values` columns had a value (`seen` says which); no pass
+    /// over the columns when every field had a value and no column has a list of allowed
+    /// values.
+    fn complete(
         &self,
         mut row: Vec<Value>,
         seen: &[Seen],
@@ -1387,6 +1392,16 @@ mod tests {
         });
     }
 
+    /// A deterministic source of indexes below `n` (xorshift), for the random events.
+    fn below(mut seed: u64) -> impl FnMut(usize) -> usize {
+        move |n| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        }
+    }
+
     /// The flat path decides exactly as the general one: random events, flat and not, valid
     /// and not, in any field order, with every kind of value for every column type.
     #[test]
@@ -1467,13 +1482,7 @@ mod tests {
             "a_long_column_namex",
             "t2",
         ];
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = below(0x9e37_79b9_7f4a_7c15);
         let spaces = ["", " ", "\n", " \t "];
         for _ in 0..20_000 {
             let mut fields = Vec::new();
@@ -1528,6 +1537,7 @@ mod tests {
             assert!(same, "{text}\nflat path: {fast:?}\ngeneral: {general:?}");
         }
     }
+
     /// The same agreement on a stream with a list of allowed values, defaults and `NOT NULL`
     /// columns (the built-in `metrics`): every field present (where only the allowed values are
     /// checked), some missing or null (defaults, required fields), values allowed or not.
@@ -1537,13 +1547,7 @@ mod tests {
         let stream = streams.iter().find(|s| s.name == "metrics").unwrap();
         let now = Timestamp::parse("2026-03-30T00:00:00Z").unwrap();
         let decoder = RowDecoder::new(stream, now, Interval::Days(1));
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n as u64) as usize
-        };
+        let mut next = below(0x2545_f491_4f6c_dd1d);
         let choices: [(&str, &[&str]); 6] = [
             ("name", &[r#""cpu""#, "null", "1"]),
             (
