@@ -228,16 +228,18 @@ impl Engine {
             let view = &mut delta.views[vi];
             let buckets = vec![Cell::new((0, 0)); plan.bucket_slots];
             let failures = Cell::new(0u32);
+            // Made once per view; each event only points it at its row.
+            let mut ctx = EvalCtx {
+                buckets: &buckets,
+                failures: plan.can_fail.then_some(&failures),
+                ..EvalCtx::row(&[], &self.tz)
+            };
             for event in events {
                 if event.seq <= view.position {
                     continue;
                 }
                 view.position = event.seq;
-                let ctx = EvalCtx {
-                    buckets: &buckets,
-                    failures: plan.can_fail.then_some(&failures),
-                    ..EvalCtx::row(&event.row, &self.tz)
-                };
+                ctx.row = &event.row;
                 let mut key = KeyValues::new();
                 if !plan.can_fail {
                     // Nothing can fail: find the group, then update each state as its input is

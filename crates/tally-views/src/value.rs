@@ -272,8 +272,9 @@ impl Hash for Value {
     /// Without a type byte first (one write for integers, times and doubles): values of
     /// different types are never equal, so equal values still hash alike, and the values of one
     /// column (a group key's, a distinct set's) share a type. Only maps in memory use it;
-    /// stored hashes (HyperLogLog's) have their own.
-    #[inline]
+    /// stored hashes (HyperLogLog's) have their own. Always inlined: a group lookup hashes
+    /// every key value, and the call cost about a fifth of the hash.
+    #[inline(always)]
     fn hash<H: Hasher>(&self, state: &mut H) {
         match self {
             Value::Null => state.write_u8(0),
