@@ -181,10 +181,9 @@ struct ColumnInterner {
     off: bool,
 }
 
-/// A short value and its [`short_words`].
+/// A short value and its [`short_words`] (its length is the text's).
 struct Short {
     words: [u64; 2],
-    len: usize,
     text: Arc<str>,
 }
 
@@ -239,7 +238,7 @@ impl Interner {
         let short = short_words(s.as_bytes()).map(|words| (words, short_slot(words, s.len())));
         if let Some((words, slot)) = short
             && let Some(Some(e)) = c.short.get(slot)
-            && e.len == s.len()
+            && e.text.len() == s.len()
             && e.words == words
         {
             c.hits = c.hits.saturating_add(1);
@@ -273,7 +272,6 @@ impl Interner {
             }
             c.short[slot] = Some(Short {
                 words,
-                len: s.len(),
                 text: shared.clone(),
             });
         }
