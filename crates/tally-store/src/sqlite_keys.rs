@@ -11,9 +11,13 @@
 //!   `keys_epoch` changed by another process (an append, a merge, retention, the stream created
 //!   again);
 //! - older keys are in `tally_keys__{stream}`, a `WITHOUT ROWID` table of `(h, _seq)`. When
-//!   [`MERGE_ROWS`] keys are recent, the appending transaction writes them there in key order
-//!   and moves `keys_merged` to its last row, so the large tree takes one sorted run at a time
-//!   and a commit otherwise writes no key at all.
+//!   as many keys are recent as the large table holds ([`merge_rows`]: at least [`MERGE_ROWS`],
+//!   at most [`MAX_RECENT`]), the appending transaction writes them there in key order and
+//!   moves `keys_merged` to its last row, so the large tree takes one sorted run at a time and
+//!   a commit otherwise writes no key at all. Random hashes land on every leaf of the tree, so
+//!   a merge writes the whole table again: merging when the recent keys are as many as the
+//!   stored ones makes that twice the keys over the life of a stream, where a fixed batch made
+//!   it grow with the square of the stream's length.
 //!
 //! An append looks the hashes of its batch up in memory and, with one statement, in the large
 //! table, skipping the hashes that the process's Bloom filter of the large table ([`KeyFilter`],
@@ -41,8 +45,19 @@ use tally_views::{StreamDef, Timestamp, Value};
 use crate::error::Result;
 use crate::sqlite::ident;
 
-/// Recent keys that make the appending transaction write them to the large table.
+/// Recent keys that make the appending transaction write them to the large table when it holds
+/// fewer.
 pub(crate) const MERGE_ROWS: usize = 65_536;
+
+/// The most recent keys a process keeps in memory (17 bytes a slot, at most 1,048,576 slots:
+/// about 18 MB) and reads back from the raw
+/// rows when it opens a stream: past this, a merge comes every `MAX_RECENT` keys.
+pub(crate) const MAX_RECENT: usize = 1 << 19;
+
+/// Recent keys that make an append merge them into a large table of `large` keys.
+pub(crate) fn merge_rows(large: usize) -> usize {
+    large.clamp(MERGE_ROWS, MAX_RECENT)
+}
 
 fn recent(stream: &str) -> String {
     ident(&format!("tally_recent__{stream}"))
@@ -163,7 +178,8 @@ impl RecentKeys {
     }
 }
 
-/// A Bloom filter of the hashes in a stream's large key table, kept by the appending process.
+/// A Bloom filter of the hashes in a stream's large key table, kept by the appending process,
+/// with their number (which decides when the recent keys are merged).
 /// Most keys of a batch are new, and the filter says so without a descent of the large tree
 /// (probing every key of a batch was an eighth of an append). It holds every hash of the table
 /// as of `keys_merged` = `merged` and `keys_epoch` = `epoch`; rows deleted since (retention, an
@@ -172,6 +188,8 @@ impl RecentKeys {
 pub(crate) struct KeyFilter {
     /// A power of two of bits, [`FILTER_BITS_PER_KEY`] per key it has room for.
     bits: Option<Vec<u64>>,
+    /// Keys of the table: counted when the filter was built, plus those merged since (rows
+    /// deleted since are still counted).
     len: usize,
     merged: i64,
     epoch: i64,
@@ -231,6 +249,7 @@ impl KeyFilter {
                 f.insert(r.get(0)?);
             }
         }
+        f.len = n;
         Ok(f)
     }
 
@@ -463,7 +482,7 @@ impl<'t> Probe<'t> {
 }
 
 /// Records the keys an append stored (`(h, _seq)`, `last_seq` its last row) in `recent`, and,
-/// when that makes [`MERGE_ROWS`] recent keys, writes them all to the large table inside `tx`.
+/// when that makes [`merge_rows`] recent keys, writes them all to the large table inside `tx`.
 pub(crate) fn record(
     tx: &Transaction<'_>,
     stream: &StreamDef,
@@ -473,7 +492,7 @@ pub(crate) fn record(
     filter: &mut KeyFilter,
 ) -> Result<()> {
     recent.last_seq = last_seq;
-    if recent.len() + added.len() < MERGE_ROWS {
+    if recent.len() + added.len() < merge_rows(filter.len) {
         for (h, seq) in added {
             recent.insert(h, seq);
         }

@@ -1,7 +1,8 @@
 //! The SQLite dedupe index (hashed keys, recent ones in memory and older ones in a large table,
 //! `src/sqlite_keys.rs`): what only this backend has. Stores of both earlier layouts are
 //! converted on their first append; a hash that matches a different key does not make a
-//! duplicate; keys move to the large table in bulk and are still found there; a process that
+//! duplicate; keys move to the large table in bulk, when as many are recent as it holds, and are
+//! still found there; a process that
 //! appends after another one sees the other's keys.
 
 use rusqlite::Connection;
@@ -185,6 +186,57 @@ fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
     assert_eq!(
         append(&mut t, stream, &["evt-00000", "evt-75001"]),
         [false, true]
+    );
+}
+
+#[test]
+fn the_next_merge_waits_for_as_many_recent_keys_as_the_large_table_holds() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let large = |dir: &tempfile::TempDir| count(&db(dir), "SELECT count(*) FROM tally_keys__pay");
+    let mut next = 0;
+    let mut add = |t: &mut TenantStore, n: usize| {
+        let rows: Vec<Vec<Value>> = (next..next + n)
+            .map(|i| row(Some(&format!("evt-{i:06}")), 1))
+            .collect();
+        next += n;
+        assert!(t.append(stream, &rows).unwrap().iter().all(Option::is_some));
+    };
+    // Batches of 10,000: the seventh makes 70,000 recent keys, past 65,536, and merges them.
+    for _ in 0..7 {
+        add(&mut t, 10_000);
+    }
+    assert_eq!(large(&dir), 70_000);
+    // 67,000 more are past 65,536 but fewer than the 70,000 stored: no merge yet.
+    for _ in 0..67 {
+        add(&mut t, 1_000);
+    }
+    assert_eq!(
+        large(&dir),
+        70_000,
+        "merged before the recent keys were 70,000"
+    );
+    // The batch that makes 70,000 recent keys merges them.
+    for _ in 0..3 {
+        add(&mut t, 1_000);
+    }
+    assert_eq!(large(&dir), 140_000);
+    // Every key, merged or recent, is still a duplicate, also for a process opening the stream.
+    assert_eq!(
+        append(
+            &mut t,
+            stream,
+            &["evt-000000", "evt-069999", "evt-139999", "evt-140000"]
+        ),
+        [false, false, false, true]
+    );
+    drop(t);
+    let mut t = store.tenant("acme").unwrap();
+    assert_eq!(
+        append(&mut t, stream, &["evt-070000", "evt-140000", "evt-140001"]),
+        [false, false, true]
     );
 }
 
