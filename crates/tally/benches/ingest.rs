@@ -6,11 +6,14 @@
 //! - baseline: the rows, already decoded, inserted with one prepared statement into a table of
 //!   the same columns and no index, 10,000 rows per transaction, WAL with `synchronous=FULL`:
 //!   the ceiling of durable SQLite inserts on this machine;
+//! - the same with 64 rows a statement and the text bound without a copy (what the number of
+//!   statements costs);
 //! - tally: the NDJSON file through `tally ingest`'s code path (decode and validate every event,
 //!   durable append with the dedupe keys and time spans, the five views of the workload applied,
 //!   and flushed at the end).
 //!
 //! Both are timed wall-clock, best of three; the ratio is what to compare across machines.
+//! `TALLY_BENCH_ONCE=ingest` runs only `tally ingest` of the rollups workload, once (profiles).
 
 use std::time::Duration;
 
@@ -22,6 +25,17 @@ mod workload;
 
 fn main() {
     let (n, runs) = workload::events_and_runs(1_000_000);
+    if std::env::var("TALLY_BENCH_ONCE").as_deref() == Ok("ingest") {
+        // For profiles: `tally ingest` of the rollups workload once, nothing else.
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("hits.ndjson");
+        let lines = workload::ndjson(Workload::Rollups, n, 11);
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let location = Location::Directory(dir.path().join("tally-data"));
+        let took = workload::tally_ingest(&location, &workload::schema(Workload::Rollups), &input);
+        println!("tally ingest of {n} events: {took:?}");
+        return;
+    }
     println!("events: {n}, best of {runs}, wall clock");
     for workload in [Workload::Rollups, Workload::Entities] {
         run(workload, n, runs);
@@ -44,6 +58,7 @@ fn run(workload: Workload, n: usize, runs: usize) {
     };
     let best = |f: &dyn Fn() -> Duration| (0..runs).map(|_| f()).min().unwrap();
     let base = best(&|| workload::baseline(dir.path(), &rows));
+    let multi = best(&|| workload::baseline_multi_row(dir.path(), &rows));
     let append = best(&|| workload::commit_only(&fresh(), workload::stream_only(), &rows));
     let commit = best(&|| workload::commit_only(&fresh(), &schema, &rows));
     let ours = best(&|| workload::tally_ingest(&fresh(), &schema, &input));
@@ -52,6 +67,7 @@ fn run(workload: Workload, n: usize, runs: usize) {
         n,
         &[
             ("bare SQLite insert (baseline)", base),
+            ("bare SQLite insert, 64 rows a statement", multi),
             (
                 "tally append only (decoded rows, dedupe keys, time spans, no views)",
                 append,

@@ -212,6 +212,55 @@ pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
     started.elapsed()
 }
 
+/// The bare insert of [`baseline`] with 64 rows a statement (`INSERT … VALUES (…), (…), …`) and
+/// the text bound without a copy: a tighter ceiling, to see what the statement count costs.
+pub fn baseline_multi_row(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
+    const PER: usize = 64;
+    let path = dir.join("baseline-multi.db");
+    let _ = std::fs::remove_file(&path);
+    let mut conn = rusqlite::Connection::open(&path).unwrap();
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
+    conn.execute_batch("PRAGMA synchronous=FULL").unwrap();
+    conn.execute_batch(
+        "CREATE TABLE hits (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, event TEXT NOT NULL, user_id TEXT NOT NULL,
+           country TEXT NOT NULL, path TEXT, duration_ms REAL NOT NULL, revenue TEXT, at INTEGER NOT NULL)",
+    )
+    .unwrap();
+    let sql = |n: usize| {
+        let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+        format!("INSERT INTO hits VALUES {}", vec![row; n].join(", "))
+    };
+    let started = Instant::now();
+    let mut seq = 0i64;
+    for chunk in rows.chunks(10_000) {
+        let tx = conn.transaction().unwrap();
+        for group in chunk.chunks(PER) {
+            let mut stmt = tx.prepare_cached(&sql(group.len())).unwrap();
+            let mut values: Vec<rusqlite::types::ToSqlOutput<'_>> = Vec::new();
+            for row in group {
+                values.push(seq.into());
+                seq += 1;
+                for v in row {
+                    values.push(match v {
+                        Value::Null => {
+                            rusqlite::types::ToSqlOutput::Owned(rusqlite::types::Value::Null)
+                        }
+                        Value::Double(d) => (*d).into(),
+                        Value::Timestamp(t) => t.0.into(),
+                        Value::Text(s) => (&**s).into(),
+                        other => other.to_string().into(),
+                    });
+                }
+            }
+            stmt.execute(rusqlite::params_from_iter(values.iter()))
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    started.elapsed()
+}
+
 /// The median time of a one-row durable commit on this disk (WAL, `synchronous=FULL`), over
 /// `n` commits: what one group commit costs at least, whatever it holds.
 pub fn commit_latency(dir: &std::path::Path, n: usize) -> Duration {
