@@ -170,13 +170,11 @@ pub fn ndjson(workload: Workload, n: usize, seed: u64) -> Vec<String> {
         .collect()
 }
 
-/// The baseline of the end-to-end benchmarks: the rows, already decoded, inserted with one
-/// prepared statement into a table of the same columns and no index, 10,000 rows per
-/// transaction, WAL with `synchronous=FULL`: the ceiling of durable SQLite inserts here.
-pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
-    let path = dir.join("baseline.db");
-    let _ = std::fs::remove_file(&path);
-    let mut conn = rusqlite::Connection::open(&path).unwrap();
+/// A fresh database at `path` (WAL, `synchronous=FULL`) with the bare baselines' table: the
+/// stream's columns and no index.
+fn bare_table(path: &std::path::Path) -> rusqlite::Connection {
+    let _ = std::fs::remove_file(path);
+    let conn = rusqlite::Connection::open(path).unwrap();
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
         .unwrap();
     conn.execute_batch("PRAGMA synchronous=FULL").unwrap();
@@ -185,6 +183,14 @@ pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
            country TEXT NOT NULL, path TEXT, duration_ms REAL NOT NULL, revenue TEXT, at INTEGER NOT NULL)",
     )
     .unwrap();
+    conn
+}
+
+/// The baseline of the end-to-end benchmarks: the rows, already decoded, inserted with one
+/// prepared statement into a table of the same columns and no index, 10,000 rows per
+/// transaction, WAL with `synchronous=FULL`: the ceiling of durable SQLite inserts here.
+pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
+    let mut conn = bare_table(&dir.join("baseline.db"));
     let started = Instant::now();
     for (chunk_no, chunk) in rows.chunks(10_000).enumerate() {
         let tx = conn.transaction().unwrap();
@@ -216,17 +222,7 @@ pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
 /// the text bound without a copy: a tighter ceiling, to see what the statement count costs.
 pub fn baseline_multi_row(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
     const PER: usize = 64;
-    let path = dir.join("baseline-multi.db");
-    let _ = std::fs::remove_file(&path);
-    let mut conn = rusqlite::Connection::open(&path).unwrap();
-    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
-        .unwrap();
-    conn.execute_batch("PRAGMA synchronous=FULL").unwrap();
-    conn.execute_batch(
-        "CREATE TABLE hits (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, event TEXT NOT NULL, user_id TEXT NOT NULL,
-           country TEXT NOT NULL, path TEXT, duration_ms REAL NOT NULL, revenue TEXT, at INTEGER NOT NULL)",
-    )
-    .unwrap();
+    let mut conn = bare_table(&dir.join("baseline-multi.db"));
     let sql = |n: usize| {
         let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
         format!("INSERT INTO hits VALUES {}", vec![row; n].join(", "))
