@@ -11,13 +11,14 @@
 //!   `keys_epoch` changed by another process (an append, a merge, retention, the stream created
 //!   again);
 //! - older keys are in `tally_keys__{stream}`, a `WITHOUT ROWID` table of `(h, _seq)`. When
-//!   as many keys are recent as the large table holds ([`merge_rows`]: at least [`MERGE_ROWS`],
-//!   at most [`MAX_RECENT`]), the appending transaction writes them there in key order and
-//!   moves `keys_merged` to its last row, so the large tree takes one sorted run at a time and
-//!   a commit otherwise writes no key at all. Random hashes land on every leaf of the tree, so
-//!   a merge writes the whole table again: merging when the recent keys are as many as the
-//!   stored ones makes that twice the keys over the life of a stream, where a fixed batch made
-//!   it grow with the square of the stream's length.
+//!   as many keys are recent as the large table holds ([`merge_rows`]: at least
+//!   [`MERGE_ROWS`], at most [`MAX_RECENT`]), the appending transaction writes them there in
+//!   key order and moves `keys_merged` to its last row, so the large tree takes one sorted run
+//!   at a time and a commit otherwise writes no key at all. Random hashes land on every leaf of
+//!   the tree, so a merge writes the whole table again: merging as the table doubles makes
+//!   that about twice the stored keys in all, up to [`MAX_RECENT`] recent keys; past that a
+//!   merge comes every [`MAX_RECENT`] keys and the writes grow with the square of the stream
+//!   again (eight times less steeply than with merges every [`MERGE_ROWS`]).
 //!
 //! An append looks the hashes of its batch up in memory and, with one statement, in the large
 //! table, skipping the hashes that the process's Bloom filter of the large table ([`KeyFilter`],
@@ -50,8 +51,9 @@ use crate::sqlite::ident;
 pub(crate) const MERGE_ROWS: usize = 65_536;
 
 /// The most recent keys a process keeps in memory (17 bytes a slot, at most 1,048,576 slots:
-/// about 18 MB) and reads back from the raw
-/// rows when it opens a stream: past this, a merge comes every `MAX_RECENT` keys.
+/// about 18 MB a stream) and reads back from the raw rows, hashing each, whenever it is not in
+/// step with the stream (it opens it; retention, an erasure or another process wrote). Past
+/// this many, a merge comes every `MAX_RECENT` keys.
 pub(crate) const MAX_RECENT: usize = 1 << 19;
 
 /// Recent keys that make an append merge them into a large table of `large` keys.

@@ -12,7 +12,7 @@
 //!   durable append with the dedupe keys and time spans, the five views of the workload applied,
 //!   and flushed at the end).
 //!
-//! Both are timed wall-clock, best of three; the ratio is what to compare across machines.
+//! All are timed wall-clock, best of three; the ratio is what to compare across machines.
 //! `TALLY_BENCH_ONCE=ingest` runs only `tally ingest` of the rollups workload, once (profiles).
 
 use std::time::Duration;
