@@ -442,7 +442,7 @@ impl<'t> Probe<'t> {
     /// The rows of the large table whose keys have one of `hashes`, as `(h, _seq)`: one
     /// statement for a whole batch, its hashes sorted so that the lookups walk the tree in
     /// order; none when the filter rules every hash out (a group commit of a few single events
-    /// mostly: the statement on an empty array was 9 % of such an append).
+    /// mostly: the statement on an empty array was 10 % of such an append).
     pub(crate) fn stored(
         &mut self,
         mut hashes: Vec<i64>,

@@ -28,9 +28,7 @@ fn main() {
     if std::env::var("TALLY_BENCH_ONCE").as_deref() == Ok("ingest") {
         // For profiles: `tally ingest` of the rollups workload once, nothing else.
         let dir = tempfile::tempdir().unwrap();
-        let input = dir.path().join("hits.ndjson");
-        let lines = workload::ndjson(Workload::Rollups, n, 11);
-        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        let (_, input) = input_file(dir.path(), Workload::Rollups, n);
         let location = Location::Directory(dir.path().join("tally-data"));
         let took = workload::tally_ingest(&location, &workload::schema(Workload::Rollups), &input);
         println!("tally ingest of {n} events: {took:?}");
@@ -42,11 +40,21 @@ fn main() {
     }
 }
 
+/// The workload's `n` events as NDJSON lines, and written to `hits.ndjson` in `dir`.
+fn input_file(
+    dir: &std::path::Path,
+    workload: Workload,
+    n: usize,
+) -> (Vec<String>, std::path::PathBuf) {
+    let lines = workload::ndjson(workload, n, 11);
+    let input = dir.join("hits.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    (lines, input)
+}
+
 fn run(workload: Workload, n: usize, runs: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let lines = workload::ndjson(workload, n, 11);
-    let input = dir.path().join("hits.ndjson");
-    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let (lines, input) = input_file(dir.path(), workload, n);
     let schema = workload::schema(workload);
     let rows = workload::decode(&schema, &lines);
 
