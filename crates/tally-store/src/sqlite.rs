@@ -25,7 +25,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
-use crate::sqlite_keys::{self, KeyFilter, Probe, RecentKeys};
+use crate::sqlite_keys::{self, KeyFilter, KeyHashes, Probe, RecentKeys};
 use crate::sqlite_spans::{self, NewSpans};
 use crate::types::{
     EncodedErasure, EncodedFlush, EncodedRow, KeyKind, KeyRecord, LoggedRejection, Materialized,
@@ -553,6 +553,7 @@ impl SqliteTenant {
         &mut self,
         stream: &StreamDef,
         rows: &[Vec<Value>],
+        hashed: Option<KeyHashes>,
     ) -> Result<Vec<Option<u64>>> {
         // Taken out while the transaction runs: put back only after its commit, so that a
         // failed append leaves nothing behind and the next one reads the keys again.
@@ -593,22 +594,13 @@ impl SqliteTenant {
                 Some(recent) => Some((recent, Probe::new(&tx, stream)?)),
                 None => None,
             };
-            // Each row's key and its hash (none for a NULL key or a stream without keys), and
-            // the large table's rows of those hashes, looked up for the whole batch at once.
-            let keys: Vec<Option<Value>> = rows
-                .iter()
-                .map(|row| {
-                    if probe.is_some() {
-                        stream.dedupe_value(row)
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            let hashes: Vec<Option<i64>> = keys
-                .iter()
-                .map(|k| k.as_ref().map(sqlite_keys::key_hash))
-                .collect();
+            // Each row's key and its hash (none for a NULL key or a stream without keys), unless
+            // the caller computed them, and the large table's rows of those hashes, looked up
+            // for the whole batch at once.
+            let KeyHashes { keys, hashes } = match hashed {
+                Some(h) if h.len() == rows.len() => h,
+                _ => KeyHashes::new(stream, rows),
+            };
             let stored = match &mut probe {
                 Some((.., probe)) => probe.stored(
                     hashes.iter().flatten().copied().collect(),

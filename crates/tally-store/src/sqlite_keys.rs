@@ -69,6 +69,39 @@ fn keys(stream: &str) -> String {
     ident(&format!("tally_keys__{stream}"))
 }
 
+/// The dedupe keys of a batch of rows and the hashes a SQLite store indexes them by: the part
+/// of an append that needs no store, which a caller can compute on another thread than the one
+/// that writes ([`crate::TenantStore::append_hashed`]). Rows without a key (a NULL key, a
+/// stream without one) have `None`.
+#[derive(Debug, Default)]
+pub struct KeyHashes {
+    pub(crate) keys: Vec<Option<Value>>,
+    pub(crate) hashes: Vec<Option<i64>>,
+}
+
+impl KeyHashes {
+    /// The keys and hashes of `rows` of `stream`.
+    pub fn new(stream: &StreamDef, rows: &[Vec<Value>]) -> KeyHashes {
+        let keys: Vec<Option<Value>> = if stream.has_dedupe_key() {
+            rows.iter().map(|row| stream.dedupe_value(row)).collect()
+        } else {
+            vec![None; rows.len()]
+        };
+        let hashes = keys.iter().map(|k| k.as_ref().map(key_hash)).collect();
+        KeyHashes { keys, hashes }
+    }
+
+    /// The number of rows described.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no row is described.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
 /// The hash a key is indexed by: the first 8 bytes of the SHA-256 of its text.
 pub(crate) fn key_hash(key: &Value) -> i64 {
     let digest = match key {

@@ -6,8 +6,8 @@
 
 use tally_store::testing::PgScratch;
 use tally_store::{
-    Correction, Erasure, KeyKind, KeyRecord, RecordWrite, Rejected, RowWrite, Store, StoreError,
-    ViewFlush,
+    Correction, Erasure, KeyHashes, KeyKind, KeyRecord, RecordWrite, Rejected, RowWrite, Store,
+    StoreError, ViewFlush,
 };
 use tally_views::sql::apply;
 use tally_views::{Catalog, Timestamp, Value, ViewPlan};
@@ -103,6 +103,8 @@ backends!(
     records_write_range_delete_and_stay_per_tenant,
     manage_keys_and_scheduled_tenants,
     erasure_deletes_events_keys_and_rows_in_one_transaction,
+    keys_hashed_beforehand_deduplicate_as_the_store_would,
+    a_large_flush_stores_every_state_in_order,
 );
 
 fn catalog_round_trips(f: Fixture) {
@@ -848,4 +850,115 @@ fn erasure_deletes_events_keys_and_rows_in_one_transaction(f: Fixture) {
     assert_eq!(later, [Some(7), None]);
     // The other tenant's event of the same person id is untouched.
     assert_eq!(seqs(other.events_of(stream, &[1], &["ann"]).unwrap()), [1]);
+}
+
+/// `append_hashed` with the keys hashed beforehand finds the same duplicates as `append`;
+/// hashes of another number of rows are not used.
+fn keys_hashed_beforehand_deduplicate_as_the_store_would(f: Fixture) {
+    let stream = f.catalog.stream("pay").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let first = [
+        row("a", Some("x"), "1", "2026-03-01T10:00:00Z"),
+        row("b", None, "2", "2026-03-01T11:00:00Z"),
+        row("a", Some("y"), "3", "2026-03-01T12:00:00Z"),
+    ];
+    let hashed = KeyHashes::new(stream, &first);
+    assert_eq!(hashed.len(), 3);
+    let seqs = t.append_hashed(stream, &first, Some(hashed)).unwrap();
+    assert!(seqs[0].is_some() && seqs[1].is_some());
+    assert_eq!(seqs[2], None, "a key repeated within the batch");
+    let second = [
+        row("b", None, "2", "2026-03-01T11:00:00Z"),
+        row("c", None, "4", "2026-03-02T00:00:00Z"),
+    ];
+    let seqs = t
+        .append_hashed(stream, &second, Some(KeyHashes::new(stream, &second)))
+        .unwrap();
+    assert_eq!(seqs[0], None, "a key stored by the first append");
+    assert!(seqs[1].is_some());
+    // Hashes of one row for two rows: the store hashes the rows itself.
+    let third = [
+        row("c", None, "4", "2026-03-02T00:00:00Z"),
+        row("d", None, "5", "2026-03-02T00:00:00Z"),
+    ];
+    let wrong = KeyHashes::new(stream, &third[1..]);
+    let seqs = t.append_hashed(stream, &third, Some(wrong)).unwrap();
+    assert_eq!(seqs[0], None);
+    assert!(seqs[1].is_some());
+    let ids: Vec<String> = t
+        .read_events(stream, 0, 10)
+        .unwrap()
+        .iter()
+        .map(|e| e.row[0].to_string())
+        .collect();
+    assert_eq!(ids, ["a", "b", "c", "d"]);
+}
+
+/// A flush with enough exact distinct members that its states are encoded on two threads
+/// stores every row's own states (none swapped, lost or repeated across the split).
+fn a_large_flush_stores_every_state_in_order(f: Fixture) {
+    use tally_views::AggState;
+    let catalog = apply(
+        &f.catalog,
+        "CREATE MATERIALIZED VIEW visitors AS
+           SELECT time_bucket('1 day', at) AS day, count(DISTINCT who) AS who_n, count(*) AS n
+           FROM pay GROUP BY 1;",
+    )
+    .unwrap()
+    .catalog;
+    let plan = catalog.view("visitors").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.reset_view(plan).unwrap();
+    // 40 days, day d with 1,000 + d distinct visitors: 41,780 members, past the split.
+    let start = ts("2026-03-01T00:00:00Z");
+    let rows: Vec<RowWrite> = (0..40i64)
+        .map(|d| {
+            let day = Timestamp(start.0 + d * 86_400_000_000);
+            let mut states: Vec<AggState> = plan.aggs.iter().map(|a| a.kind.new_state()).collect();
+            for v in 0..1_000 + d {
+                let who = Value::text(&format!("visitor-{d}-{v}"));
+                states[0].update(plan.aggs[0].kind, &who, &Value::Null, 0);
+                states[1].update(plan.aggs[1].kind, &Value::Null, &Value::Null, 0);
+            }
+            RowWrite {
+                key: vec![Value::Timestamp(day)],
+                cells: vec![
+                    Value::Timestamp(day),
+                    Value::Int(1_000 + d),
+                    Value::Int(1_000 + d),
+                ],
+                states,
+            }
+        })
+        .collect();
+    t.flush(&[ViewFlush {
+        failed: 0,
+        plan,
+        rows,
+        position: 1,
+    }])
+    .unwrap();
+    let keys: Vec<Vec<Value>> = (0..40i64)
+        .map(|d| vec![Value::Timestamp(Timestamp(start.0 + d * 86_400_000_000))])
+        .collect();
+    let refs: Vec<&[Value]> = keys.iter().map(|k| &k[..]).collect();
+    let loaded = t.load_states(plan, &refs).unwrap();
+    for (d, states) in loaded.into_iter().enumerate() {
+        let states = states.unwrap_or_else(|| panic!("day {d} was not stored"));
+        let AggState::Distinct(set) = &states[0] else {
+            panic!("day {d}: not a distinct set")
+        };
+        assert_eq!(set.len(), 1_000 + d, "day {d}");
+        assert!(
+            set.contains(&Value::text(&format!("visitor-{d}-0"))),
+            "day {d}"
+        );
+        assert_eq!(
+            states[1].finalize(plan.aggs[1].kind).unwrap(),
+            Value::Int(1_000 + d as i64),
+            "day {d}"
+        );
+    }
+    assert_eq!(t.scan_view(plan, None, None).unwrap().len(), 40);
 }

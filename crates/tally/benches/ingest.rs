@@ -13,7 +13,8 @@
 //!   and flushed at the end).
 //!
 //! All are timed wall-clock, best of three; the ratio is what to compare across machines.
-//! `TALLY_BENCH_ONCE=ingest` runs only `tally ingest` of the rollups workload, once (profiles).
+//! `TALLY_BENCH_ONCE=ingest` runs only `tally ingest` of the rollups workload, once (profiles;
+//! `TALLY_BENCH_WORKLOAD=entities` for the other workload).
 
 use std::time::Duration;
 
@@ -26,11 +27,16 @@ mod workload;
 fn main() {
     let (n, runs) = workload::events_and_runs(1_000_000);
     if std::env::var("TALLY_BENCH_ONCE").as_deref() == Ok("ingest") {
-        // For profiles: `tally ingest` of the rollups workload once, nothing else.
+        // For profiles: `tally ingest` of one workload once (`TALLY_BENCH_WORKLOAD`: `rollups`,
+        // the default, or `entities`), nothing else.
+        let workload = match std::env::var("TALLY_BENCH_WORKLOAD").as_deref() {
+            Ok("entities") => Workload::Entities,
+            _ => Workload::Rollups,
+        };
         let dir = tempfile::tempdir().unwrap();
-        let (_, input) = input_file(dir.path(), Workload::Rollups, n);
+        let (_, input) = input_file(dir.path(), workload, n);
         let location = Location::Directory(dir.path().join("tally-data"));
-        let took = workload::tally_ingest(&location, &workload::schema(Workload::Rollups), &input);
+        let took = workload::tally_ingest(&location, &workload::schema(workload), &input);
         println!("tally ingest of {n} events: {took:?}");
         return;
     }

@@ -10,6 +10,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tally_store::KeyHashes;
 use tally_views::{Event, StreamDef, Value};
 
 use crate::app::{BATCH_ROWS, Config};
@@ -73,6 +74,9 @@ impl IngestReport {
 /// Decoded records on their way from the decoding thread to the committing one.
 struct Batch {
     rows: Vec<Vec<Value>>,
+    /// The rows' dedupe keys and their hashes, when the store uses them: computed here, off the
+    /// committing thread, which is the busier of the two.
+    hashed: Option<KeyHashes>,
     rejected: Vec<(u64, String)>,
     /// Input bytes consumed so far, for progress.
     bytes: u64,
@@ -91,7 +95,9 @@ struct Handoff<'r> {
     work: SyncSender<Work>,
     committed: Receiver<Vec<Event>>,
     apply: ApplySide<'r>,
-    stream: &'r str,
+    stream: &'r StreamDef,
+    /// Whether batches carry their keys' hashes ([`Batch::hashed`]).
+    hash_keys: bool,
     batch: Batch,
     batch_rows: usize,
     /// Batches handed over whose committed events have not come back yet.
@@ -119,14 +125,18 @@ impl Handoff<'_> {
 
     fn send(&mut self) -> bool {
         let bytes = self.batch.bytes;
-        let full = std::mem::replace(
+        let mut full = std::mem::replace(
             &mut self.batch,
             Batch {
                 rows: Vec::with_capacity(self.batch_rows.min(BATCH_ROWS)),
+                hashed: None,
                 rejected: Vec::new(),
                 bytes,
             },
         );
+        if self.hash_keys {
+            full.hashed = Some(KeyHashes::new(self.stream, &full.rows));
+        }
         if self.work.send(Work::Batch(full)).is_err() {
             return false;
         }
@@ -150,7 +160,7 @@ impl Handoff<'_> {
                 }
             };
             self.pending -= 1;
-            self.apply.apply(self.stream, &events);
+            self.apply.apply(&self.stream.name, &events);
             if self.apply.needs_flush()
                 && self
                     .work
@@ -190,6 +200,7 @@ pub fn ingest(
     let (committed_tx, committed_rx) = std::sync::mpsc::channel::<Vec<Event>>();
     let report = {
         let (mut store, apply) = runtime.split();
+        let hash_keys = store.hashes_keys(stream);
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 let mut decoder = RowDecoder::new(stream, config.clock.now(), config.max_future);
@@ -197,9 +208,11 @@ pub fn ingest(
                     work: work_tx,
                     committed: committed_rx,
                     apply,
-                    stream: &stream.name,
+                    stream,
+                    hash_keys,
                     batch: Batch {
                         rows: Vec::with_capacity(batch_rows.min(BATCH_ROWS)),
+                        hashed: None,
                         rejected: Vec::new(),
                         bytes: 0,
                     },
@@ -229,7 +242,7 @@ pub fn ingest(
                                 events: Vec::new(),
                             })
                         } else {
-                            store.append(stream, batch.rows)
+                            store.append_hashed(stream, batch.rows, batch.hashed)
                         };
                         appended.map(|Appended { seqs, events }| {
                             for seq in &seqs {

@@ -846,12 +846,31 @@ impl StoreSide<'_> {
     /// Appends rows in one durable transaction: the acknowledgement point. The rows become
     /// the committed events, without a copy.
     pub fn append(&mut self, stream: &StreamDef, rows: Vec<Vec<Value>>) -> Result<Appended> {
+        self.append_hashed(stream, rows, None)
+    }
+
+    /// Whether [`StoreSide::append_hashed`] uses keys hashed beforehand for `stream`.
+    pub fn hashes_keys(&self, stream: &StreamDef) -> bool {
+        self.store.hashes_keys(stream)
+    }
+
+    /// [`StoreSide::append`] with the rows' dedupe keys hashed beforehand, on another thread
+    /// ([`tally_store::KeyHashes::new`] of the same rows).
+    pub fn append_hashed(
+        &mut self,
+        stream: &StreamDef,
+        rows: Vec<Vec<Value>>,
+        hashed: Option<tally_store::KeyHashes>,
+    ) -> Result<Appended> {
         self.check_usable()?;
-        let seqs = self.store.append(stream, &rows).map_err(|e| {
-            // A failed commit (an fsync error, a full disk) is never retried silently.
-            *self.poisoned = true;
-            Error::from(e)
-        })?;
+        let seqs = self
+            .store
+            .append_hashed(stream, &rows, hashed)
+            .map_err(|e| {
+                // A failed commit (an fsync error, a full disk) is never retried silently.
+                *self.poisoned = true;
+                Error::from(e)
+            })?;
         if !self.leader {
             return Ok(Appended {
                 seqs,
