@@ -703,23 +703,10 @@ impl TenantStore {
     }
 }
 
-/// Work (rows, plus members of exact distinct sets) at which encoding a flush's states is
+/// Work ([`RowWrite::work`]) at which encoding a flush's states is
 /// split over two threads: sorting the members of exact distinct sets is most of it, and a
 /// thread costs tens of microseconds.
 const PARALLEL_ENCODE_WORK: usize = 16_384;
-
-/// The encoding work of a row: one, plus the members of its exact distinct sets (each is
-/// sorted and written).
-fn encode_work(row: &RowWrite) -> usize {
-    1 + row
-        .states
-        .iter()
-        .map(|s| match s {
-            tally_views::agg::AggState::Distinct(set) => set.len(),
-            _ => 0,
-        })
-        .sum::<usize>()
-}
 
 /// The keys and states of every row of `flushes` encoded, in order; when there is much to
 /// encode, each view's rows are split in two halves of equal work and the first halves are
@@ -736,7 +723,7 @@ fn encode_flushes<'a>(flushes: &'a [ViewFlush<'a>]) -> Vec<EncodedFlush<'a>> {
     }
     let work: Vec<Vec<usize>> = flushes
         .iter()
-        .map(|f| f.rows.iter().map(encode_work).collect())
+        .map(|f| f.rows.iter().map(RowWrite::work).collect())
         .collect();
     let total: usize = work.iter().flatten().sum();
     let halves: Vec<(Vec<EncodedRow<'a>>, Vec<EncodedRow<'a>>)> = if total < PARALLEL_ENCODE_WORK {

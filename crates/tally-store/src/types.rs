@@ -80,6 +80,21 @@ pub struct RowWrite {
     pub states: Vec<AggState>,
 }
 
+impl RowWrite {
+    /// What encoding or freeing the row costs, roughly: one, plus the members of its exact
+    /// distinct sets (each is sorted and written, or freed).
+    pub fn work(&self) -> usize {
+        1 + self
+            .states
+            .iter()
+            .map(|s| match s {
+                AggState::Distinct(set) => set.len(),
+                _ => 0,
+            })
+            .sum::<usize>()
+    }
+}
+
 /// The rows of one view to commit together with its new position.
 #[derive(Debug)]
 pub struct ViewFlush<'a> {
