@@ -23,7 +23,8 @@
 //! always leads and no other process changes the schema.
 //!
 //! This file is the dispatch only: [`Store`] and [`TenantStore`] and the match over backends.
-//! The types the operations take and return are in `types.rs`, [`StoreError`] in `error.rs`;
+//! The types the operations take and return are in `types.rs` (but [`KeyHashes`], SQLite's key
+//! hashes, in `sqlite_keys.rs`), [`StoreError`] in `error.rs`;
 //! the backends (`sqlite.rs`, `memory.rs`, `postgres/`) import from those, never from here.
 
 use std::path::Path;
@@ -357,9 +358,9 @@ impl TenantStore {
         matches!(self, TenantStore::Sqlite(_)) && stream.has_dedupe_key()
     }
 
-    /// [`TenantStore::append`] with the rows' keys and hashes computed beforehand
-    /// ([`KeyHashes::new`] of the same rows; ignored when they describe another number of rows,
-    /// and by stores that do not use them).
+    /// [`TenantStore::append`] with the rows' keys and hashes computed beforehand: they must be
+    /// [`KeyHashes::new`] of these rows (they are not used when they describe another stream or
+    /// another number of rows, nor by stores that hash keys otherwise).
     pub fn append_hashed(
         &mut self,
         stream: &StreamDef,
@@ -414,7 +415,7 @@ impl TenantStore {
 
     /// Writes the rows of each view and its position, all in one transaction.
     pub fn flush(&mut self, flushes: &[ViewFlush<'_>]) -> Result<()> {
-        let encoded = encode_flushes(flushes);
+        let encoded = EncodedFlush::all(flushes);
         match self {
             TenantStore::Sqlite(s) => s.flush(&encoded),
             TenantStore::Postgres(p) => p.conn().flush(&encoded),
@@ -547,15 +548,7 @@ impl TenantStore {
                 .iter()
                 .map(|c| EncodedCorrection {
                     plan: c.plan,
-                    rows: c
-                        .rows
-                        .iter()
-                        .map(|r| EncodedRow {
-                            key: encode_key(&r.key),
-                            cells: &r.cells,
-                            state: tally_views::agg::encode_states(&r.states),
-                        })
-                        .collect(),
+                    rows: c.rows.iter().map(EncodedRow::new).collect(),
                     removed: c.removed.iter().map(|k| encode_key(k)).collect(),
                 })
                 .collect(),
@@ -701,73 +694,4 @@ impl TenantStore {
             TenantStore::Memory(m) => Ok(m.delete_records(kind, from, to)),
         }
     }
-}
-
-/// Work ([`RowWrite::work`]) at which encoding a flush's states is
-/// split over two threads: sorting the members of exact distinct sets is most of it, and a
-/// thread costs tens of microseconds.
-const PARALLEL_ENCODE_WORK: usize = 16_384;
-
-/// The keys and states of every row of `flushes` encoded, in order; when there is much to
-/// encode, each view's rows are split in two halves of equal work and the first halves are
-/// encoded on a second thread.
-fn encode_flushes<'a>(flushes: &'a [ViewFlush<'a>]) -> Vec<EncodedFlush<'a>> {
-    fn encode(rows: &[RowWrite]) -> Vec<EncodedRow<'_>> {
-        rows.iter()
-            .map(|r| EncodedRow {
-                key: encode_key(&r.key),
-                cells: &r.cells,
-                state: tally_views::agg::encode_states(&r.states),
-            })
-            .collect()
-    }
-    let work: Vec<Vec<usize>> = flushes
-        .iter()
-        .map(|f| f.rows.iter().map(RowWrite::work).collect())
-        .collect();
-    let total: usize = work.iter().flatten().sum();
-    let halves: Vec<(Vec<EncodedRow<'a>>, Vec<EncodedRow<'a>>)> = if total < PARALLEL_ENCODE_WORK {
-        flushes
-            .iter()
-            .map(|f| (encode(&f.rows), Vec::new()))
-            .collect()
-    } else {
-        let split: Vec<(&[RowWrite], &[RowWrite])> = flushes
-            .iter()
-            .zip(&work)
-            .map(|(f, work)| {
-                let half = work.iter().sum::<usize>() / 2;
-                let mut done = 0;
-                let at = work
-                    .iter()
-                    .position(|w| {
-                        done += w;
-                        done > half
-                    })
-                    .unwrap_or(work.len());
-                f.rows.split_at(at)
-            })
-            .collect();
-        std::thread::scope(|scope| {
-            let first = scope.spawn(|| split.iter().map(|(a, _)| encode(a)).collect::<Vec<_>>());
-            let second: Vec<_> = split.iter().map(|(_, b)| encode(b)).collect();
-            let first = first
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            first.into_iter().zip(second).collect()
-        })
-    };
-    flushes
-        .iter()
-        .zip(halves)
-        .map(|(f, (mut rows, rest))| {
-            rows.extend(rest);
-            EncodedFlush {
-                plan: f.plan,
-                position: f.position,
-                failed: f.failed,
-                rows,
-            }
-        })
-        .collect()
 }

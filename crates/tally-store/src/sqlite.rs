@@ -597,10 +597,7 @@ impl SqliteTenant {
             // Each row's key and its hash (none for a NULL key or a stream without keys), unless
             // the caller computed them, and the large table's rows of those hashes, looked up
             // for the whole batch at once.
-            let KeyHashes { keys, hashes } = match hashed {
-                Some(h) if h.len() == rows.len() => h,
-                _ => KeyHashes::new(stream, rows),
-            };
+            let KeyHashes { keys, hashes, .. } = KeyHashes::for_rows(hashed, stream, rows);
             let stored = match &mut probe {
                 Some((.., probe)) => probe.stored(
                     hashes.iter().flatten().copied().collect(),

@@ -20,8 +20,10 @@
 //!   merge comes every [`MAX_RECENT`] keys and the writes grow with the square of the stream
 //!   again (eight times less steeply than with merges every [`MERGE_ROWS`]).
 //!
-//! An append looks the hashes of its batch up in memory and, with one statement, in the large
-//! table, skipping the hashes that the process's Bloom filter of the large table ([`KeyFilter`],
+//! The hashes of a batch may come with it, computed by the caller on another thread
+//! ([`KeyHashes`], [`crate::TenantStore::append_hashed`]: `tally ingest` hashes on its decoding
+//! thread). An append looks the hashes of its batch up in memory and, with one statement, in
+//! the large table, skipping the hashes that the process's Bloom filter of the large table ([`KeyFilter`],
 //! kept in step through `keys_merged` and `keys_epoch` like the recent keys) rules out; a hit
 //! is a duplicate only when the raw row at that `_seq` holds the same key (two keys of one hash
 //! are both kept). Retention and erasure delete a row's key with the row, by
@@ -75,6 +77,8 @@ fn keys(stream: &str) -> String {
 /// stream without one) have `None`.
 #[derive(Debug, Default)]
 pub struct KeyHashes {
+    /// The stream the rows belong to: hashes given for another stream are not used.
+    pub(crate) stream: String,
     pub(crate) keys: Vec<Option<Value>>,
     pub(crate) hashes: Vec<Option<i64>>,
 }
@@ -88,7 +92,38 @@ impl KeyHashes {
             vec![None; rows.len()]
         };
         let hashes = keys.iter().map(|k| k.as_ref().map(key_hash)).collect();
-        KeyHashes { keys, hashes }
+        KeyHashes {
+            stream: stream.name.clone(),
+            keys,
+            hashes,
+        }
+    }
+
+    /// These if they were computed for `rows` of `stream`, else computed now. A caller's
+    /// mistake (hashes of other rows of the same number) would store wrong keys, so debug
+    /// builds compare every key.
+    pub(crate) fn for_rows(
+        given: Option<KeyHashes>,
+        stream: &StreamDef,
+        rows: &[Vec<Value>],
+    ) -> KeyHashes {
+        match given {
+            Some(h) if h.stream == stream.name && h.len() == rows.len() => {
+                debug_assert!(
+                    rows.iter().zip(&h.keys).all(|(row, key)| {
+                        (if stream.has_dedupe_key() {
+                            stream.dedupe_value(row)
+                        } else {
+                            None
+                        }) == *key
+                    }),
+                    "KeyHashes computed for other rows of {}",
+                    stream.name
+                );
+                h
+            }
+            _ => KeyHashes::new(stream, rows),
+        }
     }
 
     /// The number of rows described.

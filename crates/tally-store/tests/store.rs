@@ -858,6 +858,8 @@ fn keys_hashed_beforehand_deduplicate_as_the_store_would(f: Fixture) {
     let stream = f.catalog.stream("pay").unwrap();
     let mut t = f.store.tenant("acme").unwrap();
     t.create_stream(stream).unwrap();
+    // Only SQLite indexes keys by these hashes (the fixture with a directory).
+    assert_eq!(t.hashes_keys(stream), f._dir.is_some());
     let first = [
         row("a", Some("x"), "1", "2026-03-01T10:00:00Z"),
         row("b", None, "2", "2026-03-01T11:00:00Z"),
@@ -908,8 +910,10 @@ fn a_large_flush_stores_every_state_in_order(f: Fixture) {
     .unwrap()
     .catalog;
     let plan = catalog.view("visitors").unwrap();
+    let daily = daily(&f);
     let mut t = f.store.tenant("acme").unwrap();
     t.reset_view(plan).unwrap();
+    t.reset_view(daily).unwrap();
     // 40 days, day d with 1,000 + d distinct visitors: 41,780 members, past the split.
     let start = ts("2026-03-01T00:00:00Z");
     let rows: Vec<RowWrite> = (0..40i64)
@@ -932,13 +936,45 @@ fn a_large_flush_stores_every_state_in_order(f: Fixture) {
             }
         })
         .collect();
-    t.flush(&[ViewFlush {
-        failed: 0,
-        plan,
-        rows,
-        position: 1,
-    }])
+    // Two views in one flush: each is split on its own, the small one too.
+    let days: Vec<RowWrite> = (1..=9)
+        .map(|d| group_write(daily, &format!("2026-03-0{d}T00:00:00Z"), "x", "1.00", d))
+        .collect();
+    t.flush(&[
+        ViewFlush {
+            failed: 0,
+            plan: daily,
+            rows: days,
+            position: 2,
+        },
+        ViewFlush {
+            failed: 0,
+            plan,
+            rows,
+            position: 1,
+        },
+    ])
     .unwrap();
+    let daily_rows = t.scan_view(daily, None, None).unwrap();
+    // Day d of March holds d events, whatever order the rows are scanned in.
+    let mut counts: Vec<(String, String)> = daily_rows
+        .iter()
+        .map(|(key, states)| {
+            let n = states[1].finalize(daily.aggs[1].kind).unwrap().to_string();
+            (key[0].to_string(), n)
+        })
+        .collect();
+    counts.sort();
+    let expected: Vec<(String, String)> = (1..=9)
+        .map(|d| {
+            let day = Value::Timestamp(ts(&format!("2026-03-0{d}T00:00:00Z")));
+            (day.to_string(), d.to_string())
+        })
+        .collect();
+    assert_eq!(counts, expected);
+    let m = t.materialized().unwrap();
+    let position = |name: &str| m.views.iter().find(|v| v.name == name).unwrap().position;
+    assert_eq!((position("daily"), position("visitors")), (2, 1));
     let keys: Vec<Vec<Value>> = (0..40i64)
         .map(|d| vec![Value::Timestamp(Timestamp(start.0 + d * 86_400_000_000))])
         .collect();

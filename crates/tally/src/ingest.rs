@@ -134,7 +134,7 @@ impl Handoff<'_> {
                 bytes,
             },
         );
-        if self.hash_keys {
+        if self.hash_keys && !full.rows.is_empty() {
             full.hashed = Some(KeyHashes::new(self.stream, &full.rows));
         }
         if self.work.send(Work::Batch(full)).is_err() {
@@ -183,9 +183,10 @@ impl Handoff<'_> {
 
 /// Ingests `input` into `stream` of the tenant. `progress` is told the bytes read so far.
 ///
-/// Two threads share the work: one reads and decodes records (checking them against the views)
-/// and applies committed events to the views; the other commits each batch to the store (the
-/// durable acknowledgement) and writes flushes. A channel of two batches between them bounds
+/// Two threads share the work: one reads and decodes records (checking them against the views),
+/// hashes each batch's dedupe keys when the store indexes them so ([`KeyHashes`]), and applies
+/// committed events to the views; the other commits each batch to the store (the durable
+/// acknowledgement) and writes flushes. A channel of two batches between them bounds
 /// memory. Rejections keep their input order.
 pub fn ingest(
     runtime: &mut TenantRuntime,
