@@ -23,10 +23,10 @@
 //! The hashes of a batch may come with it, computed by the caller on another thread
 //! ([`KeyHashes`], [`crate::TenantStore::append_hashed`]: `tally ingest` hashes on its decoding
 //! thread). An append looks the hashes of its batch up in memory and, with one statement, in
-//! the large table, skipping the hashes that the process's Bloom filter of the large table ([`KeyFilter`],
-//! kept in step through `keys_merged` and `keys_epoch` like the recent keys) rules out; a hit
-//! is a duplicate only when the raw row at that `_seq` holds the same key (two keys of one hash
-//! are both kept). Retention and erasure delete a row's key with the row, by
+//! the large table, skipping the hashes that the process's Bloom filter of the large table
+//! ([`KeyFilter`], kept in step through `keys_merged` and `keys_epoch` like the recent keys)
+//! rules out; a hit is a duplicate only when the raw row at that `_seq` holds the same key (two
+//! keys of one hash are both kept). Retention and erasure delete a row's key with the row, by
 //! `(h, _seq)` computed from the row's key (so the large table needs no index on `_seq`, which
 //! every merge paid for); a recent key of a deleted row no longer matches its row. NULL keys are
 //! never duplicates and are not indexed, as in a unique index.
@@ -75,7 +75,7 @@ fn keys(stream: &str) -> String {
 /// of an append that needs no store, which a caller can compute on another thread than the one
 /// that writes ([`crate::TenantStore::append_hashed`]). Rows without a key (a NULL key, a
 /// stream without one) have `None`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KeyHashes {
     /// The stream the rows belong to: hashes given for another stream are not used.
     pub(crate) stream: String,
@@ -86,11 +86,7 @@ pub struct KeyHashes {
 impl KeyHashes {
     /// The keys and hashes of `rows` of `stream`.
     pub fn new(stream: &StreamDef, rows: &[Vec<Value>]) -> KeyHashes {
-        let keys: Vec<Option<Value>> = if stream.has_dedupe_key() {
-            rows.iter().map(|row| stream.dedupe_value(row)).collect()
-        } else {
-            vec![None; rows.len()]
-        };
+        let keys = KeyHashes::keys(stream, rows);
         let hashes = keys.iter().map(|k| k.as_ref().map(key_hash)).collect();
         KeyHashes {
             stream: stream.name.clone(),
@@ -110,19 +106,22 @@ impl KeyHashes {
         match given {
             Some(h) if h.stream == stream.name && h.len() == rows.len() => {
                 debug_assert!(
-                    rows.iter().zip(&h.keys).all(|(row, key)| {
-                        (if stream.has_dedupe_key() {
-                            stream.dedupe_value(row)
-                        } else {
-                            None
-                        }) == *key
-                    }),
+                    h.keys == KeyHashes::keys(stream, rows),
                     "KeyHashes computed for other rows of {}",
                     stream.name
                 );
                 h
             }
             _ => KeyHashes::new(stream, rows),
+        }
+    }
+
+    /// Each row's dedupe key (`None` for a NULL key or a stream without keys).
+    fn keys(stream: &StreamDef, rows: &[Vec<Value>]) -> Vec<Option<Value>> {
+        if stream.has_dedupe_key() {
+            rows.iter().map(|row| stream.dedupe_value(row)).collect()
+        } else {
+            vec![None; rows.len()]
         }
     }
 

@@ -809,9 +809,9 @@ fn committed(seqs: &[Option<u64>], rows: Vec<Vec<Value>>) -> Vec<tally_views::Ev
         .collect()
 }
 
-/// Rows committed by [`StoreSide::append`] or [`StoreSide::append_hashed`]: each row's sequence number (`None` for a duplicate)
-/// and the events to apply, in order: on a shared store, first those other processes committed
-/// since this one's previous commit; none on a follower.
+/// Rows committed by [`StoreSide::append`] or [`StoreSide::append_hashed`]: each row's sequence
+/// number (`None` for a duplicate) and the events to apply, in order: on a shared store, first
+/// those other processes committed since this one's previous commit; none on a follower.
 pub struct Appended {
     pub seqs: Vec<Option<u64>>,
     pub events: Vec<tally_views::Event>,
