@@ -5,7 +5,8 @@
 //! `cargo bench -p tally --bench http` (`TALLY_BENCH_EVENTS`, default 300,000 batched events;
 //! `TALLY_BENCH_SINGLES`, default 20,000 single-event requests).
 //!
-//! - batched: 4 clients send NDJSON batches of 1,000 events (the rollups workload, 5 views);
+//! - batched: 4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events (the
+//!   rollups workload, 5 views); the group-commit histograms tell how the worker was busy;
 //! - single: 32 keep-alive connections send one event per request (group commit gathers them),
 //!   from a minimal HTTP/1.1 client as `wrk` is (requests prepared before the clock starts),
 //!   so that the clients take little of the two cores; the server's group-commit histograms and
@@ -274,9 +275,16 @@ async fn run(n: usize, singles: usize, queries: usize) {
         common::schema_and_tenant(&http, &base_url, ADMIN, &schema, r#"{"name":"bench"}"#).await;
 
     let url = format!("{base_url}/v1/streams/hits/events");
-    // Batched: NDJSON bodies of 1,000 events, 4 clients.
+    // Batched: NDJSON bodies of 1,000 events, 4 clients unless `TALLY_BENCH_CLIENTS` says.
     let batches: Vec<String> = lines[..n].chunks(1_000).map(|c| c.join("\n")).collect();
-    let batched = send_all(&http, &url, &write, batches, 4).await;
+    let clients = std::env::var("TALLY_BENCH_CLIENTS").map_or(4, |v| v.parse().unwrap());
+    let batched_before = GroupStats::read(&http, &base_url).await;
+    let batched_cpu_before = Cpu::read();
+    let batched = send_all(&http, &url, &write, batches, clients).await;
+    let batched_cpu = Cpu::read().since(&batched_cpu_before);
+    let batched_groups = GroupStats::read(&http, &base_url)
+        .await
+        .since(&batched_before);
     // Single events, 32 clients; the server's group-commit histograms tell how they were grouped.
     let before = GroupStats::read(&http, &base_url).await;
     let cpu_before = Cpu::read();
@@ -326,7 +334,7 @@ async fn run(n: usize, singles: usize, queries: usize) {
         rate(n, cli) / base_rate
     );
     println!(
-        "| HTTP ingest, NDJSON batches of 1,000, 4 clients | {:.0} | {:.2} |",
+        "| HTTP ingest, NDJSON batches of 1,000, {clients} clients | {:.0} | {:.2} |",
         rate(n, batched),
         rate(n, batched) / base_rate
     );
@@ -344,6 +352,13 @@ async fn run(n: usize, singles: usize, queries: usize) {
         "one-row durable commit on this disk: {:.2} ms (median of 200), so 32 waiting clients get at most {:.0} events/s (goal ≥ 50,000)",
         commit.as_secs_f64() * 1e3,
         32.0 / commit.as_secs_f64()
+    );
+    println!(
+        "batched ({clients} clients): {:.1} requests per group commit on average, {:.2} ms per group (decode, commit, apply), the worker busy {:.0} % of the phase; the machine's cores were {:.0} % busy",
+        batched_groups.requests / batched_groups.groups,
+        batched_groups.seconds / batched_groups.groups * 1e3,
+        batched_groups.seconds / batched.as_secs_f64() * 100.0,
+        batched_cpu.busy * 100.0
     );
     println!(
         "single events: {:.1} requests per group commit on average, {:.2} ms per group (decode, commit, apply), the worker busy {:.0} % of the phase",

@@ -88,6 +88,9 @@ fn main() {
     if std::env::var("TALLY_BENCH_ONCE").as_deref() == Ok("query") {
         return query_once();
     }
+    if std::env::var("TALLY_BENCH_ONCE").as_deref() == Ok("engine") {
+        return engine_once();
+    }
     let quick = std::env::args().all(|a| a != "--bench");
     let n: usize = std::env::var("TALLY_BENCH_EVENTS")
         .ok()
@@ -208,6 +211,18 @@ fn query_once() {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// `TALLY_BENCH_ONCE=engine`: only the engine's part, five times, each run's rate printed (to
+/// profile it alone).
+fn engine_once() {
+    let n: usize = std::env::var("TALLY_BENCH_EVENTS").map_or(500_000, |v| v.parse().unwrap());
+    let lines = workload::ndjson(Workload::Rollups, n, 7);
+    let schema = workload::schema(Workload::Rollups);
+    for _ in 0..5 {
+        let took = engine_run(&schema, &lines);
+        println!("engine: {:.0} events/s", n as f64 / took.as_secs_f64());
+    }
 }
 
 /// Decodes, validates and applies every line, one thread, as the ingest's engine side does.
