@@ -18,7 +18,9 @@
 //! `cargo bench -p tally --bench peers` (`TALLY_BENCH_EVENTS`, default 500,000). DuckDB comes
 //! from PyPI into a virtual environment under `target/peers-venv` on the first run (it needs
 //! `python3` with `venv`); chDB is not measured (its wheel fetches its engine at run time).
-//! `cargo test --benches` runs Tally's side once on 2,000 events and skips the peers.
+//! `cargo test --benches` runs Tally's side once on 2,000 events and skips the peers. For
+//! profiles, the binary runs one part alone: `TALLY_BENCH_ONCE=engine` the engine's part five
+//! times (each rate printed), `TALLY_BENCH_ONCE=query` one view query (for instruction counts).
 
 use std::path::Path;
 use std::process::Command;
@@ -216,7 +218,11 @@ fn ms(d: Duration) -> f64 {
 /// `TALLY_BENCH_ONCE=engine`: only the engine's part, five times, each run's rate printed (to
 /// profile it alone).
 fn engine_once() {
-    let n: usize = std::env::var("TALLY_BENCH_EVENTS").map_or(500_000, |v| v.parse().unwrap());
+    let n: usize = std::env::var("TALLY_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(500_000);
     let lines = workload::ndjson(Workload::Rollups, n, 7);
     let schema = workload::schema(Workload::Rollups);
     for _ in 0..5 {
