@@ -5,8 +5,9 @@
 //! `cargo bench -p tally --bench http` (`TALLY_BENCH_EVENTS`, default 300,000 batched events;
 //! `TALLY_BENCH_SINGLES`, default 20,000 single-event requests).
 //!
-//! - batched: 4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events (the
-//!   rollups workload, 5 views); the group-commit histograms and `/proc/stat` tell how busy the
+//! - batched: 4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events
+//!   (`TALLY_BENCH_BATCH`; a body must stay within the 512 KB limit, about 3,500 of these
+//!   events) of the rollups workload (5 views); the group-commit histograms and `/proc/stat` tell how busy the
 //!   worker and the machine's cores were;
 //! - single: 32 keep-alive connections send one event per request (group commit gathers them),
 //!   from a minimal HTTP/1.1 client as `wrk` is (requests prepared before the clock starts),
@@ -276,8 +277,17 @@ async fn run(n: usize, singles: usize, queries: usize) {
         common::schema_and_tenant(&http, &base_url, ADMIN, &schema, r#"{"name":"bench"}"#).await;
 
     let url = format!("{base_url}/v1/streams/hits/events");
-    // Batched: NDJSON bodies of 1,000 events, 4 clients unless `TALLY_BENCH_CLIENTS` says.
-    let batches: Vec<String> = lines[..n].chunks(1_000).map(|c| c.join("\n")).collect();
+    // Batched: NDJSON bodies of 1,000 events (`TALLY_BENCH_BATCH`), 4 clients
+    // (`TALLY_BENCH_CLIENTS`).
+    let batch_size: usize = std::env::var("TALLY_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&b| b > 0)
+        .unwrap_or(1_000);
+    let batches: Vec<String> = lines[..n]
+        .chunks(batch_size)
+        .map(|c| c.join("\n"))
+        .collect();
     let clients: usize = std::env::var("TALLY_BENCH_CLIENTS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -339,7 +349,7 @@ async fn run(n: usize, singles: usize, queries: usize) {
         rate(n, cli) / base_rate
     );
     println!(
-        "| HTTP ingest, NDJSON batches of 1,000, {clients} clients | {:.0} | {:.2} |",
+        "| HTTP ingest, NDJSON batches of {batch_size}, {clients} clients | {:.0} | {:.2} |",
         rate(n, batched),
         rate(n, batched) / base_rate
     );
