@@ -41,14 +41,10 @@ const ADMIN: &str = "bench";
 
 fn main() {
     let quick = std::env::args().all(|a| a != "--bench");
-    let n: usize = std::env::var("TALLY_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 2_000 } else { 300_000 });
-    let singles = std::env::var("TALLY_BENCH_SINGLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 200 } else { 20_000 });
+    let n =
+        workload::env_number("TALLY_BENCH_EVENTS").unwrap_or(if quick { 2_000 } else { 300_000 });
+    let singles =
+        workload::env_number("TALLY_BENCH_SINGLES").unwrap_or(if quick { 200 } else { 20_000 });
     let queries = if quick { 50 } else { 2_000 };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -279,18 +275,14 @@ async fn run(n: usize, singles: usize, queries: usize) {
     let url = format!("{base_url}/v1/streams/hits/events");
     // Batched: NDJSON bodies of 1,000 events (`TALLY_BENCH_BATCH`), 4 clients
     // (`TALLY_BENCH_CLIENTS`).
-    let batch_size: usize = std::env::var("TALLY_BENCH_BATCH")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let batch_size = workload::env_number("TALLY_BENCH_BATCH")
         .filter(|&b| b > 0)
         .unwrap_or(1_000);
     let batches: Vec<String> = lines[..n]
         .chunks(batch_size)
         .map(|c| c.join("\n"))
         .collect();
-    let clients: usize = std::env::var("TALLY_BENCH_CLIENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let clients = workload::env_number("TALLY_BENCH_CLIENTS")
         .filter(|&c| c > 0)
         .unwrap_or(4);
     let batched_before = GroupStats::read(&http, &base_url).await;

@@ -94,10 +94,8 @@ fn main() {
         return engine_once();
     }
     let quick = std::env::args().all(|a| a != "--bench");
-    let n: usize = std::env::var("TALLY_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 2_000 } else { 500_000 });
+    let n =
+        workload::env_number("TALLY_BENCH_EVENTS").unwrap_or(if quick { 2_000 } else { 500_000 });
     let dir = tempfile::tempdir().unwrap();
     let lines = workload::ndjson(Workload::Rollups, n, 7);
     let input = dir.path().join("hits.ndjson");
@@ -218,9 +216,7 @@ fn ms(d: Duration) -> f64 {
 /// `TALLY_BENCH_ONCE=engine`: only the engine's part, five times, each run's rate printed (to
 /// profile it alone).
 fn engine_once() {
-    let n: usize = std::env::var("TALLY_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    let n = workload::env_number("TALLY_BENCH_EVENTS")
         .filter(|&n| n > 0)
         .unwrap_or(500_000);
     let lines = workload::ndjson(Workload::Rollups, n, 7);

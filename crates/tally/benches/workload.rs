@@ -333,15 +333,18 @@ pub fn commit_only(location: &Location, schema: &str, rows: &[Vec<Value>]) -> Du
     started.elapsed()
 }
 
+/// The number an environment variable of a benchmark gives (`TALLY_BENCH_EVENTS=…`), if it is
+/// set to one.
+pub fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 /// The events and runs of an end-to-end benchmark: `TALLY_BENCH_EVENTS` or `full` events, best
 /// of three, under `cargo bench`; 2,000 events once under `cargo test --benches`.
 pub fn events_and_runs(full: usize) -> (usize, usize) {
     // `cargo bench` passes --bench; `cargo test --benches` runs the binary too: stay quick there.
     let quick = std::env::args().all(|a| a != "--bench");
-    let n = std::env::var("TALLY_BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 2_000 } else { full });
+    let n = env_number("TALLY_BENCH_EVENTS").unwrap_or(if quick { 2_000 } else { full });
     (n, if quick { 1 } else { 3 })
 }
 
