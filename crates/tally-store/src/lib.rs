@@ -38,6 +38,7 @@ mod migrations;
 mod pg_tls;
 mod postgres;
 mod sqlite;
+mod sqlite_checkpoint;
 mod sqlite_keys;
 mod sqlite_spans;
 pub mod testing;
@@ -63,7 +64,7 @@ pub enum Store {
 
 /// One tenant's data.
 pub enum TenantStore {
-    Sqlite(sqlite::SqliteTenant),
+    Sqlite(Box<sqlite::SqliteTenant>),
     Postgres(Box<postgres::PgTenant>),
     Memory(memory::MemoryTenant),
 }
@@ -259,7 +260,7 @@ impl Store {
             return Err(StoreError::NoTenant(name.to_owned()));
         }
         Ok(match self {
-            Store::Sqlite(s) => TenantStore::Sqlite(s.tenant(name)?),
+            Store::Sqlite(s) => TenantStore::Sqlite(Box::new(s.tenant(name)?)),
             Store::Postgres(p) => TenantStore::Postgres(Box::new(p.tenant(name)?)),
             Store::Memory(m) => TenantStore::Memory(m.tenant(name)),
         })

@@ -2,7 +2,9 @@
 //!
 //! One file per tenant makes isolation physical: a tenant's connection cannot name another
 //! tenant's tables. Every database runs in WAL mode with `synchronous=FULL`, so a committed
-//! transaction survives power loss, and an ingest is acknowledged only after its commit.
+//! transaction survives power loss, and an ingest is acknowledged only after its commit. A
+//! tenant database's checkpoints run on a background thread of their own
+//! ([`crate::sqlite_checkpoint`]), not on the committing thread.
 //!
 //! Raw event tables keep typed columns (timestamps as integer microseconds, decimals as exact
 //! text) after a sequence column. Sequence numbers are handed out from `tally_streams.last_seq`
@@ -25,6 +27,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
+use crate::sqlite_checkpoint::Checkpoints;
 use crate::sqlite_keys::{self, KeyFilter, KeyHashes, Probe, RecentKeys};
 use crate::sqlite_spans::{self, NewSpans};
 use crate::types::{
@@ -41,6 +44,9 @@ pub struct SqliteStore {
 
 /// One tenant's SQLite database.
 pub struct SqliteTenant {
+    /// The background checkpoints of `conn`'s database; declared first so that it is dropped
+    /// (waiting for a running checkpoint) before the connection closes.
+    _checkpoints: Checkpoints,
     conn: Connection,
     /// Per stream with a dedupe key, after this process's last append to it: the keys of its
     /// rows after `keys_merged` (see [`crate::sqlite_keys`]).
@@ -297,7 +303,9 @@ impl SqliteStore {
             }
             tx.commit()?;
         }
+        let checkpoints = Checkpoints::install(&mut conn, &path)?;
         Ok(SqliteTenant {
+            _checkpoints: checkpoints,
             conn,
             recent_keys: HashMap::new(),
             key_filters: HashMap::new(),
