@@ -294,6 +294,16 @@ mod tests {
         }
     }
 
+    /// Commits one transaction of about 250 pages.
+    fn commit_pages(conn: &mut Connection) {
+        let tx = conn.transaction().unwrap();
+        for _ in 0..250 {
+            tx.execute("INSERT INTO t VALUES (randomblob(3000))", [])
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
     /// The most frames the WAL of the database at `path` ever held: the WAL file is reused from
     /// its start, not shrunk, when it starts over.
     fn wal_frames(path: &Path) -> i32 {
@@ -318,12 +328,7 @@ mod tests {
         .unwrap();
         let checkpoints = background.then(|| Checkpoints::install(&mut conn, &path).unwrap());
         for _ in 0..commits {
-            let tx = conn.transaction().unwrap();
-            for _ in 0..250 {
-                tx.execute("INSERT INTO t VALUES (randomblob(3000))", [])
-                    .unwrap();
-            }
-            tx.commit().unwrap();
+            commit_pages(&mut conn);
             if let Some(c) = &checkpoints {
                 c.wait_idle();
             }
@@ -354,12 +359,7 @@ mod tests {
         // The path names no database the background connection can open: its checkpoints fail.
         let checkpoints = Checkpoints::install(&mut conn, &dir.path().join("gone.db")).unwrap();
         for _ in 0..100 {
-            let tx = conn.transaction().unwrap();
-            for _ in 0..250 {
-                tx.execute("INSERT INTO t VALUES (randomblob(3000))", [])
-                    .unwrap();
-            }
-            tx.commit().unwrap();
+            commit_pages(&mut conn);
             checkpoints.wait_idle();
         }
         let most = wal_frames(&path);
@@ -381,12 +381,7 @@ mod tests {
             .unwrap();
         let checkpoints = Checkpoints::install(&mut conn, &path).unwrap();
         for _ in 0..commits {
-            let tx = conn.transaction().unwrap();
-            for _ in 0..250 {
-                tx.execute("INSERT INTO t VALUES (randomblob(3000))", [])
-                    .unwrap();
-            }
-            tx.commit().unwrap();
+            commit_pages(&mut conn);
         }
         drop(checkpoints);
         let rows = conn
