@@ -7,7 +7,7 @@
 //! tenant connection's WAL hook (which replaces SQLite's automatic checkpoint) asks one
 //! background thread (`tally-checkpoint`, shared by every tenant of the process) for a `PASSIVE`
 //! checkpoint from a connection of its own once [`BACKGROUND_FRAMES`] frames were added since
-//! its last request. A passive checkpoint never blocks the writer or readers.
+//! its last request (or since the WAL started over). A passive checkpoint never blocks the writer or readers.
 //!
 //! The WAL starts over (is written again from its start) only in a write transaction that
 //! begins when every frame has been copied, and a busy writer commits while the background
@@ -16,9 +16,10 @@
 //! is under [`BACKGROUND_FRAMES`] (its own passive checkpoint copies the frames committed since
 //! and syncs the database file), and its next transaction starts the WAL over; with more left it
 //! asks the background thread again. The writer's share is the frames committed while the
-//! background thread copied, typically a few commits' worth instead of 1,000 frames, and since
-//! the background thread writes out what it copied (SQLite leaves that sync to whoever
-//! completes the WAL), the writer's sync of the database has little left to write.
+//! background thread copied, typically a few commits' worth instead of 1,000 frames. (SQLite
+//! syncs the database file only in a checkpoint that completes the WAL, so when the writer
+//! committed during the background copy, the writer's finishing checkpoint still syncs what the
+//! background thread copied.) A reader's old snapshot also keeps the WAL from starting over.
 //!
 //! Invariants:
 //! - Durability does not change: commits still `fsync` the WAL on the writer (`synchronous=FULL`)
@@ -27,7 +28,9 @@
 //!   point, on any connection.
 //! - The WAL stays bounded, at most [`WRITER_FRAMES`] plus a commit where SQLite's own
 //!   checkpoints keep it near 1,000: from there (the background thread cannot keep up) the
-//!   writer checkpoints itself after each commit.
+//!   writer checkpoints itself after each commit, first waiting for a running background
+//!   checkpoint (which holds SQLite's checkpoint lock). Readers' snapshots limit both, as they
+//!   limit SQLite's own checkpoints.
 //!   Like SQLite's, a passive checkpoint cannot copy frames a reader's snapshot still needs,
 //!   and does nothing while another checkpoint runs.
 //! - No checkpoint connection outlives its tenant's writer: dropping a [`Checkpoints`] cancels a
@@ -130,9 +133,9 @@ fn queue() -> Option<&'static Mutex<Sender<Arc<Shared>>>> {
 ///
 /// SQLite syncs the database file at the end of a checkpoint only if the WAL did not grow while
 /// it copied; when the writer committed meanwhile, that sync is left to whoever completes the
-/// WAL next — the writer, when it finishes. So the copied pages are written out here in any
-/// case, and the writer's sync has little left to write. (This sync comes in addition to
-/// SQLite's, never instead of it.)
+/// WAL next — the writer, when it finishes. (Syncing the file here through a descriptor of our
+/// own is not an option: closing any descriptor of a database file releases the POSIX locks
+/// every SQLite connection of the process holds on it.)
 fn checkpoint(path: &Path) -> rusqlite::Result<Option<i32>> {
     // Not created if it is gone (the tenant was removed).
     let conn = Connection::open_with_flags(
@@ -146,11 +149,7 @@ fn checkpoint(path: &Path) -> rusqlite::Result<Option<i32>> {
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
-    if busy != 0 || copied < 0 {
-        return Ok(None);
-    }
-    let _ = std::fs::File::open(path).and_then(|f| f.sync_data());
-    Ok(Some(copied))
+    Ok((busy == 0 && copied >= 0).then_some(copied))
 }
 
 /// What the writer's hook does after a commit.
@@ -252,6 +251,16 @@ impl Checkpoints {
                     }
                 }
                 Action::Checkpoint => {
+                    if frames >= WRITER_FRAMES {
+                        // At the bound: a running background checkpoint holds SQLite's
+                        // checkpoint lock, and the writer's would do nothing. Wait for it.
+                        while progress.state == State::Running {
+                            progress = hook_shared
+                                .changed
+                                .wait(progress)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                    }
                     drop(progress);
                     // As SQLite's own automatic checkpoint: its failure does not fail the commit.
                     let _ = wal.checkpoint_v2(CheckpointMode::PASSIVE);
