@@ -3,8 +3,8 @@
 //! One file per tenant makes isolation physical: a tenant's connection cannot name another
 //! tenant's tables. Every database runs in WAL mode with `synchronous=FULL`, so a committed
 //! transaction survives power loss, and an ingest is acknowledged only after its commit. A
-//! tenant database's checkpoints run on a background thread of their own
-//! ([`crate::sqlite_checkpoint`]), not on the committing thread.
+//! tenant database's checkpoints run mostly on a background thread of their own
+//! ([`crate::sqlite_checkpoint`]); the committing thread only finishes them.
 //!
 //! Raw event tables keep typed columns (timestamps as integer microseconds, decimals as exact
 //! text) after a sequence column. Sequence numbers are handed out from `tally_streams.last_seq`

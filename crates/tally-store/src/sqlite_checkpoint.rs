@@ -174,9 +174,9 @@ struct Hook {
 }
 
 impl Hook {
-    /// Decides after a commit that left `frames` in the WAL. `background` is the background
-    /// checkpoint's state and, when it has finished since, how many frames it copied of which
-    /// generation of the WAL (taken: each report is used once).
+    /// Decides after a commit that left `frames` in the WAL. `state` is the background
+    /// checkpoint's state; `report`, when it has finished since, the generation of the WAL it
+    /// was asked for and how many frames it copied (taken: each report is used once).
     fn decide(&mut self, frames: i32, state: State, report: Option<(u64, i32)>) -> Action {
         if frames < self.last {
             self.generation += 1;
