@@ -705,6 +705,17 @@ mod tests {
     use crate::plan::Catalog;
     use crate::value::Timestamp;
 
+    /// The text literal of a filter `column = 'text'`, in the plan's own allocation.
+    fn filter_literal(filter: &Option<Expr>) -> Arc<str> {
+        match filter {
+            Some(Expr::Compare { right, .. }) => match &**right {
+                Expr::Literal(Value::Text(t)) => t.clone(),
+                other => panic!("unexpected literal {other:?}"),
+            },
+            other => panic!("unexpected filter {other:?}"),
+        }
+    }
+
     /// Every row-level expression of these views, as [`Fast`], gives what `eval_cow` gives, on
     /// rows with NULLs, text equal to a literal in the literal's own allocation and in another,
     /// other text, and times around a DST change (the bucket caches of both sides are separate
@@ -730,13 +741,7 @@ mod tests {
         let catalog = crate::sql::apply(&Catalog::new(), schema).unwrap().catalog;
         let tz = TimeZone::get("Europe/Berlin").unwrap();
         let engine = Engine::new(&catalog, tz.clone());
-        let buy: Arc<str> = match &engine.views[0].aggs[0].filter {
-            Some(Expr::Compare { right, .. }) => match &**right {
-                Expr::Literal(Value::Text(t)) => t.clone(),
-                other => panic!("unexpected literal {other:?}"),
-            },
-            other => panic!("unexpected filter {other:?}"),
-        };
+        let buy = filter_literal(&engine.views[0].aggs[0].filter);
         let kinds = [
             Value::Null,
             Value::Text(buy.clone()),
@@ -835,13 +840,7 @@ mod tests {
         }
         // `count(*) FILTER (WHERE kind = 'buy')`'s literal: text in its allocation is equal by
         // pointer.
-        let buy: Arc<str> = match &engine.views[0].aggs[1].filter {
-            Some(Expr::Compare { right, .. }) => match &**right {
-                Expr::Literal(Value::Text(t)) => t.clone(),
-                other => panic!("unexpected literal {other:?}"),
-            },
-            other => panic!("unexpected filter {other:?}"),
-        };
+        let buy = filter_literal(&engine.views[0].aggs[1].filter);
         let kinds = [
             Value::Null,
             Value::Text(buy),
