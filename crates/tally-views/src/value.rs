@@ -98,61 +98,102 @@ impl Timestamp {
     /// parser; `None` for anything else (the general parser then decides). What it accepts,
     /// [`Timestamp::parse`] reads alike.
     pub fn parse_utc_fast(b: &[u8]) -> Option<Timestamp> {
-        if b.len() < 20
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || b[10] != b'T'
-            || b[13] != b':'
-            || b[16] != b':'
-        {
-            return None;
-        }
-        let (last, body) = b.split_last()?;
+        Timestamp::parse_utc_fast_cached(b, &mut DateCache::default())
+    }
+
+    /// [`Timestamp::parse_utc_fast`], with the date's digits and calendar arithmetic skipped when
+    /// the date is the one `cache` read last (the events of a batch mostly share their date). The
+    /// answer is the same with any cache.
+    #[inline]
+    pub fn parse_utc_fast_cached(b: &[u8], cache: &mut DateCache) -> Option<Timestamp> {
+        let (date, rest) = b.split_first_chunk::<10>()?;
+        let (last, time) = rest.split_last()?;
         if *last != b'Z' {
             return None;
         }
-        let num = |range: std::ops::Range<usize>| -> Option<i64> {
-            b[range].iter().try_fold(0i64, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
-            })
-        };
-        let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-        let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-        let micros = match &body[19..] {
-            [] => 0,
-            [b'.', digits @ ..]
-                if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) =>
-            {
-                let mut value = 0i64;
-                for (i, d) in digits.iter().enumerate().take(6) {
-                    value += i64::from(d - b'0') * 10i64.pow(5 - i as u32);
-                }
-                value
+        let time = time_of_day(time)?;
+        let day = match cache.0 {
+            Some((cached, micros)) if cached == *date => micros,
+            _ => {
+                let micros = day_start(date)?;
+                cache.0 = Some((*date, micros));
+                micros
             }
-            _ => return None,
         };
-        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-        let days_in_month = match month {
-            1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-            4 | 6 | 9 | 11 => 30,
-            2 if leap => 29,
-            2 => 28,
-            _ => return None,
-        };
-        if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
-            return None;
-        }
-        // Days from the civil date (Howard Hinnant's algorithm).
-        let y = if month <= 2 { year - 1 } else { year };
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (month + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146_097 + doe - 719_468;
-        let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second;
-        Some(Timestamp(seconds * 1_000_000 + micros))
+        Some(Timestamp(day + time))
     }
+}
+
+/// The date a [`Timestamp::parse_utc_fast_cached`] read last, and the microsecond its day starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DateCache(Option<([u8; 10], i64)>);
+
+/// The decimal number of `b`'s digits; `None` if any byte is not a digit.
+#[inline(always)]
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+    })
+}
+
+/// The microsecond (since the epoch) a day `YYYY-MM-DD` starts, if it is a valid date.
+fn day_start(b: &[u8; 10]) -> Option<i64> {
+    if b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (digits(&b[0..4])?, digits(&b[5..7])?, digits(&b[8..10])?);
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in_month {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400_000_000)
+}
+
+/// The microseconds since midnight of `THH:MM:SS[.f{1,9}]` (fractions past microseconds
+/// dropped), if it is a valid time of day.
+#[inline(always)]
+fn time_of_day(b: &[u8]) -> Option<i64> {
+    let (head, fraction) = b.split_first_chunk::<9>()?;
+    if head[0] != b'T' || head[3] != b':' || head[6] != b':' {
+        return None;
+    }
+    let (hour, minute, second) = (
+        digits(&head[1..3])?,
+        digits(&head[4..6])?,
+        digits(&head[7..9])?,
+    );
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let micros = match fraction {
+        [] => 0,
+        [b'.', digits @ ..]
+            if (1..=9).contains(&digits.len()) && digits.iter().all(u8::is_ascii_digit) =>
+        {
+            let mut value = 0i64;
+            for (i, d) in digits.iter().enumerate().take(6) {
+                value += i64::from(d - b'0') * 10i64.pow(5 - i as u32);
+            }
+            value
+        }
+        _ => return None,
+    };
+    Some((hour * 3_600 + minute * 60 + second) * 1_000_000 + micros)
 }
 
 impl fmt::Display for Timestamp {
@@ -332,6 +373,65 @@ mod tests {
             let general = text.parse::<jiff::Timestamp>().ok().map(Timestamp::from_jiff);
             proptest::prop_assert_eq!(Timestamp::parse_utc_fast(text.as_bytes()), general, "{}", text);
         }
+    }
+
+    /// A cache carried from text to text never changes an answer: valid and invalid dates
+    /// and times, the same date again with another time, a valid date after an invalid one of
+    /// the same digits.
+    #[test]
+    fn the_date_cache_changes_no_answer() {
+        let dates = [
+            "2026-06-01",
+            "2026-06-02",
+            "2024-02-29",
+            "2026-02-29",
+            "2026-13-01",
+            "0001-01-01",
+            "9999-12-29",
+            "2026-06-0x",
+            "2026/06/01",
+        ];
+        let times = [
+            "T00:00:00Z",
+            "T23:59:59.999999Z",
+            "T12:34:56.5Z",
+            "T24:00:00Z",
+            "T12:60:00Z",
+            "T12:00:00",
+            "T12:00:00.Z",
+            "T1:00:00Z",
+            "T12:00:00.1234567891Z",
+        ];
+        let mut cache = DateCache::default();
+        let (mut some, mut none) = (0, 0);
+        let mut pick = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..5_000 {
+            pick ^= pick << 13;
+            pick ^= pick >> 7;
+            pick ^= pick << 17;
+            let text = format!(
+                "{}{}",
+                dates[(pick % dates.len() as u64) as usize],
+                times[((pick >> 20) % times.len() as u64) as usize]
+            );
+            let fresh = Timestamp::parse_utc_fast(text.as_bytes());
+            let general = text
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(Timestamp::from_jiff);
+            assert_eq!(
+                Timestamp::parse_utc_fast_cached(text.as_bytes(), &mut cache),
+                fresh,
+                "{text}"
+            );
+            if let Some(t) = fresh {
+                assert_eq!(Some(t), general, "{text}");
+                some += 1;
+            } else {
+                none += 1;
+            }
+        }
+        assert!(some > 500 && none > 500, "{some} parsed, {none} not");
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! field is parsed for its column's type, so numbers reach `DECIMAL` columns with every digit.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell as Shared, RefCell};
 use std::fmt;
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 use tally_views::decimal::{Decimal, FitError, ParseDecimalError};
 use tally_views::expr::parse_text;
 use tally_views::{
-    ColumnDef, ColumnDefault, Interval, StreamDef, TableDef, Timestamp, Type, Value,
+    ColumnDef, ColumnDefault, DateCache, Interval, StreamDef, TableDef, Timestamp, Type, Value,
 };
 
 /// The largest event accepted, in bytes of its JSON or CSV text.
@@ -108,6 +108,11 @@ pub struct RowDecoder<'a> {
     names: Vec<Option<Name>>,
     /// The columns with a list of allowed values.
     allowed: Vec<usize>,
+    /// The columns an event without a value for them does not simply leave NULL: those with a
+    /// default or `NOT NULL`.
+    filled: Vec<usize>,
+    /// The date of the event time read last (the events of a batch mostly share theirs).
+    dates: Shared<DateCache>,
 }
 
 /// A column name as the flat path compares it with a key: names of up to eight bytes as one
@@ -220,15 +225,26 @@ impl Interner {
     /// Slots of a column's cache of short values (a power of two).
     const SHORT_SLOTS: usize = 512;
 
-    /// The value of text `s` of `column`: shared if it was seen recently.
+    /// The value of text `bytes` of `column` (`text` gives them as `&str`): shared if it was
+    /// seen recently.
     #[inline]
-    fn text(&mut self, column: usize, s: &str) -> Value {
-        if s.len() > Interner::MAX_LEN || self.columns.get(column).is_some_and(|c| c.off) {
-            return Value::text(s);
+    fn text<'s>(&mut self, column: usize, bytes: &[u8], text: impl FnOnce() -> &'s str) -> Value {
+        if bytes.len() > Interner::MAX_LEN || self.columns.get(column).is_some_and(|c| c.off) {
+            return Value::text(text());
         }
-        self.shared(column, s)
+        if let Some(c) = self.columns.get_mut(column)
+            && let Some(words) = short_words(bytes)
+            && let Some(Some(e)) = c.short.get(short_slot(words, bytes.len()))
+            && e.text.len() == bytes.len()
+            && e.words == words
+        {
+            c.hits = c.hits.saturating_add(1);
+            return Value::Text(e.text.clone());
+        }
+        self.shared(column, text())
     }
 
+    /// [`Interner::text`] past the cache of short values.
     fn shared(&mut self, column: usize, s: &str) -> Value {
         if self.columns.len() <= column {
             self.columns
@@ -236,14 +252,6 @@ impl Interner {
         }
         let c = &mut self.columns[column];
         let short = short_words(s.as_bytes()).map(|words| (words, short_slot(words, s.len())));
-        if let Some((words, slot)) = short
-            && let Some(Some(e)) = c.short.get(slot)
-            && e.text.len() == s.len()
-            && e.words == words
-        {
-            c.hits = c.hits.saturating_add(1);
-            return Value::Text(e.text.clone());
-        }
         let shared = match c.seen.get(s) {
             Some(shared) => {
                 c.hits = c.hits.saturating_add(1);
@@ -301,6 +309,11 @@ impl<'a> RowDecoder<'a> {
                 .filter(|(_, c)| c.allowed.is_some())
                 .map(|(i, _)| i)
                 .collect(),
+            filled: (stream.columns.iter().enumerate())
+                .filter(|(_, c)| c.default.is_some() || c.not_null)
+                .map(|(i, _)| i)
+                .collect(),
+            dates: Shared::default(),
         };
         decoder.set_now(now);
         decoder
@@ -449,16 +462,22 @@ impl<'a> RowDecoder<'a> {
         match *b.get(i)? {
             b'"' => {
                 let end = plain_string_end(b, i + 1)?;
-                let s = &text[i + 1..end];
+                // The text as `&str` only where it is needed (slicing a `str` checks both ends).
+                let s = || &text[i + 1..end];
                 let cell = match column.ty {
-                    Type::Text => self.interner.borrow_mut().text(index, s),
+                    Type::Text => self.interner.borrow_mut().text(index, &b[i + 1..end], s),
                     Type::Json => Value::Json(text[i..=end].into()),
                     // The common form, read directly; a plain string holds no NUL.
-                    Type::Timestamp => match Timestamp::parse_utc_fast(s.as_bytes()) {
-                        Some(t) if t.is_storable() => Value::Timestamp(t),
-                        _ => text_cell(column.ty, s).ok()?,
-                    },
-                    ty => text_cell(ty, s).ok()?,
+                    Type::Timestamp => {
+                        let mut dates = self.dates.get();
+                        let t = Timestamp::parse_utc_fast_cached(&b[i + 1..end], &mut dates);
+                        self.dates.set(dates);
+                        match t {
+                            Some(t) if t.is_storable() => Value::Timestamp(t),
+                            _ => text_cell(column.ty, s()).ok()?,
+                        }
+                    }
+                    ty => text_cell(ty, s()).ok()?,
                 };
                 *slot = cell;
                 Some((true, end + 1))
@@ -603,9 +622,9 @@ impl<'a> RowDecoder<'a> {
     }
 
     /// Applies defaults and NOT NULL, and checks allowed values and the event time, column by
-    /// column, for a row of which `values` columns had a value (`seen` says which); no pass
-    /// over the columns when every field had a value and no column has a list of allowed
-    /// values.
+    /// column, for a row of which `values` columns had a value (`seen` says which) and the
+    /// others are NULL; no pass over the columns when every column with a default or `NOT NULL`
+    /// had a value and no column has a list of allowed values.
     fn complete(
         &self,
         mut row: Vec<Value>,
@@ -613,7 +632,9 @@ impl<'a> RowDecoder<'a> {
         values: usize,
     ) -> Result<Vec<Value>, Rejection> {
         let columns = &self.stream.columns;
-        if values < columns.len() {
+        // A column without a value is left NULL by the flat path, which is what it gets unless
+        // it has a default or must not be null.
+        if values < columns.len() && self.filled.iter().any(|&i| seen[i] != Seen::Value) {
             for (index, column) in columns.iter().enumerate() {
                 match seen[index] {
                     Seen::Value => {}
@@ -1229,7 +1250,11 @@ impl<'de> Visitor<'de> for CellVisitor<'_> {
             return Ok(Err("NUL characters are not allowed".into()));
         }
         Ok(match self.ty {
-            Type::Text => Ok(Cell::Value(self.interner.borrow_mut().text(self.index, s))),
+            Type::Text => Ok(Cell::Value(self.interner.borrow_mut().text(
+                self.index,
+                s.as_bytes(),
+                || s,
+            ))),
             ty => text_cell(ty, s).map(Cell::Value),
         })
     }
@@ -1487,7 +1512,7 @@ mod tests {
                     let e = c.short.get(short_slot(w, v.len()))?.as_ref()?;
                     (*e.text == **v).then(|| e.text.clone())
                 });
-                match interner.text(column, v) {
+                match interner.text(column, v.as_bytes(), || v) {
                     Value::Text(t) => {
                         assert_eq!(&*t, v.as_str(), "round {round}, value {i}");
                         if let Some(e) = cached {
@@ -1511,14 +1536,18 @@ mod tests {
             (&*"a".repeat(8), &*"a".repeat(16)),
         ] {
             let mut interner = Interner::default();
-            assert_eq!(interner.text(0, a), Value::text(a));
+            assert_eq!(interner.text(0, a.as_bytes(), || a), Value::text(a));
             let c = &mut interner.columns[0];
             let (wa, wb) = (short_words(a.as_bytes()), short_words(b.as_bytes()));
             assert_eq!(wa, wb, "{a:?} and {b:?} share their words");
             let from = short_slot(wa.unwrap(), a.len());
             let to = short_slot(wb.unwrap(), b.len());
             c.short[to] = c.short[from].take();
-            assert_eq!(interner.text(0, b), Value::text(b), "{b:?} after {a:?}");
+            assert_eq!(
+                interner.text(0, b.as_bytes(), || b),
+                Value::text(b),
+                "{b:?} after {a:?}"
+            );
         }
     }
 
@@ -1528,7 +1557,7 @@ mod tests {
         let mut interner = Interner::default();
         for i in 0..3 * Interner::CAPACITY {
             let v = format!("u{i}");
-            assert_eq!(interner.text(0, &v), Value::text(&v));
+            assert_eq!(interner.text(0, v.as_bytes(), || &v), Value::text(&v));
         }
         let c = &interner.columns[0];
         assert!(c.off && c.short.is_empty() && c.seen.is_empty());
@@ -1547,7 +1576,11 @@ mod tests {
         )
         .unwrap()
         .catalog;
-        let stream = catalog.stream("all_types").unwrap();
+        // A default and a list of allowed values, as built-in streams have them.
+        let mut stream = StreamDef::clone(catalog.stream("all_types").unwrap());
+        stream.columns[8].default = Some(ColumnDefault::Text("dflt"));
+        stream.columns[9].allowed = Some(&["plain", "12.34"]);
+        let stream = &stream;
         let now = Timestamp::parse("2026-03-30T00:00:00Z").unwrap();
         let decoder = RowDecoder::new(stream, now, Interval::Days(1));
         let values = [
@@ -1668,6 +1701,31 @@ mod tests {
             };
             assert!(same, "{text}\nflat path: {fast:?}\ngeneral: {general:?}");
         }
+        // Both paths complete rows alike; what they complete them to.
+        let at = r#""at":"2026-03-29T10:00:00Z""#;
+        for text in [
+            format!(r#"{{"t":"x",{at}}}"#),
+            format!(r#"{{"t":"x",{at},"eight_ch":null}}"#),
+        ] {
+            let row = decoder.json(&text).unwrap();
+            assert_eq!(
+                (&row[8], &row[9]),
+                (&Value::text("dflt"), &Value::Null),
+                "{text}"
+            );
+        }
+        let reason = |text: String| decoder.json(&text).unwrap_err().reason;
+        assert_eq!(reason(format!("{{{at}}}")), Reason::MissingField);
+        assert_eq!(
+            reason(format!(r#"{{"t":null,{at}}}"#)),
+            Reason::MissingField
+        );
+        assert_eq!(
+            reason(format!(r#"{{"t":"x",{at},"a_long_column_name":"nope"}}"#)),
+            Reason::InvalidValue
+        );
+        let row = decoder.json(&format!(r#"{{"t":"x",{at},"a_long_column_name":"plain"}}"#));
+        assert_eq!(row.unwrap()[9], Value::text("plain"));
     }
 
     /// The same agreement on a stream with a list of allowed values, defaults and `NOT NULL`
