@@ -75,7 +75,7 @@ fn keys(stream: &str) -> String {
 /// of an append that needs no store, which a caller can compute on another thread than the one
 /// that writes ([`crate::TenantStore::append_hashed`]). Rows without a key (a NULL key, a
 /// stream without one) have `None`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct KeyHashes {
     /// The stream the rows belong to: hashes given for another stream are not used.
     pub(crate) stream: String,
@@ -86,13 +86,37 @@ pub struct KeyHashes {
 impl KeyHashes {
     /// The keys and hashes of `rows` of `stream`.
     pub fn new(stream: &StreamDef, rows: &[Vec<Value>]) -> KeyHashes {
-        let keys = KeyHashes::keys(stream, rows);
+        KeyHashes::of(stream, rows)
+    }
+
+    /// [`KeyHashes::new`] of rows not held in one slice.
+    pub fn of<'r>(stream: &StreamDef, rows: impl IntoIterator<Item = &'r Vec<Value>>) -> KeyHashes {
+        let keys: Vec<Option<Value>> = rows
+            .into_iter()
+            .map(|row| {
+                stream
+                    .has_dedupe_key()
+                    .then(|| stream.dedupe_value(row))
+                    .flatten()
+            })
+            .collect();
         let hashes = keys.iter().map(|k| k.as_ref().map(key_hash)).collect();
         KeyHashes {
             stream: stream.name.clone(),
             keys,
             hashes,
         }
+    }
+
+    /// Describes `other`'s rows after these (the rows of a group of batches, in order); `false`,
+    /// and nothing appended, if `other` describes another stream's.
+    pub fn append(&mut self, other: KeyHashes) -> bool {
+        if other.stream != self.stream {
+            return false;
+        }
+        self.keys.extend(other.keys);
+        self.hashes.extend(other.hashes);
+        true
     }
 
     /// These if they were computed for `rows` of `stream`, else computed now. A caller's
@@ -658,6 +682,42 @@ mod tests {
             merged: 0,
             epoch: 0,
         }
+    }
+
+    /// Hashes of parts appended describe the whole: the same keys and hashes as of all the rows
+    /// at once, in order; another stream's are refused.
+    #[test]
+    fn key_hashes_of_parts_append_to_those_of_the_whole() {
+        let stream = |name: &str| {
+            let schema = format!(
+                "CREATE STREAM {name} (id TEXT, n BIGINT, at TIMESTAMP NOT NULL) WITH (event_time = 'at', dedupe_key = 'id');"
+            );
+            let catalog = tally_views::sql::apply(&tally_views::Catalog::new(), &schema)
+                .unwrap()
+                .catalog;
+            StreamDef::clone(catalog.stream(name).unwrap())
+        };
+        let (hits, other) = (stream("hits"), stream("other"));
+        let row = |i: i64| {
+            let id = if i % 5 == 0 {
+                Value::Null
+            } else {
+                Value::text(&format!("k{}", i % 7))
+            };
+            vec![
+                id,
+                Value::Int(i),
+                Value::Timestamp(tally_views::Timestamp(i)),
+            ]
+        };
+        let rows: Vec<Vec<Value>> = (0..40).map(row).collect();
+        let whole = KeyHashes::new(&hits, &rows);
+        let mut parts = KeyHashes::of(&hits, &rows[..15]);
+        assert!(parts.append(KeyHashes::of(&hits, rows[15..].iter())));
+        assert_eq!((&parts.keys, &parts.hashes), (&whole.keys, &whole.hashes));
+        assert!(whole.keys.iter().any(Option::is_none) && whole.keys.iter().any(Option::is_some));
+        assert!(!parts.append(KeyHashes::of(&other, &rows[..3])));
+        assert_eq!(parts.len(), 40);
     }
 
     #[test]

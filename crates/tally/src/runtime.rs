@@ -339,6 +339,17 @@ impl TenantRuntime {
         self.split().0.append(stream, rows)
     }
 
+    /// [`TenantRuntime::commit`] with the rows' dedupe keys hashed beforehand, on another thread
+    /// ([`StoreSide::append_hashed`]).
+    pub fn commit_hashed(
+        &mut self,
+        stream: &StreamDef,
+        rows: Vec<Vec<Value>>,
+        hashed: Option<tally_store::KeyHashes>,
+    ) -> Result<Appended> {
+        self.split().0.append_hashed(stream, rows, hashed)
+    }
+
     /// Applies events [`TenantRuntime::commit`] returned, flushing when the delta is full.
     pub fn apply_committed(&mut self, stream: &str, events: &[tally_views::Event]) {
         let (mut store, mut apply) = self.split();

@@ -142,7 +142,9 @@ async fn concurrent_clients(location: Location) {
                 let auth = format!("Bearer {write}");
                 let kind = rng.below(10);
                 let (request, events, segment_ids) = if kind < 5 {
-                    let events: Vec<Json> = (0..1 + rng.below(60)).map(|_| hit(&mut rng)).collect();
+                    // Up to 120: requests of 64 records or more are decoded (and their keys
+                    // hashed) on the request threads, smaller ones by the worker.
+                    let events: Vec<Json> = (0..1 + rng.below(120)).map(|_| hit(&mut rng)).collect();
                     let body = Json::Array(events.clone()).to_string();
                     let req = if kind == 0 {
                         http.post(format!("{base}/v1/streams/hits/events")).header("content-encoding", "gzip").body(gzip(body.as_bytes()))

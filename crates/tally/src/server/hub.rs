@@ -510,7 +510,17 @@ impl Hub {
         // text): decoding each on its own cost single-event ingest a fifth of its rate.
         let decoded = if records.len() >= worker::EARLY_DECODE_RECORDS {
             let max_future = self.worker.config.max_future;
-            Decoded::new(self.catalog(), stream, &records, self.now(), max_future)
+            // SQLite indexes keys by hashes computed in the process; PostgreSQL hashes them
+            // in the server.
+            let hash_keys = !self.is_shared();
+            Decoded::new(
+                self.catalog(),
+                stream,
+                &records,
+                self.now(),
+                max_future,
+                hash_keys,
+            )
         } else {
             None
         };

@@ -102,35 +102,51 @@ pub struct Decoded {
     pub catalog: Arc<tally_views::Catalog>,
     /// One outcome per record, in order.
     pub rows: Vec<std::result::Result<Vec<Value>, Rejection>>,
+    /// The dedupe keys of the decoded rows (the `Ok` ones, in order) and their hashes, when the
+    /// store indexes keys so ([`tally_store::KeyHashes`]): hashed here too, off the worker.
+    pub hashes: Option<tally_store::KeyHashes>,
 }
 
 impl Decoded {
-    /// Decodes `records` for `stream` of `catalog`; `None` if the catalog has no such stream
-    /// (the worker then answers as it does for any unknown stream).
+    /// Decodes `records` for `stream` of `catalog`, and with `hash_keys` (a store that indexes
+    /// keys by their hashes: SQLite) hashes the rows' dedupe keys; `None` if the catalog has no
+    /// such stream (the worker then answers as it does for any unknown stream).
     pub fn new(
         catalog: Arc<tally_views::Catalog>,
         stream: &str,
         records: &[Record],
         now: tally_views::Timestamp,
         max_future: Interval,
+        hash_keys: bool,
     ) -> Option<Decoded> {
         let def = catalog.stream(stream)?;
         let rows = decode_all(&RowDecoder::new(def, now, max_future), records);
-        Some(Decoded { catalog, rows })
+        let hashes = (hash_keys && def.has_dedupe_key())
+            .then(|| tally_store::KeyHashes::of(def, rows.iter().filter_map(|r| r.as_ref().ok())));
+        Some(Decoded {
+            catalog,
+            rows,
+            hashes,
+        })
     }
 
-    /// The rows, if they were decoded against `stream` as it is now defined.
-    fn rows_for(
-        self,
-        stream: &tally_views::StreamDef,
-    ) -> Option<Vec<std::result::Result<Vec<Value>, Rejection>>> {
+    /// The rows and their keys' hashes, if they were decoded against `stream` as it is now
+    /// defined.
+    fn rows_for(self, stream: &tally_views::StreamDef) -> Option<Early> {
         let same = self
             .catalog
             .stream(&stream.name)
             .is_some_and(|s| **s == *stream);
-        same.then_some(self.rows)
+        same.then_some((self.rows, self.hashes))
     }
 }
+
+/// What [`Decoded::rows_for`] gives the worker: each record's outcome, and the hashes of the
+/// rows' keys if they were computed.
+type Early = (
+    Vec<std::result::Result<Vec<Value>, Rejection>>,
+    Option<tally_store::KeyHashes>,
+);
 
 /// Each record's row, or why it is rejected (a record rejected at the edge keeps its reason).
 fn decode_all(
@@ -593,16 +609,28 @@ fn ingest(
             }
             continue;
         }
-        // Decode every record of every member; remember which rows belong to whom.
+        // Decode every record of every member; remember which rows belong to whom. The keys'
+        // hashes are used if every member's came with its early decode.
         let mut rows: Vec<Vec<Value>> = Vec::new();
         let mut owners: Vec<usize> = Vec::new();
+        let mut hashed: Option<tally_store::KeyHashes> = None;
+        let mut all_hashed = true;
         {
             let decoder = RowDecoder::new(&stream, now, settings.config.max_future);
             for &i in &members {
                 let mut outcome = Outcome::default();
-                let decoded = match batch[i].decoded.take().and_then(|d| d.rows_for(&stream)) {
-                    Some(early) => early,
-                    None => decode_all(&decoder, &batch[i].records),
+                let (decoded, hashes) =
+                    match batch[i].decoded.take().and_then(|d| d.rows_for(&stream)) {
+                        Some(early) => early,
+                        None => (decode_all(&decoder, &batch[i].records), None),
+                    };
+                all_hashed &= match (hashes, &mut hashed) {
+                    (Some(h), None) => {
+                        hashed = Some(h);
+                        true
+                    }
+                    (Some(h), Some(all)) => all.append(h),
+                    (None, _) => false,
                 };
                 for (index, (record, decoded)) in batch[i].records.iter().zip(decoded).enumerate() {
                     let payload = match record {
@@ -635,7 +663,8 @@ fn ingest(
                 outcomes[i] = Some(Ok(outcome));
             }
         }
-        match runtime.commit(&stream, rows) {
+        let hashed = hashed.filter(|_| all_hashed);
+        match runtime.commit_hashed(&stream, rows, hashed) {
             Ok(Appended { seqs, events }) => {
                 committed.push((stream.name.clone(), events));
                 settings.metrics.store_ok();
@@ -726,7 +755,8 @@ mod tests {
     fn early_rows_are_what_the_worker_would_decode_and_only_for_the_same_definition() {
         let v1 = catalog(V1);
         let max_future = Interval::parse("1 day").unwrap();
-        let early = Decoded::new(v1.clone(), "clicks", &records(), now(), max_future).unwrap();
+        let early =
+            Decoded::new(v1.clone(), "clicks", &records(), now(), max_future, true).unwrap();
         // Decoded by the worker for the same definition: the same outcomes, record by record.
         let stream = v1.stream("clicks").unwrap();
         let decoder = RowDecoder::new(stream, now(), max_future);
@@ -741,11 +771,50 @@ mod tests {
         assert!(early.rows[0].is_ok() && early.rows[1].is_err());
         // The stream redefined before the worker took them: they are not used.
         let v2 = catalog(V2);
-        let early = Decoded::new(v1, "clicks", &records(), now(), max_future).unwrap();
+        let early = Decoded::new(v1, "clicks", &records(), now(), max_future, true).unwrap();
         assert!(early.rows_for(v2.stream("clicks").unwrap()).is_none());
-        let early = Decoded::new(v2.clone(), "clicks", &records(), now(), max_future).unwrap();
+        let early =
+            Decoded::new(v2.clone(), "clicks", &records(), now(), max_future, true).unwrap();
         assert!(early.rows_for(v2.stream("clicks").unwrap()).is_some());
         // An unknown stream is left to the worker.
-        assert!(Decoded::new(v2, "views", &records(), now(), max_future).is_none());
+        assert!(Decoded::new(v2, "views", &records(), now(), max_future, true).is_none());
+    }
+
+    /// Early decodes hash the keys of their decoded rows, in order, when asked to and the
+    /// stream has a dedupe key.
+    #[test]
+    fn early_decodes_hash_the_keys_of_their_rows() {
+        let keyed = catalog(
+            "CREATE STREAM clicks (id TEXT, ts TIMESTAMP NOT NULL) WITH (event_time = 'ts', dedupe_key = 'id');",
+        );
+        let max_future = Interval::parse("1 day").unwrap();
+        let keyed_records = vec![
+            Record::Json(r#"{"id": "a", "ts": "2026-12-01T00:00:00Z"}"#.into()),
+            Record::Json(r#"{"id": "b"}"#.into()),
+            Record::Json(r#"{"ts": "2026-12-01T00:00:01Z"}"#.into()),
+            Record::Json(r#"{"id": "c", "ts": "2026-12-01T00:00:02Z"}"#.into()),
+        ];
+        let early = Decoded::new(
+            keyed.clone(),
+            "clicks",
+            &keyed_records,
+            now(),
+            max_future,
+            true,
+        )
+        .unwrap();
+        let rows: Vec<Vec<Value>> = early.rows.iter().filter_map(|r| r.clone().ok()).collect();
+        assert_eq!(rows.len(), 3);
+        let stream = keyed.stream("clicks").unwrap();
+        let hashes = early.hashes.expect("hashed");
+        assert_eq!(hashes, tally_store::KeyHashes::new(stream, &rows));
+        assert_ne!(hashes, tally_store::KeyHashes::new(stream, &rows[1..]));
+        // Not asked (PostgreSQL), or no key to hash.
+        let early =
+            Decoded::new(keyed, "clicks", &keyed_records, now(), max_future, false).unwrap();
+        assert!(early.hashes.is_none());
+        let early =
+            Decoded::new(catalog(V1), "clicks", &records(), now(), max_future, true).unwrap();
+        assert!(early.hashes.is_none());
     }
 }
