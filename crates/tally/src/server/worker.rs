@@ -5,9 +5,9 @@
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. The answers go out at the commit; the worker then applies the events to the
-//! views before it takes its next job. A large request arrives decoded already (by the thread
-//! that received it, see [`Decoded`]), so the worker commits and applies one group while the
-//! next decodes.
+//! views before it takes its next job. A large request arrives decoded already, its dedupe
+//! keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the worker
+//! commits and applies one group while the next decodes.
 //! Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
 //! flush interval; the server's scheduler sends it `Tick` (alerts) and `Maintain` (retention)
