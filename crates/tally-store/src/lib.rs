@@ -86,6 +86,12 @@ impl Store {
         matches!(self, Store::Postgres(_))
     }
 
+    /// Whether appends take dedupe keys hashed by the caller ([`KeyHashes`], SQLite): the
+    /// store-wide side of [`TenantStore::hashes_keys`].
+    pub fn hashes_keys(&self) -> bool {
+        matches!(self, Store::Sqlite(_))
+    }
+
     /// Checks, after migrating, that the tenant tables keep tenants apart (PostgreSQL: every
     /// tenant table has row-level security enabled and forced).
     pub fn check_isolation(&self) -> Result<()> {

@@ -399,6 +399,11 @@ impl Tally {
     pub fn is_shared(&self) -> bool {
         self.store.is_shared()
     }
+
+    /// Whether the store's appends take dedupe keys hashed beforehand (SQLite).
+    pub fn hashes_keys(&self) -> bool {
+        self.store.hashes_keys()
+    }
 }
 
 fn load_catalog(store: &Store) -> Result<Catalog> {

@@ -1701,7 +1701,9 @@ mod tests {
             };
             assert!(same, "{text}\nflat path: {fast:?}\ngeneral: {general:?}");
         }
-        // Both paths complete rows alike; what they complete them to.
+        // What rows complete to: a default for the defaulted column (the pass over the
+        // columns), NULL for the other columns without a value, allowed values checked when
+        // every defaulted or NOT NULL column had a value (no pass over the columns).
         let at = r#""at":"2026-03-29T10:00:00Z""#;
         for text in [
             format!(r#"{{"t":"x",{at}}}"#),
@@ -1726,6 +1728,15 @@ mod tests {
         );
         let row = decoder.json(&format!(r#"{{"t":"x",{at},"a_long_column_name":"plain"}}"#));
         assert_eq!(row.unwrap()[9], Value::text("plain"));
+        let filled = format!(r#"{{"t":"x",{at},"eight_ch":"y","a_long_column_name":"#);
+        assert_eq!(reason(format!(r#"{filled}"nope"}}"#)), Reason::InvalidValue);
+        let row = decoder.json(&format!(r#"{filled}"plain"}}"#)).unwrap();
+        assert_eq!(row[8], Value::text("y"));
+        assert_eq!(
+            row[1..8].iter().filter(|v| v.is_null()).count(),
+            6,
+            "{row:?}"
+        );
     }
 
     /// The same agreement on a stream with a list of allowed values, defaults and `NOT NULL`

@@ -512,7 +512,7 @@ impl Hub {
             let max_future = self.worker.config.max_future;
             // SQLite indexes keys by hashes computed in the process; PostgreSQL hashes them
             // in the server.
-            let hash_keys = !self.is_shared();
+            let hash_keys = self.tally().hashes_keys();
             Decoded::new(
                 self.catalog(),
                 stream,
