@@ -91,15 +91,7 @@ impl KeyHashes {
 
     /// [`KeyHashes::new`] of rows not held in one slice.
     pub fn of<'r>(stream: &StreamDef, rows: impl IntoIterator<Item = &'r Vec<Value>>) -> KeyHashes {
-        let keys: Vec<Option<Value>> = rows
-            .into_iter()
-            .map(|row| {
-                stream
-                    .has_dedupe_key()
-                    .then(|| stream.dedupe_value(row))
-                    .flatten()
-            })
-            .collect();
+        let keys = KeyHashes::keys(stream, rows);
         let hashes = keys.iter().map(|k| k.as_ref().map(key_hash)).collect();
         KeyHashes {
             stream: stream.name.clone(),
@@ -141,12 +133,14 @@ impl KeyHashes {
     }
 
     /// Each row's dedupe key (`None` for a NULL key or a stream without keys).
-    fn keys(stream: &StreamDef, rows: &[Vec<Value>]) -> Vec<Option<Value>> {
-        if stream.has_dedupe_key() {
-            rows.iter().map(|row| stream.dedupe_value(row)).collect()
-        } else {
-            vec![None; rows.len()]
-        }
+    fn keys<'r>(
+        stream: &StreamDef,
+        rows: impl IntoIterator<Item = &'r Vec<Value>>,
+    ) -> Vec<Option<Value>> {
+        let keyed = stream.has_dedupe_key();
+        rows.into_iter()
+            .map(|row| keyed.then(|| stream.dedupe_value(row)).flatten())
+            .collect()
     }
 
     /// The number of rows described.

@@ -232,26 +232,27 @@ impl Interner {
         if bytes.len() > Interner::MAX_LEN || self.columns.get(column).is_some_and(|c| c.off) {
             return Value::text(text());
         }
-        if let Some(c) = self.columns.get_mut(column)
-            && let Some(words) = short_words(bytes)
-            && let Some(Some(e)) = c.short.get(short_slot(words, bytes.len()))
+        let short = short_words(bytes).map(|words| (words, short_slot(words, bytes.len())));
+        if let Some((words, slot)) = short
+            && let Some(c) = self.columns.get_mut(column)
+            && let Some(Some(e)) = c.short.get(slot)
             && e.text.len() == bytes.len()
             && e.words == words
         {
             c.hits = c.hits.saturating_add(1);
             return Value::Text(e.text.clone());
         }
-        self.shared(column, text())
+        self.shared(column, text(), short)
     }
 
-    /// [`Interner::text`] past the cache of short values.
-    fn shared(&mut self, column: usize, s: &str) -> Value {
+    /// [`Interner::text`] past the cache of short values (`short`: the value's words and slot
+    /// there, if it is short).
+    fn shared(&mut self, column: usize, s: &str, short: Option<([u64; 2], usize)>) -> Value {
         if self.columns.len() <= column {
             self.columns
                 .resize_with(column + 1, ColumnInterner::default);
         }
         let c = &mut self.columns[column];
-        let short = short_words(s.as_bytes()).map(|words| (words, short_slot(words, s.len())));
         let shared = match c.seen.get(s) {
             Some(shared) => {
                 c.hits = c.hits.saturating_add(1);

@@ -336,7 +336,7 @@ impl TenantRuntime {
     /// the events to [`TenantRuntime::apply_committed`] before the runtime does anything else
     /// (a query in between would not see them). Rows must have passed ingest validation.
     pub fn commit(&mut self, stream: &StreamDef, rows: Vec<Vec<Value>>) -> Result<Appended> {
-        self.split().0.append(stream, rows)
+        self.commit_hashed(stream, rows, None)
     }
 
     /// [`TenantRuntime::commit`] with the rows' dedupe keys hashed beforehand, on another thread
