@@ -41,6 +41,7 @@ mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_keys;
 mod sqlite_spans;
+mod sqlite_sync;
 pub mod testing;
 mod types;
 
@@ -48,6 +49,7 @@ pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
 pub use postgres::{Lease, PgConfig};
 pub use sqlite_keys::KeyHashes;
+pub use sqlite_sync::WalSync;
 pub use types::{
     Correction, Erasure, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView,
     RecordWrite, Rejected, RowWrite, StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
@@ -363,6 +365,17 @@ impl TenantStore {
     /// key. A caller that appends from one thread and decodes on another computes them there.
     pub fn hashes_keys(&self, stream: &StreamDef) -> bool {
         matches!(self, TenantStore::Sqlite(_)) && stream.has_dedupe_key()
+    }
+
+    /// On SQLite: from now on, appends commit without waiting for their `fsync`, and the
+    /// handle returned makes them durable — the caller acknowledges an append only after a
+    /// [`WalSync::sync`] that began after the append returned (see `sqlite_sync`). Other
+    /// stores (`None`) keep committing durably.
+    pub fn wal_sync(&mut self) -> Option<WalSync> {
+        match self {
+            TenantStore::Sqlite(s) => Some(s.wal_sync()),
+            TenantStore::Postgres(_) | TenantStore::Memory(_) => None,
+        }
     }
 
     /// [`TenantStore::append`] with the rows' keys and hashes computed beforehand: they must be

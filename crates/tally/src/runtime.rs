@@ -790,6 +790,13 @@ impl TenantRuntime {
         Ok(self.store.trim_rejections(before, keep)?)
     }
 
+    /// On SQLite: appends from now on commit without their `fsync`, and the caller makes them
+    /// durable with the handle before it acknowledges them ([`tally_store::WalSync`]); `None`
+    /// on stores whose commits stay durable.
+    pub fn wal_sync(&mut self) -> Option<tally_store::WalSync> {
+        self.store.wal_sync()
+    }
+
     /// Whether a store failure left the runtime unusable: it must be reopened (which replays).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned

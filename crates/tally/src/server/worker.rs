@@ -4,7 +4,8 @@
 //! Requests reach it through a bounded queue; a full queue is answered 503 by the caller rather
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
-//! one large one. The answers go out at the commit; the worker then applies the events to the
+//! one large one. The answers go out at the commit (on SQLite, from the worker's syncing
+//! thread once the commit is durable: [`crate::server::syncer`]); the worker then applies the events to the
 //! views before it takes its next job. A large request arrives decoded already, its dedupe
 //! keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the worker
 //! commits and applies one group while the next decodes.
@@ -30,6 +31,7 @@ use crate::decode::{Reason, Rejection, RowDecoder};
 use crate::error::{Error, Result};
 use crate::runtime::{Appended, TenantRuntime};
 use crate::server::metrics::Metrics;
+use crate::server::syncer::Syncer;
 
 /// Requests of at least this many records are decoded before they reach the worker ([`Decoded`]).
 pub const EARLY_DECODE_RECORDS: usize = 64;
@@ -276,6 +278,19 @@ pub struct WorkerConfig {
 /// Runs a tenant until its queue closes, a `Stop` arrives or a store error ends it.
 pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConfig) {
     let tenant = runtime.name().to_owned();
+    // On SQLite, appends commit without their `fsync`; this thread makes them durable and
+    // answers them, while the worker goes on (see `syncer`). Elsewhere commits are durable.
+    let syncer = match runtime.wal_sync() {
+        Some(mut wal) => match Syncer::start(&tenant, move || wal.sync()) {
+            Ok(syncer) => Some(syncer),
+            Err(e) => {
+                // Nothing was committed yet: what is queued is answered "retry" as it drops.
+                tracing::error!(tenant, error = %e, "cannot start the tenant's syncing thread");
+                return;
+            }
+        },
+        None => None,
+    };
     let mut last_flush = Instant::now();
     let mut pending_since: Option<Instant> = None;
     let mut carried: Option<Job> = None;
@@ -303,6 +318,11 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         let ok = match job {
             None => true,
             Some(Job::Ingest(first)) => {
+                // One commit per sync: the requests that arrive while the last group's log
+                // syncs join this group (the worker applied the last one meanwhile).
+                if let Some(syncer) = &syncer {
+                    syncer.wait_synced();
+                }
                 let mut batch = vec![first];
                 let mut rows = batch[0].records.len();
                 while rows < GROUP_COMMIT_ROWS {
@@ -322,7 +342,7 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 let mut streams: Vec<String> = batch.iter().map(|s| s.stream.clone()).collect();
                 streams.sort();
                 streams.dedup();
-                let ok = ingest(&mut runtime, batch, &settings);
+                let ok = ingest(&mut runtime, batch, &settings, syncer.as_ref());
                 // A flush that failed while applying poisoned the runtime: its views miss
                 // groups until it is reopened, so no alert looks at them.
                 if ok && !runtime.is_poisoned() {
@@ -482,7 +502,7 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 return;
             }
         };
-        if !ok || runtime.is_poisoned() {
+        if !ok || runtime.is_poisoned() || syncer.as_ref().is_some_and(Syncer::failed) {
             // The next request opens the tenant again, which replays from the stored positions.
             settings.metrics.set_flush_lag(&tenant, 0.0);
             return;
@@ -563,12 +583,14 @@ fn evaluate(runtime: &mut TenantRuntime, settings: &WorkerConfig, stream: Option
     }
 }
 
-/// Decodes, commits and applies a group of ingest requests; answers each. False when the store
-/// failed and the worker must end.
+/// Decodes, commits and applies a group of ingest requests; answers each, through `syncer`
+/// when there is one (the commit is durable when it has synced). False when the store failed
+/// and the worker must end.
 fn ingest(
     runtime: &mut TenantRuntime,
     mut batch: Vec<Submission>,
     settings: &WorkerConfig,
+    syncer: Option<&Syncer>,
 ) -> bool {
     let now = settings.config.clock.now();
     // Requests for the same stream share one commit; streams go one after the other.
@@ -705,14 +727,27 @@ fn ingest(
     if !failed && let Err(e) = runtime.log_rejections(&logged) {
         tracing::error!(tenant = runtime.name(), error = %e, "cannot log rejected events");
     }
-    for (submission, outcome) in batch.into_iter().zip(outcomes) {
-        let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
-        let _ = submission.reply.send(outcome);
+    let answers = batch
+        .into_iter()
+        .zip(outcomes)
+        .map(|(submission, outcome)| {
+            let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
+            (submission.reply, outcome)
+        });
+    match syncer {
+        // Every answer waits for the sync, a duplicate's too: its first copy may be in a group
+        // not yet synced.
+        Some(syncer) => syncer.answer(answers.collect()),
+        None => {
+            for (reply, outcome) in answers {
+                let _ = reply.send(outcome);
+            }
+        }
     }
-    // The answers go out at the commit: the clients' next requests arrive and decode on their
-    // own threads while this one applies. Nothing reads the views before this returns, so a
-    // query sent after an answer still sees its events. After a failed commit nothing is
-    // applied: the worker ends, and reopening the tenant replays everything.
+    // The answers go out at the commit (or its sync): the clients' next requests arrive and
+    // decode on their own threads while this one applies. Nothing reads the views before this
+    // returns, so a query sent after an answer still sees its events. After a failed commit
+    // nothing is applied: the worker ends, and reopening the tenant replays everything.
     if !failed {
         for (stream, events) in committed {
             runtime.apply_committed(&stream, &events);
