@@ -77,6 +77,9 @@ impl StoreError {
             {
                 Some("the disk holding the data directory is full")
             }
+            StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
+                Some("the disk holding the data directory is full")
+            }
             _ => None,
         }
     }

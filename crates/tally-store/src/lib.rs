@@ -355,7 +355,8 @@ impl TenantStore {
         }
     }
 
-    /// Appends events in one durable transaction. For each row, the sequence number it was
+    /// Appends events in one durable transaction (after [`TenantStore::wal_sync`], durable
+    /// once the log is synced). For each row, the sequence number it was
     /// stored at, or `None` when its dedupe key was already stored (a duplicate, counted once).
     pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
         self.append_hashed(stream, rows, None)
@@ -370,11 +371,11 @@ impl TenantStore {
     /// On SQLite: from now on, appends commit without waiting for their `fsync`, and the
     /// handle returned makes them durable — the caller acknowledges an append only after a
     /// [`WalSync::sync`] that began after the append returned (see `sqlite_sync`). Other
-    /// stores (`None`) keep committing durably.
-    pub fn wal_sync(&mut self) -> Option<WalSync> {
+    /// stores (`None`) keep committing durably; so does SQLite when this fails.
+    pub fn wal_sync(&mut self) -> Result<Option<WalSync>> {
         match self {
-            TenantStore::Sqlite(s) => Some(s.wal_sync()),
-            TenantStore::Postgres(_) | TenantStore::Memory(_) => None,
+            TenantStore::Sqlite(s) => s.wal_sync().map(Some),
+            TenantStore::Postgres(_) | TenantStore::Memory(_) => Ok(None),
         }
     }
 

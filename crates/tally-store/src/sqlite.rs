@@ -569,11 +569,19 @@ impl SqliteTenant {
 
     /// From now on, appends commit without waiting for their `fsync`: the caller acknowledges
     /// them only after a [`WalSync::sync`] of the handle returned (see [`crate::sqlite_sync`]).
-    pub(crate) fn wal_sync(&mut self) -> WalSync {
-        self.deferred_sync = true;
-        let mut wal = self.path.clone().into_os_string();
+    /// The log is opened first: if that fails, appends stay synced.
+    pub(crate) fn wal_sync(&mut self) -> Result<WalSync> {
+        // The database's path as SQLite resolved it (symbolic links followed).
+        let db = self
+            .conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .map_or_else(|| self.path.clone(), PathBuf::from);
+        let mut wal = db.into_os_string();
         wal.push("-wal");
-        WalSync::new(wal.into())
+        let sync = WalSync::open(wal.into())?;
+        self.deferred_sync = true;
+        Ok(sync)
     }
 
     pub(crate) fn append(
@@ -1216,8 +1224,14 @@ mod tests {
         t.create_stream(s).unwrap();
         const FULL: i64 = 2;
         assert_eq!(synchronous(&t), FULL);
-        let mut wal = t.wal_sync();
-        assert_eq!(wal.path(), dir.path().join("tenants/acme.db-wal"));
+        let wal = t.wal_sync().unwrap();
+        assert_eq!(
+            wal.path().canonicalize().unwrap(),
+            dir.path()
+                .join("tenants/acme.db-wal")
+                .canonicalize()
+                .unwrap()
+        );
         let row = |id: &str| vec![Value::text(id), Value::Timestamp(at)];
         let seqs = t.append(s, &[row("a"), row("b"), row("a")], None).unwrap();
         assert_eq!(seqs, [Some(1), Some(2), None]);

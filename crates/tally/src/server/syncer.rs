@@ -10,11 +10,16 @@
 //! each `fsync` covers one commit (several small commits per sync wrote the same pages again
 //! and made the sync longer: no faster than syncing on the worker).
 //!
-//! A failed sync fails its groups (503: send again; dedupe keys make that safe) and every later
-//! one without trying again (after a failed `fsync` the kernel may have dropped the pages, so a
-//! later success proves nothing); the worker sees [`Syncer::failed`] and ends, and the tenant
-//! is opened again on the next request. Dropping the syncer answers what is queued and joins
-//! the thread.
+//! A failed sync fails its groups (503, or the full disk named) and every later one without
+//! trying again (after a failed `fsync` the kernel may have dropped the pages, so a later
+//! success proves nothing); the worker sees [`Syncer::failed`], reports the store failing
+//! (`/healthz`) and ends, and the tenant is opened again on the next request. As after a failed
+//! `fsync` inside a commit, the events answered 503 may or may not be stored: a retry may find
+//! them stored (duplicates), and a stream without a dedupe key may count them twice. Dropping
+//! the syncer answers what is queued and joins the thread.
+//!
+//! Queries and alerts read the views as the worker applied them, which may include events whose
+//! answers still wait for the sync: a power loss in between takes those events back.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -42,7 +47,7 @@ impl Syncer {
     /// Starts the thread; `sync` makes everything committed before it began durable.
     pub(super) fn start(
         tenant: &str,
-        mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
+        mut sync: impl FnMut() -> tally_store::Result<()> + Send + 'static,
     ) -> std::io::Result<Syncer> {
         let (groups, waiting) = channel::<Vec<Answer>>();
         let failed = Arc::new(AtomicBool::new(false));
@@ -71,21 +76,22 @@ impl Syncer {
         }
     }
 
-    /// Waits until every group handed over has been answered (or the thread is gone: then
-    /// the syncer counts as failed).
-    pub(super) fn wait_synced(&self) {
+    /// Waits until every group handed over has been answered; false when a sync failed (or
+    /// the thread is gone): nothing more may be committed.
+    pub(super) fn wait_synced(&self) -> bool {
         let (count, changed) = &*self.unsynced;
         let mut count = count.lock().unwrap_or_else(|p| p.into_inner());
         while *count > 0 {
             if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
                 self.failed.store(true, Ordering::Release);
-                return;
+                break;
             }
             count = changed
                 .wait_timeout(count, std::time::Duration::from_millis(100))
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+        !self.failed()
     }
 
     /// Whether a sync failed: the worker must end.
@@ -107,7 +113,7 @@ impl Drop for Syncer {
 fn run(
     tenant: &str,
     waiting: &Receiver<Vec<Answer>>,
-    sync: &mut dyn FnMut() -> std::io::Result<()>,
+    sync: &mut dyn FnMut() -> tally_store::Result<()>,
     failed: &AtomicBool,
     unsynced: &(Mutex<usize>, Condvar),
 ) {
@@ -118,21 +124,26 @@ fn run(
             groups += 1;
         }
         let synced = if failed.load(Ordering::Acquire) {
-            Err("an earlier sync of the write-ahead log failed".to_owned())
+            Err(Error::Unavailable(
+                "an earlier sync of the write-ahead log failed; send the events again".into(),
+            ))
         } else {
-            sync().map_err(|e| e.to_string())
+            sync().map_err(|e| {
+                if !failed.swap(true, Ordering::AcqRel) {
+                    tracing::error!(tenant, error = %e, "cannot sync the write-ahead log");
+                }
+                match e.exhausted() {
+                    Some(what) => Error::Exhausted(what.to_owned()),
+                    None => Error::Unavailable(format!(
+                        "the events may not be stored (syncing the log failed: {e}); send them again"
+                    )),
+                }
+            })
         };
-        if let Err(e) = &synced
-            && !failed.swap(true, Ordering::AcqRel)
-        {
-            tracing::error!(tenant, error = %e, "cannot sync the write-ahead log; the tenant will be reopened");
-        }
         for (reply, outcome) in answers {
             let outcome = match (&synced, outcome) {
                 (Ok(()), outcome) | (Err(_), outcome @ Err(_)) => outcome,
-                (Err(e), Ok(_)) => Err(Error::Unavailable(format!(
-                    "the events may not be stored (syncing the write-ahead log failed: {e}); send them again"
-                ))),
+                (Err(e), Ok(_)) => Err(e.copy()),
             };
             let _ = reply.send(outcome);
         }
@@ -202,23 +213,22 @@ mod tests {
             })
             .unwrap(),
         );
-        syncer.wait_synced(); // nothing handed over: returns at once
+        assert!(syncer.wait_synced()); // nothing handed over: returns at once
         let (a, mut a_rx) = answer(1);
         syncer.answer(vec![a]);
         began_rx.recv().unwrap();
-        let (waited, waited_rx) = sync_channel::<()>(1);
+        let (waited, waited_rx) = sync_channel::<bool>(1);
         let waiter = {
             let syncer = syncer.clone();
-            std::thread::spawn(move || {
-                syncer.wait_synced();
-                waited.send(()).unwrap();
-            })
+            std::thread::spawn(move || waited.send(syncer.wait_synced()).unwrap())
         };
-        // The sync has not finished: neither the answer nor the waiter can have gone on.
+        // The sync has not finished: neither the answer nor the waiter can have gone on (given
+        // time to: a waiter that did not wait would have answered by then).
+        std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(matches!(a_rx.try_recv(), Err(TryRecvError::Empty)));
         assert!(waited_rx.try_recv().is_err());
         finish.send(()).unwrap();
-        waited_rx.recv().unwrap();
+        assert!(waited_rx.recv().unwrap(), "no sync failed");
         // Answered before the wait ended.
         assert_eq!(a_rx.try_recv().unwrap().unwrap().accepted, 1);
         waiter.join().unwrap();
@@ -231,7 +241,10 @@ mod tests {
         let counted = calls.clone();
         let syncer = Syncer::start("t", move || {
             counted.fetch_add(1, Ordering::SeqCst);
-            Err(std::io::Error::other("disk gone"))
+            Err(tally_store::StoreError::Io {
+                path: "t.db-wal".into(),
+                source: std::io::Error::other("disk gone"),
+            })
         })
         .unwrap();
         let (a, a_rx) = answer(1);
@@ -248,6 +261,7 @@ mod tests {
             Err(Error::NotFound(_))
         ));
         assert!(syncer.failed());
+        assert!(!syncer.wait_synced(), "nothing more may be committed");
         let (b, b_rx) = answer(2);
         syncer.answer(vec![b]);
         assert!(matches!(
@@ -269,10 +283,40 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        let (a, a_rx) = answer(1);
+        let (a, mut a_rx) = answer(1);
         syncer.answer(vec![a]);
         finish.send(()).unwrap();
         drop(syncer);
-        assert_eq!(a_rx.blocking_recv().unwrap().unwrap().accepted, 1);
+        // Joined: answered by the time the drop returned.
+        assert_eq!(a_rx.try_recv().unwrap().unwrap().accepted, 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_named() {
+        let syncer = Syncer::start("t", || {
+            Err(tally_store::StoreError::Io {
+                path: "t.db-wal".into(),
+                source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+            })
+        })
+        .unwrap();
+        let (a, a_rx) = answer(1);
+        syncer.answer(vec![a]);
+        let e = a_rx.blocking_recv().unwrap().unwrap_err();
+        assert!(
+            matches!(&e, Error::Exhausted(m) if m.contains("disk")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_syncing_thread_that_died_fails_the_wait() {
+        let syncer = Syncer::start("t", || panic!("the sync panicked")).unwrap();
+        let (a, a_rx) = answer(1);
+        syncer.answer(vec![a]);
+        // Its answer was dropped with the thread: the caller sees "reopening; retry".
+        assert!(a_rx.blocking_recv().is_err());
+        assert!(!syncer.wait_synced());
+        assert!(syncer.failed());
     }
 }

@@ -5,7 +5,7 @@
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. The answers go out at the commit (on SQLite, from the worker's syncing
-//! thread once the commit is durable: [`crate::server::syncer`]); the worker then applies the events to the
+//! thread once the commit is durable: `syncer`); the worker then applies the events to the
 //! views before it takes its next job. A large request arrives decoded already, its dedupe
 //! keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the worker
 //! commits and applies one group while the next decodes.
@@ -281,15 +281,21 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
     // On SQLite, appends commit without their `fsync`; this thread makes them durable and
     // answers them, while the worker goes on (see `syncer`). Elsewhere commits are durable.
     let syncer = match runtime.wal_sync() {
-        Some(mut wal) => match Syncer::start(&tenant, move || wal.sync()) {
+        Ok(Some(wal)) => match Syncer::start(&tenant, move || wal.sync()) {
             Ok(syncer) => Some(syncer),
             Err(e) => {
-                // Nothing was committed yet: what is queued is answered "retry" as it drops.
+                // Nothing was committed unsynced yet: what is queued is answered "retry" as it
+                // drops, and the next request opens the tenant again.
                 tracing::error!(tenant, error = %e, "cannot start the tenant's syncing thread");
                 return;
             }
         },
-        None => None,
+        Ok(None) => None,
+        Err(e) => {
+            // Appends stay synced at their commit.
+            tracing::warn!(tenant, error = %e, "cannot open the write-ahead log to sync it apart");
+            None
+        }
     };
     let mut last_flush = Instant::now();
     let mut pending_since: Option<Instant> = None;
@@ -320,8 +326,18 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
             Some(Job::Ingest(first)) => {
                 // One commit per sync: the requests that arrive while the last group's log
                 // syncs join this group (the worker applied the last one meanwhile).
-                if let Some(syncer) = &syncer {
-                    syncer.wait_synced();
+                if let Some(syncer) = &syncer
+                    && !syncer.wait_synced()
+                {
+                    // A sync failed: nothing more is committed until the tenant is reopened.
+                    let _ = first.reply.send(Err(Error::Unavailable(
+                        "the tenant's store failed; send the events again".into(),
+                    )));
+                    settings
+                        .metrics
+                        .store_failed("syncing the write-ahead log failed; see the log");
+                    settings.metrics.set_flush_lag(&tenant, 0.0);
+                    return;
                 }
                 let mut batch = vec![first];
                 let mut rows = batch[0].records.len();
@@ -502,6 +518,11 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 return;
             }
         };
+        if syncer.as_ref().is_some_and(Syncer::failed) {
+            settings
+                .metrics
+                .store_failed("syncing the write-ahead log failed; see the log");
+        }
         if !ok || runtime.is_poisoned() || syncer.as_ref().is_some_and(Syncer::failed) {
             // The next request opens the tenant again, which replays from the stored positions.
             settings.metrics.set_flush_lag(&tenant, 0.0);
