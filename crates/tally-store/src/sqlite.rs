@@ -57,8 +57,6 @@ pub struct SqliteTenant {
     /// Per stream with a dedupe key: the filter of its large key table, as of this process's
     /// last write to it.
     key_filters: HashMap<String, KeyFilter>,
-    /// The database's path.
-    path: PathBuf,
     /// Whether appends commit without their `fsync`, left to the caller's [`WalSync`]
     /// ([`SqliteTenant::wal_sync`]).
     deferred_sync: bool,
@@ -317,7 +315,6 @@ impl SqliteStore {
             conn,
             recent_keys: HashMap::new(),
             key_filters: HashMap::new(),
-            path,
             deferred_sync: false,
         })
     }
@@ -571,15 +568,10 @@ impl SqliteTenant {
     /// them only after a [`WalSync::sync`] of the handle returned (see [`crate::sqlite_sync`]).
     /// The log is opened first: if that fails, appends stay synced.
     pub(crate) fn wal_sync(&mut self) -> Result<WalSync> {
-        // The database's path as SQLite resolved it (symbolic links followed).
-        let db = self
-            .conn
-            .path()
-            .filter(|p| !p.is_empty())
-            .map_or_else(|| self.path.clone(), PathBuf::from);
-        let mut wal = db.into_os_string();
-        wal.push("-wal");
-        let sync = WalSync::open(wal.into())?;
+        // The database's path as SQLite resolved it (symbolic links followed); a tenant's
+        // database is always a file.
+        let db = self.conn.path().unwrap_or_default();
+        let sync = WalSync::open(PathBuf::from(format!("{db}-wal")))?;
         self.deferred_sync = true;
         Ok(sync)
     }

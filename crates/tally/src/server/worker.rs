@@ -323,22 +323,16 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         };
         let ok = match job {
             None => true,
+            // One commit per sync: the requests that arrive while the last group's log syncs
+            // join this group (the worker applied the last one meanwhile). After a failed sync
+            // nothing more is committed: the worker ends below and the tenant is reopened.
+            Some(Job::Ingest(first)) if syncer.as_ref().is_some_and(|s| !s.wait_synced()) => {
+                let _ = first.reply.send(Err(Error::Unavailable(
+                    "the tenant's store failed; send the events again".into(),
+                )));
+                false
+            }
             Some(Job::Ingest(first)) => {
-                // One commit per sync: the requests that arrive while the last group's log
-                // syncs join this group (the worker applied the last one meanwhile).
-                if let Some(syncer) = &syncer
-                    && !syncer.wait_synced()
-                {
-                    // A sync failed: nothing more is committed until the tenant is reopened.
-                    let _ = first.reply.send(Err(Error::Unavailable(
-                        "the tenant's store failed; send the events again".into(),
-                    )));
-                    settings
-                        .metrics
-                        .store_failed("syncing the write-ahead log failed; see the log");
-                    settings.metrics.set_flush_lag(&tenant, 0.0);
-                    return;
-                }
                 let mut batch = vec![first];
                 let mut rows = batch[0].records.len();
                 while rows < GROUP_COMMIT_ROWS {
