@@ -41,7 +41,6 @@ mod sqlite;
 mod sqlite_checkpoint;
 mod sqlite_keys;
 mod sqlite_spans;
-mod sqlite_sync;
 pub mod testing;
 mod types;
 
@@ -49,7 +48,6 @@ pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
 pub use postgres::{Lease, PgConfig};
 pub use sqlite_keys::KeyHashes;
-pub use sqlite_sync::WalSync;
 pub use types::{
     Correction, Erasure, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView,
     RecordWrite, Rejected, RowWrite, StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
@@ -355,8 +353,7 @@ impl TenantStore {
         }
     }
 
-    /// Appends events in one durable transaction (after [`TenantStore::wal_sync`], durable
-    /// once the log is synced). For each row, the sequence number it was
+    /// Appends events in one durable transaction. For each row, the sequence number it was
     /// stored at, or `None` when its dedupe key was already stored (a duplicate, counted once).
     pub fn append(&mut self, stream: &StreamDef, rows: &[Vec<Value>]) -> Result<Vec<Option<u64>>> {
         self.append_hashed(stream, rows, None)
@@ -366,17 +363,6 @@ impl TenantStore {
     /// key. A caller that appends from one thread and decodes on another computes them there.
     pub fn hashes_keys(&self, stream: &StreamDef) -> bool {
         matches!(self, TenantStore::Sqlite(_)) && stream.has_dedupe_key()
-    }
-
-    /// On SQLite: from now on, appends commit without waiting for their `fsync`, and the
-    /// handle returned makes them durable — the caller acknowledges an append only after a
-    /// [`WalSync::sync`] that began after the append returned (see `sqlite_sync`). Other
-    /// stores (`None`) keep committing durably; so does SQLite when this fails.
-    pub fn wal_sync(&mut self) -> Result<Option<WalSync>> {
-        match self {
-            TenantStore::Sqlite(s) => s.wal_sync().map(Some),
-            TenantStore::Postgres(_) | TenantStore::Memory(_) => Ok(None),
-        }
     }
 
     /// [`TenantStore::append`] with the rows' keys and hashes computed beforehand: they must be

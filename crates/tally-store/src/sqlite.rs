@@ -2,9 +2,7 @@
 //!
 //! One file per tenant makes isolation physical: a tenant's connection cannot name another
 //! tenant's tables. Every database runs in WAL mode with `synchronous=FULL`, so a committed
-//! transaction survives power loss, and an ingest is acknowledged only after its commit (or,
-//! after [`SqliteTenant::wal_sync`], its appends commit unsynced and the caller acknowledges
-//! them after a sync of the log: [`crate::sqlite_sync`]). A
+//! transaction survives power loss, and an ingest is acknowledged only after its commit. A
 //! tenant database's checkpoints run mostly on a background thread of their own
 //! ([`crate::sqlite_checkpoint`]); the committing thread only finishes them.
 //!
@@ -32,7 +30,6 @@ use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::sqlite_checkpoint::Checkpoints;
 use crate::sqlite_keys::{self, KeyFilter, KeyHashes, Probe, RecentKeys};
 use crate::sqlite_spans::{self, NewSpans};
-use crate::sqlite_sync::WalSync;
 use crate::types::{
     EncodedErasure, EncodedFlush, EncodedRow, KeyKind, KeyRecord, LoggedRejection, Materialized,
     MaterializedView, RawSnapshot, RecordWrite, Rejected, TenantInfo,
@@ -57,9 +54,6 @@ pub struct SqliteTenant {
     /// Per stream with a dedupe key: the filter of its large key table, as of this process's
     /// last write to it.
     key_filters: HashMap<String, KeyFilter>,
-    /// Whether appends commit without their `fsync`, left to the caller's [`WalSync`]
-    /// ([`SqliteTenant::wal_sync`]).
-    deferred_sync: bool,
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
@@ -315,7 +309,6 @@ impl SqliteStore {
             conn,
             recent_keys: HashMap::new(),
             key_filters: HashMap::new(),
-            deferred_sync: false,
         })
     }
 }
@@ -564,41 +557,7 @@ impl SqliteTenant {
         Ok(())
     }
 
-    /// From now on, appends commit without waiting for their `fsync`: the caller acknowledges
-    /// them only after a [`WalSync::sync`] of the handle returned (see [`crate::sqlite_sync`]).
-    /// The log is opened first: if that fails, appends stay synced.
-    pub(crate) fn wal_sync(&mut self) -> Result<WalSync> {
-        // The database's path as SQLite resolved it (symbolic links followed); a tenant's
-        // database is always a file.
-        let db = self.conn.path().unwrap_or_default();
-        let sync = WalSync::open(PathBuf::from(format!("{db}-wal")))?;
-        self.deferred_sync = true;
-        Ok(sync)
-    }
-
     pub(crate) fn append(
-        &mut self,
-        stream: &StreamDef,
-        rows: &[Vec<Value>],
-        hashed: Option<KeyHashes>,
-    ) -> Result<Vec<Option<u64>>> {
-        if !self.deferred_sync {
-            return self.append_synced(stream, rows, hashed);
-        }
-        // `synchronous` is read at the commit; every other transaction keeps `FULL`, also
-        // when this append fails.
-        self.conn
-            .prepare_cached("PRAGMA synchronous=NORMAL")?
-            .execute([])?;
-        let appended = self.append_synced(stream, rows, hashed);
-        self.conn
-            .prepare_cached("PRAGMA synchronous=FULL")?
-            .execute([])?;
-        appended
-    }
-
-    /// An append in one transaction, committed with the connection's `synchronous` setting.
-    fn append_synced(
         &mut self,
         stream: &StreamDef,
         rows: &[Vec<Value>],
@@ -1177,68 +1136,4 @@ fn write_records_in(tx: &Transaction<'_>, writes: &[RecordWrite]) -> Result<()> 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::Store;
-
-    fn synchronous(t: &SqliteTenant) -> i64 {
-        t.conn
-            .query_row("PRAGMA synchronous", [], |r| r.get(0))
-            .unwrap()
-    }
-
-    #[test]
-    fn deferred_appends_leave_every_other_commit_synced() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open_sqlite(dir.path()).unwrap();
-        store.migrations().up().unwrap();
-        let at = Timestamp::parse("2026-01-01T00:00:00Z").unwrap();
-        store.create_tenant("acme", "UTC", at).unwrap();
-        let catalog = tally_views::sql::apply(
-            &tally_views::Catalog::new(),
-            "CREATE STREAM s (id TEXT NOT NULL, at TIMESTAMP NOT NULL)
-               WITH (event_time = 'at', dedupe_key = 'id');
-             CREATE STREAM never (at TIMESTAMP NOT NULL) WITH (event_time = 'at');",
-        )
-        .unwrap()
-        .catalog;
-        let (s, never) = (
-            catalog.stream("s").unwrap(),
-            catalog.stream("never").unwrap(),
-        );
-        let Store::Sqlite(sqlite) = &store else {
-            unreachable!()
-        };
-        let mut t = sqlite.tenant("acme").unwrap();
-        t.create_stream(s).unwrap();
-        const FULL: i64 = 2;
-        assert_eq!(synchronous(&t), FULL);
-        let wal = t.wal_sync().unwrap();
-        assert_eq!(
-            wal.path().canonicalize().unwrap(),
-            dir.path()
-                .join("tenants/acme.db-wal")
-                .canonicalize()
-                .unwrap()
-        );
-        let row = |id: &str| vec![Value::text(id), Value::Timestamp(at)];
-        let seqs = t.append(s, &[row("a"), row("b"), row("a")], None).unwrap();
-        assert_eq!(seqs, [Some(1), Some(2), None]);
-        wal.sync().unwrap();
-        assert_eq!(synchronous(&t), FULL, "restored after the append");
-        // A failed append (its table was never created) restores it as well.
-        assert!(
-            t.append(never, &[vec![Value::Timestamp(at)]], None)
-                .is_err()
-        );
-        assert_eq!(synchronous(&t), FULL, "restored after a failed append");
-        assert_eq!(
-            t.append(s, &[row("b"), row("c")], None).unwrap(),
-            [None, Some(3)]
-        );
-        assert_eq!(t.read_events(s, 0, 10).unwrap().len(), 3);
-    }
 }

@@ -23,11 +23,9 @@
 //!
 //! Invariants:
 //! - Durability does not change: commits still `fsync` the WAL on the writer (`synchronous=FULL`)
-//!   before they return, or — appends after `wal_sync` — are acknowledged only after a sync of
-//!   the log ([`crate::sqlite_sync`]); a checkpoint syncs the WAL before it moves committed pages
-//!   into the database file (at `FULL` and at `NORMAL` alike) and syncs that file before the
-//!   WAL can start over, and SQLite makes that safe against a crash at any point, on any
-//!   connection.
+//!   before they return; a checkpoint only moves committed pages into the database file and
+//!   syncs it before the WAL can start over, and SQLite makes that safe against a crash at any
+//!   point, on any connection.
 //! - The WAL stays bounded, at most [`WRITER_FRAMES`] plus a commit where SQLite's own
 //!   checkpoints keep it near 1,000: from there (the background thread cannot keep up) the
 //!   writer checkpoints itself after each commit, first waiting for a running background

@@ -790,13 +790,6 @@ impl TenantRuntime {
         Ok(self.store.trim_rejections(before, keep)?)
     }
 
-    /// On SQLite: appends from now on commit without their `fsync`, and the caller makes them
-    /// durable with the handle before it acknowledges them ([`tally_store::WalSync`]); `None`
-    /// on stores whose commits stay durable.
-    pub fn wal_sync(&mut self) -> Result<Option<tally_store::WalSync>> {
-        Ok(self.store.wal_sync()?)
-    }
-
     /// Whether a store failure left the runtime unusable: it must be reopened (which replays).
     pub fn is_poisoned(&self) -> bool {
         self.poisoned
@@ -866,9 +859,8 @@ impl StoreSide<'_> {
         Ok(())
     }
 
-    /// Appends rows in one durable transaction: the acknowledgement point (after
-    /// [`TenantRuntime::wal_sync`], durable once the log is synced). The rows become the
-    /// committed events, without a copy.
+    /// Appends rows in one durable transaction: the acknowledgement point. The rows become
+    /// the committed events, without a copy.
     pub fn append(&mut self, stream: &StreamDef, rows: Vec<Vec<Value>>) -> Result<Appended> {
         self.append_hashed(stream, rows, None)
     }

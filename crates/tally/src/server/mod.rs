@@ -18,7 +18,6 @@ pub mod metrics;
 pub mod routes;
 pub mod segment;
 pub mod statsd;
-mod syncer;
 mod web;
 pub mod worker;
 

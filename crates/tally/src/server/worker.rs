@@ -4,8 +4,7 @@
 //! Requests reach it through a bounded queue; a full queue is answered 503 by the caller rather
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
-//! one large one. The answers go out at the commit (on SQLite, from the worker's syncing
-//! thread once the commit is durable: `syncer`); the worker then applies the events to the
+//! one large one. The answers go out at the commit; the worker then applies the events to the
 //! views before it takes its next job. A large request arrives decoded already, its dedupe
 //! keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the worker
 //! commits and applies one group while the next decodes.
@@ -31,7 +30,6 @@ use crate::decode::{Reason, Rejection, RowDecoder};
 use crate::error::{Error, Result};
 use crate::runtime::{Appended, TenantRuntime};
 use crate::server::metrics::Metrics;
-use crate::server::syncer::Syncer;
 
 /// Requests of at least this many records are decoded before they reach the worker ([`Decoded`]).
 pub const EARLY_DECODE_RECORDS: usize = 64;
@@ -278,25 +276,6 @@ pub struct WorkerConfig {
 /// Runs a tenant until its queue closes, a `Stop` arrives or a store error ends it.
 pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConfig) {
     let tenant = runtime.name().to_owned();
-    // On SQLite, appends commit without their `fsync`; this thread makes them durable and
-    // answers them, while the worker goes on (see `syncer`). Elsewhere commits are durable.
-    let syncer = match runtime.wal_sync() {
-        Ok(Some(wal)) => match Syncer::start(&tenant, move || wal.sync()) {
-            Ok(syncer) => Some(syncer),
-            Err(e) => {
-                // Nothing was committed unsynced yet: what is queued is answered "retry" as it
-                // drops, and the next request opens the tenant again.
-                tracing::error!(tenant, error = %e, "cannot start the tenant's syncing thread");
-                return;
-            }
-        },
-        Ok(None) => None,
-        Err(e) => {
-            // Appends stay synced at their commit.
-            tracing::warn!(tenant, error = %e, "cannot open the write-ahead log to sync it apart");
-            None
-        }
-    };
     let mut last_flush = Instant::now();
     let mut pending_since: Option<Instant> = None;
     let mut carried: Option<Job> = None;
@@ -323,15 +302,6 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         };
         let ok = match job {
             None => true,
-            // One commit per sync: the requests that arrive while the last group's log syncs
-            // join this group (the worker applied the last one meanwhile). After a failed sync
-            // nothing more is committed: the worker ends below and the tenant is reopened.
-            Some(Job::Ingest(first)) if syncer.as_ref().is_some_and(|s| !s.wait_synced()) => {
-                let _ = first.reply.send(Err(Error::Unavailable(
-                    "the tenant's store failed; send the events again".into(),
-                )));
-                false
-            }
             Some(Job::Ingest(first)) => {
                 let mut batch = vec![first];
                 let mut rows = batch[0].records.len();
@@ -352,7 +322,7 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 let mut streams: Vec<String> = batch.iter().map(|s| s.stream.clone()).collect();
                 streams.sort();
                 streams.dedup();
-                let ok = ingest(&mut runtime, batch, &settings, syncer.as_ref());
+                let ok = ingest(&mut runtime, batch, &settings);
                 // A flush that failed while applying poisoned the runtime: its views miss
                 // groups until it is reopened, so no alert looks at them.
                 if ok && !runtime.is_poisoned() {
@@ -512,12 +482,7 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 return;
             }
         };
-        if syncer.as_ref().is_some_and(Syncer::failed) {
-            settings
-                .metrics
-                .store_failed("syncing the write-ahead log failed; see the log");
-        }
-        if !ok || runtime.is_poisoned() || syncer.as_ref().is_some_and(Syncer::failed) {
+        if !ok || runtime.is_poisoned() {
             // The next request opens the tenant again, which replays from the stored positions.
             settings.metrics.set_flush_lag(&tenant, 0.0);
             return;
@@ -598,14 +563,12 @@ fn evaluate(runtime: &mut TenantRuntime, settings: &WorkerConfig, stream: Option
     }
 }
 
-/// Decodes, commits and applies a group of ingest requests; answers each, through `syncer`
-/// when there is one (the commit is durable when it has synced). False when the store failed
-/// and the worker must end.
+/// Decodes, commits and applies a group of ingest requests; answers each. False when the store
+/// failed and the worker must end.
 fn ingest(
     runtime: &mut TenantRuntime,
     mut batch: Vec<Submission>,
     settings: &WorkerConfig,
-    syncer: Option<&Syncer>,
 ) -> bool {
     let now = settings.config.clock.now();
     // Requests for the same stream share one commit; streams go one after the other.
@@ -742,27 +705,14 @@ fn ingest(
     if !failed && let Err(e) = runtime.log_rejections(&logged) {
         tracing::error!(tenant = runtime.name(), error = %e, "cannot log rejected events");
     }
-    let answers = batch
-        .into_iter()
-        .zip(outcomes)
-        .map(|(submission, outcome)| {
-            let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
-            (submission.reply, outcome)
-        });
-    match syncer {
-        // Every answer waits for the sync, a duplicate's too: its first copy may be in a group
-        // not yet synced.
-        Some(syncer) => syncer.answer(answers.collect()),
-        None => {
-            for (reply, outcome) in answers {
-                let _ = reply.send(outcome);
-            }
-        }
+    for (submission, outcome) in batch.into_iter().zip(outcomes) {
+        let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
+        let _ = submission.reply.send(outcome);
     }
-    // The answers go out at the commit (or its sync): the clients' next requests arrive and
-    // decode on their own threads while this one applies. Nothing reads the views before this
-    // returns, so a query sent after an answer still sees its events. After a failed commit
-    // nothing is applied: the worker ends, and reopening the tenant replays everything.
+    // The answers go out at the commit: the clients' next requests arrive and decode on their
+    // own threads while this one applies. Nothing reads the views before this returns, so a
+    // query sent after an answer still sees its events. After a failed commit nothing is
+    // applied: the worker ends, and reopening the tenant replays everything.
     if !failed {
         for (stream, events) in committed {
             runtime.apply_committed(&stream, &events);
