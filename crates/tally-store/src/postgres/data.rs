@@ -74,7 +74,7 @@ fn fresh_rows(
     );
     // One plain index probe per key. On a key table without statistics yet (a new stream, or
     // one autovacuum has not analyzed) the planner expects many rows per hash and picks a
-    // bitmap scan for each probe, which cost about 40 % more.
+    // bitmap scan for each probe: lookups 28–51 % slower (docs/performance.md, nineteenth round).
     tx.batch_execute("SET LOCAL enable_bitmapscan = off")?;
     for row in tx.query(&sql, &[&tenant, &texts])? {
         let ordinal: i64 = row.get(0);
