@@ -75,14 +75,18 @@ impl StoreError {
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DiskFull =>
             {
-                Some("the disk holding the data directory is full")
+                Some(DATA_DISK_FULL)
             }
             StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => {
-                Some("the disk holding the data directory is full")
+                Some(DATA_DISK_FULL)
             }
             _ => None,
         }
     }
 }
+
+/// What [`StoreError::exhausted`] says when the data directory's disk is full, however it
+/// surfaced (SQLite's `SQLITE_FULL`, an I/O error of the directory).
+const DATA_DISK_FULL: &str = "the disk holding the data directory is full";
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -72,10 +72,6 @@ fn fresh_rows(
         key_hash(&probe, key_type(stream), "$1"),
         quote(&derived(&stream.name, "keys")),
     );
-    // One plain index probe per key. On a key table without statistics yet (a new stream, or
-    // one autovacuum has not analyzed) the planner expects many rows per hash and picks a
-    // bitmap scan for each probe: lookups 28–51 % slower (docs/performance.md, nineteenth round).
-    tx.batch_execute("SET LOCAL enable_bitmapscan = off")?;
     for row in tx.query(&sql, &[&tenant, &texts])? {
         let ordinal: i64 = row.get(0);
         if let Some(&(i, _)) = keys.get(ordinal as usize - 1) {
@@ -197,10 +193,16 @@ impl PgConn {
         let tenant = self.tenant.clone();
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
         // The row lock orders appends of this tenant's stream across nodes until commit, so
-        // sequence numbers commit in order and dedupe sees every earlier row.
+        // sequence numbers commit in order and dedupe sees every earlier row. The same
+        // statement turns bitmap scans off for this transaction (no round trip of its own), so
+        // that the dedupe probe is one plain index probe per key: on a key table without
+        // statistics yet (a new stream, or one autovacuum has not analyzed) the planner
+        // expects many rows per hash and picks a bitmap scan for each probe, lookups 28–51 %
+        // slower (docs/performance.md, nineteenth round). Nothing else in the append scans.
         let last: i64 = tx
             .query_one(
-                "SELECT last_seq FROM tally_streams WHERE tenant_id = $1 AND name = $2 FOR UPDATE",
+                "SELECT last_seq, set_config('enable_bitmapscan', 'off', true) FROM tally_streams
+                  WHERE tenant_id = $1 AND name = $2 FOR UPDATE",
                 &[&tenant, &stream.name],
             )?
             .get(0);
