@@ -69,6 +69,30 @@ pub enum TenantStore {
     Memory(memory::MemoryTenant),
 }
 
+/// An append written but perhaps not committed yet ([`TenantStore::stage_hashed`]): dropped
+/// without [`Staged::commit`], its rows are rolled back.
+pub struct Staged<'a> {
+    /// Each row's sequence number, `None` for a duplicate.
+    pub seqs: Vec<Option<u64>>,
+    pending: Option<sqlite::SqliteStaged<'a>>,
+}
+
+impl Staged<'_> {
+    /// Whether the commit is still to come (the work [`Staged::commit`] does is worth
+    /// overlapping).
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Makes the rows durable (a no-op for a store that committed them already).
+    pub fn commit(self) -> Result<()> {
+        match self.pending {
+            Some(pending) => pending.commit(),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Store {
     /// Opens (creating when missing) the SQLite store in `dir`.
     pub fn open_sqlite(dir: &Path) -> Result<Store> {
@@ -378,6 +402,31 @@ impl TenantStore {
             TenantStore::Sqlite(s) => s.append(stream, rows, hashed),
             TenantStore::Postgres(p) => p.conn().append(stream, rows),
             TenantStore::Memory(m) => Ok(m.append(stream, rows)),
+        }
+    }
+
+    /// [`TenantStore::append_hashed`] in two steps: the rows are written here and made durable
+    /// by [`Staged::commit`], so that a caller can do other work while the commit is written
+    /// and synced (the worker applies the events to its views then). Only SQLite leaves the
+    /// commit to the second step; other stores have committed when this returns.
+    pub fn stage_hashed(
+        &mut self,
+        stream: &StreamDef,
+        rows: &[Vec<Value>],
+        hashed: Option<KeyHashes>,
+    ) -> Result<Staged<'_>> {
+        match self {
+            TenantStore::Sqlite(s) => {
+                let (seqs, pending) = s.stage(stream, rows, hashed)?;
+                Ok(Staged {
+                    seqs,
+                    pending: Some(pending),
+                })
+            }
+            other => Ok(Staged {
+                seqs: other.append_hashed(stream, rows, hashed)?,
+                pending: None,
+            }),
         }
     }
 

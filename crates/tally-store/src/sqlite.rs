@@ -56,6 +56,31 @@ pub struct SqliteTenant {
     key_filters: HashMap<String, KeyFilter>,
 }
 
+/// An append written but not committed ([`SqliteTenant::stage`]). Its stream's recent keys
+/// and key filter go back to the tenant only when the commit succeeds.
+pub(crate) struct SqliteStaged<'a> {
+    tx: Transaction<'a>,
+    stream: String,
+    recent: Option<RecentKeys>,
+    filter: Option<KeyFilter>,
+    recent_keys: &'a mut HashMap<String, RecentKeys>,
+    key_filters: &'a mut HashMap<String, KeyFilter>,
+}
+
+impl SqliteStaged<'_> {
+    /// Commits the append (`synchronous=FULL`: durable when this returns).
+    pub(crate) fn commit(self) -> Result<()> {
+        self.tx.commit()?;
+        if let Some(recent) = self.recent {
+            self.recent_keys.insert(self.stream.clone(), recent);
+        }
+        if let Some(filter) = self.filter {
+            self.key_filters.insert(self.stream, filter);
+        }
+        Ok(())
+    }
+}
+
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
         path: path.display().to_string(),
@@ -563,13 +588,31 @@ impl SqliteTenant {
         rows: &[Vec<Value>],
         hashed: Option<KeyHashes>,
     ) -> Result<Vec<Option<u64>>> {
+        let (seqs, staged) = self.stage(stream, rows, hashed)?;
+        staged.commit()?;
+        Ok(seqs)
+    }
+
+    /// Writes an append's rows (each row's sequence number, `None` for a duplicate) in a
+    /// transaction left open: [`SqliteStaged::commit`] makes them durable; dropping it rolls
+    /// them back.
+    pub(crate) fn stage(
+        &mut self,
+        stream: &StreamDef,
+        rows: &[Vec<Value>],
+        hashed: Option<KeyHashes>,
+    ) -> Result<(Vec<Option<u64>>, SqliteStaged<'_>)> {
+        let SqliteTenant {
+            conn,
+            recent_keys,
+            key_filters,
+            ..
+        } = self;
         // Taken out while the transaction runs: put back only after its commit, so that a
         // failed append leaves nothing behind and the next one reads the keys again.
-        let cached = self.recent_keys.remove(&stream.name);
-        let filter = self.key_filters.remove(&stream.name);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let cached = recent_keys.remove(&stream.name);
+        let filter = key_filters.remove(&stream.name);
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         // Cached statements: a group commit of a few single events paid for parsing them.
         let (mut last, merged, epoch): (i64, i64, i64) = tx
             .prepare_cached(
@@ -644,14 +687,17 @@ impl SqliteTenant {
         if let (Some(recent), Some(filter)) = (&mut recent, &mut filter) {
             sqlite_keys::record(&tx, stream, recent, added, last, filter)?;
         }
-        tx.commit()?;
-        if let Some(recent) = recent {
-            self.recent_keys.insert(stream.name.clone(), recent);
-        }
-        if let Some(filter) = filter {
-            self.key_filters.insert(stream.name.clone(), filter);
-        }
-        Ok(out)
+        Ok((
+            out,
+            SqliteStaged {
+                tx,
+                stream: stream.name.clone(),
+                recent,
+                filter,
+                recent_keys,
+                key_filters,
+            },
+        ))
     }
 
     pub(crate) fn read_events(

@@ -5,9 +5,11 @@
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. The answers go out at the commit; the worker then applies the events to the
-//! views before it takes its next job. A large request arrives decoded already, its dedupe
-//! keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the worker
-//! commits and applies one group while the next decodes.
+//! views before it takes its next job. A group of [`OVERLAP_ROWS`] events or more is applied
+//! while its commit is written and synced, on a second (scoped) thread, and answered when both
+//! are done ([`TenantRuntime::commit_applying`]). A large request arrives decoded already, its
+//! dedupe keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the
+//! worker commits and applies one group while the next decodes.
 //! Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
 //! flush interval; the server's scheduler sends it `Tick` (alerts) and `Maintain` (retention)
@@ -28,7 +30,7 @@ use tokio::sync::oneshot;
 
 use crate::decode::{Reason, Rejection, RowDecoder};
 use crate::error::{Error, Result};
-use crate::runtime::{Appended, TenantRuntime};
+use crate::runtime::{Appended, OVERLAP_ROWS, TenantRuntime};
 use crate::server::metrics::Metrics;
 
 /// Requests of at least this many records are decoded before they reach the worker ([`Decoded`]).
@@ -664,9 +666,22 @@ fn ingest(
             }
         }
         let hashed = hashed.filter(|_| all_hashed);
-        match runtime.commit_hashed(&stream, rows, hashed) {
-            Ok(Appended { seqs, events }) => {
-                committed.push((stream.name.clone(), events));
+        // A large group is applied while its commit is synced, on a second thread
+        // ([`TenantRuntime::commit_applying`]); a small one after the answers, as below.
+        let result = if rows.len() >= OVERLAP_ROWS {
+            runtime
+                .commit_applying(&stream, rows, hashed)
+                .map(|seqs| (seqs, Vec::new()))
+        } else {
+            runtime
+                .commit_hashed(&stream, rows, hashed)
+                .map(|Appended { seqs, events }| (seqs, events))
+        };
+        match result {
+            Ok((seqs, events)) => {
+                if !events.is_empty() {
+                    committed.push((stream.name.clone(), events));
+                }
                 settings.metrics.store_ok();
                 for (seq, &owner) in seqs.iter().zip(&owners) {
                     if let Some(Ok(outcome)) = &mut outcomes[owner] {
@@ -717,6 +732,8 @@ fn ingest(
         for (stream, events) in committed {
             runtime.apply_committed(&stream, &events);
         }
+        // After an overlapped apply the delta may be full too.
+        runtime.flush_if_full();
     }
     !failed
 }
