@@ -57,6 +57,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(5, "postgres/catalog", "0005_view_failures"),
     migration!(6, "postgres/catalog", "0006_records"),
     migration!(7, "postgres/catalog", "0007_keys_by_hash"),
+    migration!(8, "postgres/catalog", "0008_policy_setting_once"),
 ];
 
 /// The table every database records its applied migrations in.

@@ -608,6 +608,8 @@ fn dedupe_keys_move_to_an_index_by_hash_and_back() {
     assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [false, false]);
 
     let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0008_policy_setting_once");
+    let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0007_keys_by_hash");
     assert_eq!(
         key_indexes(&pg, "pay#keys"),
@@ -630,6 +632,70 @@ fn dedupe_keys_move_to_an_index_by_hash_and_back() {
         [false, true, false]
     );
     assert_eq!(fresh(&store, "beta", &["n3", "beta-2"]), [true, false]);
+}
+
+/// The `USING` and `WITH CHECK` expressions of every `tally_tenant` policy in the scratch
+/// schema, by table.
+fn policies(pg: &PgScratch) -> Vec<(String, String, String)> {
+    admin()
+        .query(
+            "SELECT tablename::text, qual, with_check FROM pg_policies
+              WHERE schemaname = $1 AND policyname = 'tally_tenant' ORDER BY tablename",
+            &[&pg.schema()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// Migration 8 makes every policy read the tenant setting once per statement (a scalar
+/// subquery), new tables get the same policy, and reverting it restores the per-row call; the
+/// tenants stay apart under either.
+#[test]
+fn policies_read_the_tenant_setting_once() {
+    let pg = PgScratch::new();
+    let (store, catalog) = two_tenants(&pg);
+    let stream = catalog.stream("pay").unwrap();
+    let once =
+        "(tenant_id = ( SELECT current_setting('tally.tenant_id'::text, true) AS current_setting))";
+    let each = "(tenant_id = current_setting('tally.tenant_id'::text, true))";
+    let all_are = |expected: &str| {
+        let found = policies(&pg);
+        // The catalog's tables, the stream's raw table, its partitions and its key table.
+        assert!(found.len() >= 8, "{found:?}");
+        for (table, using, check) in found {
+            assert_eq!(
+                (using.as_str(), check.as_str()),
+                (expected, expected),
+                "{table}"
+            );
+        }
+    };
+    all_are(once);
+    let stored = |tenant: &str| -> usize {
+        let t = store.tenant(tenant).unwrap();
+        t.read_events(stream, 0, 100).unwrap().len()
+    };
+    let append = |tenant: &str, id: &str| {
+        let mut t = store.tenant(tenant).unwrap();
+        t.append(stream, &[pay(id, tenant, "2026-03-02T10:00:00Z")])
+            .unwrap();
+    };
+    let (acme, beta) = (stored("acme"), stored("beta"));
+    append("acme", "a1");
+    assert_eq!((stored("acme"), stored("beta")), (acme + 1, beta));
+
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0008_policy_setting_once");
+    all_are(each);
+    append("beta", "b1");
+    assert_eq!((stored("acme"), stored("beta")), (acme + 1, beta + 1));
+
+    store.migrations().up().unwrap();
+    all_are(once);
+    append("acme", "a2");
+    assert_eq!((stored("acme"), stored("beta")), (acme + 2, beta + 1));
 }
 
 /// Without a unique index on the key table, the stream's row lock is what keeps two
@@ -739,7 +805,10 @@ fn keys_of_every_type_are_found_across_migration_7() {
         );
     }
     drop(t);
+    // Migration 8 (the policies) goes down first, then 7.
     store.migrations().down().unwrap().unwrap();
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0007_keys_by_hash");
     for (name, _, old) in &keys {
         if let Some((sql, _)) = old {
             old_append(&pg, &format!("{name}#keys"), &format!("'acme', {sql}"));

@@ -68,14 +68,16 @@ fn partition_week(stream: &str, name: &str) -> Option<i64> {
     (partition_name(stream, week) == name).then_some(week)
 }
 
-/// The statements that put a table under the tenant policy.
+/// The statements that put a table under the tenant policy. The setting is read in a scalar
+/// subquery, evaluated once per statement (an InitPlan) instead of once per row checked: the
+/// bare call cost an append about 0.5 µs a row (migration 8 rewrites older policies so).
 pub(super) fn isolate(table: &str) -> String {
     let t = quote(table);
     format!(
         "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY; ALTER TABLE {t} FORCE ROW LEVEL SECURITY; \
          CREATE POLICY tally_tenant ON {t} \
-         USING (tenant_id = current_setting('tally.tenant_id', true)) \
-         WITH CHECK (tenant_id = current_setting('tally.tenant_id', true));"
+         USING (tenant_id = (SELECT current_setting('tally.tenant_id', true))) \
+         WITH CHECK (tenant_id = (SELECT current_setting('tally.tenant_id', true)));"
     )
 }
 

@@ -2,7 +2,8 @@
 //!
 //! All tables live in one schema (`tally` unless configured). Stream and view tables are shared
 //! by the tenants: `tenant_id` is the first column of each, and every one has row-level security
-//! enabled and forced with the same policy, `tenant_id = current_setting('tally.tenant_id')`.
+//! enabled and forced with the same policy, `tenant_id = (SELECT
+//! current_setting('tally.tenant_id'))` (the subquery: read once per statement, not per row).
 //! Each transaction sets that with `set_config(…, true)` (the function form of `SET LOCAL`), so
 //! a query can only ever see the tenant it runs for, and a transaction that forgot to set it
 //! sees nothing.
