@@ -69,8 +69,9 @@ pub enum TenantStore {
     Memory(memory::MemoryTenant),
 }
 
-/// An append written but perhaps not committed yet ([`TenantStore::stage_hashed`]): dropped
-/// without [`Staged::commit`], its rows are rolled back.
+/// An append written but perhaps not committed yet ([`TenantStore::stage_hashed`]). On SQLite,
+/// dropped without [`Staged::commit`], its rows are rolled back; on other stores they are
+/// committed already ([`Staged::is_pending`] is false).
 pub struct Staged<'a> {
     /// Each row's sequence number, `None` for a duplicate.
     pub seqs: Vec<Option<u64>>,

@@ -358,14 +358,15 @@ impl TenantRuntime {
     /// [`TenantRuntime::commit_hashed`] followed by [`TenantRuntime::apply_committed`]'s apply,
     /// the two overlapped: on SQLite the events are applied on a second thread while this one
     /// writes and syncs the commit ([`StoreSide::append_applying`]). The flush a full delta
-    /// needs is left to [`TenantRuntime::flush_if_full`]. Returns each row's sequence number
-    /// (`None` for a duplicate).
+    /// needs is left to [`TenantRuntime::flush_if_full`]. Returns what
+    /// [`StoreSide::append_applying`] does: the events it did not apply go to
+    /// [`TenantRuntime::apply_committed`], as after [`TenantRuntime::commit_hashed`].
     pub fn commit_applying(
         &mut self,
         stream: &StreamDef,
         rows: Vec<Vec<Value>>,
         hashed: Option<tally_store::KeyHashes>,
-    ) -> Result<Vec<Option<u64>>> {
+    ) -> Result<Appended> {
         let (mut store, mut apply) = self.split();
         store.append_applying(stream, rows, hashed, &mut apply)
     }
@@ -951,47 +952,46 @@ impl StoreSide<'_> {
         Ok(Appended { seqs, events })
     }
 
-    /// [`StoreSide::append_hashed`], with the committed events applied by `apply`: on a store
-    /// whose commit comes in a second step ([`tally_store::Staged`], SQLite), the rows are
-    /// written, then the events are applied on a scoped thread while this one writes and syncs
-    /// the commit (the apply is about as long as the commit's WAL write and `fsync`). The
-    /// events are dropped on that thread too. A failed commit poisons the runtime, as in
+    /// [`StoreSide::append_hashed`], with the committed events applied by `apply` while the
+    /// commit is written and synced: on a store whose commit comes in a second step
+    /// ([`tally_store::Staged`], SQLite) the rows are written, then the events are applied on
+    /// a scoped thread (and dropped there) while this one commits. Returns the rows' sequence
+    /// numbers and the events left for the caller to apply, as `append_hashed` does: none
+    /// after an overlapped apply; all of them where nothing was overlapped — a store that
+    /// commits in one step (PostgreSQL, memory), a shared store (another process may have
+    /// committed in between), a batch below [`OVERLAP_ROWS`] (a thread costs more than it
+    /// saves), or a thread that could not start. A failed commit poisons the runtime, as in
     /// `append_hashed`: the delta then holds events that were not committed, and is never
-    /// flushed. Where another process may have committed in between (a shared store), or for a
-    /// batch below [`OVERLAP_ROWS`] (a thread costs more than it saves), this is
-    /// `append_hashed` then `apply`.
+    /// flushed. A panic of the apply poisons it too (the delta may hold part of the events),
+    /// and the commit is still acknowledged.
     pub fn append_applying(
         &mut self,
         stream: &StreamDef,
         rows: Vec<Vec<Value>>,
         hashed: Option<tally_store::KeyHashes>,
         apply: &mut ApplySide<'_>,
-    ) -> Result<Vec<Option<u64>>> {
+    ) -> Result<Appended> {
         if rows.len() < OVERLAP_ROWS || !self.leader || self.heads.contains_key(&stream.name) {
-            let Appended { seqs, events } = self.append_hashed(stream, rows, hashed)?;
-            apply.apply(&stream.name, &events);
-            return Ok(seqs);
+            return self.append_hashed(stream, rows, hashed);
         }
         self.check_usable()?;
-        let poisoned = &mut *self.poisoned;
-        let mut fail = |e: tally_store::StoreError| {
-            // A failed commit (an fsync error, a full disk) is never retried silently.
-            *poisoned = true;
-            Error::from(e)
-        };
         let staged = match self.store.stage_hashed(stream, &rows, hashed) {
             Ok(staged) => staged,
-            Err(e) => return Err(fail(e)),
+            Err(e) => {
+                // A failed append is never retried silently.
+                *self.poisoned = true;
+                return Err(e.into());
+            }
         };
         let seqs = staged.seqs.clone();
         let events = committed(&seqs, rows);
         if !staged.is_pending() {
-            apply.apply(&stream.name, &events);
-            return Ok(seqs);
+            // Committed already (not SQLite): nothing to overlap.
+            return Ok(Appended { seqs, events });
         }
         let name = stream.name.as_str();
         let mut unapplied = Some(events);
-        let outcome = std::thread::scope(|scope| {
+        let (outcome, panicked) = std::thread::scope(|scope| {
             let (slot, apply) = (&mut unapplied, &mut *apply);
             let applier = std::thread::Builder::new()
                 .name("tally-apply".into())
@@ -1001,23 +1001,31 @@ impl StoreSide<'_> {
                     }
                 });
             let outcome = staged.commit();
-            match applier {
-                // A panic of the apply is the worker's own, as if it had applied here.
-                Ok(handle) => {
-                    if let Err(panic) = handle.join() {
-                        std::panic::resume_unwind(panic);
-                    }
+            let panicked = match applier {
+                Ok(handle) => handle.join().is_err(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a thread to apply events");
+                    false
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot start a thread to apply events"),
-            }
-            outcome
+            };
+            (outcome, panicked)
         });
-        // The thread could not start: the events are applied here, after the commit.
-        if let Some(events) = unapplied {
-            apply.apply(name, &events);
+        if panicked {
+            // The delta may hold part of the events: the runtime must be reopened, which
+            // replays them. The commit's outcome is still what the requests are answered.
+            tracing::error!(tenant = %self.tenant, "applying committed events panicked; the tenant will be reopened");
+            *self.poisoned = true;
         }
-        outcome.map_err(fail)?;
-        Ok(seqs)
+        if let Err(e) = outcome {
+            // A failed commit (an fsync error, a full disk) is never retried silently.
+            *self.poisoned = true;
+            return Err(e.into());
+        }
+        // The thread could not start: the caller applies the events, as after any append.
+        Ok(Appended {
+            seqs,
+            events: unapplied.unwrap_or_default(),
+        })
     }
 
     /// Merges the job's groups into the stored rows and stores the positions, in one
@@ -1374,12 +1382,12 @@ mod tests {
         };
         let at = |m: i64| Value::Timestamp(Timestamp(1_774_864_800_000_000 + m * 60_000_000));
         // Two batches over the overlap threshold, the second repeating part of the first and
-        // itself, then a small one (applied after the commit).
-        let batch = |from: i64, to: i64| -> Vec<Vec<Value>> {
+        // itself (ids repeat every 700), then a small one of new ids (applied by the caller).
+        let batch = |from: i64, to: i64, prefix: &str| -> Vec<Vec<Value>> {
             (from..to)
                 .map(|i| {
                     vec![
-                        Value::text(&format!("e{}", i % 900)),
+                        Value::text(&format!("{prefix}{}", i % 700)),
                         Value::text(&format!("k{}", i % 7)),
                         Value::Int(i),
                         at(i % 180),
@@ -1387,7 +1395,11 @@ mod tests {
                 })
                 .collect()
         };
-        let batches = [batch(0, 600), batch(500, 1_400), batch(1_400, 1_410)];
+        let batches = [
+            batch(0, 600, "e"),
+            batch(500, 1_400, "e"),
+            batch(0, 10, "x"),
+        ];
         assert!(batches[0].len() >= super::OVERLAP_ROWS);
         let rows = |r: &super::TenantRuntime| {
             let mut rows = r
@@ -1402,12 +1414,21 @@ mod tests {
         let mut plain = plain_tally.open_tenant(DEFAULT_TENANT).unwrap();
         let mut overlapped = overlapped_tally.open_tenant(DEFAULT_TENANT).unwrap();
         let stream = plain.catalog().stream("s").unwrap().clone();
-        for rows_in in &batches {
+        for (rows_in, stored) in batches.iter().zip([600, 100, 10]) {
             let a = plain.append(&stream, rows_in.clone()).unwrap();
+            assert_eq!(a.iter().flatten().count(), stored);
             let b = overlapped
                 .commit_applying(&stream, rows_in.clone(), None)
                 .unwrap();
-            assert_eq!(a, b);
+            assert_eq!(a, b.seqs);
+            // A large batch is applied during its commit; a small one is left to the caller.
+            assert_eq!(
+                b.events.is_empty(),
+                rows_in.len() >= super::OVERLAP_ROWS,
+                "{} rows",
+                rows_in.len()
+            );
+            overlapped.apply_committed(&stream.name, &b.events);
             assert_eq!(rows(&plain), rows(&overlapped));
         }
         assert_eq!(rows(&plain).len(), 21, "3 hours × 7 keys");

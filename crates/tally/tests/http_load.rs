@@ -143,8 +143,11 @@ async fn concurrent_clients(location: Location) {
                 let kind = rng.below(10);
                 let (request, events, segment_ids) = if kind < 5 {
                     // Up to 120: requests of 64 records or more are decoded (and their keys
-                    // hashed) on the request threads, smaller ones by the worker.
-                    let events: Vec<Json> = (0..1 + rng.below(120)).map(|_| hit(&mut rng)).collect();
+                    // hashed) on the request threads, smaller ones by the worker. One kind goes
+                    // up to 400, so that groups of 256 events or more are common: on SQLite
+                    // those are applied while their commit is synced (`commit_applying`).
+                    let most = if kind == 1 { 400 } else { 120 };
+                    let events: Vec<Json> = (0..1 + rng.below(most)).map(|_| hit(&mut rng)).collect();
                     let body = Json::Array(events.clone()).to_string();
                     let req = if kind == 0 {
                         http.post(format!("{base}/v1/streams/hits/events")).header("content-encoding", "gzip").body(gzip(body.as_bytes()))

@@ -70,7 +70,8 @@ fn partition_week(stream: &str, name: &str) -> Option<i64> {
 
 /// The statements that put a table under the tenant policy. The setting is read in a scalar
 /// subquery, evaluated once per statement (an InitPlan) instead of once per row checked: the
-/// bare call cost an append about 0.5 µs a row (migration 8 rewrites older policies so).
+/// bare call cost an insert about 0.3 µs a row (docs/performance.md, twentieth round; migration
+/// 8 rewrites older policies so).
 pub(super) fn isolate(table: &str) -> String {
     let t = quote(table);
     format!(

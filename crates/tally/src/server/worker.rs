@@ -5,9 +5,9 @@
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. The answers go out at the commit; the worker then applies the events to the
-//! views before it takes its next job. A group of [`OVERLAP_ROWS`] events or more is applied
-//! while its commit is written and synced, on a second (scoped) thread, and answered when both
-//! are done ([`TenantRuntime::commit_applying`]). A large request arrives decoded already, its
+//! views before it takes its next job. On SQLite a group of [`OVERLAP_ROWS`] events or more is
+//! applied while its commit is written and synced, on a second (scoped) thread, and answered
+//! when both are done ([`TenantRuntime::commit_applying`]). A large request arrives decoded already, its
 //! dedupe keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the
 //! worker commits and applies one group while the next decodes.
 //! Queries go through the same queue, so a query sent after an acknowledged
@@ -666,19 +666,15 @@ fn ingest(
             }
         }
         let hashed = hashed.filter(|_| all_hashed);
-        // A large group is applied while its commit is synced, on a second thread
-        // ([`TenantRuntime::commit_applying`]); a small one after the answers, as below.
+        // On SQLite a large group is applied while its commit is synced, on a second thread
+        // ([`TenantRuntime::commit_applying`]); other events after the answers, as below.
         let result = if rows.len() >= OVERLAP_ROWS {
-            runtime
-                .commit_applying(&stream, rows, hashed)
-                .map(|seqs| (seqs, Vec::new()))
+            runtime.commit_applying(&stream, rows, hashed)
         } else {
-            runtime
-                .commit_hashed(&stream, rows, hashed)
-                .map(|Appended { seqs, events }| (seqs, events))
+            runtime.commit_hashed(&stream, rows, hashed)
         };
         match result {
-            Ok((seqs, events)) => {
+            Ok(Appended { seqs, events }) => {
                 if !events.is_empty() {
                     committed.push((stream.name.clone(), events));
                 }
