@@ -380,6 +380,10 @@ impl TenantRuntime {
     /// Flushes the delta if it has grown enough ([`ApplySide::needs_flush`]). A failed flush
     /// poisons the runtime (the events are committed; reopening replays what it lost).
     pub fn flush_if_full(&mut self) {
+        if self.poisoned {
+            // Nothing may be flushed (`StoreSide::write` refuses): the runtime is reopened.
+            return;
+        }
         let (mut store, mut apply) = self.split();
         if apply.needs_flush() {
             let job = apply.take_flush();
