@@ -241,6 +241,14 @@ impl ViewPlan {
         }
     }
 
+    /// [`ViewPlan::merge_row`] of states the caller gives up ([`AggState::merge_owned`]):
+    /// a stored row's states, decoded for the merge.
+    pub fn merge_row_owned(&self, into: &mut [AggState], from: Vec<AggState>) {
+        for ((into, from), agg) in into.iter_mut().zip(from).zip(&self.aggs) {
+            into.merge_owned(agg.kind, from);
+        }
+    }
+
     /// Finishes merges that states defer (HyperLogLog registers): call once a row has all its
     /// merges and before it is finalized or encoded more than once. Reading an unsettled row
     /// is correct, only slower.

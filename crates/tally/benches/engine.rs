@@ -8,6 +8,12 @@
 //! every answer group merges twelve buckets' states (what a computed HTTP query does after
 //! reading its rows).
 //!
+//! `flush_states/*` times what a flush does with one exact distinct count's state (a stored set
+//! of 50,000 user ids and a delta of 1,000 values, half of them new): the merge of the stored
+//! set into the delta's as a borrowed state against [`AggState::merge_owned`], and its encoding
+//! sorting the values themselves against `encode_states`, whose sort is keyed by prefixes
+//! (docs/performance.md, twenty-first round).
+//!
 //! With `TALLY_BENCH_ONCE=apply` (or `decode`, or `query`: the query 1,000 times) the binary instead runs that step once over the
 //! batch of the rollups workload (`TALLY_BENCH_WORKLOAD=entities` for the other) and exits, for
 //! instruction counts that do not depend on machine noise:
@@ -16,7 +22,8 @@
 use criterion::{BatchSize, Criterion, Throughput, criterion_group};
 use tally::decode::RowDecoder;
 use tally_views::{
-    Catalog, Delta, Engine, Event, Interval, QueryPlan, QueryRequest, TimeZone, Timestamp,
+    AggKind, AggState, Catalog, Delta, Engine, Event, Interval, QueryPlan, QueryRequest, TimeZone,
+    Timestamp, Value,
 };
 
 #[path = "workload.rs"]
@@ -49,6 +56,70 @@ fn decode_all(decoder: &RowDecoder<'_>, lines: &[String]) -> Vec<Event> {
 fn bench(c: &mut Criterion) {
     bench_workload(c, Workload::Rollups);
     bench_workload(c, Workload::Entities);
+    bench_flush_states(c);
+}
+
+/// A distinct count's state holding `users`.
+fn distinct(users: impl Iterator<Item = usize>) -> AggState {
+    let kind = AggKind::CountDistinct;
+    let mut state = kind.new_state();
+    for u in users {
+        let v = Value::text(&format!("user-{u}"));
+        state.update(kind, &v, &Value::Null, 0);
+    }
+    state
+}
+
+fn bench_flush_states(c: &mut Criterion) {
+    let kind = AggKind::CountDistinct;
+    let stored = distinct(0..50_000);
+    let delta = distinct(49_500..50_500);
+    let mut group = c.benchmark_group("flush_states");
+    group.throughput(Throughput::Elements(50_000));
+    // What a flush did before the twenty-first round: the stored set merged into the delta's.
+    group.bench_function("merge_stored_into_delta_borrowed", |b| {
+        b.iter_batched(
+            || delta.clone(),
+            |mut d| {
+                d.merge(kind, &stored);
+                d
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("merge_stored_into_delta_owned", |b| {
+        b.iter_batched(
+            || (delta.clone(), stored.clone()),
+            |(mut d, s)| {
+                d.merge_owned(kind, s);
+                d
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    let AggState::Distinct(set) = &stored else {
+        unreachable!()
+    };
+    // The encoding before the twenty-first round: the values themselves sorted, then written
+    // as `encode_states` writes them (the same bytes).
+    group.bench_function("encode_states_sorting_values", |b| {
+        b.iter(|| {
+            let mut sorted: Vec<&Value> = set.iter().collect();
+            sorted.sort_unstable();
+            let mut w = tally_views::codec::Writer::new();
+            w.u8(1);
+            w.varint(sorted.len() as u64);
+            for v in sorted {
+                w.value(v);
+            }
+            w.finish().len()
+        })
+    });
+    // Now: `encode_states`, whose sort is keyed by the texts' first 16 bytes.
+    group.bench_function("encode_states", |b| {
+        b.iter(|| tally_views::agg::encode_states(std::slice::from_ref(&stored)).len())
+    });
+    group.finish();
 }
 
 fn bench_workload(c: &mut Criterion, workload: Workload) {

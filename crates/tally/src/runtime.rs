@@ -674,7 +674,7 @@ impl TenantRuntime {
                 let mut states: Vec<tally_views::AggState> =
                     plan.aggs.iter().map(|a| a.kind.new_state()).collect();
                 if let Some(old) = old {
-                    plan.merge_row(&mut states, &old);
+                    plan.merge_row_owned(&mut states, old);
                 }
                 plan.merge_row(&mut states, delta);
                 plan.settle_row(&mut states);
@@ -1076,7 +1076,7 @@ impl StoreSide<'_> {
             let mut rows = Vec::with_capacity(groups.len());
             for ((key, mut states), old) in groups.into_iter().zip(stored) {
                 if let Some(old) = old {
-                    plan.merge_row(&mut states, &old);
+                    plan.merge_row_owned(&mut states, old);
                     plan.settle_row(&mut states);
                 }
                 let cells = match &mut updates {
