@@ -79,6 +79,10 @@ pub struct TenantRuntime {
     epoch: u64,
     /// The analyses' state, built by the first analysis (see `crate::analyses`).
     activity: Option<tally_views::analysis::Activity>,
+    /// Tests: poison the runtime after each successful commit, as a panic of the overlapped
+    /// apply does (no input is known to make the apply panic).
+    #[cfg(test)]
+    pub(crate) poison_after_commit: bool,
     /// The tenant's alerts as last read from the store (see `crate::alerts`).
     pub(crate) alerts: Option<crate::alerts::Book>,
     /// Webhook deliveries handed out and not yet answered, by notification id: kept apart from
@@ -123,6 +127,8 @@ impl TenantRuntime {
             decoded: Default::default(),
             epoch: 0,
             activity: None,
+            #[cfg(test)]
+            poison_after_commit: false,
             alerts: None,
             in_flight: Default::default(),
             finalized: Default::default(),
@@ -352,7 +358,9 @@ impl TenantRuntime {
         rows: Vec<Vec<Value>>,
         hashed: Option<tally_store::KeyHashes>,
     ) -> Result<Appended> {
-        self.split().0.append_hashed(stream, rows, hashed)
+        let appended = self.split().0.append_hashed(stream, rows, hashed)?;
+        self.poison_for_tests();
+        Ok(appended)
     }
 
     /// [`TenantRuntime::commit_hashed`] followed by [`TenantRuntime::apply_committed`]'s apply,
@@ -368,7 +376,17 @@ impl TenantRuntime {
         hashed: Option<tally_store::KeyHashes>,
     ) -> Result<Appended> {
         let (mut store, mut apply) = self.split();
-        store.append_applying(stream, rows, hashed, &mut apply)
+        let appended = store.append_applying(stream, rows, hashed, &mut apply)?;
+        self.poison_for_tests();
+        Ok(appended)
+    }
+
+    /// Tests only: what a panic of the overlapped apply leaves, when they ask for it.
+    fn poison_for_tests(&mut self) {
+        #[cfg(test)]
+        if self.poison_after_commit {
+            self.poisoned = true;
+        }
     }
 
     /// Applies events [`TenantRuntime::commit`] returned, flushing when the delta is full.

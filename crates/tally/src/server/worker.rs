@@ -611,6 +611,18 @@ fn ingest(
             }
             continue;
         }
+        if runtime.is_poisoned() {
+            // Applying an earlier stream of this group panicked (its events are committed and
+            // acknowledged): the tenant is reopened after this group, which replays them. The
+            // store did not fail; these events were not committed, and a retry commits them.
+            for &i in &members {
+                outcomes[i] = Some(Err(Error::Unavailable(format!(
+                    "tenant {} is being reopened after an internal error; retry",
+                    runtime.name()
+                ))));
+            }
+            continue;
+        }
         // Decode every record of every member; remember which rows belong to whom. The keys'
         // hashes are used if every member's came with its early decode.
         let mut rows: Vec<Vec<Value>> = Vec::new();
@@ -712,7 +724,8 @@ fn ingest(
             }
         }
     }
-    // The rejected events go to the rejection log (a failure to log them fails nothing else).
+    // The rejected events of the committed streams go to the rejection log (a failure to log
+    // them fails nothing else).
     if !failed && let Err(e) = runtime.log_rejections(&logged) {
         tracing::error!(tenant = runtime.name(), error = %e, "cannot log rejected events");
     }
@@ -722,9 +735,10 @@ fn ingest(
     }
     // The answers go out at the commit: the clients' next requests arrive and decode on their
     // own threads while this one applies. Nothing reads the views before this returns, so a
-    // query sent after an answer still sees its events. After a failed commit nothing is
-    // applied: the worker ends, and reopening the tenant replays everything.
-    if !failed {
+    // query sent after an answer still sees its events. Nothing is applied after a failed
+    // commit, nor after an apply that panicked (a poisoned runtime): the worker ends, and
+    // reopening the tenant replays everything.
+    if !failed && !runtime.is_poisoned() {
         for (stream, events) in committed {
             runtime.apply_committed(&stream, &events);
         }
@@ -791,6 +805,80 @@ mod tests {
         assert!(early.rows_for(v2.stream("clicks").unwrap()).is_some());
         // An unknown stream is left to the worker.
         assert!(Decoded::new(v2, "views", &records(), now(), max_future, true).is_none());
+    }
+
+    /// A group whose first stream's apply panicked after its commit (the runtime poisoned):
+    /// that stream's requests keep their answers and their rejected events are logged; the
+    /// later streams' requests are answered "retry" (503), not a failed store (500), nothing
+    /// of them is committed, and the store is not reported failed.
+    #[test]
+    fn a_poisoned_group_answers_the_rest_retry() {
+        use crate::app::{Config, DEFAULT_TENANT, Location, Tally};
+        let mut tally = Tally::open(&Location::Memory, Config::default()).unwrap();
+        tally
+            .apply_schema(
+                "CREATE STREAM a (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');
+                 CREATE STREAM b (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');",
+            )
+            .unwrap();
+        let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
+        runtime.poison_after_commit = true;
+        let metrics = Arc::new(Metrics::new());
+        let settings = WorkerConfig {
+            flush_interval: Duration::from_secs(1),
+            rejection_retention: Interval::parse("1 day").unwrap(),
+            config: Config::default(),
+            metrics: metrics.clone(),
+            alert_history_retention: Interval::parse("1 day").unwrap(),
+            dispatch: None,
+        };
+        let event = r#"{"ts": "2026-12-01T00:00:00Z", "page": "x"}"#;
+        let submit = |stream: &str| {
+            let (reply, answer) = oneshot::channel();
+            let records = vec![
+                Record::Json(event.into()),
+                Record::Json(r#"{"page": "no time"}"#.into()),
+            ];
+            let submission = Submission {
+                stream: stream.into(),
+                route: "streams",
+                records,
+                decoded: None,
+                reply,
+            };
+            (submission, answer)
+        };
+        let (first, mut first_answer) = submit("a");
+        let (second, mut second_answer) = submit("b");
+        let (third, mut third_answer) = submit("a");
+        assert!(ingest(&mut runtime, vec![first, second, third], &settings));
+        for answer in [&mut first_answer, &mut third_answer] {
+            let outcome = answer.try_recv().unwrap().unwrap();
+            assert_eq!((outcome.accepted, outcome.rejected.len()), (1, 1));
+        }
+        let refused = second_answer.try_recv().unwrap().unwrap_err();
+        assert!(
+            matches!(&refused, Error::Unavailable(m) if m.contains("retry")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            crate::server::error::ApiError::from(refused).status,
+            axum::http::StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(metrics.store_failure(), None);
+        assert!(runtime.is_poisoned());
+        // Stream a's two rejections are in the log; b's events were neither committed nor logged.
+        let logged = runtime.rejections(0, 10).unwrap();
+        assert_eq!(logged.len(), 2);
+        assert!(
+            logged.iter().all(|r| r.rejected.stream == "a"),
+            "{logged:?}"
+        );
+        let stored = |s: &str| {
+            let stream = runtime.catalog().stream(s).unwrap();
+            runtime.store().last_seq(stream).unwrap()
+        };
+        assert_eq!((stored("a"), stored("b")), (2, 0));
     }
 
     /// Early decodes hash the keys of their decoded rows, in order, when asked to and the
