@@ -612,9 +612,10 @@ fn ingest(
             continue;
         }
         if runtime.is_poisoned() {
-            // Applying an earlier stream of this group panicked (its events are committed and
-            // acknowledged): the tenant is reopened after this group, which replays them. The
-            // store did not fail; these events were not committed, and a retry commits them.
+            // An earlier stream of this group committed, then left the runtime poisoned: its
+            // apply panicked, or reading other nodes' events on a shared store failed. Its
+            // events stay acknowledged; the tenant is reopened after this group, which replays
+            // them. These events were not committed, and a retry commits them.
             for &i in &members {
                 outcomes[i] = Some(Err(Error::Unavailable(format!(
                     "tenant {} is being reopened after an internal error; retry",
@@ -810,15 +811,20 @@ mod tests {
     /// A group whose first stream's apply panicked after its commit (the runtime poisoned):
     /// that stream's requests keep their answers and their rejected events are logged; the
     /// later streams' requests are answered "retry" (503), not a failed store (500), nothing
-    /// of them is committed, and the store is not reported failed.
+    /// of them is committed, the store is not reported failed, and nothing more is applied.
     #[test]
     fn a_poisoned_group_answers_the_rest_retry() {
-        use crate::app::{Config, DEFAULT_TENANT, Location, Tally};
-        let mut tally = Tally::open(&Location::Memory, Config::default()).unwrap();
+        use crate::app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
+        let config = || Config {
+            clock: Clock::fixed(now()),
+            ..Config::default()
+        };
+        let mut tally = Tally::open(&Location::Memory, config()).unwrap();
         tally
             .apply_schema(
                 "CREATE STREAM a (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');
-                 CREATE STREAM b (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');",
+                 CREATE STREAM b (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');
+                 CREATE MATERIALIZED VIEW pages AS SELECT page, count(*) AS n FROM a GROUP BY page;",
             )
             .unwrap();
         let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
@@ -827,7 +833,7 @@ mod tests {
         let settings = WorkerConfig {
             flush_interval: Duration::from_secs(1),
             rejection_retention: Interval::parse("1 day").unwrap(),
-            config: Config::default(),
+            config: config(),
             metrics: metrics.clone(),
             alert_history_retention: Interval::parse("1 day").unwrap(),
             dispatch: None,
@@ -867,6 +873,8 @@ mod tests {
         );
         assert_eq!(metrics.store_failure(), None);
         assert!(runtime.is_poisoned());
+        // Nothing more was applied: reopening replays the committed events.
+        assert!(!runtime.has_pending());
         // Stream a's two rejections are in the log; b's events were neither committed nor logged.
         let logged = runtime.rejections(0, 10).unwrap();
         assert_eq!(logged.len(), 2);
