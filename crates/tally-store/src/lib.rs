@@ -456,18 +456,31 @@ impl TenantStore {
         plan: &ViewPlan,
         keys: &[&[Value]],
     ) -> Result<Vec<Option<Vec<AggState>>>> {
-        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
-        let raw = match self {
-            TenantStore::Sqlite(s) => s.load_states(&plan.name, &encoded)?,
-            TenantStore::Postgres(p) => p.conn().load_states(&plan.name, &encoded)?,
-            TenantStore::Memory(m) => m.load_states(&plan.name, &encoded),
-        };
-        raw.into_iter()
+        self.load_encoded_states(plan, keys)?
+            .into_iter()
             .map(|bytes| match bytes {
                 None => Ok(None),
                 Some(b) => Ok(Some(tally_views::agg::decode_states(plan.agg_kinds(), &b)?)),
             })
             .collect()
+    }
+
+    /// The stored states of the given groups as the view table holds them ([`encode_states`]
+    /// output; `None` for groups not stored yet), for a flush to merge without decoding them
+    /// ([`ViewPlan::merge_row_encoded`]).
+    ///
+    /// [`encode_states`]: tally_views::agg::encode_states
+    pub fn load_encoded_states(
+        &self,
+        plan: &ViewPlan,
+        keys: &[&[Value]],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| encode_key(k)).collect();
+        Ok(match self {
+            TenantStore::Sqlite(s) => s.load_states(&plan.name, &encoded)?,
+            TenantStore::Postgres(p) => p.conn().load_states(&plan.name, &encoded)?,
+            TenantStore::Memory(m) => m.load_states(&plan.name, &encoded),
+        })
     }
 
     /// Writes the rows of each view and its position, all in one transaction.

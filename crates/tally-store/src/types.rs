@@ -89,6 +89,7 @@ impl RowWrite {
             .iter()
             .map(|s| match s {
                 AggState::Distinct(set) => set.len(),
+                // Already encoded: written with one copy.
                 _ => 0,
             })
             .sum::<usize>()

@@ -187,6 +187,10 @@ pub enum AggState {
     Extreme(Option<Value>),
     /// Encoded in sorted order, so equal sets give equal bytes.
     Distinct(HashSet<Value, foldhash::fast::RandomState>),
+    /// An exact distinct set held as its encoding: what a flush writes after merging its new
+    /// values into the stored set without decoding it ([`merge_encoded_states`]). Updating or
+    /// merging it decodes it first.
+    SortedDistinct(SortedSet),
     /// Created on the first value: an empty group costs nothing.
     Hll(Option<Box<Hll>>),
     Quantiles(Box<QuantileSketch>),
@@ -261,6 +265,10 @@ impl AggState {
                     *best = Some(v.clone());
                 }
             }
+            (me @ AggState::SortedDistinct(_), v) => {
+                me.expand();
+                me.update(kind, v, time, seq);
+            }
             (AggState::Distinct(set), v) => {
                 // One probe: a value already counted is not cloned.
                 set.get_or_insert_with(v, Value::clone);
@@ -307,6 +315,7 @@ impl AggState {
     /// spelled differently (decimals of different scales) the larger set's is kept, where
     /// `merge` kept `self`'s. Other states merge as `merge` does.
     pub fn merge_owned(&mut self, kind: AggKind, other: AggState) {
+        self.expand();
         match (self, other) {
             (AggState::Distinct(a), AggState::Distinct(mut b)) => {
                 if b.len() > a.len() {
@@ -320,6 +329,12 @@ impl AggState {
 
     /// Merges `other`, a state of the same kind, into `self`.
     pub fn merge(&mut self, kind: AggKind, other: &AggState) {
+        if let AggState::SortedDistinct(b) = other {
+            let mut other = AggState::SortedDistinct(b.clone());
+            other.expand();
+            return self.merge(kind, &other);
+        }
+        self.expand();
         match (self, other) {
             (AggState::Count(a), AggState::Count(b)) => *a += b,
             (AggState::SumInt(a), AggState::SumInt(Some(b))) => *a = Some(a.unwrap_or(0) + b),
@@ -458,6 +473,7 @@ impl AggState {
             }
             AggState::Extreme(v) => v.clone().unwrap_or(Value::Null),
             AggState::Distinct(set) => Value::Int(set.len() as i64),
+            AggState::SortedDistinct(set) => Value::Int(set.len as i64),
             AggState::Hll(None) => Value::Int(0),
             AggState::Hll(Some(hll)) => Value::Int(hll.estimate().round() as i64),
             AggState::Quantiles(sketch) => {
@@ -477,6 +493,28 @@ impl AggState {
         })
     }
 
+    /// A [`AggState::SortedDistinct`] decoded into a set (to be updated or merged); other
+    /// states are left as they are.
+    fn expand(&mut self) {
+        if let AggState::SortedDistinct(sorted) = self {
+            let mut set = HashSet::with_capacity_and_hasher(
+                sorted.len,
+                foldhash::fast::RandomState::default(),
+            );
+            let mut r = Reader::new(&sorted.bytes);
+            while !r.is_empty() {
+                // The bytes are this process's own encoding of values ([`merge_sorted`]).
+                match r.value() {
+                    Ok(v) => {
+                        set.insert(v);
+                    }
+                    Err(_) => unreachable!("a sorted set holds values this process encoded"),
+                }
+            }
+            *self = AggState::Distinct(set);
+        }
+    }
+
     /// Finishes a deferred merge (see [`crate::hll`]); other states have none.
     pub fn settle(&mut self) {
         if let AggState::Hll(Some(hll)) = self {
@@ -489,6 +527,7 @@ impl AggState {
         let base = std::mem::size_of::<AggState>();
         base + match self {
             AggState::Distinct(set) => set.iter().map(|v| 40 + value_heap(v)).sum(),
+            AggState::SortedDistinct(set) => set.bytes.capacity(),
             AggState::Hll(Some(u)) => u.estimated_size(),
             AggState::Quantiles(s) => s.memory(),
             AggState::Extreme(Some(v)) | AggState::Pick(Some((_, _, v))) => value_heap(v),
@@ -526,6 +565,10 @@ impl AggState {
                 for v in sorted_values(set) {
                     w.value(v);
                 }
+            }
+            AggState::SortedDistinct(set) => {
+                w.varint(set.len as u64);
+                w.raw(&set.bytes);
             }
             AggState::Hll(u) => option(w, u.as_ref(), |w, u| w.bytes(&u.serialize())),
             AggState::Quantiles(s) => s.encode(w),
@@ -567,7 +610,7 @@ impl AggState {
                 m2: r.f64()?,
             },
             AggState::Extreme(_) => AggState::Extreme(read_option(r, |r| r.value())?),
-            AggState::Distinct(_) => {
+            AggState::Distinct(_) | AggState::SortedDistinct(_) => {
                 let n = r.len()?;
                 let mut set =
                     HashSet::with_capacity_and_hasher(n, foldhash::fast::RandomState::default());
@@ -750,6 +793,100 @@ pub fn decode_states(
         return Err(CodecError::TrailingBytes("states"));
     }
     Ok(states)
+}
+
+/// An exact distinct set as its encoding: `len` values, encoded one after the other in
+/// [`Value`]'s order (the bytes [`AggState::encode`] writes after the count).
+#[derive(Clone, Debug)]
+pub struct SortedSet {
+    len: usize,
+    bytes: Vec<u8>,
+}
+
+/// Merges a stored row's states, still encoded ([`encode_states`] output for aggregates of the
+/// given kinds), into `into`, the flush's new states of the same group, as
+/// [`AggState::merge_owned`] would merge the decoded ones. An exact distinct set is merged in
+/// its encoded form ([`merge_sorted`]): its stored values are copied as bytes, never decoded
+/// into a set, and `into`'s set becomes the [`AggState::SortedDistinct`] of the union.
+/// (Decoding a stored set of user ids, merging and sorting it again was most of a flush's
+/// time with one such view: docs/performance.md, twenty-first and twenty-third rounds.)
+/// Other states are decoded and merged as before, in the same order.
+pub fn merge_encoded_states(
+    kinds: impl IntoIterator<Item = AggKind>,
+    into: &mut [AggState],
+    bytes: &[u8],
+) -> Result<(), CodecError> {
+    let mut r = Reader::new(bytes);
+    let version = r.u8()?;
+    if version != STATE_FORMAT {
+        return Err(CodecError::Format {
+            found: version,
+            expected: STATE_FORMAT,
+        });
+    }
+    for (kind, state) in kinds.into_iter().zip(into.iter_mut()) {
+        match state {
+            AggState::Distinct(new) => {
+                let n = r.len()?;
+                *state = AggState::SortedDistinct(merge_sorted(&mut r, n, new)?);
+            }
+            _ => {
+                let stored = AggState::decode(kind, &mut r)?;
+                state.merge_owned(kind, stored);
+            }
+        }
+    }
+    if !r.is_empty() {
+        return Err(CodecError::TrailingBytes("states"));
+    }
+    Ok(())
+}
+
+/// The union of `n` encoded values read from `r` (in [`Value`]'s order, as a stored set is) and
+/// the set `new`, encoded in the same order: the stored values' bytes are copied as they are,
+/// a run at a time between the new values, and of two equal values the stored one is kept.
+fn merge_sorted(
+    r: &mut Reader<'_>,
+    n: usize,
+    new: &HashSet<Value, foldhash::fast::RandomState>,
+) -> Result<SortedSet, CodecError> {
+    let new = sorted_values(new);
+    // Room for the stored set (at most the rest of the row) and the new values.
+    let mut w = Writer::with_capacity(r.remaining() + 16 * new.len());
+    let mut len = n;
+    let mut next = new.into_iter().peekable();
+    // Where the stored values not yet copied begin.
+    let mut run = r.position();
+    for _ in 0..n {
+        let before = r.position();
+        let stored = r.value_ref()?;
+        while let Some(v) = next.peek() {
+            match stored.cmp_value(v) {
+                std::cmp::Ordering::Greater => {
+                    // A new value goes before this stored one: the run before it first.
+                    w.raw(&r.read_since(run)[..before - run]);
+                    run = before;
+                    w.value(v);
+                    len += 1;
+                    next.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    next.next();
+                    break;
+                }
+                std::cmp::Ordering::Less => break,
+            }
+        }
+    }
+    w.raw(r.read_since(run));
+    for v in next {
+        w.value(v);
+        len += 1;
+    }
+    Ok(SortedSet {
+        len,
+        bytes: w.finish(),
+    })
 }
 
 /// The version byte of the `_state` column's format.
@@ -985,5 +1122,111 @@ mod tests {
                 "{into:?} with {from:?}"
             );
         }
+    }
+
+    /// A row's states merged the flush's way (`merge_encoded_states`, the stored row left
+    /// encoded) and the old way (decoded, then `merge_owned`) give the same bytes and results.
+    fn merged_both_ways(kinds: &[AggKind], delta: &[Vec<Value>], stored: &[Vec<Value>]) {
+        let states = |rows: &[Vec<Value>]| -> Vec<AggState> {
+            kinds.iter().zip(rows).map(|(k, vs)| run(*k, vs)).collect()
+        };
+        let stored_bytes = encode_states(&states(stored));
+        let mut old_way = states(delta);
+        for ((s, k), from) in old_way
+            .iter_mut()
+            .zip(kinds)
+            .zip(decode_states(kinds.iter().copied(), &stored_bytes).unwrap())
+        {
+            s.merge_owned(*k, from);
+        }
+        let mut new_way = states(delta);
+        merge_encoded_states(kinds.iter().copied(), &mut new_way, &stored_bytes).unwrap();
+        assert_eq!(
+            encode_states(&new_way),
+            encode_states(&old_way),
+            "{delta:?} into {stored:?}"
+        );
+        for ((a, b), k) in new_way.iter().zip(&old_way).zip(kinds) {
+            assert_eq!(a.finalize(*k).unwrap(), b.finalize(*k).unwrap());
+        }
+    }
+
+    #[test]
+    fn distinct_sets_merge_encoded_as_decoded() {
+        let text = |s: &str| Value::Text(s.into());
+        let texts = |range: std::ops::Range<i64>| {
+            range
+                .map(|i| text(&format!("user-{:03}", (i * 37) % 1000)))
+                .collect::<Vec<_>>()
+        };
+        let ints = |range: std::ops::Range<i64>| range.map(|i| Value::Int(i * 3 - 50)).collect();
+        let kinds = [
+            AggKind::CountStar,
+            AggKind::CountDistinct,
+            AggKind::Moment(Moment::VarSamp),
+            AggKind::CountDistinct,
+        ];
+        let doubles = |range: std::ops::Range<i64>| {
+            range
+                .map(|i| Value::Double(i as f64 / 3.0))
+                .collect::<Vec<_>>()
+        };
+        // New values before, between, after and equal to the stored ones; either side empty.
+        let cases = [
+            (0..40, 30..45),
+            (30..45, 0..40),
+            (0..10, 5..100),
+            (5..100, 0..10),
+            (0..20, 50..60),
+            (50..60, 0..20),
+            (0..0, 0..5),
+            (0..5, 0..0),
+            (0..0, 0..0),
+        ];
+        for (delta, stored) in cases {
+            let row = |r: std::ops::Range<i64>| {
+                vec![
+                    ints(r.clone()),
+                    texts(r.clone()),
+                    doubles(r.clone()),
+                    ints(r),
+                ]
+            };
+            merged_both_ways(&kinds, &row(delta.clone()), &row(stored.clone()));
+        }
+        // Texts that share prefixes, end early, hold NUL bytes and multi-byte characters.
+        let odd: Vec<Value> = ["", "a", "a\0", "ab", "é", "€uro", "user", "user-0", "zz"]
+            .into_iter()
+            .map(text)
+            .collect();
+        merged_both_ways(
+            &[AggKind::CountDistinct],
+            &[odd.iter().step_by(2).cloned().collect()],
+            &[odd.iter().skip(1).step_by(3).cloned().collect()],
+        );
+    }
+
+    #[test]
+    fn a_merged_encoded_set_keeps_the_stored_spelling_and_can_grow() {
+        let kind = AggKind::CountDistinct;
+        let dec = |m: i128, scale: u8| Value::Decimal(Decimal::new(m, scale));
+        // 1.0 stored, 1.00 new: one value, the stored spelling.
+        let stored = encode_states(&[run(kind, &[dec(10, 1), dec(25, 1)])]);
+        let mut states = vec![run(kind, &[dec(100, 2), dec(3, 0)])];
+        merge_encoded_states([kind], &mut states, &stored).unwrap();
+        assert!(matches!(states[0], AggState::SortedDistinct(_)));
+        assert_eq!(states[0].finalize(kind).unwrap(), Value::Int(3));
+        let expected = encode_states(&[run(kind, &[dec(10, 1), dec(25, 1), dec(3, 0)])]);
+        assert_eq!(encode_states(&states), expected);
+        // Updated or merged again, it is a set as before.
+        let mut grown = states[0].clone();
+        grown.update(kind, &dec(4, 0), &Value::Null, 0);
+        assert_eq!(grown.finalize(kind).unwrap(), Value::Int(4));
+        let mut into = run(kind, &[dec(5, 0)]);
+        into.merge(kind, &states[0]);
+        assert_eq!(into.finalize(kind).unwrap(), Value::Int(4));
+        // A stored set cut short is an error, not a panic.
+        let mut states = vec![run(kind, &[dec(1, 0)])];
+        assert!(merge_encoded_states([kind], &mut states, &stored[..stored.len() - 3]).is_err());
     }
 }

@@ -60,6 +60,12 @@ impl Writer {
         Writer { buf: Vec::new() }
     }
 
+    pub fn with_capacity(bytes: usize) -> Writer {
+        Writer {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
+
     pub fn finish(self) -> Vec<u8> {
         self.buf
     }
@@ -90,6 +96,11 @@ impl Writer {
 
     pub fn bytes(&mut self, b: &[u8]) {
         self.varint(b.len() as u64);
+        self.buf.extend_from_slice(b);
+    }
+
+    /// Appends bytes already encoded (values copied from a stored encoding), with no length.
+    pub fn raw(&mut self, b: &[u8]) {
         self.buf.extend_from_slice(b);
     }
 
@@ -143,6 +154,21 @@ impl<'a> Reader<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.pos >= self.buf.len()
+    }
+
+    /// How many bytes have been read.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// How many bytes are left to read.
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    /// The bytes from position `from` to where reading is: what was read since then.
+    pub fn read_since(&self, from: usize) -> &'a [u8] {
+        &self.buf[from.min(self.pos)..self.pos]
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
@@ -208,6 +234,19 @@ impl<'a> Reader<'a> {
             .map_err(|_| CodecError::InvalidUtf8)
     }
 
+    /// The next value: a text borrowed from the buffer (checked as UTF-8, as [`Reader::value`]
+    /// checks it), any other value decoded.
+    pub fn value_ref(&mut self) -> Result<ValueRef<'a>, CodecError> {
+        if self.buf.get(self.pos) == Some(&6) {
+            self.pos += 1;
+            let b = self.bytes()?;
+            return Ok(ValueRef::Text(
+                std::str::from_utf8(b).map_err(|_| CodecError::InvalidUtf8)?,
+            ));
+        }
+        Ok(ValueRef::Other(self.value()?))
+    }
+
     pub fn value(&mut self) -> Result<Value, CodecError> {
         Ok(match self.u8()? {
             0 => Value::Null,
@@ -231,6 +270,24 @@ impl<'a> Reader<'a> {
                 });
             }
         })
+    }
+}
+
+/// A value read by [`Reader::value_ref`]: a text without a copy, or the decoded value.
+#[derive(Debug)]
+pub enum ValueRef<'a> {
+    Text(&'a str),
+    Other(Value),
+}
+
+impl ValueRef<'_> {
+    /// Compares as [`Value`]'s order compares the value with `other`.
+    pub fn cmp_value(&self, other: &Value) -> std::cmp::Ordering {
+        match (self, other) {
+            (ValueRef::Text(a), Value::Text(b)) => (*a).cmp(&**b),
+            (ValueRef::Text(a), b) => Value::Text(Arc::from(*a)).cmp(b),
+            (ValueRef::Other(a), b) => a.cmp(b),
+        }
     }
 }
 

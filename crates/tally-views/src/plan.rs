@@ -249,6 +249,17 @@ impl ViewPlan {
         }
     }
 
+    /// [`ViewPlan::merge_row_owned`] of a stored row's states still encoded, as the view table
+    /// holds them: exact distinct sets are merged without being decoded
+    /// ([`crate::agg::merge_encoded_states`]).
+    pub fn merge_row_encoded(
+        &self,
+        into: &mut [AggState],
+        stored: &[u8],
+    ) -> Result<(), crate::codec::CodecError> {
+        crate::agg::merge_encoded_states(self.agg_kinds(), into, stored)
+    }
+
     /// Finishes merges that states defer (HyperLogLog registers): call once a row has all its
     /// merges and before it is finalized or encoded more than once. Reading an unsettled row
     /// is correct, only slower.

@@ -12,7 +12,9 @@
 //! of 50,000 user ids and a delta of 1,000 values, half of them new): the merge of the stored
 //! set into the delta's as a borrowed state against [`AggState::merge_owned`], and its encoding
 //! sorting the values themselves against `encode_states`, whose sort is keyed by prefixes
-//! (docs/performance.md, twenty-first round).
+//! (docs/performance.md, twenty-first round); and a flush's whole work on the row, from the
+//! stored bytes to the bytes written, with the stored set decoded (`flush_row_decoded`) or
+//! merged in its encoding (`flush_row_encoded`, twenty-third round).
 //!
 //! With `TALLY_BENCH_ONCE=apply` (or `decode`, or `query`: the query 1,000 times) the binary instead runs that step once over the
 //! batch of the rollups workload (`TALLY_BENCH_WORKLOAD=entities` for the other) and exits, for
@@ -118,6 +120,33 @@ fn bench_flush_states(c: &mut Criterion) {
     // Now: `encode_states`, whose sort is keyed by the texts' first 16 bytes.
     group.bench_function("encode_states", |b| {
         b.iter(|| tally_views::agg::encode_states(std::slice::from_ref(&stored)).len())
+    });
+    // A flush's whole work on the row, from the stored bytes to the bytes written: decoding
+    // the stored set, merging it into the delta's and encoding the union (before the
+    // twenty-third round), against merging the delta into the stored encoding.
+    let stored_bytes = tally_views::agg::encode_states(std::slice::from_ref(&stored));
+    group.bench_function("flush_row_decoded", |b| {
+        b.iter_batched(
+            || vec![delta.clone()],
+            |mut states| {
+                let old = tally_views::agg::decode_states([kind], &stored_bytes).unwrap();
+                for (s, o) in states.iter_mut().zip(old) {
+                    s.merge_owned(kind, o);
+                }
+                tally_views::agg::encode_states(&states).len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("flush_row_encoded", |b| {
+        b.iter_batched(
+            || vec![delta.clone()],
+            |mut states| {
+                tally_views::agg::merge_encoded_states([kind], &mut states, &stored_bytes).unwrap();
+                tally_views::agg::encode_states(&states).len()
+            },
+            BatchSize::LargeInput,
+        )
     });
     group.finish();
 }

@@ -1090,11 +1090,12 @@ impl StoreSide<'_> {
             }
             let mut updates = kept.then(Vec::new);
             let keys: Vec<&[Value]> = groups.keys().map(|k| &k[..]).collect();
-            let stored = self.store.load_states(plan, &keys)?;
+            let stored = self.store.load_encoded_states(plan, &keys)?;
             let mut rows = Vec::with_capacity(groups.len());
             for ((key, mut states), old) in groups.into_iter().zip(stored) {
                 if let Some(old) = old {
-                    plan.merge_row_owned(&mut states, old);
+                    plan.merge_row_encoded(&mut states, &old)
+                        .map_err(tally_store::StoreError::from)?;
                     plan.settle_row(&mut states);
                 }
                 let cells = match &mut updates {
