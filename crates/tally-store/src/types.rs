@@ -82,14 +82,14 @@ pub struct RowWrite {
 
 impl RowWrite {
     /// What encoding or freeing the row costs, roughly: one, plus the members of its exact
-    /// distinct sets (each is sorted and written, or freed).
+    /// distinct sets held as sets (each is sorted and written, or freed). A set a flush merged
+    /// in its encoding (`AggState::SortedDistinct`) is written with one copy and counts nothing.
     pub fn work(&self) -> usize {
         1 + self
             .states
             .iter()
             .map(|s| match s {
                 AggState::Distinct(set) => set.len(),
-                // Already encoded: written with one copy.
                 _ => 0,
             })
             .sum::<usize>()

@@ -20,7 +20,7 @@ use std::hash::{Hash, Hasher};
 
 use hashbrown::HashSet;
 
-use crate::codec::{CodecError, Reader, Writer};
+use crate::codec::{CodecError, Reader, ValueRef, Writer};
 use crate::decimal::{Decimal, I256};
 use crate::expr::EvalError;
 use crate::hll::Hll;
@@ -807,7 +807,10 @@ pub struct SortedSet {
 /// given kinds), into `into`, the flush's new states of the same group, as
 /// [`AggState::merge_owned`] would merge the decoded ones. An exact distinct set is merged in
 /// its encoded form ([`merge_sorted`]): its stored values are copied as bytes, never decoded
-/// into a set, and `into`'s set becomes the [`AggState::SortedDistinct`] of the union.
+/// into a set, and `into`'s set becomes the [`AggState::SortedDistinct`] of the union. Of two
+/// values equal but spelled differently (decimals of different scales) the stored one is kept.
+/// A stored set whose values are not in order (written before sets were sorted, or damaged)
+/// is decoded and merged as a set instead.
 /// (Decoding a stored set of user ids, merging and sorting it again was most of a flush's
 /// time with one such view: docs/performance.md, twenty-first and twenty-third rounds.)
 /// Other states are decoded and merged as before, in the same order.
@@ -827,8 +830,16 @@ pub fn merge_encoded_states(
     for (kind, state) in kinds.into_iter().zip(into.iter_mut()) {
         match state {
             AggState::Distinct(new) => {
+                let at = r.clone();
                 let n = r.len()?;
-                *state = AggState::SortedDistinct(merge_sorted(&mut r, n, new)?);
+                match merge_sorted(&mut r, n, new)? {
+                    Some(union) => *state = AggState::SortedDistinct(union),
+                    None => {
+                        r = at;
+                        let stored = AggState::decode(kind, &mut r)?;
+                        state.merge_owned(kind, stored);
+                    }
+                }
             }
             _ => {
                 let stored = AggState::decode(kind, &mut r)?;
@@ -845,11 +856,12 @@ pub fn merge_encoded_states(
 /// The union of `n` encoded values read from `r` (in [`Value`]'s order, as a stored set is) and
 /// the set `new`, encoded in the same order: the stored values' bytes are copied as they are,
 /// a run at a time between the new values, and of two equal values the stored one is kept.
+/// `None` if the stored values are not strictly increasing (`r` is then left part way).
 fn merge_sorted(
     r: &mut Reader<'_>,
     n: usize,
     new: &HashSet<Value, foldhash::fast::RandomState>,
-) -> Result<SortedSet, CodecError> {
+) -> Result<Option<SortedSet>, CodecError> {
     let new = sorted_values(new);
     // Room for the stored set (at most the rest of the row) and the new values.
     let mut w = Writer::with_capacity(r.remaining() + 16 * new.len());
@@ -857,9 +869,18 @@ fn merge_sorted(
     let mut next = new.into_iter().peekable();
     // Where the stored values not yet copied begin.
     let mut run = r.position();
+    let mut previous = None;
     for _ in 0..n {
         let before = r.position();
         let stored = r.value_ref()?;
+        let ordered = match (&previous, &stored) {
+            (None, _) => true,
+            (Some(ValueRef::Text(p)), ValueRef::Text(c)) => text_lt(p, c),
+            (Some(p), c) => p.cmp_ref(c).is_lt(),
+        };
+        if !ordered {
+            return Ok(None);
+        }
         while let Some(v) = next.peek() {
             match stored.cmp_value(v) {
                 std::cmp::Ordering::Greater => {
@@ -877,16 +898,35 @@ fn merge_sorted(
                 std::cmp::Ordering::Less => break,
             }
         }
+        previous = Some(stored);
     }
     w.raw(r.read_since(run));
     for v in next {
         w.value(v);
         len += 1;
     }
-    Ok(SortedSet {
+    Ok(Some(SortedSet {
         len,
         bytes: w.finish(),
-    })
+    }))
+}
+
+/// Whether text `a` sorts before text `b`: their first 8 bytes compared as one big-endian
+/// integer (zeros past the end, as `text_prefix` does with 16), the whole texts only where
+/// those tie. Checking the order of a stored set of 50,000 user ids this way added about
+/// 0.45 ms to `flush_states/flush_row_encoded`, comparing them as `str`s about 0.73 ms.
+#[inline]
+fn text_lt(a: &str, b: &str) -> bool {
+    fn prefix(t: &[u8]) -> u64 {
+        let mut bytes = [0u8; 8];
+        let n = t.len().min(8);
+        bytes[..n].copy_from_slice(&t[..n]);
+        u64::from_be_bytes(bytes)
+    }
+    match prefix(a.as_bytes()).cmp(&prefix(b.as_bytes())) {
+        std::cmp::Ordering::Equal => a < b,
+        o => o.is_lt(),
+    }
 }
 
 /// The version byte of the `_state` column's format.
@@ -1203,6 +1243,60 @@ mod tests {
             &[AggKind::CountDistinct],
             &[odd.iter().step_by(2).cloned().collect()],
             &[odd.iter().skip(1).step_by(3).cloned().collect()],
+        );
+        // Every other type a set holds, and texts longer than the 16 bytes of the sort's prefix.
+        let long = |i: i64| {
+            text(&format!(
+                "a-long-shared-prefix-of-many-bytes-{:04}",
+                (i * 7) % 60
+            ))
+        };
+        let time = |i: i64| Value::Timestamp(Timestamp(i * 1_000_000 - 30_000_000));
+        let json = |i: i64| Value::Json(format!("{{\"k\":{}}}", (i * 11) % 50).into());
+        let dec = |i: i64| Value::Decimal(Decimal::new(i128::from(i * 125 - 2_000), 2));
+        let double = |i: i64| match i % 7 {
+            0 => Value::Double(-0.0),
+            1 => Value::Double(f64::NAN),
+            2 => Value::Double(f64::NEG_INFINITY),
+            _ => Value::Double((i as f64 - 20.0) / 4.0),
+        };
+        let row = |r: std::ops::Range<i64>| -> Vec<Vec<Value>> {
+            vec![
+                r.clone().map(long).collect(),
+                r.clone().map(time).collect(),
+                r.clone().map(json).collect(),
+                r.clone().map(dec).collect(),
+                r.map(double).collect(),
+            ]
+        };
+        for (delta, stored) in [
+            (0..30, 20..60),
+            (20..60, 0..30),
+            (0..5, 5..40),
+            (0..40, 0..40),
+        ] {
+            merged_both_ways(&[AggKind::CountDistinct; 5], &row(delta), &row(stored));
+        }
+    }
+
+    #[test]
+    fn a_stored_set_out_of_order_is_merged_as_a_set() {
+        // Written in the wrong order (as sets were before they were sorted), with a duplicate.
+        let kind = AggKind::CountDistinct;
+        let mut w = Writer::new();
+        w.u8(STATE_FORMAT);
+        w.varint(4);
+        for i in [30, 10, 20, 10] {
+            w.value(&Value::Int(i));
+        }
+        let stored = w.finish();
+        let mut states = vec![run(kind, &[Value::Int(20), Value::Int(40)])];
+        merge_encoded_states([kind], &mut states, &stored).unwrap();
+        assert!(matches!(states[0], AggState::Distinct(_)));
+        let expected = [10, 20, 30, 40].map(Value::Int);
+        assert_eq!(
+            encode_states(&states),
+            encode_states(&[run(kind, &expected)])
         );
     }
 

@@ -60,6 +60,7 @@ impl Writer {
         Writer { buf: Vec::new() }
     }
 
+    /// A writer with room for `bytes` bytes.
     pub fn with_capacity(bytes: usize) -> Writer {
         Writer {
             buf: Vec::with_capacity(bytes),
@@ -142,6 +143,7 @@ impl Writer {
 }
 
 /// Reads values written by [`Writer`].
+#[derive(Clone)]
 pub struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -287,6 +289,15 @@ impl ValueRef<'_> {
             (ValueRef::Text(a), Value::Text(b)) => (*a).cmp(&**b),
             (ValueRef::Text(a), b) => Value::Text(Arc::from(*a)).cmp(b),
             (ValueRef::Other(a), b) => a.cmp(b),
+        }
+    }
+
+    /// Compares as [`Value`]'s order compares the two values.
+    pub fn cmp_ref(&self, other: &ValueRef<'_>) -> std::cmp::Ordering {
+        match (self, other) {
+            (ValueRef::Text(a), ValueRef::Text(b)) => a.cmp(b),
+            (a, ValueRef::Other(b)) => a.cmp_value(b),
+            (ValueRef::Other(a), b) => b.cmp_value(a).reverse(),
         }
     }
 }

@@ -1,6 +1,7 @@
 -- Dedupe keys two ways (docs/performance.md, twenty-third round): 20 batches of 10,000 random
--- keys, each staged into a temporary table, then either probed in the key table as ddl.rs
--- creates it (hash index on h, BRIN on at; the probe data.rs runs) and inserted, or inserted
+-- keys, each staged into a temporary table, then either probed in a key table with the indexes
+-- ddl.rs gives it (hash index on h, BRIN on at; no policy; the probe data.rs runs, reading the
+-- staging table instead of an array parameter) and inserted, or inserted
 -- into a key table with a unique B-tree on h with ON CONFLICT DO NOTHING (the insert is the
 -- probe), with and without the BRIN index. run_stage times the staging alone. Two rounds, the
 -- second into emptied tables after a CHECKPOINT.
@@ -76,7 +77,7 @@ SELECT run_stage();
 SELECT run_hash();
 SELECT run_uniq();
 SELECT run_uniq2();
-\echo second time (tables hold 200k)
+\echo second round, into the emptied tables
 SELECT run_stage();
 TRUNCATE keys_hash, keys_uniq, keys_uniq2;
 CHECKPOINT;
