@@ -1133,6 +1133,21 @@ mod tests {
         assert_eq!(bytes[1..], w.finish()[..]);
     }
 
+    /// Pairs of ranges of values for two sets merged: the larger side first or second,
+    /// overlapping or not (new values before, between, after and equal to the others), one
+    /// side or both empty.
+    const SET_PAIRS: [(std::ops::Range<i64>, std::ops::Range<i64>); 9] = [
+        (0..40, 30..45),
+        (30..45, 0..40),
+        (0..10, 5..100),
+        (5..100, 0..10),
+        (0..20, 50..60),
+        (50..60, 0..20),
+        (0..0, 0..5),
+        (0..5, 0..0),
+        (0..0, 0..0),
+    ];
+
     /// Merging a distinct set given up gives the union, whichever side is the larger and
     /// whatever the two share; each side holds values the other lacks, except where one is
     /// empty.
@@ -1140,18 +1155,7 @@ mod tests {
     fn owned_distinct_merges_are_unions() {
         let kind = AggKind::CountDistinct;
         let ints = |range: std::ops::Range<i64>| range.map(Value::Int).collect::<Vec<_>>();
-        // (into, from): the larger side first or second, overlapping or not.
-        let cases = [
-            (0..40, 30..45),
-            (30..45, 0..40),
-            (0..10, 5..100),
-            (5..100, 0..10),
-            (0..20, 50..60),
-            (50..60, 0..20),
-            (0..0, 0..5),
-            (0..5, 0..0),
-        ];
-        for (into, from) in cases {
+        for (into, from) in SET_PAIRS {
             let mut owned = run(kind, &ints(into.clone()));
             owned.merge_owned(kind, run(kind, &ints(from.clone())));
             let mut both = ints(into.clone());
@@ -1211,19 +1215,7 @@ mod tests {
                 .map(|i| Value::Double(i as f64 / 3.0))
                 .collect::<Vec<_>>()
         };
-        // New values before, between, after and equal to the stored ones; either side empty.
-        let cases = [
-            (0..40, 30..45),
-            (30..45, 0..40),
-            (0..10, 5..100),
-            (5..100, 0..10),
-            (0..20, 50..60),
-            (50..60, 0..20),
-            (0..0, 0..5),
-            (0..5, 0..0),
-            (0..0, 0..0),
-        ];
-        for (delta, stored) in cases {
+        for (delta, stored) in SET_PAIRS {
             let row = |r: std::ops::Range<i64>| {
                 vec![
                     ints(r.clone()),

@@ -6,18 +6,9 @@
 -- probe), with and without the BRIN index. run_stage times the staging alone. Two rounds, the
 -- second into emptied tables after a CHECKPOINT.
 -- Run: psql postgres://postgres@127.0.0.1:5432/test -f pg_keys_conflict.sql
-\timing on
-SET jit = off;
-DROP SCHEMA IF EXISTS tally_keys_conflict CASCADE;
-CREATE SCHEMA tally_keys_conflict;
-SET search_path = tally_keys_conflict;
-SELECT set_config('tally.tenant_id', 't1', false);
-CREATE TABLE src (_seq bigint, id text, event text, user_id text, country text, path text,
-  duration_ms float8, revenue numeric(12,2), at timestamptz);
-INSERT INTO src SELECT g, md5(g::text) || md5((g * 7)::text), 'page_view', 'u' || (g % 50000),
-  'c' || (g % 40), '/p/' || (g % 500), (g % 1000)::float8, (g % 100)::numeric / 4,
-  timestamptz '2026-11-02' + (g || ' s')::interval
-  FROM generate_series(1, 200000) g;
+\set schema tally_keys_conflict
+\set rows src
+\ir pg_rollup_rows.sql
 -- keys as today: hash index + BRIN, probe then insert
 CREATE TABLE keys_hash (tenant_id text NOT NULL, key text NOT NULL, h bigint NOT NULL, _seq bigint NOT NULL, at timestamptz);
 CREATE INDEX ON keys_hash USING hash (h);

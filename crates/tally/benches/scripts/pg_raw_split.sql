@@ -5,19 +5,9 @@
 -- COLLATE "C", with the index's deduplicate_items off, and with an index on _seq alone. Two
 -- rounds, each after a CHECKPOINT; the first table of each round is bare.
 -- Run: psql postgres://postgres@127.0.0.1:5432/test -q -f pg_raw_split.sql
-\timing on
-SET jit = off;
-DROP SCHEMA IF EXISTS tally_raw_split CASCADE;
-CREATE SCHEMA tally_raw_split;
-SET search_path = tally_raw_split;
-SELECT set_config('tally.tenant_id', 't1', false);
-CREATE TABLE stage (_seq bigint, id text, event text, user_id text, country text, path text,
-  duration_ms float8, revenue numeric(12,2), at timestamptz);
-INSERT INTO stage SELECT g, md5(g::text) || md5((g * 7)::text), 'page_view', 'u' || (g % 50000),
-  'c' || (g % 40), '/p/' || (g % 500), (g % 1000)::float8, (g % 100)::numeric / 4,
-  timestamptz '2026-11-02' + (g || ' s')::interval
-  FROM generate_series(1, 200000) g;
-ANALYZE stage;
+\set schema tally_raw_split
+\set rows stage
+\ir pg_rollup_rows.sql
 CREATE TABLE bare (tenant_id text NOT NULL, LIKE stage);
 CREATE TABLE raw (tenant_id text NOT NULL, _seq bigint NOT NULL, id text, event text,
   user_id text, country text, path text, duration_ms float8, revenue numeric(12,2),
