@@ -58,6 +58,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(6, "postgres/catalog", "0006_records"),
     migration!(7, "postgres/catalog", "0007_keys_by_hash"),
     migration!(8, "postgres/catalog", "0008_policy_setting_once"),
+    migration!(9, "postgres/catalog", "0009_event_blocks"),
 ];
 
 /// The table every database records its applied migrations in.

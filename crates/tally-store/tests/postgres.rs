@@ -110,8 +110,10 @@ fn every_tenant_table_shows_only_the_tenant_set_and_nothing_without_it() {
     let pg = PgScratch::new();
     let (_store, _catalog) = two_tenants(&pg);
     let tables = tenant_tables(&pg);
+    // A stream's events are stored in blocks, `pay#blocks` and its week partitions; `pay` is
+    // the view that unnests them (a view: its rows are the blocks' rows, under their policy).
     for expected in [
-        "pay",
+        "pay#blocks",
         "daily",
         "tally_streams",
         "tally_views",
@@ -366,8 +368,13 @@ fn decimals_and_json_round_trip_exactly() {
         assert_eq!(event.row[0].to_string(), row[0].to_string());
         assert_eq!(event.row[1], row[1], "JSON is kept as sent");
     }
-    // And PostgreSQL reads the same numbers.
-    let texts: Vec<String> = admin()
+    // And PostgreSQL reads the same numbers, through the view of the stream's events (which
+    // reads the blocks as Tally's role, under the tenant policy: the tenant is set).
+    let mut admin = admin();
+    let mut tx = admin.transaction().unwrap();
+    tx.execute("SELECT set_config('tally.tenant_id', 'acme', true)", &[])
+        .unwrap();
+    let texts: Vec<String> = tx
         .query(
             &format!("SELECT d::text FROM \"{}\".m ORDER BY _seq", pg.schema()),
             &[],
@@ -607,6 +614,9 @@ fn dedupe_keys_move_to_an_index_by_hash_and_back() {
     assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [true, true]);
     assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [false, false]);
 
+    // Migrations 9 (events in blocks) and 8 (the policies) go down first, then 7.
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0009_event_blocks");
     let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0008_policy_setting_once");
     let reverted = store.migrations().down().unwrap().unwrap();
@@ -686,15 +696,34 @@ fn policies_read_the_tenant_setting_once() {
     append("acme", "a1");
     assert_eq!((stored("acme"), stored("beta")), (acme + 1, beta));
 
+    // Migration 9 (events in blocks) goes down first: this binary appends to blocks only, so
+    // under the per-row policy the old layout is read as an older binary reads it, as SQL.
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0009_event_blocks");
     let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0008_policy_setting_once");
     all_are(each);
-    append("beta", "b1");
-    assert_eq!((stored("acme"), stored("beta")), (acme + 1, beta + 1));
+    let mut tally = Client::connect(pg.url(), NoTls).unwrap();
+    tally
+        .batch_execute(&format!("SET search_path TO \"{}\"", pg.schema()))
+        .unwrap();
+    for (tenant, count) in [("acme", acme + 1), ("beta", beta)] {
+        assert_eq!(tenants_seen(&mut tally, "pay", Some(tenant)), [tenant]);
+        let mut tx = tally.transaction().unwrap();
+        tx.execute("SELECT set_config('tally.tenant_id', $1, true)", &[&tenant])
+            .unwrap();
+        let n: i64 = tx
+            .query_one("SELECT count(*) FROM pay", &[])
+            .unwrap()
+            .get(0);
+        tx.commit().unwrap();
+        assert_eq!(n as usize, count, "{tenant}");
+    }
 
     store.migrations().up().unwrap();
     all_are(once);
     append("acme", "a2");
+    append("beta", "b1");
     assert_eq!((stored("acme"), stored("beta")), (acme + 2, beta + 1));
 }
 
@@ -805,7 +834,8 @@ fn keys_of_every_type_are_found_across_migration_7() {
         );
     }
     drop(t);
-    // Migration 8 (the policies) goes down first, then 7.
+    // Migrations 9 (events in blocks) and 8 (the policies) go down first, then 7.
+    store.migrations().down().unwrap().unwrap();
     store.migrations().down().unwrap().unwrap();
     let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0007_keys_by_hash");
@@ -826,4 +856,162 @@ fn keys_of_every_type_are_found_across_migration_7() {
     // 1.00 is the stored 1.0.
     let b = catalog.stream("b").unwrap();
     assert!(t.append(b, &[row(&[dec("1.00")])]).unwrap()[0].is_none());
+}
+
+/// The kind of relation `name` is in the scratch schema (`p` a partitioned table, `v` a view),
+/// and how many rows it holds for every tenant (as the superuser, whom no policy on a table
+/// applies to; a view reads as its owner, Tally's role, so the superuser's count of one is 0).
+fn relation(pg: &PgScratch, name: &str) -> (String, i64) {
+    let mut admin = admin();
+    let kind: i8 = admin
+        .query_one(
+            "SELECT c.relkind::\"char\" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = $1 AND c.relname = $2",
+            &[&pg.schema(), &name],
+        )
+        .unwrap()
+        .get(0);
+    let rows: i64 = admin
+        .query_one(
+            &format!("SELECT count(*) FROM \"{}\".\"{name}\"", pg.schema()),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (char::from(kind as u8).to_string(), rows)
+}
+
+/// Migration 9 moves each stream's events into blocks, and back: sequence numbers, values,
+/// times, NOT NULL columns, partitions and dedupe keys are kept, for every
+/// tenant, and for a stream whose name is long enough for derived names to be cut and hashed.
+#[test]
+fn events_move_into_blocks_and_back() {
+    let pg = PgScratch::new();
+    let (store, catalog) = two_tenants(&pg);
+    let pay_stream = catalog.stream("pay").unwrap();
+    let long = format!("v{}", "x".repeat(59));
+    let visits = apply(
+        &Catalog::new(),
+        &format!("CREATE STREAM {long} (id BIGINT NOT NULL, at TIMESTAMP NOT NULL) WITH (event_time = 'at');"),
+    )
+    .unwrap()
+    .catalog;
+    let visit_stream = visits.stream(&long).unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    // More than one block's worth of numbers (1,000), over two weeks.
+    let rows: Vec<Vec<Value>> = (0..1_500)
+        .map(|i| {
+            let day = if i % 3 == 0 {
+                "2026-03-02"
+            } else {
+                "2026-03-10"
+            };
+            pay(&format!("bulk-{i}"), "acme", &format!("{day}T10:00:00Z"))
+        })
+        .collect();
+    t.append(pay_stream, &rows).unwrap();
+    t.create_stream(visit_stream).unwrap();
+    t.append(
+        visit_stream,
+        &[
+            vec![Value::Int(1), Value::Timestamp(ts("2026-03-03T00:00:00Z"))],
+            vec![Value::Int(2), Value::Timestamp(ts("2026-03-13T00:00:00Z"))],
+            vec![Value::Int(3), Value::Timestamp(ts("2026-02-03T00:00:00Z"))],
+        ],
+    )
+    .unwrap();
+    drop(t);
+    let events = |tenant: &str, stream: &tally_views::StreamDef| {
+        let t = store.tenant(tenant).unwrap();
+        t.read_events(stream, 0, usize::MAX).unwrap()
+    };
+    let before = (
+        events("acme", pay_stream),
+        events("beta", pay_stream),
+        events("acme", visit_stream),
+    );
+    assert_eq!(before.0.len(), 1_502);
+    assert_eq!(relation(&pg, "pay").0, "v");
+    let events_in_blocks = || -> i64 {
+        admin()
+            .query_one(
+                &format!(
+                    "SELECT sum(_n)::bigint FROM \"{}\".\"pay#blocks\"",
+                    pg.schema()
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(events_in_blocks(), 1_504);
+    let blocks = relation(&pg, "pay#blocks");
+    assert_eq!(blocks.0, "p");
+    // One block per append and week: acme's two appends and beta's one, two weeks each.
+    assert_eq!(blocks.1, 2 + 2 + 2);
+
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0009_event_blocks");
+    assert_eq!(relation(&pg, "pay"), ("p".into(), 1_504));
+    assert_eq!(relation(&pg, &long).0, "p");
+    let columns: Vec<(String, bool)> = admin()
+        .query(
+            "SELECT a.attname::text, a.attnotnull FROM pg_attribute a
+              WHERE a.attrelid = format('%I.%I', $1::text, 'pay')::regclass AND a.attnum > 0 AND NOT a.attisdropped
+              ORDER BY a.attnum",
+            &[&pg.schema()],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let expected: Vec<(String, bool)> = [
+        ("tenant_id", true),
+        ("_seq", true),
+        ("id", true),
+        ("who", false),
+        ("amount", true),
+        ("at", true),
+    ]
+    .iter()
+    .map(|(c, n)| (c.to_string(), *n))
+    .collect();
+    assert_eq!(columns, expected);
+    assert_eq!(relation(&pg, "pay#2026-03-09").0, "r");
+
+    store.migrations().up().unwrap();
+    let after = (
+        events("acme", pay_stream),
+        events("beta", pay_stream),
+        events("acme", visit_stream),
+    );
+    assert_eq!(after, before);
+    assert_eq!(relation(&pg, "pay").0, "v");
+    assert_eq!(events_in_blocks(), 1_504);
+    // Cut every 1,000 numbers and by week: acme's 1-1000 over three weeks, 1001-1502 over two;
+    // beta's over two.
+    assert_eq!(relation(&pg, "pay#blocks").1, 3 + 2 + 2);
+    store.check_isolation().unwrap();
+    // Keys and numbers go on: a stored key is a duplicate, a new one takes the next number.
+    let mut t = store.tenant("acme").unwrap();
+    let seqs = t
+        .append(
+            pay_stream,
+            &[
+                pay("bulk-7", "acme", "2026-03-10T10:00:00Z"),
+                pay("fresh", "acme", "2026-03-10T10:00:00Z"),
+            ],
+        )
+        .unwrap();
+    assert_eq!(seqs, [None, Some(1_503)]);
+    let seqs = t
+        .append(
+            visit_stream,
+            &[vec![
+                Value::Int(4),
+                Value::Timestamp(ts("2026-03-13T00:00:00Z")),
+            ]],
+        )
+        .unwrap();
+    assert_eq!(seqs, [Some(4)]);
 }

@@ -105,6 +105,8 @@ backends!(
     erasure_deletes_events_keys_and_rows_in_one_transaction,
     keys_hashed_beforehand_deduplicate_as_the_store_would,
     a_large_flush_stores_every_state_in_order,
+    events_read_back_in_order_by_any_page,
+    erasure_in_an_append_and_a_column_added_later,
 );
 
 fn catalog_round_trips(f: Fixture) {
@@ -997,4 +999,130 @@ fn a_large_flush_stores_every_state_in_order(f: Fixture) {
         );
     }
     assert_eq!(t.scan_view(plan, None, None).unwrap().len(), 40);
+}
+
+fn visits(columns: &str) -> Catalog {
+    apply(
+        &Catalog::new(),
+        &format!("CREATE STREAM visit (id BIGINT, at TIMESTAMP NOT NULL{columns}) WITH (event_time = 'at');"),
+    )
+    .unwrap()
+    .catalog
+}
+
+fn visit(id: i64, at: &str) -> Vec<Value> {
+    vec![Value::Int(id), Value::Timestamp(ts(at))]
+}
+
+/// Events of one append spanning weeks, and of many appends of one
+/// event (more than PostgreSQL reads blocks of in one round), are read back in order, by pages
+/// of any size from any position.
+fn events_read_back_in_order_by_any_page(f: Fixture) {
+    let catalog = visits("");
+    let stream = catalog.stream("visit").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let weeks = [
+        "2026-03-01T10:00:00Z",
+        "2026-03-02T10:00:00Z",
+        "2026-02-20T10:00:00Z",
+        "2026-03-20T10:00:00Z",
+    ];
+    let spread = |ids: std::ops::Range<i64>| -> Vec<Vec<Value>> {
+        ids.map(|i| visit(i, weeks[(i as usize * 7 / 3) % 4]))
+            .collect()
+    };
+    let mut seqs = t.append(stream, &spread(0..40)).unwrap();
+    for i in 40..340 {
+        seqs.extend(t.append(stream, &spread(i..i + 1)).unwrap());
+    }
+    seqs.extend(t.append(stream, &spread(340..400)).unwrap());
+    assert_eq!(seqs, (1..=400).map(Some).collect::<Vec<_>>());
+    let ids = |events: Vec<tally_views::Event>| -> Vec<(u64, i64)> {
+        events
+            .iter()
+            .map(|e| match e.row[0] {
+                Value::Int(id) => (e.seq, id),
+                ref other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let all = ids(t.read_events(stream, 0, usize::MAX).unwrap());
+    assert_eq!(all, (0..400).map(|i| (i as u64 + 1, i)).collect::<Vec<_>>());
+    for after in [0, 1, 7, 39, 40, 41, 200, 339, 340, 399, 400, 450] {
+        for limit in [1, 3, 10, 100, 1000] {
+            let page = ids(t.read_events(stream, after, limit).unwrap());
+            let expected: Vec<(u64, i64)> = all
+                .iter()
+                .filter(|(seq, _)| *seq > after)
+                .take(limit)
+                .copied()
+                .collect();
+            assert_eq!(page, expected, "after {after}, limit {limit}");
+        }
+    }
+    let times = t.read_events(stream, 0, 5).unwrap();
+    assert_eq!(
+        times[2].row[1],
+        Value::Timestamp(ts(weeks[(2 * 7 / 3) % 4]))
+    );
+}
+
+/// Erasing events from the middle of an append, and a column added after events were stored:
+/// the others stay in order, the earlier ones read NULL in the new column, and later appends go
+/// on numbering.
+fn erasure_in_an_append_and_a_column_added_later(f: Fixture) {
+    let before = visits("");
+    let after = apply(
+        &before,
+        "CREATE STREAM visit (id BIGINT, at TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'at');",
+    )
+    .unwrap()
+    .catalog;
+    let (old, new) = (
+        before.stream("visit").unwrap(),
+        after.stream("visit").unwrap(),
+    );
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(old).unwrap();
+    let rows: Vec<Vec<Value>> = (1..=10).map(|i| visit(i, "2026-03-03T10:00:00Z")).collect();
+    t.append(old, &rows).unwrap();
+    t.alter_stream(old, new).unwrap();
+    let rows: Vec<Vec<Value>> = (11..=13)
+        .map(|i| {
+            let mut row = visit(i, "2026-03-04T10:00:00Z");
+            row.push(Value::text(&format!("/p{i}")));
+            row
+        })
+        .collect();
+    t.append(new, &rows).unwrap();
+    t.erase(&Erasure {
+        events: vec![(new, vec![7, 3, 12])],
+        views: vec![],
+        records: vec![],
+    })
+    .unwrap();
+    let events = t.read_events(new, 0, 100).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 4, 5, 6, 8, 9, 10, 11, 13]);
+    for e in &events {
+        assert_eq!(e.row[0], Value::Int(e.seq as i64));
+        let page = if e.seq > 10 {
+            Value::text(&format!("/p{}", e.seq))
+        } else {
+            Value::Null
+        };
+        assert_eq!(e.row[2], page, "{}", e.seq);
+    }
+    let page: Vec<u64> = t
+        .read_events(new, 3, 2)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(page, [4, 5]);
+    let mut row = visit(14, "2026-03-03T11:00:00Z");
+    row.push(Value::Null);
+    let next = t.append(new, &[row]).unwrap();
+    assert_eq!(next, [Some(14)]);
 }

@@ -16,8 +16,8 @@
 //!   `ON CONFLICT DO NOTHING`, and `(tenant_id, seq)` to read events in order): what a
 //!   hand-written ingest of the same guarantees costs;
 //! - tally: the NDJSON file through `tally ingest`'s code path on PostgreSQL (decode, validate,
-//!   binary COPY into staging, dedupe, the partitioned raw table, the five views of the
-//!   workload applied and flushed at the end).
+//!   dedupe, the events as blocks of arrays in the partitioned blocks table, their keys, the
+//!   five views of the workload applied and flushed at the end).
 //!
 //! Both are timed wall-clock, best of three; the ratio is what to compare across machines.
 
@@ -230,7 +230,7 @@ fn run(workload: Workload, n: usize, runs: usize) {
                 indexed,
             ),
             (
-                "tally append only (decoded rows, COPY, dedupe, partitions, no views)",
+                "tally append only (decoded rows, dedupe, blocks, keys, no views)",
                 append,
             ),
             (

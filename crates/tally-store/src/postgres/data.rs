@@ -14,9 +14,10 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use super::PgConn;
 use super::conn::tenant_tx;
-use super::ddl::{derived, partition_name};
+use super::ddl::{blocks_table, derived, partition_name, week_of};
 use super::wire::{
-    WEEK_MICROS, Wire, insert_columns, key_text, quote, raw_type, read_cell, stage_type, to_read,
+    WEEK_MICROS, Wire, WireArray, from_stage, insert_columns, key_text, quote, raw_type, read_cell,
+    stage_type, to_read,
 };
 use crate::error::{Result, StoreError};
 use crate::types::{
@@ -109,26 +110,36 @@ pub(super) fn key_type(stream: &StreamDef) -> Type {
     }
 }
 
-/// Up to `limit` events of `stream` after `after`, in order, within `tx`.
-fn read_events_in(
-    tx: &mut Transaction<'_>,
-    tenant: &str,
-    stream: &StreamDef,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<Event>> {
-    let cols: Vec<String> = stream
+/// How many blocks one round of [`read_events_in`] looks at, at most.
+const READ_BLOCKS: i64 = 256;
+
+/// The columns of a stream's events as [`read_cell`] reads them, from the unnested row `e`.
+fn event_columns(stream: &StreamDef) -> String {
+    stream
         .columns
         .iter()
-        .map(|c| to_read(&quote(&c.name), c.ty))
-        .collect();
-    let sql = format!(
-        "SELECT _seq, {} FROM {} WHERE tenant_id = $1 AND _seq > $2 ORDER BY _seq LIMIT $3",
-        cols.join(", "),
-        quote(&stream.name)
-    );
-    let limit = limit.min(i64::MAX as usize) as i64;
-    let rows = tx.query(&sql, &[&tenant, &(after as i64), &limit])?;
+        .map(|c| to_read(&format!("e.{}", quote(&c.name)), c.ty))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `FROM` a stream's blocks `b`, each unnested into its events `e` (`_seq`, then the columns).
+fn unnested(stream: &StreamDef) -> String {
+    let names: Vec<String> = stream.columns.iter().map(|c| quote(&c.name)).collect();
+    format!(
+        "{} b CROSS JOIN LATERAL unnest(b._seq, {}) AS e(_seq, {})",
+        quote(&blocks_table(&stream.name)),
+        names
+            .iter()
+            .map(|n| format!("b.{n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        names.join(", ")
+    )
+}
+
+/// Events of rows selected as `e._seq, ` then [`event_columns`].
+fn events_from(stream: &StreamDef, rows: &[postgres::Row]) -> Result<Vec<Event>> {
     rows.iter()
         .map(|r| {
             let seq: i64 = r.get(0);
@@ -144,6 +155,203 @@ fn read_events_in(
             })
         })
         .collect()
+}
+
+/// Up to `limit` events of `stream` after `after`, in order, within `tx`. Each round reads the
+/// blocks of whole appends after `after` (found by the index on `(tenant_id, _last_seq)`) until
+/// they hold enough events, and sorts their events by sequence number: appends never overlap, so
+/// every event up to the last block read is among them.
+fn read_events_in(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Event>> {
+    let blocks = quote(&blocks_table(&stream.name));
+    let sizes_sql = format!(
+        "SELECT _last_seq, _n FROM {blocks} WHERE tenant_id = $1 AND _last_seq > $2 ORDER BY _last_seq LIMIT {READ_BLOCKS}"
+    );
+    let events_sql = format!(
+        "SELECT e._seq, {} FROM {} WHERE b.tenant_id = $1 AND b._last_seq > $2 AND b._last_seq <= $3 AND e._seq > $2 ORDER BY e._seq LIMIT $4",
+        event_columns(stream),
+        unnested(stream)
+    );
+    let mut events: Vec<Event> = Vec::new();
+    let mut after = i64::try_from(after).unwrap_or(i64::MAX);
+    while events.len() < limit {
+        let need = limit - events.len();
+        let sizes = tx.query(&sizes_sql, &[&tenant, &after])?;
+        let Some(last) = sizes.last() else { break };
+        let last: i64 = last.get(0);
+        // The blocks up to the one that holds enough events (at most: the first may hold some
+        // at or before `after`), or all this round looked at.
+        let mut bound = last;
+        let mut held = 0_usize;
+        for r in &sizes {
+            held += usize::try_from(r.get::<_, i32>(1)).unwrap_or(0);
+            if held >= need {
+                bound = r.get(0);
+                break;
+            }
+        }
+        let take = i64::try_from(need).unwrap_or(i64::MAX);
+        let rows = tx.query(&events_sql, &[&tenant, &after, &bound, &take])?;
+        events.extend(events_from(stream, &rows)?);
+        if bound == last && sizes.len() < READ_BLOCKS as usize {
+            break;
+        }
+        after = bound;
+    }
+    Ok(events)
+}
+
+/// The SQL of block column parameter `$n` of type `ty`, as the column's array type.
+fn array_param(n: usize, ty: Type) -> String {
+    match ty {
+        Type::Decimal { .. } => format!("${n}::text[]::numeric[]"),
+        Type::Json => format!("${n}::text[]::json[]"),
+        other => format!("${n}::{}[]", stage_type(other).0),
+    }
+}
+
+/// Writes `events` (sequence number and row, in order) of one append, whose numbers are within
+/// `first..=last`, as blocks: one per week of their event time (and one for events without a
+/// time), each column one array parameter (see [`stream_ddl`](super::ddl)). Returns nothing:
+/// the caller's transaction commits them.
+fn write_blocks(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    (first, last): (i64, i64),
+    events: &[(i64, &[Value])],
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut weeks: std::collections::BTreeMap<Option<i64>, Vec<usize>> = Default::default();
+    for (i, (_, row)) in events.iter().enumerate() {
+        let week = match row[stream.event_time] {
+            Value::Timestamp(t) => Some(week_of(t)),
+            _ => None,
+        };
+        weeks.entry(week).or_default().push(i);
+    }
+    let names: Vec<String> = stream.columns.iter().map(|c| quote(&c.name)).collect();
+    let params: Vec<String> = stream
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| array_param(i + 7, c.ty))
+        .collect();
+    let insert = tx.prepare(&format!(
+        "INSERT INTO {} (tenant_id, _week, _first_seq, _last_seq, _n, _seq, {}) VALUES ($1, $2::timestamptz, $3, $4, $5, $6::bigint[], {})",
+        quote(&blocks_table(&stream.name)),
+        names.join(", "),
+        params.join(", ")
+    ))?;
+    for (week, members) in &weeks {
+        let week = week.map(|w| Value::Timestamp(Timestamp(w)));
+        let week = week.as_ref().map(Wire);
+        let n = i32::try_from(members.len()).unwrap_or(i32::MAX);
+        let seqs: Vec<i64> = members.iter().map(|&i| events[i].0).collect();
+        let columns: Vec<WireArray<'_>> = (0..stream.columns.len())
+            .map(|c| WireArray(members.iter().map(|&i| &events[i].1[c]).collect()))
+            .collect();
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&tenant, &week, &first, &last, &n, &seqs];
+        values.extend(columns.iter().map(|c| c as &(dyn ToSql + Sync)));
+        tx.execute(&insert, &values)?;
+    }
+    Ok(())
+}
+
+/// Rewrites the tenant's blocks of `stream` that hold any of `seqs` (sorted) or, with `upto`,
+/// any event numbered up to it that is not yet gone, keeping only the events `keep` accepts;
+/// a block left empty goes. Returns how many events went.
+fn rewrite_blocks(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    candidates: &str,
+    params: &[&(dyn ToSql + Sync)],
+    keep: impl Fn(u64) -> bool,
+) -> Result<u64> {
+    let blocks = quote(&blocks_table(&stream.name));
+    let found = tx.query(
+        &format!("SELECT _week, _first_seq, _last_seq FROM {blocks} b WHERE b.tenant_id = $1 AND {candidates}"),
+        params,
+    )?;
+    let read = format!(
+        "SELECT e._seq, {} FROM {} WHERE b.tenant_id = $1 AND b._last_seq = $2 AND b._week IS NOT DISTINCT FROM $3 ORDER BY e._seq",
+        event_columns(stream),
+        unnested(stream)
+    );
+    let delete = format!(
+        "DELETE FROM {blocks} WHERE tenant_id = $1 AND _last_seq = $2 AND _week IS NOT DISTINCT FROM $3"
+    );
+    let mut removed = 0;
+    for block in &found {
+        let week: Option<std::time::SystemTime> = block.get(0);
+        let (first, last): (i64, i64) = (block.get(1), block.get(2));
+        let rows = tx.query(&read, &[&tenant, &last, &week])?;
+        let events = events_from(stream, &rows)?;
+        let kept: Vec<(i64, &[Value])> = events
+            .iter()
+            .filter(|e| keep(e.seq))
+            .map(|e| (e.seq as i64, e.row.as_slice()))
+            .collect();
+        if kept.len() == events.len() {
+            continue;
+        }
+        removed += (events.len() - kept.len()) as u64;
+        tx.execute(&delete, &[&tenant, &last, &week])?;
+        write_blocks(tx, tenant, stream, (first, last), &kept)?;
+    }
+    Ok(removed)
+}
+
+/// Records the dedupe keys of stored `events` in the stream's key table, with their hashes
+/// (see [`fresh_rows`]), sequence numbers and event times: one statement over three array
+/// parameters.
+fn insert_keys(
+    tx: &mut Transaction<'_>,
+    tenant: &str,
+    stream: &StreamDef,
+    events: &[(i64, &[Value])],
+) -> Result<()> {
+    let composite: Vec<Value>;
+    let (keys, ty): (Vec<&Value>, Type) = match stream.dedupe_key[..] {
+        [d] => (
+            events.iter().map(|(_, row)| &row[d]).collect(),
+            stream.columns[d].ty,
+        ),
+        _ => {
+            composite = events
+                .iter()
+                .map(|(_, row)| stream.dedupe_value(row).unwrap_or(Value::Null))
+                .collect();
+            (composite.iter().collect(), Type::Text)
+        }
+    };
+    let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
+    let times = WireArray(
+        events
+            .iter()
+            .map(|(_, row)| &row[stream.event_time])
+            .collect(),
+    );
+    let key = from_stage("k.v", ty);
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (tenant_id, key, h, _seq, at) SELECT $1, {key}, {}, k.s, k.a \
+             FROM unnest({}, $3::bigint[], $4::timestamptz[]) AS k(v, s, a) WHERE k.v IS NOT NULL",
+            quote(&derived(&stream.name, "keys")),
+            key_hash(&key, ty, "$1"),
+            array_param(2, ty),
+        ),
+        &[&tenant, &WireArray(keys), &seqs, &times],
+    )?;
+    Ok(())
 }
 
 impl PgConn {
@@ -174,22 +382,6 @@ impl PgConn {
             return Ok(Vec::new());
         }
         self.ensure_partitions(stream, rows)?;
-        let stage = format!("tally_stage_{}", stream.name);
-        let mut stage_cols = vec![("_seq".to_owned(), "bigint")];
-        let mut types = vec![PgType::INT8];
-        for c in &stream.columns {
-            let (sql, ty) = stage_type(c.ty);
-            stage_cols.push((c.name.clone(), sql));
-            types.push(ty);
-        }
-        // A composite dedupe key is computed here, staged beside the row for the keys table.
-        let composite = stream.dedupe_key.len() > 1;
-        if composite {
-            let (sql, ty) = stage_type(Type::Text);
-            stage_cols.push(("_dkey".to_owned(), sql));
-            types.push(ty);
-        }
-        self.stage(&stage, &stage_cols)?;
         let tenant = self.tenant.clone();
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
         // The row lock orders appends of this tenant's stream across nodes until commit, so
@@ -221,69 +413,14 @@ impl PgConn {
             }
         }
         if next > last {
-            let writer = tx.copy_in(&format!(
-                "COPY {} FROM STDIN (FORMAT binary)",
-                quote(&stage)
-            ))?;
-            let mut writer = BinaryCopyInWriter::new(writer, &types);
-            for (row, seq) in rows.iter().zip(&out) {
-                let Some(seq) = seq.map(|s| s as i64) else {
-                    continue;
-                };
-                let cells: Vec<Wire<'_>> = row.iter().map(Wire).collect();
-                let dkey = if composite {
-                    stream.dedupe_value(row).unwrap_or(Value::Null)
-                } else {
-                    Value::Null
-                };
-                let dkey = Wire(&dkey);
-                let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(row.len() + 2);
-                params.push(&seq);
-                params.extend(cells.iter().map(|c| c as &(dyn ToSql + Sync)));
-                if composite {
-                    params.push(&dkey);
-                }
-                writer.write(&params)?;
-            }
-            writer.finish()?;
-            // COPY cannot write a table under row-level security: the staged rows go in with one
-            // INSERT, which the policy checks.
-            let (names, casts) =
-                insert_columns(stream.columns.iter().map(|c| (c.name.as_str(), c.ty)));
-            tx.execute(
-                &format!(
-                    "INSERT INTO {} (tenant_id, _seq, {}) SELECT $1, s._seq, {} FROM {} s",
-                    quote(&stream.name),
-                    names.join(", "),
-                    casts.join(", "),
-                    quote(&stage)
-                ),
-                &[&tenant],
-            )?;
-            if let [d] = stream.dedupe_key[..] {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (tenant_id, key, h, _seq, at) SELECT $1, {}, {}, s._seq, s.{} FROM {} s WHERE s.{} IS NOT NULL",
-                        quote(&derived(&stream.name, "keys")),
-                        casts[d],
-                        key_hash(&casts[d], stream.columns[d].ty, "$1"),
-                        names[stream.event_time],
-                        quote(&stage),
-                        names[d]
-                    ),
-                    &[&tenant],
-                )?;
-            } else if composite {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {} (tenant_id, key, h, _seq, at) SELECT $1, s._dkey, {}, s._seq, s.{} FROM {} s WHERE s._dkey IS NOT NULL",
-                        quote(&derived(&stream.name, "keys")),
-                        key_hash("s._dkey", Type::Text, "$1"),
-                        names[stream.event_time],
-                        quote(&stage),
-                    ),
-                    &[&tenant],
-                )?;
+            let events: Vec<(i64, &[Value])> = rows
+                .iter()
+                .zip(&out)
+                .filter_map(|(row, seq)| seq.map(|s| (s as i64, row.as_slice())))
+                .collect();
+            write_blocks(&mut tx, &tenant, stream, (last + 1, next), &events)?;
+            if stream.has_dedupe_key() {
+                insert_keys(&mut tx, &tenant, stream, &events)?;
             }
         }
         tx.execute(
@@ -438,12 +575,16 @@ impl PgConn {
                     &[&tenant, &seqs],
                 )?;
             }
-            tx.execute(
-                &format!(
-                    "DELETE FROM {} WHERE tenant_id = $1 AND _seq = ANY($2)",
-                    quote(&stream.name)
-                ),
-                &[&tenant, &seqs],
+            let mut sorted = seqs.clone();
+            sorted.sort_unstable();
+            let (low, high) = (sorted[0], sorted[sorted.len() - 1]);
+            rewrite_blocks(
+                &mut tx,
+                &tenant,
+                stream,
+                "b._last_seq >= $2 AND b._first_seq <= $3 AND b._seq && $4::bigint[]",
+                &[&tenant, &low, &high, &sorted],
+                |seq| sorted.binary_search(&(seq as i64)).is_err(),
             )?;
         }
         for c in &erasure.views {
@@ -583,9 +724,11 @@ impl PgConn {
             let mut mine = 0;
             for t in &tenants {
                 let mut tx = tenant_tx(&mut self.client, t)?;
+                // The newest number of an append with events in the week: all of them must be
+                // applied before the week goes.
                 let row = tx.query_one(
                     &format!(
-                        "SELECT coalesce(max(_seq), 0), count(*) FROM {part} WHERE tenant_id = $1"
+                        "SELECT coalesce(max(_last_seq), 0), coalesce(sum(_n), 0)::bigint FROM {part} WHERE tenant_id = $1"
                     ),
                     &[t],
                 )?;
@@ -634,9 +777,27 @@ impl PgConn {
                 deleted += mine;
             } else {
                 let mut tx = tenant_tx(&mut self.client, &tenant)?;
-                deleted += tx.execute(
-                    &format!("DELETE FROM {part} WHERE tenant_id = $1 AND _seq <= $2"),
-                    &[&tenant, &(max_seq as i64)],
+                // Whole blocks where every event is applied; a block of the append that holds
+                // `max_seq` keeps its later events.
+                let max = max_seq as i64;
+                deleted += tx
+                    .query(
+                        &format!(
+                            "DELETE FROM {part} WHERE tenant_id = $1 AND _last_seq <= $2 RETURNING _n"
+                        ),
+                        &[&tenant, &max],
+                    )?
+                    .iter()
+                    .map(|r| u64::try_from(r.get::<_, i32>(0)).unwrap_or(0))
+                    .sum::<u64>();
+                let week_value = Value::Timestamp(Timestamp(week));
+                deleted += rewrite_blocks(
+                    &mut tx,
+                    &tenant,
+                    stream,
+                    "b._week = $2 AND b._first_seq <= $3 AND b._last_seq > $3",
+                    &[&tenant, &Wire(&week_value), &max],
+                    |seq| seq > max_seq,
                 )?;
                 if stream.has_dedupe_key() {
                     tx.execute(

@@ -285,12 +285,26 @@ impl PgStore {
         let mut conn = self.conn();
         let mut tx = tenant_tx(&mut conn, name)?;
         // The tenant's rows in the shared tables (under row-level security, only its own).
-        let tables: Vec<String> = tx
-            .query("SELECT name FROM tally_tables", &[])
+        // A stream's rows are in its blocks and its key table; a view's in its table.
+        let mut tables: Vec<String> = Vec::new();
+        for r in tx
+            .query("SELECT name, kind FROM tally_tables", &[])
             .map_err(catalog_error)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        {
+            let (name, kind): (String, String) = (r.get(0), r.get(1));
+            if kind == "stream" {
+                let keys = ddl::derived(&name, "keys");
+                let has_keys = tx
+                    .query_one("SELECT to_regclass($1) IS NOT NULL", &[&quote(&keys)])?
+                    .get(0);
+                tables.push(ddl::blocks_table(&name));
+                if has_keys {
+                    tables.push(keys);
+                }
+            } else {
+                tables.push(name);
+            }
+        }
         for table in tables.iter().map(String::as_str).chain([
             "tally_streams",
             "tally_views",

@@ -59,7 +59,7 @@ pub(super) fn stage_type(ty: Type) -> (&'static str, PgType) {
 }
 
 /// A staged column as the target column's type.
-fn from_stage(column: &str, ty: Type) -> String {
+pub(super) fn from_stage(column: &str, ty: Type) -> String {
     match ty {
         Type::Decimal { .. } => format!("{column}::numeric"),
         Type::Json => format!("{column}::json"),
@@ -179,4 +179,47 @@ pub(super) fn read_cell(row: &postgres::Row, i: usize, ty: Type) -> Result<Value
             .try_get::<_, Option<PgTime>>(i)?
             .map_or(Value::Null, |t| Value::Timestamp(Timestamp(t.0))),
     })
+}
+
+/// A column of a block of raw events as one binary array parameter: the values of `Wire`, each
+/// as the element type the array is declared with (`$n::text[]`, `$n::bigint[]`, …).
+#[derive(Debug)]
+pub(super) struct WireArray<'a>(pub(super) Vec<&'a Value>);
+
+impl ToSql for WireArray<'_> {
+    fn to_sql(
+        &self,
+        ty: &PgType,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        let postgres::types::Kind::Array(element) = ty.kind() else {
+            return Err(format!("{ty} is not an array type").into());
+        };
+        let nulls = self.0.iter().any(|v| v.is_null());
+        let len = i32::try_from(self.0.len()).map_err(|_| "an array of more than 2^31 values")?;
+        out.put_i32(1);
+        out.put_i32(i32::from(nulls));
+        out.put_u32(element.oid());
+        out.put_i32(len);
+        out.put_i32(1);
+        for v in &self.0 {
+            let at = out.len();
+            out.put_i32(0);
+            match Wire(v).to_sql(element, out)? {
+                IsNull::Yes => out[at..at + 4].copy_from_slice(&(-1_i32).to_be_bytes()),
+                IsNull::No => {
+                    let size = i32::try_from(out.len() - at - 4)
+                        .map_err(|_| "an array element over 2 GiB")?;
+                    out[at..at + 4].copy_from_slice(&size.to_be_bytes());
+                }
+            }
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &PgType) -> bool {
+        matches!(ty.kind(), postgres::types::Kind::Array(_))
+    }
+
+    to_sql_checked!();
 }
