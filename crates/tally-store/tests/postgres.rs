@@ -988,6 +988,37 @@ fn events_move_into_blocks_and_back() {
     assert_eq!(after, before);
     assert_eq!(relation(&pg, "pay").0, "v");
     assert_eq!(events_in_blocks(), 1_504);
+    // The view's `_week` narrows a read to a week's partition; the tenant's events of that week.
+    let mut tally = Client::connect(pg.url(), NoTls).unwrap();
+    tally
+        .batch_execute(&format!("SET search_path TO \"{}\"", pg.schema()))
+        .unwrap();
+    let mut tx = tally.transaction().unwrap();
+    tx.execute("SELECT set_config('tally.tenant_id', 'acme', true)", &[])
+        .unwrap();
+    let week: i64 = tx
+        .query_one(
+            "SELECT count(*) FROM pay WHERE _week = '2026-03-09T00:00:00Z'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let plan: String = tx
+        .query(
+            "EXPLAIN SELECT count(*) FROM pay WHERE _week = '2026-03-09T00:00:00Z'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    tx.commit().unwrap();
+    assert_eq!(week, 1 + 1_000);
+    assert!(
+        plan.contains("pay#2026-03-09") && !plan.contains("pay#2026-03-02"),
+        "{plan}"
+    );
     // Cut every 1,000 numbers and by week: acme's 1-1000 over three weeks, 1001-1502 over two;
     // beta's over two.
     assert_eq!(relation(&pg, "pay#blocks").1, 3 + 2 + 2);

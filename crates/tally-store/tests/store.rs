@@ -1001,6 +1001,11 @@ fn a_large_flush_stores_every_state_in_order(f: Fixture) {
     assert_eq!(t.scan_view(plan, None, None).unwrap().len(), 40);
 }
 
+/// The sequence numbers of `events`, in order.
+fn seqs_of(events: &[tally_views::Event]) -> Vec<u64> {
+    events.iter().map(|e| e.seq).collect()
+}
+
 fn visits(columns: &str) -> Catalog {
     apply(
         &Catalog::new(),
@@ -1103,8 +1108,7 @@ fn erasure_in_an_append_and_a_column_added_later(f: Fixture) {
     })
     .unwrap();
     let events = t.read_events(new, 0, 100).unwrap();
-    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
-    assert_eq!(seqs, [1, 2, 4, 5, 6, 8, 9, 10, 11, 13]);
+    assert_eq!(seqs_of(&events), [1, 2, 4, 5, 6, 8, 9, 10, 11, 13]);
     for e in &events {
         assert_eq!(e.row[0], Value::Int(e.seq as i64));
         let page = if e.seq > 10 {
@@ -1114,13 +1118,19 @@ fn erasure_in_an_append_and_a_column_added_later(f: Fixture) {
         };
         assert_eq!(e.row[2], page, "{}", e.seq);
     }
-    let page: Vec<u64> = t
-        .read_events(new, 3, 2)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(page, [4, 5]);
+    assert_eq!(seqs_of(&t.read_events(new, 3, 2).unwrap()), [4, 5]);
+    // The rest of the later append: nothing of it is left.
+    t.erase(&Erasure {
+        events: vec![(new, vec![11, 13])],
+        views: vec![],
+        records: vec![],
+    })
+    .unwrap();
+    assert_eq!(
+        seqs_of(&t.read_events(new, 0, 100).unwrap()),
+        [1, 2, 4, 5, 6, 8, 9, 10]
+    );
+    assert!(t.read_events(new, 10, 100).unwrap().is_empty());
     let mut row = visit(14, "2026-03-03T11:00:00Z");
     row.push(Value::Null);
     let next = t.append(new, &[row]).unwrap();

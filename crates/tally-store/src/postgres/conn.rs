@@ -68,9 +68,10 @@ pub(super) fn connect(config: &PgConfig) -> Result<Conn> {
     // `jit_above_cost` (a batch's key probe on a table not yet analyzed) spent more time
     // compiling than running, 50 ms a batch of 10,000 keys.
     client.batch_execute("SET jit = off")?;
-    // Blocks of raw events are compressed with lz4 where the server has it (PostgreSQL 14 and
-    // newer, built with it): about as small as pglz and several times faster to write. On other
-    // servers the setting is refused and pglz stays.
+    // Large values this connection writes (blocks of raw events above all; also view states,
+    // keys and records) are compressed with lz4 where the server has it (PostgreSQL 14 and
+    // newer, built with it), which PostgreSQL documents as faster than its default, pglz. On
+    // other servers the setting is refused and pglz stays.
     let _ = client.batch_execute("SET default_toast_compression = 'lz4'");
     let can_create: bool = client
         .query_one(

@@ -1,8 +1,9 @@
-//! The data path of a tenant: append (dedupe against the key table, binary COPY into a staging
-//! table, one insert under the policy, sequence numbers under the stream's row lock), reading
-//! events after a position, loading view states, flushing view rows with their positions,
-//! snapshots for followers, and retention (dropping whole week partitions where every tenant
-//! allows it, deleting rows otherwise).
+//! The data path of a tenant: append (dedupe against the key table, sequence numbers under the
+//! stream's row lock, the events as blocks of arrays, one per week), reading events after a
+//! position (whole appends' blocks), loading view states, flushing view rows with their
+//! positions (binary COPY into a staging table, one upsert under the policy), snapshots for
+//! followers, erasure, and retention (dropping whole week partitions where every tenant allows
+//! it, deleting or rewriting this tenant's blocks otherwise).
 
 use std::collections::HashMap;
 
@@ -281,19 +282,25 @@ fn rewrite_blocks(
         &format!("SELECT _week, _first_seq, _last_seq FROM {blocks} b WHERE b.tenant_id = $1 AND {candidates}"),
         params,
     )?;
-    let read = format!(
-        "SELECT e._seq, {} FROM {} WHERE b.tenant_id = $1 AND b._last_seq = $2 AND b._week IS NOT DISTINCT FROM $3 ORDER BY e._seq",
-        event_columns(stream),
-        unnested(stream)
-    );
-    let delete = format!(
-        "DELETE FROM {blocks} WHERE tenant_id = $1 AND _last_seq = $2 AND _week IS NOT DISTINCT FROM $3"
-    );
+    // A block is its week's (`=`, so that PostgreSQL reads one partition) and its `_last_seq`.
+    let read = |week: &str| {
+        format!(
+            "SELECT e._seq, {} FROM {} WHERE b.tenant_id = $1 AND b._last_seq = $2 AND b._week {week} ORDER BY e._seq",
+            event_columns(stream),
+            unnested(stream)
+        )
+    };
+    let delete = |week: &str| {
+        format!("DELETE FROM {blocks} WHERE tenant_id = $1 AND _last_seq = $2 AND _week {week}")
+    };
     let mut removed = 0;
     for block in &found {
         let week: Option<std::time::SystemTime> = block.get(0);
         let (first, last): (i64, i64) = (block.get(1), block.get(2));
-        let rows = tx.query(&read, &[&tenant, &last, &week])?;
+        let (rows, week_is) = match &week {
+            Some(w) => (tx.query(&read("= $3"), &[&tenant, &last, w])?, "= $3"),
+            None => (tx.query(&read("IS NULL"), &[&tenant, &last])?, "IS NULL"),
+        };
         let events = events_from(stream, &rows)?;
         let kept: Vec<(i64, &[Value])> = events
             .iter()
@@ -304,7 +311,13 @@ fn rewrite_blocks(
             continue;
         }
         removed += (events.len() - kept.len()) as u64;
-        tx.execute(&delete, &[&tenant, &last, &week])?;
+        match &week {
+            Some(w) => tx.execute(&delete(week_is), &[&tenant, &last, w])?,
+            None => tx.execute(&delete(week_is), &[&tenant, &last])?,
+        };
+        // The block's range narrows to its first event left (still within its append's), so
+        // that retention does not find it again.
+        let first = kept.first().map_or(first, |(seq, _)| first.max(*seq));
         write_blocks(tx, tenant, stream, (first, last), &kept)?;
     }
     Ok(removed)
@@ -692,7 +705,8 @@ impl PgConn {
     /// Retention on partitions: records how far this tenant's views applied the stream, then
     /// drops each week partition that ended before `before` once every tenant has applied all of
     /// its events there. Where some tenant has not, this tenant's applied events in it are
-    /// deleted row by row. Returns how many of this tenant's events went.
+    /// deleted: whole blocks, and the blocks of the append holding `max_seq` rewritten without
+    /// them. Returns how many of this tenant's events went.
     pub(crate) fn delete_events_before(
         &mut self,
         stream: &StreamDef,

@@ -130,13 +130,15 @@ fn block_column(c: &ColumnDef) -> String {
 }
 
 /// The view of a stream's events, one row per event, named like the stream: `tenant_id`,
-/// `_seq`, then the stream's columns, unnested from its blocks. What `grant-reader` shows a BI
-/// tool, and what SQL written for the per-event tables of stores before migration 9 reads.
+/// `_seq`, `_week` (the block's week: a filter on it reads only those weeks' partitions, where
+/// one on the event time unnests every block), then the stream's columns, unnested from its
+/// blocks. What `grant-reader` shows a BI tool, and what SQL written for the per-event tables
+/// of stores before migration 9 reads.
 fn events_view(def: &StreamDef) -> String {
     let names: Vec<String> = def.columns.iter().map(|c| quote(&c.name)).collect();
     let from_block: Vec<String> = names.iter().map(|n| format!("b.{n}")).collect();
     format!(
-        "CREATE OR REPLACE VIEW {} AS SELECT b.tenant_id, e._seq, {} FROM {} b \
+        "CREATE OR REPLACE VIEW {} AS SELECT b.tenant_id, e._seq, b._week, {} FROM {} b \
          CROSS JOIN LATERAL unnest(b._seq, {}) AS e(_seq, {});",
         quote(&def.name),
         names

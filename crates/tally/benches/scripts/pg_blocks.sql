@@ -3,7 +3,9 @@
 -- Tally before migration 9 (week partitions, (tenant_id, _seq) index, forced row-level
 -- security), and the same events as blocks of 1,000 (arrays per column, lz4, the blocks table
 -- as ddl.rs creates it): built by array_agg from the staged rows, and inserted already built
--- (what Tally's append sends: arrays as parameters). Two rounds, each after a CHECKPOINT.
+-- (the arrays Tally's append sends, but neither parsed from parameters nor compressed again:
+-- `built` was made under lz4, and INSERT … SELECT copies compressed values as they are). Two
+-- rounds, each after a CHECKPOINT.
 -- Run: psql postgres://postgres@127.0.0.1:5432/test -q -f pg_blocks.sql
 \set schema tally_blocks
 \set rows stage

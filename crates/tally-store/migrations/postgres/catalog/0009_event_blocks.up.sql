@@ -3,8 +3,9 @@
 -- partitioned by week as before (the partitions keep their names), and the stream's name
 -- becomes a view showing the events one per row. Blocks are cut every 1,000 sequence numbers
 -- and by week; sequence numbers, dedupe keys and positions are kept. Each table is rewritten
--- here, under an exclusive lock: ingest waits for it. The views of `tally tenant grant-reader`
--- go with the tables (run it again afterwards).
+-- here, under an exclusive lock: ingest waits for it. Views that depend on the tables (those
+-- of `tally tenant grant-reader`, and any of your own) go with them: run `grant-reader` again
+-- afterwards. Reverting drops the views named like the streams, and any that depend on them.
 CREATE OR REPLACE FUNCTION pg_temp.tally_derived(stream text, suffix text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $f$
 -- The name Tally derives from a stream's (src/postgres/ddl.rs, `derived`): `stream#suffix`,
@@ -121,7 +122,7 @@ BEGIN
             PERFORM pg_temp.tally_isolate(parts[i]);
         END LOOP;
         EXECUTE format(
-            'CREATE VIEW %I AS SELECT b.tenant_id, e._seq, %s FROM %I b '
+            'CREATE VIEW %I AS SELECT b.tenant_id, e._seq, b._week, %s FROM %I b '
             'CROSS JOIN LATERAL unnest(b._seq, %s) AS e(_seq, %s)',
             s.name, from_events, blocks, from_block, names);
     END LOOP;
