@@ -266,9 +266,10 @@ fn write_blocks(
     Ok(())
 }
 
-/// Rewrites the tenant's blocks of `stream` that hold any of `seqs` (sorted) or, with `upto`,
-/// any event numbered up to it that is not yet gone, keeping only the events `keep` accepts;
-/// a block left empty goes. Returns how many events went.
+/// Rewrites the tenant's blocks of `stream` that `candidates` selects (a condition on the
+/// blocks `b`, over `params`, `$1` the tenant), keeping only the events `keep` accepts: each is
+/// deleted and written again, in its week, with its `_last_seq`; a block left empty goes.
+/// Returns how many events went.
 fn rewrite_blocks(
     tx: &mut Transaction<'_>,
     tenant: &str,

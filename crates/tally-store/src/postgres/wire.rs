@@ -1,5 +1,6 @@
 //! How values, types and names travel between Tally and PostgreSQL: [`Wire`], a value as a
-//! binary parameter (of COPY and of queries); [`PgTime`], a timestamp as PostgreSQL sends it;
+//! binary parameter (of COPY and of queries); [`WireArray`], a column of a block of events as
+//! one binary array parameter; [`PgTime`], a timestamp as PostgreSQL sends it;
 //! the column types of raw, view and staging tables; cells read back ([`to_read`],
 //! [`read_cell`]); names and literals written into SQL text; and the time constants.
 
