@@ -772,11 +772,9 @@ pub fn encode_states(states: &[AggState]) -> Vec<u8> {
     w.finish()
 }
 
-/// Decodes [`encode_states`] output for aggregates of the given kinds.
-pub fn decode_states(
-    kinds: impl IntoIterator<Item = AggKind>,
-    bytes: &[u8],
-) -> Result<Vec<AggState>, CodecError> {
+/// A reader of [`encode_states`] output, past its format byte (refused when it is not
+/// [`STATE_FORMAT`]).
+fn states_reader(bytes: &[u8]) -> Result<Reader<'_>, CodecError> {
     let mut r = Reader::new(bytes);
     let version = r.u8()?;
     if version != STATE_FORMAT {
@@ -785,6 +783,15 @@ pub fn decode_states(
             expected: STATE_FORMAT,
         });
     }
+    Ok(r)
+}
+
+/// Decodes [`encode_states`] output for aggregates of the given kinds.
+pub fn decode_states(
+    kinds: impl IntoIterator<Item = AggKind>,
+    bytes: &[u8],
+) -> Result<Vec<AggState>, CodecError> {
+    let mut r = states_reader(bytes)?;
     let states = kinds
         .into_iter()
         .map(|k| AggState::decode(k, &mut r))
@@ -819,14 +826,7 @@ pub fn merge_encoded_states(
     into: &mut [AggState],
     bytes: &[u8],
 ) -> Result<(), CodecError> {
-    let mut r = Reader::new(bytes);
-    let version = r.u8()?;
-    if version != STATE_FORMAT {
-        return Err(CodecError::Format {
-            found: version,
-            expected: STATE_FORMAT,
-        });
-    }
+    let mut r = states_reader(bytes)?;
     for (kind, state) in kinds.into_iter().zip(into.iter_mut()) {
         match state {
             AggState::Distinct(new) => {

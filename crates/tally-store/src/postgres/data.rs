@@ -554,21 +554,7 @@ impl PgConn {
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
         let rows = tx.query(&sql, &[&tenant, &ids])?;
         tx.commit()?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.get(0);
-                let row = stream
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| read_cell(r, i + 1, c.ty))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(Event {
-                    seq: seq as u64,
-                    row,
-                })
-            })
-            .collect()
+        events_from(stream, &rows)
     }
 
     pub(crate) fn erase(&mut self, erasure: &EncodedErasure<'_>) -> Result<()> {
@@ -579,7 +565,8 @@ impl PgConn {
             if seqs.is_empty() {
                 continue;
             }
-            let seqs: Vec<i64> = seqs.iter().map(|&s| s as i64).collect();
+            let mut seqs: Vec<i64> = seqs.iter().map(|&s| s as i64).collect();
+            seqs.sort_unstable();
             if stream.has_dedupe_key() {
                 tx.execute(
                     &format!(
@@ -589,16 +576,14 @@ impl PgConn {
                     &[&tenant, &seqs],
                 )?;
             }
-            let mut sorted = seqs.clone();
-            sorted.sort_unstable();
-            let (low, high) = (sorted[0], sorted[sorted.len() - 1]);
+            let (low, high) = (seqs[0], seqs[seqs.len() - 1]);
             rewrite_blocks(
                 &mut tx,
                 &tenant,
                 stream,
                 "b._last_seq >= $2 AND b._first_seq <= $3 AND b._seq && $4::bigint[]",
-                &[&tenant, &low, &high, &sorted],
-                |seq| sorted.binary_search(&(seq as i64)).is_err(),
+                &[&tenant, &low, &high, &seqs],
+                |seq| seqs.binary_search(&(seq as i64)).is_err(),
             )?;
         }
         for c in &erasure.views {

@@ -36,25 +36,9 @@ DO $$ DECLARE t text; BEGIN
       WITH CHECK (tenant_id = (SELECT current_setting(''tally.tenant_id'', true)))', t, t, t);
   END LOOP;
 END $$;
-\echo round: one row per event, blocks by array_agg, blocks already built
-CHECKPOINT;
-INSERT INTO raw SELECT 't1', _seq, id, event, user_id, country, path, duration_ms, revenue, at FROM stage;
-INSERT INTO blocks SELECT 't1', '2026-11-02', min(_seq), max(_seq), count(*), array_agg(_seq ORDER BY _seq),
-  array_agg(id ORDER BY _seq), array_agg(event ORDER BY _seq), array_agg(user_id ORDER BY _seq),
-  array_agg(country ORDER BY _seq), array_agg(path ORDER BY _seq), array_agg(duration_ms ORDER BY _seq),
-  array_agg(revenue ORDER BY _seq), array_agg(at ORDER BY _seq)
-  FROM stage GROUP BY (_seq - 1) / 1000;
-INSERT INTO blocks SELECT 't1', '2026-11-02', s[1], s[1000], 1000, s, id, event, user_id, country, path, d, r, at FROM built;
+\ir pg_blocks_round.sql
 TRUNCATE raw, blocks;
-\echo round: one row per event, blocks by array_agg, blocks already built
-CHECKPOINT;
-INSERT INTO raw SELECT 't1', _seq, id, event, user_id, country, path, duration_ms, revenue, at FROM stage;
-INSERT INTO blocks SELECT 't1', '2026-11-02', min(_seq), max(_seq), count(*), array_agg(_seq ORDER BY _seq),
-  array_agg(id ORDER BY _seq), array_agg(event ORDER BY _seq), array_agg(user_id ORDER BY _seq),
-  array_agg(country ORDER BY _seq), array_agg(path ORDER BY _seq), array_agg(duration_ms ORDER BY _seq),
-  array_agg(revenue ORDER BY _seq), array_agg(at ORDER BY _seq)
-  FROM stage GROUP BY (_seq - 1) / 1000;
-INSERT INTO blocks SELECT 't1', '2026-11-02', s[1], s[1000], 1000, s, id, event, user_id, country, path, d, r, at FROM built;
+\ir pg_blocks_round.sql
 \echo sizes: per-event table (one round), blocks (two rounds)
 SELECT pg_size_pretty(pg_total_relation_size('raw_w1')) AS raw, pg_size_pretty(pg_total_relation_size('blocks_w1')) AS blocks;
 DROP SCHEMA tally_blocks CASCADE;

@@ -2,6 +2,7 @@
 -- stream, partitioned by its event time (the partitions keep their names), with its
 -- (tenant_id, _seq) index; the view goes. The event time and the NOT NULL columns are read from
 -- the comments `CREATE STREAM` and migration 9 put on the blocks' columns.
+-- The helpers below are the up step's: each migration file runs on its own.
 CREATE OR REPLACE FUNCTION pg_temp.tally_derived(stream text, suffix text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE AS $f$
 DECLARE
