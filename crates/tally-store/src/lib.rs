@@ -32,6 +32,7 @@ use std::path::Path;
 use tally_views::codec::{decode_key, decode_values, encode_key};
 use tally_views::{AggState, Event, StreamDef, TableDef, Timestamp, Value, ViewPlan};
 
+mod bloom;
 mod error;
 mod memory;
 mod migrations;
@@ -111,10 +112,14 @@ impl Store {
         matches!(self, Store::Postgres(_))
     }
 
-    /// Whether appends take dedupe keys hashed by the caller ([`KeyHashes`], SQLite): the
-    /// store-wide side of [`TenantStore::hashes_keys`].
-    pub fn hashes_keys(&self) -> bool {
-        matches!(self, Store::Sqlite(_))
+    /// Whether appends of `stream` take dedupe keys hashed by the caller ([`KeyHashes`]): the
+    /// same answer as every tenant's [`TenantStore::hashes_keys`].
+    pub fn hashes_keys(&self, stream: &StreamDef) -> bool {
+        match self {
+            Store::Sqlite(_) => stream.has_dedupe_key(),
+            Store::Postgres(_) => postgres::filters_keys(stream),
+            Store::Memory(_) => false,
+        }
     }
 
     /// Checks, after migrating, that the tenant tables keep tenants apart (PostgreSQL: every
@@ -385,9 +390,14 @@ impl TenantStore {
     }
 
     /// Whether appends of `stream` use [`KeyHashes`]: on SQLite, for a stream with a dedupe
-    /// key. A caller that appends from one thread and decodes on another computes them there.
+    /// key; on PostgreSQL, for one whose keys its connection filters. A caller that appends
+    /// from one thread and decodes on another computes them there.
     pub fn hashes_keys(&self, stream: &StreamDef) -> bool {
-        matches!(self, TenantStore::Sqlite(_)) && stream.has_dedupe_key()
+        match self {
+            TenantStore::Sqlite(_) => stream.has_dedupe_key(),
+            TenantStore::Postgres(_) => postgres::filters_keys(stream),
+            TenantStore::Memory(_) => false,
+        }
     }
 
     /// [`TenantStore::append`] with the rows' keys and hashes computed beforehand: they must be
@@ -401,7 +411,7 @@ impl TenantStore {
     ) -> Result<Vec<Option<u64>>> {
         match self {
             TenantStore::Sqlite(s) => s.append(stream, rows, hashed),
-            TenantStore::Postgres(p) => p.conn().append(stream, rows),
+            TenantStore::Postgres(p) => p.conn().append(stream, rows, hashed),
             TenantStore::Memory(m) => Ok(m.append(stream, rows)),
         }
     }

@@ -59,6 +59,7 @@ pub(crate) const POSTGRES: &[Migration] = &[
     migration!(7, "postgres/catalog", "0007_keys_by_hash"),
     migration!(8, "postgres/catalog", "0008_policy_setting_once"),
     migration!(9, "postgres/catalog", "0009_event_blocks"),
+    migration!(10, "postgres/catalog", "0010_stream_incarnations"),
 ];
 
 /// The table every database records its applied migrations in.

@@ -45,6 +45,7 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, para
 use sha2::{Digest, Sha256};
 use tally_views::{StreamDef, Timestamp, Value};
 
+use crate::bloom::Bloom;
 use crate::error::Result;
 use crate::sqlite::ident;
 
@@ -271,22 +272,14 @@ impl RecentKeys {
 /// (probing every key of a batch was an eighth of an append). It holds every hash of the table
 /// as of `keys_merged` = `merged` and `keys_epoch` = `epoch`; rows deleted since (retention, an
 /// erasure) leave their hashes in it, which costs a probe and nothing else. A table of more
-/// than [`FILTER_MAX_KEYS`] keys gets no bits: every hash is probed, as without a filter.
+/// than [`crate::bloom::MAX_KEYS`] keys gets no bits: every hash is probed, as without a filter.
 pub(crate) struct KeyFilter {
-    /// A power of two of bits, [`FILTER_BITS_PER_KEY`] per key it has room for.
-    bits: Option<Vec<u64>>,
-    /// Keys of the table: counted when the filter was built, plus those merged since (rows
-    /// deleted since are still counted).
-    len: usize,
+    /// The table's hashes; its count: the keys counted when the filter was built, plus those
+    /// merged since (rows deleted since are still counted).
+    bloom: Bloom,
     merged: i64,
     epoch: i64,
 }
-
-/// Bits per key at capacity (three probes: about 0.4 % false positives there, fewer below).
-const FILTER_BITS_PER_KEY: usize = 16;
-
-/// Keys of the largest table a filter is kept for (at most 16 MB of bits).
-pub(crate) const FILTER_MAX_KEYS: usize = 1 << 22;
 
 impl KeyFilter {
     /// The filter of the large table as it is in `tx`: `old` brought up to date when it can be
@@ -303,10 +296,10 @@ impl KeyFilter {
             Some(f) if f.epoch == epoch && f.merged == merged => Ok(f),
             Some(mut f) if f.epoch == epoch && f.merged < merged => {
                 for (h, _) in hashes_in(tx, stream, f.merged, merged)? {
-                    f.insert(h);
+                    f.bloom.insert(h);
                 }
                 f.merged = merged;
-                if f.over_capacity() {
+                if f.bloom.over_capacity() {
                     f = KeyFilter::build(tx, &stream.name, merged, epoch)?;
                 }
                 Ok(f)
@@ -320,58 +313,25 @@ impl KeyFilter {
         let table = keys(stream);
         let n: i64 = tx.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
         let n = n as usize;
-        let mut f = KeyFilter {
-            bits: (n <= FILTER_MAX_KEYS).then(|| {
-                let bits = (n.max(1 << 12) * 2 * FILTER_BITS_PER_KEY).next_power_of_two();
-                vec![0; bits / 64]
-            }),
-            len: 0,
-            merged,
-            epoch,
-        };
-        if f.bits.is_some() {
+        let mut bloom = Bloom::for_keys(n);
+        if bloom.has_bits() {
             let mut stmt = tx.prepare(&format!("SELECT h FROM {table}"))?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                f.insert(r.get(0)?);
+                bloom.insert(r.get(0)?);
             }
         }
-        f.len = n;
-        Ok(f)
-    }
-
-    /// The three bit positions of `h` (double hashing; `h` is already a uniform hash).
-    fn positions(h: i64, bits: usize) -> [usize; 3] {
-        let (a, b) = (h as u64, (h as u64 >> 32) | 1);
-        let mask = bits as u64 - 1;
-        [0u64, 1, 2].map(|i| (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize)
-    }
-
-    fn insert(&mut self, h: i64) {
-        self.len += 1;
-        if let Some(bits) = &mut self.bits {
-            for p in Self::positions(h, bits.len() * 64) {
-                bits[p / 64] |= 1 << (p % 64);
-            }
-        }
+        bloom.set_len(n);
+        Ok(KeyFilter {
+            bloom,
+            merged,
+            epoch,
+        })
     }
 
     /// Whether `h` may be in the table: false only when it is certainly not.
     pub(crate) fn may_hold(&self, h: i64) -> bool {
-        match &self.bits {
-            Some(bits) => Self::positions(h, bits.len() * 64)
-                .iter()
-                .all(|&p| bits[p / 64] & (1 << (p % 64)) != 0),
-            None => true,
-        }
-    }
-
-    /// More keys than it has room for (it is rebuilt larger), or too many to keep bits for.
-    fn over_capacity(&self) -> bool {
-        match &self.bits {
-            Some(bits) => self.len * FILTER_BITS_PER_KEY > bits.len() * 64,
-            None => false,
-        }
+        self.bloom.may_hold(h)
     }
 
     /// The `keys_epoch` it was last in step with.
@@ -583,7 +543,7 @@ pub(crate) fn record(
     filter: &mut KeyFilter,
 ) -> Result<()> {
     recent.last_seq = last_seq;
-    if recent.len() + added.len() < merge_rows(filter.len) {
+    if recent.len() + added.len() < merge_rows(filter.bloom.len()) {
         for (h, seq) in added {
             recent.insert(h, seq);
         }
@@ -593,13 +553,13 @@ pub(crate) fn record(
     recent.keys.shrink_to_fit(|e| e.0 as u64);
     all.extend(added);
     for &(h, _) in &all {
-        filter.insert(h);
+        filter.bloom.insert(h);
     }
     write_sorted(tx, &stream.name, all)?;
     set_merged(tx, &stream.name, last_seq)?;
     recent.merged = last_seq;
     filter.merged = last_seq;
-    if filter.over_capacity() {
+    if filter.bloom.over_capacity() {
         *filter = KeyFilter::build(tx, &stream.name, last_seq, filter.epoch)?;
     }
     Ok(())
@@ -668,16 +628,6 @@ fn forget(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)]) -> Result<()
 mod tests {
     use super::*;
 
-    fn filter_for(keys: usize) -> KeyFilter {
-        let bits = (keys * FILTER_BITS_PER_KEY).next_power_of_two();
-        KeyFilter {
-            bits: Some(vec![0; bits / 64]),
-            len: 0,
-            merged: 0,
-            epoch: 0,
-        }
-    }
-
     /// Hashes of parts appended describe the whole: the same keys and hashes as of all the rows
     /// at once, in order; another stream's are refused.
     #[test]
@@ -712,32 +662,5 @@ mod tests {
         assert!(whole.keys.iter().any(Option::is_none) && whole.keys.iter().any(Option::is_some));
         assert!(!parts.append(KeyHashes::of(&other, &rows[..3])));
         assert_eq!(parts.len(), 40);
-    }
-
-    #[test]
-    fn a_filter_never_misses_a_key_and_rarely_holds_another() {
-        let n = 100_000;
-        let mut f = filter_for(n);
-        let hash = |i: u64| key_hash(&Value::text(&format!("key-{i}")));
-        for i in 0..n as u64 {
-            f.insert(hash(i));
-        }
-        assert!(
-            (0..n as u64).all(|i| f.may_hold(hash(i))),
-            "a false negative"
-        );
-        let false_positives = (n as u64..2 * n as u64)
-            .filter(|&i| f.may_hold(hash(i)))
-            .count();
-        // 16 bits a key with three probes: about 0.4 % at capacity (131,072 keys here).
-        assert!(
-            false_positives < n / 100,
-            "{false_positives} false positives in {n}"
-        );
-        assert!(!f.over_capacity());
-        for i in 0..40_000 {
-            f.insert(hash(2 * n as u64 + i));
-        }
-        assert!(f.over_capacity(), "past 131,072 keys");
     }
 }

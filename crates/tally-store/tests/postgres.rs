@@ -4,7 +4,7 @@
 
 use postgres::{Client, NoTls};
 use tally_store::testing::{PgScratch, admin, role_url};
-use tally_store::{RowWrite, Store, StoreError, ViewFlush};
+use tally_store::{Erasure, KeyHashes, RowWrite, Store, StoreError, TenantStore, ViewFlush};
 use tally_views::sql::apply;
 use tally_views::{AggState, Catalog, Timestamp, Value};
 
@@ -571,13 +571,19 @@ fn key_indexes(pg: &PgScratch, table: &str) -> (Vec<String>, bool) {
     (indexes, primary)
 }
 
-/// Stores a key row as a binary from before migration 7 did: `values` are the tenant and the
-/// key, as SQL.
-fn old_append(pg: &PgScratch, table: &str, values: &str) {
+/// Appends an event as a binary from before migration 7 did: a row of the raw table (`columns`:
+/// the stream's values, as SQL) and of the key table, the key without its hash (`key`, as SQL),
+/// under the stream's next sequence number.
+fn old_append(pg: &PgScratch, stream: &str, tenant: &str, key: &str, columns: &str) {
+    let schema = pg.schema();
+    let next = format!(
+        "FROM \"{schema}\".tally_streams WHERE tenant_id = '{tenant}' AND name = '{stream}'"
+    );
     admin()
         .batch_execute(&format!(
-            "INSERT INTO \"{}\".\"{table}\" (tenant_id, key, _seq, at) VALUES ({values}, 1000000, now())",
-            pg.schema()
+            "UPDATE \"{schema}\".tally_streams SET last_seq = last_seq + 1 WHERE tenant_id = '{tenant}' AND name = '{stream}';
+             INSERT INTO \"{schema}\".\"{stream}\" SELECT '{tenant}', last_seq, {columns} {next};
+             INSERT INTO \"{schema}\".\"{stream}#keys\" (tenant_id, key, _seq, at) SELECT '{tenant}', {key}, last_seq, now() {next}"
         ))
         .unwrap();
 }
@@ -614,7 +620,10 @@ fn dedupe_keys_move_to_an_index_by_hash_and_back() {
     assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [true, true]);
     assert_eq!(fresh(&store, "beta", &["acme-1", "n1"]), [false, false]);
 
-    // Migrations 9 (events in blocks) and 8 (the policies) go down first, then 7.
+    // Migrations 10 (incarnations), 9 (events in blocks) and 8 (the policies) go down first,
+    // then 7.
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0010_stream_incarnations");
     let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0009_event_blocks");
     let reverted = store.migrations().down().unwrap().unwrap();
@@ -629,8 +638,10 @@ fn dedupe_keys_move_to_an_index_by_hash_and_back() {
         )
     );
     // What an older binary's append writes: the key without its hash.
-    old_append(&pg, "pay#keys", "'acme', 'n2'");
-    old_append(&pg, "pay#keys", "'beta', 'n2'");
+    for tenant in ["acme", "beta"] {
+        let event = format!("'n2', '{tenant}', 1.50, '2026-03-02T10:00:00Z'");
+        old_append(&pg, "pay", tenant, "'n2'", &event);
+    }
 
     store.migrations().up().unwrap();
     assert_eq!(
@@ -696,8 +707,11 @@ fn policies_read_the_tenant_setting_once() {
     append("acme", "a1");
     assert_eq!((stored("acme"), stored("beta")), (acme + 1, beta));
 
-    // Migration 9 (events in blocks) goes down first: this binary appends to blocks only, so
-    // under the per-row policy the old layout is read as an older binary reads it, as SQL.
+    // Migrations 10 (incarnations) and 9 (events in blocks) go down first: this binary appends
+    // to blocks only, so under the per-row policy the old layout is read as an older binary
+    // reads it, as SQL.
+    let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0010_stream_incarnations");
     let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0009_event_blocks");
     let reverted = store.migrations().down().unwrap().unwrap();
@@ -834,14 +848,17 @@ fn keys_of_every_type_are_found_across_migration_7() {
         );
     }
     drop(t);
-    // Migrations 9 (events in blocks) and 8 (the policies) go down first, then 7.
+    // Migrations 10 (incarnations), 9 (events in blocks) and 8 (the policies) go down first,
+    // then 7.
+    store.migrations().down().unwrap().unwrap();
     store.migrations().down().unwrap().unwrap();
     store.migrations().down().unwrap().unwrap();
     let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0007_keys_by_hash");
     for (name, _, old) in &keys {
         if let Some((sql, _)) = old {
-            old_append(&pg, &format!("{name}#keys"), &format!("'acme', {sql}"));
+            let event = format!("{sql}, '2026-03-02T10:00:00Z'");
+            old_append(&pg, name, "acme", sql, &event);
         }
     }
     store.migrations().up().unwrap();
@@ -951,6 +968,8 @@ fn events_move_into_blocks_and_back() {
     assert_eq!(blocks.1, 2 + 2 + 2);
 
     let reverted = store.migrations().down().unwrap().unwrap();
+    assert_eq!(reverted.name, "0010_stream_incarnations");
+    let reverted = store.migrations().down().unwrap().unwrap();
     assert_eq!(reverted.name, "0009_event_blocks");
     assert_eq!(relation(&pg, "pay"), ("p".into(), 1_504));
     assert_eq!(relation(&pg, &long).0, "p");
@@ -1045,4 +1064,72 @@ fn events_move_into_blocks_and_back() {
         )
         .unwrap();
     assert_eq!(seqs, [Some(4)]);
+}
+
+/// Each connection of a tenant keeps a filter of a stream's stored keys, brought in step with
+/// what other connections (other nodes) stored under the stream's row lock: a key another node
+/// stored is a duplicate here, and so is one stored after another node created the stream
+/// again, even where its new events have sequence numbers this node's filter had already
+/// seen. A key whose event was erased is stored again.
+#[test]
+fn key_filters_keep_in_step_with_other_nodes() {
+    let pg = PgScratch::new();
+    let (store, catalog) = two_tenants(&pg);
+    let stream = catalog.stream("pay").unwrap();
+    let (mut a, mut b) = (store.tenant("acme").unwrap(), store.tenant("acme").unwrap());
+    let fresh = |t: &mut TenantStore, ids: &[&str]| -> Vec<bool> {
+        let rows: Vec<Vec<Value>> = ids
+            .iter()
+            .map(|id| pay(id, "acme", "2026-03-02T10:00:00Z"))
+            .collect();
+        let hashed = KeyHashes::new(stream, &rows);
+        t.append_hashed(stream, &rows, Some(hashed))
+            .unwrap()
+            .iter()
+            .map(Option::is_some)
+            .collect()
+    };
+    assert!(a.hashes_keys(stream));
+    // Stored before either connection kept a filter (two_tenants), then by each in turn.
+    assert_eq!(fresh(&mut a, &["acme-1", "k1", "k2"]), [false, true, true]);
+    assert_eq!(fresh(&mut b, &["k1", "k3", "k4"]), [false, true, true]);
+    assert_eq!(fresh(&mut a, &["k3", "k5", "k4"]), [false, true, false]);
+    assert_eq!(fresh(&mut b, &["k5", "k2", "k6"]), [false, false, true]);
+    assert_eq!(a.last_seq(stream).unwrap(), 8);
+
+    // b creates the stream again and stores more events than a's filter had seen: numbers
+    // 1 to 9 again, k1 (a's) and k7 (new) among them.
+    b.create_stream(stream).unwrap();
+    let ids: Vec<String> = (0..7).map(|i| format!("r{i}")).collect();
+    let mut again: Vec<&str> = ids.iter().map(String::as_str).collect();
+    again.extend(["k1", "k7"]);
+    assert!(fresh(&mut b, &again).iter().all(|&f| f));
+    assert_eq!(b.last_seq(stream).unwrap(), 9);
+    assert_eq!(
+        fresh(&mut a, &["k7", "k1", "k2", "r6"]),
+        [false, false, true, false]
+    );
+
+    // An erased event's key is stored again, though a's filter still holds its hash.
+    let erased = a.events_of(stream, &[0], &["k2"]).unwrap();
+    assert_eq!(erased.len(), 1);
+    a.erase(&Erasure {
+        events: vec![(stream, erased.iter().map(|e| e.seq).collect())],
+        views: Vec::new(),
+        records: Vec::new(),
+    })
+    .unwrap();
+    assert_eq!(fresh(&mut a, &["k2", "k2"]), [true, false]);
+    assert_eq!(fresh(&mut b, &["k2"]), [false]);
+
+    // Past the room a filter was built with (16,384 keys at first), a is built again larger,
+    // and still finds every key.
+    let many: Vec<String> = (0..24_000).map(|i| format!("m{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    for part in many.chunks(6_000) {
+        assert!(fresh(&mut a, part).iter().all(|&f| f));
+    }
+    let sample: Vec<&str> = many.iter().step_by(97).copied().collect();
+    assert!(fresh(&mut a, &sample).iter().all(|&f| !f));
+    assert!(fresh(&mut b, &sample).iter().all(|&f| !f));
 }

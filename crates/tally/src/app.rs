@@ -400,9 +400,10 @@ impl Tally {
         self.store.is_shared()
     }
 
-    /// Whether the store's appends take dedupe keys hashed beforehand (SQLite).
-    pub fn hashes_keys(&self) -> bool {
-        self.store.hashes_keys()
+    /// Whether the store's appends of `stream` take dedupe keys hashed beforehand (SQLite;
+    /// PostgreSQL for keys it filters).
+    pub fn hashes_keys(&self, stream: &tally_views::StreamDef) -> bool {
+        self.store.hashes_keys(stream)
     }
 }
 

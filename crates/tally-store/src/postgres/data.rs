@@ -16,100 +16,18 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 use super::PgConn;
 use super::conn::tenant_tx;
 use super::ddl::{blocks_table, derived, partition_name, week_of};
+use super::keys::{KeyFilter, fresh_rows, insert_keys};
 use super::wire::{
-    WEEK_MICROS, Wire, WireArray, from_stage, insert_columns, key_text, quote, raw_type, read_cell,
-    stage_type, to_read,
+    WEEK_MICROS, Wire, WireArray, insert_columns, quote, read_cell, stage_type, to_read,
 };
 use crate::error::{Result, StoreError};
+use crate::sqlite_keys::KeyHashes;
 use crate::types::{
     EncodedErasure, EncodedFlush, EncodedRow, LoggedRejection, RawSnapshot, RecordWrite, Rejected,
 };
 
 /// How many keys one `load_states` query looks up.
 const LOAD_CHUNK: usize = 5_000;
-
-/// Which of `rows` to store: not a duplicate of an earlier row of the batch, nor of a stored
-/// event of the tenant, by the dedupe column `d` (NULL keys are never duplicates, as in a unique
-/// index). Stored keys are looked up in the stream's key table, one index probe per distinct
-/// key of the batch by its hash `h` (`LATERAL … LIMIT 1`, so no plan reads the tenant's
-/// whole table), compared by PostgreSQL as the column's type.
-fn fresh_rows(
-    tx: &mut Transaction<'_>,
-    tenant: &str,
-    stream: &StreamDef,
-    rows: &[Vec<Value>],
-) -> Result<Vec<bool>> {
-    let mut seen: std::collections::HashSet<Value> =
-        std::collections::HashSet::with_capacity(rows.len());
-    let mut fresh = vec![true; rows.len()];
-    let mut keys: Vec<(usize, String)> = Vec::with_capacity(rows.len());
-    for (i, row) in rows.iter().enumerate() {
-        let Some(key) = stream.dedupe_value(row) else {
-            continue;
-        };
-        let text = key_text(&key);
-        if seen.insert(key) {
-            keys.push((i, text));
-        } else {
-            fresh[i] = false;
-        }
-    }
-    if keys.is_empty() {
-        return Ok(fresh);
-    }
-    let texts: Vec<&str> = keys.iter().map(|(_, k)| k.as_str()).collect();
-    let probe = match key_type(stream) {
-        Type::Text => "u.k".to_owned(),
-        other => format!("u.k::{}", raw_type(other)),
-    };
-    // The index finds the key by its hash; tenant and key are compared on the row. The typed
-    // keys and their hashes are computed before the lookup (a materialized common table
-    // expression, so the planner does not move them back into it): under row-level security a
-    // condition that passes a column to a function that is not leakproof (the hash functions,
-    // `numeric` equality) cannot be an index condition.
-    let sql = format!(
-        "WITH u AS MATERIALIZED (SELECT i, {probe} AS v, {} AS h FROM unnest($2::text[]) WITH ORDINALITY AS u(k, i))
-         SELECT u.i FROM u
-           CROSS JOIN LATERAL (SELECT 1 FROM {} t WHERE t.h = u.h AND t.tenant_id = $1 AND t.key = u.v LIMIT 1) stored",
-        key_hash(&probe, key_type(stream), "$1"),
-        quote(&derived(&stream.name, "keys")),
-    );
-    for row in tx.query(&sql, &[&tenant, &texts])? {
-        let ordinal: i64 = row.get(0);
-        if let Some(&(i, _)) = keys.get(ordinal as usize - 1) {
-            fresh[i] = false;
-        }
-    }
-    Ok(fresh)
-}
-
-/// The SQL of a dedupe key's 64-bit hash, the `h` of the key table, from `value`, an
-/// expression of the key column's type `ty`, seeded by the hash of `tenant` (an expression of
-/// the tenant's name), so that tenants sharing a key do not share its hash. Computed by
-/// PostgreSQL from the typed value, so equal keys hash alike however they were written (`1.0`
-/// and `1.00` as `numeric`), and the same on every node: no text form that depends on session
-/// settings. Migration 7 uses the same expressions.
-pub(super) fn key_hash(value: &str, ty: Type, tenant: &str) -> String {
-    let seed = format!("hashtextextended({tenant}, 0)");
-    match ty {
-        Type::BigInt => format!("hashint8extended({value}, {seed})"),
-        Type::Double => format!("hashfloat8extended({value}, {seed})"),
-        Type::Decimal { .. } => format!("hash_numeric_extended({value}, {seed})"),
-        Type::Boolean => format!("hashint4extended(({value})::int, {seed})"),
-        Type::Timestamp => {
-            format!("hashint8extended((extract(epoch from {value}) * 1000000)::bigint, {seed})")
-        }
-        Type::Text | Type::Json => format!("hashtextextended(({value})::text, {seed})"),
-    }
-}
-
-/// The type of a stream's keys table column: the key column's, or `TEXT` for a composite key.
-pub(super) fn key_type(stream: &StreamDef) -> Type {
-    match stream.dedupe_key[..] {
-        [d] => stream.columns[d].ty,
-        _ => Type::Text,
-    }
-}
 
 /// How many blocks one round of [`read_events_in`] looks at, at most.
 const READ_BLOCKS: i64 = 256;
@@ -208,7 +126,7 @@ fn read_events_in(
 }
 
 /// The SQL of block column parameter `$n` of type `ty`, as the column's array type.
-fn array_param(n: usize, ty: Type) -> String {
+pub(super) fn array_param(n: usize, ty: Type) -> String {
     match ty {
         Type::Decimal { .. } => format!("${n}::text[]::numeric[]"),
         Type::Json => format!("${n}::text[]::json[]"),
@@ -324,50 +242,6 @@ fn rewrite_blocks(
     Ok(removed)
 }
 
-/// Records the dedupe keys of stored `events` in the stream's key table, with their hashes
-/// (see [`fresh_rows`]), sequence numbers and event times: one statement over three array
-/// parameters.
-fn insert_keys(
-    tx: &mut Transaction<'_>,
-    tenant: &str,
-    stream: &StreamDef,
-    events: &[(i64, &[Value])],
-) -> Result<()> {
-    let composite: Vec<Value>;
-    let (keys, ty): (Vec<&Value>, Type) = match stream.dedupe_key[..] {
-        [d] => (
-            events.iter().map(|(_, row)| &row[d]).collect(),
-            stream.columns[d].ty,
-        ),
-        _ => {
-            composite = events
-                .iter()
-                .map(|(_, row)| stream.dedupe_value(row).unwrap_or(Value::Null))
-                .collect();
-            (composite.iter().collect(), Type::Text)
-        }
-    };
-    let seqs: Vec<i64> = events.iter().map(|(s, _)| *s).collect();
-    let times = WireArray(
-        events
-            .iter()
-            .map(|(_, row)| &row[stream.event_time])
-            .collect(),
-    );
-    let key = from_stage("k.v", ty);
-    tx.execute(
-        &format!(
-            "INSERT INTO {} (tenant_id, key, h, _seq, at) SELECT $1, {key}, {}, k.s, k.a \
-             FROM unnest({}, $3::bigint[], $4::timestamptz[]) AS k(v, s, a) WHERE k.v IS NOT NULL",
-            quote(&derived(&stream.name, "keys")),
-            key_hash(&key, ty, "$1"),
-            array_param(2, ty),
-        ),
-        &[&tenant, &WireArray(keys), &seqs, &times],
-    )?;
-    Ok(())
-}
-
 impl PgConn {
     /// Creates (once per connection and definition) the temporary staging table `name`.
     fn stage(&mut self, name: &str, columns: &[(String, &'static str)]) -> Result<()> {
@@ -391,6 +265,7 @@ impl PgConn {
         &mut self,
         stream: &StreamDef,
         rows: &[Vec<Value>],
+        hashed: Option<KeyHashes>,
     ) -> Result<Vec<Option<u64>>> {
         if rows.is_empty() {
             return Ok(Vec::new());
@@ -405,17 +280,36 @@ impl PgConn {
         // statistics yet (a new stream, or one autovacuum has not analyzed) the planner
         // expects many rows per hash and picks a bitmap scan for each probe, lookups 28–51 %
         // slower (docs/performance.md, nineteenth round). Nothing else in the append scans.
-        let last: i64 = tx
-            .query_one(
-                "SELECT last_seq, set_config('enable_bitmapscan', 'off', true) FROM tally_streams
-                  WHERE tenant_id = $1 AND name = $2 FOR UPDATE",
-                &[&tenant, &stream.name],
-            )?
-            .get(0);
-        let fresh = if stream.has_dedupe_key() {
-            fresh_rows(&mut tx, &tenant, stream, rows)?
-        } else {
-            vec![true; rows.len()]
+        let locked = tx.query_one(
+            "SELECT last_seq, incarnation, set_config('enable_bitmapscan', 'off', true) FROM tally_streams
+              WHERE tenant_id = $1 AND name = $2 FOR UPDATE",
+            &[&tenant, &stream.name],
+        )?;
+        let (last, incarnation): (i64, i64) = (locked.get(0), locked.get(1));
+        // Keys filtered: their hashes, and the filter in step with what is stored (taken out
+        // of the connection until the commit, so a failed append leaves none behind).
+        let filtered = KeyFilter::applies(stream)
+            .then(|| KeyHashes::for_rows(hashed, stream, rows))
+            .map(|hashes| {
+                let old = self.key_filters.remove(&stream.name);
+                KeyFilter::current(old, &mut tx, &tenant, stream, last, incarnation)
+                    .map(|filter| (filter, hashes))
+            })
+            .transpose()?;
+        let fresh = match &filtered {
+            Some((filter, hashes)) => fresh_rows(
+                &mut tx,
+                &tenant,
+                stream,
+                &hashes.keys,
+                Some((filter, &hashes.hashes)),
+            )?,
+            None if stream.has_dedupe_key() => {
+                let keys: Vec<Option<Value>> =
+                    rows.iter().map(|r| stream.dedupe_value(r)).collect();
+                fresh_rows(&mut tx, &tenant, stream, &keys, None)?
+            }
+            None => vec![true; rows.len()],
         };
         // Sequence numbers in row order, for the rows to store only: dense, as on SQLite.
         let mut out = vec![None; rows.len()];
@@ -442,6 +336,11 @@ impl PgConn {
             &[&tenant, &stream.name, &next],
         )?;
         tx.commit()?;
+        if let Some((mut filter, hashes)) = filtered {
+            let stored = out.iter().zip(&hashes.hashes);
+            filter.stored(stored.filter_map(|(seq, h)| seq.and(*h)), next);
+            self.key_filters.insert(stream.name.clone(), filter);
+        }
         Ok(out)
     }
 

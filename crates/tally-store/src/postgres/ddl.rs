@@ -202,7 +202,7 @@ fn stream_ddl(def: &StreamDef) -> String {
              _seq bigint NOT NULL, at timestamptz);\
              CREATE INDEX {} ON {keys} USING hash (h);\
              CREATE INDEX {} ON {keys} USING brin (at);",
-            raw_type(super::data::key_type(def)),
+            raw_type(super::keys::key_type(def)),
             quote(&derived(&def.name, "keys_h")),
             quote(&derived(&def.name, "keys_at")),
         ));
@@ -347,11 +347,13 @@ impl PgConn {
         }
         tx.execute(
             "INSERT INTO tally_streams (tenant_id, name, definition, last_seq) VALUES ($1, $2, $3, 0)
-             ON CONFLICT (tenant_id, name) DO UPDATE SET definition = excluded.definition, last_seq = 0, applied_seq = 0",
+             ON CONFLICT (tenant_id, name) DO UPDATE SET definition = excluded.definition, last_seq = 0, applied_seq = 0,
+                 incarnation = nextval('tally_stream_incarnations')",
             &[&self.tenant, &def.name, &sql],
         )?;
         tx.commit()?;
         self.partitions.remove(&def.name);
+        self.key_filters.remove(&def.name);
         Ok(())
     }
 
@@ -399,6 +401,7 @@ impl PgConn {
             "DELETE FROM tally_streams WHERE tenant_id = $1 AND name = $2",
         )?;
         self.partitions.remove(name);
+        self.key_filters.remove(name);
         Ok(())
     }
 

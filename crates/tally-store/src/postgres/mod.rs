@@ -8,13 +8,13 @@
 //! a query can only ever see the tenant it runs for, and a transaction that forgot to set it
 //! sees nothing.
 //!
-//! Raw event tables are partitioned by event time, one partition per week (Monday to Monday,
-//! UTC), created on demand; retention drops whole partitions once every tenant's views have
-//! applied them. An append looks its dedupe keys up, then COPYs (binary) the new rows into a
-//! temporary staging table and inserts them from there in one statement (PostgreSQL refuses COPY
-//! into a table under row-level security), with sequence numbers handed out under a row lock on
-//! the tenant's `tally_streams` row, so appends of one stream commit in sequence order on every
-//! node.
+//! Raw events are stored in blocks (`<stream>#blocks`: one row per append and week, each column
+//! an array), partitioned by event time, one partition per week (Monday to Monday, UTC),
+//! created on demand; retention drops whole partitions once every tenant's views have applied
+//! them. An append takes the tenant's `tally_streams` row lock, looks its dedupe keys up (those
+//! its connection's key filter does not rule out), and writes each week's block as binary array
+//! parameters of one `INSERT` and its keys by `unnest`, with sequence numbers handed out under
+//! that lock, so appends of one stream commit in sequence order on every node.
 //!
 //! Several nodes may serve one tenant: each holds its own connection per tenant, and the
 //! advisory lock taken by [`Lease::try_lead`] elects the one node that writes the tenant's view
@@ -28,7 +28,8 @@
 //! - `wire.rs` — how values, types and names travel: binary parameters, timestamps, column
 //!   types, cells read back;
 //! - `ddl.rs` — the tenant tables: derived names, stream and view DDL, week partitions;
-//! - `data.rs` — the data path: append (dedupe, COPY), read, load, flush, snapshot, retention;
+//! - `keys.rs` — the dedupe keys: the key table's probe and insert, the connections' key filters;
+//! - `data.rs` — the data path: append, read, load, flush, snapshot, erasure, retention;
 //! - `lead.rs` — leadership, behind [`Lease`]: the tenant's lead and the schema lock held shared.
 
 use std::collections::{BTreeSet, HashMap};
@@ -43,6 +44,7 @@ use crate::types::{KeyKind, KeyRecord, TenantInfo};
 mod conn;
 mod data;
 mod ddl;
+mod keys;
 mod lead;
 mod wire;
 
@@ -50,6 +52,12 @@ use conn::{Conn, catalog_error, connect, tenant_tx};
 use wire::{literal, quote};
 
 pub(crate) use conn::pg_message;
+
+/// Whether a PostgreSQL tenant filters the keys of `stream` (its appends use
+/// [`crate::KeyHashes`]).
+pub(crate) fn filters_keys(stream: &tally_views::StreamDef) -> bool {
+    keys::KeyFilter::applies(stream)
+}
 pub use lead::Lease;
 
 /// The advisory lock key that serializes migrations across nodes.
@@ -91,6 +99,9 @@ pub(crate) struct PgConn {
     partitions: HashMap<String, BTreeSet<i64>>,
     /// Whether this connection holds the tenant's lead.
     leading: bool,
+    /// Per stream whose keys are filtered: the filter of its stored keys, as of this
+    /// connection's last append (see `keys.rs`).
+    key_filters: HashMap<String, keys::KeyFilter>,
 }
 
 /// The current time as the catalog stores it (RFC 3339 text).
@@ -462,6 +473,7 @@ impl PgStore {
             stages: HashMap::new(),
             partitions: HashMap::new(),
             leading: false,
+            key_filters: HashMap::new(),
         })))
     }
 }

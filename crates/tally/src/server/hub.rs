@@ -510,17 +510,13 @@ impl Hub {
         // text): decoding each on its own cost single-event ingest a fifth of its rate.
         let decoded = if records.len() >= worker::EARLY_DECODE_RECORDS {
             let max_future = self.worker.config.max_future;
-            // SQLite indexes keys by hashes computed in the process; PostgreSQL hashes them
-            // in the server.
-            let hash_keys = self.tally().hashes_keys();
-            Decoded::new(
-                self.catalog(),
-                stream,
-                &records,
-                self.now(),
-                max_future,
-                hash_keys,
-            )
+            // SQLite indexes keys by hashes computed in the process, PostgreSQL filters them
+            // by those hashes (for most key types) before it looks them up.
+            let catalog = self.catalog();
+            let hash_keys = catalog
+                .stream(stream)
+                .is_some_and(|def| self.tally().hashes_keys(def));
+            Decoded::new(catalog, stream, &records, self.now(), max_future, hash_keys)
         } else {
             None
         };

@@ -1,0 +1,137 @@
+//! A Bloom filter of 64-bit key hashes, the part of a key filter that both stores share: SQLite
+//! keeps one of a stream's large key table ([`crate::sqlite_keys::KeyFilter`]), PostgreSQL one
+//! of a stream's stored keys per tenant connection (`postgres::keys`). A filter built for more
+//! than [`MAX_KEYS`] keys gets no bits and holds everything: every hash is looked up, as without
+//! a filter.
+
+/// Bits per key at capacity (three probes: about 0.4 % false positives there, fewer below).
+const BITS_PER_KEY: usize = 16;
+
+/// Keys of the largest set a filter keeps bits for (at most 16 MB of bits, 32 MB while it is
+/// built with twice the room).
+pub(crate) const MAX_KEYS: usize = 1 << 22;
+
+/// A Bloom filter of hashes, with the number of hashes put in.
+pub(crate) struct Bloom {
+    /// A power of two of bits, [`BITS_PER_KEY`] per key it has room for; `None` past
+    /// [`MAX_KEYS`].
+    bits: Option<Vec<u64>>,
+    len: usize,
+}
+
+impl Bloom {
+    /// An empty filter with room for twice `keys` (at least 8,192), or without bits when
+    /// `keys` is more than [`MAX_KEYS`].
+    pub(crate) fn for_keys(keys: usize) -> Bloom {
+        Bloom {
+            bits: (keys <= MAX_KEYS).then(|| {
+                let bits = (keys.max(1 << 12) * 2 * BITS_PER_KEY).next_power_of_two();
+                vec![0; bits / 64]
+            }),
+            len: 0,
+        }
+    }
+
+    /// An empty filter of exactly enough bits for `keys` (tests: to reach capacity).
+    #[cfg(test)]
+    pub(crate) fn at_capacity(keys: usize) -> Bloom {
+        let bits = (keys * BITS_PER_KEY).next_power_of_two();
+        Bloom {
+            bits: Some(vec![0; bits / 64]),
+            len: 0,
+        }
+    }
+
+    /// The three bit positions of `h` (double hashing; `h` is already a uniform hash).
+    fn positions(h: i64, bits: usize) -> [usize; 3] {
+        let (a, b) = (h as u64, (h as u64 >> 32) | 1);
+        let mask = bits as u64 - 1;
+        [0u64, 1, 2].map(|i| (a.wrapping_add(i.wrapping_mul(b)) & mask) as usize)
+    }
+
+    pub(crate) fn insert(&mut self, h: i64) {
+        self.len += 1;
+        if let Some(bits) = &mut self.bits {
+            for p in Self::positions(h, bits.len() * 64) {
+                bits[p / 64] |= 1 << (p % 64);
+            }
+        }
+    }
+
+    /// Whether `h` may have been put in: false only when it certainly was not.
+    pub(crate) fn may_hold(&self, h: i64) -> bool {
+        match &self.bits {
+            Some(bits) => Self::positions(h, bits.len() * 64)
+                .iter()
+                .all(|&p| bits[p / 64] & (1 << (p % 64)) != 0),
+            None => true,
+        }
+    }
+
+    /// Whether it has bits: `false` when every hash may be held.
+    pub(crate) fn has_bits(&self) -> bool {
+        self.bits.is_some()
+    }
+
+    /// How many hashes were put in (or counted in with [`Bloom::set_len`]).
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Counts `len` hashes in, whether or not they were put in (a filter without bits).
+    pub(crate) fn set_len(&mut self, len: usize) {
+        self.len = len;
+    }
+
+    /// More hashes than it has room for (it is to be built again, larger), or too many to
+    /// keep bits for.
+    pub(crate) fn over_capacity(&self) -> bool {
+        match &self.bits {
+            Some(bits) => self.len * BITS_PER_KEY > bits.len() * 64,
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite_keys::key_hash;
+    use tally_views::Value;
+
+    #[test]
+    fn a_filter_never_misses_a_key_and_rarely_holds_another() {
+        let n = 100_000;
+        let mut f = Bloom::at_capacity(n);
+        let hash = |i: u64| key_hash(&Value::text(&format!("key-{i}")));
+        for i in 0..n as u64 {
+            f.insert(hash(i));
+        }
+        assert!(
+            (0..n as u64).all(|i| f.may_hold(hash(i))),
+            "a false negative"
+        );
+        let false_positives = (n as u64..2 * n as u64)
+            .filter(|&i| f.may_hold(hash(i)))
+            .count();
+        // 16 bits a key with three probes: about 0.4 % at capacity (131,072 keys here).
+        assert!(
+            false_positives < n / 100,
+            "{false_positives} false positives in {n}"
+        );
+        assert!(!f.over_capacity());
+        for i in 0..40_000 {
+            f.insert(hash(2 * n as u64 + i));
+        }
+        assert!(f.over_capacity(), "past 131,072 keys");
+    }
+
+    #[test]
+    fn a_filter_too_large_holds_everything() {
+        let mut f = Bloom::for_keys(MAX_KEYS + 1);
+        assert!(!f.has_bits());
+        f.insert(7);
+        assert!(f.may_hold(8) && !f.over_capacity());
+        assert_eq!(f.len(), 1);
+    }
+}
