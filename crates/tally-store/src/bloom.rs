@@ -7,8 +7,8 @@
 /// Bits per key at capacity (three probes: about 0.4 % false positives there, fewer below).
 const BITS_PER_KEY: usize = 16;
 
-/// Keys of the largest set a filter keeps bits for (at most 16 MB of bits, 32 MB while it is
-/// built with twice the room).
+/// Keys of the largest set a filter keeps bits for: at most 16 MB of bits (a filter built again
+/// larger is made while the old one is still held).
 pub(crate) const MAX_KEYS: usize = 1 << 22;
 
 /// A Bloom filter of hashes, with the number of hashes put in.

@@ -23,8 +23,8 @@
 //! always leads and no other process changes the schema.
 //!
 //! This file is the dispatch only: [`Store`] and [`TenantStore`] and the match over backends.
-//! The types the operations take and return are in `types.rs` (but [`KeyHashes`], SQLite's key
-//! hashes, in `sqlite_keys.rs`), [`StoreError`] in `error.rs`;
+//! The types the operations take and return are in `types.rs` (but [`KeyHashes`], the key hashes
+//! both stores use, in `sqlite_keys.rs`), [`StoreError`] in `error.rs`;
 //! the backends (`sqlite.rs`, `memory.rs`, `postgres/`) import from those, never from here.
 
 use std::path::Path;

@@ -72,7 +72,8 @@ fn keys(stream: &str) -> String {
     ident(&format!("tally_keys__{stream}"))
 }
 
-/// The dedupe keys of a batch of rows and the hashes a SQLite store indexes them by: the part
+/// The dedupe keys of a batch of rows and their hashes (SHA-256 prefixes), which a SQLite store
+/// indexes them by and a PostgreSQL one filters them by (`postgres/keys.rs`): the part
 /// of an append that needs no store, which a caller can compute on another thread than the one
 /// that writes ([`crate::TenantStore::append_hashed`]). Rows without a key (a NULL key, a
 /// stream without one) have `None`.
@@ -113,23 +114,32 @@ impl KeyHashes {
     }
 
     /// These if they were computed for `rows` of `stream`, else computed now. A caller's
-    /// mistake (hashes of other rows of the same number) would store wrong keys, so debug
-    /// builds compare every key.
+    /// mistake (hashes of other rows of the same number) would store wrong keys, or keep a
+    /// filter that misses stored ones, so every build compares every key.
     pub(crate) fn for_rows(
         given: Option<KeyHashes>,
         stream: &StreamDef,
         rows: &[Vec<Value>],
     ) -> KeyHashes {
         match given {
-            Some(h) if h.stream == stream.name && h.len() == rows.len() => {
-                debug_assert!(
-                    h.keys == KeyHashes::keys(stream, rows),
-                    "KeyHashes computed for other rows of {}",
-                    stream.name
-                );
-                h
-            }
+            Some(h) if h.describes(stream, rows) => h,
             _ => KeyHashes::new(stream, rows),
+        }
+    }
+
+    /// Whether these are the keys of `rows` of `stream`. Cheap for a single key column: a
+    /// row's text key is the same `Arc` as the one hashed, compared by pointer first.
+    fn describes(&self, stream: &StreamDef, rows: &[Vec<Value>]) -> bool {
+        if self.stream != stream.name || self.keys.len() != rows.len() {
+            return false;
+        }
+        match stream.dedupe_key[..] {
+            [] => self.keys.iter().all(Option::is_none),
+            [d] => self.keys.iter().zip(rows).all(|(key, row)| match key {
+                Some(key) => *key == row[d],
+                None => row[d].is_null(),
+            }),
+            _ => self.keys == KeyHashes::keys(stream, rows),
         }
     }
 
@@ -662,5 +672,31 @@ mod tests {
         assert!(whole.keys.iter().any(Option::is_none) && whole.keys.iter().any(Option::is_some));
         assert!(!parts.append(KeyHashes::of(&other, &rows[..3])));
         assert_eq!(parts.len(), 40);
+    }
+
+    /// Hashes given with a batch are used only when they are its rows' keys: those of other
+    /// rows of the same number are computed again, in every build.
+    #[test]
+    fn hashes_of_other_rows_are_not_used() {
+        let catalog = tally_views::sql::apply(
+            &tally_views::Catalog::new(),
+            "CREATE STREAM hits (id TEXT, at TIMESTAMP NOT NULL) WITH (event_time = 'at', dedupe_key = 'id');",
+        )
+        .unwrap()
+        .catalog;
+        let hits = catalog.stream("hits").unwrap();
+        let row = |id: Option<&str>| {
+            vec![
+                id.map_or(Value::Null, Value::text),
+                Value::Timestamp(tally_views::Timestamp(0)),
+            ]
+        };
+        let rows = [row(Some("a")), row(None), row(Some("b"))];
+        let others = [row(Some("a")), row(Some("c")), row(Some("b"))];
+        let own = KeyHashes::new(hits, &rows);
+        let used = KeyHashes::for_rows(Some(KeyHashes::new(hits, &others)), hits, &rows);
+        assert_eq!(used, own);
+        let given = KeyHashes::new(hits, &rows);
+        assert_eq!(KeyHashes::for_rows(Some(given), hits, &rows), own);
     }
 }

@@ -1,9 +1,10 @@
-//! The data path of a tenant: append (dedupe against the key table, sequence numbers under the
-//! stream's row lock, the events as blocks of arrays, one per week), reading events after a
-//! position (whole appends' blocks), loading view states, flushing view rows with their
-//! positions (binary COPY into a staging table, one upsert under the policy), snapshots for
-//! followers, erasure, and retention (dropping whole week partitions where every tenant allows
-//! it, deleting or rewriting this tenant's blocks otherwise).
+//! The data path of a tenant: append (dedupe through `keys.rs`: the connection's key filter,
+//! then the key table; sequence numbers under the stream's row lock; the events as blocks of
+//! arrays, one per week), reading events after a position (whole appends' blocks), loading view
+//! states, flushing view rows with their positions (binary COPY into a staging table, one upsert
+//! under the policy), snapshots for followers, erasure, and retention (dropping whole week
+//! partitions where every tenant allows it, deleting or rewriting this tenant's blocks
+//! otherwise).
 
 use std::collections::HashMap;
 

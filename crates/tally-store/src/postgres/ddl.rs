@@ -325,6 +325,12 @@ impl PgConn {
         let sql = def.sql();
         let table = quote(&blocks_table(&def.name));
         let mut tx = tenant_tx(&mut self.client, &self.tenant)?;
+        // The stream's row lock first, as an append takes it: an append of another node then
+        // commits before the old events are deleted below, or waits and finds the stream new.
+        tx.execute(
+            "SELECT 1 FROM tally_streams WHERE tenant_id = $1 AND name = $2 FOR UPDATE",
+            &[&self.tenant, &def.name],
+        )?;
         let keys = quote(&derived(&def.name, "keys"));
         if Self::table_matches(&mut tx, &def.name, &sql)? {
             tx.execute(

@@ -16,9 +16,9 @@
 //! of theirs is probed, and the key table, which lost it with them, says it is new. So the
 //! filter never rules out a stored key, and a hit costs what a probe cost before.
 //!
-//! Only streams whose keys PostgreSQL compares as their text are filtered (text, integers,
+//! Only streams whose keys have one text for every equal value are filtered (text, integers,
 //! booleans, timestamps, and composites of those; [`KeyFilter::applies`]): `1.0 = 1.00` as
-//! `numeric` and `-0 = 0` as `float8` but their texts, and so their hashes, differ.
+//! `numeric`, but their texts, and so their hashes, differ.
 
 use std::collections::HashSet;
 
@@ -167,11 +167,17 @@ pub(crate) struct KeyFilter {
     known: i64,
     /// The stream's `incarnation` it was built in.
     incarnation: i64,
+    /// The `last_seq` it was built at: one without bits (too many keys) is built again once
+    /// [`REBUILD_EVENTS`] more events came, in case retention left fewer.
+    built: i64,
 }
 
+/// Events after which a filter without bits is built again.
+const REBUILD_EVENTS: i64 = (MAX_KEYS / 4) as i64;
+
 impl KeyFilter {
-    /// Whether appends of `stream` keep a filter: it has a dedupe key, and PostgreSQL compares
-    /// each of its key columns' values exactly as their text.
+    /// Whether appends of `stream` keep a filter: it has a dedupe key, and each of its key
+    /// columns has one text for every value PostgreSQL holds equal (not `DECIMAL`).
     pub(crate) fn applies(stream: &StreamDef) -> bool {
         stream.has_dedupe_key()
             && stream.dedupe_key.iter().all(|&d| {
@@ -206,7 +212,9 @@ impl KeyFilter {
             }
             _ => return KeyFilter::build(tx, tenant, stream, last, incarnation, 1),
         };
-        if f.bloom.over_capacity() {
+        if !f.bloom.has_bits() && last - f.built >= REBUILD_EVENTS {
+            f = KeyFilter::build(tx, tenant, stream, last, incarnation, 1)?;
+        } else if f.bloom.over_capacity() {
             // Grown past its room: built again with room for four times its keys, so that a
             // growing stream's keys are read again about a third of a time each in all.
             f = KeyFilter::build(tx, tenant, stream, last, incarnation, 2)?;
@@ -249,6 +257,7 @@ impl KeyFilter {
             bloom,
             known: last,
             incarnation,
+            built: last,
         })
     }
 

@@ -1,3 +1,5 @@
--- Dropping the column drops its default, which the sequence had to outlive.
-ALTER TABLE tally_streams DROP COLUMN incarnation;
-DROP SEQUENCE tally_stream_incarnations;
+-- The sequence goes with the column it is owned by. CASCADE: a `grant-reader` view made after
+-- the up step shows the column; it is dropped too (run `grant-reader` again).
+DROP TRIGGER tally_stream_incarnation ON tally_streams;
+DROP FUNCTION tally_stream_incarnation();
+ALTER TABLE tally_streams DROP COLUMN incarnation CASCADE;
