@@ -351,6 +351,8 @@ impl PgConn {
                 &[&def.name, &sql],
             )?;
         }
+        // A new incarnation also when the old one had no events (migration 10's trigger gives
+        // one whenever `last_seq` goes back).
         tx.execute(
             "INSERT INTO tally_streams (tenant_id, name, definition, last_seq) VALUES ($1, $2, $3, 0)
              ON CONFLICT (tenant_id, name) DO UPDATE SET definition = excluded.definition, last_seq = 0, applied_seq = 0,

@@ -23,6 +23,8 @@
 use std::collections::HashSet;
 
 use postgres::Transaction;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
 use tally_views::{StreamDef, Type, Value};
 
 use super::data::array_param;
@@ -303,8 +305,11 @@ fn stored_hashes(
             .join(", "),
         names.join(", "),
     );
+    // Rows streamed, not collected: a filter built for millions of keys holds their hashes
+    // only.
+    let mut rows = tx.query_raw(&sql, [&tenant as &dyn ToSql, &after, &upto])?;
     let mut hashes = Vec::new();
-    for r in tx.query(&sql, &[&tenant, &after, &upto])? {
+    while let Some(r) = rows.next()? {
         let parts = stream
             .dedupe_key
             .iter()

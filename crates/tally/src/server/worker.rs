@@ -111,8 +111,8 @@ pub struct Decoded {
 
 impl Decoded {
     /// Decodes `records` for `stream` of `catalog`, and with `hash_keys` (the store's appends of
-    /// the stream take [`tally_store::KeyHashes`]) hashes the rows' dedupe keys; `None` if the catalog has no
-    /// such stream (the worker then answers as it does for any unknown stream).
+    /// the stream take [`tally_store::KeyHashes`]) hashes the rows' dedupe keys; `None` if the
+    /// catalog has no such stream (the worker then answers as it does for any unknown stream).
     pub fn new(
         catalog: Arc<tally_views::Catalog>,
         stream: &str,
