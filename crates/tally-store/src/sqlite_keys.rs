@@ -461,10 +461,7 @@ fn key_of(r: &rusqlite::Row<'_>, first: usize, stream: &StreamDef) -> Result<Opt
             stream.columns[d].ty,
         )?);
     }
-    Ok(match parts.as_slice() {
-        [one] => Some(one.clone()).filter(|v| !v.is_null()),
-        _ => StreamDef::composite_key(&parts.iter().collect::<Vec<_>>()),
-    })
+    Ok(StreamDef::key_of_parts(&parts))
 }
 
 /// The stream's key columns, quoted and comma-separated, and the condition that none is NULL.

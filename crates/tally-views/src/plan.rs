@@ -81,6 +81,15 @@ impl StreamDef {
         }
     }
 
+    /// The dedupe key of stored parts (the key columns' values, in key order): the one part, or
+    /// the [`StreamDef::composite_key`] of several; `None` when a part is NULL.
+    pub fn key_of_parts(parts: &[Value]) -> Option<Value> {
+        match parts {
+            [one] => Some(one.clone()).filter(|v| !v.is_null()),
+            _ => StreamDef::composite_key(&parts.iter().collect::<Vec<_>>()),
+        }
+    }
+
     /// The `TEXT` key of a composite dedupe key's parts (`None` when one is NULL): each part's
     /// text prefixed by its length, so `('a:b', 'c')` and `('a', 'b:c')` differ.
     pub fn composite_key(parts: &[&Value]) -> Option<Value> {

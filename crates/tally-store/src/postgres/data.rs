@@ -12,7 +12,7 @@ use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type as PgType};
 
-use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
+use tally_views::{ColumnDef, Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 
 use super::PgConn;
 use super::conn::tenant_tx;
@@ -33,19 +33,21 @@ const LOAD_CHUNK: usize = 5_000;
 /// How many blocks one round of [`read_events_in`] looks at, at most.
 const READ_BLOCKS: i64 = 256;
 
-/// The columns of a stream's events as [`read_cell`] reads them, from the unnested row `e`.
-fn event_columns(stream: &StreamDef) -> String {
-    stream
-        .columns
-        .iter()
+/// Columns of a stream's events as [`read_cell`] reads them, from the unnested row `e`.
+pub(super) fn event_columns<'c>(columns: impl IntoIterator<Item = &'c ColumnDef>) -> String {
+    columns
+        .into_iter()
         .map(|c| to_read(&format!("e.{}", quote(&c.name)), c.ty))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// `FROM` a stream's blocks `b`, each unnested into its events `e` (`_seq`, then the columns).
-fn unnested(stream: &StreamDef) -> String {
-    let names: Vec<String> = stream.columns.iter().map(|c| quote(&c.name)).collect();
+/// `FROM` a stream's blocks `b`, each unnested into its events `e` (`_seq`, then `columns`).
+pub(super) fn unnested<'c>(
+    stream: &StreamDef,
+    columns: impl IntoIterator<Item = &'c ColumnDef>,
+) -> String {
+    let names: Vec<String> = columns.into_iter().map(|c| quote(&c.name)).collect();
     format!(
         "{} b CROSS JOIN LATERAL unnest(b._seq, {}) AS e(_seq, {})",
         quote(&blocks_table(&stream.name)),
@@ -94,8 +96,8 @@ fn read_events_in(
     );
     let events_sql = format!(
         "SELECT e._seq, {} FROM {} WHERE b.tenant_id = $1 AND b._last_seq > $2 AND b._last_seq <= $3 AND e._seq > $2 ORDER BY e._seq LIMIT $4",
-        event_columns(stream),
-        unnested(stream)
+        event_columns(&stream.columns),
+        unnested(stream, &stream.columns)
     );
     let mut events: Vec<Event> = Vec::new();
     let mut after = i64::try_from(after).unwrap_or(i64::MAX);
@@ -206,8 +208,8 @@ fn rewrite_blocks(
     let read = |week: &str| {
         format!(
             "SELECT e._seq, {} FROM {} WHERE b.tenant_id = $1 AND b._last_seq = $2 AND b._week {week} ORDER BY e._seq",
-            event_columns(stream),
-            unnested(stream)
+            event_columns(&stream.columns),
+            unnested(stream, &stream.columns)
         )
     };
     let delete = |week: &str| {

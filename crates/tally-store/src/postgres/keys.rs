@@ -25,11 +25,11 @@ use std::collections::HashSet;
 use postgres::Transaction;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
-use tally_views::{StreamDef, Type, Value};
+use tally_views::{ColumnDef, StreamDef, Type, Value};
 
-use super::data::array_param;
+use super::data::{array_param, event_columns, unnested};
 use super::ddl::{blocks_table, derived};
-use super::wire::{WireArray, from_stage, key_text, quote, raw_type, read_cell, to_read};
+use super::wire::{WireArray, from_stage, key_text, quote, raw_type, read_cell};
 use crate::bloom::{Bloom, MAX_KEYS};
 use crate::error::Result;
 use crate::sqlite_keys::key_hash as filter_hash;
@@ -282,45 +282,27 @@ fn stored_hashes(
     after: i64,
     upto: i64,
 ) -> Result<Vec<i64>> {
-    let names: Vec<String> = stream
+    let key: Vec<&ColumnDef> = stream
         .dedupe_key
         .iter()
-        .map(|&d| quote(&stream.columns[d].name))
-        .collect();
-    let read: Vec<String> = stream
-        .dedupe_key
-        .iter()
-        .zip(&names)
-        .map(|(&d, n)| to_read(&format!("e.{n}"), stream.columns[d].ty))
+        .map(|&d| &stream.columns[d])
         .collect();
     let sql = format!(
-        "SELECT {} FROM {} b CROSS JOIN LATERAL unnest(b._seq, {}) AS e(_seq, {}) \
-         WHERE b.tenant_id = $1 AND b._last_seq > $2 AND e._seq > $2 AND e._seq <= $3",
-        read.join(", "),
-        quote(&blocks_table(&stream.name)),
-        names
-            .iter()
-            .map(|n| format!("b.{n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        names.join(", "),
+        "SELECT {} FROM {} WHERE b.tenant_id = $1 AND b._last_seq > $2 AND e._seq > $2 AND e._seq <= $3",
+        event_columns(key.iter().copied()),
+        unnested(stream, key.iter().copied()),
     );
     // Rows streamed, not collected: a filter built for millions of keys holds their hashes
     // only.
     let mut rows = tx.query_raw(&sql, [&tenant as &dyn ToSql, &after, &upto])?;
     let mut hashes = Vec::new();
     while let Some(r) = rows.next()? {
-        let parts = stream
-            .dedupe_key
+        let parts = key
             .iter()
             .enumerate()
-            .map(|(i, &d)| read_cell(&r, i, stream.columns[d].ty))
+            .map(|(i, c)| read_cell(&r, i, c.ty))
             .collect::<Result<Vec<_>>>()?;
-        let key = match parts.as_slice() {
-            [one] => Some(one.clone()).filter(|v| !v.is_null()),
-            _ => StreamDef::composite_key(&parts.iter().collect::<Vec<_>>()),
-        };
-        if let Some(key) = key {
+        if let Some(key) = StreamDef::key_of_parts(&parts) {
             hashes.push(filter_hash(&key));
         }
     }
