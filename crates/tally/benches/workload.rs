@@ -362,9 +362,31 @@ pub fn print_table(workload: Workload, n: usize, rows: &[(&str, Duration)]) {
     }
 }
 
-/// A Python with DuckDB (from PyPI, pinned) in a virtual environment under the target
-/// directory, made on the first run; it needs `python3` with `venv`.
-pub fn duckdb_python() -> Result<std::path::PathBuf, String> {
+/// DuckDB from PyPI, the version every peer figure of docs/performance.md was measured with.
+pub const DUCKDB: Peer = Peer {
+    module: "duckdb",
+    requirement: "duckdb==2.0.1",
+};
+
+/// chDB (ClickHouse's engine as a Python module) from PyPI: the `chdb` package and the engine
+/// it depends on, `chdb-core`, which its wheels carry (nothing is fetched at run time).
+pub const CHDB: Peer = Peer {
+    module: "chdb",
+    requirement: "chdb==4.4.0",
+};
+
+/// A peer system installed from PyPI into the benchmarks' virtual environment.
+#[derive(Clone, Copy)]
+pub struct Peer {
+    /// The Python module to import.
+    pub module: &'static str,
+    /// The pinned requirement `pip` installs when the module is missing.
+    pub requirement: &'static str,
+}
+
+/// A Python with `peer` (from PyPI, pinned) in a virtual environment under the target
+/// directory (`target/peers-venv`), made on the first run; it needs `python3` with `venv`.
+pub fn peer_python(peer: Peer) -> Result<std::path::PathBuf, String> {
     use std::process::Command;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
@@ -383,17 +405,17 @@ pub fn duckdb_python() -> Result<std::path::PathBuf, String> {
     }
     // Quietly: on a first run the import fails, and that is no error.
     let has = Command::new(&python)
-        .args(["-c", "import duckdb"])
+        .args(["-c", &format!("import {}", peer.module)])
         .stderr(std::process::Stdio::null())
         .status()
         .map_err(|e| e.to_string())?;
     if !has.success() {
         let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "duckdb==2.0.1"])
+            .args(["-m", "pip", "install", "--quiet", peer.requirement])
             .status()
             .map_err(|e| e.to_string())?;
         if !installed.success() {
-            return Err("pip install duckdb failed".into());
+            return Err(format!("pip install {} failed", peer.requirement));
         }
     }
     Ok(python)
@@ -407,7 +429,19 @@ pub fn run_duckdb(
     script: &str,
     args: &[&std::ffi::OsStr],
 ) -> Result<serde_json::Value, String> {
-    let python = duckdb_python()?;
+    run_peer(DUCKDB, dir, name, script, args)
+}
+
+/// Runs a Python `script` with `peer` (written to `dir/name`) with `args`; its standard output
+/// is one JSON object.
+pub fn run_peer(
+    peer: Peer,
+    dir: &std::path::Path,
+    name: &str,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> Result<serde_json::Value, String> {
+    let python = peer_python(peer)?;
     let path = dir.join(name);
     std::fs::write(&path, script).map_err(|e| e.to_string())?;
     let out = std::process::Command::new(&python)

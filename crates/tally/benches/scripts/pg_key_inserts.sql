@@ -1,0 +1,81 @@
+-- What a row of the PostgreSQL key table costs to insert, and what does not make it cheaper
+-- (docs/performance.md, twenty-sixth round): 200,000 keys (64-bit hashes, sequence numbers,
+-- times), 10,000 a statement and a transaction, into tables already holding 1,000,000:
+--   insert     INSERT … SELECT into a row per key under a hash index on h (as ddl.rs, without
+--              the key's text, which the twenty-fifth round found to change nothing)
+--   copy       the same rows with binary COPY from files written beforehand
+--   copy_bare  the same COPY into a table with no index (the table's own cost)
+--   unlogged   INSERT … SELECT into an UNLOGGED table with the hash index (no WAL)
+--   ordered    INSERT … SELECT in the order of the hash index's buckets
+--   btree      INSERT … SELECT under a B-tree on h instead
+-- Each twice in a row after a CHECKPOINT, so the second pays no full-page images.
+-- Run as a superuser (COPY writes and reads files of the server's machine, under /tmp/kl, which
+-- must exist and be writable by the server):
+--   mkdir -p /tmp/kl && chmod 777 /tmp/kl
+--   psql postgres://postgres@127.0.0.1:5432/test -q -f pg_key_inserts.sql
+SET client_min_messages = warning;
+DROP SCHEMA IF EXISTS tally_key_inserts CASCADE;
+CREATE SCHEMA tally_key_inserts;
+SET search_path = tally_key_inserts;
+CREATE TABLE staged AS
+  SELECT g::bigint AS seq, md5(random()::text) || md5(random()::text) AS key,
+         now() - random() * interval '7 days' AS at
+    FROM generate_series(1, 1400000) g;
+ALTER TABLE staged ADD COLUMN h bigint;
+UPDATE staged SET h = hashtextextended(key, 0);
+CREATE INDEX ON staged (seq);
+CREATE TABLE insert (tenant_id text NOT NULL, h bigint NOT NULL, _seq bigint NOT NULL,
+  at timestamptz NOT NULL);
+CREATE INDEX ON insert USING hash (h);
+INSERT INTO insert SELECT 'acme', h, seq, at FROM staged WHERE seq <= 1000000;
+CREATE TABLE copy (LIKE insert);
+CREATE INDEX ON copy USING hash (h);
+CREATE TABLE copy_bare (LIKE insert);
+CREATE UNLOGGED TABLE unlogged (LIKE insert);
+CREATE INDEX ON unlogged USING hash (h);
+CREATE TABLE ordered (LIKE insert);
+CREATE INDEX ON ordered USING hash (h);
+CREATE TABLE btree (LIKE insert);
+CREATE INDEX ON btree (h);
+INSERT INTO copy SELECT * FROM insert;
+INSERT INTO copy_bare SELECT * FROM insert;
+INSERT INTO unlogged SELECT * FROM insert;
+INSERT INTO ordered SELECT * FROM insert;
+INSERT INTO btree SELECT * FROM insert;
+VACUUM ANALYZE;
+DO $$ BEGIN FOR i IN 100..139 LOOP
+  EXECUTE format('COPY (SELECT %L::text, h, seq, at FROM staged WHERE seq > %s AND seq <= %s) TO %L (FORMAT binary)',
+    'acme', i * 10000, (i + 1) * 10000, '/tmp/kl/keys' || i || '.bin');
+END LOOP; END $$;
+
+CREATE PROCEDURE insert_into(tbl text, first int) LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN first..first + 19 LOOP
+    EXECUTE CASE
+      WHEN tbl LIKE 'copy%' THEN format('COPY %I FROM %L (FORMAT binary)', tbl, '/tmp/kl/keys' || i || '.bin')
+      -- A hash index keeps its entries in bucket number order, the low bits of PostgreSQL's
+      -- 32-bit hash of h.
+      WHEN tbl = 'ordered' THEN format(
+        'INSERT INTO ordered SELECT %L, h, seq, at FROM staged WHERE seq > %s AND seq <= %s ORDER BY hashint8(h)::bigint & 1048575',
+        'acme', i * 10000, (i + 1) * 10000)
+      ELSE format('INSERT INTO %I SELECT %L, h, seq, at FROM staged WHERE seq > %s AND seq <= %s',
+        tbl, 'acme', i * 10000, (i + 1) * 10000)
+    END;
+    COMMIT;
+  END LOOP;
+END $$;
+
+\set tbl insert
+\ir pg_key_inserts_table.sql
+\set tbl copy
+\ir pg_key_inserts_table.sql
+\set tbl copy_bare
+\ir pg_key_inserts_table.sql
+\set tbl unlogged
+\ir pg_key_inserts_table.sql
+\set tbl ordered
+\ir pg_key_inserts_table.sql
+\set tbl btree
+\ir pg_key_inserts_table.sql
+DROP SCHEMA tally_key_inserts CASCADE;
+\! rm -f /tmp/kl/keys1*.bin
