@@ -8,7 +8,9 @@
 --   unlogged   INSERT … SELECT into an UNLOGGED table with the hash index (no WAL)
 --   ordered    INSERT … SELECT in the order of the hash index's buckets
 --   btree      INSERT … SELECT under a B-tree on h instead
--- Each twice in a row after a CHECKPOINT, so the second pays no full-page images.
+-- Each twice in a row after a CHECKPOINT, so the second pays no full-page images. Then what a
+-- key costs in bulk (the runs of an LSM tree kept in PostgreSQL would be built so): 1,000,000
+-- keys written into a new table, and an index built over 1,000,000 keys already stored.
 -- Run as a superuser (COPY writes and reads files of the server's machine, under /tmp/kl, which
 -- must exist and be writable by the server):
 --   mkdir -p /tmp/kl && chmod 777 /tmp/kl
@@ -77,5 +79,14 @@ END $$;
 \ir pg_key_inserts_table.sql
 \set tbl btree
 \ir pg_key_inserts_table.sql
+
+\echo bulk: CREATE TABLE AS, INSERT … SELECT, hash index, B-tree index over 1,000,000 keys
+CREATE TABLE run AS SELECT h, seq FROM staged WHERE false;
+\timing on
+CREATE TABLE run_made AS SELECT h, seq FROM staged WHERE seq <= 1000000;
+INSERT INTO run SELECT h, seq FROM staged WHERE seq <= 1000000;
+CREATE INDEX ON run USING hash (h);
+CREATE INDEX ON run_made (h);
+\timing off
 DROP SCHEMA tally_key_inserts CASCADE;
 \! rm -f /tmp/kl/keys1*.bin
