@@ -17,15 +17,15 @@
 //!
 //! Each of 1–3 also against chDB (ClickHouse's engine in process, the same SQL in its dialect:
 //! `file(…, JSONEachRow)` into `Memory` tables with `max_threads = 1` and without its parallel
-//! parsing (which runs threads of its own, and was slower here); `MergeTree` tables of a
+//! parsing, which runs threads of its own; `MergeTree` tables of a
 //! session directory with `fsync_after_insert` and `fsync_part_directory`; the query with its
 //! default threads). DESIGN.md's engine budget is ≥ 2× chDB.
 //!
 //! `cargo bench -p tally --bench peers` (`TALLY_BENCH_EVENTS`, default 500,000). DuckDB and
 //! chDB come from PyPI (pinned, [`workload::DUCKDB`] and [`workload::CHDB`]) into a virtual
 //! environment under `target/peers-venv` on the first run (it needs `python3` with `venv`; chDB's
-//! wheels, about 900 MB installed with pandas and pyarrow, carry its engine); a peer that cannot
-//! be installed is reported as not measured, and the rest of the table printed.
+//! wheels, about 900 MB installed with pandas and pyarrow, carry its engine). Without DuckDB only
+//! Tally's figures are printed; without chDB the run says so and prints the rest of the table.
 //! `cargo test --benches` runs Tally's side once on 2,000 events and skips the peers. For
 //! profiles, the binary runs one part alone: `TALLY_BENCH_ONCE=engine` the engine's part five
 //! times (each rate printed), `TALLY_BENCH_ONCE=query` one view query (for instruction counts).
@@ -201,6 +201,13 @@ fn main() {
         Ok(duck) => duck,
         Err(e) => {
             println!("DuckDB could not be measured: {e}");
+            println!(
+                "tally only: engine {:.0}/s, ingest {:.0}/s, bare insert {:.0}/s, query p50 {p50:?} (p99 {p99:?}), computed p50 {cold50:?}, RSS of 100 tenants {} MB",
+                rate(engine),
+                rate(ingest),
+                rate(bare),
+                rss.unwrap_or(0) / 1024
+            );
             return;
         }
     };
@@ -476,7 +483,8 @@ fn serve_memory(dir: &Path, schema: &str, tenants: usize, events: usize) -> u64 
 }
 
 /// Runs a peer's side (`script`) in the virtual environment, installing the peer there first if
-/// needed, on the NDJSON file `input` of `n` events; its durable part writes under `dir/store`.
+/// needed, on the NDJSON file `input` of `n` events; its durable part writes under
+/// `dir/<module>-store`.
 fn peer(
     peer: workload::Peer,
     script: &str,

@@ -365,14 +365,15 @@ pub fn print_table(workload: Workload, n: usize, rows: &[(&str, Duration)]) {
 /// DuckDB from PyPI, the version every peer figure of docs/performance.md was measured with.
 pub const DUCKDB: Peer = Peer {
     module: "duckdb",
-    requirement: "duckdb==2.0.1",
+    requirements: &["duckdb==2.0.1"],
 };
 
 /// chDB (ClickHouse's engine as a Python module) from PyPI: the `chdb` package and the engine
-/// it depends on, `chdb-core`, which its wheels carry (nothing is fetched at run time).
+/// it depends on, `chdb-core` (ClickHouse 26.9.2.1), which its wheels carry (nothing is fetched
+/// at run time).
 pub const CHDB: Peer = Peer {
     module: "chdb",
-    requirement: "chdb==4.4.0",
+    requirements: &["chdb==4.4.0", "chdb-core==26.9.0"],
 };
 
 /// A peer system installed from PyPI into the benchmarks' virtual environment.
@@ -380,8 +381,8 @@ pub const CHDB: Peer = Peer {
 pub struct Peer {
     /// The Python module to import.
     pub module: &'static str,
-    /// The pinned requirement `pip` installs when the module is missing.
-    pub requirement: &'static str,
+    /// The pinned requirements `pip` installs when the module is missing.
+    pub requirements: &'static [&'static str],
 }
 
 /// A Python with `peer` (from PyPI, pinned) in a virtual environment under the target
@@ -411,11 +412,15 @@ pub fn peer_python(peer: Peer) -> Result<std::path::PathBuf, String> {
         .map_err(|e| e.to_string())?;
     if !has.success() {
         let installed = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", peer.requirement])
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(peer.requirements)
             .status()
             .map_err(|e| e.to_string())?;
         if !installed.success() {
-            return Err(format!("pip install {} failed", peer.requirement));
+            return Err(format!(
+                "pip install {} failed",
+                peer.requirements.join(" ")
+            ));
         }
     }
     Ok(python)
