@@ -1616,6 +1616,10 @@ mod tests {
             ".5",
             "12.345",
             "123456789012.5",
+            // More digits than a double holds: the nearest double is 1.5999999999999999 (the
+            // event_json fuzz target found serde_json rounding it to 1.6 by default).
+            "1.59999999999999990263",
+            "0.1000000000000000055511151231257827021181583404541015625",
             "true",
             "false",
             "null",
