@@ -25,13 +25,8 @@ DROP SCHEMA IF EXISTS tally_key_inserts CASCADE;
 CREATE SCHEMA tally_key_inserts;
 SET search_path = tally_key_inserts;
 CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA tally_key_inserts;
-CREATE TABLE staged AS
-  SELECT g::bigint AS seq, md5(random()::text) || md5(random()::text) AS key,
-         now() - random() * interval '7 days' AS at
-    FROM generate_series(1, 1400000) g;
-ALTER TABLE staged ADD COLUMN h bigint;
-UPDATE staged SET h = hashtextextended(key, 0);
-CREATE INDEX ON staged (seq);
+\set staged_rows 1400000
+\ir pg_key_staged.sql
 CREATE TABLE insert (tenant_id text NOT NULL, h bigint NOT NULL, _seq bigint NOT NULL,
   at timestamptz NOT NULL);
 CREATE INDEX ON insert USING hash (h);

@@ -13,13 +13,8 @@ SET client_min_messages = warning;
 DROP SCHEMA IF EXISTS tally_key_layouts CASCADE;
 CREATE SCHEMA tally_key_layouts;
 SET search_path = tally_key_layouts;
-CREATE TABLE staged AS
-  SELECT g AS seq, md5(random()::text) || md5(random()::text) AS key,
-         now() - random() * interval '7 days' AS at
-    FROM generate_series(1, 1200000) g;
-ALTER TABLE staged ADD COLUMN h bigint;
-UPDATE staged SET h = hashtextextended(key, 0);
-CREATE INDEX ON staged (seq);
+\set staged_rows 1200000
+\ir pg_key_staged.sql
 
 CREATE TABLE rows (tenant_id text NOT NULL, key text NOT NULL, h bigint NOT NULL,
   _seq bigint NOT NULL, at timestamptz NOT NULL);
