@@ -125,7 +125,8 @@ fn column<'a>(
             let mut b = StringBuilder::with_capacity(n, n * 16);
             for v in values {
                 match v {
-                    Value::Text(s) | Value::Json(s) => b.append_value(s),
+                    Value::Text(s) => b.append_value(s),
+                    Value::Json(s) => b.append_value(s),
                     Value::Null => b.append_null(),
                     other => b.append_value(other.to_string()),
                 }

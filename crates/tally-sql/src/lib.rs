@@ -102,7 +102,8 @@ pub fn rows_bytes(rows: &[Vec<Value>]) -> usize {
         .map(|r| {
             r.iter()
                 .map(|v| match v {
-                    Value::Text(s) | Value::Json(s) => 16 + s.len(),
+                    Value::Text(s) => 16 + s.len(),
+                    Value::Json(s) => 16 + s.len(),
                     _ => 16,
                 })
                 .sum::<usize>()

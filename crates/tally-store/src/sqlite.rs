@@ -399,7 +399,8 @@ pub(crate) fn raw_sql(v: &Value) -> ToSqlOutput<'_> {
         Value::Double(d) => ToSqlOutput::Owned(S::Real(*d)),
         Value::Decimal(d) => ToSqlOutput::Owned(S::Text(d.to_string())),
         Value::Timestamp(t) => ToSqlOutput::Owned(S::Integer(t.0)),
-        Value::Text(s) | Value::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Value::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
     }
 }
 
@@ -429,9 +430,9 @@ pub(crate) fn raw_value(v: ValueRef<'_>, ty: Type) -> Result<Value> {
             let s = std::str::from_utf8(t).map_err(|_| corrupt("decimal text"))?;
             Value::Decimal(tally_views::decimal::Decimal::parse(s).map_err(|_| corrupt("decimal"))?)
         }
-        (ValueRef::Text(t), Type::Text) => Value::Text(Arc::from(
-            std::str::from_utf8(t).map_err(|_| corrupt("text"))?,
-        )),
+        (ValueRef::Text(t), Type::Text) => {
+            Value::text(std::str::from_utf8(t).map_err(|_| corrupt("text"))?)
+        }
         (ValueRef::Text(t), Type::Json) => Value::Json(Arc::from(
             std::str::from_utf8(t).map_err(|_| corrupt("json"))?,
         )),

@@ -669,7 +669,11 @@ impl Hash for HllKey<'_> {
                 state.write(&[5]);
                 state.write(&t.0.to_le_bytes());
             }
-            Value::Text(s) | Value::Json(s) => {
+            Value::Text(s) => {
+                state.write(&[6]);
+                state.write(s.as_bytes());
+            }
+            Value::Json(s) => {
                 state.write(&[6]);
                 state.write(s.as_bytes());
             }
@@ -690,7 +694,10 @@ fn at_scale(d: Decimal, kind: AggKind) -> i128 {
 
 fn value_heap(v: &Value) -> usize {
     match v {
-        Value::Text(s) | Value::Json(s) => s.len() + 16,
+        // Text of up to 23 bytes lives in the value.
+        Value::Text(s) if s.is_heap_allocated() => s.len() + 16,
+        Value::Text(_) => 0,
+        Value::Json(s) => s.len() + 16,
         _ => 0,
     }
 }

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use crate::decimal::Decimal;
-use crate::value::{Timestamp, Value};
+use crate::value::{SmolStr, Timestamp, Value};
 
 /// A stored state, key or cell that cannot be decoded: the store is damaged or was written by
 /// a newer version. Each variant names what was wrong.
@@ -229,11 +229,9 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn str(&mut self) -> Result<Arc<str>, CodecError> {
+    fn str(&mut self) -> Result<&'a str, CodecError> {
         let b = self.bytes()?;
-        std::str::from_utf8(b)
-            .map(Arc::from)
-            .map_err(|_| CodecError::InvalidUtf8)
+        std::str::from_utf8(b).map_err(|_| CodecError::InvalidUtf8)
     }
 
     /// The next value: a text borrowed from the buffer (checked as UTF-8, as [`Reader::value`]
@@ -263,8 +261,8 @@ impl<'a> Reader<'a> {
                 Value::Decimal(Decimal::new(self.i128()?, s))
             }
             5 => Value::Timestamp(Timestamp(self.zigzag()?)),
-            6 => Value::Text(self.str()?),
-            7 => Value::Json(self.str()?),
+            6 => Value::Text(SmolStr::new(self.str()?)),
+            7 => Value::Json(Arc::from(self.str()?)),
             tag => {
                 return Err(CodecError::UnknownTag {
                     what: "value tag",
@@ -287,7 +285,7 @@ impl ValueRef<'_> {
     pub fn cmp_value(&self, other: &Value) -> std::cmp::Ordering {
         match (self, other) {
             (ValueRef::Text(a), Value::Text(b)) => (*a).cmp(&**b),
-            (ValueRef::Text(a), b) => Value::Text(Arc::from(*a)).cmp(b),
+            (ValueRef::Text(a), b) => Value::text(a).cmp(b),
             (ValueRef::Other(a), b) => a.cmp(b),
         }
     }

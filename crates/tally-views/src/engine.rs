@@ -35,7 +35,7 @@ use crate::agg::AggState;
 use crate::expr::{CmpOp, EvalCtx, EvalError, Expr};
 use crate::plan::{Catalog, ViewPlan};
 use crate::time::Interval;
-use crate::value::{Timestamp, Value};
+use crate::value::{SmolStr, Timestamp, Value};
 
 /// A stored event: its position in its stream and its row, in the stream's column order.
 #[derive(Clone, Debug, PartialEq)]
@@ -600,7 +600,7 @@ enum Simple {
     /// `column = 'text'` (`equal`) or `column <> 'text'`.
     TextEq {
         column: usize,
-        text: Arc<str>,
+        text: SmolStr,
         equal: bool,
     },
     /// `time_bucket(interval, column)` / `date_trunc`, cached in bucket slot `slot`.
@@ -668,8 +668,7 @@ impl Simple {
                 equal,
             } => Part::Value(match &ctx.row[*column] {
                 Value::Null => &NULL,
-                // Interned text is often the literal's own allocation.
-                Value::Text(t) if (Arc::ptr_eq(t, text) || **t == **text) == *equal => &TRUE,
+                Value::Text(t) if (t == text) == *equal => &TRUE,
                 // A value of another type is never equal to text.
                 Value::Text(_) => &FALSE,
                 _ if *equal => &FALSE,
@@ -705,8 +704,8 @@ mod tests {
     use crate::plan::Catalog;
     use crate::value::Timestamp;
 
-    /// The text literal of a filter `column = 'text'`, in the plan's own allocation.
-    fn filter_literal(filter: &Option<Expr>) -> Arc<str> {
+    /// The text literal of a filter `column = 'text'`, as the plan holds it.
+    fn filter_literal(filter: &Option<Expr>) -> SmolStr {
         match filter {
             Some(Expr::Compare { right, .. }) => match &**right {
                 Expr::Literal(Value::Text(t)) => t.clone(),
@@ -717,8 +716,8 @@ mod tests {
     }
 
     /// Every row-level expression of these views, as [`Fast`], gives what `eval_cow` gives, on
-    /// rows with NULLs, text equal to a literal in the literal's own allocation and in another,
-    /// other text, and times around a DST change (the bucket caches of both sides are separate
+    /// rows with NULLs, text equal to a literal (the plan's copy and another), other text short
+    /// and long (held in the value and on the heap), and times around a DST change (the bucket caches of both sides are separate
     /// and filled in the same order).
     #[test]
     fn fast_expressions_evaluate_as_eval_cow() {
@@ -748,6 +747,7 @@ mod tests {
             Value::text("buy"),
             Value::text("sell"),
             Value::text("bu"),
+            Value::text("buy, and longer than twenty-three bytes"),
         ];
         let tags = [Value::text("x"), Value::text("y")];
         let ns = [Value::Null, Value::Int(1), Value::Int(5)];
@@ -838,14 +838,14 @@ mod tests {
         for f in &mut general.fast {
             f.simple = None;
         }
-        // `count(*) FILTER (WHERE kind = 'buy')`'s literal: text in its allocation is equal by
-        // pointer.
+        // `count(*) FILTER (WHERE kind = 'buy')`'s literal.
         let buy = filter_literal(&engine.views[0].aggs[1].filter);
         let kinds = [
             Value::Null,
             Value::Text(buy),
             Value::text("sell"),
             Value::text("bu"),
+            Value::text("sell, and longer than twenty-three bytes"),
         ];
         let tags = [Value::text("x"), Value::text("y")];
         let ns = [Value::Null, Value::Int(1), Value::Int(5), Value::Int(-3)];

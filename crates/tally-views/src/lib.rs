@@ -38,7 +38,7 @@ pub use plan::{
 pub use query::{OrderBy, Param, QueryError, QueryPlan, QueryRequest, ResultSet};
 pub use sql::{Applied, Change, CompileError};
 pub use time::Interval;
-pub use value::{DateCache, Timestamp, Type, Value};
+pub use value::{DateCache, SmolStr, Timestamp, Type, Value};
 
 pub use jiff::tz::TimeZone;
 

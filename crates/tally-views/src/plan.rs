@@ -97,7 +97,8 @@ impl StreamDef {
         for part in parts {
             let s = match part {
                 Value::Null => return None,
-                Value::Text(s) | Value::Json(s) => s.to_string(),
+                Value::Text(s) => s.to_string(),
+                Value::Json(s) => s.to_string(),
                 other => other.to_string(),
             };
             text.push_str(&format!("{}:{s};", s.len()));

@@ -1,6 +1,8 @@
 //! Column types and the values of events, group keys and results.
 //!
-//! A [`Value`] is 32 bytes: text is an `Arc<str>` so that copying a group key out of an event is a
+//! A [`Value`] is 32 bytes. Text is a [`SmolStr`]: up to 23 bytes (event names, countries, user
+//! ids) held in the value itself, so decoding, copying into a group key, comparing and dropping it
+//! touch no heap and no reference count; longer text is an `Arc<str>`, so copying it is a
 //! reference-count increment, not an allocation. Timestamps are UTC microseconds. Values of one
 //! type are totally ordered (doubles by `total_cmp`, which is safe because NaN and infinities
 //! never get past ingest), which is what `min`, `max`, exact distinct sets and result ordering use.
@@ -9,6 +11,8 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+
+pub use smol_str::SmolStr;
 
 use crate::decimal::Decimal;
 
@@ -212,7 +216,7 @@ pub enum Value {
     Double(f64),
     Decimal(Decimal),
     Timestamp(Timestamp),
-    Text(Arc<str>),
+    Text(SmolStr),
     /// A JSON document in compact text form.
     Json(Arc<str>),
 }
@@ -224,7 +228,7 @@ const _: () = assert!(std::mem::size_of::<Value>() == 32);
 impl Value {
     /// A text value.
     pub fn text(s: &str) -> Value {
-        Value::Text(Arc::from(s))
+        Value::Text(SmolStr::new(s))
     }
 
     /// Whether this is `NULL`.
@@ -265,11 +269,12 @@ impl Value {
 }
 
 impl PartialEq for Value {
+    /// Inlined: group lookups and exact distinct sets compare values on every event.
+    #[inline]
     fn eq(&self, other: &Value) -> bool {
         match (self, other) {
-            (Value::Text(a), Value::Text(b)) | (Value::Json(a), Value::Json(b)) => {
-                Arc::ptr_eq(a, b) || a == b
-            }
+            (Value::Text(a), Value::Text(b)) => a == b,
+            (Value::Json(a), Value::Json(b)) => Arc::ptr_eq(a, b) || a == b,
             (Value::Int(a), Value::Int(b)) => a == b,
             (Value::Timestamp(a), Value::Timestamp(b)) => a == b,
             _ => self.cmp(other) == Ordering::Equal,
@@ -325,7 +330,8 @@ impl Hash for Value {
             Value::Double(d) => state.write_u64(normalize_zero(*d).to_bits()),
             Value::Decimal(d) => d.hash(state),
             Value::Timestamp(t) => state.write_i64(t.0),
-            Value::Text(s) | Value::Json(s) => s.hash(state),
+            Value::Text(s) => s.as_str().hash(state),
+            Value::Json(s) => s.hash(state),
         }
     }
 }
@@ -340,7 +346,8 @@ impl fmt::Display for Value {
             Value::Double(d) => write!(f, "{d}"),
             Value::Decimal(d) => write!(f, "{d}"),
             Value::Timestamp(t) => write!(f, "{t}"),
-            Value::Text(s) | Value::Json(s) => f.write_str(s),
+            Value::Text(s) => f.write_str(s),
+            Value::Json(s) => f.write_str(s),
         }
     }
 }

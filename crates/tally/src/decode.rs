@@ -13,14 +13,14 @@
 use std::borrow::Cow;
 use std::cell::{Cell as Shared, RefCell};
 use std::fmt;
-use std::sync::Arc;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use tally_views::decimal::{Decimal, FitError, ParseDecimalError};
 use tally_views::expr::parse_text;
 use tally_views::{
-    ColumnDef, ColumnDefault, DateCache, Interval, StreamDef, TableDef, Timestamp, Type, Value,
+    ColumnDef, ColumnDefault, DateCache, Interval, SmolStr, StreamDef, TableDef, Timestamp, Type,
+    Value,
 };
 
 /// The largest event accepted, in bytes of its JSON or CSV text.
@@ -167,8 +167,10 @@ enum Seen {
     Value,
 }
 
-/// Text values seen recently, per column, so repeated values share one allocation instead of
-/// one each. A column whose values rarely repeat (ids) stops being interned.
+/// Text values seen recently, per column, so repeated values longer than a [`SmolStr`] holds in
+/// itself (paths, URLs) share one allocation instead of one each. Shorter text (event names,
+/// countries, user ids) is built in the value, which costs less than finding it. A column whose
+/// values rarely repeat (ids) stops being interned.
 #[derive(Default)]
 struct Interner {
     columns: Vec<ColumnInterner>,
@@ -176,45 +178,10 @@ struct Interner {
 
 #[derive(Default)]
 struct ColumnInterner {
-    seen: hashbrown::HashSet<Arc<str>, foldhash::fast::RandomState>,
-    /// Values of up to 16 bytes, found by their bytes read as two words: no hash of the text,
-    /// no byte-by-byte comparison. Direct-mapped (two values of one slot take turns; the set
-    /// still holds both); empty until the column's first short value.
-    short: Vec<Option<Short>>,
+    seen: hashbrown::HashSet<SmolStr, foldhash::fast::RandomState>,
     hits: u32,
     misses: u32,
     off: bool,
-}
-
-/// A short value and its [`short_words`] (its length is the text's).
-struct Short {
-    words: [u64; 2],
-    text: Arc<str>,
-}
-
-/// The bytes of a string of at most 16 bytes as two words: zero-padded below 8 bytes, else its
-/// first and its last eight (overlapping below 16). For one length the words are a one-to-one
-/// image of the bytes, so equal length and words mean equal strings.
-fn short_words(s: &[u8]) -> Option<[u64; 2]> {
-    let n = s.len();
-    match (n, s.first_chunk::<8>(), s.last_chunk::<8>()) {
-        (0..8, ..) => {
-            let mut b = [0u8; 8];
-            b[..n].copy_from_slice(s);
-            Some([u64::from_le_bytes(b), 0])
-        }
-        (8..=16, Some(first), Some(last)) => {
-            Some([u64::from_le_bytes(*first), u64::from_le_bytes(*last)])
-        }
-        _ => None,
-    }
-}
-
-/// The cache slot of a short value.
-fn short_slot(words: [u64; 2], len: usize) -> usize {
-    let mixed =
-        (words[0] ^ words[1].rotate_left(29) ^ len as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed >> 32) as usize & (Interner::SHORT_SLOTS - 1)
 }
 
 impl Interner {
@@ -222,68 +189,43 @@ impl Interner {
     const MAX_LEN: usize = 64;
     /// How many values a column keeps.
     const CAPACITY: usize = 4096;
-    /// Slots of a column's cache of short values (a power of two).
-    const SHORT_SLOTS: usize = 512;
 
     /// The value of text `bytes` of `column` (`text` gives them as `&str`): shared if it was
     /// seen recently.
     #[inline]
     fn text<'s>(&mut self, column: usize, bytes: &[u8], text: impl FnOnce() -> &'s str) -> Value {
-        if bytes.len() > Interner::MAX_LEN || self.columns.get(column).is_some_and(|c| c.off) {
+        if bytes.len() <= SmolStr::INLINE_CAP
+            || bytes.len() > Interner::MAX_LEN
+            || self.columns.get(column).is_some_and(|c| c.off)
+        {
             return Value::text(text());
         }
-        let short = short_words(bytes).map(|words| (words, short_slot(words, bytes.len())));
-        if let Some((words, slot)) = short
-            && let Some(c) = self.columns.get_mut(column)
-            && let Some(Some(e)) = c.short.get(slot)
-            && e.text.len() == bytes.len()
-            && e.words == words
-        {
-            c.hits = c.hits.saturating_add(1);
-            return Value::Text(e.text.clone());
-        }
-        self.shared(column, text(), short)
+        self.shared(column, text())
     }
 
-    /// [`Interner::text`] past the cache of short values (`short`: the value's words and slot
-    /// there, if it is short).
-    fn shared(&mut self, column: usize, s: &str, short: Option<([u64; 2], usize)>) -> Value {
+    /// [`Interner::text`] for text to be shared.
+    fn shared(&mut self, column: usize, s: &str) -> Value {
         if self.columns.len() <= column {
             self.columns
                 .resize_with(column + 1, ColumnInterner::default);
         }
         let c = &mut self.columns[column];
-        let shared = match c.seen.get(s) {
-            Some(shared) => {
-                c.hits = c.hits.saturating_add(1);
-                shared.clone()
-            }
-            None => {
-                c.misses += 1;
-                if c.misses > 2 * Interner::CAPACITY as u32 && c.hits < c.misses {
-                    // Mostly unique values: interning only costs here.
-                    c.off = true;
-                    c.seen = Default::default();
-                    c.short = Vec::new();
-                    return Value::text(s);
-                }
-                if c.seen.len() >= Interner::CAPACITY {
-                    c.seen.clear();
-                }
-                let shared: Arc<str> = Arc::from(s);
-                c.seen.insert(shared.clone());
-                shared
-            }
-        };
-        if let Some((words, slot)) = short {
-            if c.short.is_empty() {
-                c.short.resize_with(Interner::SHORT_SLOTS, || None);
-            }
-            c.short[slot] = Some(Short {
-                words,
-                text: shared.clone(),
-            });
+        if let Some(shared) = c.seen.get(s) {
+            c.hits = c.hits.saturating_add(1);
+            return Value::Text(shared.clone());
         }
+        c.misses += 1;
+        if c.misses > 2 * Interner::CAPACITY as u32 && c.hits < c.misses {
+            // Mostly unique values: interning only costs here.
+            c.off = true;
+            c.seen = Default::default();
+            return Value::text(s);
+        }
+        if c.seen.len() >= Interner::CAPACITY {
+            c.seen.clear();
+        }
+        let shared = SmolStr::new(s);
+        c.seen.insert(shared.clone());
         Value::Text(shared)
     }
 }
@@ -1489,16 +1431,19 @@ mod tests {
         }
     }
 
-    /// Interning gives every value back as itself: short values that share their words with
-    /// others of another length (trailing NULs), differ in one byte only, or take the same slot,
-    /// and long ones, seen again and again in two columns, with the sets emptied between rounds
-    /// (the cache then holds values the sets do not).
+    /// Interning gives every value back as itself, short (held in the value) and long (shared:
+    /// seen again, the very allocation comes back), in two columns, with the sets emptied
+    /// between rounds.
     #[test]
     fn interning_gives_every_value_back_as_itself() {
         let mut pick = below(0x5eed);
         let values: Vec<String> = (0..4_000)
             .map(|_| {
-                let len = pick(21);
+                let len = if pick(2) == 0 {
+                    pick(24)
+                } else {
+                    24 + pick(41)
+                };
                 (0..len).map(|_| ['a', 'b', '\0'][pick(3)]).collect()
             })
             .collect();
@@ -1507,49 +1452,29 @@ mod tests {
         for round in 0..3 {
             for (i, v) in values.iter().enumerate() {
                 let column = i % 2;
-                // The entry of v's slot, if it holds v: the call must give back that very value.
-                let cached = short_words(v.as_bytes()).and_then(|w| {
-                    let c = interner.columns.get(column)?;
-                    let e = c.short.get(short_slot(w, v.len()))?.as_ref()?;
-                    (*e.text == **v).then(|| e.text.clone())
-                });
+                let known = interner
+                    .columns
+                    .get(column)
+                    .and_then(|c| c.seen.get(v.as_str()).cloned());
                 match interner.text(column, v.as_bytes(), || v) {
                     Value::Text(t) => {
-                        assert_eq!(&*t, v.as_str(), "round {round}, value {i}");
-                        if let Some(e) = cached {
-                            assert!(Arc::ptr_eq(&t, &e), "round {round}, value {i}");
+                        assert_eq!(t.as_str(), v.as_str(), "round {round}, value {i}");
+                        assert_eq!(t.is_heap_allocated(), v.len() > SmolStr::INLINE_CAP);
+                        if let Some(known) = known {
+                            assert_eq!(t.as_ptr(), known.as_ptr(), "round {round}, value {i}");
                             served += 1;
                         }
                     }
                     other => panic!("{other:?}"),
                 }
             }
-            for c in &mut interner.columns {
-                c.seen.clear();
+            if round == 1 {
+                for c in &mut interner.columns {
+                    c.seen.clear();
+                }
             }
         }
-        assert!(served > 1_000, "the cache served {served} values");
-
-        // Values of the same words and another length, planted in each other's slots.
-        for (a, b) in [
-            ("a", "a\0"),
-            ("a\0", "a"),
-            (&*"a".repeat(8), &*"a".repeat(16)),
-        ] {
-            let mut interner = Interner::default();
-            assert_eq!(interner.text(0, a.as_bytes(), || a), Value::text(a));
-            let c = &mut interner.columns[0];
-            let (wa, wb) = (short_words(a.as_bytes()), short_words(b.as_bytes()));
-            assert_eq!(wa, wb, "{a:?} and {b:?} share their words");
-            let from = short_slot(wa.unwrap(), a.len());
-            let to = short_slot(wb.unwrap(), b.len());
-            c.short[to] = c.short[from].take();
-            assert_eq!(
-                interner.text(0, b.as_bytes(), || b),
-                Value::text(b),
-                "{b:?} after {a:?}"
-            );
-        }
+        assert!(served > 1_000, "the sets served {served} values");
     }
 
     /// A column of unique values stops being interned, and keeps giving values back.
@@ -1557,11 +1482,11 @@ mod tests {
     fn a_column_of_unique_values_is_switched_off() {
         let mut interner = Interner::default();
         for i in 0..3 * Interner::CAPACITY {
-            let v = format!("u{i}");
+            let v = format!("a unique value longer than 23 bytes: {i}");
             assert_eq!(interner.text(0, v.as_bytes(), || &v), Value::text(&v));
         }
         let c = &interner.columns[0];
-        assert!(c.off && c.short.is_empty() && c.seen.is_empty());
+        assert!(c.off && c.seen.is_empty());
     }
 
     /// The flat path decides exactly as the general one: random events, flat and not, valid

@@ -27,7 +27,7 @@ pub fn json_value(v: &Value) -> serde_json::Value {
             .map_or(serde_json::Value::Null, serde_json::Value::Number),
         Value::Decimal(d) => json!(d.to_string()),
         Value::Timestamp(t) => json!(t.to_string()),
-        Value::Text(s) => json!(s.as_ref()),
+        Value::Text(s) => json!(s.as_str()),
         Value::Json(s) => serde_json::from_str(s).unwrap_or_else(|_| json!(s.as_ref())),
     }
 }

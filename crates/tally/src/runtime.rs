@@ -1301,7 +1301,8 @@ pub struct Finalized {
 impl Finalized {
     fn row_bytes(key: &[Value], row: &[Value]) -> usize {
         let text = |v: &Value| match v {
-            Value::Text(s) | Value::Json(s) => s.len(),
+            Value::Text(s) => s.len(),
+            Value::Json(s) => s.len(),
             _ => 0,
         };
         64 + (key.len() + row.len()) * std::mem::size_of::<Value>()

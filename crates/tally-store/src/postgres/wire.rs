@@ -110,7 +110,8 @@ impl ToSql for Wire<'_> {
     ) -> std::result::Result<IsNull, Box<dyn StdError + Sync + Send>> {
         match (self.0, ty) {
             (Value::Null, _) => return Ok(IsNull::Yes),
-            (Value::Text(s) | Value::Json(s), &PgType::TEXT) => out.put_slice(s.as_bytes()),
+            (Value::Text(s), &PgType::TEXT) => out.put_slice(s.as_bytes()),
+            (Value::Json(s), &PgType::TEXT) => out.put_slice(s.as_bytes()),
             (Value::Decimal(d), &PgType::TEXT) => out.put_slice(d.to_string().as_bytes()),
             (Value::Bool(b), &PgType::BOOL) => out.put_u8(u8::from(*b)),
             (Value::Int(i), &PgType::INT8) => out.put_i64(*i),
@@ -160,7 +161,7 @@ pub(super) fn read_cell(row: &postgres::Row, i: usize, ty: Type) -> Result<Value
                 return Ok(Value::Null);
             };
             match ty {
-                Type::Text => Value::Text(Arc::from(s)),
+                Type::Text => Value::text(s),
                 Type::Json => Value::Json(Arc::from(s)),
                 _ => Value::Decimal(
                     tally_views::decimal::Decimal::parse(s).map_err(|_| corrupt("decimal"))?,

@@ -18,7 +18,7 @@ pub mod calendar;
 mod passes;
 pub mod request;
 
-use std::sync::Arc;
+use crate::value::SmolStr;
 
 use jiff::tz::TimeZone;
 
@@ -55,25 +55,25 @@ pub(crate) struct Ev {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Identity {
     anonymous: bool,
-    id: Arc<str>,
+    id: SmolStr,
 }
 
 /// A link of an anonymous id to a user id, and when it was made: the earliest wins.
 #[derive(Clone, Debug)]
 struct Link {
     at: i64,
-    user: Arc<str>,
+    user: SmolStr,
 }
 
 /// Strings numbered in order of first sight.
 #[derive(Default)]
 struct Interner {
-    index: HashMap<Arc<str>, u32>,
-    strings: Vec<Arc<str>>,
+    index: HashMap<SmolStr, u32>,
+    strings: Vec<SmolStr>,
 }
 
 impl Interner {
-    fn intern(&mut self, s: &Arc<str>) -> u32 {
+    fn intern(&mut self, s: &SmolStr) -> u32 {
         if let Some(&i) = self.index.get(&**s) {
             return i;
         }
@@ -142,7 +142,7 @@ pub struct Activity {
     names: Interner,
     /// Page 0 is "no page".
     pages: Interner,
-    links: HashMap<Arc<str>, Link>,
+    links: HashMap<SmolStr, Link>,
     property_columns: Vec<PropertyColumn>,
     /// Bumped when identities or links change; persons are resolved for `resolved`.
     version: u64,
@@ -162,7 +162,7 @@ impl Activity {
                 .expect("the built-in events stream has the column")
         };
         let mut pages = Interner::default();
-        pages.intern(&Arc::from(""));
+        pages.intern(&SmolStr::from(""));
         Activity {
             tz,
             columns: Columns {
@@ -251,7 +251,7 @@ impl Activity {
             };
             let name = match &row[c.event_name] {
                 Value::Text(n) => self.names.intern(n),
-                _ => self.names.intern(&Arc::from("")),
+                _ => self.names.intern(&SmolStr::from("")),
             };
             for column in &mut self.property_columns {
                 if column.name == name {
@@ -284,7 +284,7 @@ impl Activity {
         }
     }
 
-    fn link(&mut self, anonymous: Arc<str>, at: i64, user: Arc<str>) {
+    fn link(&mut self, anonymous: SmolStr, at: i64, user: SmolStr) {
         let earlier = |old: &Link| (at, &*user) < (old.at, &*old.user);
         match self.links.get_mut(&anonymous) {
             Some(old) if !earlier(old) => {}
@@ -326,7 +326,7 @@ impl Activity {
     /// [`PROPERTY_COLUMNS`]); fill it with [`Activity::fill_property_column`] from the start of
     /// the log up to [`Activity::position`] (later events fill it as they are absorbed).
     pub fn add_property_column(&mut self, property: &str, name: &str) {
-        let name = self.names.intern(&Arc::from(name));
+        let name = self.names.intern(&SmolStr::from(name));
         if self.property_columns.len() >= PROPERTY_COLUMNS {
             self.property_columns.remove(0);
         }
@@ -405,12 +405,12 @@ impl Activity {
     /// Every id of the person `id` names, as the analyses resolve persons: the user id itself
     /// (or, for an anonymous id linked to a user id, that user id; an anonymous id never linked
     /// is its own person) and every anonymous id linked to it. Sorted, `id` always among them.
-    pub fn person_ids(&self, id: &str) -> Vec<Arc<str>> {
+    pub fn person_ids(&self, id: &str) -> Vec<SmolStr> {
         let mut persons: Vec<&str> = vec![id];
         if let Some(link) = self.links.get(id) {
             persons.push(&link.user);
         }
-        let mut ids: Vec<Arc<str>> = persons.iter().map(|p| Arc::from(*p)).collect();
+        let mut ids: Vec<SmolStr> = persons.iter().map(|p| SmolStr::from(*p)).collect();
         ids.extend(
             self.links
                 .iter()
@@ -447,12 +447,12 @@ impl Activity {
     }
 
     /// The text of page number `page` (`None` for 0).
-    pub(crate) fn page(&self, page: u32) -> Option<&Arc<str>> {
+    pub(crate) fn page(&self, page: u32) -> Option<&SmolStr> {
         (page != 0).then(|| &self.pages.strings[page as usize])
     }
 
     /// The breakdown value of event `seq` from the column of `property` on events named `name`.
-    pub(crate) fn property(&self, property: &str, name: &str, seq: u64) -> Option<&Arc<str>> {
+    pub(crate) fn property(&self, property: &str, name: &str, seq: u64) -> Option<&SmolStr> {
         let name = self.names.get(name)?;
         let column = self
             .property_columns
@@ -469,11 +469,11 @@ impl Activity {
 }
 
 /// `previousId` of an alias event's properties.
-fn previous_id(properties: &str) -> Option<Arc<str>> {
+fn previous_id(properties: &str) -> Option<SmolStr> {
     match serde_json::from_str::<serde_json::Value>(properties).ok()? {
         serde_json::Value::Object(m) => match m.get("previousId")? {
-            serde_json::Value::String(s) if !s.is_empty() => Some(Arc::from(s.as_str())),
-            serde_json::Value::Number(n) => Some(Arc::from(n.to_string())),
+            serde_json::Value::String(s) if !s.is_empty() => Some(SmolStr::from(s.as_str())),
+            serde_json::Value::Number(n) => Some(SmolStr::from(n.to_string())),
             _ => None,
         },
         _ => None,
@@ -482,15 +482,15 @@ fn previous_id(properties: &str) -> Option<Arc<str>> {
 
 /// A top-level property of a JSON object as text: strings as they are, other values as JSON,
 /// `None` when absent or null.
-fn property_text(properties: &Value, property: &str) -> Option<Arc<str>> {
+fn property_text(properties: &Value, property: &str) -> Option<SmolStr> {
     let Value::Json(p) = properties else {
         return None;
     };
     match serde_json::from_str::<serde_json::Value>(p).ok()? {
         serde_json::Value::Object(mut m) => match m.remove(property)? {
             serde_json::Value::Null => None,
-            serde_json::Value::String(s) => Some(Arc::from(s)),
-            other => Some(Arc::from(other.to_string())),
+            serde_json::Value::String(s) => Some(SmolStr::from(s)),
+            other => Some(SmolStr::from(other.to_string())),
         },
         _ => None,
     }

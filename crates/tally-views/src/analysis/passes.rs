@@ -1,7 +1,7 @@
 //! The analyses themselves: each is one pass over persons (their events merged in time order)
 //! that counts into per-period arrays, then the rows.
 
-use std::sync::Arc;
+use crate::value::SmolStr;
 
 use super::request::{Analysis, Kind, PageBy};
 use super::{Activity, Ev, HashMap, Period};
@@ -31,7 +31,7 @@ fn int(n: u64) -> Value {
 }
 
 /// Texts ascending, `None` (NULL) last.
-fn nulls_last(x: Option<&Arc<str>>, y: Option<&Arc<str>>) -> std::cmp::Ordering {
+fn nulls_last(x: Option<&SmolStr>, y: Option<&SmolStr>) -> std::cmp::Ordering {
     (x.is_none(), x).cmp(&(y.is_none(), y))
 }
 
@@ -233,7 +233,11 @@ fn retention(activity: &Activity, a: &Analysis) -> ResultSet {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            vec![bucket, int(size[c]), Value::Json(Arc::from(json))]
+            vec![
+                bucket,
+                int(size[c]),
+                Value::Json(std::sync::Arc::from(json)),
+            ]
         })
         .collect();
     ResultSet {
@@ -273,7 +277,7 @@ fn funnel(activity: &Activity, a: &Analysis) -> ResultSet {
         slot.push(i);
     }
     let mut lists: Vec<Vec<(i64, u64)>> = vec![Vec::new(); distinct.len()];
-    let mut groups: HashMap<Option<Arc<str>>, FunnelCounts> = HashMap::default();
+    let mut groups: HashMap<Option<SmolStr>, FunnelCounts> = HashMap::default();
     let mut times = vec![0i64; k];
     let mut best_times = vec![0i64; k];
     let mut used = vec![0usize; distinct.len()];
@@ -339,7 +343,7 @@ fn funnel(activity: &Activity, a: &Analysis) -> ResultSet {
             counts.durations[j].push(best_times[j] - best_times[0]);
         }
     });
-    let mut keys: Vec<Option<Arc<str>>> = groups.keys().cloned().collect();
+    let mut keys: Vec<Option<SmolStr>> = groups.keys().cloned().collect();
     // Values ascending, NULL last.
     keys.sort_by(|x, y| nulls_last(x.as_ref(), y.as_ref()));
     if a.breakdown.is_none() && keys.is_empty() {
@@ -498,7 +502,7 @@ fn pages(activity: &Activity, a: &Analysis, by: PageBy) -> ResultSet {
             c.1 += u64::from(s.events == 1);
         });
     });
-    let mut pages: Vec<(Option<&Arc<str>>, u64, u64)> = counts
+    let mut pages: Vec<(Option<&SmolStr>, u64, u64)> = counts
         .into_iter()
         .map(|(p, (s, b))| (activity.page(p), s, b))
         .collect();

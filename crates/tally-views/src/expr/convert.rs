@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::decimal::{Decimal, FitError};
-use crate::value::{Timestamp, Type, Value};
+use crate::value::{SmolStr, Timestamp, Type, Value};
 
 use super::{EvalError, JsonKey};
 
@@ -69,7 +69,7 @@ pub fn cast(v: Value, from: Type, to: Type) -> Result<Value, EvalError> {
                 s => cast(s, Type::Text, to)?,
             }
         }
-        (v, Type::Text) => Value::Text(Arc::from(v.to_string())),
+        (v, Type::Text) => Value::Text(SmolStr::from(v.to_string())),
         (Value::Text(s), to) => {
             parse_text(&s, to).ok_or_else(|| invalid(&Value::Text(s.clone())))?
         }
@@ -117,7 +117,7 @@ fn fit_decimal(d: Decimal, precision: u8, scale: u8) -> Result<Value, EvalError>
 pub fn parse_text(s: &str, to: Type) -> Option<Value> {
     let t = s.trim();
     Some(match to {
-        Type::Text => Value::Text(Arc::from(s)),
+        Type::Text => Value::Text(SmolStr::from(s)),
         Type::BigInt => Value::Int(t.parse().ok()?),
         Type::Double => {
             let d: f64 = t.parse().ok()?;
@@ -157,8 +157,8 @@ pub(super) fn json_get(doc: &str, key: &JsonKey, as_text: bool) -> Value {
     };
     match found {
         None | Some(serde_json::Value::Null) => Value::Null,
-        Some(serde_json::Value::String(s)) if as_text => Value::Text(Arc::from(s.as_str())),
-        Some(other) if as_text => Value::Text(Arc::from(other.to_string())),
+        Some(serde_json::Value::String(s)) if as_text => Value::Text(SmolStr::from(s.as_str())),
+        Some(other) if as_text => Value::Text(SmolStr::from(other.to_string())),
         Some(other) => Value::Json(Arc::from(other.to_string())),
     }
 }
@@ -167,7 +167,7 @@ pub(super) fn json_get(doc: &str, key: &JsonKey, as_text: bool) -> Value {
 fn json_get_scalar(doc: &str) -> Value {
     match serde_json::from_str::<serde_json::Value>(doc) {
         Ok(serde_json::Value::Null) | Err(_) => Value::Null,
-        Ok(serde_json::Value::String(s)) => Value::Text(Arc::from(s.as_str())),
-        Ok(other) => Value::Text(Arc::from(other.to_string())),
+        Ok(serde_json::Value::String(s)) => Value::Text(SmolStr::from(s.as_str())),
+        Ok(other) => Value::Text(SmolStr::from(other.to_string())),
     }
 }

@@ -15,13 +15,12 @@
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
-use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
 use crate::decimal::Decimal;
 use crate::time::Interval;
-use crate::value::{Type, Value};
+use crate::value::{SmolStr, Type, Value};
 
 mod convert;
 mod print;
@@ -705,12 +704,12 @@ impl Expr {
                 if va.is_null() || vb.is_null() {
                     return Ok(Value::Null);
                 }
-                Value::Text(Arc::from(format!("{va}{vb}")))
+                Value::Text(SmolStr::from(format!("{va}{vb}")))
             }
             Expr::Func(func @ (Func::Lower | Func::Upper | Func::Length), e) => {
                 match (func, e.eval_cow(ctx)?.as_ref()) {
-                    (Func::Lower, Value::Text(s)) => Value::Text(Arc::from(s.to_lowercase())),
-                    (Func::Upper, Value::Text(s)) => Value::Text(Arc::from(s.to_uppercase())),
+                    (Func::Lower, Value::Text(s)) => Value::Text(SmolStr::from(s.to_lowercase())),
+                    (Func::Upper, Value::Text(s)) => Value::Text(SmolStr::from(s.to_uppercase())),
                     (Func::Length, Value::Text(s)) => Value::Int(s.chars().count() as i64),
                     _ => Value::Null,
                 }
@@ -957,6 +956,7 @@ fn arith(op: ArithOp, kind: NumKind, l: Value, r: Value) -> Result<Value, EvalEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn like_patterns() {
