@@ -127,8 +127,9 @@ impl KeyHashes {
         }
     }
 
-    /// Whether these are the keys of `rows` of `stream`. Cheap for a single key column: a
-    /// row's text key is the same `Arc` as the one hashed, compared by pointer first.
+    /// Whether these are the keys of `rows` of `stream`. Cheap for a single key column: each
+    /// row's key is compared with a copy of it (short text in the value, longer text the same
+    /// allocation), with no hashing.
     fn describes(&self, stream: &StreamDef, rows: &[Vec<Value>]) -> bool {
         if self.stream != stream.name || self.keys.len() != rows.len() {
             return false;

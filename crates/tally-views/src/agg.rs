@@ -9,8 +9,8 @@
 //! - accumulable (count, sum, avg, variance moments): a few numbers, merged by adding;
 //! - min/max, first/last, bool_and/or: one value, merged by keeping the better one. Views are
 //!   append-only, so no retraction ever needs the second-best value;
-//! - sets (exact `count(DISTINCT)`): grow with the distinct values (about 40 bytes plus the value
-//!   per distinct value and group);
+//! - sets (exact `count(DISTINCT)`): grow with the distinct values (about 40-75 bytes per
+//!   distinct value and group, plus text longer than 23 bytes);
 //! - sketches (`percentile_*`, `approx_count_distinct`): bounded size, bounded error.
 //!
 //! The compiler resolves each aggregate to an [`AggKind`] for its input type once, and the hot

@@ -98,7 +98,7 @@ pub struct RowDecoder<'a> {
     newest: Timestamp,
     /// Event times before this are past the stream's retention.
     oldest: Option<Timestamp>,
-    /// Shares the text of values that repeat (event names, countries, paths).
+    /// Shares the text of values of 24-64 bytes that repeat (paths, URLs).
     interner: RefCell<Interner>,
     /// What the flat path found for each column ([`Seen`]), reused from event to event.
     seen: RefCell<Vec<Seen>>,
@@ -185,7 +185,8 @@ struct ColumnInterner {
 }
 
 impl Interner {
-    /// Strings longer than this are not interned.
+    /// Strings longer than this are not interned (nor those of up to `SmolStr::INLINE_CAP`
+    /// bytes, which are held in the value).
     const MAX_LEN: usize = 64;
     /// How many values a column keeps.
     const CAPACITY: usize = 4096;
@@ -1432,8 +1433,9 @@ mod tests {
     }
 
     /// Interning gives every value back as itself, short (held in the value) and long (shared:
-    /// seen again, the very allocation comes back), in two columns, with the sets emptied
-    /// between rounds.
+    /// seen again, the very allocation comes back), in two columns, over three rounds with the
+    /// sets emptied after the second (the third shares again what it meets anew). Values past
+    /// `MAX_LEN` come back as themselves, never shared.
     #[test]
     fn interning_gives_every_value_back_as_itself() {
         let mut pick = below(0x5eed);
@@ -1442,7 +1444,7 @@ mod tests {
                 let len = if pick(2) == 0 {
                     pick(24)
                 } else {
-                    24 + pick(41)
+                    24 + pick(61)
                 };
                 (0..len).map(|_| ['a', 'b', '\0'][pick(3)]).collect()
             })
@@ -1467,6 +1469,13 @@ mod tests {
                     }
                     other => panic!("{other:?}"),
                 }
+                let kept =
+                    (interner.columns.get(column)).is_some_and(|c| c.seen.contains(v.as_str()));
+                assert_eq!(
+                    kept,
+                    (SmolStr::INLINE_CAP + 1..=Interner::MAX_LEN).contains(&v.len()),
+                    "round {round}, value {i}"
+                );
             }
             if round == 1 {
                 for c in &mut interner.columns {

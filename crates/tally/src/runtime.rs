@@ -1300,8 +1300,10 @@ pub struct Finalized {
 
 impl Finalized {
     fn row_bytes(key: &[Value], row: &[Value]) -> usize {
+        // Text of up to 23 bytes is held in the value itself.
         let text = |v: &Value| match v {
-            Value::Text(s) => s.len(),
+            Value::Text(s) if s.is_heap_allocated() => s.len(),
+            Value::Text(_) => 0,
             Value::Json(s) => s.len(),
             _ => 0,
         };
