@@ -526,11 +526,11 @@ impl AggState {
     pub fn memory(&self) -> usize {
         let base = std::mem::size_of::<AggState>();
         base + match self {
-            AggState::Distinct(set) => set.iter().map(|v| 40 + value_heap(v)).sum(),
+            AggState::Distinct(set) => set.iter().map(|v| 40 + v.heap_bytes()).sum(),
             AggState::SortedDistinct(set) => set.bytes.capacity(),
             AggState::Hll(Some(u)) => u.estimated_size(),
             AggState::Quantiles(s) => s.memory(),
-            AggState::Extreme(Some(v)) | AggState::Pick(Some((_, _, v))) => value_heap(v),
+            AggState::Extreme(Some(v)) | AggState::Pick(Some((_, _, v))) => v.heap_bytes(),
             _ => 0,
         }
     }
@@ -690,16 +690,6 @@ fn at_scale(d: Decimal, kind: AggKind) -> i128 {
     d.rescale(scale)
         .map(Decimal::mantissa)
         .unwrap_or(d.mantissa())
-}
-
-fn value_heap(v: &Value) -> usize {
-    match v {
-        // Text of up to 23 bytes lives in the value.
-        Value::Text(s) if s.is_heap_allocated() => s.len() + 16,
-        Value::Text(_) => 0,
-        Value::Json(s) => s.len() + 16,
-        _ => 0,
-    }
 }
 
 fn option<T>(w: &mut Writer, v: Option<&T>, f: impl FnOnce(&mut Writer, &T)) {

@@ -231,6 +231,16 @@ impl Value {
         Value::Text(SmolStr::new(s))
     }
 
+    /// What the value holds on the heap, approximately: text longer than 23 bytes and JSON
+    /// their bytes and the shared allocation's two counts; shorter text is held in the value.
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Value::Text(s) if s.is_heap_allocated() => s.len() + 16,
+            Value::Json(s) => s.len() + 16,
+            _ => 0,
+        }
+    }
+
     /// Whether this is `NULL`.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)

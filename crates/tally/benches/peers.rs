@@ -28,7 +28,8 @@
 //! Tally's figures are printed; without chDB the run says so and prints the rest of the table.
 //! `cargo test --benches` runs Tally's side once on 2,000 events and skips the peers. For
 //! profiles, the binary runs one part alone: `TALLY_BENCH_ONCE=engine` the engine's part five
-//! times (each rate printed), `TALLY_BENCH_ONCE=query` one view query (for instruction counts).
+//! times (each rate printed; `TALLY_BENCH_VIEWS=a,b` keeps only those views),
+//! `TALLY_BENCH_ONCE=query` one view query (for instruction counts).
 
 use std::path::Path;
 use std::process::Command;
@@ -327,13 +328,31 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// `TALLY_BENCH_ONCE=engine`: only the engine's part, five times, each run's rate printed (to
-/// profile it alone).
+/// profile it alone). `TALLY_BENCH_VIEWS=a,b` keeps only those of the five views (what each
+/// view costs: its rate alone against the others').
 fn engine_once() {
     let n = workload::env_number("TALLY_BENCH_EVENTS")
         .filter(|&n| n > 0)
         .unwrap_or(500_000);
     let lines = workload::ndjson(Workload::Rollups, n, 7);
-    let schema = workload::schema(Workload::Rollups);
+    let mut schema = workload::schema(Workload::Rollups);
+    if let Ok(keep) = std::env::var("TALLY_BENCH_VIEWS") {
+        const VIEW: &str = "CREATE MATERIALIZED VIEW ";
+        let mut parts = schema.split(VIEW);
+        let mut kept = parts.next().unwrap_or_default().to_owned();
+        for view in parts {
+            let name = view.split_whitespace().next().unwrap_or_default();
+            if keep.split(',').any(|k| k.trim() == name) {
+                kept.push_str(VIEW);
+                kept.push_str(view);
+            }
+        }
+        assert!(
+            kept.contains(VIEW),
+            "TALLY_BENCH_VIEWS={keep} names none of the views"
+        );
+        schema = kept;
+    }
     for _ in 0..5 {
         let took = engine_run(&schema, &lines);
         println!("engine: {:.0} events/s", n as f64 / took.as_secs_f64());

@@ -1300,15 +1300,8 @@ pub struct Finalized {
 
 impl Finalized {
     fn row_bytes(key: &[Value], row: &[Value]) -> usize {
-        // Text of up to 23 bytes is held in the value itself.
-        let text = |v: &Value| match v {
-            Value::Text(s) if s.is_heap_allocated() => s.len(),
-            Value::Text(_) => 0,
-            Value::Json(s) => s.len(),
-            _ => 0,
-        };
         64 + (key.len() + row.len()) * std::mem::size_of::<Value>()
-            + key.iter().chain(row).map(text).sum::<usize>()
+            + key.iter().chain(row).map(Value::heap_bytes).sum::<usize>()
     }
 }
 
