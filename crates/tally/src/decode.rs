@@ -19,8 +19,7 @@ use serde_json::value::RawValue;
 use tally_views::decimal::{Decimal, FitError, ParseDecimalError};
 use tally_views::expr::parse_text;
 use tally_views::{
-    ColumnDef, ColumnDefault, DateCache, Interval, SmolStr, StreamDef, TableDef, Timestamp, Type,
-    Value,
+    ColumnDef, ColumnDefault, DateCache, Interval, StreamDef, TableDef, Timestamp, Type, Value,
 };
 
 /// The largest event accepted, in bytes of its JSON or CSV text.
@@ -98,8 +97,6 @@ pub struct RowDecoder<'a> {
     newest: Timestamp,
     /// Event times before this are past the stream's retention.
     oldest: Option<Timestamp>,
-    /// Shares the text of values of 24-64 bytes that repeat (paths, URLs).
-    interner: RefCell<Interner>,
     /// What the flat path found for each column ([`Seen`]), reused from event to event.
     seen: RefCell<Vec<Seen>>,
     /// Per column, its name as the flat path compares it in place with a JSON key's raw text,
@@ -167,70 +164,6 @@ enum Seen {
     Value,
 }
 
-/// Text values seen recently, per column, so repeated values longer than a [`SmolStr`] holds in
-/// itself (paths, URLs) share one allocation instead of one each. Shorter text (event names,
-/// countries, user ids) is built in the value, which costs less than finding it. A column whose
-/// values rarely repeat (ids) stops being interned.
-#[derive(Default)]
-struct Interner {
-    columns: Vec<ColumnInterner>,
-}
-
-#[derive(Default)]
-struct ColumnInterner {
-    seen: hashbrown::HashSet<SmolStr, foldhash::fast::RandomState>,
-    hits: u32,
-    misses: u32,
-    off: bool,
-}
-
-impl Interner {
-    /// Strings longer than this are not interned (nor those of up to `SmolStr::INLINE_CAP`
-    /// bytes, which are held in the value).
-    const MAX_LEN: usize = 64;
-    /// How many values a column keeps.
-    const CAPACITY: usize = 4096;
-
-    /// The value of text `bytes` of `column` (`text` gives them as `&str`): shared if it was
-    /// seen recently.
-    #[inline]
-    fn text<'s>(&mut self, column: usize, bytes: &[u8], text: impl FnOnce() -> &'s str) -> Value {
-        if bytes.len() <= SmolStr::INLINE_CAP
-            || bytes.len() > Interner::MAX_LEN
-            || self.columns.get(column).is_some_and(|c| c.off)
-        {
-            return Value::text(text());
-        }
-        self.shared(column, text())
-    }
-
-    /// [`Interner::text`] for text to be shared.
-    fn shared(&mut self, column: usize, s: &str) -> Value {
-        if self.columns.len() <= column {
-            self.columns
-                .resize_with(column + 1, ColumnInterner::default);
-        }
-        let c = &mut self.columns[column];
-        if let Some(shared) = c.seen.get(s) {
-            c.hits = c.hits.saturating_add(1);
-            return Value::Text(shared.clone());
-        }
-        c.misses += 1;
-        if c.misses > 2 * Interner::CAPACITY as u32 && c.hits < c.misses {
-            // Mostly unique values: interning only costs here.
-            c.off = true;
-            c.seen = Default::default();
-            return Value::text(s);
-        }
-        if c.seen.len() >= Interner::CAPACITY {
-            c.seen.clear();
-        }
-        let shared = SmolStr::new(s);
-        c.seen.insert(shared.clone());
-        Value::Text(shared)
-    }
-}
-
 /// One cell as read from the input, before defaults.
 enum Cell {
     Absent,
@@ -246,7 +179,6 @@ impl<'a> RowDecoder<'a> {
             max_future,
             newest: now,
             oldest: None,
-            interner: RefCell::default(),
             seen: RefCell::default(),
             names: stream.columns.iter().map(|c| Name::new(&c.name)).collect(),
             allowed: (stream.columns.iter().enumerate())
@@ -409,7 +341,7 @@ impl<'a> RowDecoder<'a> {
                 // The text as `&str` only where it is needed (slicing a `str` checks both ends).
                 let s = || &text[i + 1..end];
                 let cell = match column.ty {
-                    Type::Text => self.interner.borrow_mut().text(index, &b[i + 1..end], s),
+                    Type::Text => Value::text(s()),
                     Type::Json => Value::Json(text[i..=end].into()),
                     // The common form, read directly; a plain string holds no NUL.
                     Type::Timestamp => {
@@ -1050,8 +982,6 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
                 Some(i) if error.is_none() && matches!(cells[i], Cell::Absent) => {
                     let seed = CellSeed {
                         column: &stream.columns[i],
-                        index: i,
-                        interner: &self.decoder.interner,
                     };
                     match map.next_value_seed(seed)? {
                         Ok(cell) => cells[i] = cell,
@@ -1085,8 +1015,6 @@ impl<'de> Visitor<'de> for RowVisitor<'_, '_> {
 /// Parses one field for its column.
 struct CellSeed<'a> {
     column: &'a ColumnDef,
-    index: usize,
-    interner: &'a RefCell<Interner>,
 }
 
 impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
@@ -1099,22 +1027,16 @@ impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
                 let raw: &'de RawValue = serde::Deserialize::deserialize(d)?;
                 Ok(json_cell(self.column, raw))
             }
-            ty => d.deserialize_any(CellVisitor {
-                ty,
-                index: self.index,
-                interner: self.interner,
-            }),
+            ty => d.deserialize_any(CellVisitor { ty }),
         }
     }
 }
 
-struct CellVisitor<'a> {
+struct CellVisitor {
     ty: Type,
-    index: usize,
-    interner: &'a RefCell<Interner>,
 }
 
-impl CellVisitor<'_> {
+impl CellVisitor {
     fn wrong(&self, got: &str) -> Result<Cell, String> {
         Err(format!("expected {}, got {got}", describe(self.ty)))
     }
@@ -1131,7 +1053,7 @@ impl CellVisitor<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for CellVisitor<'_> {
+impl<'de> Visitor<'de> for CellVisitor {
     type Value = Result<Cell, String>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -1194,11 +1116,7 @@ impl<'de> Visitor<'de> for CellVisitor<'_> {
             return Ok(Err("NUL characters are not allowed".into()));
         }
         Ok(match self.ty {
-            Type::Text => Ok(Cell::Value(self.interner.borrow_mut().text(
-                self.index,
-                s.as_bytes(),
-                || s,
-            ))),
+            Type::Text => Ok(Cell::Value(Value::text(s))),
             ty => text_cell(ty, s).map(Cell::Value),
         })
     }
@@ -1430,72 +1348,6 @@ mod tests {
             seed ^= seed << 17;
             (seed % n as u64) as usize
         }
-    }
-
-    /// Interning gives every value back as itself, short (held in the value) and long (shared:
-    /// seen again, the very allocation comes back), in two columns, over three rounds with the
-    /// sets emptied after the second (the third shares again what it meets anew). Values past
-    /// `MAX_LEN` come back as themselves, never shared.
-    #[test]
-    fn interning_gives_every_value_back_as_itself() {
-        let mut pick = below(0x5eed);
-        let values: Vec<String> = (0..4_000)
-            .map(|_| {
-                let len = if pick(2) == 0 {
-                    pick(24)
-                } else {
-                    24 + pick(61)
-                };
-                (0..len).map(|_| ['a', 'b', '\0'][pick(3)]).collect()
-            })
-            .collect();
-        let mut interner = Interner::default();
-        let mut served = 0;
-        for round in 0..3 {
-            for (i, v) in values.iter().enumerate() {
-                let column = i % 2;
-                let known = interner
-                    .columns
-                    .get(column)
-                    .and_then(|c| c.seen.get(v.as_str()).cloned());
-                match interner.text(column, v.as_bytes(), || v) {
-                    Value::Text(t) => {
-                        assert_eq!(t.as_str(), v.as_str(), "round {round}, value {i}");
-                        assert_eq!(t.is_heap_allocated(), v.len() > SmolStr::INLINE_CAP);
-                        if let Some(known) = known {
-                            assert_eq!(t.as_ptr(), known.as_ptr(), "round {round}, value {i}");
-                            served += 1;
-                        }
-                    }
-                    other => panic!("{other:?}"),
-                }
-                let kept =
-                    (interner.columns.get(column)).is_some_and(|c| c.seen.contains(v.as_str()));
-                assert_eq!(
-                    kept,
-                    (SmolStr::INLINE_CAP + 1..=Interner::MAX_LEN).contains(&v.len()),
-                    "round {round}, value {i}"
-                );
-            }
-            if round == 1 {
-                for c in &mut interner.columns {
-                    c.seen.clear();
-                }
-            }
-        }
-        assert!(served > 1_000, "the sets served {served} values");
-    }
-
-    /// A column of unique values stops being interned, and keeps giving values back.
-    #[test]
-    fn a_column_of_unique_values_is_switched_off() {
-        let mut interner = Interner::default();
-        for i in 0..3 * Interner::CAPACITY {
-            let v = format!("a unique value longer than 23 bytes: {i}");
-            assert_eq!(interner.text(0, v.as_bytes(), || &v), Value::text(&v));
-        }
-        let c = &interner.columns[0];
-        assert!(c.off && c.seen.is_empty());
     }
 
     /// The flat path decides exactly as the general one: random events, flat and not, valid
