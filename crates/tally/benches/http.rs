@@ -5,7 +5,10 @@
 //! `cargo bench -p tally --bench http` (`TALLY_BENCH_EVENTS`, default 300,000 batched events;
 //! `TALLY_BENCH_SINGLES`, default 20,000 single-event requests).
 //!
-//! - batched: 4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events
+//! - batched: alternating with `tally ingest` of the same events (the CLI), 3 rounds of each
+//!   (`TALLY_BENCH_ROUNDS`; 1 in the quick run), each into a fresh tenant, so that each ratio
+//!   compares two adjacent phases on a machine whose speed drifts (the median is reported),
+//!   4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events
 //!   (`TALLY_BENCH_BATCH`; a body must stay within the 512 KB limit, about 3,500 of these
 //!   events) of the rollups workload (5 views); the group-commit histograms and `/proc/stat` tell how busy the
 //!   worker and the machine's cores were;
@@ -46,11 +49,14 @@ fn main() {
     let singles =
         workload::env_number("TALLY_BENCH_SINGLES").unwrap_or(if quick { 200 } else { 20_000 });
     let queries = if quick { 50 } else { 2_000 };
+    let rounds = workload::env_number("TALLY_BENCH_ROUNDS")
+        .filter(|&r| r > 0)
+        .unwrap_or(if quick { 1 } else { 3 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(run(n, singles, queries));
+    runtime.block_on(run(n, singles, queries, rounds));
 }
 
 /// Sums of the server's group-commit histograms (`tally_ingest_group_*` in `/metrics`).
@@ -197,6 +203,14 @@ impl Cpu {
     }
 }
 
+/// One round of the CLI and batched HTTP ingest of the same events.
+struct Round {
+    cli: Duration,
+    batched: Duration,
+    groups: GroupStats,
+    cpu: Cpu,
+}
+
 /// Sends every body to `url` from `clients` concurrent clients (NDJSON); the wall-clock time.
 async fn send_all(
     http: &reqwest::Client,
@@ -231,7 +245,7 @@ async fn send_all(
     started.elapsed()
 }
 
-async fn run(n: usize, singles: usize, queries: usize) {
+async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
     let dir = tempfile::tempdir().unwrap();
     let schema = workload::schema(Workload::Rollups);
     let lines = workload::ndjson(Workload::Rollups, n + singles, 5);
@@ -241,11 +255,6 @@ async fn run(n: usize, singles: usize, queries: usize) {
     let base = workload::baseline(dir.path(), &rows);
     let input = dir.path().join("hits.ndjson");
     std::fs::write(&input, lines[..n].join("\n") + "\n").unwrap();
-    let cli = workload::tally_ingest(
-        &Location::Directory(dir.path().join("cli-data")),
-        &schema,
-        &input,
-    );
     let commit = workload::commit_latency(dir.path(), 200);
 
     let tally = Tally::open(
@@ -285,13 +294,38 @@ async fn run(n: usize, singles: usize, queries: usize) {
     let clients = workload::env_number("TALLY_BENCH_CLIENTS")
         .filter(|&c| c > 0)
         .unwrap_or(4);
-    let batched_before = GroupStats::read(&http, &base_url).await;
-    let batched_cpu_before = Cpu::read();
-    let batched = send_all(&http, &url, &write, batches, clients).await;
-    let batched_cpu = Cpu::read().since(&batched_cpu_before);
-    let batched_groups = GroupStats::read(&http, &base_url)
-        .await
-        .since(&batched_before);
+    // The CLI and batched HTTP alternate, `rounds` times, each round into a fresh directory
+    // and a fresh tenant: the machine's speed drifts between phases, so a ratio of two
+    // adjacent phases says more than one of distant ones.
+    let mut measured = Vec::new();
+    for round in 0..rounds {
+        let cli = workload::tally_ingest(
+            &Location::Directory(dir.path().join(format!("cli-data-{round}"))),
+            &schema,
+            &input,
+        );
+        let key = if round == 0 {
+            write.clone()
+        } else {
+            let tenant = format!(r#"{{"name":"bench{round}"}}"#);
+            common::create_tenant(&http, &base_url, ADMIN, &tenant)
+                .await
+                .write
+        };
+        let groups_before = GroupStats::read(&http, &base_url).await;
+        let cpu_before = Cpu::read();
+        let batched = send_all(&http, &url, &key, batches.clone(), clients).await;
+        let cpu = Cpu::read().since(&cpu_before);
+        let groups = GroupStats::read(&http, &base_url)
+            .await
+            .since(&groups_before);
+        measured.push(Round {
+            cli,
+            batched,
+            groups,
+            cpu,
+        });
+    }
     // Single events, 32 clients; the server's group-commit histograms tell how they were grouped.
     let before = GroupStats::read(&http, &base_url).await;
     let cpu_before = Cpu::read();
@@ -328,6 +362,15 @@ async fn run(n: usize, singles: usize, queries: usize) {
 
     let rate = |events: usize, d: Duration| events as f64 / d.as_secs_f64();
     let base_rate = rate(n, base);
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let cli = median(measured.iter().map(|r| rate(n, r.cli)).collect());
+    let batched = median(measured.iter().map(|r| rate(n, r.batched)).collect());
+    let ratios: Vec<f64> = (measured.iter())
+        .map(|r| r.cli.as_secs_f64() / r.batched.as_secs_f64())
+        .collect();
     println!("events: {n} batched, {singles} single; {queries} queries");
     println!("| path | events/s | ratio to baseline |");
     println!("|---|---:|---:|");
@@ -336,14 +379,14 @@ async fn run(n: usize, singles: usize, queries: usize) {
         base_rate
     );
     println!(
-        "| `tally ingest` of the same events from a file (the CLI) | {:.0} | {:.2} |",
-        rate(n, cli),
-        rate(n, cli) / base_rate
+        "| `tally ingest` of the same events from a file (the CLI; median of {rounds}) | {:.0} | {:.2} |",
+        cli,
+        cli / base_rate
     );
     println!(
-        "| HTTP ingest, NDJSON batches of {batch_size}, {clients} clients | {:.0} | {:.2} |",
-        rate(n, batched),
-        rate(n, batched) / base_rate
+        "| HTTP ingest, NDJSON batches of {batch_size}, {clients} clients (median of {rounds}) | {:.0} | {:.2} |",
+        batched,
+        batched / base_rate
     );
     println!(
         "| HTTP ingest, 1 event per request, 32 clients | {:.0} | {:.3} |",
@@ -352,21 +395,30 @@ async fn run(n: usize, singles: usize, queries: usize) {
     );
     println!();
     println!(
-        "batched HTTP against the CLI: {:.2}× (goal ≥ 0.8×)",
-        rate(n, batched) / rate(n, cli)
+        "batched HTTP against the CLI: {:.2}× (goal ≥ 0.8×; the median of {rounds} rounds, each the CLI then batched HTTP: {})",
+        median(ratios.clone()),
+        (ratios.iter())
+            .map(|r| format!("{r:.2}×"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "one-row durable commit on this disk: {:.2} ms (median of 200), so 32 waiting clients get at most {:.0} events/s (goal ≥ 50,000)",
         commit.as_secs_f64() * 1e3,
         32.0 / commit.as_secs_f64()
     );
-    println!(
-        "batched ({clients} clients): {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase; the machine's cores were {:.0} % busy",
-        batched_groups.requests / batched_groups.groups,
-        batched_groups.seconds / batched_groups.groups * 1e3,
-        batched_groups.seconds / batched.as_secs_f64() * 100.0,
-        batched_cpu.busy * 100.0
-    );
+    for (i, r) in measured.iter().enumerate() {
+        println!(
+            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0}: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase; the machine's cores were {:.0} % busy",
+            i + 1,
+            rate(n, r.cli),
+            rate(n, r.batched),
+            r.groups.requests / r.groups.groups,
+            r.groups.seconds / r.groups.groups * 1e3,
+            r.groups.seconds / r.batched.as_secs_f64() * 100.0,
+            r.cpu.busy * 100.0
+        );
+    }
     println!(
         "single events: {:.1} requests per group commit on average, {:.2} ms per group (decode, commit, apply), the worker busy {:.0} % of the phase",
         groups.requests / groups.groups,
