@@ -5,13 +5,14 @@
 //! `cargo bench -p tally --bench http` (`TALLY_BENCH_EVENTS`, default 300,000 batched events;
 //! `TALLY_BENCH_SINGLES`, default 20,000 single-event requests).
 //!
-//! - batched: alternating with `tally ingest` of the same events (the CLI), 3 rounds of each
-//!   (`TALLY_BENCH_ROUNDS`; 1 in the quick run), each into a fresh tenant, so that each ratio
-//!   compares two adjacent phases on a machine whose speed drifts (the median is reported),
-//!   4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events
+//! - batched: 4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events
 //!   (`TALLY_BENCH_BATCH`; a body must stay within the 512 KB limit, about 3,500 of these
-//!   events) of the rollups workload (5 views); the group-commit histograms and `/proc/stat` tell how busy the
-//!   worker and the machine's cores were;
+//!   events) of the rollups workload (5 views); the group-commit histograms and `/proc/stat`
+//!   tell how busy the worker and the machine's cores were. It alternates with `tally ingest`
+//!   of the same events (the CLI), 3 rounds of each (`TALLY_BENCH_ROUNDS`; 1 in the quick run),
+//!   each into a fresh directory and a fresh tenant, after an unmeasured warm-up and with a
+//!   pause before each phase, so that each ratio compares two adjacent phases on a machine
+//!   whose speed drifts; the round of the median ratio is reported, and every round's figures;
 //! - single: 32 keep-alive connections send one event per request (group commit gathers them),
 //!   from a minimal HTTP/1.1 client as `wrk` is (requests prepared before the clock starts),
 //!   so that the clients take little of the two cores; the server's group-commit histograms and
@@ -296,9 +297,17 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
         .unwrap_or(4);
     // The CLI and batched HTTP alternate, `rounds` times, each round into a fresh directory
     // and a fresh tenant: the machine's speed drifts between phases, so a ratio of two
-    // adjacent phases says more than one of distant ones.
+    // adjacent phases says more than one of distant ones. A warm-up first (a tenant of its own,
+    // not measured), so that the first round's HTTP phase does not meet a server that has not
+    // served yet; before each phase a pause longer than the flush interval, so that neither
+    // runs beside the previous one's last flush and checkpoint.
+    let warm_up = common::create_tenant(&http, &base_url, ADMIN, r#"{"name":"warmup"}"#).await;
+    let warm_up_batches = batches.iter().take(20).cloned().collect();
+    send_all(&http, &url, &warm_up.write, warm_up_batches, clients).await;
+    let pause = || tokio::time::sleep(Duration::from_secs(if rounds > 1 { 2 } else { 0 }));
     let mut measured = Vec::new();
     for round in 0..rounds {
+        pause().await;
         let cli = workload::tally_ingest(
             &Location::Directory(dir.path().join(format!("cli-data-{round}"))),
             &schema,
@@ -312,6 +321,7 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
                 .await
                 .write
         };
+        pause().await;
         let groups_before = GroupStats::read(&http, &base_url).await;
         let cpu_before = Cpu::read();
         let batched = send_all(&http, &url, &key, batches.clone(), clients).await;
@@ -362,15 +372,18 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
 
     let rate = |events: usize, d: Duration| events as f64 / d.as_secs_f64();
     let base_rate = rate(n, base);
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let cli = median(measured.iter().map(|r| rate(n, r.cli)).collect());
-    let batched = median(measured.iter().map(|r| rate(n, r.batched)).collect());
+    // Each round's batched rate against its CLI's; the table shows the round of the median
+    // ratio (the lower of the two middle ones for an even number of rounds).
     let ratios: Vec<f64> = (measured.iter())
         .map(|r| r.cli.as_secs_f64() / r.batched.as_secs_f64())
         .collect();
+    let mut order: Vec<usize> = (0..measured.len()).collect();
+    order.sort_by(|&a, &b| ratios[a].total_cmp(&ratios[b]));
+    let middle = order[(order.len() - 1) / 2];
+    let (cli, batched) = (
+        rate(n, measured[middle].cli),
+        rate(n, measured[middle].batched),
+    );
     println!("events: {n} batched, {singles} single; {queries} queries");
     println!("| path | events/s | ratio to baseline |");
     println!("|---|---:|---:|");
@@ -379,12 +392,14 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
         base_rate
     );
     println!(
-        "| `tally ingest` of the same events from a file (the CLI; median of {rounds}) | {:.0} | {:.2} |",
+        "| `tally ingest` of the same events from a file (the CLI; round {} of {rounds}) | {:.0} | {:.2} |",
+        middle + 1,
         cli,
         cli / base_rate
     );
     println!(
-        "| HTTP ingest, NDJSON batches of {batch_size}, {clients} clients (median of {rounds}) | {:.0} | {:.2} |",
+        "| HTTP ingest, NDJSON batches of {batch_size}, {clients} clients (round {} of {rounds}) | {:.0} | {:.2} |",
+        middle + 1,
         batched,
         batched / base_rate
     );
@@ -395,8 +410,9 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
     );
     println!();
     println!(
-        "batched HTTP against the CLI: {:.2}× (goal ≥ 0.8×; the median of {rounds} rounds, each the CLI then batched HTTP: {})",
-        median(ratios.clone()),
+        "batched HTTP against the CLI: {:.2}× (goal ≥ 0.8×; round {}, the median of {rounds} rounds, each the CLI then batched HTTP: {})",
+        ratios[middle],
+        middle + 1,
         (ratios.iter())
             .map(|r| format!("{r:.2}×"))
             .collect::<Vec<_>>()
@@ -409,7 +425,7 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
     );
     for (i, r) in measured.iter().enumerate() {
         println!(
-            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0}: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase; the machine's cores were {:.0} % busy",
+            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase; the machine's cores were {:.0} % busy",
             i + 1,
             rate(n, r.cli),
             rate(n, r.batched),
