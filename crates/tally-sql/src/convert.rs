@@ -124,11 +124,10 @@ fn column<'a>(
         _ => {
             let mut b = StringBuilder::with_capacity(n, n * 16);
             for v in values {
-                match v {
-                    Value::Text(s) => b.append_value(s),
-                    Value::Json(s) => b.append_value(s),
-                    Value::Null => b.append_null(),
-                    other => b.append_value(other.to_string()),
+                match v.as_str() {
+                    Some(s) => b.append_value(s),
+                    None if v.is_null() => b.append_null(),
+                    None => b.append_value(v.to_string()),
                 }
             }
             Arc::new(b.finish())

@@ -101,11 +101,7 @@ pub fn rows_bytes(rows: &[Vec<Value>]) -> usize {
     rows.iter()
         .map(|r| {
             r.iter()
-                .map(|v| match v {
-                    Value::Text(s) => 16 + s.len(),
-                    Value::Json(s) => 16 + s.len(),
-                    _ => 16,
-                })
+                .map(|v| 16 + v.as_str().map_or(0, str::len))
                 .sum::<usize>()
         })
         .sum()

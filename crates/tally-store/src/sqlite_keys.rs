@@ -168,10 +168,9 @@ impl KeyHashes {
 
 /// The hash a key is indexed by: the first 8 bytes of the SHA-256 of its text.
 pub(crate) fn key_hash(key: &Value) -> i64 {
-    let digest = match key {
-        Value::Text(s) => Sha256::digest(s.as_bytes()),
-        Value::Json(s) => Sha256::digest(s.as_bytes()),
-        other => Sha256::digest(other.to_string().as_bytes()),
+    let digest = match key.as_str() {
+        Some(s) => Sha256::digest(s.as_bytes()),
+        None => Sha256::digest(key.to_string().as_bytes()),
     };
     i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
 }

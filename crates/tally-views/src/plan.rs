@@ -95,12 +95,10 @@ impl StreamDef {
     pub fn composite_key(parts: &[&Value]) -> Option<Value> {
         let mut text = String::new();
         for part in parts {
-            let s = match part {
-                Value::Null => return None,
-                Value::Text(s) => s.to_string(),
-                Value::Json(s) => s.to_string(),
-                other => other.to_string(),
-            };
+            if part.is_null() {
+                return None;
+            }
+            let s = part.to_string();
             text.push_str(&format!("{}:{s};", s.len()));
         }
         Some(Value::text(&text))

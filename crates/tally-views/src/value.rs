@@ -241,6 +241,15 @@ impl Value {
         }
     }
 
+    /// The text of a text or JSON value; `None` for any other.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) => Some(s),
+            Value::Json(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// Whether this is `NULL`.
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)

@@ -1,6 +1,8 @@
 //! The analyses themselves: each is one pass over persons (their events merged in time order)
 //! that counts into per-period arrays, then the rows.
 
+use std::sync::Arc;
+
 use crate::value::SmolStr;
 
 use super::request::{Analysis, Kind, PageBy};
@@ -233,11 +235,7 @@ fn retention(activity: &Activity, a: &Analysis) -> ResultSet {
                     .collect::<Vec<_>>()
                     .join(",")
             );
-            vec![
-                bucket,
-                int(size[c]),
-                Value::Json(std::sync::Arc::from(json)),
-            ]
+            vec![bucket, int(size[c]), Value::Json(Arc::from(json))]
         })
         .collect();
     ResultSet {
