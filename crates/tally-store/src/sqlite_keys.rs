@@ -431,15 +431,26 @@ fn set_merged(tx: &Transaction<'_>, stream: &str, merged: i64) -> Result<()> {
     Ok(())
 }
 
-/// Writes `(h, _seq)` pairs into the large table in key order.
+/// Writes `(h, _seq)` pairs into the large table in key order, 256 pairs a statement (integers
+/// bind without a copy) and smaller statements for the rest.
 fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) -> Result<()> {
     pairs.sort_unstable();
-    let mut insert = tx.prepare_cached(&format!(
-        "INSERT INTO {} (h, \"_seq\") VALUES (?, ?)",
-        keys(stream)
-    ))?;
-    for (h, seq) in pairs {
-        insert.execute(params![h, seq])?;
+    let table = keys(stream);
+    let mut rest = pairs.as_slice();
+    let mut values: Vec<i64> = Vec::new();
+    for size in crate::sqlite::rows_per_statement(2, 512) {
+        if rest.len() < size {
+            continue;
+        }
+        let sql = crate::sqlite::insert_sql(&table, "h, \"_seq\"", 2, size);
+        let mut insert = tx.prepare_cached(&sql)?;
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            values.clear();
+            values.extend(chunk.iter().flat_map(|&(h, seq)| [h, seq]));
+            insert.execute(rusqlite::params_from_iter(values.iter()))?;
+            rest = tail;
+        }
     }
     Ok(())
 }

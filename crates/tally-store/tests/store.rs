@@ -89,6 +89,7 @@ backends!(
     catalog_round_trips,
     tenants_and_keys,
     append_deduplicates_and_reads_in_order,
+    appends_of_every_size_store_each_row_once,
     flush_commits_rows_with_position,
     scan_filters_by_bucket_range,
     retention_deletes_only_applied_old_events,
@@ -161,6 +162,51 @@ fn tenants_and_keys(f: Fixture) {
     assert_eq!(f.store.revoke_key("acme", "tly_w_abcd").unwrap(), 0);
     assert_eq!(f.store.revoke_key("beta", "tly_w_abcd").unwrap(), 1);
     assert!(f.store.find_key(&[1, 2, 3]).unwrap().unwrap().revoked);
+}
+
+/// Appends of 0 to 40 rows, with repeated keys inside a batch and across batches and NULLs
+/// among the values, store exactly the new rows, in order, with their values (SQLite writes
+/// several rows per statement, in statements of more than one size).
+fn appends_of_every_size_store_each_row_once(f: Fixture) {
+    let stream = f.catalog.stream("pay").unwrap();
+    let mut t = f.store.tenant("acme").unwrap();
+    t.create_stream(stream).unwrap();
+    let mut expected: Vec<Vec<Value>> = Vec::new();
+    let mut expected_seqs: Vec<u64> = Vec::new();
+    let mut next = 0;
+    for size in 0..=40 {
+        let mut rows = Vec::new();
+        let mut new = Vec::new();
+        for i in 0..size {
+            let row = if i % 7 == 3 && next > 0 {
+                // A key stored by an earlier batch, or earlier in this one.
+                let id = if i % 2 == 0 { next - 1 } else { 0 };
+                row(&format!("k{id}"), Some("dup"), "0", "2026-03-01T00:00:00Z")
+            } else {
+                let who = (i % 3 != 0).then(|| format!("who {i} of {size}"));
+                let at = format!("2026-03-{:02}T{:02}:00:00Z", 1 + size % 28, i % 24);
+                let r = row(&format!("k{next}"), who.as_deref(), &format!("{i}.25"), &at);
+                next += 1;
+                new.push(r.clone());
+                r
+            };
+            rows.push(row);
+        }
+        let seqs = t.append(stream, &rows).unwrap();
+        assert_eq!(seqs.len(), size);
+        assert_eq!(seqs.iter().flatten().count(), new.len(), "batch of {size}");
+        expected.extend(new);
+        expected_seqs.extend(seqs.into_iter().flatten());
+    }
+    let events = t.read_events(stream, 0, 10_000).unwrap();
+    let stored: Vec<Vec<Value>> = events.iter().map(|e| e.row.clone()).collect();
+    assert_eq!(stored, expected);
+    // Each row is stored under the sequence number its append answered.
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        expected_seqs
+    );
+    assert!(expected_seqs.windows(2).all(|w| w[0] < w[1]));
 }
 
 fn append_deduplicates_and_reads_in_order(f: Fixture) {
