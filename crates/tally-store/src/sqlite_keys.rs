@@ -47,7 +47,7 @@ use tally_views::{StreamDef, Timestamp, Value};
 
 use crate::bloom::Bloom;
 use crate::error::Result;
-use crate::sqlite::ident;
+use crate::sqlite::{ident, insert_sql, rows_per_statement};
 
 /// Recent keys that make the appending transaction write them to the large table when it holds
 /// fewer.
@@ -438,11 +438,11 @@ fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) 
     let table = keys(stream);
     let mut rest = pairs.as_slice();
     let mut values: Vec<i64> = Vec::new();
-    for size in crate::sqlite::rows_per_statement(2, 512) {
+    for size in rows_per_statement(2, 512) {
         if rest.len() < size {
             continue;
         }
-        let sql = crate::sqlite::insert_sql(&table, "h, \"_seq\"", 2, size);
+        let sql = insert_sql(&table, "h, \"_seq\"", 2, size);
         let mut insert = tx.prepare_cached(&sql)?;
         while rest.len() >= size {
             let (chunk, tail) = rest.split_at(size);

@@ -223,7 +223,7 @@ fn append_deduplicates_and_reads_in_order(f: Fixture) {
             ],
         )
         .unwrap();
-    // Sequence numbers increase; a backend may leave gaps (SQLite does after a duplicate).
+    // Sequence numbers increase; a backend may leave gaps.
     let (a, b) = (seqs[0].unwrap(), seqs[1].unwrap());
     assert!(a < b);
     assert_eq!(seqs[2], None);

@@ -6,8 +6,8 @@
 //! - baseline: the rows, already decoded, inserted with one prepared statement into a table of
 //!   the same columns and no index, 10,000 rows per transaction, WAL with `synchronous=FULL`:
 //!   the ceiling of durable SQLite inserts on this machine;
-//! - the same with 64 rows a statement (what the number of statements costs; the text is bound
-//!   as borrowed slices, which SQLite still copies);
+//! - the same with 64 rows a statement (what the number of statements costs; SQLite copies the
+//!   bound text here as in the baseline);
 //! - tally: the NDJSON file through `tally ingest`'s code path (decode and validate every event,
 //!   durable append with the dedupe keys and time spans, the five views of the workload applied,
 //!   and flushed at the end).

@@ -218,9 +218,9 @@ pub fn baseline(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
     started.elapsed()
 }
 
-/// The bare insert of [`baseline`] with 64 rows a statement (`INSERT … VALUES (…), (…), …`) and
-/// the text bound as borrowed slices (SQLite still copies each: rusqlite binds text with
-/// `SQLITE_TRANSIENT`): a tighter ceiling, to see what the statement count costs.
+/// The bare insert of [`baseline`] with 64 rows a statement (`INSERT … VALUES (…), (…), …`),
+/// text bound as borrowed slices and decimals as owned strings (SQLite copies both: rusqlite
+/// binds text with `SQLITE_TRANSIENT`): a second ceiling, to see what the statement count costs.
 pub fn baseline_multi_row(dir: &std::path::Path, rows: &[Vec<Value>]) -> Duration {
     const PER: usize = 64;
     let mut conn = bare_table(&dir.join("baseline-multi.db"));
