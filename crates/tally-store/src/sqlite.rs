@@ -415,29 +415,56 @@ pub(crate) fn raw_sql(v: &Value) -> ToSqlOutput<'_> {
 /// instructions; 80 values keep even a stream of ten text columns within the small slots.
 const RAW_VALUES_PER_STATEMENT: usize = 80;
 
-/// The rows per statement of [`insert_rows`] and of the dedupe keys' merges, largest first, for
-/// rows of `width` values and about `values` values a statement: the most rows that fit (one
-/// when none does), a quarter of that, and single rows for what is left. A statement per row
-/// paid, for every row, for starting and ending the statement and opening a cursor: with
-/// several rows a statement (`INSERT … VALUES (…), (…)`) the committing thread of `tally
-/// ingest` executed 18.5 % fewer instructions, most of it in the keys' merge
-/// (docs/performance.md, twenty-ninth round).
-pub(crate) fn rows_per_statement(width: usize, values: usize) -> [usize; 3] {
+/// The rows per statement of [`insert_chunked`], largest first, for rows of `width` values and
+/// about `values` values a statement: the most rows that fit (one when none does), a quarter of
+/// that, and single rows for what is left. A statement per row paid, for every row, for
+/// starting and ending the statement and opening a cursor: with several rows a statement
+/// (`INSERT … VALUES (…), (…)`) the committing thread of `tally ingest` executed 18.5 % fewer
+/// instructions, most of it in the keys' merge (docs/performance.md, twenty-ninth round).
+fn rows_per_statement(width: usize, values: usize) -> [usize; 3] {
     let large = (values / width.max(1)).max(1);
     [large, (large / 4).max(1), 1]
 }
 
-/// A multi-row `INSERT` of `rows` rows of `width` values into `columns` of `table`.
-pub(crate) fn insert_sql(table: &str, columns: &str, width: usize, rows: usize) -> String {
+/// Inserts `items` into `columns` of `table`, a few rows a statement ([`rows_per_statement`],
+/// about `values` values each; the statements are cached): `bind` appends an item's `width`
+/// values, called for the items in order.
+pub(crate) fn insert_chunked<'a, T, P: rusqlite::ToSql>(
+    tx: &Transaction<'_>,
+    table: &str,
+    columns: &str,
+    width: usize,
+    values: usize,
+    items: &'a [T],
+    mut bind: impl FnMut(&'a T, &mut Vec<P>) -> Result<()>,
+) -> Result<()> {
     let marks = format!("({})", vec!["?"; width].join(", "));
-    format!(
-        "INSERT INTO {table} ({columns}) VALUES {}",
-        vec![marks.as_str(); rows].join(", ")
-    )
+    let mut rest = items;
+    let mut params: Vec<P> = Vec::new();
+    for size in rows_per_statement(width, values) {
+        if rest.len() < size {
+            continue;
+        }
+        let sql = format!(
+            "INSERT INTO {table} ({columns}) VALUES {}",
+            vec![marks.as_str(); size].join(", ")
+        );
+        let mut stmt = tx.prepare_cached(&sql)?;
+        while rest.len() >= size {
+            let (chunk, tail) = rest.split_at(size);
+            params.clear();
+            for item in chunk {
+                bind(item, &mut params)?;
+            }
+            stmt.execute(rusqlite::params_from_iter(params.iter()))?;
+            rest = tail;
+        }
+    }
+    Ok(())
 }
 
 /// Inserts the raw rows `kept` (indices into `rows`) with sequence numbers from `first` on, a
-/// few rows a statement ([`rows_per_statement`]); the statements are cached.
+/// few rows a statement ([`insert_chunked`]).
 fn insert_rows(
     tx: &Transaction<'_>,
     stream: &StreamDef,
@@ -450,32 +477,26 @@ fn insert_rows(
         .chain(stream.columns.iter().map(|c| ident(&c.name)))
         .collect::<Vec<_>>()
         .join(", ");
-    let table = ident(&stream.name);
-    let (mut rest, mut seq) = (kept, first);
-    let mut values: Vec<ToSqlOutput<'_>> = Vec::new();
-    for size in rows_per_statement(width, RAW_VALUES_PER_STATEMENT) {
-        if rest.len() < size {
-            continue;
-        }
-        let mut stmt = tx.prepare_cached(&insert_sql(&table, &columns, width, size))?;
-        while rest.len() >= size {
-            let (chunk, tail) = rest.split_at(size);
-            values.clear();
-            for &i in chunk {
-                // One row short and the next one long would bind a whole chunk shifted.
-                if rows[i].len() + 1 != width {
-                    let e = rusqlite::Error::InvalidParameterCount(rows[i].len() + 1, width);
-                    return Err(e.into());
-                }
-                values.push(ToSqlOutput::Owned(SqlValue::Integer(seq)));
-                values.extend(rows[i].iter().map(raw_sql));
-                seq += 1;
+    let mut seq = first;
+    insert_chunked(
+        tx,
+        &ident(&stream.name),
+        &columns,
+        width,
+        RAW_VALUES_PER_STATEMENT,
+        kept,
+        |&i, values| {
+            // One row short and the next one long would bind a whole chunk shifted.
+            if rows[i].len() + 1 != width {
+                let e = rusqlite::Error::InvalidParameterCount(rows[i].len() + 1, width);
+                return Err(e.into());
             }
-            stmt.execute(rusqlite::params_from_iter(values.iter()))?;
-            rest = tail;
-        }
-    }
-    Ok(())
+            values.push(ToSqlOutput::Owned(SqlValue::Integer(seq)));
+            values.extend(rows[i].iter().map(raw_sql));
+            seq += 1;
+            Ok(())
+        },
+    )
 }
 
 /// A value as shown in a view table: like raw, but timestamps as RFC 3339 text.

@@ -47,7 +47,7 @@ use tally_views::{StreamDef, Timestamp, Value};
 
 use crate::bloom::Bloom;
 use crate::error::Result;
-use crate::sqlite::{ident, insert_sql, rows_per_statement};
+use crate::sqlite::{ident, insert_chunked};
 
 /// Recent keys that make the appending transaction write them to the large table when it holds
 /// fewer.
@@ -435,24 +435,18 @@ fn set_merged(tx: &Transaction<'_>, stream: &str, merged: i64) -> Result<()> {
 /// bind without a copy) and smaller statements for the rest.
 fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) -> Result<()> {
     pairs.sort_unstable();
-    let table = keys(stream);
-    let mut rest = pairs.as_slice();
-    let mut values: Vec<i64> = Vec::new();
-    for size in rows_per_statement(2, 512) {
-        if rest.len() < size {
-            continue;
-        }
-        let sql = insert_sql(&table, "h, \"_seq\"", 2, size);
-        let mut insert = tx.prepare_cached(&sql)?;
-        while rest.len() >= size {
-            let (chunk, tail) = rest.split_at(size);
-            values.clear();
-            values.extend(chunk.iter().flat_map(|&(h, seq)| [h, seq]));
-            insert.execute(rusqlite::params_from_iter(values.iter()))?;
-            rest = tail;
-        }
-    }
-    Ok(())
+    insert_chunked(
+        tx,
+        &keys(stream),
+        "h, \"_seq\"",
+        2,
+        512,
+        &pairs,
+        |&(h, seq), values| {
+            values.extend([h, seq]);
+            Ok(())
+        },
+    )
 }
 
 /// What an append uses to find stored keys, prepared once per append.
