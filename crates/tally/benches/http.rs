@@ -8,7 +8,9 @@
 //! - batched: 4 clients (`TALLY_BENCH_CLIENTS`) send NDJSON batches of 1,000 events
 //!   (`TALLY_BENCH_BATCH`; a body must stay within the 512 KB limit, about 3,500 of these
 //!   events) of the rollups workload (5 views); the group-commit histograms and `/proc/stat`
-//!   tell how busy the worker and the machine's cores were. It alternates with `tally ingest`
+//!   tell how busy the worker and the machine's cores were, and the worker thread's
+//!   `schedstat` how much of the phase it was on a core, waiting for one, or off the CPU (its
+//!   `fsync`s, the join with the apply thread). It alternates with `tally ingest`
 //!   of the same events (the CLI), 3 rounds of each (`TALLY_BENCH_ROUNDS`; 1 in the quick run),
 //!   each into a fresh directory and a fresh tenant, after an unmeasured warm-up and with a
 //!   pause before each phase, so that each ratio compares two adjacent phases on a machine
@@ -210,6 +212,47 @@ struct Round {
     batched: Duration,
     groups: GroupStats,
     cpu: Cpu,
+    /// The tenant worker's thread during the phase.
+    worker: ThreadTimes,
+}
+
+/// Seconds a thread of this process spent on a core and runnable waiting for one
+/// (`/proc/self/task/*/schedstat`); the rest of a phase it was off the CPU (its `fsync`s, joins,
+/// an empty queue).
+#[derive(Clone, Copy, Default)]
+struct ThreadTimes {
+    on_core: f64,
+    waiting: f64,
+}
+
+impl ThreadTimes {
+    /// The times of the thread named `name` (zero if there is none: a tenant's worker starts
+    /// with its first request).
+    fn read(name: &str) -> ThreadTimes {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return ThreadTimes::default();
+        };
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() != name {
+                continue;
+            }
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            let mut ns = (stat.split_whitespace()).map(|f| f.parse::<f64>().unwrap_or(0.0) / 1e9);
+            return ThreadTimes {
+                on_core: ns.next().unwrap_or(0.0),
+                waiting: ns.next().unwrap_or(0.0),
+            };
+        }
+        ThreadTimes::default()
+    }
+
+    fn since(self, before: ThreadTimes) -> ThreadTimes {
+        ThreadTimes {
+            on_core: self.on_core - before.on_core,
+            waiting: self.waiting - before.waiting,
+        }
+    }
 }
 
 /// Sends every body to `url` from `clients` concurrent clients (NDJSON); the wall-clock time.
@@ -313,18 +356,22 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             &schema,
             &input,
         );
-        let key = if round == 0 {
-            write.clone()
+        let (key, tenant) = if round == 0 {
+            (write.clone(), "bench".to_owned())
         } else {
-            let tenant = format!(r#"{{"name":"bench{round}"}}"#);
-            common::create_tenant(&http, &base_url, ADMIN, &tenant)
-                .await
-                .write
+            let tenant = format!("bench{round}");
+            let body = format!(r#"{{"name":"{tenant}"}}"#);
+            let key = common::create_tenant(&http, &base_url, ADMIN, &body).await;
+            (key.write, tenant)
         };
+        // The worker's thread is named after its tenant (at most 15 bytes show in `comm`).
+        let worker_thread: String = format!("tenant-{tenant}").chars().take(15).collect();
         pause().await;
         let groups_before = GroupStats::read(&http, &base_url).await;
         let cpu_before = Cpu::read();
+        let worker_before = ThreadTimes::read(&worker_thread);
         let batched = send_all(&http, &url, &key, batches.clone(), clients).await;
+        let worker = ThreadTimes::read(&worker_thread).since(worker_before);
         let cpu = Cpu::read().since(&cpu_before);
         let groups = GroupStats::read(&http, &base_url)
             .await
@@ -334,6 +381,7 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             batched,
             groups,
             cpu,
+            worker,
         });
     }
     // Single events, 32 clients; the server's group-commit histograms tell how they were grouped.
@@ -425,13 +473,15 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
     );
     for (i, r) in measured.iter().enumerate() {
         println!(
-            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase; the machine's cores were {:.0} % busy",
+            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase (on a core {:.0} %, waiting for one {:.0} %, off the CPU the rest); the machine's cores were {:.0} % busy",
             i + 1,
             rate(n, r.cli),
             rate(n, r.batched),
             r.groups.requests / r.groups.groups,
             r.groups.seconds / r.groups.groups * 1e3,
             r.groups.seconds / r.batched.as_secs_f64() * 100.0,
+            r.worker.on_core / r.batched.as_secs_f64() * 100.0,
+            r.worker.waiting / r.batched.as_secs_f64() * 100.0,
             r.cpu.busy * 100.0
         );
     }
