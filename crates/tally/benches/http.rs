@@ -212,8 +212,8 @@ struct Round {
     batched: Duration,
     groups: GroupStats,
     cpu: Cpu,
-    /// The tenant worker's thread during the phase.
-    worker: ThreadTimes,
+    /// The tenant worker's thread during the phase (`None` if it could not be read).
+    worker: Option<ThreadTimes>,
 }
 
 /// Seconds a thread of this process spent on a core and runnable waiting for one
@@ -226,32 +226,33 @@ struct ThreadTimes {
 }
 
 impl ThreadTimes {
-    /// The times of the thread named `name` (zero if there is none: a tenant's worker starts
+    /// The times of the thread named `name`, `None` if there is none (a tenant's worker starts
     /// with its first request).
-    fn read(name: &str) -> ThreadTimes {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return ThreadTimes::default();
-        };
-        for task in tasks.flatten() {
+    fn read(name: &str) -> Option<ThreadTimes> {
+        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
             if comm.trim_end() != name {
                 continue;
             }
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-            let mut ns = (stat.split_whitespace()).map(|f| f.parse::<f64>().unwrap_or(0.0) / 1e9);
-            return ThreadTimes {
-                on_core: ns.next().unwrap_or(0.0),
-                waiting: ns.next().unwrap_or(0.0),
-            };
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
+            let mut ns = (stat.split_whitespace()).map(|f| f.parse::<f64>().ok().map(|n| n / 1e9));
+            return Some(ThreadTimes {
+                on_core: ns.next()??,
+                waiting: ns.next()??,
+            });
         }
-        ThreadTimes::default()
+        None
     }
 
-    fn since(self, before: ThreadTimes) -> ThreadTimes {
-        ThreadTimes {
-            on_core: self.on_core - before.on_core,
-            waiting: self.waiting - before.waiting,
-        }
+    /// The times between `before` (`None`: the thread started since) and `after`; `None` if
+    /// the thread is gone or is another one (its times went back).
+    fn between(before: Option<ThreadTimes>, after: Option<ThreadTimes>) -> Option<ThreadTimes> {
+        let (before, after) = (before.unwrap_or_default(), after?);
+        let times = ThreadTimes {
+            on_core: after.on_core - before.on_core,
+            waiting: after.waiting - before.waiting,
+        };
+        (times.on_core >= 0.0 && times.waiting >= 0.0).then_some(times)
     }
 }
 
@@ -364,14 +365,16 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             let key = common::create_tenant(&http, &base_url, ADMIN, &body).await;
             (key.write, tenant)
         };
-        // The worker's thread is named after its tenant (at most 15 bytes show in `comm`).
-        let worker_thread: String = format!("tenant-{tenant}").chars().take(15).collect();
+        // The worker's thread is named after its tenant (at most 15 bytes show in `comm`; the
+        // names here are ASCII).
+        let mut worker_thread = format!("tenant-{tenant}");
+        worker_thread.truncate(15);
         pause().await;
         let groups_before = GroupStats::read(&http, &base_url).await;
         let cpu_before = Cpu::read();
         let worker_before = ThreadTimes::read(&worker_thread);
         let batched = send_all(&http, &url, &key, batches.clone(), clients).await;
-        let worker = ThreadTimes::read(&worker_thread).since(worker_before);
+        let worker = ThreadTimes::between(worker_before, ThreadTimes::read(&worker_thread));
         let cpu = Cpu::read().since(&cpu_before);
         let groups = GroupStats::read(&http, &base_url)
             .await
@@ -472,16 +475,24 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
         32.0 / commit.as_secs_f64()
     );
     for (i, r) in measured.iter().enumerate() {
+        let phase = r.batched.as_secs_f64();
+        let thread = match r.worker {
+            Some(t) => format!(
+                "on a core {:.0} %, waiting for one {:.0} %, off the CPU {:.0} %",
+                t.on_core / phase * 100.0,
+                t.waiting / phase * 100.0,
+                (phase - t.on_core - t.waiting).max(0.0) / phase * 100.0
+            ),
+            None => "its thread's times could not be read".to_owned(),
+        };
         println!(
-            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase (on a core {:.0} %, waiting for one {:.0} %, off the CPU the rest); the machine's cores were {:.0} % busy",
+            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase; the worker's thread over the phase: {thread}; the machine's cores were {:.0} % busy",
             i + 1,
             rate(n, r.cli),
             rate(n, r.batched),
             r.groups.requests / r.groups.groups,
             r.groups.seconds / r.groups.groups * 1e3,
-            r.groups.seconds / r.batched.as_secs_f64() * 100.0,
-            r.worker.on_core / r.batched.as_secs_f64() * 100.0,
-            r.worker.waiting / r.batched.as_secs_f64() * 100.0,
+            r.groups.seconds / phase * 100.0,
             r.cpu.busy * 100.0
         );
     }
