@@ -431,8 +431,12 @@ fn set_merged(tx: &Transaction<'_>, stream: &str, merged: i64) -> Result<()> {
     Ok(())
 }
 
-/// Writes `(h, _seq)` pairs into the large table in key order, 256 pairs a statement (integers
-/// bind without a copy) and smaller statements for the rest.
+/// Values a key merge's insert statement binds: 256 `(h, _seq)` pairs (integers bind without a
+/// copy, so the raw inserts' limit for text does not apply).
+const KEY_VALUES_PER_STATEMENT: usize = 512;
+
+/// Writes `(h, _seq)` pairs into the large table in key order, [`KEY_VALUES_PER_STATEMENT`]
+/// values a statement and smaller statements for the rest.
 fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) -> Result<()> {
     pairs.sort_unstable();
     insert_chunked(
@@ -440,7 +444,7 @@ fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) 
         &keys(stream),
         "h, \"_seq\"",
         2,
-        512,
+        KEY_VALUES_PER_STATEMENT,
         &pairs,
         |&(h, seq), values| {
             values.extend([h, seq]);
