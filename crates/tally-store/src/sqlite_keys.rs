@@ -10,36 +10,41 @@
 //!   the raw table when a process opens the stream or finds `last_seq`, `keys_merged` or
 //!   `keys_epoch` changed by another process (an append, a merge, retention, the stream created
 //!   again);
-//! - older keys are in `tally_keys__{stream}`, a `WITHOUT ROWID` table of `(h, _seq)`. When
-//!   as many keys are recent as the large table holds ([`merge_rows`]: at least
-//!   [`MERGE_ROWS`], at most [`MAX_RECENT`]), the appending transaction writes them there in
-//!   key order and moves `keys_merged` to its last row, so the large tree takes one sorted run
-//!   at a time and a commit otherwise writes no key at all. Random hashes land on every leaf of
-//!   the tree, so a merge writes the whole table again: merging as the table doubles makes
-//!   that about twice the stored keys in all, up to [`MAX_RECENT`] recent keys; past that a
-//!   merge comes every [`MAX_RECENT`] keys and the writes grow with the square of the stream
-//!   again (eight times less steeply than with merges every [`MERGE_ROWS`]).
+//! - older keys are in `tally_keyblocks__{stream}`: blocks of up to [`BLOCK_KEYS`] `(h, _seq)`
+//!   pairs in key order, 16 bytes each, one blob a row, each row keyed by the highest hash its
+//!   block may hold (`hi`, the rowid; a block holds the keys above the previous block's `hi`
+//!   up to its own, so a lookup is one descent to the first row at or above a hash). When as
+//!   many keys are recent as the blocks hold ([`merge_rows`]: at least [`MERGE_ROWS`], at most
+//!   [`MAX_RECENT`]), the appending transaction merges them into the blocks in key order and
+//!   moves `keys_merged` to its last row, so a commit otherwise writes no key at all. A merge
+//!   rewrites each block that gets a key (splitting those that grow past [`BLOCK_KEYS`]): a
+//!   few statements and a copy of 4 KB a block, where one B-tree insert a key cost about 3,600
+//!   instructions (the thirty-first round of docs/performance.md). Random hashes land in every
+//!   block once the recent keys outnumber the blocks, so a merge writes the whole table again:
+//!   merging as the table doubles makes that about twice the stored keys in all, up to
+//!   [`MAX_RECENT`] recent keys; past that a merge comes every [`MAX_RECENT`] keys and the
+//!   writes grow with the square of the stream again (eight times less steeply than with
+//!   merges every [`MERGE_ROWS`]).
 //!
 //! The hashes of a batch may come with it, computed by the caller on another thread
 //! ([`KeyHashes`], [`crate::TenantStore::append_hashed`]: `tally ingest` hashes on its decoding
-//! thread). An append looks the hashes of its batch up in memory and, with one statement, in
-//! the large table, skipping the hashes that the process's Bloom filter of the large table
-//! ([`KeyFilter`], kept in step through `keys_merged` and `keys_epoch` like the recent keys)
-//! rules out; a hit is a duplicate only when the raw row at that `_seq` holds the same key (two
-//! keys of one hash are both kept). Retention and erasure delete a row's key with the row, by
-//! `(h, _seq)` computed from the row's key (so the large table needs no index on `_seq`, which
-//! every merge paid for); a recent key of a deleted row no longer matches its row. NULL keys are
+//! thread). An append looks the hashes of its batch up in memory and in the blocks (one block
+//! read a hash, in key order), skipping the hashes that the process's Bloom filter of the
+//! blocks ([`KeyFilter`], kept in step through `keys_merged` and `keys_epoch` like the recent
+//! keys) rules out; a hit is a duplicate only when the raw row at that `_seq` holds the same key
+//! (two keys of one hash are both kept). Retention and erasure delete a row's key with the row,
+//! by `(h, _seq)` computed from the row's key, rewriting the blocks that held them (so nothing
+//! indexes `_seq`); a recent key of a deleted row no longer matches its row. NULL keys are
 //! never duplicates and are not indexed, as in a unique index.
 //!
 //! Earlier layouts are converted on the first append of a process, inside its write
-//! transaction: a unique index on the key column (every key is hashed into the large table),
-//! a `tally_recent__{stream}` table of recent keys (moved into the large table), and an index
-//! on the large table's `_seq` (dropped).
-
-use std::rc::Rc;
+//! transaction: a unique index on the key column (every key is hashed into the blocks), a
+//! `WITHOUT ROWID` table `tally_keys__{stream}` of `(h, _seq)` (its keys moved into the blocks,
+//! those after `keys_merged` staying recent), with in a still earlier layout a
+//! `tally_recent__{stream}` table of recent keys (moved into the blocks too) or an index on its
+//! `_seq` (dropped).
 
 use hashbrown::HashTable;
-use rusqlite::types::Value as SqlValue;
 use rusqlite::vtab::array::Array;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
@@ -47,9 +52,9 @@ use tally_views::{StreamDef, Timestamp, Value};
 
 use crate::bloom::Bloom;
 use crate::error::Result;
-use crate::sqlite::{ident, insert_chunked};
+use crate::sqlite::ident;
 
-/// Recent keys that make the appending transaction write them to the large table when it holds
+/// Recent keys that make the appending transaction merge them into the blocks when these hold
 /// fewer.
 pub(crate) const MERGE_ROWS: usize = 65_536;
 
@@ -59,7 +64,7 @@ pub(crate) const MERGE_ROWS: usize = 65_536;
 /// this many, a merge comes every `MAX_RECENT` keys.
 pub(crate) const MAX_RECENT: usize = 1 << 19;
 
-/// Recent keys that make an append merge them into a large table of `large` keys.
+/// Recent keys that make an append merge them into blocks of `large` keys.
 pub(crate) fn merge_rows(large: usize) -> usize {
     large.clamp(MERGE_ROWS, MAX_RECENT)
 }
@@ -68,8 +73,56 @@ fn recent(stream: &str) -> String {
     ident(&format!("tally_recent__{stream}"))
 }
 
-fn keys(stream: &str) -> String {
+/// The `WITHOUT ROWID` key table of the previous layout.
+fn old_keys(stream: &str) -> String {
     ident(&format!("tally_keys__{stream}"))
+}
+
+fn blocks(stream: &str) -> String {
+    ident(&format!("tally_keyblocks__{stream}"))
+}
+
+/// The most keys a block is written with (4,000 bytes: one row fits a page of 4 KB); a block
+/// holds more only when more keys share its last hash, which a lookup must find in one block.
+pub(crate) const BLOCK_KEYS: usize = 250;
+
+/// Bytes of a key in a block: its hash, then its `_seq`, little-endian.
+const ENTRY: usize = 16;
+
+/// The `(h, _seq)` pairs of a block.
+fn entries(block: &[u8]) -> impl Iterator<Item = (i64, i64)> + '_ {
+    block.chunks_exact(ENTRY).map(entry)
+}
+
+fn entry(e: &[u8]) -> (i64, i64) {
+    let int = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8 bytes"));
+    (int(&e[..8]), int(&e[8..ENTRY]))
+}
+
+/// The block of `pairs` (in key order).
+fn encode(pairs: &[(i64, i64)]) -> Vec<u8> {
+    let mut block = Vec::with_capacity(pairs.len() * ENTRY);
+    for &(h, seq) in pairs {
+        block.extend_from_slice(&h.to_le_bytes());
+        block.extend_from_slice(&seq.to_le_bytes());
+    }
+    block
+}
+
+/// The `_seq`s of the keys of hash `h` in a block (a binary search).
+fn seqs_in(block: &[u8], h: i64) -> impl Iterator<Item = i64> + '_ {
+    let n = block.len() / ENTRY;
+    let at = |i: usize| entry(&block[i * ENTRY..(i + 1) * ENTRY]);
+    let (mut lo, mut hi) = (0, n);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if at(mid).0 < h {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo..n).map(at).take_while(move |e| e.0 == h).map(|e| e.1)
 }
 
 /// The dedupe keys of a batch of rows and their hashes (SHA-256 prefixes), which a SQLite store
@@ -186,27 +239,34 @@ fn table_exists(conn: &Connection, table: &str) -> Result<bool> {
     Ok(found.is_some())
 }
 
-/// Whether the stream's large key table exists (it was created or converted with hashed keys).
+/// Whether the stream's keys are hashed: its blocks exist, or the key table of the previous
+/// layout (converted at the next append).
 pub(crate) fn converted(conn: &Connection, stream: &str) -> Result<bool> {
-    table_exists(conn, &format!("tally_keys__{stream}"))
+    Ok(table_exists(conn, &format!("tally_keyblocks__{stream}"))?
+        || table_exists(conn, &format!("tally_keys__{stream}"))?)
 }
 
-/// Creates the key table of a stream (dropping any left from an earlier definition).
+/// Creates the key blocks of a stream (dropping any left from an earlier definition).
 pub(crate) fn create(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     drop(tx, stream)?;
-    let table = keys(stream);
+    create_blocks(tx, stream)
+}
+
+fn create_blocks(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     tx.execute_batch(&format!(
-        "CREATE TABLE {table} (h INTEGER NOT NULL, \"_seq\" INTEGER NOT NULL, PRIMARY KEY (h, \"_seq\")) WITHOUT ROWID;"
+        "CREATE TABLE {} (hi INTEGER PRIMARY KEY, keys BLOB NOT NULL);",
+        blocks(stream)
     ))?;
     Ok(())
 }
 
-/// Drops the key tables of a stream, of this layout and the earlier one.
+/// Drops the key tables of a stream, of this layout and the earlier ones.
 pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     tx.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
         recent(stream),
-        keys(stream)
+        old_keys(stream),
+        blocks(stream)
     ))?;
     Ok(())
 }
@@ -319,17 +379,24 @@ impl KeyFilter {
         }
     }
 
-    /// Reads every hash of the large table.
+    /// Reads every hash of the blocks.
     fn build(tx: &Transaction<'_>, stream: &str, merged: i64, epoch: i64) -> Result<KeyFilter> {
-        let table = keys(stream);
-        let n: i64 = tx.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
-        let n = n as usize;
+        let table = blocks(stream);
+        let bytes: i64 = tx.query_row(
+            &format!("SELECT coalesce(sum(length(keys)), 0) FROM {table}"),
+            [],
+            |r| r.get(0),
+        )?;
+        let n = bytes as usize / ENTRY;
         let mut bloom = Bloom::for_keys(n);
         if bloom.has_bits() {
-            let mut stmt = tx.prepare(&format!("SELECT h FROM {table}"))?;
+            let mut stmt = tx.prepare(&format!("SELECT keys FROM {table}"))?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                bloom.insert(r.get(0)?);
+                let keys: Vec<u8> = r.get(0)?;
+                for (h, _) in entries(&keys) {
+                    bloom.insert(h);
+                }
             }
         }
         bloom.set_len(n);
@@ -358,37 +425,54 @@ impl KeyFilter {
     }
 }
 
-/// Converts a stream of an earlier layout inside `tx`; returns `keys_merged` after it. A
-/// stream with a unique index on its key column has every stored key hashed into the large
-/// table; one with a recent key table has those keys moved into the large table. Either way
-/// every key up to `last_seq` is then in the large table.
+/// Converts a stream of an earlier layout inside `tx`; returns `keys_merged` after it.
+/// - A stream with a unique index on its key column has every stored key hashed into the
+///   blocks, and `keys_merged` moved to `last_seq`.
+/// - One with the previous layout's key table has its keys moved into the blocks; those after
+///   `keys_merged` stay recent.
+/// - One with a recent key table as well (the layout before) has those moved into the blocks
+///   too, and `keys_merged` moved to `last_seq`.
 fn upgrade(tx: &Transaction<'_>, stream: &StreamDef, last_seq: i64, merged: i64) -> Result<i64> {
     let name = &stream.name;
-    // The large table of the third layout had an index on `_seq`, for retention, which now
-    // deletes by `(h, _seq)`: every merge paid for it.
-    tx.execute_batch(&format!(
-        "DROP INDEX IF EXISTS {}",
-        ident(&format!("tally_keys__{name}__seq"))
-    ))?;
-    if !converted(tx, name)? {
-        create(tx, name)?;
-        write_sorted(tx, name, hashes_after(tx, stream, 0)?)?;
+    if table_exists(tx, &format!("tally_keyblocks__{name}"))? {
+        return Ok(merged);
+    }
+    create_blocks(tx, name)?;
+    if !table_exists(tx, &format!("tally_keys__{name}"))? {
+        add_sorted(tx, name, hashes_after(tx, stream, 0)?)?;
         tx.execute_batch(&format!(
             "DROP INDEX IF EXISTS {}",
             ident(&format!("{name}__dedupe"))
         ))?;
-    } else if table_exists(tx, &format!("tally_recent__{name}"))? {
-        tx.execute_batch(&format!(
-            "INSERT INTO {keys} (h, \"_seq\") SELECT h, \"_seq\" FROM {recent} ORDER BY h, \"_seq\";
-             DROP TABLE {recent};",
-            keys = keys(name),
-            recent = recent(name)
-        ))?;
-    } else {
-        return Ok(merged);
+        set_merged(tx, name, last_seq)?;
+        return Ok(last_seq);
     }
-    set_merged(tx, name, last_seq)?;
-    Ok(last_seq)
+    let mut pairs = pairs_of(tx, &old_keys(name))?;
+    let had_recent = table_exists(tx, &format!("tally_recent__{name}"))?;
+    if had_recent {
+        pairs.extend(pairs_of(tx, &recent(name))?);
+    }
+    add_sorted(tx, name, pairs)?;
+    // The previous layout's table had, in the layout before, an index on `_seq`: it goes with it.
+    tx.execute_batch(&format!(
+        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+        old_keys(name),
+        recent(name)
+    ))?;
+    if had_recent {
+        set_merged(tx, name, last_seq)?;
+        return Ok(last_seq);
+    }
+    Ok(merged)
+}
+
+/// The `(h, _seq)` rows of a key table of an earlier layout.
+fn pairs_of(tx: &Transaction<'_>, table: &str) -> Result<Vec<(i64, i64)>> {
+    let mut stmt = tx.prepare(&format!("SELECT h, \"_seq\" FROM {table}"))?;
+    let pairs = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(pairs)
 }
 
 /// The key hashes of the stream's rows after `after`, as `(h, _seq)`, read from the raw table
@@ -431,26 +515,94 @@ fn set_merged(tx: &Transaction<'_>, stream: &str, merged: i64) -> Result<()> {
     Ok(())
 }
 
-/// Values a key merge's insert statement binds: 256 `(h, _seq)` pairs (integers bind without a
-/// copy, so the raw inserts' limit for text does not apply).
-const KEY_VALUES_PER_STATEMENT: usize = 512;
-
-/// Writes `(h, _seq)` pairs into the large table in key order, [`KEY_VALUES_PER_STATEMENT`]
-/// values a statement and smaller statements for the rest.
-fn write_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) -> Result<()> {
+/// Merges `(h, _seq)` pairs into the stream's blocks ([`edit`]).
+fn add_sorted(tx: &Transaction<'_>, stream: &str, mut pairs: Vec<(i64, i64)>) -> Result<()> {
     pairs.sort_unstable();
-    insert_chunked(
-        tx,
-        &keys(stream),
-        "h, \"_seq\"",
-        2,
-        KEY_VALUES_PER_STATEMENT,
-        &pairs,
-        |&(h, seq), values| {
-            values.extend([h, seq]);
-            Ok(())
-        },
-    )
+    pairs.dedup();
+    edit(tx, stream, &pairs, Edit::Add)
+}
+
+/// What [`edit`] does to the blocks.
+#[derive(Clone, Copy, PartialEq)]
+enum Edit {
+    Add,
+    Remove,
+}
+
+/// Adds `pairs` (sorted, distinct) to the stream's blocks, or removes them, one block's range
+/// at a time: the block whose range holds the next pair is read, the pairs up to its `hi`
+/// merged into it or taken out of it, and it is written again (split into blocks of at most
+/// [`BLOCK_KEYS`] keys as even as its keys allow, deleted when it is left empty). Pairs above
+/// every block make blocks of their own when added, and are absent when removed.
+fn edit(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)], edit: Edit) -> Result<()> {
+    let table = blocks(stream);
+    let mut at = tx.prepare_cached(&format!(
+        "SELECT hi, keys FROM {table} WHERE hi >= ?1 ORDER BY hi LIMIT 1"
+    ))?;
+    let mut delete = tx.prepare_cached(&format!("DELETE FROM {table} WHERE hi = ?1"))?;
+    let mut insert =
+        tx.prepare_cached(&format!("INSERT INTO {table} (hi, keys) VALUES (?1, ?2)"))?;
+    let mut rest = pairs;
+    let mut edited = Vec::new();
+    while let Some(&(h, _)) = rest.first() {
+        let block: Option<(i64, Vec<u8>)> = at
+            .query_row([h], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let n = block
+            .as_ref()
+            .map_or(rest.len(), |(hi, _)| rest.partition_point(|p| p.0 <= *hi));
+        let (part, tail) = rest.split_at(n);
+        rest = tail;
+        edited.clear();
+        match (edit, &block) {
+            (Edit::Add, None) => edited.extend_from_slice(part),
+            (Edit::Add, Some((_, keys))) => merge(entries(keys), part, &mut edited),
+            (Edit::Remove, None) => continue,
+            (Edit::Remove, Some((_, keys))) => {
+                edited.extend(entries(keys).filter(|p| part.binary_search(p).is_err()));
+                if edited.len() * ENTRY == keys.len() {
+                    continue;
+                }
+            }
+        }
+        if let Some((hi, _)) = block {
+            delete.execute([hi])?;
+        }
+        write_blocks(&mut insert, &edited)?;
+    }
+    Ok(())
+}
+
+/// `old` and `new` (both in key order) merged into `out`, in key order.
+fn merge(old: impl Iterator<Item = (i64, i64)>, new: &[(i64, i64)], out: &mut Vec<(i64, i64)>) {
+    let mut new = new.iter().copied().peekable();
+    for o in old {
+        while let Some(n) = new.next_if(|&n| n < o) {
+            out.push(n);
+        }
+        new.next_if_eq(&o);
+        out.push(o);
+    }
+    out.extend(new);
+}
+
+/// Writes `pairs` (in key order) as blocks of at most [`BLOCK_KEYS`] keys, as even as they
+/// can be without parting keys of one hash, each keyed by its last hash.
+fn write_blocks(insert: &mut CachedStatement<'_>, pairs: &[(i64, i64)]) -> Result<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let size = pairs.len().div_ceil(pairs.len().div_ceil(BLOCK_KEYS));
+    let mut rest = pairs;
+    while !rest.is_empty() {
+        let mut end = size.min(rest.len());
+        while end < rest.len() && rest[end].0 == rest[end - 1].0 {
+            end += 1;
+        }
+        insert.execute(params![rest[end - 1].0, encode(&rest[..end])])?;
+        rest = &rest[end..];
+    }
+    Ok(())
 }
 
 /// What an append uses to find stored keys, prepared once per append.
@@ -490,8 +642,8 @@ impl<'t> Probe<'t> {
         let (columns, _) = key_columns(stream);
         Ok(Probe {
             find: tx.prepare_cached(&format!(
-                "SELECT h, \"_seq\" FROM {} WHERE h IN rarray(?1)",
-                keys(&stream.name),
+                "SELECT hi, keys FROM {} WHERE hi >= ?1 ORDER BY hi LIMIT 1",
+                blocks(&stream.name),
             ))?,
             verify: tx.prepare_cached(&format!(
                 "SELECT {columns} FROM {} WHERE \"_seq\" = ?",
@@ -501,10 +653,10 @@ impl<'t> Probe<'t> {
         })
     }
 
-    /// The rows of the large table whose keys have one of `hashes`, as `(h, _seq)`: one
-    /// statement for a whole batch, its hashes sorted so that the lookups walk the tree in
-    /// order; none when the filter rules every hash out (a group commit of a few single events
-    /// mostly: the statement on an empty array was 10 % of such an append).
+    /// The stored keys (in the blocks) of the hashes in `hashes`, as `(h, _seq)`: the hashes in
+    /// key order, each block read once for the hashes in it; none read when the filter rules
+    /// every hash out (a group commit of a few single events mostly: a statement on an empty
+    /// array was 10 % of such an append).
     pub(crate) fn stored(
         &mut self,
         mut hashes: Vec<i64>,
@@ -512,16 +664,23 @@ impl<'t> Probe<'t> {
     ) -> Result<HashTable<(i64, i64)>> {
         hashes.retain(|&h| filter.may_hold(h));
         let mut found = HashTable::new();
-        if hashes.is_empty() {
-            return Ok(found);
-        }
         hashes.sort_unstable();
         hashes.dedup();
-        let array: Array = Rc::new(hashes.into_iter().map(SqlValue::Integer).collect());
-        let mut rows = self.find.query([array])?;
-        while let Some(r) = rows.next()? {
-            let (h, seq): (i64, i64) = (r.get(0)?, r.get(1)?);
-            found.insert_unique(h as u64, (h, seq), |e: &(i64, i64)| e.0 as u64);
+        // The block read last, with its `hi`: it holds every stored hash from the one it was
+        // read for up to `hi`.
+        let mut block: Option<(i64, Vec<u8>)> = None;
+        for h in hashes {
+            if block.as_ref().is_none_or(|(hi, _)| *hi < h) {
+                block = self
+                    .find
+                    .query_row([h], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+            }
+            // No block: `h` is above every block, and so are the hashes after it.
+            let Some((_, keys)) = &block else { break };
+            for seq in seqs_in(keys, h) {
+                found.insert_unique(h as u64, (h, seq), |e: &(i64, i64)| e.0 as u64);
+            }
         }
         Ok(found)
     }
@@ -550,7 +709,7 @@ impl<'t> Probe<'t> {
 }
 
 /// Records the keys an append stored (`(h, _seq)`, `last_seq` its last row) in `recent`, and,
-/// when that makes [`merge_rows`] recent keys, writes them all to the large table inside `tx`.
+/// when that makes [`merge_rows`] recent keys, merges them all into the blocks inside `tx`.
 pub(crate) fn record(
     tx: &Transaction<'_>,
     stream: &StreamDef,
@@ -572,7 +731,7 @@ pub(crate) fn record(
     for &(h, _) in &all {
         filter.bloom.insert(h);
     }
-    write_sorted(tx, &stream.name, all)?;
+    add_sorted(tx, &stream.name, all)?;
     set_merged(tx, &stream.name, last_seq)?;
     recent.merged = last_seq;
     filter.merged = last_seq;
@@ -624,17 +783,26 @@ fn keyed_rows(mut rows: rusqlite::Rows<'_>, stream: &StreamDef) -> Result<Vec<(i
     Ok(pairs)
 }
 
-/// Deletes `(h, _seq)` pairs from the key tables (by their primary key; a recent key has no row
-/// there, and is forgotten when the moved epoch makes every process read them again).
+/// Deletes `(h, _seq)` pairs from the key blocks (a recent key is in none, and is forgotten when
+/// the moved epoch makes every process read them again), and from the key tables of an earlier
+/// layout not converted yet.
 fn forget(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)]) -> Result<()> {
-    let mut tables = vec![keys(stream)];
-    if table_exists(tx, &format!("tally_recent__{stream}"))? {
-        tables.push(recent(stream));
+    let mut sorted = pairs.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if table_exists(tx, &format!("tally_keyblocks__{stream}"))? {
+        edit(tx, stream, &sorted, Edit::Remove)?;
     }
-    for table in tables {
+    for (table, name) in [
+        (old_keys(stream), format!("tally_keys__{stream}")),
+        (recent(stream), format!("tally_recent__{stream}")),
+    ] {
+        if !table_exists(tx, &name)? {
+            continue;
+        }
         let mut delete =
             tx.prepare_cached(&format!("DELETE FROM {table} WHERE h = ? AND \"_seq\" = ?"))?;
-        for &(h, seq) in pairs {
+        for &(h, seq) in &sorted {
             delete.execute(params![h, seq])?;
         }
     }
@@ -705,5 +873,109 @@ mod tests {
         assert_eq!(used, own);
         let given = KeyHashes::new(hits, &rows);
         assert_eq!(KeyHashes::for_rows(Some(given), hits, &rows), own);
+    }
+
+    /// The blocks as stored: `(hi, pairs)` in `hi` order.
+    fn read_blocks(tx: &Transaction<'_>) -> Vec<(i64, Vec<(i64, i64)>)> {
+        let mut stmt = tx
+            .prepare("SELECT hi, keys FROM tally_keyblocks__s ORDER BY hi")
+            .unwrap();
+        stmt.query_map([], |r| {
+            let keys: Vec<u8> = r.get(1)?;
+            Ok((r.get(0)?, entries(&keys).collect()))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    }
+
+    /// Adds and removes of random pairs, many of a few hashes (more than a block holds), leave
+    /// the blocks holding exactly the pairs a set holds: each block in key order, within its
+    /// range (above the previous block's `hi`, up to its own), no larger than it must be, a
+    /// hash never in two blocks; and a lookup of a hash (the probe's statement, then a binary
+    /// search) finds exactly its pairs.
+    #[test]
+    fn blocks_edited_at_random_hold_what_a_set_holds() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let tx = conn.transaction().unwrap();
+        create_blocks(&tx, "s").unwrap();
+        let mut model = std::collections::BTreeSet::new();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut seq = 0;
+        let mut overfull = 0;
+        for round in 0..40 {
+            let mut pairs = Vec::new();
+            for _ in 0..(next() % 2_000) {
+                // One hash in four from a set of two: runs of one hash longer than a block.
+                let h = if next() % 4 == 0 {
+                    (next() % 2) as i64 * 1_000_003
+                } else {
+                    next() as i64
+                };
+                seq += 1;
+                pairs.push((h, seq));
+            }
+            if round % 3 == 2 {
+                // Remove about half of what is stored, and a few pairs never stored.
+                let mut gone: Vec<(i64, i64)> =
+                    model.iter().copied().filter(|_| next() % 2 == 0).collect();
+                gone.extend(pairs.iter().take(10));
+                gone.sort_unstable();
+                gone.dedup();
+                edit(&tx, "s", &gone, Edit::Remove).unwrap();
+                for p in &gone {
+                    model.remove(p);
+                }
+            } else {
+                model.extend(pairs.iter().copied());
+                add_sorted(&tx, "s", pairs).unwrap();
+            }
+            let blocks = read_blocks(&tx);
+            let all: Vec<(i64, i64)> = blocks.iter().flat_map(|b| b.1.clone()).collect();
+            assert_eq!(
+                all,
+                model.iter().copied().collect::<Vec<_>>(),
+                "round {round}"
+            );
+            for (i, (hi, pairs)) in blocks.iter().enumerate() {
+                assert!(!pairs.is_empty() && pairs.is_sorted());
+                assert!(pairs.last().unwrap().0 <= *hi);
+                if let Some((_, next_pairs)) = blocks.get(i + 1) {
+                    assert!(next_pairs[0].0 > *hi);
+                }
+                let last = pairs.last().unwrap().0;
+                let tail = pairs.iter().rev().take_while(|p| p.0 == last).count();
+                assert!(pairs.len() <= BLOCK_KEYS.max(tail + BLOCK_KEYS));
+                overfull += usize::from(pairs.len() > BLOCK_KEYS);
+            }
+            let mut find = tx
+                .prepare("SELECT keys FROM tally_keyblocks__s WHERE hi >= ?1 ORDER BY hi LIMIT 1")
+                .unwrap();
+            let probes = model
+                .iter()
+                .step_by(7)
+                .map(|p| p.0)
+                .chain((0..50).map(|_| next() as i64));
+            for h in probes {
+                let block: Option<Vec<u8>> = find.query_row([h], |r| r.get(0)).optional().unwrap();
+                let found: Vec<i64> = block.map_or(Vec::new(), |b| seqs_in(&b, h).collect());
+                let want: Vec<i64> = model
+                    .range((h, i64::MIN)..=(h, i64::MAX))
+                    .map(|p| p.1)
+                    .collect();
+                assert_eq!(found, want, "hash {h}");
+            }
+        }
+        assert!(
+            model.len() > 5 * BLOCK_KEYS,
+            "the test stored many blocks' worth"
+        );
+        assert!(overfull > 0, "a hash held more keys than a block");
     }
 }

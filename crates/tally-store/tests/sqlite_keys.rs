@@ -1,8 +1,8 @@
-//! The SQLite dedupe index (hashed keys, recent ones in memory and older ones in a large table,
-//! `src/sqlite_keys.rs`): what only this backend has. Stores of both earlier layouts are
+//! The SQLite dedupe index (hashed keys, recent ones in memory and older ones in blocks,
+//! `src/sqlite_keys.rs`): what only this backend has. Stores of every earlier layout are
 //! converted on their first append; a hash that matches a different key does not make a
-//! duplicate; keys move to the large table in bulk, when as many are recent as it holds, and
-//! are still found there; a process that appends after another one sees the other's keys.
+//! duplicate; keys move into the blocks in bulk, when as many are recent as they hold, and are
+//! still found there; a process that appends after another one sees the other's keys.
 
 use rusqlite::Connection;
 use sha2::{Digest, Sha256};
@@ -38,6 +38,48 @@ fn hash(key: &str) -> i64 {
     i64::from_le_bytes(Sha256::digest(key.as_bytes())[..8].try_into().unwrap())
 }
 
+/// The `(h, _seq)` pairs in the stream's key blocks, in block order.
+fn stored(conn: &Connection) -> Vec<(i64, i64)> {
+    let int = |b: &[u8]| i64::from_le_bytes(b.try_into().unwrap());
+    let mut stmt = conn
+        .prepare("SELECT keys FROM tally_keyblocks__pay ORDER BY hi")
+        .unwrap();
+    let blocks: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    blocks
+        .iter()
+        .flat_map(|b| b.chunks_exact(16).map(|e| (int(&e[..8]), int(&e[8..]))))
+        .collect()
+}
+
+/// The number of keys in the stream's blocks.
+fn large(conn: &Connection) -> i64 {
+    stored(conn).len() as i64
+}
+
+/// Makes the stream look as in the previous layout: its stored keys in a `WITHOUT ROWID` table
+/// of `(h, _seq)`, no blocks.
+fn to_previous_layout(conn: &Connection) {
+    let pairs = stored(conn);
+    conn.execute_batch(
+        "BEGIN; DROP TABLE tally_keyblocks__pay;
+         CREATE TABLE tally_keys__pay (h INTEGER NOT NULL, _seq INTEGER NOT NULL,
+             PRIMARY KEY (h, _seq)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    let mut insert = conn
+        .prepare("INSERT INTO tally_keys__pay (h, _seq) VALUES (?, ?)")
+        .unwrap();
+    for (h, seq) in pairs {
+        insert.execute([h, seq]).unwrap();
+    }
+    drop(insert);
+    conn.execute_batch("COMMIT").unwrap();
+}
+
 fn accepted(seqs: &[Option<u64>]) -> Vec<bool> {
     seqs.iter().map(Option::is_some).collect()
 }
@@ -64,7 +106,7 @@ fn a_store_with_the_old_unique_index_is_converted_on_its_first_append() {
     // Make it look as the first layout: no key table, a unique index on the column.
     db(&dir)
         .execute_batch(
-            "DROP TABLE tally_keys__pay; UPDATE tally_streams SET keys_merged = 0;
+            "DROP TABLE tally_keyblocks__pay; UPDATE tally_streams SET keys_merged = 0;
              CREATE UNIQUE INDEX pay__dedupe ON pay (id);",
         )
         .unwrap();
@@ -92,9 +134,9 @@ fn a_store_with_the_old_unique_index_is_converted_on_its_first_append() {
         0,
         "the old index is dropped"
     );
-    // a and b were hashed into the large table, c is recent (its row is after keys_merged);
-    // NULLs are not keys.
-    assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 2);
+    // a and b were hashed into the blocks, c is recent (its row is after keys_merged); NULLs
+    // are not keys.
+    assert_eq!(large(&conn), 2);
     assert_eq!(
         count(
             &conn,
@@ -102,13 +144,7 @@ fn a_store_with_the_old_unique_index_is_converted_on_its_first_append() {
         ),
         3
     );
-    assert_eq!(
-        count(
-            &conn,
-            &format!("SELECT _seq FROM tally_keys__pay WHERE h = {}", hash("b"))
-        ),
-        2
-    );
+    assert!(stored(&conn).contains(&(hash("b"), 2)));
 }
 
 #[test]
@@ -118,11 +154,12 @@ fn a_hash_that_matches_another_key_is_not_a_duplicate() {
     let mut t = store.tenant("acme").unwrap();
     t.create_stream(stream).unwrap();
     t.append(stream, &[row(Some("a"), 1)]).unwrap();
-    // Pretend that "b" hashes like "a": its hash now points at a's row.
+    // Pretend that "b" hashes like "a": its hash now points at a's row, in a block of its own.
+    let block: Vec<u8> = [hash("b").to_le_bytes(), 1i64.to_le_bytes()].concat();
     db(&dir)
         .execute(
-            "INSERT INTO tally_keys__pay (h, _seq) VALUES (?, 1)",
-            [hash("b")],
+            "INSERT INTO tally_keyblocks__pay (hi, keys) VALUES (?, ?)",
+            rusqlite::params![hash("b"), block],
         )
         .unwrap();
     assert_eq!(
@@ -137,7 +174,7 @@ fn a_hash_that_matches_another_key_is_not_a_duplicate() {
 }
 
 #[test]
-fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
+fn keys_move_into_the_blocks_in_bulk_and_are_found_there() {
     let (dir, store, catalog) = setup();
     let stream = catalog.stream("pay").unwrap();
     let mut t = store.tenant("acme").unwrap();
@@ -149,19 +186,18 @@ fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
         assert!(t.append(stream, &rows).unwrap().iter().all(Option::is_some));
     }
     let conn = db(&dir);
-    let large = count(&conn, "SELECT count(*) FROM tally_keys__pay");
+    let large = large(&conn);
     let merged = count(
         &conn,
         "SELECT keys_merged FROM tally_streams WHERE name = 'pay'",
     );
     assert!(
         large >= 65_536,
-        "one merge happened: {large} keys in the large table"
+        "one merge happened: {large} keys in the blocks"
     );
-    assert_eq!(
-        large, merged,
-        "the large table holds the keys up to keys_merged"
-    );
+    assert_eq!(large, merged, "the blocks hold the keys up to keys_merged");
+    let pairs = stored(&conn);
+    assert!(pairs.is_sorted(), "blocks in key order");
     assert!(merged < n as i64, "the last keys are recent");
     // The first key (merged) and the last (recent) are both duplicates; a new one is not.
     assert_eq!(
@@ -174,7 +210,11 @@ fn keys_move_to_the_large_table_in_bulk_and_are_found_there() {
         .delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 75_000)
         .unwrap();
     assert_eq!(deleted, 75_000);
-    assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 0);
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM tally_keyblocks__pay"),
+        0,
+        "blocks left empty are deleted"
+    );
     assert_eq!(
         append(&mut t, stream, &["evt-00000", "evt-74999", "evt-75000"]),
         [true, true, false]
@@ -194,7 +234,7 @@ fn the_next_merge_waits_for_as_many_recent_keys_as_the_large_table_holds() {
     let stream = catalog.stream("pay").unwrap();
     let mut t = store.tenant("acme").unwrap();
     t.create_stream(stream).unwrap();
-    let large = |dir: &tempfile::TempDir| count(&db(dir), "SELECT count(*) FROM tally_keys__pay");
+    let large = |dir: &tempfile::TempDir| large(&db(dir));
     let mut next = 0;
     let mut add = |t: &mut TenantStore, n: usize| {
         let rows: Vec<Vec<Value>> = (next..next + n)
@@ -260,18 +300,19 @@ fn a_store_with_a_recent_key_table_is_converted_on_its_first_append() {
     }
     // The second layout: "a" in the large table, "b" in a table of recent keys, no
     // keys_merged (the column's default).
-    db(&dir)
-        .execute_batch(&format!(
-            "UPDATE tally_streams SET keys_merged = 0;
+    let conn = db(&dir);
+    to_previous_layout(&conn);
+    conn.execute_batch(&format!(
+        "UPDATE tally_streams SET keys_merged = 0;
              DELETE FROM tally_keys__pay;
              INSERT INTO tally_keys__pay (h, _seq) VALUES ({}, 1);
              CREATE TABLE tally_recent__pay (h INTEGER NOT NULL, _seq INTEGER NOT NULL,
                  PRIMARY KEY (h, _seq)) WITHOUT ROWID;
              INSERT INTO tally_recent__pay (h, _seq) VALUES ({}, 2);",
-            hash("a"),
-            hash("b")
-        ))
-        .unwrap();
+        hash("a"),
+        hash("b")
+    ))
+    .unwrap();
     drop(store);
     let store = Store::open_sqlite(dir.path()).unwrap();
     let mut t = store.tenant("acme").unwrap();
@@ -288,7 +329,7 @@ fn a_store_with_a_recent_key_table_is_converted_on_its_first_append() {
         0,
         "the recent table is gone"
     );
-    assert_eq!(count(&conn, "SELECT count(*) FROM tally_keys__pay"), 2);
+    assert_eq!(large(&conn), 2);
     assert_eq!(
         count(
             &conn,
@@ -378,15 +419,16 @@ fn the_seq_index_of_the_third_layout_is_dropped_and_retention_still_forgets_merg
             .unwrap();
     }
     // The third layout: both keys merged into the large table, which has an index on `_seq`.
-    db(&dir)
-        .execute_batch(&format!(
-            "UPDATE tally_streams SET keys_merged = 2;
+    let conn = db(&dir);
+    to_previous_layout(&conn);
+    conn.execute_batch(&format!(
+        "UPDATE tally_streams SET keys_merged = 2;
              INSERT INTO tally_keys__pay (h, _seq) VALUES ({}, 1), ({}, 2);
              CREATE INDEX tally_keys__pay__seq ON tally_keys__pay (_seq);",
-            hash("a"),
-            hash("b")
-        ))
-        .unwrap();
+        hash("a"),
+        hash("b")
+    ))
+    .unwrap();
     drop(store);
     let store = Store::open_sqlite(dir.path()).unwrap();
     let mut t = store.tenant("acme").unwrap();
@@ -400,17 +442,13 @@ fn the_seq_index_of_the_third_layout_is_dropped_and_retention_still_forgets_merg
         0,
         "the index is dropped"
     );
-    // Retention of row 1 takes its merged key out of the large table, by (h, _seq).
+    // Retention of row 1 takes its merged key out of the blocks, by (h, _seq).
     assert_eq!(
         t.delete_events_before(stream, ts("2026-04-01T00:00:00Z"), 1)
             .unwrap(),
         1
     );
-    assert_eq!(
-        count(&conn, "SELECT count(*) FROM tally_keys__pay"),
-        1,
-        "only b's key is left"
-    );
+    assert_eq!(stored(&conn), [(hash("b"), 2)], "only b's key is left");
     assert_eq!(append(&mut t, stream, &["a", "b"]), [true, false]);
 }
 
@@ -475,4 +513,40 @@ fn a_filter_is_not_kept_across_a_stream_created_again_by_another_process() {
         append(&mut one, stream, &["k100", "k69999", "k5"]),
         [false, false, true]
     );
+}
+
+#[test]
+fn the_previous_layout_is_converted_and_its_recent_keys_stay_recent() {
+    let (dir, store, catalog) = setup();
+    let stream = catalog.stream("pay").unwrap();
+    {
+        let mut t = store.tenant("acme").unwrap();
+        t.create_stream(stream).unwrap();
+        // 70,000 keys merge once; 5 more stay recent.
+        let ids: Vec<String> = (0..70_005).map(|i| format!("evt-{i:05}")).collect();
+        append_all(&mut t, stream, &ids[..70_000]);
+        append_all(&mut t, stream, &ids[70_000..]);
+    }
+    let conn = db(&dir);
+    let merged = || count(&db(&dir), "SELECT keys_merged FROM tally_streams");
+    assert_eq!(merged(), 70_000);
+    let before = stored(&conn);
+    to_previous_layout(&conn);
+    drop(store);
+    let store = Store::open_sqlite(dir.path()).unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    assert_eq!(
+        append(&mut t, stream, &["evt-00000", "evt-70004", "evt-70005"]),
+        [false, false, true]
+    );
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'tally_keys__pay'"
+        ),
+        0,
+        "the previous layout's table is gone"
+    );
+    assert_eq!(stored(&conn), before, "the same keys, now in blocks");
+    assert_eq!(merged(), 70_000, "the recent keys stay recent");
 }
