@@ -1,34 +1,52 @@
 //! A Bloom filter of 64-bit key hashes, the part of a key filter that both stores share: SQLite
 //! keeps one of a stream's large key table ([`crate::sqlite_keys::KeyFilter`]), PostgreSQL one
-//! of a stream's stored keys per tenant connection (`postgres::keys`). A filter built for more
-//! than [`MAX_KEYS`] keys gets no bits and holds everything: every hash is looked up, as without
-//! a filter.
+//! of a stream's stored keys per tenant connection (`postgres::keys`). A filter holds at most
+//! 16 MB of bits: up to [`MAX_KEYS`] keys it has [`BITS_PER_KEY`] a key at capacity, up to
+//! [`MAX_THIN_KEYS`] fewer (a thin filter: 16 MB for them all), and built for more it gets no
+//! bits and holds everything: every hash is looked up, as without a filter.
 
 /// Bits per key at capacity (three probes: about 0.4 % false positives there, fewer below).
 const BITS_PER_KEY: usize = 16;
 
-/// Keys of the largest set a filter keeps bits for: at most 16 MB of bits (a filter built again
-/// larger is made while the old one is still held).
-pub(crate) const MAX_KEYS: usize = 1 << 22;
+/// The most bits a filter keeps: 16 MB (a filter built again larger is made while the old one
+/// is still held).
+const MAX_BITS: usize = 1 << 27;
+
+/// Keys of the largest set a filter keeps [`BITS_PER_KEY`] a key for, with room for as many
+/// again: [`MAX_BITS`] in all.
+pub(crate) const MAX_KEYS: usize = MAX_BITS / BITS_PER_KEY / 2;
+
+/// Keys of the largest set a filter keeps bits for: [`MAX_BITS`] at 8 bits a key (three
+/// probes: about 3 % false positives at capacity, against every hash looked up without bits).
+pub(crate) const MAX_THIN_KEYS: usize = MAX_BITS / 8;
 
 /// A Bloom filter of hashes, with the number of hashes put in.
 pub(crate) struct Bloom {
-    /// A power of two of bits, [`BITS_PER_KEY`] per key it has room for; `None` past
-    /// [`MAX_KEYS`].
+    /// A power of two of bits, [`BITS_PER_KEY`] per key it has room for (8 in a thin filter);
+    /// `None` past [`MAX_THIN_KEYS`].
     bits: Option<Vec<u64>>,
     len: usize,
+    /// The keys it has room for.
+    capacity: usize,
 }
 
 impl Bloom {
-    /// An empty filter with room for twice `keys` (at least 8,192), or without bits when
-    /// `keys` is more than [`MAX_KEYS`].
+    /// An empty filter with room for twice `keys` (at least 8,192) when `keys` is at most
+    /// [`MAX_KEYS`], a thin one with room for [`MAX_THIN_KEYS`] when it is at most that, else
+    /// one without bits.
     pub(crate) fn for_keys(keys: usize) -> Bloom {
+        let (bits, capacity) = if keys <= MAX_KEYS {
+            let bits = (keys.max(1 << 12) * 2 * BITS_PER_KEY).next_power_of_two();
+            (Some(bits), bits / BITS_PER_KEY)
+        } else if keys <= MAX_THIN_KEYS {
+            (Some(MAX_BITS), MAX_THIN_KEYS)
+        } else {
+            (None, 0)
+        };
         Bloom {
-            bits: (keys <= MAX_KEYS).then(|| {
-                let bits = (keys.max(1 << 12) * 2 * BITS_PER_KEY).next_power_of_two();
-                vec![0; bits / 64]
-            }),
+            bits: bits.map(|bits| vec![0; bits / 64]),
             len: 0,
+            capacity,
         }
     }
 
@@ -39,6 +57,7 @@ impl Bloom {
         Bloom {
             bits: Some(vec![0; bits / 64]),
             len: 0,
+            capacity: bits / BITS_PER_KEY,
         }
     }
 
@@ -86,10 +105,7 @@ impl Bloom {
     /// More hashes than it has room for (it is to be built again, larger), or too many to
     /// keep bits for.
     pub(crate) fn over_capacity(&self) -> bool {
-        match &self.bits {
-            Some(bits) => self.len * BITS_PER_KEY > bits.len() * 64,
-            None => false,
-        }
+        self.bits.is_some() && self.len > self.capacity
     }
 }
 
@@ -126,9 +142,39 @@ mod tests {
         assert!(f.over_capacity(), "past 131,072 keys");
     }
 
+    /// Past [`MAX_KEYS`] a filter is thin: 16 MB for up to [`MAX_THIN_KEYS`] keys, still
+    /// without a false negative, and about 3 % false positives at capacity.
+    #[test]
+    fn a_thin_filter_never_misses_a_key_and_rules_out_most_others() {
+        let mut f = Bloom::for_keys(MAX_KEYS + 1);
+        assert!(f.has_bits());
+        // Uniform hashes (xorshift): SHA-256 of 16 M keys would take minutes in a debug build.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as i64
+        };
+        let stored: Vec<i64> = (0..MAX_THIN_KEYS).map(|_| next()).collect();
+        for &h in &stored {
+            f.insert(h);
+        }
+        assert!(!f.over_capacity());
+        assert!(stored.iter().all(|&h| f.may_hold(h)), "a false negative");
+        let n = 100_000;
+        let false_positives = (0..n).filter(|_| f.may_hold(next())).count();
+        assert!(
+            (2_000..4_000).contains(&false_positives),
+            "{false_positives} false positives in {n}"
+        );
+        f.insert(next());
+        assert!(f.over_capacity(), "past {MAX_THIN_KEYS} keys");
+    }
+
     #[test]
     fn a_filter_too_large_holds_everything() {
-        let mut f = Bloom::for_keys(MAX_KEYS + 1);
+        let mut f = Bloom::for_keys(MAX_THIN_KEYS + 1);
         assert!(!f.has_bits());
         f.insert(7);
         assert!(f.may_hold(8) && !f.over_capacity());

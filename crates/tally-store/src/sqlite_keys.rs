@@ -337,13 +337,15 @@ impl RecentKeys {
     }
 }
 
-/// A Bloom filter of the hashes in a stream's large key table, kept by the appending process,
-/// with their number (which decides when the recent keys are merged).
-/// Most keys of a batch are new, and the filter says so without a descent of the large tree
-/// (probing every key of a batch was an eighth of an append). It holds every hash of the table
-/// as of `keys_merged` = `merged` and `keys_epoch` = `epoch`; rows deleted since (retention, an
-/// erasure) leave their hashes in it, which costs a probe and nothing else. A table of more
-/// than [`crate::bloom::MAX_KEYS`] keys gets no bits: every hash is probed, as without a filter.
+/// A Bloom filter of the hashes in a stream's key blocks, kept by the appending process, with
+/// their number (which decides when the recent keys are merged).
+/// Most keys of a batch are new, and the filter says so without reading a block (probing every
+/// key of a batch was an eighth of an append). It holds every hash of the blocks as of
+/// `keys_merged` = `merged` and `keys_epoch` = `epoch`; rows deleted since (retention, an
+/// erasure) leave their hashes in it, which costs a probe and nothing else. Past
+/// [`crate::bloom::MAX_KEYS`] keys the filter is thin (about 3 % false positives at
+/// capacity), and past [`crate::bloom::MAX_THIN_KEYS`] it gets no bits: every hash is probed,
+/// as without a filter.
 pub(crate) struct KeyFilter {
     /// The table's hashes; its count: the keys counted when the filter was built, plus those
     /// merged since (rows deleted since are still counted).
