@@ -1,9 +1,10 @@
 //! A Bloom filter of 64-bit key hashes, the part of a key filter that both stores share: SQLite
-//! keeps one of a stream's large key table ([`crate::sqlite_keys::KeyFilter`]), PostgreSQL one
-//! of a stream's stored keys per tenant connection (`postgres::keys`). A filter holds at most
-//! 16 MB of bits: up to [`MAX_KEYS`] keys it has [`BITS_PER_KEY`] a key at capacity, up to
-//! [`MAX_THIN_KEYS`] fewer (a thin filter: 16 MB for them all), and built for more it gets no
-//! bits and holds everything: every hash is looked up, as without a filter.
+//! keeps one of a stream's key blocks ([`crate::sqlite_keys::KeyFilter`]), PostgreSQL one of a
+//! stream's stored keys per tenant connection (`postgres::keys`). A filter holds at most 16 MB
+//! of bits, [`BITS_PER_KEY`] a key at capacity. Built for more than [`MAX_KEYS`] keys it gets
+//! no bits and holds everything (every hash is looked up, as without a filter), unless it may be
+//! thin ([`Bloom::for_keys_or_thin`], SQLite's): then its 16 MB hold up to [`MAX_THIN_KEYS`]
+//! keys, 8 bits a key at capacity.
 
 /// Bits per key at capacity (three probes: about 0.4 % false positives there, fewer below).
 const BITS_PER_KEY: usize = 16;
@@ -31,14 +32,28 @@ pub(crate) struct Bloom {
 }
 
 impl Bloom {
-    /// An empty filter with room for twice `keys` (at least 8,192) when `keys` is at most
-    /// [`MAX_KEYS`], a thin one with room for [`MAX_THIN_KEYS`] when it is at most that, else
-    /// one without bits.
+    /// An empty filter with room for twice `keys` (at least 8,192), or without bits when
+    /// `keys` is more than [`MAX_KEYS`].
     pub(crate) fn for_keys(keys: usize) -> Bloom {
+        Bloom::sized(keys, false)
+    }
+
+    /// [`Bloom::for_keys`], but a thin filter when `keys` is more than [`MAX_KEYS`] and at most
+    /// [`MAX_THIN_KEYS`]; a filter of [`MAX_BITS`] has room for [`MAX_THIN_KEYS`] either way
+    /// (built again thin, it would have the same bits).
+    pub(crate) fn for_keys_or_thin(keys: usize) -> Bloom {
+        Bloom::sized(keys, true)
+    }
+
+    fn sized(keys: usize, thin: bool) -> Bloom {
         let (bits, capacity) = if keys <= MAX_KEYS {
             let bits = (keys.max(1 << 12) * 2 * BITS_PER_KEY).next_power_of_two();
-            (Some(bits), bits / BITS_PER_KEY)
-        } else if keys <= MAX_THIN_KEYS {
+            let capacity = match thin && bits == MAX_BITS {
+                true => MAX_THIN_KEYS,
+                false => bits / BITS_PER_KEY,
+            };
+            (Some(bits), capacity)
+        } else if thin && keys <= MAX_THIN_KEYS {
             (Some(MAX_BITS), MAX_THIN_KEYS)
         } else {
             (None, 0)
@@ -142,11 +157,11 @@ mod tests {
         assert!(f.over_capacity(), "past 131,072 keys");
     }
 
-    /// Past [`MAX_KEYS`] a filter is thin: 16 MB for up to [`MAX_THIN_KEYS`] keys, still
-    /// without a false negative, and about 3 % false positives at capacity.
+    /// Past [`MAX_KEYS`] a filter that may be thin is: 16 MB for up to [`MAX_THIN_KEYS`] keys,
+    /// still without a false negative, and about 3 % false positives at capacity.
     #[test]
     fn a_thin_filter_never_misses_a_key_and_rules_out_most_others() {
-        let mut f = Bloom::for_keys(MAX_KEYS + 1);
+        let mut f = Bloom::for_keys_or_thin(MAX_KEYS + 1);
         assert!(f.has_bits());
         // Uniform hashes (xorshift): SHA-256 of 16 M keys would take minutes in a debug build.
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
@@ -172,9 +187,24 @@ mod tests {
         assert!(f.over_capacity(), "past {MAX_THIN_KEYS} keys");
     }
 
+    /// A filter of 16 MB that may be thin has room for [`MAX_THIN_KEYS`] keys, one that may not
+    /// for half its bits' worth.
+    #[test]
+    fn a_full_size_filter_that_may_be_thin_is_not_built_again_to_the_same_size() {
+        let mut thin = Bloom::for_keys_or_thin(MAX_KEYS);
+        let mut full = Bloom::for_keys(MAX_KEYS);
+        thin.set_len(MAX_THIN_KEYS);
+        full.set_len(MAX_THIN_KEYS / 2);
+        assert!(!thin.over_capacity() && !full.over_capacity());
+        thin.set_len(MAX_THIN_KEYS + 1);
+        full.set_len(MAX_THIN_KEYS / 2 + 1);
+        assert!(thin.over_capacity() && full.over_capacity());
+        assert!(!Bloom::for_keys(MAX_KEYS + 1).has_bits());
+    }
+
     #[test]
     fn a_filter_too_large_holds_everything() {
-        let mut f = Bloom::for_keys(MAX_THIN_KEYS + 1);
+        let mut f = Bloom::for_keys_or_thin(MAX_THIN_KEYS + 1);
         assert!(!f.has_bits());
         f.insert(7);
         assert!(f.may_hold(8) && !f.over_capacity());

@@ -46,6 +46,7 @@ pub(crate) const TENANT: &[Migration] = &[
     migration!(5, "sqlite/tenant", "0005_view_failures"),
     migration!(6, "sqlite/tenant", "0006_records"),
     migration!(7, "sqlite/tenant", "0007_time_spans"),
+    migration!(8, "sqlite/tenant", "0008_key_blocks"),
 ];
 
 /// The PostgreSQL database's migrations, oldest first.

@@ -51,8 +51,8 @@ pub struct SqliteTenant {
     /// Per stream with a dedupe key, after this process's last append to it: the keys of its
     /// rows after `keys_merged` (see [`crate::sqlite_keys`]).
     recent_keys: HashMap<String, RecentKeys>,
-    /// Per stream with a dedupe key: the filter of its large key table, as of this process's
-    /// last write to it.
+    /// Per stream with a dedupe key: the filter of its key blocks, as of this process's last
+    /// write to it.
     key_filters: HashMap<String, KeyFilter>,
 }
 
@@ -737,8 +737,8 @@ impl SqliteTenant {
                 None => None,
             };
             // Each row's key and its hash (none for a NULL key or a stream without keys), unless
-            // the caller computed them, and the large table's rows of those hashes, looked up
-            // for the whole batch at once.
+            // the caller computed them, and the stored keys of those hashes, looked up in the
+            // key blocks for the whole batch at once (in key order, each block read once).
             let KeyHashes { keys, hashes, .. } = KeyHashes::for_rows(hashed, stream, rows);
             let stored = match &mut probe {
                 Some((.., probe)) => probe.stored(
@@ -1027,7 +1027,7 @@ impl SqliteTenant {
         sqlite_spans::ensure(&tx, stream)?;
         if filter.is_some() {
             // Kept only if no other process moved the epoch (it may have created the stream
-            // again): then the filter holds the table's keys up to its `merged`.
+            // again): then the filter holds the blocks' keys up to its `merged`.
             let epoch: i64 = tx.query_row(
                 "SELECT keys_epoch FROM tally_streams WHERE name = ?",
                 [&stream.name],
@@ -1041,9 +1041,16 @@ impl SqliteTenant {
             && (self.recent_keys.contains_key(&stream.name)
                 || sqlite_keys::converted(&tx, &stream.name)?);
         let mut deleted = 0;
+        // The keys of the deleted rows, read span by span before the rows go and taken out of
+        // the key blocks many spans at a time.
+        let mut keys = Vec::new();
         for (span, first, last) in sqlite_spans::before(&tx, &stream.name, before, max_seq)? {
             if keyed {
-                sqlite_keys::forget_before(&tx, stream, before, first, last)?;
+                keys.extend(sqlite_keys::keys_before(&tx, stream, before, first, last)?);
+                if keys.len() >= sqlite_keys::FORGET_BATCH {
+                    sqlite_keys::forget(&tx, &stream.name, &keys)?;
+                    keys.clear();
+                }
             }
             let gone = tx
                 .prepare_cached(&sql)?
@@ -1052,17 +1059,20 @@ impl SqliteTenant {
             sqlite_spans::narrow(&tx, stream, span)?;
             deleted += gone;
         }
+        if !keys.is_empty() {
+            sqlite_keys::forget(&tx, &stream.name, &keys)?;
+        }
         if deleted > 0 && stream.has_dedupe_key() {
             // Recent keys in memory, here and in other processes, may be of deleted rows: a new
-            // epoch makes every process read them again, so that they never reach the large
-            // table, where nothing would delete them.
+            // epoch makes every process read them again, so that they never reach the key
+            // blocks, where nothing would delete them.
             let epoch: i64 = tx.query_row(
                 "UPDATE tally_streams SET keys_epoch = random() WHERE name = ? RETURNING keys_epoch",
                 [&stream.name],
                 |r| r.get(0),
             )?;
             self.recent_keys.remove(&stream.name);
-            // Deletions leave the filter a superset of the table: it stays, at the new epoch.
+            // Deletions leave the filter a superset of the blocks: it stays, at the new epoch.
             filter = filter.map(|f| f.with_epoch(epoch));
         }
         tx.commit()?;

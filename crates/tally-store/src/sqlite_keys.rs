@@ -342,10 +342,11 @@ impl RecentKeys {
 /// Most keys of a batch are new, and the filter says so without reading a block (probing every
 /// key of a batch was an eighth of an append). It holds every hash of the blocks as of
 /// `keys_merged` = `merged` and `keys_epoch` = `epoch`; rows deleted since (retention, an
-/// erasure) leave their hashes in it, which costs a probe and nothing else. Past
-/// [`crate::bloom::MAX_KEYS`] keys the filter is thin (about 3 % false positives at
-/// capacity), and past [`crate::bloom::MAX_THIN_KEYS`] it gets no bits: every hash is probed,
-/// as without a filter.
+/// erasure) leave their hashes in it, which costs a probe and nothing else. It may be thin
+/// ([`Bloom::for_keys_or_thin`]): built for more than [`crate::bloom::MAX_KEYS`] keys, or grown
+/// to 16 MB, it holds up to [`crate::bloom::MAX_THIN_KEYS`] at 8 bits a key (about 3 % false
+/// positives at capacity); built for more, it gets no bits and every hash is probed, as without
+/// a filter.
 pub(crate) struct KeyFilter {
     /// The table's hashes; its count: the keys counted when the filter was built, plus those
     /// merged since (rows deleted since are still counted).
@@ -355,9 +356,9 @@ pub(crate) struct KeyFilter {
 }
 
 impl KeyFilter {
-    /// The filter of the large table as it is in `tx`: `old` brought up to date when it can be
+    /// The filter of the blocks as they are in `tx`: `old` brought up to date when it can be
     /// (same epoch: only merges happened since, whose keys are those of the raw rows after its
-    /// `merged`), else built from the table.
+    /// `merged`), else built from the blocks.
     pub(crate) fn current(
         old: Option<KeyFilter>,
         tx: &Transaction<'_>,
@@ -390,7 +391,7 @@ impl KeyFilter {
             |r| r.get(0),
         )?;
         let n = bytes as usize / ENTRY;
-        let mut bloom = Bloom::for_keys(n);
+        let mut bloom = Bloom::for_keys_or_thin(n);
         if bloom.has_bits() {
             let mut stmt = tx.prepare(&format!("SELECT keys FROM {table}"))?;
             let mut rows = stmt.query([])?;
@@ -420,7 +421,7 @@ impl KeyFilter {
     }
 
     /// The filter after its own process's retention or erasure moved the epoch: deletions leave
-    /// it a superset of the table.
+    /// it a superset of the blocks.
     pub(crate) fn with_epoch(mut self, epoch: i64) -> KeyFilter {
         self.epoch = epoch;
         self
@@ -687,8 +688,7 @@ impl<'t> Probe<'t> {
         Ok(found)
     }
 
-    /// Whether a stored row of key hash `h`, in the large table (`stored`) or recent, holds
-    /// `key`.
+    /// Whether a stored row of key hash `h`, in the blocks (`stored`) or recent, holds `key`.
     pub(crate) fn holds(
         &mut self,
         stored: &HashTable<(i64, i64)>,
@@ -743,23 +743,28 @@ pub(crate) fn record(
     Ok(())
 }
 
-/// Deletes the keys of the rows retention is about to delete (same bounds: an event time before
-/// `before`, a sequence number in `first..=last`), for a stream with key tables.
-pub(crate) fn forget_before(
+/// Keys of the rows of retention's spans that [`forget`] takes out in one walk over the blocks
+/// (16 bytes each: 16 MB): the spans of 4,096 rows each would otherwise rewrite most blocks
+/// once a span.
+pub(crate) const FORGET_BATCH: usize = 1 << 20;
+
+/// The `(h, _seq)` of the rows retention is about to delete (same bounds: an event time before
+/// `before`, a sequence number in `first..=last`), for a stream with key tables: read before
+/// the rows go, given to [`forget`] in the same transaction.
+pub(crate) fn keys_before(
     tx: &Transaction<'_>,
     stream: &StreamDef,
     before: Timestamp,
     first: i64,
     last: i64,
-) -> Result<()> {
+) -> Result<Vec<(i64, i64)>> {
     let (columns, present) = key_columns(stream);
     let mut stmt = tx.prepare_cached(&format!(
         "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" BETWEEN ? AND ? AND {} < ? AND {present}",
         ident(&stream.name),
         ident(&stream.columns[stream.event_time].name)
     ))?;
-    let pairs = keyed_rows(stmt.query(params![first, last, before.0])?, stream)?;
-    forget(tx, &stream.name, &pairs)
+    keyed_rows(stmt.query(params![first, last, before.0])?, stream)
 }
 
 /// Deletes the stored keys of the rows with the sequence numbers in `seqs` (an erasure), within
@@ -788,7 +793,7 @@ fn keyed_rows(mut rows: rusqlite::Rows<'_>, stream: &StreamDef) -> Result<Vec<(i
 /// Deletes `(h, _seq)` pairs from the key blocks (a recent key is in none, and is forgotten when
 /// the moved epoch makes every process read them again), and from the key tables of an earlier
 /// layout not converted yet.
-fn forget(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)]) -> Result<()> {
+pub(crate) fn forget(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)]) -> Result<()> {
     let mut sorted = pairs.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
@@ -953,7 +958,7 @@ mod tests {
                 }
                 let last = pairs.last().unwrap().0;
                 let tail = pairs.iter().rev().take_while(|p| p.0 == last).count();
-                assert!(pairs.len() <= BLOCK_KEYS.max(tail + BLOCK_KEYS));
+                assert!(pairs.len() <= BLOCK_KEYS || pairs.len() - tail < BLOCK_KEYS);
                 overfull += usize::from(pairs.len() > BLOCK_KEYS);
             }
             let mut find = tx

@@ -162,6 +162,11 @@ fn a_hash_that_matches_another_key_is_not_a_duplicate() {
             rusqlite::params![hash("b"), block],
         )
         .unwrap();
+    // Another process (a second store over the directory) builds its filter from the blocks,
+    // so the hash of "b" is looked up there and found.
+    drop(t);
+    let other = Store::open_sqlite(dir.path()).unwrap();
+    let mut t = other.tenant("acme").unwrap();
     assert_eq!(
         append(&mut t, stream, &["b", "a", "b"]),
         [true, false, false]
@@ -199,6 +204,19 @@ fn keys_move_into_the_blocks_in_bulk_and_are_found_there() {
     let pairs = stored(&conn);
     assert!(pairs.is_sorted(), "blocks in key order");
     assert!(merged < n as i64, "the last keys are recent");
+    // Every merged key of a whole batch is a duplicate for a process that opens the stream now
+    // (its filter built from the blocks; the batch's hashes looked up block by block).
+    {
+        let other = Store::open_sqlite(dir.path()).unwrap();
+        let mut t = other.tenant("acme").unwrap();
+        let again: Vec<Vec<Value>> = ids[..10_000].iter().map(|id| row(Some(id), 1)).collect();
+        assert!(
+            t.append(stream, &again)
+                .unwrap()
+                .iter()
+                .all(Option::is_none)
+        );
+    }
     // The first key (merged) and the last (recent) are both duplicates; a new one is not.
     assert_eq!(
         append(&mut t, stream, &["evt-00000", "evt-74999", "evt-75000"]),
@@ -229,7 +247,7 @@ fn keys_move_into_the_blocks_in_bulk_and_are_found_there() {
 }
 
 #[test]
-fn the_next_merge_waits_for_as_many_recent_keys_as_the_large_table_holds() {
+fn the_next_merge_waits_for_as_many_recent_keys_as_the_blocks_hold() {
     let (dir, store, catalog) = setup();
     let stream = catalog.stream("pay").unwrap();
     let mut t = store.tenant("acme").unwrap();
@@ -298,7 +316,7 @@ fn a_store_with_a_recent_key_table_is_converted_on_its_first_append() {
         t.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
             .unwrap();
     }
-    // The second layout: "a" in the large table, "b" in a table of recent keys, no
+    // The second layout: "a" in the large key table, "b" in a table of recent keys, no
     // keys_merged (the column's default).
     let conn = db(&dir);
     to_previous_layout(&conn);
@@ -418,7 +436,7 @@ fn the_seq_index_of_the_third_layout_is_dropped_and_retention_still_forgets_merg
         t.append(stream, &[row(Some("a"), 1), row(Some("b"), 2)])
             .unwrap();
     }
-    // The third layout: both keys merged into the large table, which has an index on `_seq`.
+    // The third layout: both keys merged into the large key table, with an index on `_seq`.
     let conn = db(&dir);
     to_previous_layout(&conn);
     conn.execute_batch(&format!(
@@ -473,7 +491,7 @@ fn a_process_filter_catches_up_with_keys_another_process_merged() {
     // those keys until it reads the rows the other process merged.
     let other = Store::open_sqlite(dir.path()).unwrap();
     let mut two = other.tenant("acme").unwrap();
-    // 80,000: past the 70,000 the large table holds, which the next merge waits for.
+    // 80,000: past the 70,000 the blocks hold, which the next merge waits for.
     let second: Vec<String> = (0..80_000).map(|i| format!("two-{i}")).collect();
     append_all(&mut two, stream, &second);
     assert!(
