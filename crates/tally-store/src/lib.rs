@@ -40,6 +40,7 @@ mod pg_tls;
 mod postgres;
 mod sqlite;
 mod sqlite_checkpoint;
+mod sqlite_events;
 mod sqlite_keys;
 mod sqlite_spans;
 pub mod testing;

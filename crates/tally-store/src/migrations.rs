@@ -47,6 +47,7 @@ pub(crate) const TENANT: &[Migration] = &[
     migration!(6, "sqlite/tenant", "0006_records"),
     migration!(7, "sqlite/tenant", "0007_time_spans"),
     migration!(8, "sqlite/tenant", "0008_key_blocks"),
+    migration!(9, "sqlite/tenant", "0009_event_blocks"),
 ];
 
 /// The PostgreSQL database's migrations, oldest first.

@@ -6,21 +6,19 @@
 //! tenant database's checkpoints run mostly on a background thread of their own
 //! ([`crate::sqlite_checkpoint`]); the committing thread only finishes them.
 //!
-//! Raw event tables keep typed columns (timestamps as integer microseconds, decimals as exact
-//! text) after a sequence column. Sequence numbers are handed out from `tally_streams.last_seq`
-//! inside the appending transaction: dense (a duplicate costs no number), never reused (retention
-//! may delete the newest rows), and correct with several processes writing one tenant. View tables keep the encoded group key, every view column
-//! in readable form (timestamps as RFC 3339 text) and the encoded states, so `sqlite3` and BI
-//! tools can read them directly.
+//! Raw events are stored in blocks of up to 1,024 events ([`crate::sqlite_events`]) with their
+//! sequence numbers. Sequence numbers are handed out from `tally_streams.last_seq` inside the
+//! appending transaction: dense (a duplicate costs no number), never reused (retention may
+//! delete the newest rows), and correct with several processes writing one tenant. View tables
+//! keep the encoded group key, every view column in readable form (timestamps as RFC 3339 text)
+//! and the encoded states, so `sqlite3` and BI tools can read them directly.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::Mutex;
 
 use hashbrown::HashTable;
-use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
-use rusqlite::vtab::array::Array;
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
@@ -28,6 +26,7 @@ use tally_views::{Event, StreamDef, Timestamp, Type, Value, ViewPlan};
 use crate::error::{Result, StoreError};
 use crate::migrations::{MIGRATIONS_TABLE, Migration, TENANT};
 use crate::sqlite_checkpoint::Checkpoints;
+use crate::sqlite_events;
 use crate::sqlite_keys::{self, KeyFilter, KeyHashes, Probe, RecentKeys};
 use crate::sqlite_spans::{self, NewSpans};
 use crate::types::{
@@ -103,11 +102,9 @@ fn open_connection(path: &Path) -> Result<Connection> {
     conn.execute_batch(
         "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA cache_size=-16384;",
     )?;
-    // An append's statements (multi-row inserts of three sizes per stream, key probes and
-    // merges, spans) and a flush's outnumber the default cache of 16.
+    // An append's statements (blocks, key probes and merges, spans) and a flush's outnumber the
+    // default cache of 16.
     conn.set_prepared_statement_cache_capacity(64);
-    // `rarray(?)`: an append looks its batch's dedupe hashes up with one statement.
-    rusqlite::vtab::array::load_module(&conn)?;
     Ok(conn)
 }
 
@@ -327,6 +324,9 @@ impl SqliteStore {
             for m in TENANT {
                 if !applied.contains(&m.version) {
                     migrate(&tx, m, true)?;
+                    if m.version == sqlite_events::MIGRATION {
+                        convert_streams(&tx)?;
+                    }
                 }
             }
             tx.commit()?;
@@ -339,6 +339,44 @@ impl SqliteStore {
             key_filters: HashMap::new(),
         })
     }
+}
+
+/// The stored definitions of a tenant's streams, parsed.
+fn stream_defs(tx: &Transaction<'_>) -> Result<Vec<StreamDef>> {
+    let mut stmt = tx.prepare("SELECT name, definition FROM tally_streams ORDER BY name")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut defs = Vec::new();
+    for row in rows {
+        let (name, sql) = row?;
+        defs.push(tally_views::sql::parse_stream(&sql).map_err(|e| {
+            StoreError::Migration(format!("reading the definition of stream {name}: {e}"))
+        })?);
+    }
+    Ok(defs)
+}
+
+/// Converts every stream's raw events into blocks ([`sqlite_events::convert`]).
+fn convert_streams(tx: &Transaction<'_>) -> Result<()> {
+    for def in stream_defs(tx)? {
+        sqlite_events::convert(tx, &def)?;
+    }
+    Ok(())
+}
+
+/// Turns a tenant database back into the layout before the event blocks (a row table per
+/// stream, migration 9 not applied): what tests of the upgrades start from.
+pub(crate) fn to_row_layout(path: &Path) -> Result<()> {
+    let mut conn = open_connection(path)?;
+    let tx = conn.transaction()?;
+    for def in stream_defs(&tx)? {
+        sqlite_events::to_rows(&tx, &def)?;
+    }
+    tx.execute(
+        "DELETE FROM tally_migrations WHERE version >= ?",
+        [sqlite_events::MIGRATION],
+    )?;
+    tx.commit()?;
+    Ok(())
 }
 
 fn applied_migrations(conn: &Connection) -> Result<Vec<i64>> {
@@ -383,7 +421,7 @@ pub(crate) fn ident(name: &str) -> String {
     format!("\"{name}\"")
 }
 
-fn column_type(ty: Type) -> &'static str {
+pub(crate) fn column_type(ty: Type) -> &'static str {
     match ty {
         Type::Text | Type::Decimal { .. } | Type::Json => "TEXT",
         Type::Boolean | Type::BigInt => "INTEGER",
@@ -405,98 +443,6 @@ pub(crate) fn raw_sql(v: &Value) -> ToSqlOutput<'_> {
         Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
         Value::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
     }
-}
-
-/// Values a raw insert statement binds, at most (a single row binds all of its own, however
-/// wide). SQLite copies each bound text into the connection's lookaside memory (by default 93
-/// slots of up to 128 bytes and 30 of up to 1,200, shared with its other allocations) and into
-/// `malloc`'s once those are taken: statements of 64 rows (about 330 texts of the rollups
-/// stream) took the binding from 11 % to 25 % of the committing thread's samples and saved no
-/// instructions; 80 values keep even a stream of ten text columns within the small slots.
-const RAW_VALUES_PER_STATEMENT: usize = 80;
-
-/// The rows per statement of [`insert_chunked`], largest first, for rows of `width` values and
-/// about `values` values a statement: the most rows that fit (one when none does), a quarter of
-/// that, and single rows for what is left. A statement per row paid, for every row, for
-/// starting and ending the statement and opening a cursor: with several rows a statement
-/// (`INSERT … VALUES (…), (…)`) the committing thread of `tally ingest` executed 18.5 % fewer
-/// instructions, most of it in the keys' merge (docs/performance.md, twenty-ninth round).
-fn rows_per_statement(width: usize, values: usize) -> [usize; 3] {
-    let large = (values / width.max(1)).max(1);
-    [large, (large / 4).max(1), 1]
-}
-
-/// Inserts `items` into `columns` of `table`, a few rows a statement ([`rows_per_statement`],
-/// about `values` values each; the statements are cached): `bind` appends an item's `width`
-/// values, called for the items in order.
-pub(crate) fn insert_chunked<'a, T, P: rusqlite::ToSql>(
-    tx: &Transaction<'_>,
-    table: &str,
-    columns: &str,
-    width: usize,
-    values: usize,
-    items: &'a [T],
-    mut bind: impl FnMut(&'a T, &mut Vec<P>) -> Result<()>,
-) -> Result<()> {
-    let marks = format!("({})", vec!["?"; width].join(", "));
-    let mut rest = items;
-    let mut params: Vec<P> = Vec::new();
-    for size in rows_per_statement(width, values) {
-        if rest.len() < size {
-            continue;
-        }
-        let sql = format!(
-            "INSERT INTO {table} ({columns}) VALUES {}",
-            vec![marks.as_str(); size].join(", ")
-        );
-        let mut stmt = tx.prepare_cached(&sql)?;
-        while rest.len() >= size {
-            let (chunk, tail) = rest.split_at(size);
-            params.clear();
-            for item in chunk {
-                bind(item, &mut params)?;
-            }
-            stmt.execute(rusqlite::params_from_iter(params.iter()))?;
-            rest = tail;
-        }
-    }
-    Ok(())
-}
-
-/// Inserts the raw rows `kept` (indices into `rows`) with sequence numbers from `first` on, a
-/// few rows a statement ([`insert_chunked`]).
-fn insert_rows(
-    tx: &Transaction<'_>,
-    stream: &StreamDef,
-    rows: &[Vec<Value>],
-    kept: &[usize],
-    first: i64,
-) -> Result<()> {
-    let width = stream.columns.len() + 1;
-    let columns = std::iter::once(ident("_seq"))
-        .chain(stream.columns.iter().map(|c| ident(&c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut seq = first;
-    insert_chunked(
-        tx,
-        &ident(&stream.name),
-        &columns,
-        width,
-        RAW_VALUES_PER_STATEMENT,
-        kept,
-        |&i, values| {
-            // One row short and the next one long would bind a whole chunk shifted.
-            if rows[i].len() + 1 != width {
-                let e = rusqlite::Error::InvalidParameterCount(rows[i].len() + 1, width);
-                return Err(e.into());
-            }
-            values.push(ToSqlOutput::Owned(SqlValue::Integer(seq)));
-            values.extend(rows[i].iter().map(raw_sql));
-            seq += 1;
-            Ok(())
-        },
-    )
 }
 
 /// A value as shown in a view table: like raw, but timestamps as RFC 3339 text.
@@ -580,20 +526,7 @@ impl SqliteTenant {
 
     pub(crate) fn create_stream(&mut self, def: &StreamDef) -> Result<()> {
         let tx = self.conn.transaction()?;
-        let table = ident(&def.name);
-        let mut cols = vec!["\"_seq\" INTEGER PRIMARY KEY".to_owned()];
-        for c in &def.columns {
-            cols.push(format!(
-                "{} {}{}",
-                ident(&c.name),
-                column_type(c.ty),
-                if c.not_null { " NOT NULL" } else { "" }
-            ));
-        }
-        tx.execute_batch(&format!(
-            "DROP TABLE IF EXISTS {table}; CREATE TABLE {table} ({})",
-            cols.join(", ")
-        ))?;
+        sqlite_events::create(&tx, &def.name)?;
         if def.has_dedupe_key() {
             sqlite_keys::create(&tx, &def.name)?;
         }
@@ -610,15 +543,9 @@ impl SqliteTenant {
     }
 
     pub(crate) fn alter_stream(&mut self, old: &StreamDef, new: &StreamDef) -> Result<()> {
+        // Columns are only ever added, at the end: events stored before read them as NULL.
+        debug_assert!(new.columns.starts_with(&old.columns));
         let tx = self.conn.transaction()?;
-        for c in &new.columns[old.columns.len()..] {
-            tx.execute_batch(&format!(
-                "ALTER TABLE {} ADD COLUMN {} {}",
-                ident(&new.name),
-                ident(&c.name),
-                column_type(c.ty)
-            ))?;
-        }
         tx.execute(
             "UPDATE tally_streams SET definition = ? WHERE name = ?",
             params![new.sql(), new.name],
@@ -629,7 +556,7 @@ impl SqliteTenant {
 
     pub(crate) fn drop_stream(&mut self, name: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(name)))?;
+        sqlite_events::drop(&tx, name)?;
         sqlite_keys::drop(&tx, name)?;
         sqlite_spans::drop(&tx, name)?;
         tx.execute("DELETE FROM tally_streams WHERE name = ?", [name])?;
@@ -715,7 +642,6 @@ impl SqliteTenant {
                 "SELECT last_seq, keys_merged, keys_epoch FROM tally_streams WHERE name = ?",
             )?
             .query_row([&stream.name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-        sqlite_spans::ensure(&tx, stream)?;
         let mut spans = NewSpans::default();
         let mut recent = match (stream.has_dedupe_key(), cached) {
             (false, _) => None,
@@ -769,7 +695,7 @@ impl SqliteTenant {
                 kept.push(i);
             }
         }
-        insert_rows(&tx, stream, rows, &kept, first)?;
+        sqlite_events::append(&tx, stream, rows, &kept, first)?;
         tx.prepare_cached("UPDATE tally_streams SET last_seq = ? WHERE name = ?")?
             .execute(params![last, stream.name])?;
         spans.write(&tx, &stream.name)?;
@@ -795,27 +721,7 @@ impl SqliteTenant {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>> {
-        let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
-        let sql = format!(
-            "SELECT \"_seq\", {} FROM {} WHERE \"_seq\" > ? ORDER BY \"_seq\" LIMIT ?",
-            cols.join(", "),
-            ident(&stream.name)
-        );
-        let mut stmt = self.conn.prepare_cached(&sql)?;
-        let mut rows = stmt.query(params![after as i64, limit as i64])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let mut row = Vec::with_capacity(stream.columns.len());
-            for (i, c) in stream.columns.iter().enumerate() {
-                row.push(raw_value(r.get_ref(i + 1)?, c.ty)?);
-            }
-            out.push(Event {
-                seq: seq as u64,
-                row,
-            });
-        }
-        Ok(out)
+        sqlite_events::read(&self.conn, stream, after, limit)
     }
 
     pub(crate) fn load_states(&self, view: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
@@ -866,37 +772,7 @@ impl SqliteTenant {
         columns: &[usize],
         ids: &[&str],
     ) -> Result<Vec<Event>> {
-        let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
-        let matches: Vec<String> = columns
-            .iter()
-            .map(|&c| format!("{} IN rarray(?1)", ident(&stream.columns[c].name)))
-            .collect();
-        let sql = format!(
-            "SELECT \"_seq\", {} FROM {} WHERE {} ORDER BY \"_seq\"",
-            cols.join(", "),
-            ident(&stream.name),
-            matches.join(" OR ")
-        );
-        let ids: Array = Rc::new(
-            ids.iter()
-                .map(|s| SqlValue::Text((*s).to_owned()))
-                .collect(),
-        );
-        let mut stmt = self.conn.prepare(&sql)?;
-        let mut rows = stmt.query([ids])?;
-        let mut out = Vec::new();
-        while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let mut row = Vec::with_capacity(stream.columns.len());
-            for (i, c) in stream.columns.iter().enumerate() {
-                row.push(raw_value(r.get_ref(i + 1)?, c.ty)?);
-            }
-            out.push(Event {
-                seq: seq as u64,
-                row,
-            });
-        }
-        Ok(out)
+        sqlite_events::matching(&self.conn, stream, columns, ids)
     }
 
     pub(crate) fn erase(&mut self, erasure: &EncodedErasure<'_>) -> Result<()> {
@@ -910,22 +786,18 @@ impl SqliteTenant {
             if seqs.is_empty() {
                 continue;
             }
-            let array = || -> Array {
-                Rc::new(seqs.iter().map(|&s| SqlValue::Integer(s as i64)).collect())
-            };
-            if stream.has_dedupe_key()
+            let keyed = stream.has_dedupe_key()
                 && (self.recent_keys.contains_key(&stream.name)
-                    || sqlite_keys::converted(&tx, &stream.name)?)
-            {
-                sqlite_keys::forget_seqs(&tx, stream, array())?;
+                    || sqlite_keys::converted(&tx, &stream.name)?);
+            let mut pairs = Vec::new();
+            sqlite_events::remove(&tx, stream, seqs, |seq, row| {
+                if keyed && let Some(h) = sqlite_keys::row_hash(stream, row) {
+                    pairs.push((h, seq));
+                }
+            })?;
+            if keyed {
+                sqlite_keys::forget(&tx, &stream.name, &pairs)?;
             }
-            tx.execute(
-                &format!(
-                    "DELETE FROM {} WHERE \"_seq\" IN rarray(?1)",
-                    ident(&stream.name)
-                ),
-                [array()],
-            )?;
             if stream.has_dedupe_key() {
                 // As for retention: recent keys kept in memory may be of deleted rows.
                 tx.execute(
@@ -1015,16 +887,10 @@ impl SqliteTenant {
         before: Timestamp,
         max_seq: u64,
     ) -> Result<u64> {
-        let sql = format!(
-            "DELETE FROM {} WHERE \"_seq\" BETWEEN ? AND ? AND {} < ?",
-            ident(&stream.name),
-            ident(&stream.columns[stream.event_time].name)
-        );
         let mut filter = self.key_filters.remove(&stream.name);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        sqlite_spans::ensure(&tx, stream)?;
         if filter.is_some() {
             // Kept only if no other process moved the epoch (it may have created the stream
             // again): then the filter holds the blocks' keys up to its `merged`.
@@ -1045,18 +911,28 @@ impl SqliteTenant {
         // the key blocks many spans at a time.
         let mut keys = Vec::new();
         for (span, first, last) in sqlite_spans::before(&tx, &stream.name, before, max_seq)? {
-            if keyed {
-                keys.extend(sqlite_keys::keys_before(&tx, stream, before, first, last)?);
-                if keys.len() >= sqlite_keys::FORGET_BATCH {
-                    sqlite_keys::forget(&tx, &stream.name, &keys)?;
-                    keys.clear();
+            // The times of the events the span keeps (past `max_seq` too), to narrow it to them.
+            let mut left: Option<(i64, i64)> = None;
+            let end = first + sqlite_spans::SPAN_ROWS - 1;
+            let gone = sqlite_events::retain_range(&tx, stream, first, end, |seq, row| {
+                let Value::Timestamp(Timestamp(t)) = row[stream.event_time] else {
+                    return true;
+                };
+                if t >= before.0 || seq > last {
+                    left = Some(left.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+                    return true;
                 }
+                if keyed && let Some(h) = sqlite_keys::row_hash(stream, row) {
+                    keys.push((h, seq));
+                }
+                false
+            })?;
+            if keys.len() >= sqlite_keys::FORGET_BATCH {
+                sqlite_keys::forget(&tx, &stream.name, &keys)?;
+                keys.clear();
             }
-            let gone = tx
-                .prepare_cached(&sql)?
-                .execute(params![first, last, before.0])? as u64;
             // Also when nothing went: the span was wider than its rows (after an erasure).
-            sqlite_spans::narrow(&tx, stream, span)?;
+            sqlite_spans::narrow(&tx, &stream.name, span, left)?;
             deleted += gone;
         }
         if !keys.is_empty() {

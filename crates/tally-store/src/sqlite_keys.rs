@@ -45,10 +45,9 @@
 //! `_seq` (dropped).
 
 use hashbrown::HashTable;
-use rusqlite::vtab::array::Array;
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
-use tally_views::{StreamDef, Timestamp, Value};
+use tally_views::{StreamDef, Value};
 
 use crate::bloom::Bloom;
 use crate::error::Result;
@@ -495,19 +494,19 @@ fn hashes_in(
         stream.has_dedupe_key(),
         "only streams with a dedupe key have key tables"
     );
-    let (columns, present) = key_columns(stream);
-    let mut stmt = tx.prepare(&format!(
-        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" > ? AND \"_seq\" <= ? AND {present}",
-        ident(&stream.name)
-    ))?;
-    let mut rows = stmt.query([after, upto])?;
     let mut hashed = Vec::new();
-    while let Some(r) = rows.next()? {
-        if let Some(key) = key_of(r, 1, stream)? {
-            hashed.push((key_hash(&key), r.get(0)?));
+    crate::sqlite_events::scan(tx, stream, after, upto, |seq, row| {
+        if let Some(h) = row_hash(stream, &row) {
+            hashed.push((h, seq));
         }
-    }
+        Ok(true)
+    })?;
     Ok(hashed)
+}
+
+/// The hash of a stored row's dedupe key; `None` when a key column is NULL.
+pub(crate) fn row_hash(stream: &StreamDef, row: &[Value]) -> Option<i64> {
+    stream.dedupe_value(row).map(|key| key_hash(&key))
 }
 
 fn set_merged(tx: &Transaction<'_>, stream: &str, merged: i64) -> Result<()> {
@@ -611,47 +610,21 @@ fn write_blocks(insert: &mut CachedStatement<'_>, pairs: &[(i64, i64)]) -> Resul
 /// What an append uses to find stored keys, prepared once per append.
 pub(crate) struct Probe<'t> {
     find: CachedStatement<'t>,
-    /// Reads the key columns of the raw row with a `_seq`.
-    verify: CachedStatement<'t>,
+    /// Reads the stored events whose keys a hash points at.
+    events: crate::sqlite_events::Lookup,
+    tx: &'t Transaction<'t>,
     stream: &'t StreamDef,
 }
 
-/// The key columns of a raw row (as `SELECT`ed from column `first` on) as the stream's dedupe
-/// value; `None` when one is NULL.
-fn key_of(r: &rusqlite::Row<'_>, first: usize, stream: &StreamDef) -> Result<Option<Value>> {
-    let mut parts = Vec::with_capacity(stream.dedupe_key.len());
-    for (i, &d) in stream.dedupe_key.iter().enumerate() {
-        parts.push(crate::sqlite::raw_value(
-            r.get_ref(first + i)?,
-            stream.columns[d].ty,
-        )?);
-    }
-    Ok(StreamDef::key_of_parts(&parts))
-}
-
-/// The stream's key columns, quoted and comma-separated, and the condition that none is NULL.
-fn key_columns(stream: &StreamDef) -> (String, String) {
-    let names: Vec<String> = stream
-        .dedupe_key
-        .iter()
-        .map(|&d| ident(&stream.columns[d].name))
-        .collect();
-    let present: Vec<String> = names.iter().map(|n| format!("{n} IS NOT NULL")).collect();
-    (names.join(", "), present.join(" AND "))
-}
-
 impl<'t> Probe<'t> {
-    pub(crate) fn new(tx: &'t Transaction<'_>, stream: &'t StreamDef) -> Result<Probe<'t>> {
-        let (columns, _) = key_columns(stream);
+    pub(crate) fn new(tx: &'t Transaction<'t>, stream: &'t StreamDef) -> Result<Probe<'t>> {
         Ok(Probe {
             find: tx.prepare_cached(&format!(
                 "SELECT hi, keys FROM {} WHERE hi >= ?1 ORDER BY hi LIMIT 1",
                 blocks(&stream.name),
             ))?,
-            verify: tx.prepare_cached(&format!(
-                "SELECT {columns} FROM {} WHERE \"_seq\" = ?",
-                ident(&stream.name),
-            ))?,
+            events: crate::sqlite_events::Lookup::new(),
+            tx,
             stream,
         })
     }
@@ -699,9 +672,8 @@ impl<'t> Probe<'t> {
         let large = stored.iter_hash(h as u64).filter(|e| e.0 == h).map(|e| e.1);
         let stream = self.stream;
         for seq in large.chain(recent.seqs(h)) {
-            let mut rows = self.verify.query(params![seq])?;
-            if let Some(r) = rows.next()?
-                && key_of(r, 0, stream)?.as_ref() == Some(key)
+            if let Some(row) = self.events.event(self.tx, stream, seq)?
+                && stream.dedupe_value(&row).as_ref() == Some(key)
             {
                 return Ok(true);
             }
@@ -747,48 +719,6 @@ pub(crate) fn record(
 /// (16 bytes each: 16 MB): the spans of 4,096 rows each would otherwise rewrite most blocks
 /// once a span.
 pub(crate) const FORGET_BATCH: usize = 1 << 20;
-
-/// The `(h, _seq)` of the rows retention is about to delete (same bounds: an event time before
-/// `before`, a sequence number in `first..=last`), for a stream with key tables: read before
-/// the rows go, given to [`forget`] in the same transaction.
-pub(crate) fn keys_before(
-    tx: &Transaction<'_>,
-    stream: &StreamDef,
-    before: Timestamp,
-    first: i64,
-    last: i64,
-) -> Result<Vec<(i64, i64)>> {
-    let (columns, present) = key_columns(stream);
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" BETWEEN ? AND ? AND {} < ? AND {present}",
-        ident(&stream.name),
-        ident(&stream.columns[stream.event_time].name)
-    ))?;
-    keyed_rows(stmt.query(params![first, last, before.0])?, stream)
-}
-
-/// Deletes the stored keys of the rows with the sequence numbers in `seqs` (an erasure), within
-/// the transaction that deletes the rows, before it does.
-pub(crate) fn forget_seqs(tx: &Transaction<'_>, stream: &StreamDef, seqs: Array) -> Result<()> {
-    let (columns, present) = key_columns(stream);
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT \"_seq\", {columns} FROM {} WHERE \"_seq\" IN rarray(?1) AND {present}",
-        ident(&stream.name),
-    ))?;
-    let pairs = keyed_rows(stmt.query([seqs])?, stream)?;
-    forget(tx, &stream.name, &pairs)
-}
-
-/// `(h, _seq)` of rows selected as `_seq` and the key columns.
-fn keyed_rows(mut rows: rusqlite::Rows<'_>, stream: &StreamDef) -> Result<Vec<(i64, i64)>> {
-    let mut pairs = Vec::new();
-    while let Some(r) = rows.next()? {
-        if let Some(key) = key_of(r, 1, stream)? {
-            pairs.push((key_hash(&key), r.get(0)?));
-        }
-    }
-    Ok(pairs)
-}
 
 /// Deletes `(h, _seq)` pairs from the key blocks (a recent key is in none, and is forgotten when
 /// the moved epoch makes every process read them again), and from the key tables of an earlier

@@ -1,17 +1,18 @@
-//! The time spans of a SQLite raw event table: what retention needs instead of a time index.
+//! The time spans of a SQLite stream's raw events: what retention needs instead of a time index.
 //!
 //! An index on the event time cost every appended row a second B-tree insert, and retention was
-//! its only reader (views, analyses and query SQL read raw rows by `_seq`). Here the rows are cut
-//! into spans of [`SPAN_ROWS`] sequence numbers, and `tally_spans__{stream}` holds one row per
-//! span, `(span, lo, hi)`: `span` is `_seq >> SPAN_SHIFT`, and every raw row of the span has its
-//! event time in `[lo, hi]`. An append widens the spans of its rows (one upsert per span it
-//! touches, so about one a commit); a delete may leave a span wider than its rows, which is safe.
-//! Retention visits only the spans with `lo` before its cutoff, deletes by `_seq` range there,
-//! and narrows (or removes) what it visited. Events arrive nearly in time order, so a span is
-//! narrow and retention touches few rows it keeps.
+//! its only reader (views, analyses and query SQL read raw events by `_seq`). Here the events are
+//! cut into spans of [`SPAN_ROWS`] sequence numbers, and `tally_spans__{stream}` holds one row
+//! per span, `(span, lo, hi)`: `span` is `_seq >> SPAN_SHIFT`, and every raw event of the span
+//! has its event time in `[lo, hi]`. An append widens the spans of its events (one upsert per
+//! span it touches, so about one a commit); a delete may leave a span wider than its events,
+//! which is safe. Retention visits only the spans with `lo` before its cutoff, deletes by `_seq`
+//! range there, and narrows (or removes) what it visited. Events arrive nearly in time order,
+//! so a span is narrow and retention touches few events it keeps.
 //!
-//! A stream of the earlier layout (a time index, no span table) is converted inside the first
-//! writing transaction that finds it: the spans are computed from its rows and the index dropped.
+//! A stream of the earlier layout (a row table with a time index, no span table) gets its spans
+//! from its rows, and loses the index, when tenant migration 9 converts its rows into blocks
+//! ([`crate::sqlite_events::convert`]).
 
 use rusqlite::{OptionalExtension, Transaction, params};
 use tally_views::{StreamDef, Timestamp, Value};
@@ -45,8 +46,9 @@ pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     Ok(())
 }
 
-/// Converts a stream of the earlier layout, if it is one: spans from its rows, the time index
-/// dropped. A no-op (one lookup in `sqlite_master`) for a stream that has its span table.
+/// Converts a stream of the earlier layout (a row table), if it is one: spans from its rows, the
+/// time index dropped. A no-op (one lookup in `sqlite_master`) for a stream that has its span
+/// table.
 pub(crate) fn ensure(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
     let found: Option<i64> = tx
         .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")?
@@ -132,25 +134,20 @@ pub(crate) fn before(
     Ok(out)
 }
 
-/// Sets a span to the times of the rows left in it, or removes it when none are, after a
-/// delete in its range.
-pub(crate) fn narrow(tx: &Transaction<'_>, stream: &StreamDef, span: i64) -> Result<()> {
-    let first = span << SPAN_SHIFT;
-    let (lo, hi): (Option<i64>, Option<i64>) = tx
-        .prepare_cached(&format!(
-            "SELECT min({time}), max({time}) FROM {raw} WHERE \"_seq\" BETWEEN ? AND ?",
-            time = ident(&stream.columns[stream.event_time].name),
-            raw = ident(&stream.name),
-        ))?
-        .query_row(params![first, first + SPAN_ROWS - 1], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    let table = spans(&stream.name);
-    match (lo, hi) {
-        (Some(lo), Some(hi)) => tx
+/// Sets a span to the times of the rows left in it (`left`: their lowest and highest), or
+/// removes it when none are, after a delete in its range.
+pub(crate) fn narrow(
+    tx: &Transaction<'_>,
+    stream: &str,
+    span: i64,
+    left: Option<(i64, i64)>,
+) -> Result<()> {
+    let table = spans(stream);
+    match left {
+        Some((lo, hi)) => tx
             .prepare_cached(&format!("UPDATE {table} SET lo = ?, hi = ? WHERE span = ?"))?
             .execute(params![lo, hi, span])?,
-        _ => tx
+        None => tx
             .prepare_cached(&format!("DELETE FROM {table} WHERE span = ?"))?
             .execute([span])?,
     };

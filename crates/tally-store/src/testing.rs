@@ -1,4 +1,5 @@
-//! Helpers for the test suites that run on PostgreSQL (this crate's and the `tally` crate's).
+//! Helpers for the test suites (this crate's and the `tally` crate's): PostgreSQL scratch schemas,
+//! and a SQLite tenant turned back into an earlier layout.
 //!
 //! The server comes from `TALLY_TEST_DATABASE_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`), connected to as an administrator. Each
@@ -139,4 +140,12 @@ pub fn role_url(admin_url: &str, role: &str) -> String {
     let port = config.get_ports().first().copied().unwrap_or(5432);
     let db = config.get_dbname().unwrap_or("postgres");
     format!("postgres://{role}:{role}@{host}:{port}/{db}")
+}
+
+/// Turns the SQLite tenant database at `path` (closed by every store) back into the layout
+/// before the event blocks: a table named as each stream with a row per event, and tenant
+/// migration 9 not applied, so that the next open converts it again. For tests of the upgrades
+/// that build an earlier layout from a current one.
+pub fn sqlite_row_layout(path: &std::path::Path) -> crate::Result<()> {
+    crate::sqlite::to_row_layout(path)
 }

@@ -10,7 +10,7 @@ use tally_store::{Store, TenantStore};
 use tally_views::{Catalog, StreamDef, Timestamp, Value};
 
 mod common;
-use common::{count, db};
+use common::{count, db, to_row_layout};
 
 const SCHEMA: &str = "
 CREATE STREAM pay (id TEXT, amount BIGINT NOT NULL, at TIMESTAMP NOT NULL)
@@ -103,7 +103,9 @@ fn a_store_with_the_old_unique_index_is_converted_on_its_first_append() {
         )
         .unwrap();
     }
-    // Make it look as the first layout: no key table, a unique index on the column.
+    // Make it look as the first layout: a row per event, no key table, a unique index on the
+    // column.
+    to_row_layout(&dir);
     db(&dir)
         .execute_batch(
             "DROP TABLE tally_keyblocks__pay; UPDATE tally_streams SET keys_merged = 0;

@@ -71,6 +71,25 @@ impl Writer {
         self.buf
     }
 
+    /// What has been written so far.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Forgets what was written, keeping the buffer's capacity.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

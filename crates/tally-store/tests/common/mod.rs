@@ -32,3 +32,9 @@ pub(crate) fn db(dir: &tempfile::TempDir) -> Connection {
 pub(crate) fn count(conn: &Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
+
+/// Turns the tenant's database back into the layout before the event blocks (a row table per
+/// stream), which the next open converts again: earlier layouts are built on top of it.
+pub(crate) fn to_row_layout(dir: &tempfile::TempDir) {
+    tally_store::testing::sqlite_row_layout(&dir.path().join("tenants").join("acme.db")).unwrap();
+}
