@@ -341,16 +341,15 @@ impl SqliteStore {
     }
 }
 
-/// The stored definitions of a tenant's streams, parsed.
-fn stream_defs(tx: &Transaction<'_>) -> Result<Vec<StreamDef>> {
+/// The stored definitions of a tenant's streams: each parsed, or its name with the parser's
+/// complaint when this version cannot read it.
+fn stream_defs(tx: &Transaction<'_>) -> Result<Vec<std::result::Result<StreamDef, String>>> {
     let mut stmt = tx.prepare("SELECT name, definition FROM tally_streams ORDER BY name")?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut defs = Vec::new();
     for row in rows {
         let (name, sql) = row?;
-        defs.push(tally_views::sql::parse_stream(&sql).map_err(|e| {
-            StoreError::Migration(format!("reading the definition of stream {name}: {e}"))
-        })?);
+        defs.push(tally_views::sql::parse_stream(&sql).map_err(|_| name));
     }
     Ok(defs)
 }
@@ -358,7 +357,10 @@ fn stream_defs(tx: &Transaction<'_>) -> Result<Vec<StreamDef>> {
 /// Converts every stream's raw events into blocks ([`sqlite_events::convert`]).
 fn convert_streams(tx: &Transaction<'_>) -> Result<()> {
     for def in stream_defs(tx)? {
-        sqlite_events::convert(tx, &def)?;
+        match def {
+            Ok(def) => sqlite_events::convert(tx, &def)?,
+            Err(name) => sqlite_events::convert_untyped(tx, &name)?,
+        }
     }
     Ok(())
 }
@@ -369,6 +371,7 @@ pub(crate) fn to_row_layout(path: &Path) -> Result<()> {
     let mut conn = open_connection(path)?;
     let tx = conn.transaction()?;
     for def in stream_defs(&tx)? {
+        let def = def.map_err(|name| StoreError::Migration(format!("stream {name}")))?;
         sqlite_events::to_rows(&tx, &def)?;
     }
     tx.execute(
@@ -544,7 +547,12 @@ impl SqliteTenant {
 
     pub(crate) fn alter_stream(&mut self, old: &StreamDef, new: &StreamDef) -> Result<()> {
         // Columns are only ever added, at the end: events stored before read them as NULL.
-        debug_assert!(new.columns.starts_with(&old.columns));
+        debug_assert!(
+            old.columns
+                .iter()
+                .zip(&new.columns)
+                .all(|(a, b)| a.name == b.name && a.ty == b.ty)
+        );
         let tx = self.conn.transaction()?;
         tx.execute(
             "UPDATE tally_streams SET definition = ? WHERE name = ?",

@@ -51,13 +51,10 @@ pub(crate) fn create(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops a stream's block table (and a row table of an earlier layout).
+/// Drops a stream's block table. (Not a table named as the stream: after migration 9 none is a
+/// stream's, and a view of that name may have been created before the stream is dropped.)
 pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
-    tx.execute_batch(&format!(
-        "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
-        table(stream),
-        ident(stream)
-    ))?;
+    tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", table(stream)))?;
     Ok(())
 }
 
@@ -166,10 +163,11 @@ impl Block {
         let mut seq = 0i64;
         for i in 0..n {
             let v = i64::try_from(r.varint()?).map_err(|_| corrupt("sequence number"))?;
-            seq = if i == 0 {
-                v
-            } else {
-                seq.checked_add(v).ok_or_else(|| corrupt("gap"))?
+            seq = match i {
+                0 => v,
+                // Sequence numbers rise strictly within a block.
+                _ if v == 0 => return Err(corrupt("a repeated sequence number")),
+                _ => seq.checked_add(v).ok_or_else(|| corrupt("gap"))?,
             };
             seqs.push(seq);
         }
@@ -256,6 +254,8 @@ pub(crate) fn scan(
         table(&stream.name)
     ))?;
     let mut rows = stmt.query([after])?;
+    // The last sequence number read: blocks in key order hold their events in order.
+    let mut last = after;
     while let Some(r) = rows.next()? {
         let block = Block::parse(r.get(0)?, r.get(1)?)?;
         for i in 0..block.len() {
@@ -263,6 +263,10 @@ pub(crate) fn scan(
             if seq <= after {
                 continue;
             }
+            if seq <= last {
+                return Err(corrupt("blocks out of order"));
+            }
+            last = seq;
             if seq > upto || !f(seq, block.row(i, width)?)? {
                 return Ok(());
             }
@@ -450,32 +454,91 @@ pub(crate) fn matching(
     Ok(out)
 }
 
-/// Converts a stream of the row layout (a table named as the stream) into blocks, inside the
-/// migration's transaction: its rows in blocks of [`BLOCK_EVENTS`], the row table dropped.
-/// Spans of a layout older still are computed from the rows first.
-pub(crate) fn convert(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
-    let exists: Option<i64> = tx
+/// Whether the tenant database has a table of this name.
+fn table_exists(tx: &Transaction<'_>, name: &str) -> Result<bool> {
+    let found: Option<i64> = tx
         .query_row(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-            [&stream.name],
+            [name],
             |r| r.get(0),
         )
         .optional()?;
-    if exists.is_none() {
-        create(tx, &stream.name)?;
-        return Ok(());
+    Ok(found.is_some())
+}
+
+/// Converts a stream of the row layout (a table named as the stream) into blocks, inside the
+/// migration's transaction: its rows in blocks of [`BLOCK_EVENTS`], the row table dropped.
+/// Spans of a layout older still are computed from the rows first. A stream without a row
+/// table (converted already) keeps its blocks.
+pub(crate) fn convert(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
+    if !table_exists(tx, &stream.name)? {
+        return ensure_tables(tx, &stream.name);
     }
     crate::sqlite_spans::ensure(tx, stream)?;
-    create(tx, &stream.name)?;
     let cols: Vec<String> = stream.columns.iter().map(|c| ident(&c.name)).collect();
+    fill(
+        tx,
+        &stream.name,
+        &cols.join(", "),
+        stream.columns.len(),
+        |v, i| crate::sqlite::raw_value(v, stream.columns[i].ty),
+    )
+}
+
+/// Converts the row table of a stream whose stored definition this version cannot read (a name
+/// reserved since it was created): each cell by its storage class (integer, real, text, NULL).
+/// No catalog can hold such a stream, so reconciling the tenant drops it; until then its events
+/// are kept as they were.
+pub(crate) fn convert_untyped(tx: &Transaction<'_>, name: &str) -> Result<()> {
+    if !table_exists(tx, name)? {
+        return ensure_tables(tx, name);
+    }
+    let select: Vec<String> = tx
+        .prepare(&format!("SELECT * FROM {}", ident(name)))?
+        .column_names()
+        .filter(|c| *c != "_seq")
+        .map(ident)
+        .collect();
+    crate::sqlite_spans::create_if_missing(tx, name)?;
+    fill(tx, name, &select.join(", "), select.len(), |v, _| {
+        use rusqlite::types::ValueRef as R;
+        Ok(match v {
+            R::Null => Value::Null,
+            R::Integer(i) => Value::Int(i),
+            R::Real(d) => Value::Double(d),
+            R::Text(t) => Value::text(std::str::from_utf8(t).map_err(|_| corrupt("text"))?),
+            R::Blob(_) => return Err(corrupt("a blob in a raw event table")),
+        })
+    })
+}
+
+/// The block and span tables of a stream without a row table, created if missing (never
+/// emptied: a migration applied again must not lose events).
+fn ensure_tables(tx: &Transaction<'_>, stream: &str) -> Result<()> {
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (last INTEGER PRIMARY KEY, events BLOB NOT NULL)",
+        table(stream)
+    ))?;
+    crate::sqlite_spans::create_if_missing(tx, stream)
+}
+
+/// Moves the rows of the row table `stream` (columns `columns`, `width` of them, each cell read
+/// by `cell`) into a new block table, and drops the row table.
+fn fill(
+    tx: &Transaction<'_>,
+    stream: &str,
+    columns: &str,
+    width: usize,
+    cell: impl Fn(rusqlite::types::ValueRef<'_>, usize) -> Result<Value>,
+) -> Result<()> {
+    create(tx, stream)?;
     let mut insert = tx.prepare(&format!(
         "INSERT INTO {} (last, events) VALUES (?, ?)",
-        table(&stream.name)
+        table(stream)
     ))?;
     let mut select = tx.prepare(&format!(
-        "SELECT \"_seq\", {} FROM {} ORDER BY \"_seq\"",
-        cols.join(", "),
-        ident(&stream.name)
+        "SELECT \"_seq\", {columns} FROM {} ORDER BY \"_seq\"",
+        ident(stream)
     ))?;
     let mut rows = select.query([])?;
     let mut body = Writer::new();
@@ -496,8 +559,8 @@ pub(crate) fn convert(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
     };
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
-        for (i, c) in stream.columns.iter().enumerate() {
-            body.value(&crate::sqlite::raw_value(r.get_ref(i + 1)?, c.ty)?);
+        for i in 0..width {
+            body.value(&cell(r.get_ref(i + 1)?, i)?);
         }
         pending.push((seq, body.len()));
         if pending.len() == BLOCK_EVENTS {
@@ -505,10 +568,8 @@ pub(crate) fn convert(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
         }
     }
     flush(&mut body, &mut pending)?;
-    drop_rows(tx, &stream.name)
-}
-
-fn drop_rows(tx: &Transaction<'_>, stream: &str) -> Result<()> {
+    std::mem::drop(rows);
+    std::mem::drop(select);
     tx.execute_batch(&format!("DROP TABLE {}", ident(stream)))?;
     Ok(())
 }

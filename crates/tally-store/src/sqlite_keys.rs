@@ -7,7 +7,7 @@
 //!
 //! - the keys of the rows after `tally_streams.keys_merged` (the recent ones) are not stored
 //!   apart: they are the keys of those rows, kept in memory ([`RecentKeys`]) and read back from
-//!   the raw table when a process opens the stream or finds `last_seq`, `keys_merged` or
+//!   the raw events when a process opens the stream or finds `last_seq`, `keys_merged` or
 //!   `keys_epoch` changed by another process (an append, a merge, retention, the stream created
 //!   again);
 //! - older keys are in `tally_keyblocks__{stream}`: blocks of up to [`BLOCK_KEYS`] `(h, _seq)`
@@ -31,7 +31,7 @@
 //! thread). An append looks the hashes of its batch up in memory and in the blocks (one block
 //! read a hash, in key order), skipping the hashes that the process's Bloom filter of the
 //! blocks ([`KeyFilter`], kept in step through `keys_merged` and `keys_epoch` like the recent
-//! keys) rules out; a hit is a duplicate only when the raw row at that `_seq` holds the same key
+//! keys) rules out; a hit is a duplicate only when the raw event at that `_seq` holds the same key
 //! (two keys of one hash are both kept). Retention and erasure delete a row's key with the row,
 //! by `(h, _seq)` computed from the row's key, rewriting the blocks that held them (so nothing
 //! indexes `_seq`); a recent key of a deleted row no longer matches its row. NULL keys are
@@ -58,7 +58,7 @@ use crate::sqlite::ident;
 pub(crate) const MERGE_ROWS: usize = 65_536;
 
 /// The most recent keys a process keeps in memory (17 bytes a slot, at most 1,048,576 slots:
-/// about 18 MB a stream) and reads back from the raw rows, hashing each, whenever it is not in
+/// about 18 MB a stream) and reads back from the raw events, hashing each, whenever it is not in
 /// step with the stream (it opens it; retention, an erasure or another process wrote). Past
 /// this many, a merge comes every `MAX_RECENT` keys.
 pub(crate) const MAX_RECENT: usize = 1 << 19;
@@ -272,7 +272,7 @@ pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
 
 /// The keys of a stream's rows after `keys_merged`, by hash, as of `last_seq`.
 pub(crate) struct RecentKeys {
-    /// `tally_streams.last_seq` when these were last in step with the raw table.
+    /// `tally_streams.last_seq` when these were last in step with the raw events.
     last_seq: i64,
     /// `tally_streams.keys_merged` then.
     merged: i64,
@@ -291,7 +291,7 @@ impl RecentKeys {
         self.last_seq == last_seq && self.merged == merged && self.epoch == epoch
     }
 
-    /// Reads the recent keys of a stream with a dedupe key from its raw rows, converting an
+    /// Reads the recent keys of a stream with a dedupe key from its raw events, converting an
     /// earlier layout first. Runs inside the appending transaction; returns them with
     /// `keys_merged` as it is then.
     pub(crate) fn load(
@@ -356,7 +356,7 @@ pub(crate) struct KeyFilter {
 
 impl KeyFilter {
     /// The filter of the blocks as they are in `tx`: `old` brought up to date when it can be
-    /// (same epoch: only merges happened since, whose keys are those of the raw rows after its
+    /// (same epoch: only merges happened since, whose keys are those of the raw events after its
     /// `merged`), else built from the blocks.
     pub(crate) fn current(
         old: Option<KeyFilter>,
@@ -477,7 +477,7 @@ fn pairs_of(tx: &Transaction<'_>, table: &str) -> Result<Vec<(i64, i64)>> {
     Ok(pairs)
 }
 
-/// The key hashes of the stream's rows after `after`, as `(h, _seq)`, read from the raw table
+/// The key hashes of the stream's rows after `after`, as `(h, _seq)`, read from the raw events
 /// (rows with a NULL key have none).
 fn hashes_after(tx: &Transaction<'_>, stream: &StreamDef, after: i64) -> Result<Vec<(i64, i64)>> {
     hashes_in(tx, stream, after, i64::MAX)

@@ -40,6 +40,15 @@ pub(crate) fn create(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     Ok(())
 }
 
+/// Creates the span table of a stream if it has none (keeping the spans of one that has).
+pub(crate) fn create_if_missing(tx: &Transaction<'_>, stream: &str) -> Result<()> {
+    tx.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (span INTEGER PRIMARY KEY, lo INTEGER NOT NULL, hi INTEGER NOT NULL)",
+        spans(stream)
+    ))?;
+    Ok(())
+}
+
 /// Drops the span table of a stream.
 pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
     tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", spans(stream)))?;

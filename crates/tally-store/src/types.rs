@@ -64,7 +64,7 @@ pub struct MaterializedView {
     pub failed: u64,
 }
 
-/// What a tenant has materialized: its stream tables (with their definitions) and view tables.
+/// What a tenant has materialized: its streams (with their definitions) and view tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Materialized {
     pub streams: Vec<(String, String)>,

@@ -1,7 +1,9 @@
 //! The SQLite raw events in blocks (`src/sqlite_events.rs`): every type and NULL read back as
 //! written, across block boundaries and at any limit; erasure and retention rewrite blocks and
 //! keep the rest; a stream that gained a column reads NULL for it in older events; a store of
-//! the row layout is converted when opened, to the same events and dedupe decisions; a damaged
+//! the row layout is converted when opened, to the same events and dedupe decisions (the
+//! built-in streams too), and a conversion applied again keeps the blocks; a stream whose stored
+//! definition this version cannot read is converted cell by cell and can be dropped; a damaged
 //! block is an error, not a panic.
 
 use std::collections::BTreeMap;
@@ -261,4 +263,63 @@ fn the_built_in_streams_are_converted_too() {
         assert_eq!(all(&t, s), m, "{}", s.name);
         assert_eq!(m.len(), 1);
     }
+}
+
+#[test]
+fn the_conversion_applied_again_keeps_the_blocks() {
+    let (dir, store, catalog) = common::setup(SCHEMA);
+    let ev = catalog.stream("ev").unwrap();
+    let model = {
+        let mut t = store.tenant("acme").unwrap();
+        t.create_stream(ev).unwrap();
+        let rows: Vec<Vec<Value>> = (0..50).map(event).collect();
+        t.append(ev, &rows).unwrap();
+        all(&t, ev)
+    };
+    // As if the migration's row were lost (a partial restore): it runs again on the next open.
+    db(&dir)
+        .execute("DELETE FROM tally_migrations WHERE version = 9", [])
+        .unwrap();
+    let t = store.tenant("acme").unwrap();
+    assert_eq!(all(&t, ev), model);
+}
+
+#[test]
+fn a_stream_whose_definition_no_longer_parses_is_converted_cell_by_cell() {
+    let (dir, store, catalog) = common::setup(SCHEMA);
+    let ev = catalog.stream("ev").unwrap();
+    {
+        let mut t = store.tenant("acme").unwrap();
+        t.create_stream(ev).unwrap();
+        let rows: Vec<Vec<Value>> = (0..1_500).map(event).collect();
+        t.append(ev, &rows).unwrap();
+    }
+    to_row_layout(&dir);
+    // A definition this version refuses (as one with a name reserved since would be).
+    db(&dir)
+        .execute(
+            "UPDATE tally_streams SET definition = 'CREATE STREAM tenants (x TEXT)'",
+            [],
+        )
+        .unwrap();
+    let mut t = store.tenant("acme").unwrap();
+    let conn = db(&dir);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name = 'ev'"
+        ),
+        0,
+        "the row table is converted"
+    );
+    assert_eq!(count(&conn, "SELECT count(*) FROM tally_events__ev"), 2);
+    // Reconciling drops such a stream, blocks and all.
+    t.drop_stream("ev").unwrap();
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM sqlite_master WHERE name LIKE 'tally_%__ev'"
+        ),
+        0
+    );
 }
