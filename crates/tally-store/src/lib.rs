@@ -1,7 +1,7 @@
 //! `tally-store` is persistence: the only crate that speaks a database's SQL.
 //!
 //! A [`Store`] holds the catalog (tenants, keys, the applied schema, the migrations of its own
-//! tables); a [`TenantStore`] holds one tenant's data: a raw event table per stream and a view
+//! tables); a [`TenantStore`] holds one tenant's data: each stream's raw events and a view
 //! table per view, plus the position each view has applied up to. Backends are a closed enum,
 //! dispatched once per operation: SQLite (one database file per tenant plus `catalog.db`),
 //! PostgreSQL (every tenant in shared tables under row-level security) and an in-memory store
@@ -324,7 +324,7 @@ impl TenantStore {
         }
     }
 
-    /// Creates the raw event table of a stream.
+    /// Creates the (empty) raw event storage of a stream.
     pub fn create_stream(&mut self, def: &StreamDef) -> Result<()> {
         match self {
             TenantStore::Sqlite(s) => s.create_stream(def),

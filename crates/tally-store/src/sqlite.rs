@@ -358,8 +358,11 @@ fn stream_defs(tx: &Transaction<'_>) -> Result<Vec<std::result::Result<StreamDef
 fn convert_streams(tx: &Transaction<'_>) -> Result<()> {
     for def in stream_defs(tx)? {
         match def {
-            Ok(def) => sqlite_events::convert(tx, &def)?,
-            Err(name) => sqlite_events::convert_untyped(tx, &name)?,
+            Ok(def) => sqlite_events::convert(tx, &def).map_err(|e| {
+                StoreError::Migration(format!("converting stream {}: {e}", def.name))
+            })?,
+            Err(name) => sqlite_events::convert_untyped(tx, &name)
+                .map_err(|e| StoreError::Migration(format!("converting stream {name}: {e}")))?,
         }
     }
     Ok(())
@@ -433,7 +436,7 @@ pub(crate) fn column_type(ty: Type) -> &'static str {
     }
 }
 
-/// A value as stored in a raw event table.
+/// A value as stored in a raw event table of the row layout (converted by migration 9).
 pub(crate) fn raw_sql(v: &Value) -> ToSqlOutput<'_> {
     use rusqlite::types::Value as S;
     match v {
@@ -460,7 +463,7 @@ fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(tally_views::codec::CodecError::Cell(what.to_owned()))
 }
 
-/// Reads a raw event table cell of type `ty`.
+/// Reads a cell of type `ty` of a raw event table of the row layout.
 pub(crate) fn raw_value(v: ValueRef<'_>, ty: Type) -> Result<Value> {
     use std::sync::Arc;
     Ok(match (v, ty) {
@@ -548,10 +551,12 @@ impl SqliteTenant {
     pub(crate) fn alter_stream(&mut self, old: &StreamDef, new: &StreamDef) -> Result<()> {
         // Columns are only ever added, at the end: events stored before read them as NULL.
         debug_assert!(
-            old.columns
-                .iter()
-                .zip(&new.columns)
-                .all(|(a, b)| a.name == b.name && a.ty == b.ty)
+            old.columns.len() <= new.columns.len()
+                && old
+                    .columns
+                    .iter()
+                    .zip(&new.columns)
+                    .all(|(a, b)| a.name == b.name && a.ty == b.ty)
         );
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -909,8 +914,8 @@ impl SqliteTenant {
             )?;
             filter = filter.filter(|f| f.epoch() == epoch);
         }
-        // A stream not converted yet (no append since it was opened) has the old unique index,
-        // which goes with the rows; the conversion hashes what is left.
+        // A stream whose keys are of the first layout (no key table yet: no append since it was
+        // opened) has no keys to forget; its first append hashes what is left.
         let keyed = stream.has_dedupe_key()
             && (self.recent_keys.contains_key(&stream.name)
                 || sqlite_keys::converted(&tx, &stream.name)?);

@@ -2,8 +2,8 @@
 //!
 //! A row per event cost an append most of its time: a B-tree cell, a record and a bound value
 //! per column for every event (docs/performance.md, thirty-second round). Here
-//! `tally_events__{stream}` holds one row per block of up to [`BLOCK_EVENTS`] events of one
-//! append, `(last INTEGER PRIMARY KEY, events BLOB)`: `last` is at least the highest sequence
+//! `tally_events__{stream}` holds one row per block of up to [`BLOCK_EVENTS`] consecutive events
+//! (of one append; of several in a converted stream), `(last INTEGER PRIMARY KEY, events BLOB)`: `last` is at least the highest sequence
 //! number in the block and below every sequence number of the next one, so the block that may
 //! hold sequence number `s` is the first with `last >= s` (one descent). A block is written once
 //! by its append; retention and erasure rewrite the blocks they take events out of (keeping
@@ -471,7 +471,7 @@ fn table_exists(tx: &Transaction<'_>, name: &str) -> Result<bool> {
 /// Spans of a layout older still are computed from the rows first. A stream without a row
 /// table (converted already) keeps its blocks.
 pub(crate) fn convert(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
-    if !table_exists(tx, &stream.name)? {
+    if converted(tx, &stream.name)? {
         return ensure_tables(tx, &stream.name);
     }
     crate::sqlite_spans::ensure(tx, stream)?;
@@ -486,11 +486,11 @@ pub(crate) fn convert(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
 }
 
 /// Converts the row table of a stream whose stored definition this version cannot read (a name
-/// reserved since it was created): each cell by its storage class (integer, real, text, NULL).
-/// No catalog can hold such a stream, so reconciling the tenant drops it; until then its events
-/// are kept as they were.
+/// reserved since it was created): each cell by its storage class (integer, real, text, NULL;
+/// booleans and timestamps become integers, decimals and JSON text). No catalog can hold a
+/// stream of a reserved name, so reconciling the tenant drops it; until then its events are kept.
 pub(crate) fn convert_untyped(tx: &Transaction<'_>, name: &str) -> Result<()> {
-    if !table_exists(tx, name)? {
+    if converted(tx, name)? {
         return ensure_tables(tx, name);
     }
     let select: Vec<String> = tx
@@ -510,6 +510,13 @@ pub(crate) fn convert_untyped(tx: &Transaction<'_>, name: &str) -> Result<()> {
             R::Blob(_) => return Err(corrupt("a blob in a raw event table")),
         })
     })
+}
+
+/// Whether a stream needs no conversion: it has its block table already (a table named like it
+/// is then not its rows: a view created before the stream was dropped may have that name), or
+/// it has no row table.
+fn converted(tx: &Transaction<'_>, stream: &str) -> Result<bool> {
+    Ok(table_exists(tx, &format!("tally_events__{stream}"))? || !table_exists(tx, stream)?)
 }
 
 /// The block and span tables of a stream without a row table, created if missing (never

@@ -1,4 +1,4 @@
-//! The dedupe index of a SQLite raw event table: 64-bit hashes of the keys.
+//! The dedupe index of a SQLite stream's raw events: 64-bit hashes of the keys.
 //!
 //! Dedupe keys are random (Segment's `messageId` is a UUID), so a B-tree over them takes each
 //! insert at a random leaf: a commit of 10,000 events dirtied almost every page of a large unique

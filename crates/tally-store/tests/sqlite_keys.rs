@@ -239,7 +239,7 @@ fn keys_move_into_the_blocks_in_bulk_and_are_found_there() {
         append(&mut t, stream, &["evt-00000", "evt-74999", "evt-75000"]),
         [true, true, false]
     );
-    // A process opening the stream now reads the same recent keys back from the raw rows.
+    // A process opening the stream now reads the same recent keys back from the raw events.
     drop(t);
     let mut t = store.tenant("acme").unwrap();
     assert_eq!(
@@ -278,7 +278,7 @@ fn the_next_merge_waits_for_as_many_recent_keys_as_the_blocks_hold() {
         "merged before the recent keys were 70,000"
     );
     // Those 67,000 keys, more than a merge used to wait for, are found in memory, and by a
-    // process opening the stream, which reads them back from the raw rows. Duplicates add no
+    // process opening the stream, which reads them back from the raw events. Duplicates add no
     // rows, so the counts stay.
     let probe = ["evt-000000", "evt-070000", "evt-136999"];
     assert_eq!(append(&mut t, stream, &probe), [false, false, false]);
