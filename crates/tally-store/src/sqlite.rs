@@ -422,6 +422,15 @@ fn migrate(tx: &rusqlite::Transaction<'_>, m: &Migration, up: bool) -> Result<()
     Ok(())
 }
 
+/// Whether the database has a table of this name.
+pub(crate) fn table_exists(conn: &Connection, name: &str) -> Result<bool> {
+    let found: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
+
 pub(crate) fn ident(name: &str) -> String {
     // Names are validated by the compiler ([a-z][a-z0-9_]*), so quoting cannot be escaped.
     format!("\"{name}\"")

@@ -23,7 +23,7 @@ use tally_views::codec::{Reader, Writer};
 use tally_views::{Event, StreamDef, Value};
 
 use crate::error::{Result, StoreError};
-use crate::sqlite::ident;
+use crate::sqlite::{ident, table_exists};
 
 /// Events a block holds at most: a larger append is cut into blocks of this many. Reading one
 /// event (a dedupe check) reads its whole block, so blocks stay small enough for that.
@@ -105,6 +105,55 @@ fn encode_row(stream: &StreamDef, row: &[Value], out: &mut Writer) -> Result<()>
     Ok(())
 }
 
+/// Events encoded one after another, written as a block once [`BLOCK_EVENTS`] are gathered.
+struct Builder<'t> {
+    insert: rusqlite::CachedStatement<'t>,
+    /// The events' values, one after another.
+    body: Writer,
+    /// Each event's sequence number and where its values end in `body`.
+    ends: Vec<(i64, usize)>,
+}
+
+impl<'t> Builder<'t> {
+    fn new(tx: &'t Transaction<'_>, stream: &str) -> Result<Self> {
+        Ok(Builder {
+            insert: tx.prepare_cached(&format!(
+                "INSERT INTO {} (last, events) VALUES (?, ?)",
+                table(stream)
+            ))?,
+            body: Writer::new(),
+            ends: Vec::new(),
+        })
+    }
+
+    /// Ends event `seq`, whose values were just written to `body`; writes the block when it is
+    /// full.
+    fn end_event(&mut self, seq: i64) -> Result<()> {
+        self.ends.push((seq, self.body.len()));
+        if self.ends.len() == BLOCK_EVENTS {
+            self.write()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the events gathered (if any) as a block keyed by the last one's sequence number.
+    fn write(&mut self) -> Result<()> {
+        let Some(&(last, _)) = self.ends.last() else {
+            return Ok(());
+        };
+        let bytes = self.body.as_slice();
+        let ends = &self.ends;
+        let events = ends.iter().enumerate().map(|(j, &(seq, end))| {
+            let begin = if j == 0 { 0 } else { ends[j - 1].1 };
+            (seq, &bytes[begin..end])
+        });
+        self.insert.execute(params![last, encode(events)])?;
+        self.body.clear();
+        self.ends.clear();
+        Ok(())
+    }
+}
+
 /// Writes the rows `kept` (indices into `rows`) with sequence numbers from `first` on, in
 /// blocks of up to [`BLOCK_EVENTS`].
 pub(crate) fn append(
@@ -114,31 +163,12 @@ pub(crate) fn append(
     kept: &[usize],
     first: i64,
 ) -> Result<()> {
-    let mut insert = tx.prepare_cached(&format!(
-        "INSERT INTO {} (last, events) VALUES (?, ?)",
-        table(&stream.name)
-    ))?;
-    let mut seq = first;
-    let mut body = Writer::new();
-    let mut ends = Vec::with_capacity(BLOCK_EVENTS.min(kept.len()));
-    for chunk in kept.chunks(BLOCK_EVENTS) {
-        body.clear();
-        ends.clear();
-        for &i in chunk {
-            encode_row(stream, &rows[i], &mut body)?;
-            ends.push(body.len());
-        }
-        let bytes = body.as_slice();
-        let start = seq;
-        let events = ends.iter().enumerate().map(|(j, &end)| {
-            let begin = if j == 0 { 0 } else { ends[j - 1] };
-            (start + j as i64, &bytes[begin..end])
-        });
-        let blob = encode(events);
-        seq += chunk.len() as i64;
-        insert.execute(params![seq - 1, blob])?;
+    let mut blocks = Builder::new(tx, &stream.name)?;
+    for (seq, &i) in (first..).zip(kept) {
+        encode_row(stream, &rows[i], &mut blocks.body)?;
+        blocks.end_event(seq)?;
     }
-    Ok(())
+    blocks.write()
 }
 
 /// A block read back: its key, sequence numbers and where each event's bytes are.
@@ -454,18 +484,6 @@ pub(crate) fn matching(
     Ok(out)
 }
 
-/// Whether the tenant database has a table of this name.
-fn table_exists(tx: &Transaction<'_>, name: &str) -> Result<bool> {
-    let found: Option<i64> = tx
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-            [name],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(found.is_some())
-}
-
 /// Converts a stream of the row layout (a table named as the stream) into blocks, inside the
 /// migration's transaction: its rows in blocks of [`BLOCK_EVENTS`], the row table dropped.
 /// Spans of a layout older still are computed from the rows first. A stream without a row
@@ -539,44 +557,23 @@ fn fill(
     cell: impl Fn(rusqlite::types::ValueRef<'_>, usize) -> Result<Value>,
 ) -> Result<()> {
     create(tx, stream)?;
-    let mut insert = tx.prepare(&format!(
-        "INSERT INTO {} (last, events) VALUES (?, ?)",
-        table(stream)
-    ))?;
+    let mut blocks = Builder::new(tx, stream)?;
     let mut select = tx.prepare(&format!(
         "SELECT \"_seq\", {columns} FROM {} ORDER BY \"_seq\"",
         ident(stream)
     ))?;
     let mut rows = select.query([])?;
-    let mut body = Writer::new();
-    let mut pending: Vec<(i64, usize)> = Vec::new();
-    let mut flush = |body: &mut Writer, pending: &mut Vec<(i64, usize)>| -> Result<()> {
-        let Some(&(last, _)) = pending.last() else {
-            return Ok(());
-        };
-        let bytes = body.as_slice();
-        let events = pending.iter().enumerate().map(|(j, &(seq, end))| {
-            let begin = if j == 0 { 0 } else { pending[j - 1].1 };
-            (seq, &bytes[begin..end])
-        });
-        insert.execute(params![last, encode(events)])?;
-        body.clear();
-        pending.clear();
-        Ok(())
-    };
     while let Some(r) = rows.next()? {
         let seq: i64 = r.get(0)?;
         for i in 0..width {
-            body.value(&cell(r.get_ref(i + 1)?, i)?);
+            blocks.body.value(&cell(r.get_ref(i + 1)?, i)?);
         }
-        pending.push((seq, body.len()));
-        if pending.len() == BLOCK_EVENTS {
-            flush(&mut body, &mut pending)?;
-        }
+        blocks.end_event(seq)?;
     }
-    flush(&mut body, &mut pending)?;
+    blocks.write()?;
     std::mem::drop(rows);
     std::mem::drop(select);
+    std::mem::drop(blocks);
     tx.execute_batch(&format!("DROP TABLE {}", ident(stream)))?;
     Ok(())
 }

@@ -51,7 +51,7 @@ use tally_views::{StreamDef, Value};
 
 use crate::bloom::Bloom;
 use crate::error::Result;
-use crate::sqlite::ident;
+use crate::sqlite::{ident, table_exists};
 
 /// Recent keys that make the appending transaction merge them into the blocks when these hold
 /// fewer.
@@ -79,6 +79,14 @@ fn old_keys(stream: &str) -> String {
 
 fn blocks(stream: &str) -> String {
     ident(&format!("tally_keyblocks__{stream}"))
+}
+
+/// The statement that reads the block whose range may hold a hash: the first at or above it.
+fn block_at(stream: &str) -> String {
+    format!(
+        "SELECT hi, keys FROM {} WHERE hi >= ?1 ORDER BY hi LIMIT 1",
+        blocks(stream)
+    )
 }
 
 /// The most keys a block is written with (4,000 bytes: one row fits a page of 4 KB); a block
@@ -225,17 +233,6 @@ pub(crate) fn key_hash(key: &Value) -> i64 {
         None => Sha256::digest(key.to_string().as_bytes()),
     };
     i64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"))
-}
-
-fn table_exists(conn: &Connection, table: &str) -> Result<bool> {
-    let found: Option<i64> = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-            [table],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(found.is_some())
 }
 
 /// Whether the stream's keys are hashed: its blocks exist, or the key table of the previous
@@ -538,9 +535,7 @@ enum Edit {
 /// every block make blocks of their own when added, and are absent when removed.
 fn edit(tx: &Transaction<'_>, stream: &str, pairs: &[(i64, i64)], edit: Edit) -> Result<()> {
     let table = blocks(stream);
-    let mut at = tx.prepare_cached(&format!(
-        "SELECT hi, keys FROM {table} WHERE hi >= ?1 ORDER BY hi LIMIT 1"
-    ))?;
+    let mut at = tx.prepare_cached(&block_at(stream))?;
     let mut delete = tx.prepare_cached(&format!("DELETE FROM {table} WHERE hi = ?1"))?;
     let mut insert =
         tx.prepare_cached(&format!("INSERT INTO {table} (hi, keys) VALUES (?1, ?2)"))?;
@@ -619,10 +614,7 @@ pub(crate) struct Probe<'t> {
 impl<'t> Probe<'t> {
     pub(crate) fn new(tx: &'t Transaction<'t>, stream: &'t StreamDef) -> Result<Probe<'t>> {
         Ok(Probe {
-            find: tx.prepare_cached(&format!(
-                "SELECT hi, keys FROM {} WHERE hi >= ?1 ORDER BY hi LIMIT 1",
-                blocks(&stream.name),
-            ))?,
+            find: tx.prepare_cached(&block_at(&stream.name))?,
             events: crate::sqlite_events::Lookup::new(),
             tx,
             stream,

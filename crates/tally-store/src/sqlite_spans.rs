@@ -14,7 +14,7 @@
 //! from its rows, and loses the index, when tenant migration 9 converts its rows into blocks
 //! ([`crate::sqlite_events::convert`]).
 
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 use tally_views::{StreamDef, Timestamp, Value};
 
 use crate::error::Result;
@@ -59,11 +59,7 @@ pub(crate) fn drop(tx: &Transaction<'_>, stream: &str) -> Result<()> {
 /// time index dropped. A no-op (one lookup in `sqlite_master`) for a stream that has its span
 /// table.
 pub(crate) fn ensure(tx: &Transaction<'_>, stream: &StreamDef) -> Result<()> {
-    let found: Option<i64> = tx
-        .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?")?
-        .query_row([format!("tally_spans__{}", stream.name)], |r| r.get(0))
-        .optional()?;
-    if found.is_some() {
+    if crate::sqlite::table_exists(tx, &format!("tally_spans__{}", stream.name))? {
         return Ok(());
     }
     create(tx, &stream.name)?;
