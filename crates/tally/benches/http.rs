@@ -13,8 +13,10 @@
 //!   `fsync`s, the join with the apply thread). It alternates with `tally ingest`
 //!   of the same events (the CLI), 3 rounds of each (`TALLY_BENCH_ROUNDS`; 1 in the quick run),
 //!   each into a fresh directory and a fresh tenant, after an unmeasured warm-up and with a
-//!   pause before each phase, so that each ratio compares two adjacent phases on a machine
-//!   whose speed drifts; the round of the median ratio is reported, and every round's figures;
+//!   pause and a `sync` before each phase (the CLI's directory deleted after its phase), so
+//!   that each ratio compares two adjacent phases on a machine whose speed drifts, and neither
+//!   runs beside the kernel's writeback of an earlier phase's files; the round of the median
+//!   ratio is reported, and every round's figures;
 //! - single: 32 keep-alive connections send one event per request (group commit gathers them),
 //!   from a minimal HTTP/1.1 client as `wrk` is (requests prepared before the clock starts),
 //!   so that the clients take little of the two cores; the server's group-commit histograms and
@@ -157,6 +159,18 @@ async fn send_raw(
         t.await.unwrap();
     }
     started.elapsed()
+}
+
+/// Writes every dirty page of the machine to the disk (`sync`), so that a phase does not run
+/// beside the kernel's writeback of an earlier phase's files: the kernel writes a page back
+/// 30 s after it was dirtied (`vm.dirty_expire_centisecs`), which without this fell into the
+/// third round's phases and later ones, and slowed those with many `fsync`s most.
+fn settle_disk() {
+    let status = std::process::Command::new("sync").status();
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "sync failed: {status:?}"
+    );
 }
 
 /// CPU time from `/proc`: this process's (user + system) and the whole machine's busy share.
@@ -343,20 +357,23 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
     // and a fresh tenant: the machine's speed drifts between phases, so a ratio of two
     // adjacent phases says more than one of distant ones. A warm-up first (a tenant of its own,
     // not measured), so that the first round's HTTP phase does not meet a server that has not
-    // served yet; before each phase a pause longer than the flush interval, so that neither
-    // runs beside the previous one's last flush and checkpoint.
+    // served yet; before each phase (the single events' too) a pause longer than the flush
+    // interval, so that none runs beside the previous one's last flush and checkpoint, then
+    // a `sync` ([`settle_disk`]).
     let warm_up = common::create_tenant(&http, &base_url, ADMIN, r#"{"name":"warmup"}"#).await;
     let warm_up_batches = batches.iter().take(20).cloned().collect();
     send_all(&http, &url, &warm_up.write, warm_up_batches, clients).await;
-    let pause = || tokio::time::sleep(Duration::from_secs(if rounds > 1 { 2 } else { 0 }));
+    let pause = || async {
+        tokio::time::sleep(Duration::from_secs(if rounds > 1 { 2 } else { 0 })).await;
+        settle_disk();
+    };
     let mut measured = Vec::new();
     for round in 0..rounds {
         pause().await;
-        let cli = workload::tally_ingest(
-            &Location::Directory(dir.path().join(format!("cli-data-{round}"))),
-            &schema,
-            &input,
-        );
+        let cli_data = dir.path().join(format!("cli-data-{round}"));
+        let cli = workload::tally_ingest(&Location::Directory(cli_data.clone()), &schema, &input);
+        // Its pages need not reach the disk: deleted, they are dropped.
+        std::fs::remove_dir_all(&cli_data).unwrap();
         let (key, tenant) = if round == 0 {
             (write.clone(), "bench".to_owned())
         } else {
@@ -388,6 +405,7 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
         });
     }
     // Single events, 32 clients; the server's group-commit histograms tell how they were grouped.
+    pause().await;
     let before = GroupStats::read(&http, &base_url).await;
     let cpu_before = Cpu::read();
     let single = send_raw(
