@@ -510,6 +510,7 @@ impl Hub {
         // lists of checked columns and date cache are built once a group, not once a request).
         // Decoding each on its own cost single-event ingest a fifth of its rate when that was
         // measured, while the decoder still interned text; not measured since.
+        let records = Arc::new(records);
         let decoded = if records.len() >= worker::EARLY_DECODE_RECORDS {
             let max_future = self.worker.config.max_future;
             // SQLite indexes keys by hashes computed in the process, PostgreSQL filters them
@@ -526,12 +527,14 @@ impl Hub {
             Job::Ingest(Submission {
                 stream: stream.to_owned(),
                 route,
-                records,
+                records: records.clone(),
                 decoded,
                 reply,
             })
         })
         .await
+        // `records` is freed here, on the request's thread: the worker dropped its share before
+        // it answered.
     }
 
     /// A page of the tenant's rejection log: entries with ids above `after`.

@@ -9,7 +9,8 @@
 //! applied while its commit is written and synced, on a second (scoped) thread, and answered
 //! when both are done ([`TenantRuntime::commit_applying`]). A large request arrives decoded already, its
 //! dedupe keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the
-//! worker commits and applies one group while the next decodes.
+//! worker commits and applies one group while the next decodes; the request frees its records
+//! after the answer, not the worker ([`Submission::records`]).
 //! Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
 //! flush interval; the server's scheduler sends it `Tick` (alerts) and `Maintain` (retention)
@@ -88,7 +89,10 @@ pub struct Submission {
     pub stream: String,
     /// The route group it came through (`streams`, `segment`), for the rejection log.
     pub route: &'static str,
-    pub records: Vec<Record>,
+    /// Shared with the request that sent them, which frees them when it has the answer: the
+    /// worker drops its share before it answers, so that freeing a large request's strings
+    /// (one a record) falls to the request's task, not to the worker every request waits for.
+    pub records: Arc<Vec<Record>>,
     /// The records decoded by the request's own thread, if it could (see [`Decoded`]).
     pub decoded: Option<Decoded>,
     pub reply: oneshot::Sender<Result<Outcome>>,
@@ -732,7 +736,9 @@ fn ingest(
     }
     for (submission, outcome) in batch.into_iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
-        let _ = submission.reply.send(outcome);
+        let Submission { records, reply, .. } = submission;
+        drop(records);
+        let _ = reply.send(outcome);
     }
     // The answers go out at the commit: the clients' next requests arrive and decode on their
     // own threads while this one applies. Nothing reads the views before this returns, so a
@@ -848,7 +854,7 @@ mod tests {
             let submission = Submission {
                 stream: stream.into(),
                 route: "streams",
-                records,
+                records: Arc::new(records),
                 decoded: None,
                 reply,
             };
@@ -887,6 +893,52 @@ mod tests {
             runtime.store().last_seq(stream).unwrap()
         };
         assert_eq!((stored("a"), stored("b")), (2, 0));
+    }
+
+    /// The worker drops its share of a submission's records before it answers, so that the
+    /// request, which holds the other, frees them (checked the moment the answer arrives, while
+    /// the worker's thread may still be running).
+    #[test]
+    fn the_worker_lets_go_of_the_records_before_it_answers() {
+        use crate::app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
+        let config = || Config {
+            clock: Clock::fixed(now()),
+            ..Config::default()
+        };
+        let mut tally = Tally::open(&Location::Memory, config()).unwrap();
+        tally
+            .apply_schema(
+                "CREATE STREAM a (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');",
+            )
+            .unwrap();
+        let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
+        let settings = WorkerConfig {
+            flush_interval: Duration::from_secs(1),
+            rejection_retention: Interval::parse("1 day").unwrap(),
+            config: config(),
+            metrics: Arc::new(Metrics::new()),
+            alert_history_retention: Interval::parse("1 day").unwrap(),
+            dispatch: None,
+        };
+        for _ in 0..20 {
+            let records = Arc::new(vec![Record::Json(
+                r#"{"ts": "2026-12-01T00:00:00Z", "page": "x"}"#.into(),
+            )]);
+            let (reply, answer) = oneshot::channel();
+            let submission = Submission {
+                stream: "a".into(),
+                route: "streams",
+                records: records.clone(),
+                decoded: None,
+                reply,
+            };
+            std::thread::scope(|scope| {
+                scope.spawn(|| assert!(ingest(&mut runtime, vec![submission], &settings)));
+                let outcome = answer.blocking_recv().unwrap().unwrap();
+                assert_eq!(outcome.accepted, 1);
+                assert_eq!(Arc::strong_count(&records), 1);
+            });
+        }
     }
 
     /// Early decodes hash the keys of their decoded rows, in order, when asked to and the
