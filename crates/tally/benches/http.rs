@@ -20,7 +20,8 @@
 //! - single: 32 keep-alive connections send one event per request (group commit gathers them),
 //!   from a minimal HTTP/1.1 client as `wrk` is (requests prepared before the clock starts),
 //!   so that the clients take little of the two cores; the server's group-commit histograms and
-//!   the process's CPU time tell how the requests were grouped and what each one cost;
+//!   the process's CPU time tell how the requests were grouped and what each one cost (after
+//!   the same pause and `sync` as the other phases);
 //! - query: 2,000 view queries (`per_minute` re-grouped by country; `latency` by event, with
 //!   its percentile and HLL states merged), one client at a time; p50 and p99 wall clock.
 //!
@@ -164,13 +165,12 @@ async fn send_raw(
 /// Writes every dirty page of the machine to the disk (`sync`), so that a phase does not run
 /// beside the kernel's writeback of an earlier phase's files: the kernel writes a page back
 /// 30 s after it was dirtied (`vm.dirty_expire_centisecs`), which without this fell into the
-/// third round's phases and later ones, and slowed those with many `fsync`s most.
+/// later rounds' phases and slowed them. Without a `sync` command it says so and goes on.
 fn settle_disk() {
-    let status = std::process::Command::new("sync").status();
-    assert!(
-        status.as_ref().is_ok_and(|s| s.success()),
-        "sync failed: {status:?}"
-    );
+    match std::process::Command::new("sync").status() {
+        Ok(status) if status.success() => {}
+        other => eprintln!("sync failed ({other:?}); phases may run beside earlier writeback"),
+    }
 }
 
 /// CPU time from `/proc`: this process's (user + system) and the whole machine's busy share.
@@ -357,9 +357,9 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
     // and a fresh tenant: the machine's speed drifts between phases, so a ratio of two
     // adjacent phases says more than one of distant ones. A warm-up first (a tenant of its own,
     // not measured), so that the first round's HTTP phase does not meet a server that has not
-    // served yet; before each phase (the single events' too) a pause longer than the flush
-    // interval, so that none runs beside the previous one's last flush and checkpoint, then
-    // a `sync` ([`settle_disk`]).
+    // served yet; before each phase (the single events' too), with several rounds, a pause
+    // longer than the flush interval, so that none runs beside the previous one's last flush
+    // and checkpoint, then a `sync` ([`settle_disk`]).
     let warm_up = common::create_tenant(&http, &base_url, ADMIN, r#"{"name":"warmup"}"#).await;
     let warm_up_batches = batches.iter().take(20).cloned().collect();
     send_all(&http, &url, &warm_up.write, warm_up_batches, clients).await;

@@ -89,7 +89,7 @@ def main():
                 finish(event)
                 event = None
             elif not line[0].isspace():
-                m = re.match(r"^(.*?)\s+(\d+)\s+([\d.]+):\s+(\S+):\s+(.*)$", line.rstrip())
+                m = re.match(r"^(.*?)\s+(-?\d+)\s+([\d.]+):\s+(\S+):\s+(.*)$", line.rstrip())
                 event = (float(m.group(3)), m.group(4), m.group(5), []) if m else None
             elif event is not None:
                 parts = line.strip().split(None, 1)

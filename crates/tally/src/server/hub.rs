@@ -533,7 +533,7 @@ impl Hub {
             })
         })
         .await
-        // `records` is freed here, on the request's thread: the worker dropped its share before
+        // `records` is freed here, by the request's task: the worker dropped its share before
         // it answered.
     }
 
@@ -1034,9 +1034,7 @@ fn refill(bucket: &mut Bucket, rate: f64, burst: f64) {
 
 fn fail(job: Job, error: &Error) {
     match job {
-        Job::Ingest(s) => {
-            let _ = s.reply.send(Err(error.copy()));
-        }
+        Job::Ingest(s) => s.answer(Err(error.copy())),
         Job::Query { reply, .. } => {
             let _ = reply.send(Err(error.copy()));
         }

@@ -90,12 +90,23 @@ pub struct Submission {
     /// The route group it came through (`streams`, `segment`), for the rejection log.
     pub route: &'static str,
     /// Shared with the request that sent them, which frees them when it has the answer: the
-    /// worker drops its share before it answers, so that freeing a large request's strings
-    /// (one a record) falls to the request's task, not to the worker every request waits for.
+    /// worker drops its share before it answers ([`Submission::answer`]), so that freeing a
+    /// large request's strings (one a record) falls to the request's task (or, if the client
+    /// went away, to whoever drops the last share), not to the worker every request waits for.
+    /// A submission dropped unanswered drops `records` before `reply` (field order).
     pub records: Arc<Vec<Record>>,
     /// The records decoded by the request's own thread, if it could (see [`Decoded`]).
     pub decoded: Option<Decoded>,
     pub reply: oneshot::Sender<Result<Outcome>>,
+}
+
+impl Submission {
+    /// Drops this share of the records, then sends the answer.
+    pub fn answer(self, outcome: Result<Outcome>) {
+        let Submission { records, reply, .. } = self;
+        drop(records);
+        let _ = reply.send(outcome);
+    }
 }
 
 /// A submission's records decoded before they reached the worker, on the thread that received
@@ -736,9 +747,7 @@ fn ingest(
     }
     for (submission, outcome) in batch.into_iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
-        let Submission { records, reply, .. } = submission;
-        drop(records);
-        let _ = reply.send(outcome);
+        submission.answer(outcome);
     }
     // The answers go out at the commit: the clients' next requests arrive and decode on their
     // own threads while this one applies. Nothing reads the views before this returns, so a
@@ -896,11 +905,25 @@ mod tests {
     }
 
     /// The worker drops its share of a submission's records before it answers, so that the
-    /// request, which holds the other, frees them (checked the moment the answer arrives, while
-    /// the worker's thread may still be running).
+    /// request, which holds the other, frees them: the answer's waker, which the answer's
+    /// sending calls, sees the request's share as the only one.
     #[test]
     fn the_worker_lets_go_of_the_records_before_it_answers() {
         use crate::app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
+        use std::sync::{Mutex, Weak};
+        use std::task::{Context, Poll, Wake, Waker};
+
+        /// Counts the records' shares when the answer wakes it.
+        struct Probe {
+            records: Weak<Vec<Record>>,
+            shares: Mutex<Option<usize>>,
+        }
+        impl Wake for Probe {
+            fn wake(self: Arc<Self>) {
+                *self.shares.lock().unwrap() = Some(self.records.strong_count());
+            }
+        }
+
         let config = || Config {
             clock: Clock::fixed(now()),
             ..Config::default()
@@ -920,25 +943,30 @@ mod tests {
             alert_history_retention: Interval::parse("1 day").unwrap(),
             dispatch: None,
         };
-        for _ in 0..20 {
-            let records = Arc::new(vec![Record::Json(
-                r#"{"ts": "2026-12-01T00:00:00Z", "page": "x"}"#.into(),
-            )]);
-            let (reply, answer) = oneshot::channel();
-            let submission = Submission {
-                stream: "a".into(),
-                route: "streams",
-                records: records.clone(),
-                decoded: None,
-                reply,
-            };
-            std::thread::scope(|scope| {
-                scope.spawn(|| assert!(ingest(&mut runtime, vec![submission], &settings)));
-                let outcome = answer.blocking_recv().unwrap().unwrap();
-                assert_eq!(outcome.accepted, 1);
-                assert_eq!(Arc::strong_count(&records), 1);
-            });
-        }
+        let records = Arc::new(vec![Record::Json(
+            r#"{"ts": "2026-12-01T00:00:00Z", "page": "x"}"#.into(),
+        )]);
+        let (reply, mut answer) = oneshot::channel();
+        let probe = Arc::new(Probe {
+            records: Arc::downgrade(&records),
+            shares: Mutex::new(None),
+        });
+        let waker = Waker::from(probe.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(std::pin::Pin::new(&mut answer).poll(&mut cx).is_pending());
+        let submission = Submission {
+            stream: "a".into(),
+            route: "streams",
+            records: records.clone(),
+            decoded: None,
+            reply,
+        };
+        assert!(ingest(&mut runtime, vec![submission], &settings));
+        assert_eq!(*probe.shares.lock().unwrap(), Some(1));
+        let Poll::Ready(outcome) = std::pin::Pin::new(&mut answer).poll(&mut cx) else {
+            panic!("no answer");
+        };
+        assert_eq!(outcome.unwrap().unwrap().accepted, 1);
     }
 
     /// Early decodes hash the keys of their decoded rows, in order, when asked to and the
