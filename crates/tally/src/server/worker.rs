@@ -823,36 +823,42 @@ mod tests {
         assert!(Decoded::new(v2, "views", &records(), now(), max_future, true).is_none());
     }
 
-    /// A group whose first stream's apply panicked after its commit (the runtime poisoned):
-    /// that stream's requests keep their answers and their rejected events are logged; the
-    /// later streams' requests are answered "retry" (503), not a failed store (500), nothing
-    /// of them is committed, the store is not reported failed, and nothing more is applied.
-    #[test]
-    fn a_poisoned_group_answers_the_rest_retry() {
+    /// The default tenant of an in-memory Tally with `schema`, at a fixed clock, and worker
+    /// settings reporting to `metrics`.
+    fn memory_tenant(schema: &str, metrics: Arc<Metrics>) -> (TenantRuntime, WorkerConfig) {
         use crate::app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
         let config = || Config {
             clock: Clock::fixed(now()),
             ..Config::default()
         };
         let mut tally = Tally::open(&Location::Memory, config()).unwrap();
-        tally
-            .apply_schema(
-                "CREATE STREAM a (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');
-                 CREATE STREAM b (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');
-                 CREATE MATERIALIZED VIEW pages AS SELECT page, count(*) AS n FROM a GROUP BY page;",
-            )
-            .unwrap();
-        let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
-        runtime.poison_after_commit = true;
-        let metrics = Arc::new(Metrics::new());
+        tally.apply_schema(schema).unwrap();
+        let runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
         let settings = WorkerConfig {
             flush_interval: Duration::from_secs(1),
             rejection_retention: Interval::parse("1 day").unwrap(),
             config: config(),
-            metrics: metrics.clone(),
+            metrics,
             alert_history_retention: Interval::parse("1 day").unwrap(),
             dispatch: None,
         };
+        (runtime, settings)
+    }
+
+    /// A group whose first stream's apply panicked after its commit (the runtime poisoned):
+    /// that stream's requests keep their answers and their rejected events are logged; the
+    /// later streams' requests are answered "retry" (503), not a failed store (500), nothing
+    /// of them is committed, the store is not reported failed, and nothing more is applied.
+    #[test]
+    fn a_poisoned_group_answers_the_rest_retry() {
+        let metrics = Arc::new(Metrics::new());
+        let (mut runtime, settings) = memory_tenant(
+            "CREATE STREAM a (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');
+             CREATE STREAM b (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');
+             CREATE MATERIALIZED VIEW pages AS SELECT page, count(*) AS n FROM a GROUP BY page;",
+            metrics.clone(),
+        );
+        runtime.poison_after_commit = true;
         let event = r#"{"ts": "2026-12-01T00:00:00Z", "page": "x"}"#;
         let submit = |stream: &str| {
             let (reply, answer) = oneshot::channel();
@@ -909,7 +915,6 @@ mod tests {
     /// sending calls, sees the request's share as the only one.
     #[test]
     fn the_worker_lets_go_of_the_records_before_it_answers() {
-        use crate::app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
         use std::sync::{Mutex, Weak};
         use std::task::{Context, Poll, Wake, Waker};
 
@@ -924,25 +929,10 @@ mod tests {
             }
         }
 
-        let config = || Config {
-            clock: Clock::fixed(now()),
-            ..Config::default()
-        };
-        let mut tally = Tally::open(&Location::Memory, config()).unwrap();
-        tally
-            .apply_schema(
-                "CREATE STREAM a (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');",
-            )
-            .unwrap();
-        let mut runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
-        let settings = WorkerConfig {
-            flush_interval: Duration::from_secs(1),
-            rejection_retention: Interval::parse("1 day").unwrap(),
-            config: config(),
-            metrics: Arc::new(Metrics::new()),
-            alert_history_retention: Interval::parse("1 day").unwrap(),
-            dispatch: None,
-        };
+        let (mut runtime, settings) = memory_tenant(
+            "CREATE STREAM a (ts TIMESTAMP NOT NULL, page TEXT) WITH (event_time = 'ts');",
+            Arc::new(Metrics::new()),
+        );
         let records = Arc::new(vec![Record::Json(
             r#"{"ts": "2026-12-01T00:00:00Z", "page": "x"}"#.into(),
         )]);
