@@ -83,6 +83,8 @@ pub struct TenantRuntime {
     /// apply does (no input is known to make the apply panic).
     #[cfg(test)]
     pub(crate) poison_after_commit: bool,
+    /// The groups from which the delta is flushed ([`FLUSH_GROUPS`]; fewer in tests).
+    pub(crate) flush_groups: usize,
     /// The tenant's alerts as last read from the store (see `crate::alerts`).
     pub(crate) alerts: Option<crate::alerts::Book>,
     /// Webhook deliveries handed out and not yet answered, by notification id: kept apart from
@@ -129,6 +131,7 @@ impl TenantRuntime {
             activity: None,
             #[cfg(test)]
             poison_after_commit: false,
+            flush_groups: FLUSH_GROUPS,
             alerts: None,
             in_flight: Default::default(),
             finalized: Default::default(),
@@ -323,7 +326,7 @@ impl TenantRuntime {
                     }
                 }
                 self.engine.apply(&stream.name, &events, &mut self.delta);
-                if self.delta.group_count() >= FLUSH_GROUPS {
+                if self.delta.group_count() >= self.flush_groups {
                     self.flush()?;
                 }
             }
@@ -439,7 +442,7 @@ impl TenantRuntime {
                     let Some(last) = events.last() else { break };
                     self.heads.insert(name.clone(), last.seq);
                     self.engine.apply(&name, &events, &mut self.delta);
-                    if self.delta.group_count() >= FLUSH_GROUPS {
+                    if self.delta.group_count() >= self.flush_groups {
                         self.flush()?;
                     }
                 }
@@ -454,6 +457,7 @@ impl TenantRuntime {
         (
             StoreSide {
                 store: &mut self.store,
+                catalog: &self.catalog,
                 engine: &self.engine,
                 stored: &mut self.stored,
                 stored_failed: &mut self.stored_failed,
@@ -467,6 +471,7 @@ impl TenantRuntime {
             ApplySide {
                 engine: &self.engine,
                 delta: &mut self.delta,
+                flush_groups: self.flush_groups,
             },
         )
     }
@@ -844,6 +849,13 @@ impl TenantRuntime {
         self.poisoned
     }
 
+    /// Whether the events of one commit may be applied while the next is written: the store
+    /// commits in a second step (SQLite) and no other process commits this tenant's events
+    /// (whose gaps a commit would have to read first), as in [`StoreSide::append_applying`].
+    pub fn pipelines_commits(&self) -> bool {
+        self.leader && !self.shared && matches!(self.store, TenantStore::Sqlite(_))
+    }
+
     /// Whether this process writes the tenant's views (always, unless another process leads a
     /// shared store).
     pub fn leads(&self) -> bool {
@@ -886,6 +898,7 @@ pub struct FlushJob {
 /// The store half of a runtime: commits rows, writes flushes.
 pub struct StoreSide<'r> {
     store: &'r mut TenantStore,
+    catalog: &'r Catalog,
     engine: &'r Engine,
     stored: &'r mut Vec<u64>,
     stored_failed: &'r mut Vec<u64>,
@@ -912,6 +925,32 @@ impl StoreSide<'_> {
     /// the committed events, without a copy.
     pub fn append(&mut self, stream: &StreamDef, rows: Vec<Vec<Value>>) -> Result<Appended> {
         self.append_hashed(stream, rows, None)
+    }
+
+    /// The tenant's name.
+    pub fn tenant(&self) -> &str {
+        self.tenant
+    }
+
+    /// The tenant's catalog.
+    pub fn catalog(&self) -> &Catalog {
+        self.catalog
+    }
+
+    /// Whether a store failure (or a panic of an apply) left the runtime unusable.
+    pub fn is_poisoned(&self) -> bool {
+        *self.poisoned
+    }
+
+    /// Marks the runtime unusable: an apply of committed events panicked, so the delta may
+    /// hold part of them, and reopening the tenant replays them.
+    pub fn poison(&mut self) {
+        *self.poisoned = true;
+    }
+
+    /// Adds rejected events to the tenant's rejection log.
+    pub fn log_rejections(&mut self, rejected: &[tally_store::Rejected]) -> Result<()> {
+        Ok(self.store.log_rejections(rejected)?)
     }
 
     /// Whether [`StoreSide::append_hashed`] uses keys hashed beforehand for `stream`.
@@ -1176,6 +1215,7 @@ fn drop_rows(rows: Vec<Vec<tally_store::RowWrite>>) {
 pub struct ApplySide<'r> {
     engine: &'r Engine,
     delta: &'r mut Delta,
+    flush_groups: usize,
 }
 
 impl ApplySide<'_> {
@@ -1185,7 +1225,7 @@ impl ApplySide<'_> {
 
     /// Whether the delta has grown enough to be flushed.
     pub fn needs_flush(&self) -> bool {
-        self.delta.group_count() >= FLUSH_GROUPS
+        self.delta.group_count() >= self.flush_groups
     }
 
     /// Takes the delta's groups, with the positions they reach, for a flush.

@@ -26,12 +26,12 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use tally_store::{LoggedRejection, Rejected};
-use tally_views::{Interval, QueryRequest, ResultSet, Value};
+use tally_views::{Interval, QueryRequest, ResultSet, StreamDef, Value};
 use tokio::sync::oneshot;
 
 use crate::decode::{Reason, Rejection, RowDecoder};
 use crate::error::{Error, Result};
-use crate::runtime::{Appended, OVERLAP_ROWS, TenantRuntime};
+use crate::runtime::{Appended, FlushJob, OVERLAP_ROWS, StoreSide, TenantRuntime};
 use crate::server::metrics::Metrics;
 
 /// Requests of at least this many records are decoded before they reach the worker ([`Decoded`]).
@@ -320,35 +320,34 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         let ok = match job {
             None => true,
             Some(Job::Ingest(first)) => {
-                let mut batch = vec![first];
-                let mut rows = batch[0].records.len();
-                while rows < GROUP_COMMIT_ROWS {
-                    match jobs.try_recv() {
-                        Ok(Job::Ingest(next)) => {
-                            rows += next.records.len();
-                            batch.push(next);
+                let (batch, other) = gather(first, &jobs);
+                carried = other;
+                let rows: usize = batch.iter().map(|s| s.records.len()).sum();
+                let mut streams: Vec<String> = Vec::new();
+                let session =
+                    carried.is_none() && rows >= OVERLAP_ROWS && runtime.pipelines_commits();
+                let ok = if session {
+                    let until = last_flush + settings.flush_interval;
+                    match ingest_session(&mut runtime, batch, &jobs, &settings, until, &mut streams)
+                    {
+                        Ok((ok, other)) => {
+                            carried = other;
+                            ok
                         }
-                        Ok(other) => {
-                            carried = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
+                        // No thread to apply on: this group the usual way.
+                        Err(batch) => ingest_one(&mut runtime, batch, &settings, &mut streams),
                     }
-                }
-                let (requests, started) = (batch.len(), Instant::now());
-                let mut streams: Vec<String> = batch.iter().map(|s| s.stream.clone()).collect();
-                streams.sort();
-                streams.dedup();
-                let ok = ingest(&mut runtime, batch, &settings);
+                } else {
+                    ingest_one(&mut runtime, batch, &settings, &mut streams)
+                };
                 // A flush that failed while applying poisoned the runtime: its views miss
                 // groups until it is reopened, so no alert looks at them.
                 if ok && !runtime.is_poisoned() {
-                    // Alerts on the views these events changed, the moment they are acknowledged.
+                    // Alerts on the views these events changed, the moment they are applied.
                     for stream in &streams {
                         evaluate(&mut runtime, &settings, Some(stream));
                     }
                 }
-                settings.metrics.observe_group(requests, started.elapsed());
                 if runtime.has_pending() && pending_since.is_none() {
                     pending_since = Some(Instant::now());
                 }
@@ -580,13 +579,97 @@ fn evaluate(runtime: &mut TenantRuntime, settings: &WorkerConfig, stream: Option
     }
 }
 
-/// Decodes, commits and applies a group of ingest requests; answers each. False when the store
-/// failed and the worker must end.
-fn ingest(
-    runtime: &mut TenantRuntime,
+/// Where a group of ingest requests is committed ([`commit_group`]): the whole runtime, or the
+/// store half of one split for an ingest session ([`ingest_session`]).
+trait GroupStore {
+    fn catalog(&self) -> &tally_views::Catalog;
+    fn tenant(&self) -> &str;
+    fn is_poisoned(&self) -> bool;
+    /// Commits a stream's rows: their sequence numbers and the committed events left to apply.
+    fn commit(
+        &mut self,
+        stream: &StreamDef,
+        rows: Vec<Vec<Value>>,
+        hashed: Option<tally_store::KeyHashes>,
+    ) -> Result<Appended>;
+    fn log_rejections(&mut self, logged: &[Rejected]) -> Result<()>;
+}
+
+impl GroupStore for TenantRuntime {
+    fn catalog(&self) -> &tally_views::Catalog {
+        TenantRuntime::catalog(self)
+    }
+
+    fn tenant(&self) -> &str {
+        self.name()
+    }
+
+    fn is_poisoned(&self) -> bool {
+        TenantRuntime::is_poisoned(self)
+    }
+
+    /// On SQLite a large group is applied while its commit is synced, on a second thread
+    /// ([`TenantRuntime::commit_applying`]); the events of other groups are left to apply
+    /// after the answers.
+    fn commit(
+        &mut self,
+        stream: &StreamDef,
+        rows: Vec<Vec<Value>>,
+        hashed: Option<tally_store::KeyHashes>,
+    ) -> Result<Appended> {
+        if rows.len() >= OVERLAP_ROWS {
+            self.commit_applying(stream, rows, hashed)
+        } else {
+            self.commit_hashed(stream, rows, hashed)
+        }
+    }
+
+    fn log_rejections(&mut self, logged: &[Rejected]) -> Result<()> {
+        TenantRuntime::log_rejections(self, logged)
+    }
+}
+
+impl GroupStore for StoreSide<'_> {
+    fn catalog(&self) -> &tally_views::Catalog {
+        StoreSide::catalog(self)
+    }
+
+    fn tenant(&self) -> &str {
+        StoreSide::tenant(self)
+    }
+
+    fn is_poisoned(&self) -> bool {
+        StoreSide::is_poisoned(self)
+    }
+
+    fn commit(
+        &mut self,
+        stream: &StreamDef,
+        rows: Vec<Vec<Value>>,
+        hashed: Option<tally_store::KeyHashes>,
+    ) -> Result<Appended> {
+        self.append_hashed(stream, rows, hashed)
+    }
+
+    fn log_rejections(&mut self, logged: &[Rejected]) -> Result<()> {
+        StoreSide::log_rejections(self, logged)
+    }
+}
+
+/// What [`commit_group`] did: whether the store held (false when it failed and the worker must
+/// end), and per stream the committed events left to apply.
+struct Group {
+    ok: bool,
+    committed: Vec<(String, Vec<tally_views::Event>)>,
+}
+
+/// Decodes and commits a group of ingest requests, logs their rejected events, and answers
+/// each request.
+fn commit_group(
+    store: &mut impl GroupStore,
     mut batch: Vec<Submission>,
     settings: &WorkerConfig,
-) -> bool {
+) -> Group {
     let now = settings.config.clock.now();
     // Requests for the same stream share one commit; streams go one after the other.
     let mut streams: Vec<String> = Vec::new();
@@ -604,12 +687,8 @@ fn ingest(
         let members: Vec<usize> = (0..batch.len())
             .filter(|&i| &batch[i].stream == stream_name)
             .collect();
-        let Some(stream) = runtime.catalog().stream(stream_name).cloned() else {
-            let names: Vec<&str> = runtime
-                .catalog()
-                .streams()
-                .map(|s| s.name.as_str())
-                .collect();
+        let Some(stream) = store.catalog().stream(stream_name).cloned() else {
+            let names: Vec<&str> = store.catalog().streams().map(|s| s.name.as_str()).collect();
             for &i in &members {
                 outcomes[i] = Some(Err(Error::NotFound(format!(
                     "there is no stream {stream_name}; the streams are {}",
@@ -626,7 +705,7 @@ fn ingest(
             }
             continue;
         }
-        if runtime.is_poisoned() {
+        if store.is_poisoned() {
             // An earlier stream of this group committed, then left the runtime poisoned: its
             // apply panicked, or reading other nodes' events on a shared store failed. Its
             // events stay acknowledged; the tenant is reopened after this group, which replays
@@ -634,7 +713,7 @@ fn ingest(
             for &i in &members {
                 outcomes[i] = Some(Err(Error::Unavailable(format!(
                     "tenant {} is being reopened after an internal error; retry",
-                    runtime.name()
+                    store.tenant()
                 ))));
             }
             continue;
@@ -674,7 +753,7 @@ fn ingest(
                         }
                         Err(rejection) => {
                             settings.metrics.count_rejected(
-                                runtime.name(),
+                                store.tenant(),
                                 stream_name,
                                 rejection.reason.as_str(),
                             );
@@ -694,13 +773,7 @@ fn ingest(
             }
         }
         let hashed = hashed.filter(|_| all_hashed);
-        // On SQLite a large group is applied while its commit is synced, on a second thread
-        // ([`TenantRuntime::commit_applying`]); other events after the answers, as below.
-        let result = if rows.len() >= OVERLAP_ROWS {
-            runtime.commit_applying(&stream, rows, hashed)
-        } else {
-            runtime.commit_hashed(&stream, rows, hashed)
-        };
+        let result = store.commit(&stream, rows, hashed);
         match result {
             Ok(Appended { seqs, events }) => {
                 if !events.is_empty() {
@@ -718,7 +791,7 @@ fn ingest(
                 for &i in &members {
                     if let Some(Ok(o)) = &outcomes[i] {
                         settings.metrics.count_ingest(
-                            runtime.name(),
+                            store.tenant(),
                             stream_name,
                             o.accepted,
                             o.duplicates,
@@ -727,7 +800,7 @@ fn ingest(
                 }
             }
             Err(e) => {
-                tracing::error!(tenant = runtime.name(), error = %e, "commit failed; the tenant will be reopened");
+                tracing::error!(tenant = store.tenant(), error = %e, "commit failed; the tenant will be reopened");
                 let e = e.naming_exhaustion();
                 settings.metrics.store_failed(match &e {
                     Error::Exhausted(what) => what,
@@ -742,26 +815,190 @@ fn ingest(
     }
     // The rejected events of the committed streams go to the rejection log (a failure to log
     // them fails nothing else).
-    if !failed && let Err(e) = runtime.log_rejections(&logged) {
-        tracing::error!(tenant = runtime.name(), error = %e, "cannot log rejected events");
+    if !failed && let Err(e) = store.log_rejections(&logged) {
+        tracing::error!(tenant = store.tenant(), error = %e, "cannot log rejected events");
     }
     for (submission, outcome) in batch.into_iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
         submission.answer(outcome);
     }
+    Group {
+        ok: !failed,
+        committed,
+    }
+}
+
+/// The ingest requests waiting behind `first`, up to [`GROUP_COMMIT_ROWS`] events, as one group
+/// (group commit); and the first other job met, which must wait for the group.
+fn gather(first: Submission, jobs: &Receiver<Job>) -> (Vec<Submission>, Option<Job>) {
+    let mut batch = vec![first];
+    let mut rows = batch[0].records.len();
+    while rows < GROUP_COMMIT_ROWS {
+        match jobs.try_recv() {
+            Ok(Job::Ingest(next)) => {
+                rows += next.records.len();
+                batch.push(next);
+            }
+            Ok(other) => return (batch, Some(other)),
+            Err(_) => break,
+        }
+    }
+    (batch, None)
+}
+
+/// Adds the streams of a group's requests to `streams` (each once).
+fn note_streams(batch: &[Submission], streams: &mut Vec<String>) {
+    for s in batch {
+        if !streams.contains(&s.stream) {
+            streams.push(s.stream.clone());
+        }
+    }
+}
+
+/// [`ingest`] of one group, with its streams noted and its time observed.
+fn ingest_one(
+    runtime: &mut TenantRuntime,
+    batch: Vec<Submission>,
+    settings: &WorkerConfig,
+    streams: &mut Vec<String>,
+) -> bool {
+    note_streams(&batch, streams);
+    let (requests, started) = (batch.len(), Instant::now());
+    let ok = ingest(runtime, batch, settings);
+    settings.metrics.observe_group(requests, started.elapsed());
+    ok
+}
+
+/// How long an ingest session waits for the next request before it ends ([`ingest_session`]).
+const SESSION_WAIT: Duration = Duration::from_millis(5);
+
+/// Committed groups an ingest session's applier may have waiting: the worker waits to hand over
+/// more, which bounds the memory of events committed and not yet applied.
+const APPLY_QUEUE: usize = 2;
+
+/// Ingests groups of requests for as long as they keep coming, the events of each applied on a
+/// second thread while this one decodes and commits the next (on SQLite, when no other process
+/// commits the tenant's events: [`TenantRuntime::pipelines_commits`]): the worker's serial path is
+/// then the commits alone, as the CLI's committing thread's is ([`crate::ingest`]). Each group's
+/// requests are answered at its commit, as [`ingest`] answers them.
+///
+/// The session ends at any other job, which is handed back and waits until every committed
+/// event is applied (a query sent after an answer sees its events); when no request has come
+/// for [`SESSION_WAIT`]; or at `until` (the next flush by the clock is due). The flushes the
+/// applier asks for are written between groups. A failed commit or flush ends it (the runtime
+/// is poisoned and the worker ends). A panic of the applier poisons the runtime: what was
+/// committed stays acknowledged, and reopening the tenant replays what was not applied.
+///
+/// Returns whether the store held, and the job that ended the session; or the first group
+/// back if no thread could be started to apply.
+fn ingest_session(
+    runtime: &mut TenantRuntime,
+    first: Vec<Submission>,
+    jobs: &Receiver<Job>,
+    settings: &WorkerConfig,
+    until: Instant,
+    streams: &mut Vec<String>,
+) -> std::result::Result<(bool, Option<Job>), Vec<Submission>> {
+    let (mut store, mut apply) = runtime.split();
+    let (work_tx, work_rx) =
+        std::sync::mpsc::sync_channel::<(String, Vec<tally_views::Event>)>(APPLY_QUEUE);
+    let (flush_tx, flush_rx) = std::sync::mpsc::channel::<FlushJob>();
+    std::thread::scope(|scope| {
+        let applier = std::thread::Builder::new()
+            .name("tally-apply".into())
+            .spawn_scoped(scope, move || {
+                // Each group's events are dropped here, off the worker.
+                for (stream, events) in work_rx {
+                    apply.apply(&stream, &events);
+                    if apply.needs_flush() && flush_tx.send(apply.take_flush()).is_err() {
+                        return;
+                    }
+                }
+            });
+        let applier = match applier {
+            Ok(applier) => applier,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a thread to apply events");
+                return Err(first);
+            }
+        };
+        let (mut batch, mut carried) = (first, None);
+        let ok = loop {
+            note_streams(&batch, streams);
+            let (requests, started) = (batch.len(), Instant::now());
+            let group = commit_group(&mut store, batch, settings);
+            let ok = group.ok;
+            // Nothing is handed over after a failed commit, nor after a panic of the applier
+            // (its channel is closed): the worker ends, and reopening the tenant replays.
+            let mut go_on = ok && !store.is_poisoned();
+            for work in group.committed {
+                if !go_on || work_tx.send(work).is_err() {
+                    go_on = false;
+                    break;
+                }
+            }
+            while go_on && let Ok(job) = flush_rx.try_recv() {
+                go_on = write_flush(&mut store, job);
+            }
+            settings.metrics.observe_group(requests, started.elapsed());
+            if !go_on || carried.is_some() || Instant::now() >= until {
+                break ok;
+            }
+            match jobs.recv_timeout(SESSION_WAIT) {
+                Ok(Job::Ingest(next)) => (batch, carried) = gather(next, jobs),
+                Ok(other) => {
+                    carried = Some(other);
+                    break ok;
+                }
+                Err(_) => break ok,
+            }
+        };
+        drop(work_tx);
+        if applier.join().is_err() {
+            tracing::error!(
+                tenant = store.tenant(),
+                "applying committed events panicked; the tenant will be reopened"
+            );
+            store.poison();
+        }
+        for job in flush_rx.try_iter() {
+            if store.is_poisoned() || !write_flush(&mut store, job) {
+                break;
+            }
+        }
+        Ok((ok, carried))
+    })
+}
+
+/// Writes a flush of an ingest session's applier; false if it failed (the runtime is poisoned:
+/// the events are committed, and reopening the tenant replays what the flush lost).
+fn write_flush(store: &mut StoreSide<'_>, job: FlushJob) -> bool {
+    match store.write(job) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(tenant = store.tenant(), error = %e, "flush failed after a commit");
+            false
+        }
+    }
+}
+
+/// Decodes, commits and applies a group of ingest requests; answers each. False when the store
+/// failed and the worker must end.
+fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &WorkerConfig) -> bool {
+    let Group { ok, committed } = commit_group(runtime, batch, settings);
     // The answers go out at the commit: the clients' next requests arrive and decode on their
     // own threads while this one applies. Nothing reads the views before this returns, so a
     // query sent after an answer still sees its events. Nothing is applied after a failed
     // commit, nor after an apply that panicked (a poisoned runtime): the worker ends, and
     // reopening the tenant replays everything.
-    if !failed && !runtime.is_poisoned() {
+    if ok && !runtime.is_poisoned() {
         for (stream, events) in committed {
             runtime.apply_committed(&stream, &events);
         }
         // After an overlapped apply the delta may be full too.
         runtime.flush_if_full();
     }
-    !failed
+    ok
 }
 
 #[cfg(test)]
@@ -826,12 +1063,21 @@ mod tests {
     /// The default tenant of an in-memory Tally with `schema`, at a fixed clock, and worker
     /// settings reporting to `metrics`.
     fn memory_tenant(schema: &str, metrics: Arc<Metrics>) -> (TenantRuntime, WorkerConfig) {
-        use crate::app::{Clock, Config, DEFAULT_TENANT, Location, Tally};
+        tenant_at(&crate::app::Location::Memory, schema, metrics)
+    }
+
+    /// [`memory_tenant`] of a Tally at `location`.
+    fn tenant_at(
+        location: &crate::app::Location,
+        schema: &str,
+        metrics: Arc<Metrics>,
+    ) -> (TenantRuntime, WorkerConfig) {
+        use crate::app::{Clock, Config, DEFAULT_TENANT, Tally};
         let config = || Config {
             clock: Clock::fixed(now()),
             ..Config::default()
         };
-        let mut tally = Tally::open(&Location::Memory, config()).unwrap();
+        let mut tally = Tally::open(location, config()).unwrap();
         tally.apply_schema(schema).unwrap();
         let runtime = tally.open_tenant(DEFAULT_TENANT).unwrap();
         let settings = WorkerConfig {
@@ -843,6 +1089,184 @@ mod tests {
             dispatch: None,
         };
         (runtime, settings)
+    }
+
+    /// An ingest request for `stream` of `records`, and where its answer arrives.
+    fn submission(
+        stream: &str,
+        records: Vec<Record>,
+    ) -> (Submission, oneshot::Receiver<Result<Outcome>>) {
+        let (reply, answer) = oneshot::channel();
+        let submission = Submission {
+            stream: stream.into(),
+            route: "streams",
+            records: Arc::new(records),
+            decoded: None,
+            reply,
+        };
+        (submission, answer)
+    }
+
+    const SESSION_SCHEMA: &str = "
+        CREATE STREAM s (id TEXT, k TEXT, n BIGINT, ts TIMESTAMP NOT NULL)
+            WITH (event_time = 'ts', dedupe_key = 'id');
+        CREATE MATERIALIZED VIEW per_k AS
+        SELECT time_bucket('1 hour', ts) AS hour, k, count(*) AS c, sum(n) AS total
+        FROM s GROUP BY 1, 2;";
+
+    /// Events `from..to` of stream `s`: ids (after `prefix`) repeat every 700 (duplicates), 50
+    /// keys over three hours; the first record is one the stream rejects.
+    fn session_records(prefix: &str, from: i64, to: i64) -> Vec<Record> {
+        let mut records = vec![Record::Json(r#"{"id": "bad", "n": 1}"#.into())];
+        records.extend((from..to).map(|i| {
+            Record::Json(format!(
+                r#"{{"id": "{prefix}{}", "k": "k{}", "n": {i}, "ts": "2026-12-01T{:02}:{:02}:00Z"}}"#,
+                i % 700,
+                i % 50,
+                (i / 60) % 3,
+                i % 60
+            ))
+        }));
+        records
+    }
+
+    /// The view's rows, sorted.
+    fn per_k(runtime: &TenantRuntime) -> Vec<Vec<Value>> {
+        let mut rows = runtime
+            .query("per_k", &QueryRequest::default())
+            .unwrap()
+            .rows;
+        rows.sort();
+        rows
+    }
+
+    /// An ingest session (each group committed while the previous group's events are applied
+    /// on a second thread, the flushes that asks for written between groups) answers each
+    /// request as committing and applying one group after another does, and leaves the same
+    /// views; it ends at the first other job and hands it back, every event applied by then.
+    #[test]
+    fn an_ingest_session_matches_ingesting_group_by_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let at = |name: &str| crate::app::Location::Directory(dir.path().join(name));
+        let (mut piped, settings) = tenant_at(&at("piped"), SESSION_SCHEMA, metrics.clone());
+        let (mut plain, _) = tenant_at(&at("plain"), SESSION_SCHEMA, metrics);
+        assert!(piped.pipelines_commits());
+        // Flushes of at least 20 groups: the session writes some between its groups.
+        piped.flush_groups = 20;
+        plain.flush_groups = 20;
+        let parts = [(0, 600), (500, 1_400), (1_400, 1_500)];
+        assert!(parts[0].1 - parts[0].0 >= OVERLAP_ROWS as i64);
+
+        let mut piped_answers = Vec::new();
+        let (first, answer) = submission("s", session_records("e", parts[0].0, parts[0].1));
+        piped_answers.push(answer);
+        let (jobs, queue) = std::sync::mpsc::sync_channel(8);
+        for &(from, to) in &parts[1..] {
+            let (next, answer) = submission("s", session_records("e", from, to));
+            piped_answers.push(answer);
+            jobs.send(Job::Ingest(next)).unwrap();
+        }
+        let (reply, _rejections) = oneshot::channel();
+        jobs.send(Job::Rejections {
+            after: 0,
+            limit: 1,
+            reply,
+        })
+        .unwrap();
+        let until = Instant::now() + Duration::from_secs(600);
+        let mut streams = Vec::new();
+        let (ok, carried) = ingest_session(
+            &mut piped,
+            vec![first],
+            &queue,
+            &settings,
+            until,
+            &mut streams,
+        )
+        .unwrap_or_else(|_| panic!("no thread to apply on"));
+        assert!(ok);
+        assert!(matches!(carried, Some(Job::Rejections { .. })));
+        assert_eq!(streams, ["s"]);
+        assert!(!piped.is_poisoned());
+        assert!(piped.positions()[0] > 0, "the session wrote no flush");
+
+        // The same groups (the first request, then the two queued ones together), one by one.
+        let mut plain_answers = Vec::new();
+        let mut groups = vec![Vec::new(), Vec::new()];
+        for (i, &(from, to)) in parts.iter().enumerate() {
+            let (next, answer) = submission("s", session_records("e", from, to));
+            plain_answers.push(answer);
+            groups[i.min(1)].push(next);
+        }
+        for group in groups {
+            assert!(ingest(&mut plain, group, &settings));
+        }
+        for (mut p, mut q) in piped_answers.into_iter().zip(plain_answers) {
+            let (p, q) = (
+                p.try_recv().unwrap().unwrap(),
+                q.try_recv().unwrap().unwrap(),
+            );
+            assert_eq!(p, q);
+            assert_eq!(p.rejected.len(), 1);
+        }
+        assert_eq!(per_k(&piped), per_k(&plain));
+        let counted: i64 = per_k(&piped)
+            .iter()
+            .map(|r| match r[2] {
+                Value::Int(c) => c,
+                ref other => panic!("count {other:?}"),
+            })
+            .sum();
+        // 600 new ids, then 100 more (e600..e699); the rest repeat earlier ones.
+        assert_eq!(counted, 700);
+        piped.flush().unwrap();
+        plain.flush().unwrap();
+        assert_eq!(piped.positions(), plain.positions());
+        assert_eq!(per_k(&piped), per_k(&plain));
+    }
+
+    /// Through the worker's loop: a query sent right after an ingest request's answer (while an
+    /// ingest session may still be applying) sees that request's events.
+    #[test]
+    fn a_query_after_an_answer_sees_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let (runtime, settings) = tenant_at(
+            &crate::app::Location::Directory(dir.path().to_owned()),
+            SESSION_SCHEMA,
+            Arc::new(Metrics::new()),
+        );
+        let (jobs, queue) = std::sync::mpsc::sync_channel(8);
+        let worker = std::thread::spawn(move || run(runtime, queue, settings));
+        let mut seen = 0i64;
+        for round in 0..5 {
+            // New ids each round: 300 events, 6 of each of the 50 keys.
+            let ids = format!("r{round}-");
+            let (request, answer) = submission("s", session_records(&ids, 0, 300));
+            jobs.send(Job::Ingest(request)).unwrap();
+            let outcome = answer.blocking_recv().unwrap().unwrap();
+            assert_eq!(outcome.accepted, 300, "{outcome:?}");
+            seen += 300;
+            let (reply, rows) = oneshot::channel();
+            jobs.send(Job::Query {
+                view: "per_k".into(),
+                request: QueryRequest::default(),
+                reply,
+            })
+            .unwrap();
+            let (rows, _) = rows.blocking_recv().unwrap().unwrap();
+            let counted: i64 = rows
+                .rows
+                .iter()
+                .map(|r| match r[2] {
+                    Value::Int(c) => c,
+                    ref other => panic!("count {other:?}"),
+                })
+                .sum();
+            assert_eq!(counted, seen, "round {round}");
+        }
+        drop(jobs);
+        worker.join().unwrap();
     }
 
     /// A group whose first stream's apply panicked after its commit (the runtime poisoned):
