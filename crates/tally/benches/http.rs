@@ -10,7 +10,7 @@
 //!   events) of the rollups workload (5 views); the group-commit histograms and `/proc/stat`
 //!   tell how busy the worker and the machine's cores were, and the worker thread's
 //!   `schedstat` how much of the phase it was on a core, waiting for one, or off the CPU (its
-//!   `fsync`s, the join with the apply thread). It alternates with `tally ingest`
+//!   `fsync`s, waits for the next request or for the thread that applies). It alternates with `tally ingest`
 //!   of the same events (the CLI), 3 rounds of each (`TALLY_BENCH_ROUNDS`; 1 in the quick run),
 //!   each into a fresh directory and a fresh tenant, after an unmeasured warm-up and with a
 //!   pause and a `sync` before each phase (the CLI's directory deleted after its phase), so
@@ -504,7 +504,7 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             None => "its thread's times could not be read".to_owned(),
         };
         println!(
-            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (commit, apply, alerts; decoded on the request threads), the worker busy {:.0} % of the phase; the worker's thread over the phase: {thread}; the machine's cores were {:.0} % busy",
+            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (the worker's: commit, and apply unless a second thread applies; decoded on the request threads), the worker busy {:.0} % of the phase; the worker's thread over the phase: {thread}; the machine's cores were {:.0} % busy",
             i + 1,
             rate(n, r.cli),
             rate(n, r.batched),

@@ -5,9 +5,13 @@
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. The answers go out at the commit; the worker then applies the events to the
-//! views before it takes its next job. On SQLite a group of [`OVERLAP_ROWS`] events or more is
-//! applied while its commit is written and synced, on a second (scoped) thread, and answered
-//! when both are done ([`TenantRuntime::commit_applying`]). A large request arrives decoded already, its
+//! views before it takes its next job. On SQLite (one process) a group of [`OVERLAP_ROWS`]
+//! events or more starts an ingest session ([`ingest_session`]): a second (scoped) thread applies
+//! each group's events while the worker decodes and commits the next, as the CLI's two threads
+//! do, and any other job ends the session once every committed event is applied. Where no
+//! session runs, a group of that size is applied while its commit is written and synced, on a
+//! second thread, and answered when both are done ([`TenantRuntime::commit_applying`]). A large
+//! request arrives decoded already, its
 //! dedupe keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the
 //! worker commits and applies one group while the next decodes; the request frees its records
 //! after the answer, not the worker ([`Submission::records`]).
