@@ -5,8 +5,8 @@
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
 //! one large one. The answers go out at the commit; the worker then applies the events to the
-//! views before it takes its next job. On SQLite (one process) a group of [`OVERLAP_ROWS`]
-//! events or more starts an ingest session ([`ingest_session`]): a second (scoped) thread applies
+//! views before it takes its next job. On SQLite (one process, a tenant without alerts) a group
+//! of [`OVERLAP_ROWS`] events or more starts an ingest session ([`ingest_session`]): a second (scoped) thread applies
 //! each group's events while the worker decodes and commits the next, as the CLI's two threads
 //! do, and any other job ends the session once every committed event is applied. Where no
 //! session runs, a group of that size is applied while its commit is written and synced, on a
@@ -328,8 +328,12 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                 carried = other;
                 let rows: usize = batch.iter().map(|s| s.records.len()).sum();
                 let mut streams: Vec<String> = Vec::new();
-                let session =
-                    carried.is_none() && rows >= OVERLAP_ROWS && runtime.pipelines_commits();
+                // A tenant with alerts evaluates them after each group (the moment its
+                // events are applied), which a session would put off to its end.
+                let session = carried.is_none()
+                    && rows >= OVERLAP_ROWS
+                    && runtime.pipelines_commits()
+                    && !runtime.has_alerts().unwrap_or(true);
                 let ok = if session {
                     let until = last_flush + settings.flush_interval;
                     match ingest_session(&mut runtime, batch, &jobs, &settings, until, &mut streams)
@@ -882,7 +886,8 @@ const APPLY_QUEUE: usize = 2;
 
 /// Ingests groups of requests for as long as they keep coming, the events of each applied on a
 /// second thread while this one decodes and commits the next (on SQLite, when no other process
-/// commits the tenant's events: [`TenantRuntime::pipelines_commits`]): the worker's serial path is
+/// commits the tenant's events, [`TenantRuntime::pipelines_commits`], for a tenant without
+/// alerts, whose evaluation needs the views applied): the worker's serial path is
 /// then the commits alone, as the CLI's committing thread's is ([`crate::ingest`]). Each group's
 /// requests are answered at its commit, as [`ingest`] answers them.
 ///
