@@ -106,7 +106,7 @@ impl Metrics {
         let group_seconds = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "ingest_group_duration_seconds",
-            "Time a tenant worker spent on one group of ingest requests: decode, commit, apply (in an ingest session the apply runs on a second thread, and the group's time ends when its events are handed over)",
+            "Time a tenant worker spent on one group of ingest requests: decode, commit, apply (in an ingest session the apply runs on a second thread: the group's time ends when its events are handed over to it, waiting if it is behind, and the flushes it asked for are written)",
             group_seconds.clone(),
         );
         let flushes = Counter::default();

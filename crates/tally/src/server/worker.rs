@@ -4,17 +4,17 @@
 //! Requests reach it through a bounded queue; a full queue is answered 503 by the caller rather
 //! than growing. Ingest requests waiting in the queue are committed together (group commit):
 //! one durable transaction acknowledges them all, so many small requests cost about as much as
-//! one large one. The answers go out at the commit; the worker then applies the events to the
-//! views before it takes its next job. On SQLite (one process, a tenant without alerts) a group
-//! of [`OVERLAP_ROWS`] events or more starts an ingest session ([`ingest_session`]): a second (scoped) thread applies
-//! each group's events while the worker decodes and commits the next, as the CLI's two threads
-//! do, and any other job ends the session once every committed event is applied. Where no
-//! session runs, a group of that size is applied while its commit is written and synced, on a
-//! second thread, and answered when both are done ([`TenantRuntime::commit_applying`]). A large
-//! request arrives decoded already, its
-//! dedupe keys hashed on SQLite (by the thread that received it, see [`Decoded`]), so the
-//! worker commits and applies one group while the next decodes; the request frees its records
-//! after the answer, not the worker ([`Submission::records`]).
+//! one large one. The answers go out at the commit; the worker applies the events to the views
+//! before it takes its next job other than an ingest. On SQLite (one process, a tenant without
+//! alerts) a group of [`OVERLAP_ROWS`] records or more starts an ingest session
+//! ([`ingest_session`], [`starts_session`]): a second (scoped) thread applies each group's
+//! events while the worker decodes and commits the next, as the CLI's two threads do, and any
+//! other job ends the session once every committed event is applied. Where no session runs, a
+//! group of that size is applied while its commit is written and synced, on a second thread,
+//! and answered when both are done ([`TenantRuntime::commit_applying`]). A large request arrives
+//! decoded already, its dedupe keys hashed on SQLite (by the thread that received it, see
+//! [`Decoded`]), so the worker commits and applies one group while the next decodes; the
+//! request frees its records after the answer, not the worker ([`Submission::records`]).
 //! Queries go through the same queue, so a query sent after an acknowledged
 //! ingest sees it (read your writes). Between requests the worker flushes the views at the
 //! flush interval; the server's scheduler sends it `Tick` (alerts) and `Maintain` (retention)
@@ -324,40 +324,42 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
         let ok = match job {
             None => true,
             Some(Job::Ingest(first)) => {
+                let started = Instant::now();
                 let (batch, other) = gather(first, &jobs);
                 carried = other;
-                let rows: usize = batch.iter().map(|s| s.records.len()).sum();
-                let mut streams: Vec<String> = Vec::new();
-                // A tenant with alerts evaluates them after each group (the moment its
-                // events are applied), which a session would put off to its end.
-                let session = carried.is_none()
-                    && rows >= OVERLAP_ROWS
-                    && runtime.pipelines_commits()
-                    && !runtime.has_alerts().unwrap_or(true);
-                let ok = if session {
-                    let until = last_flush + settings.flush_interval;
-                    match ingest_session(&mut runtime, batch, &jobs, &settings, until, &mut streams)
-                    {
+                let until = last_flush + settings.flush_interval;
+                let ok = if starts_session(&mut runtime, &batch, carried.is_some(), until) {
+                    match ingest_session(&mut runtime, batch, &jobs, &settings, until) {
                         Ok((ok, other)) => {
                             carried = other;
                             ok
                         }
                         // No thread to apply on: this group the usual way.
-                        Err(batch) => ingest_one(&mut runtime, batch, &settings, &mut streams),
+                        Err(batch) => {
+                            let requests = batch.len();
+                            let ok = ingest(&mut runtime, batch, &settings);
+                            settings.metrics.observe_group(requests, started.elapsed());
+                            ok
+                        }
                     }
                 } else {
-                    ingest_one(&mut runtime, batch, &settings, &mut streams)
-                };
-                // A flush that failed while applying poisoned the runtime: its views miss
-                // groups until it is reopened, so no alert looks at them.
-                if ok && !runtime.is_poisoned() {
-                    // Alerts on the views these events changed, the moment they are applied.
-                    for stream in &streams {
-                        evaluate(&mut runtime, &settings, Some(stream));
+                    let (requests, mut streams) = (batch.len(), Vec::new());
+                    note_streams(&batch, &mut streams);
+                    let ok = ingest(&mut runtime, batch, &settings);
+                    // A flush that failed while applying poisoned the runtime: its views miss
+                    // groups until it is reopened, so no alert looks at them.
+                    if ok && !runtime.is_poisoned() {
+                        // Alerts on the views these events changed, the moment they are
+                        // acknowledged.
+                        for stream in &streams {
+                            evaluate(&mut runtime, &settings, Some(stream));
+                        }
                     }
-                }
+                    settings.metrics.observe_group(requests, started.elapsed());
+                    ok
+                };
                 if runtime.has_pending() && pending_since.is_none() {
-                    pending_since = Some(Instant::now());
+                    pending_since = Some(started);
                 }
                 ok
             }
@@ -590,8 +592,11 @@ fn evaluate(runtime: &mut TenantRuntime, settings: &WorkerConfig, stream: Option
 /// Where a group of ingest requests is committed ([`commit_group`]): the whole runtime, or the
 /// store half of one split for an ingest session ([`ingest_session`]).
 trait GroupStore {
+    /// The tenant's catalog, whose stream definitions the rows are decoded against.
     fn catalog(&self) -> &tally_views::Catalog;
+    /// The tenant's name (metrics, logs).
     fn tenant(&self) -> &str;
+    /// Whether an earlier failure left the runtime to be reopened.
     fn is_poisoned(&self) -> bool;
     /// Commits a stream's rows: their sequence numbers and the committed events left to apply.
     fn commit(
@@ -600,6 +605,7 @@ trait GroupStore {
         rows: Vec<Vec<Value>>,
         hashed: Option<tally_store::KeyHashes>,
     ) -> Result<Appended>;
+    /// Adds the group's rejected events to the tenant's rejection log.
     fn log_rejections(&mut self, logged: &[Rejected]) -> Result<()>;
 }
 
@@ -863,33 +869,40 @@ fn note_streams(batch: &[Submission], streams: &mut Vec<String>) {
     }
 }
 
-/// [`ingest`] of one group, with its streams noted and its time observed.
-fn ingest_one(
+/// Whether a group starts an ingest session ([`ingest_session`]): it holds [`OVERLAP_ROWS`]
+/// records or more and no other job waits behind it, the store commits on SQLite for this
+/// process alone ([`TenantRuntime::pipelines_commits`]; an `fsync` is what the apply overlaps),
+/// the tenant has no alerts (they are evaluated after each group, on the views it changed,
+/// which a session would put off to its end), and the next flush by the clock (`until`) is not
+/// due yet (the first group after an idle spell goes the usual way, and the flush follows it).
+fn starts_session(
     runtime: &mut TenantRuntime,
-    batch: Vec<Submission>,
-    settings: &WorkerConfig,
-    streams: &mut Vec<String>,
+    batch: &[Submission],
+    other_waiting: bool,
+    until: Instant,
 ) -> bool {
-    note_streams(&batch, streams);
-    let (requests, started) = (batch.len(), Instant::now());
-    let ok = ingest(runtime, batch, settings);
-    settings.metrics.observe_group(requests, started.elapsed());
-    ok
+    let records: usize = batch.iter().map(|s| s.records.len()).sum();
+    !other_waiting
+        && records >= OVERLAP_ROWS
+        && Instant::now() < until
+        && runtime.pipelines_commits()
+        && !runtime.has_alerts().unwrap_or(true)
 }
 
 /// How long an ingest session waits for the next request before it ends ([`ingest_session`]).
 const SESSION_WAIT: Duration = Duration::from_millis(5);
 
-/// Committed groups an ingest session's applier may have waiting: the worker waits to hand over
-/// more, which bounds the memory of events committed and not yet applied.
+/// Commits (a group's events of one stream each) an ingest session's applier may have waiting
+/// beside the one it applies: the worker waits to hand over more, which bounds the memory of
+/// events committed and not yet applied.
 const APPLY_QUEUE: usize = 2;
 
 /// Ingests groups of requests for as long as they keep coming, the events of each applied on a
-/// second thread while this one decodes and commits the next (on SQLite, when no other process
-/// commits the tenant's events, [`TenantRuntime::pipelines_commits`], for a tenant without
-/// alerts, whose evaluation needs the views applied): the worker's serial path is
-/// then the commits alone, as the CLI's committing thread's is ([`crate::ingest`]). Each group's
-/// requests are answered at its commit, as [`ingest`] answers them.
+/// second thread while this one decodes and commits the next (when [`starts_session`] says so):
+/// the worker's serial path is then the commits alone, as the CLI's committing thread's is
+/// ([`crate::ingest`]). Each group's requests are answered at its commit, as [`ingest`] answers
+/// them. A query that arrives meanwhile waits for the commit at hand and the apply of what is
+/// queued (at most [`APPLY_QUEUE`] commits beside the one being applied).
 ///
 /// The session ends at any other job, which is handed back and waits until every committed
 /// event is applied (a query sent after an answer sees its events); when no request has come
@@ -898,15 +911,15 @@ const APPLY_QUEUE: usize = 2;
 /// is poisoned and the worker ends). A panic of the applier poisons the runtime: what was
 /// committed stays acknowledged, and reopening the tenant replays what was not applied.
 ///
-/// Returns whether the store held, and the job that ended the session; or the first group
-/// back if no thread could be started to apply.
+/// Returns false if a commit failed (the worker must end), else true, and the job that ended the
+/// session; or the first group back if no thread could be started to apply. A failed flush or a
+/// panic of the applier leaves the runtime poisoned, which the caller checks.
 fn ingest_session(
     runtime: &mut TenantRuntime,
     first: Vec<Submission>,
     jobs: &Receiver<Job>,
     settings: &WorkerConfig,
     until: Instant,
-    streams: &mut Vec<String>,
 ) -> std::result::Result<(bool, Option<Job>), Vec<Submission>> {
     let (mut store, mut apply) = runtime.split();
     let (work_tx, work_rx) =
@@ -927,30 +940,33 @@ fn ingest_session(
         let applier = match applier {
             Ok(applier) => applier,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot start a thread to apply events");
+                tracing::warn!(tenant = store.tenant(), error = %e, "cannot start a thread to apply events");
                 return Err(first);
             }
         };
         let (mut batch, mut carried) = (first, None);
         let ok = loop {
-            note_streams(&batch, streams);
             let (requests, started) = (batch.len(), Instant::now());
             let group = commit_group(&mut store, batch, settings);
             let ok = group.ok;
-            // Nothing is handed over after a failed commit, nor after a panic of the applier
-            // (its channel is closed): the worker ends, and reopening the tenant replays.
+            // Nothing is handed over after a failed commit (the worker ends, and reopening the
+            // tenant replays). The applier gone (it panicked) leaves committed events that
+            // nobody applies: the runtime is poisoned, and reopening replays them.
             let mut go_on = ok && !store.is_poisoned();
             for work in group.committed {
-                if !go_on || work_tx.send(work).is_err() {
-                    go_on = false;
+                if !go_on {
                     break;
+                }
+                if work_tx.send(work).is_err() {
+                    store.poison();
+                    go_on = false;
                 }
             }
             while go_on && let Ok(job) = flush_rx.try_recv() {
                 go_on = write_flush(&mut store, job);
             }
             settings.metrics.observe_group(requests, started.elapsed());
-            if !go_on || carried.is_some() || Instant::now() >= until {
+            if !go_on || carried.is_some() || Instant::now() >= until || applier.is_finished() {
                 break ok;
             }
             match jobs.recv_timeout(SESSION_WAIT) {
@@ -1161,7 +1177,8 @@ mod tests {
         let (mut piped, settings) = tenant_at(&at("piped"), SESSION_SCHEMA, metrics.clone());
         let (mut plain, _) = tenant_at(&at("plain"), SESSION_SCHEMA, metrics);
         assert!(piped.pipelines_commits());
-        // Flushes of at least 20 groups: the session writes some between its groups.
+        // Flushes of at least 20 groups: the session writes some (between its groups or at its
+        // end, as the applier gets to them).
         piped.flush_groups = 20;
         plain.flush_groups = 20;
         let parts = [(0, 600), (500, 1_400), (1_400, 1_500)];
@@ -1184,19 +1201,10 @@ mod tests {
         })
         .unwrap();
         let until = Instant::now() + Duration::from_secs(600);
-        let mut streams = Vec::new();
-        let (ok, carried) = ingest_session(
-            &mut piped,
-            vec![first],
-            &queue,
-            &settings,
-            until,
-            &mut streams,
-        )
-        .unwrap_or_else(|_| panic!("no thread to apply on"));
+        let (ok, carried) = ingest_session(&mut piped, vec![first], &queue, &settings, until)
+            .unwrap_or_else(|_| panic!("no thread to apply on"));
         assert!(ok);
         assert!(matches!(carried, Some(Job::Rejections { .. })));
-        assert_eq!(streams, ["s"]);
         assert!(!piped.is_poisoned());
         assert!(piped.positions()[0] > 0, "the session wrote no flush");
 
@@ -1233,6 +1241,67 @@ mod tests {
         plain.flush().unwrap();
         assert_eq!(piped.positions(), plain.positions());
         assert_eq!(per_k(&piped), per_k(&plain));
+    }
+
+    /// A session starts for a group of 256 records or more on a SQLite tenant without alerts,
+    /// with nothing else queued and the next flush not due; not otherwise.
+    #[test]
+    fn what_starts_an_ingest_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let at = |name: &str| crate::app::Location::Directory(dir.path().join(name));
+        let (mut sqlite, _) = tenant_at(&at("sqlite"), SESSION_SCHEMA, metrics.clone());
+        let (mut memory, _) = memory_tenant(SESSION_SCHEMA, metrics.clone());
+        let (mut alerted, _) = tenant_at(&at("alerted"), SESSION_SCHEMA, metrics);
+        let alert = serde_json::json!({
+            "name": "any", "view": "per_k", "value": "c", "grain": "1 hour",
+            "condition": "above", "threshold": 0,
+            "webhook": {"url": "http://127.0.0.1:9/", "secret": "s3cret"}
+        });
+        alerted.create_alert(&alert, now()).unwrap();
+        let group = |n: usize| {
+            let records = session_records("e", 0, n as i64 - 1);
+            assert_eq!(records.len(), n);
+            vec![submission("s", records).0]
+        };
+        let later = Instant::now() + Duration::from_secs(600);
+        assert!(starts_session(
+            &mut sqlite,
+            &group(OVERLAP_ROWS),
+            false,
+            later
+        ));
+        assert!(!starts_session(
+            &mut sqlite,
+            &group(OVERLAP_ROWS - 1),
+            false,
+            later
+        ));
+        assert!(!starts_session(
+            &mut sqlite,
+            &group(OVERLAP_ROWS),
+            true,
+            later
+        ));
+        let due = Instant::now();
+        assert!(!starts_session(
+            &mut sqlite,
+            &group(OVERLAP_ROWS),
+            false,
+            due
+        ));
+        assert!(!starts_session(
+            &mut memory,
+            &group(OVERLAP_ROWS),
+            false,
+            later
+        ));
+        assert!(!starts_session(
+            &mut alerted,
+            &group(OVERLAP_ROWS),
+            false,
+            later
+        ));
     }
 
     /// Through the worker's loop: a query sent right after an ingest request's answer (while an
