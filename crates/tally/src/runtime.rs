@@ -944,8 +944,8 @@ impl StoreSide<'_> {
         *self.poisoned
     }
 
-    /// Marks the runtime unusable: an apply of committed events panicked, so the delta may
-    /// hold part of them, and reopening the tenant replays them.
+    /// Marks the runtime unusable: the thread applying committed events panicked, so the delta
+    /// may hold part of them or none, and reopening the tenant replays them.
     pub fn poison(&mut self) {
         *self.poisoned = true;
     }
