@@ -536,3 +536,31 @@ fn saved_queries_keep_their_text_and_parameters() {
     .unwrap_err();
     assert!(e.to_string().contains("already a saved query"), "{e}");
 }
+
+/// Stored definitions compile again to the same plans when a prefix operator's operand is
+/// itself a prefix operation: printed as the parser prints them, `- + x` read back as one
+/// operator `-+` and `- - x` as a comment (found by the `view_sql` fuzzer).
+#[test]
+fn nested_prefix_operators_are_stored_so_that_they_compile_again() {
+    let schema = "
+        CREATE STREAM s (id TEXT NOT NULL, n BIGINT, x DOUBLE, at TIMESTAMP NOT NULL)
+            WITH (event_time = 'at');
+        CREATE MATERIALIZED VIEW v AS SELECT id, sum(n / - + abs(x)) AS s, sum(- - n) AS t,
+            min(- - - x) AS u FROM s GROUP BY id;
+        CREATE VIEW q AS SELECT id, - - s AS s FROM v WHERE - + t > 0;";
+    let first = apply(&Catalog::new(), schema).unwrap().catalog;
+    let mut again = Catalog::new();
+    for (_, sql) in first.definitions() {
+        again = apply(&again, &sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
+            .catalog;
+    }
+    assert_eq!(
+        first.view("v").unwrap().fingerprint(),
+        again.view("v").unwrap().fingerprint()
+    );
+    assert_eq!(first.definitions(), again.definitions());
+    let stored = first.view("v").unwrap().sql.clone();
+    assert!(stored.contains("n / -(+abs(x))"), "{stored}");
+    assert!(stored.contains("-(-n)"), "{stored}");
+}

@@ -600,15 +600,33 @@ fn statement(parser: &mut Parser<'_>, catalog: &Catalog, at: Location) -> Result
     ))
 }
 
+/// `query` as a definition stores it: as the parser prints it, except that the operand of a
+/// prefix operator that is itself a prefix operation is put in parentheses. Printed as it is,
+/// `- + x` becomes `-+x`, which the parser reads as one operator, and `- - x` becomes `--x`, a
+/// comment; the stored text must compile again to the same query.
+pub(super) fn printable(query: &ast::Query) -> String {
+    let mut query = query.clone();
+    let _ = ast::visit_expressions_mut(&mut query, |e| {
+        if let ast::Expr::UnaryOp { expr, .. } = e
+            && matches!(**expr, ast::Expr::UnaryOp { .. })
+        {
+            let operand = std::mem::replace(expr, Box::new(ast::Expr::Identifier("x".into())));
+            **expr = ast::Expr::Nested(operand);
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    query.to_string()
+}
+
 /// `CREATE VIEW name AS SELECT …`, after `VIEW`: a saved query. Its text is kept as the parser
-/// prints it; its parameters are the `:name` placeholders in it.
+/// prints it ([`printable`]); its parameters are the `:name` placeholders in it.
 fn saved_query(parser: &mut Parser<'_>, at: Location) -> Result<Compiled> {
     let perr = |e| parse_error(e, at);
     let name_at = parser.peek_token().span.start;
     let name = new_object_name(&parser.parse_object_name(false).map_err(perr)?, name_at)?;
     parser.expect_keyword(Keyword::AS).map_err(perr)?;
     let query = parser.parse_query().map_err(perr)?;
-    let text = query.to_string();
+    let text = printable(&query);
     let mut params: Vec<String> = Vec::new();
     let tokens = sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, &text)
         .tokenize()

@@ -208,7 +208,11 @@ fn compile_view(
         Some(r) => format!(" WITH (retention = '{r}')"),
         None => String::new(),
     };
-    plan.sql = format!("CREATE MATERIALIZED VIEW {}{options} AS {query}", plan.name);
+    plan.sql = format!(
+        "CREATE MATERIALIZED VIEW {}{options} AS {}",
+        plan.name,
+        super::printable(query)
+    );
     Ok(plan)
 }
 
