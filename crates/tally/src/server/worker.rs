@@ -335,28 +335,10 @@ pub fn run(mut runtime: TenantRuntime, jobs: Receiver<Job>, settings: WorkerConf
                             ok
                         }
                         // No thread to apply on: this group the usual way.
-                        Err(batch) => {
-                            let requests = batch.len();
-                            let ok = ingest(&mut runtime, batch, &settings);
-                            settings.metrics.observe_group(requests, started.elapsed());
-                            ok
-                        }
+                        Err(batch) => ingest_group(&mut runtime, batch, &settings, started),
                     }
                 } else {
-                    let (requests, mut streams) = (batch.len(), Vec::new());
-                    note_streams(&batch, &mut streams);
-                    let ok = ingest(&mut runtime, batch, &settings);
-                    // A flush that failed while applying poisoned the runtime: its views miss
-                    // groups until it is reopened, so no alert looks at them.
-                    if ok && !runtime.is_poisoned() {
-                        // Alerts on the views these events changed, the moment they are
-                        // acknowledged.
-                        for stream in &streams {
-                            evaluate(&mut runtime, &settings, Some(stream));
-                        }
-                    }
-                    settings.metrics.observe_group(requests, started.elapsed());
-                    ok
+                    ingest_group(&mut runtime, batch, &settings, started)
                 };
                 if runtime.has_pending() && pending_since.is_none() {
                     pending_since = Some(started);
@@ -686,12 +668,7 @@ fn commit_group(
 ) -> Group {
     let now = settings.config.clock.now();
     // Requests for the same stream share one commit; streams go one after the other.
-    let mut streams: Vec<String> = Vec::new();
-    for s in &batch {
-        if !streams.contains(&s.stream) {
-            streams.push(s.stream.clone());
-        }
-    }
+    let streams = streams_of(&batch);
     let mut outcomes: Vec<Option<Result<Outcome>>> = batch.iter().map(|_| None).collect();
     let mut failed = false;
     let mut logged: Vec<Rejected> = Vec::new();
@@ -860,13 +837,37 @@ fn gather(first: Submission, jobs: &Receiver<Job>) -> (Vec<Submission>, Option<J
     (batch, None)
 }
 
-/// Adds the streams of a group's requests to `streams` (each once).
-fn note_streams(batch: &[Submission], streams: &mut Vec<String>) {
+/// The streams of a group's requests, each once, in the order they first come.
+fn streams_of(batch: &[Submission]) -> Vec<String> {
+    let mut streams: Vec<String> = Vec::new();
     for s in batch {
         if !streams.contains(&s.stream) {
             streams.push(s.stream.clone());
         }
     }
+    streams
+}
+
+/// A group outside a session ([`ingest`]), then the alerts on the views its events changed;
+/// the group's time (from `started`) observed.
+fn ingest_group(
+    runtime: &mut TenantRuntime,
+    batch: Vec<Submission>,
+    settings: &WorkerConfig,
+    started: Instant,
+) -> bool {
+    let (requests, streams) = (batch.len(), streams_of(&batch));
+    let ok = ingest(runtime, batch, settings);
+    // A flush that failed while applying poisoned the runtime: its views miss groups until it
+    // is reopened, so no alert looks at them.
+    if ok && !runtime.is_poisoned() {
+        // Alerts on the views these events changed, the moment they are acknowledged.
+        for stream in &streams {
+            evaluate(runtime, settings, Some(stream));
+        }
+    }
+    settings.metrics.observe_group(requests, started.elapsed());
+    ok
 }
 
 /// Whether a group starts an ingest session ([`ingest_session`]): it holds [`OVERLAP_ROWS`]
