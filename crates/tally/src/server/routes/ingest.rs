@@ -133,3 +133,38 @@ pub async fn ingest_stream(
         .await?;
     Ok(Json(outcome.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(content_type: Option<&str>, body: &str) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        if let Some(t) = content_type {
+            headers.insert(header::CONTENT_TYPE, t.parse().unwrap());
+        }
+        let records = native_records(&headers, &Bytes::from(body.to_owned()))
+            .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        (records.into_iter())
+            .map(|r| match r {
+                Record::Json(text) => text,
+                Record::Rejected { .. } => panic!("rejected at the edge"),
+            })
+            .collect()
+    }
+
+    /// Each record is an event of the body, whichever way the body holds the events.
+    #[test]
+    fn records_are_the_events_of_the_body() {
+        let ndjson = "{\"a\": 1}\n\n  {\"a\": \"é\"}\r\n{\"a\": 3}";
+        let lines = ["{\"a\": 1}", "  {\"a\": \"é\"}", "{\"a\": 3}"];
+        assert_eq!(texts(Some("application/x-ndjson"), ndjson), lines);
+        // NDJSON without its content type.
+        assert_eq!(texts(None, ndjson), lines);
+        assert_eq!(
+            texts(None, " [{\"a\": 1}, {\"b\": [2, 3]} ,\"x\"]"),
+            ["{\"a\": 1}", "{\"b\": [2, 3]}", "\"x\""]
+        );
+        assert_eq!(texts(None, "\n {\"a\": \"ü\"} \n"), ["{\"a\": \"ü\"} \n"]);
+    }
+}
