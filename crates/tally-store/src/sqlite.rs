@@ -675,7 +675,7 @@ impl SqliteTenant {
             None => None,
         };
         let mut out = Vec::with_capacity(rows.len());
-        let mut added: Vec<(i64, i64)> = Vec::with_capacity(rows.len());
+        let mut added: Vec<(i64, i64)> = Vec::new();
         // The rows to store, in order: their sequence numbers follow `last` densely.
         let mut kept: Vec<usize> = Vec::with_capacity(rows.len());
         let first = last + 1;
@@ -697,7 +697,7 @@ impl SqliteTenant {
             };
             // Keys of this batch, as (hash, row index): a repeated one is a duplicate without a
             // look at the tables.
-            let mut batch: HashTable<(i64, usize)> = HashTable::with_capacity(rows.len());
+            let mut batch: HashTable<(i64, usize)> = HashTable::new();
             for (i, (row, &hash)) in rows.iter().zip(&hashes).enumerate() {
                 let seq = last + 1;
                 if let (Some(h), Some(key), Some((recent, probe))) = (hash, &keys[i], &mut probe) {

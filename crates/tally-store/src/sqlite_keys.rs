@@ -686,16 +686,13 @@ pub(crate) fn record(
 ) -> Result<()> {
     recent.last_seq = last_seq;
     if recent.len() + added.len() < merge_rows(filter.bloom.len()) {
-        recent.keys.reserve(added.len(), |e| e.0 as u64);
         for (h, seq) in added {
             recent.insert(h, seq);
         }
         return Ok(());
     }
-    // The table keeps its room: the next recent keys fill it again up to the next merge (at
-    // least as many keys), so it need not grow (and rehash) step by step again.
-    let mut all: Vec<(i64, i64)> = Vec::with_capacity(recent.len() + added.len());
-    all.extend(recent.keys.drain());
+    let mut all: Vec<(i64, i64)> = recent.keys.drain().collect();
+    recent.keys.shrink_to_fit(|e| e.0 as u64);
     all.extend(added);
     for &(h, _) in &all {
         filter.bloom.insert(h);

@@ -156,7 +156,7 @@ mod tests {
     /// Each record is an event of the body, whichever way the body holds the events.
     #[test]
     fn records_are_the_events_of_the_body() {
-        let ndjson = "{\"a\": 1}\n\n  {\"a\": \"é\"}\r\n{\"a\": 3}";
+        let ndjson = "{\"a\": 1}\n\n  {\"a\": \"é\"}\r\n   \n{\"a\": 3}";
         let lines = ["{\"a\": 1}", "  {\"a\": \"é\"}", "{\"a\": 3}"];
         assert_eq!(texts(Some("application/x-ndjson"), ndjson), lines);
         // NDJSON without its content type.
@@ -165,6 +165,7 @@ mod tests {
             texts(None, " [{\"a\": 1}, {\"b\": [2, 3]} ,\"x\"]"),
             ["{\"a\": 1}", "{\"b\": [2, 3]}", "\"x\""]
         );
+        // One object: the body from its first value on, as it came.
         assert_eq!(texts(None, "\n {\"a\": \"ü\"} \n"), ["{\"a\": \"ü\"} \n"]);
     }
 }
