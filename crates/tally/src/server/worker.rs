@@ -1265,44 +1265,17 @@ mod tests {
             assert_eq!(records.len(), n);
             vec![submission("s", records).0]
         };
+        let starts = |runtime: &mut TenantRuntime, n: usize, other_waiting: bool, until| {
+            starts_session(runtime, &group(n), other_waiting, until)
+        };
         let later = Instant::now() + Duration::from_secs(600);
-        assert!(starts_session(
-            &mut sqlite,
-            &group(OVERLAP_ROWS),
-            false,
-            later
-        ));
-        assert!(!starts_session(
-            &mut sqlite,
-            &group(OVERLAP_ROWS - 1),
-            false,
-            later
-        ));
-        assert!(!starts_session(
-            &mut sqlite,
-            &group(OVERLAP_ROWS),
-            true,
-            later
-        ));
+        assert!(starts(&mut sqlite, OVERLAP_ROWS, false, later));
+        assert!(!starts(&mut sqlite, OVERLAP_ROWS - 1, false, later));
+        assert!(!starts(&mut sqlite, OVERLAP_ROWS, true, later));
         let due = Instant::now();
-        assert!(!starts_session(
-            &mut sqlite,
-            &group(OVERLAP_ROWS),
-            false,
-            due
-        ));
-        assert!(!starts_session(
-            &mut memory,
-            &group(OVERLAP_ROWS),
-            false,
-            later
-        ));
-        assert!(!starts_session(
-            &mut alerted,
-            &group(OVERLAP_ROWS),
-            false,
-            later
-        ));
+        assert!(!starts(&mut sqlite, OVERLAP_ROWS, false, due));
+        assert!(!starts(&mut memory, OVERLAP_ROWS, false, later));
+        assert!(!starts(&mut alerted, OVERLAP_ROWS, false, later));
     }
 
     /// Through the worker's loop: a query sent right after an ingest request's answer (while an
