@@ -223,6 +223,8 @@ impl Cpu {
 /// One round of the CLI and batched HTTP ingest of the same events.
 struct Round {
     cli: Duration,
+    /// The process's CPU over the CLI's phase.
+    cli_cpu: Cpu,
     batched: Duration,
     groups: GroupStats,
     cpu: Cpu,
@@ -371,7 +373,9 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
     for round in 0..rounds {
         pause().await;
         let cli_data = dir.path().join(format!("cli-data-{round}"));
+        let cli_cpu_before = Cpu::read();
         let cli = workload::tally_ingest(&Location::Directory(cli_data.clone()), &schema, &input);
+        let cli_cpu = Cpu::read().since(&cli_cpu_before);
         // Its pages need not reach the disk: deleted, they are dropped.
         std::fs::remove_dir_all(&cli_data).unwrap();
         let (key, tenant) = if round == 0 {
@@ -398,6 +402,7 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             .since(&groups_before);
         measured.push(Round {
             cli,
+            cli_cpu,
             batched,
             groups,
             cpu,
@@ -504,14 +509,16 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             None => "its thread's times could not be read".to_owned(),
         };
         println!(
-            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (the worker's: commit, and apply unless a second thread applies; decoded on the request threads), the worker busy {:.0} % of the phase; the worker's thread over the phase: {thread}; the machine's cores were {:.0} % busy",
+            "round {}: the CLI {:.0} events/s, batched HTTP ({clients} clients) {:.0} events/s: {:.1} requests per group commit on average, {:.2} ms per group (the worker's: commit, and apply unless a second thread applies; decoded on the request threads), the worker busy {:.0} % of the phase; the worker's thread over the phase: {thread}; the machine's cores were {:.0} % busy; CPU an event (this process): the CLI {:.2} µs, batched HTTP (server and clients) {:.2} µs",
             i + 1,
             rate(n, r.cli),
             rate(n, r.batched),
             r.groups.requests / r.groups.groups,
             r.groups.seconds / r.groups.groups * 1e3,
             r.groups.seconds / phase * 100.0,
-            r.cpu.busy * 100.0
+            r.cpu.busy * 100.0,
+            r.cli_cpu.process / n as f64 * 1e6,
+            r.cpu.process / n as f64 * 1e6
         );
     }
     println!(
