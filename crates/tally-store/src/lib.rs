@@ -43,6 +43,7 @@ mod sqlite_checkpoint;
 mod sqlite_events;
 mod sqlite_keys;
 mod sqlite_spans;
+mod sqlite_sync;
 pub mod testing;
 mod types;
 
@@ -50,6 +51,7 @@ pub use error::{Result, StoreError};
 pub use migrations::{MigrationStatus, Migrations};
 pub use postgres::{Lease, PgConfig};
 pub use sqlite_keys::KeyHashes;
+pub use sqlite_sync::WalSync;
 pub use types::{
     Correction, Erasure, KeyKind, KeyRecord, LoggedRejection, Materialized, MaterializedView,
     RecordWrite, Rejected, RowWrite, StoredGroup, TenantInfo, ViewFlush, ViewSnapshot,
@@ -548,6 +550,25 @@ impl TenantStore {
             groups,
             tail: raw.tail,
         })
+    }
+
+    /// On SQLite: commits from now on are not synced when they return; the returned
+    /// [`WalSync`] makes them durable, on any thread, until
+    /// [`TenantStore::end_deferred_sync`]. `None` (nothing changed) on other stores, and on
+    /// SQLite before the database's first write.
+    pub fn defer_sync(&mut self) -> Result<Option<std::sync::Arc<WalSync>>> {
+        match self {
+            TenantStore::Sqlite(s) => s.defer_sync(),
+            TenantStore::Postgres(_) | TenantStore::Memory(_) => Ok(None),
+        }
+    }
+
+    /// Ends [`TenantStore::defer_sync`]: commits are durable when they return again.
+    pub fn end_deferred_sync(&mut self) -> Result<()> {
+        match self {
+            TenantStore::Sqlite(s) => s.end_deferred_sync(),
+            TenantStore::Postgres(_) | TenantStore::Memory(_) => Ok(()),
+        }
     }
 
     /// Adds rejected events to the tenant's rejection log.

@@ -2,7 +2,9 @@
 //!
 //! One file per tenant makes isolation physical: a tenant's connection cannot name another
 //! tenant's tables. Every database runs in WAL mode with `synchronous=FULL`, so a committed
-//! transaction survives power loss, and an ingest is acknowledged only after its commit. A
+//! transaction survives power loss, and an ingest is acknowledged only after its commit; the
+//! one exception is a tenant's deferred sync ([`crate::sqlite_sync`]: commits synced by the
+//! caller's thread before it acknowledges them). A
 //! tenant database's checkpoints run mostly on a background thread of their own
 //! ([`crate::sqlite_checkpoint`]); the committing thread only finishes them.
 //!
@@ -15,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use hashbrown::HashTable;
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -29,6 +31,7 @@ use crate::sqlite_checkpoint::Checkpoints;
 use crate::sqlite_events;
 use crate::sqlite_keys::{self, KeyFilter, KeyHashes, Probe, RecentKeys};
 use crate::sqlite_spans::{self, NewSpans};
+use crate::sqlite_sync::WalSync;
 use crate::types::{
     EncodedErasure, EncodedFlush, EncodedRow, KeyKind, KeyRecord, LoggedRejection, Materialized,
     MaterializedView, RawSnapshot, RecordWrite, Rejected, TenantInfo,
@@ -53,6 +56,9 @@ pub struct SqliteTenant {
     /// Per stream with a dedupe key: the filter of its key blocks, as of this process's last
     /// write to it.
     key_filters: HashMap<String, KeyFilter>,
+    /// The WAL, opened by the first [`SqliteTenant::defer_sync`] and kept: a later one that
+    /// found another file at its path would sync that file, not the one SQLite writes.
+    wal: Option<Arc<WalSync>>,
 }
 
 /// An append written but not committed ([`SqliteTenant::stage`]). Its stream's recent keys
@@ -337,6 +343,7 @@ impl SqliteStore {
             conn,
             recent_keys: HashMap::new(),
             key_filters: HashMap::new(),
+            wal: None,
         })
     }
 }
@@ -994,6 +1001,36 @@ impl SqliteTenant {
             ident(&plan.keys[b].name)
         );
         Ok(self.conn.execute(&sql, [bound])? as u64)
+    }
+
+    /// Commits from now on leave their sync to the returned [`WalSync`] (`synchronous=NORMAL`)
+    /// until [`SqliteTenant::end_deferred_sync`]; `None` (and nothing changed) if the database
+    /// has no WAL file yet.
+    pub(crate) fn defer_sync(&mut self) -> Result<Option<Arc<WalSync>>> {
+        if self.wal.is_none() {
+            let Some(path) = self.conn.path().filter(|p| !p.is_empty()) else {
+                return Ok(None);
+            };
+            self.wal = WalSync::open(PathBuf::from(format!("{path}-wal")))?.map(Arc::new);
+        }
+        let Some(wal) = self.wal.clone() else {
+            return Ok(None);
+        };
+        self.conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        Ok(Some(wal))
+    }
+
+    /// Commits are durable when they return again (`synchronous=FULL`).
+    pub(crate) fn end_deferred_sync(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch("PRAGMA synchronous=FULL")?)
+    }
+
+    /// The connection's `synchronous` setting (1 is `NORMAL`, 2 `FULL`).
+    #[cfg(test)]
+    pub(crate) fn synchronous(&self) -> i64 {
+        (self.conn)
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
     }
 
     pub(crate) fn log_rejections(&mut self, rejected: &[Rejected]) -> Result<()> {

@@ -23,7 +23,8 @@
 //!
 //! Invariants:
 //! - Durability does not change: commits still `fsync` the WAL on the writer (`synchronous=FULL`)
-//!   before they return; a checkpoint only moves committed pages into the database file and
+//!   before they return, or, deferred ([`crate::sqlite_sync`]), before they are acknowledged
+//!   (SQLite syncs the WAL before a checkpoint copies it in either mode); a checkpoint only moves committed pages into the database file and
 //!   syncs it before the WAL can start over, and SQLite makes that safe against a crash at any
 //!   point, on any connection.
 //! - The WAL stays bounded, at most [`WRITER_FRAMES`] plus a commit where SQLite's own

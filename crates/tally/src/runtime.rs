@@ -955,6 +955,17 @@ impl StoreSide<'_> {
         Ok(self.store.log_rejections(rejected)?)
     }
 
+    /// Leaves the sync of the commits from now on to the returned WAL handle, on another thread
+    /// (see [`tally_store::TenantStore::defer_sync`]); `None` where the store cannot.
+    pub fn defer_sync(&mut self) -> Result<Option<std::sync::Arc<tally_store::WalSync>>> {
+        Ok(self.store.defer_sync()?)
+    }
+
+    /// Commits are durable when they return again.
+    pub fn end_deferred_sync(&mut self) -> Result<()> {
+        Ok(self.store.end_deferred_sync()?)
+    }
+
     /// Whether [`StoreSide::append_hashed`] uses keys hashed beforehand for `stream`.
     pub fn hashes_keys(&self, stream: &StreamDef) -> bool {
         self.store.hashes_keys(stream)

@@ -8,8 +8,10 @@
 //! before it takes its next job other than an ingest. On SQLite (one process, a tenant without
 //! alerts) a group of [`OVERLAP_ROWS`] records or more starts an ingest session
 //! ([`ingest_session`], [`starts_session`]): a second (scoped) thread applies each group's
-//! events while the worker decodes and commits the next, as the CLI's two threads do, and any
-//! other job ends the session once every committed event is applied. Where no session runs, a
+//! events while the worker decodes and commits the next, as the CLI's two threads do, a third
+//! ([`Syncer`]) syncs the commits and only then answers their requests, so the worker writes
+//! the next group while the disk syncs the last, and any other job ends the session once every
+//! commit is synced and answered and every committed event applied. Where no session runs, a
 //! group of that size is applied while its commit is written and synced, on a second thread,
 //! and answered when both are done ([`TenantRuntime::commit_applying`]). A large request arrives
 //! decoded already, its dedupe keys hashed on SQLite (by the thread that received it, see
@@ -657,14 +659,18 @@ impl GroupStore for StoreSide<'_> {
 struct Group {
     ok: bool,
     committed: Vec<(String, Vec<tally_views::Event>)>,
+    /// With `defer_answers`, each request and its answer, to be sent once the commit is
+    /// synced; otherwise empty (the requests were answered).
+    answers: Vec<(Submission, Result<Outcome>)>,
 }
 
 /// Decodes and commits a group of ingest requests, logs their rejected events, and answers
-/// each request.
+/// each request (or, with `defer_answers`, returns the answers: the commit is not synced yet).
 fn commit_group(
     store: &mut impl GroupStore,
     mut batch: Vec<Submission>,
     settings: &WorkerConfig,
+    defer_answers: bool,
 ) -> Group {
     let now = settings.config.clock.now();
     // Requests for the same stream share one commit; streams go one after the other.
@@ -809,13 +815,19 @@ fn commit_group(
     if !failed && let Err(e) = store.log_rejections(&logged) {
         tracing::error!(tenant = store.tenant(), error = %e, "cannot log rejected events");
     }
+    let mut answers = Vec::new();
     for (submission, outcome) in batch.into_iter().zip(outcomes) {
         let outcome = outcome.unwrap_or_else(|| Ok(Outcome::default()));
-        submission.answer(outcome);
+        if defer_answers {
+            answers.push((submission, outcome));
+        } else {
+            submission.answer(outcome);
+        }
     }
     Group {
         ok: !failed,
         committed,
+        answers,
     }
 }
 
@@ -901,20 +913,27 @@ const APPLY_QUEUE: usize = 2;
 /// Ingests groups of requests for as long as they keep coming, the events of each applied on a
 /// second thread while this one decodes and commits the next (when [`starts_session`] says so):
 /// the worker's serial path is then the commits alone, as the CLI's committing thread's is
-/// ([`crate::ingest`]). Each group's requests are answered at its commit, as [`ingest`] answers
-/// them. A query that arrives meanwhile waits for the commit at hand and the apply of what is
-/// queued (at most [`APPLY_QUEUE`] commits beside the one being applied).
+/// ([`crate::ingest`]). On SQLite a third thread syncs the commits ([`tally_store::WalSync`]):
+/// the worker commits without waiting for the `fsync` and hands the group's answers over; the
+/// syncing thread answers them after an `fdatasync` of the WAL that began after their commit
+/// (one sync for every group handed over meanwhile), so an answer still means a durable commit,
+/// and the worker writes the next group while the disk syncs the last. A query that arrives
+/// meanwhile waits for the commit at hand, the apply of what is queued (at most
+/// [`APPLY_QUEUE`] commits beside the one being applied) and the last sync.
 ///
 /// The session ends at any other job, which is handed back and waits until every committed
-/// event is applied (a query sent after an answer sees its events); when no request has come
-/// for [`SESSION_WAIT`]; or at `until` (the next flush by the clock is due). The flushes the
-/// applier asks for are written between groups. A failed commit or flush ends it (the runtime
-/// is poisoned and the worker ends). A panic of the applier poisons the runtime: what was
-/// committed stays acknowledged, and reopening the tenant replays what was not applied.
+/// event is synced, answered and applied (a query sent after an answer sees its events, and no
+/// job reads an event that is not durable yet); when no request has come for
+/// [`SESSION_WAIT`]; or at `until` (the next flush by the clock is due). The flushes the applier
+/// asks for are written between groups. A failed commit or flush ends it (the runtime is
+/// poisoned and the worker ends); so does a failed sync, which answers its groups and every
+/// later one with the error. A panic of the applier poisons the runtime: what was committed
+/// stays acknowledged, and reopening the tenant replays what was not applied.
 ///
 /// Returns false if a commit failed (the worker must end), else true, and the job that ended the
-/// session; or the first group back if no thread could be started to apply. A failed flush or a
-/// panic of the applier leaves the runtime poisoned, which the caller checks.
+/// session; or the first group back if no thread could be started to apply. A failed flush or
+/// sync, or a panic of the applier or the syncing thread, leaves the runtime poisoned, which the
+/// caller checks.
 fn ingest_session(
     runtime: &mut TenantRuntime,
     first: Vec<Submission>,
@@ -945,15 +964,19 @@ fn ingest_session(
                 return Err(first);
             }
         };
+        let syncer = Syncer::start(scope, &mut store);
         let (mut batch, mut carried) = (first, None);
         let ok = loop {
             let (requests, started) = (batch.len(), Instant::now());
-            let group = commit_group(&mut store, batch, settings);
+            let group = commit_group(&mut store, batch, settings, syncer.is_some());
             let ok = group.ok;
+            let mut go_on = ok && !store.is_poisoned();
+            if let Some(syncer) = &syncer {
+                go_on &= syncer.hand_over(group.answers);
+            }
             // Nothing is handed over after a failed commit (the worker ends, and reopening the
             // tenant replays). The applier gone (it panicked) leaves committed events that
             // nobody applies: the runtime is poisoned, and reopening replays them.
-            let mut go_on = ok && !store.is_poisoned();
             for work in group.committed {
                 if !go_on {
                     break;
@@ -987,6 +1010,11 @@ fn ingest_session(
             );
             store.poison();
         }
+        if let Some(syncer) = syncer
+            && !syncer.finish(&mut store)
+        {
+            store.poison();
+        }
         for job in flush_rx.try_iter() {
             if store.is_poisoned() || !write_flush(&mut store, job) {
                 break;
@@ -994,6 +1022,121 @@ fn ingest_session(
         }
         Ok((ok, carried))
     })
+}
+
+/// The answers of an ingest session's groups, waiting for the sync of their commits.
+type Answers = Vec<(Submission, Result<Outcome>)>;
+
+/// An ingest session's syncing thread ([`ingest_session`]): it answers the groups handed over
+/// once an `fdatasync` of the WAL that began after their commit returned.
+struct Syncer<'scope> {
+    answers: std::sync::mpsc::Sender<Answers>,
+    thread: std::thread::ScopedJoinHandle<'scope, ()>,
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<'scope> Syncer<'scope> {
+    /// Defers the store's syncs to a thread of `scope`; `None` (commits stay synced where they
+    /// are made) where the store cannot, or no thread could be started.
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        store: &mut StoreSide<'_>,
+    ) -> Option<Syncer<'scope>> {
+        let wal = match store.defer_sync() {
+            Ok(wal) => wal?,
+            Err(e) => {
+                tracing::warn!(tenant = store.tenant(), error = %e, "cannot defer the commits' sync");
+                return None;
+            }
+        };
+        let (answers, queue) = std::sync::mpsc::channel::<Answers>();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failed_here = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("tally-sync".into())
+            .spawn_scoped(scope, move || sync_and_answer(&wal, &queue, &failed_here));
+        match thread {
+            Ok(thread) => Some(Syncer {
+                answers,
+                thread,
+                failed,
+            }),
+            Err(e) => {
+                tracing::warn!(tenant = store.tenant(), error = %e, "cannot start a thread to sync commits");
+                // Nothing was committed unsynced yet.
+                end_deferred_sync(store);
+                None
+            }
+        }
+    }
+
+    /// Hands a committed group's answers over; false if the sync failed (or its thread is gone),
+    /// and the session must end.
+    fn hand_over(&self, answers: Answers) -> bool {
+        if let Err(std::sync::mpsc::SendError(answers)) = self.answers.send(answers) {
+            for (submission, _) in answers {
+                submission.answer(Err(unsynced("the thread syncing commits stopped")));
+            }
+            return false;
+        }
+        !self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes commits synced again where they are made, then waits until every group handed
+    /// over is synced and answered; false if a sync failed or the thread panicked.
+    fn finish(self, store: &mut StoreSide<'_>) -> bool {
+        let restored = end_deferred_sync(store);
+        drop(self.answers);
+        let joined = self.thread.join().is_ok();
+        restored && joined && !self.failed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Sets the store's commits back to synced; false (logged) if it could not.
+fn end_deferred_sync(store: &mut StoreSide<'_>) -> bool {
+    match store.end_deferred_sync() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(tenant = store.tenant(), error = %e, "cannot make commits synced again; the tenant will be reopened");
+            false
+        }
+    }
+}
+
+/// The syncing thread: takes every group queued, syncs the WAL, answers them; after a failed
+/// sync answers every group with the error and syncs no more (after a failed `fsync` a later
+/// success proves nothing).
+fn sync_and_answer(
+    wal: &tally_store::WalSync,
+    queue: &Receiver<Answers>,
+    failed: &std::sync::atomic::AtomicBool,
+) {
+    let mut error: Option<String> = None;
+    while let Ok(mut answers) = queue.recv() {
+        while let Ok(more) = queue.try_recv() {
+            answers.extend(more);
+        }
+        if error.is_none()
+            && let Err(e) = wal.sync()
+        {
+            tracing::error!(error = %e, "syncing commits failed; the tenant will be reopened");
+            failed.store(true, std::sync::atomic::Ordering::SeqCst);
+            error = Some(Error::from(e).naming_exhaustion().to_string());
+        }
+        for (submission, outcome) in answers {
+            submission.answer(match &error {
+                None => outcome,
+                Some(e) => Err(unsynced(e)),
+            });
+        }
+    }
+}
+
+/// The answer of a request whose commit could not be made durable.
+fn unsynced(why: &str) -> Error {
+    Error::Unavailable(format!(
+        "the events were written but could not be made durable ({why}); retry"
+    ))
 }
 
 /// Writes a flush of an ingest session's applier; false if it failed (the runtime is poisoned:
@@ -1011,7 +1154,7 @@ fn write_flush(store: &mut StoreSide<'_>, job: FlushJob) -> bool {
 /// Decodes, commits and applies a group of ingest requests; answers each. False when the store
 /// failed and the worker must end.
 fn ingest(runtime: &mut TenantRuntime, batch: Vec<Submission>, settings: &WorkerConfig) -> bool {
-    let Group { ok, committed } = commit_group(runtime, batch, settings);
+    let Group { ok, committed, .. } = commit_group(runtime, batch, settings, false);
     // The answers go out at the commit: the clients' next requests arrive and decode on their
     // own threads while this one applies. Nothing reads the views before this returns, so a
     // query sent after an answer still sees its events. Nothing is applied after a failed
@@ -1242,6 +1385,42 @@ mod tests {
         plain.flush().unwrap();
         assert_eq!(piped.positions(), plain.positions());
         assert_eq!(per_k(&piped), per_k(&plain));
+    }
+
+    /// A session on SQLite answers its groups only after the WAL is synced: when the sync fails
+    /// (another file took the WAL's place), the requests get the error and the runtime is
+    /// poisoned (the worker ends and the tenant is reopened).
+    #[test]
+    fn a_session_answers_after_the_sync_and_a_failed_sync_fails_its_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let location = crate::app::Location::Directory(dir.path().join("t"));
+        let (mut runtime, settings) = tenant_at(&location, SESSION_SCHEMA, metrics);
+        let until = Instant::now() + Duration::from_secs(600);
+        let (_, jobs) = std::sync::mpsc::sync_channel::<Job>(1);
+        let (first, mut answer) = submission("s", session_records("e", 0, 300));
+        let (ok, carried) = ingest_session(&mut runtime, vec![first], &jobs, &settings, until)
+            .unwrap_or_else(|_| panic!("no thread to apply on"));
+        assert!(ok && carried.is_none() && !runtime.is_poisoned());
+        assert_eq!(answer.try_recv().unwrap().unwrap().accepted, 300);
+
+        let tenants = dir.path().join("t").join("tenants");
+        let wal = (std::fs::read_dir(&tenants).unwrap())
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(".db-wal"))
+            .expect("the tenant's WAL");
+        std::fs::rename(&wal, tenants.join("moved")).unwrap();
+        std::fs::write(&wal, b"").unwrap();
+        let (next, mut answer) = submission("s", session_records("f", 0, 300));
+        let (ok, _) = ingest_session(&mut runtime, vec![next], &jobs, &settings, until)
+            .unwrap_or_else(|_| panic!("no thread to apply on"));
+        assert!(ok, "the commit itself held");
+        assert!(runtime.is_poisoned());
+        let e = answer.try_recv().unwrap().unwrap_err().to_string();
+        assert!(
+            e.contains("could not be made durable") && e.contains("replaced"),
+            "{e}"
+        );
     }
 
     /// A session starts for a group of 256 records or more on a SQLite tenant without alerts,
