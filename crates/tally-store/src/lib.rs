@@ -555,7 +555,7 @@ impl TenantStore {
     /// On SQLite: commits from now on are not synced when they return; the returned
     /// [`WalSync`] makes them durable, on any thread, until
     /// [`TenantStore::end_deferred_sync`]. `None` (nothing changed) on other stores, and on
-    /// SQLite before the database's first write.
+    /// SQLite before its WAL file exists.
     pub fn defer_sync(&mut self) -> Result<Option<std::sync::Arc<WalSync>>> {
         match self {
             TenantStore::Sqlite(s) => s.defer_sync(),

@@ -24,9 +24,9 @@
 //! Invariants:
 //! - Durability does not change: commits still `fsync` the WAL on the writer (`synchronous=FULL`)
 //!   before they return, or, deferred ([`crate::sqlite_sync`]), before they are acknowledged
-//!   (SQLite syncs the WAL before a checkpoint copies it in either mode); a checkpoint only moves committed pages into the database file and
-//!   syncs it before the WAL can start over, and SQLite makes that safe against a crash at any
-//!   point, on any connection.
+//!   (SQLite syncs the WAL before a checkpoint copies it in either mode); a checkpoint only
+//!   moves committed pages into the database file and syncs it before the WAL can start over,
+//!   and SQLite makes that safe against a crash at any point, on any connection.
 //! - The WAL stays bounded, at most [`WRITER_FRAMES`] plus a commit where SQLite's own
 //!   checkpoints keep it near 1,000: from there (the background thread cannot keep up) the
 //!   writer checkpoints itself after each commit, first waiting for a running background

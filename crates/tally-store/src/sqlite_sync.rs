@@ -4,14 +4,14 @@
 //! its own) before their requests are answered, while the committing thread writes the next.
 //!
 //! Why an answer after a sync is as durable as a commit with `synchronous=FULL`: in WAL mode the
-//! two differ only in that `NORMAL` does not sync the WAL at each commit (SQLite still syncs it
-//! before a checkpoint copies it, and its header when it starts over); an `fdatasync` that
-//! begins after a commit returned covers that commit's frames; and the WAL recovers as a prefix
-//! (its frames form a checksum chain), so no later transaction (a view's flush) survives a
-//! power loss without the events before it.
+//! two differ in that `NORMAL` does not sync the WAL at each commit (nor pad a commit to a
+//! sector, which `FULL` does only where SQLite does not assume power-safe overwrite, its
+//! default); SQLite still syncs the WAL before a checkpoint copies it, and its header when it
+//! starts over. An `fdatasync` that begins after a commit returned covers that commit's frames,
+//! and the WAL recovers as a prefix (its frames form a checksum chain), so no later transaction
+//! (a view's flush) survives a power loss without the events before it.
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use crate::error::{Result, StoreError};
@@ -24,14 +24,20 @@ pub struct WalSync {
 }
 
 impl WalSync {
-    /// Opens the WAL at `path`; `None` if there is none yet (nothing was written since the
-    /// database was opened).
+    /// Opens the WAL at `path`, and syncs its directory (SQLite syncs it at the WAL's first
+    /// sync, which `synchronous=NORMAL` puts off to a checkpoint); `None` if there is no WAL
+    /// yet.
     pub(crate) fn open(path: PathBuf) -> Result<Option<WalSync>> {
-        match File::open(&path) {
-            Ok(file) => Ok(Some(WalSync { file, path })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(io_error(&path, source)),
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io_error(&path, source)),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let synced = File::open(dir).and_then(|d| d.sync_all());
+            synced.map_err(|e| io_error(dir, e))?;
         }
+        Ok(Some(WalSync { file, path }))
     }
 
     /// Makes every commit that returned before this call durable. Fails if another file took
@@ -41,7 +47,7 @@ impl WalSync {
             self.file.metadata().map_err(|e| io_error(&self.path, e))?,
             std::fs::metadata(&self.path).map_err(|e| io_error(&self.path, e))?,
         );
-        if (ours.dev(), ours.ino()) != (named.dev(), named.ino()) {
+        if !same_file(&ours, &named) {
             return Err(io_error(
                 &self.path,
                 std::io::Error::other("the write-ahead log was replaced by another file"),
@@ -49,6 +55,19 @@ impl WalSync {
         }
         self.file.sync_data().map_err(|e| io_error(&self.path, e))
     }
+}
+
+/// Whether two files' metadata are of one file (on Unix, its device and inode; elsewhere not
+/// known, so assumed).
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    true
 }
 
 fn io_error(path: &std::path::Path, source: std::io::Error) -> StoreError {

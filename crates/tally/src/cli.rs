@@ -1108,7 +1108,8 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
         );
     }
     // Connections and tenant databases share the process's file descriptors: half for the
-    // connections, the rest for the tenants' files (up to four per open SQLite tenant).
+    // connections, the rest for the tenants' files (up to five per open SQLite tenant, one of
+    // them the WAL kept open for syncing it).
     let mut max_connections = args.max_connections.max(1);
     let mut max_open_tenants = args.max_open_tenants.max(1);
     if let Some(files) = crate::server::raise_open_files_limit() {
@@ -1121,7 +1122,7 @@ fn serve(tally: Tally, args: &ServeArgs) -> Result<()> {
             );
             max_connections = half;
         }
-        let tenants = (half / 4).max(16);
+        let tenants = (half / 5).max(16);
         if max_open_tenants > tenants {
             tracing::warn!(
                 max_open_tenants,

@@ -852,8 +852,8 @@ impl TenantRuntime {
     /// Whether the events of one commit may be applied while the next is written and synced:
     /// no other process commits this tenant's events (a commit would first have to read what
     /// they committed in between), and the store is SQLite, whose commit waits for an `fsync`
-    /// on this thread (a PostgreSQL commit waits for its server; the memory store's costs
-    /// nothing to overlap).
+    /// (on this thread, or in an ingest session on a syncing thread of the worker's; a
+    /// PostgreSQL commit waits for its server; the memory store's costs nothing to overlap).
     pub fn pipelines_commits(&self) -> bool {
         self.leader && !self.shared && matches!(self.store, TenantStore::Sqlite(_))
     }

@@ -964,7 +964,7 @@ fn ingest_session(
                 return Err(first);
             }
         };
-        let syncer = Syncer::start(scope, &mut store);
+        let syncer = Syncer::start(scope, &mut store, &settings.metrics);
         let (mut batch, mut carried) = (first, None);
         let ok = loop {
             let (requests, started) = (batch.len(), Instant::now());
@@ -974,8 +974,8 @@ fn ingest_session(
             if let Some(syncer) = &syncer {
                 go_on &= syncer.hand_over(group.answers);
             }
-            // Nothing is handed over after a failed commit (the worker ends, and reopening the
-            // tenant replays). The applier gone (it panicked) leaves committed events that
+            // Nothing goes to the applier after a failed commit (the worker ends, and reopening
+            // the tenant replays). The applier gone (it panicked) leaves committed events that
             // nobody applies: the runtime is poisoned, and reopening replays them.
             for work in group.committed {
                 if !go_on {
@@ -1027,10 +1027,14 @@ fn ingest_session(
 /// The answers of an ingest session's groups, waiting for the sync of their commits.
 type Answers = Vec<(Submission, Result<Outcome>)>;
 
+/// Groups an ingest session's worker may have committed and handed over beside the one being
+/// synced: it waits to hand over more, so a slow disk still fills the tenant's queue (503).
+const SYNC_QUEUE: usize = 2;
+
 /// An ingest session's syncing thread ([`ingest_session`]): it answers the groups handed over
 /// once an `fdatasync` of the WAL that began after their commit returned.
 struct Syncer<'scope> {
-    answers: std::sync::mpsc::Sender<Answers>,
+    answers: std::sync::mpsc::SyncSender<Answers>,
     thread: std::thread::ScopedJoinHandle<'scope, ()>,
     failed: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -1041,6 +1045,7 @@ impl<'scope> Syncer<'scope> {
     fn start<'env>(
         scope: &'scope std::thread::Scope<'scope, 'env>,
         store: &mut StoreSide<'_>,
+        metrics: &Arc<Metrics>,
     ) -> Option<Syncer<'scope>> {
         let wal = match store.defer_sync() {
             Ok(wal) => wal?,
@@ -1049,12 +1054,14 @@ impl<'scope> Syncer<'scope> {
                 return None;
             }
         };
-        let (answers, queue) = std::sync::mpsc::channel::<Answers>();
+        let (answers, queue) = std::sync::mpsc::sync_channel::<Answers>(SYNC_QUEUE);
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let failed_here = failed.clone();
+        let (failed_here, metrics) = (failed.clone(), metrics.clone());
         let thread = std::thread::Builder::new()
             .name("tally-sync".into())
-            .spawn_scoped(scope, move || sync_and_answer(&wal, &queue, &failed_here));
+            .spawn_scoped(scope, move || {
+                sync_and_answer(&wal, &queue, &failed_here, &metrics);
+            });
         match thread {
             Ok(thread) => Some(Syncer {
                 answers,
@@ -1063,8 +1070,11 @@ impl<'scope> Syncer<'scope> {
             }),
             Err(e) => {
                 tracing::warn!(tenant = store.tenant(), error = %e, "cannot start a thread to sync commits");
-                // Nothing was committed unsynced yet.
-                end_deferred_sync(store);
+                // Nothing was committed unsynced yet; commits that could not be synced again
+                // where they are made must not be answered at all.
+                if !end_deferred_sync(store) {
+                    store.poison();
+                }
                 None
             }
         }
@@ -1074,8 +1084,9 @@ impl<'scope> Syncer<'scope> {
     /// and the session must end.
     fn hand_over(&self, answers: Answers) -> bool {
         if let Err(std::sync::mpsc::SendError(answers)) = self.answers.send(answers) {
+            let stopped = Error::Failed("the thread syncing commits stopped".into());
             for (submission, _) in answers {
-                submission.answer(Err(unsynced("the thread syncing commits stopped")));
+                submission.answer(Err(unsynced(&stopped)));
             }
             return false;
         }
@@ -1110,8 +1121,9 @@ fn sync_and_answer(
     wal: &tally_store::WalSync,
     queue: &Receiver<Answers>,
     failed: &std::sync::atomic::AtomicBool,
+    metrics: &Metrics,
 ) {
-    let mut error: Option<String> = None;
+    let mut error: Option<Error> = None;
     while let Ok(mut answers) = queue.recv() {
         while let Ok(more) = queue.try_recv() {
             answers.extend(more);
@@ -1121,7 +1133,12 @@ fn sync_and_answer(
         {
             tracing::error!(error = %e, "syncing commits failed; the tenant will be reopened");
             failed.store(true, std::sync::atomic::Ordering::SeqCst);
-            error = Some(Error::from(e).naming_exhaustion().to_string());
+            let e = Error::from(e).naming_exhaustion();
+            metrics.store_failed(match &e {
+                Error::Exhausted(what) => what,
+                _ => "syncing commits to the disk failed; see the log",
+            });
+            error = Some(e);
         }
         for (submission, outcome) in answers {
             submission.answer(match &error {
@@ -1132,11 +1149,16 @@ fn sync_and_answer(
     }
 }
 
-/// The answer of a request whose commit could not be made durable.
-fn unsynced(why: &str) -> Error {
-    Error::Unavailable(format!(
-        "the events were written but could not be made durable ({why}); retry"
-    ))
+/// The answer of a request whose commit could not be synced: not a retryable one, since the
+/// events are committed and may well survive (a retry counts them twice, unless the stream has
+/// a dedupe key). A full disk is named as such.
+fn unsynced(why: &Error) -> Error {
+    match why {
+        Error::Exhausted(what) => Error::Exhausted(what.clone()),
+        _ => Error::Failed(format!(
+            "the events were committed but could not be synced to the disk, so whether they survive a power loss is unknown ({why})"
+        )),
+    }
 }
 
 /// Writes a flush of an ingest session's applier; false if it failed (the runtime is poisoned:
@@ -1418,7 +1440,7 @@ mod tests {
         assert!(runtime.is_poisoned());
         let e = answer.try_recv().unwrap().unwrap_err().to_string();
         assert!(
-            e.contains("could not be made durable") && e.contains("replaced"),
+            e.contains("could not be synced") && e.contains("replaced"),
             "{e}"
         );
     }
