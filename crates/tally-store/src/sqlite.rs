@@ -86,7 +86,7 @@ impl SqliteStaged<'_> {
     }
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+pub(crate) fn io_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
         path: path.display().to_string(),
         source,

@@ -14,7 +14,8 @@
 use std::fs::File;
 use std::path::PathBuf;
 
-use crate::error::{Result, StoreError};
+use crate::error::Result;
+use crate::sqlite::io_error;
 
 /// The WAL of a tenant's database, opened to be synced by another thread
 /// ([`crate::TenantStore::defer_sync`]).
@@ -68,13 +69,6 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
 #[cfg(not(unix))]
 fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
     true
-}
-
-fn io_error(path: &std::path::Path, source: std::io::Error) -> StoreError {
-    StoreError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 #[cfg(test)]
