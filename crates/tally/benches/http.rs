@@ -492,6 +492,17 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    if ratios.len() > 1 {
+        // A round's ratio varies by about a tenth on the reference machine (docs/performance.md,
+        // thirty-seventh round): the mean's standard error says what a run can show.
+        let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+        let variance =
+            (ratios.iter()).map(|r| (r - mean).powi(2)).sum::<f64>() / (ratios.len() - 1) as f64;
+        println!(
+            "batched HTTP against the CLI, the mean of the {rounds} rounds: {mean:.3}× (standard error {:.3})",
+            (variance / ratios.len() as f64).sqrt()
+        );
+    }
     println!(
         "one-row durable commit on this disk: {:.2} ms (median of 200), so 32 waiting clients get at most {:.0} events/s (goal ≥ 50,000)",
         commit.as_secs_f64() * 1e3,
