@@ -493,8 +493,9 @@ async fn run(n: usize, singles: usize, queries: usize, rounds: usize) {
             .join(", ")
     );
     if ratios.len() > 1 {
-        // A round's ratio varies by about a tenth on the reference machine (docs/performance.md,
-        // thirty-seventh round): the mean's standard error says what a run can show.
+        // A round's ratio has a standard deviation of about 0.11 on the reference machine
+        // (docs/performance.md, thirty-seventh round): the mean's standard error says what a
+        // run can show.
         let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
         let variance =
             (ratios.iter()).map(|r| (r - mean).powi(2)).sum::<f64>() / (ratios.len() - 1) as f64;
