@@ -627,6 +627,13 @@ fn saved_query(parser: &mut Parser<'_>, at: Location) -> Result<Compiled> {
     parser.expect_keyword(Keyword::AS).map_err(perr)?;
     let query = parser.parse_query().map_err(perr)?;
     let text = printable(&query);
+    // The stored text must parse again when the catalog is reopened: the parentheses
+    // [`printable`] adds count toward the parser's nesting limit, so a query within the limit
+    // as written can be over it as stored. Such a query is refused here, with the error the
+    // stored text would give.
+    limits::parser(&PostgreSqlDialect {}, &text)?
+        .parse_query()
+        .map_err(perr)?;
     let mut params: Vec<String> = Vec::new();
     let tokens = sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, &text)
         .tokenize()
