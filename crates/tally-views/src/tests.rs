@@ -430,24 +430,49 @@ fn syntax_errors_carry_positions() {
     );
     let err = apply(&base(), &deep).unwrap_err();
     assert!(err.to_string().contains("nests too deeply"), "{err}");
-    // A saved query's stored text puts each nested prefix operation in parentheses, which
-    // count toward the nesting limit: one within it as written but not as stored is refused
-    // (found by the `view_sql` fuzz target), and one within it both ways is stored and
-    // compiles again from its stored text.
-    let nested = |n: usize| {
+    // A view's or saved query's stored text puts each nested prefix operation in parentheses,
+    // which count toward the parser's limits: a definition within them as written but not as
+    // stored is refused (found by the `view_sql` fuzz target), and one within them both ways
+    // is stored and compiles again from its stored text.
+    let query = |n: usize| {
         format!(
             "CREATE VIEW q AS SELECT {}amount AS a FROM capital_flow",
             "@@ ".repeat(n)
         )
     };
-    let err = apply(&base(), &nested(50)).unwrap_err();
-    assert!(err.to_string().contains("nests too deeply"), "{err}");
-    let applied = apply(&base(), &nested(8)).unwrap();
-    let mut again = Catalog::new();
-    for (_, sql) in applied.catalog.definitions() {
-        again = apply(&again, &sql).unwrap().catalog;
+    let view = |n: usize| {
+        format!(
+            "CREATE MATERIALIZED VIEW v AS SELECT vault_id, sum({}amount) AS s FROM capital_flow GROUP BY vault_id",
+            "- ".repeat(n)
+        )
+    };
+    // As written each is within the limits; the tokens' limit counts the stored text whole.
+    let many = format!(
+        "CREATE VIEW q AS SELECT {} FROM capital_flow",
+        vec!["- - amount"; 1_666].join(", ")
+    );
+    for (text, what) in [
+        (query(50), "nests too deeply"),
+        (view(40), "nests too deeply"),
+        (many, "longer than 10000 tokens"),
+    ] {
+        let err = apply(&base(), &text).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with(
+                "line 1, column 1: the definition as stored would not compile again: "
+            ) && message.contains(what),
+            "{message}"
+        );
     }
-    assert_eq!(again.definitions(), applied.catalog.definitions());
+    for text in [query(8), view(8)] {
+        let applied = apply(&base(), &text).unwrap();
+        let mut again = Catalog::new();
+        for (_, sql) in applied.catalog.definitions() {
+            again = apply(&again, &sql).unwrap().catalog;
+        }
+        assert_eq!(again.definitions(), applied.catalog.definitions());
+    }
 }
 
 #[test]

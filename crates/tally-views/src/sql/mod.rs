@@ -214,8 +214,9 @@ pub fn apply(catalog: &Catalog, sql: &str) -> Result<Applied> {
             break;
         }
         let at = next.span.start;
-        let change = statement(&mut parser, &working, at)?;
-        let change = change.apply_to(&mut working)?;
+        let compiled = statement(&mut parser, &working, at)?;
+        compiles_as_stored(&compiled, &working, at)?;
+        let change = compiled.apply_to(&mut working)?;
         changes.push(change);
         let after = parser.peek_token();
         if after.token != Token::SemiColon && after.token != Token::EOF {
@@ -265,6 +266,37 @@ pub fn parse_stream(sql: &str) -> Result<StreamDef> {
         Compiled::Stream(def, _) => Ok(def),
         _ => Err(error_at(at, "expected CREATE STREAM", None)),
     }
+}
+
+/// Checks that the definition `compiled` stores compiles again, as it will when its catalog is
+/// loaded: a view's or saved query's text is stored as the parser prints it ([`printable`]),
+/// which puts nested prefix operations in parentheses, so a definition within the parser's
+/// limits as written can be over them as stored (the nesting limit, the statement's tokens).
+/// Such a definition is refused here rather than left to make the catalog fail to load.
+fn compiles_as_stored(compiled: &Compiled, catalog: &Catalog, at: Location) -> Result<()> {
+    let stored = match compiled {
+        Compiled::View(plan) => plan.sql.clone(),
+        Compiled::Query(query, _) => query.sql(),
+        _ => return Ok(()),
+    };
+    let dialect = PostgreSqlDialect {};
+    limits::parser(&dialect, &stored)
+        .and_then(|mut parser| statement(&mut parser, catalog, at))
+        .map(|_| ())
+        .map_err(|e| {
+            error_at(
+                at,
+                format!(
+                    "the definition as stored would not compile again: {}",
+                    e.message
+                ),
+                Some(
+                    "a definition is stored as the parser prints it, with each nested prefix \
+                     operation in parentheses (-(-x)), which count toward the parser's limit of \
+                     64 levels: nest fewer",
+                ),
+            )
+        })
 }
 
 /// A parsed and compiled statement, not yet applied.
@@ -627,13 +659,6 @@ fn saved_query(parser: &mut Parser<'_>, at: Location) -> Result<Compiled> {
     parser.expect_keyword(Keyword::AS).map_err(perr)?;
     let query = parser.parse_query().map_err(perr)?;
     let text = printable(&query);
-    // The stored text must parse again when the catalog is reopened: the parentheses
-    // [`printable`] adds count toward the parser's nesting limit, so a query within the limit
-    // as written can be over it as stored. Such a query is refused here, with the error the
-    // stored text would give.
-    limits::parser(&PostgreSqlDialect {}, &text)?
-        .parse_query()
-        .map_err(perr)?;
     let mut params: Vec<String> = Vec::new();
     let tokens = sqlparser::tokenizer::Tokenizer::new(&PostgreSqlDialect {}, &text)
         .tokenize()
